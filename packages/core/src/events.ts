@@ -1,0 +1,40 @@
+/**
+ * Typed events that stages emit on a context's reporter. Only the CLI turns them into text
+ * (live progress on a TTY, append-only lines otherwise, NDJSON with `--json`).
+ * Events never carry secrets.
+ */
+export type DeployEvent =
+  | { readonly type: 'log'; readonly level: 'debug' | 'info' | 'warn'; readonly message: string; readonly host?: string }
+  | { readonly type: 'phase-start'; readonly phase: DeployPhase; readonly host?: string }
+  | { readonly type: 'phase-end'; readonly phase: DeployPhase; readonly host?: string; readonly durationMs: number; readonly ok: boolean }
+  | { readonly type: 'build-start'; readonly host?: string; readonly derivationsToBuild: number; readonly pathsToFetch: number }
+  | { readonly type: 'build-progress'; readonly host?: string; readonly built: number; readonly total: number; readonly current?: string }
+  | { readonly type: 'build-end'; readonly host?: string; readonly outPath: string; readonly durationMs: number }
+  | { readonly type: 'copy-plan'; readonly host: string; readonly pathsToSend: number; readonly bytesToSend: number; readonly pathsPresent: number }
+  | { readonly type: 'copy-progress'; readonly host: string; readonly bytesSent: number; readonly bytesTotal: number; readonly bytesPerSecond: number }
+  | { readonly type: 'copy-end'; readonly host: string; readonly pathsSent: number; readonly bytesSent: number; readonly durationMs: number }
+  | { readonly type: 'activate-start'; readonly host: string; readonly action: ActivationAction; readonly toplevel: string }
+  | { readonly type: 'activate-end'; readonly host: string; readonly action: ActivationAction; readonly ok: boolean; readonly durationMs: number }
+  | { readonly type: 'lab-host-up'; readonly host: string; readonly address: string; readonly reused: boolean }
+  | { readonly type: 'lab-host-down'; readonly host: string };
+
+/** The phases of a deploy, in order. */
+export type DeployPhase = 'pin' | 'build' | 'bundle' | 'diff' | 'copy' | 'activate' | 'confirm' | 'lab';
+
+/** What `switch-to-configuration` is asked to do (as NixOS documents it). */
+export type ActivationAction = 'switch' | 'boot' | 'test' | 'dry-activate';
+
+/** Receives events. Stages call `emit`; renderers implement it. */
+export interface Reporter {
+  /** Handles one event. Must not throw. */
+  emit(event: DeployEvent): void;
+}
+
+/** A reporter that drops everything. */
+export const silentReporter: Reporter = { emit: () => {} };
+
+/** A reporter that keeps every event, for tests and custom pipelines that inspect events. */
+export function createCollectingReporter(): Reporter & { readonly events: DeployEvent[] } {
+  const events: DeployEvent[] = [];
+  return { events, emit: (event) => void events.push(event) };
+}

@@ -1,0 +1,20 @@
+export {
+  PideployError,
+  STDERR_TAIL_LINES,
+  tailLines,
+  toPideployError,
+  type CommandFailure,
+  type PideployErrorCode,
+  type PideployErrorOptions,
+} from './errors.js';
+export {
+  createCollectingReporter,
+  silentReporter,
+  type ActivationAction,
+  type DeployEvent,
+  type DeployPhase,
+  type Reporter,
+} from './events.js';
+export { createBaseContext, type BaseContextOptions, type PideployContext } from './context.js';
+export { shellJoin, shellQuote } from './shell-quote.js';
+export { PIDEPLOY_VERSION } from './version.js';
