@@ -52,7 +52,8 @@ export interface LabLayout {
 
 /** Resolves the lab directory: explicit option, then `PIDEPLOY_LAB_DIR`, then {@link DEFAULT_LAB_DIR}. */
 export function resolveLabDir(explicit?: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
-  return path.resolve(explicit ?? env['PIDEPLOY_LAB_DIR'] ?? DEFAULT_LAB_DIR);
+  const fromEnvironment = env['PIDEPLOY_LAB_DIR'];
+  return path.resolve(explicit ?? (fromEnvironment === undefined || fromEnvironment === '' ? DEFAULT_LAB_DIR : fromEnvironment));
 }
 
 /** The lab's file layout below `root`. Pure: creates nothing. */

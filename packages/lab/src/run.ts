@@ -89,7 +89,9 @@ export async function runCommandAllowingFailure(
   }
 }
 
+/** The most telling line of a failed command's output: the last one not indented as a continuation. */
 function lastLine(text: string): string {
-  const lines = text.trim().split('\n');
-  return lines[lines.length - 1] ?? '';
+  const lines = text.split('\n').filter((line) => line.trim() !== '');
+  const unindented = lines.filter((line) => !/^\s/u.test(line));
+  return (unindented[unindented.length - 1] ?? lines[lines.length - 1] ?? '').trim();
 }

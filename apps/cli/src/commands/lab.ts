@@ -1,7 +1,76 @@
+import { PideployError } from '@pideploy/core';
+import { labDown, labExec, labStatus, labUp, parseHostCount, type LabStatus } from '@pideploy/lab';
 import type { CommandInvocation, CommandResult } from '../command.js';
 
-// placeholder until the lab API lands (replaced in the same series of commits)
-export async function labUpCommand(_invocation: CommandInvocation): Promise<CommandResult> { throw new Error('not yet'); }
-export const labDownCommand = labUpCommand;
-export const labStatusCommand = labUpCommand;
-export const labExecCommand = labUpCommand;
+function labDirOf(invocation: CommandInvocation): string | undefined {
+  const value = invocation.flags['lab-dir'];
+  return typeof value === 'string' ? value : undefined;
+}
+
+/** Human summary of a lab: one line per host plus how to reach it. */
+export function describeLabStatus(status: LabStatus): string {
+  if (status.hosts.length === 0) return `the lab is not up (${status.labDir}); start it with: pideploy lab up`;
+  const hostLines = status.hosts.map(
+    (host) =>
+      `  ${host.name.padEnd(5)} ${host.running ? 'running' : 'STOPPED'}  ${host.target.padEnd(12)} ${host.address}  ` +
+      `${host.trusted ? 'trusted' : 'untrusted'}, sudo ${host.sudo === 'nopasswd' ? 'NOPASSWD' : `password "${host.sudoPassword}"`}`,
+  );
+  const nixpkgs = status.nixpkgs;
+  const nixpkgsLines =
+    nixpkgs === null
+      ? []
+      : [
+          `mini-nixpkgs as ${nixpkgs.repository} at ${status.archiveServer?.url ?? '?'} (${status.archiveServer?.running ? 'running' : 'STOPPED'}):`,
+          ...Object.entries(nixpkgs.branches).map(([branch, rev]) => `  branch ${branch.padEnd(15)} ${rev}`),
+        ];
+  return [
+    `lab ${status.labDir}:`,
+    ...hostLines,
+    ...nixpkgsLines,
+    `try:   ssh -F ${status.sshConfig} ${status.hosts[0]?.target ?? 'deploy@pi1'} nix-store --version`,
+    `env:   source ${status.envFile}`,
+  ].join('\n');
+}
+
+/** `pideploy lab up [--hosts N] [--untrusted] [--nopasswd]` */
+export async function labUpCommand(invocation: CommandInvocation): Promise<CommandResult> {
+  const status = await labUp(
+    {
+      labDir: labDirOf(invocation),
+      hosts: parseHostCount(typeof invocation.flags['hosts'] === 'string' ? invocation.flags['hosts'] : undefined),
+      untrusted: invocation.flags['untrusted'] === true,
+      nopasswd: invocation.flags['nopasswd'] === true,
+    },
+    invocation.context,
+  );
+  return { value: status, text: describeLabStatus(status) };
+}
+
+/** `pideploy lab down` */
+export async function labDownCommand(invocation: CommandInvocation): Promise<CommandResult> {
+  await labDown({ labDir: labDirOf(invocation) }, invocation.context);
+  return { value: { down: true }, text: 'lab is down; everything it made is removed' };
+}
+
+/** `pideploy lab status [--json]` */
+export async function labStatusCommand(invocation: CommandInvocation): Promise<CommandResult> {
+  const status = await labStatus({ labDir: labDirOf(invocation) });
+  return { value: status, text: describeLabStatus(status) };
+}
+
+/** `pideploy lab exec <host> -- <command…>`: passes the command's output and exit code through. */
+export async function labExecCommand(invocation: CommandInvocation): Promise<CommandResult> {
+  const [host, ...argv] = invocation.positionals;
+  if (host === undefined || argv.length === 0) {
+    throw new PideployError({
+      code: 'PIDEPLOY_USAGE',
+      message: 'lab exec needs a host and a command',
+      hint: 'pideploy lab exec pi1 -- readlink /run/current-system',
+    });
+  }
+  const result = await labExec(host, argv, { labDir: labDirOf(invocation) });
+  invocation.io.stderr.write(result.stderr);
+  // Output passes through byte for byte (no added newline); --json wraps it in the result instead.
+  if (!invocation.global.json) invocation.io.stdout.write(result.stdout);
+  return { value: result, text: '', exitCode: result.exitCode };
+}

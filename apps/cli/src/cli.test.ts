@@ -1,0 +1,74 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { runCli } from './cli.js';
+import { COMMANDS } from './commands.js';
+import { createBufferIo } from './io.js';
+
+const packageVersion = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+describe('runCli', () => {
+  it('prints the version of the packages', async () => {
+    const io = createBufferIo();
+    expect(await runCli(['--version'], io)).toBe(0);
+    expect(io.out()).toBe(`${packageVersion}\n`);
+  });
+
+  it('lists every command with --help and exits 0', async () => {
+    const io = createBufferIo();
+    expect(await runCli(['--help'], io)).toBe(0);
+    for (const command of COMMANDS) expect(io.out()).toContain(command.usage);
+  });
+
+  it('shows usage and exits 2 without a command', async () => {
+    const io = createBufferIo();
+    expect(await runCli([], io)).toBe(2);
+    expect(io.out()).toContain('Usage: pideploy <command>');
+  });
+
+  it('gives every command help with an example', async () => {
+    for (const command of COMMANDS) {
+      const io = createBufferIo();
+      expect(await runCli([...command.path, '--help'], io)).toBe(0);
+      expect(io.out()).toContain(`Usage: pideploy ${command.usage}`);
+      expect(io.out()).toContain(`$ ${command.example}`);
+    }
+  });
+
+  it('rejects an unknown command with one line, a hint and exit 2', async () => {
+    const io = createBufferIo();
+    expect(await runCli(['deploi'], io)).toBe(2);
+    expect(io.err()).toBe('pideploy: unknown command: deploi\nhint: run `pideploy --help` to see the commands\n');
+  });
+
+  it('rejects an unknown flag with the command usage and exit 2', async () => {
+    const io = createBufferIo();
+    expect(await runCli(['lab', 'up', '--hostz', '3'], io)).toBe(2);
+    expect(io.err()).toMatch(/^pideploy: Unknown option '--hostz'.*\nhint: usage: pideploy lab up/su);
+  });
+
+  it('rejects a bad --hosts value before doing anything', async () => {
+    const io = createBufferIo();
+    const code = await runCli(['lab', 'up', '--hosts', 'many', '--lab-dir', '/nonexistent/pideploy-test'], io);
+    expect(code).toBe(2);
+    expect(io.err()).toContain('--hosts must be a whole number from 1 to 50, not "many"');
+  });
+
+  it('reports errors as NDJSON on stdout with --json', async () => {
+    const io = createBufferIo();
+    expect(await runCli(['lab', 'exec', '--json'], io)).toBe(2);
+    const line = JSON.parse(io.out().trim()) as { error: { code: string; hint: string } };
+    expect(line.error.code).toBe('PIDEPLOY_USAGE');
+    expect(line.error.hint).toContain('pideploy lab exec pi1');
+  });
+
+  it('describes an absent lab without root', async () => {
+    const io = createBufferIo();
+    expect(await runCli(['lab', 'status', '--lab-dir', '/nonexistent/pideploy-test'], io)).toBe(0);
+    expect(io.out()).toContain('the lab is not up');
+    const jsonIo = createBufferIo();
+    expect(await runCli(['lab', 'status', '--json', '--lab-dir', '/nonexistent/pideploy-test'], jsonIo)).toBe(0);
+    const status = (JSON.parse(jsonIo.out()) as { result: { up: boolean; hosts: unknown[] } }).result;
+    expect(status.up).toBe(false);
+    expect(status.hosts).toEqual([]);
+  });
+});

@@ -1,0 +1,78 @@
+import { execFileSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import {
+  LAB_MAX_HOSTS,
+  labHostIndex,
+  parseHostCount,
+  planLabHost,
+  renderEnvFile,
+  renderKnownHosts,
+  renderRemoteNixConf,
+  renderSshConfig,
+  renderSudoers,
+} from './host-plan.js';
+
+describe('planLabHost', () => {
+  it('gives every host its own namespace, veth names that fit IFNAMSIZ, and a /30 of 10.250.0.0/16', () => {
+    const plans = Array.from({ length: LAB_MAX_HOSTS }, (_, index) => planLabHost(index + 1));
+    for (const plan of plans) {
+      expect(plan.hostInterface.length).toBeLessThanOrEqual(15);
+      expect(plan.remoteInterface.length).toBeLessThanOrEqual(15);
+      expect(plan.address).toMatch(/^10\.250\.\d+\.2$/u);
+    }
+    expect(new Set(plans.map((plan) => plan.address)).size).toBe(LAB_MAX_HOSTS);
+    expect(new Set(plans.map((plan) => plan.netns)).size).toBe(LAB_MAX_HOSTS);
+    expect(planLabHost(7)).toMatchObject({ name: 'pi7', hostAddress: '10.250.7.1', address: '10.250.7.2' });
+  });
+
+  it('refuses indexes outside 1…50', () => {
+    expect(() => planLabHost(0)).toThrow(/out of range/u);
+    expect(() => planLabHost(LAB_MAX_HOSTS + 1)).toThrow(/out of range/u);
+  });
+
+  it('maps names back to indexes and rejects look-alikes', () => {
+    expect(labHostIndex('pi12')).toBe(12);
+    for (const name of ['pi0', 'pi01', 'pi', 'Pi1', 'pi1 ', 'pi51', '../pi1']) expect(labHostIndex(name)).toBeUndefined();
+  });
+
+  it('parses --hosts strictly', () => {
+    expect(parseHostCount(undefined)).toBe(1);
+    expect(parseHostCount('20')).toBe(20);
+    for (const bad of ['0', '51', '-1', '1.5', 'two', '', '3x']) expect(() => parseHostCount(bad)).toThrow(/--hosts/u);
+  });
+});
+
+describe('rendered lab files', () => {
+  const plans = [planLabHost(1), planLabHost(2)];
+
+  it('trusts the deploy user through wheel only when asked', () => {
+    expect(renderRemoteNixConf({ trusted: true, sudo: 'password' })).toContain('trusted-users = root @wheel\n');
+    expect(renderRemoteNixConf({ trusted: false, sudo: 'password' })).toContain('trusted-users = root\n');
+    expect(renderRemoteNixConf({ trusted: true, sudo: 'password' })).toContain('substituters =\n');
+  });
+
+  it('writes sudoers that visudo accepts, with and without NOPASSWD', () => {
+    for (const sudo of ['password', 'nopasswd'] as const) {
+      const text = renderSudoers({ trusted: true, sudo });
+      expect(text.includes('NOPASSWD')).toBe(sudo === 'nopasswd');
+      // Real visudo checks the syntax (reads the file from stdin).
+      execFileSync('visudo', ['-c', '-q', '-f', '-'], { input: text });
+    }
+  });
+
+  it('pins host keys under alias and address, and points every host at the lab key', () => {
+    const knownHosts = renderKnownHosts([{ plan: plans[0]!, publicKey: 'ssh-ed25519 AAAAC3Nza root@pi1\n' }]);
+    expect(knownHosts).toBe('pi1,10.250.1.2 ssh-ed25519 AAAAC3Nza\n');
+    const config = renderSshConfig(plans, { identityFile: '/lab/ssh/id_ed25519', knownHosts: '/lab/ssh/known_hosts' });
+    expect(config).toContain('Host pi2\n  HostName 10.250.2.2\n');
+    expect(config).toContain('StrictHostKeyChecking yes');
+    expect(config).toContain('GlobalKnownHostsFile /dev/null');
+  });
+
+  it('writes an env file that a real shell reads back unchanged', () => {
+    const variables = { NIX_CONFIG: 'substituters =\nsandbox = false\n', NIX_SSHOPTS: "-F /lab dir/it's" };
+    const script = `${renderEnvFile(variables)}printf '%s\\0%s' "$NIX_CONFIG" "$NIX_SSHOPTS"`;
+    const output = execFileSync('/bin/sh', ['-c', script], { encoding: 'utf8' });
+    expect(output.split('\0')).toEqual([variables.NIX_CONFIG, variables.NIX_SSHOPTS]);
+  });
+});

@@ -1,0 +1,257 @@
+import { PideployError, shellQuote } from '@pideploy/core';
+
+/**
+ * Pure planning of lab hosts: names, addresses, interface names and the text of every file the
+ * lab writes for them. No I/O here; `hosts.ts` applies the plan.
+ */
+
+/** The deploy user's sudo password on every lab host. Lab-only, fixed, published by `lab status`. */
+export const LAB_SUDO_PASSWORD = 'pideploy-lab-sudo';
+
+/** Name of the unprivileged login user on lab hosts (in group wheel, like a NixOS admin). */
+export const LAB_DEPLOY_USER = 'deploy';
+
+/** The most hosts one lab runs (addresses are 10.250.<index>.0/30). */
+export const LAB_MAX_HOSTS = 50;
+
+/** How the deploy user gets root. */
+export type LabSudoMode = 'password' | 'nopasswd';
+
+/** Per-host knobs. */
+export interface LabHostSettings {
+  /** The deploy user is in the host nix-daemon's `trusted-users` (via group wheel). */
+  readonly trusted: boolean;
+  /** sudo with the lab password, or NOPASSWD. */
+  readonly sudo: LabSudoMode;
+}
+
+/** Everything about one lab host that follows from its index. */
+export interface LabHostPlan {
+  /** `pi1`, `pi2`, … (also its SSH Host alias and hostname). */
+  readonly name: string;
+  /** 1-based. */
+  readonly index: number;
+  /** The host's network namespace. */
+  readonly netns: string;
+  /** veth end in the root namespace. */
+  readonly hostInterface: string;
+  /** veth end inside the host's namespace. */
+  readonly remoteInterface: string;
+  /** Deployer-side address of the link. */
+  readonly hostAddress: string;
+  /** The lab host's address (sshd listens here, port 22). */
+  readonly address: string;
+}
+
+/** Parses `pi7` → 7; undefined for anything that is not a lab host name. */
+export function labHostIndex(name: string): number | undefined {
+  const match = /^pi([1-9][0-9]*)$/u.exec(name);
+  if (match === null) return undefined;
+  const index = Number(match[1]);
+  return index <= LAB_MAX_HOSTS ? index : undefined;
+}
+
+/** The plan of lab host number `index` (1-based). */
+export function planLabHost(index: number): LabHostPlan {
+  if (!Number.isInteger(index) || index < 1 || index > LAB_MAX_HOSTS) {
+    throw new PideployError({
+      code: 'PIDEPLOY_USAGE',
+      message: `a lab has hosts pi1…pi${LAB_MAX_HOSTS}; ${index} is out of range`,
+      hint: `use --hosts N with 1 ≤ N ≤ ${LAB_MAX_HOSTS}`,
+    });
+  }
+  const name = `pi${index}`;
+  return {
+    name,
+    index,
+    netns: `pideploy-lab-${name}`,
+    hostInterface: `pdlab-${name}-h`,
+    remoteInterface: `pdlab-${name}-r`,
+    hostAddress: `10.250.${index}.1`,
+    address: `10.250.${index}.2`,
+  };
+}
+
+/** Parses the `--hosts` value. */
+export function parseHostCount(text: string | undefined): number {
+  if (text === undefined) return 1;
+  const count = Number(text);
+  if (!/^[0-9]+$/u.test(text) || count < 1 || count > LAB_MAX_HOSTS) {
+    throw new PideployError({
+      code: 'PIDEPLOY_USAGE',
+      message: `--hosts must be a whole number from 1 to ${LAB_MAX_HOSTS}, not "${text}"`,
+      hint: 'for example: pideploy lab up --hosts 3',
+    });
+  }
+  return count;
+}
+
+/** The sshd_config of a lab host (LogLevel VERBOSE so tests can count logins). */
+export function renderSshdConfig(plan: LabHostPlan): string {
+  return `# written by pideploy lab for ${plan.name}
+ListenAddress ${plan.address}
+Port 22
+HostKey /etc/ssh/ssh_host_ed25519_key
+PidFile none
+LogLevel VERBOSE
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM yes
+AuthorizedKeysFile .ssh/authorized_keys
+PrintMotd no
+AcceptEnv LANG LC_*
+Subsystem sftp /usr/lib/openssh/sftp-server
+`;
+}
+
+/** The host nix-daemon's nix.conf: offline, no sandbox, deploy trusted or not. */
+export function renderRemoteNixConf(settings: LabHostSettings): string {
+  return `# written by pideploy lab
+build-users-group =
+sandbox = false
+substituters =
+experimental-features = nix-command
+trusted-users = ${settings.trusted ? 'root @wheel' : 'root'}
+`;
+}
+
+/** The deploy user's sudoers drop-in. */
+export function renderSudoers(settings: LabHostSettings): string {
+  const tag = settings.sudo === 'nopasswd' ? 'NOPASSWD: ' : '';
+  return `# written by pideploy lab
+Defaults:${LAB_DEPLOY_USER} lecture=never
+${LAB_DEPLOY_USER} ALL=(ALL:ALL) ${tag}ALL
+`;
+}
+
+/** The host's `/etc/hosts` (sudo wants its own name to resolve). */
+export function renderEtcHosts(plan: LabHostPlan): string {
+  return `127.0.0.1\tlocalhost\n127.0.1.1\t${plan.name}\n::1\tlocalhost ip6-localhost ip6-loopback\n`;
+}
+
+/** Paths the provisioning and init scripts need. */
+export interface LabHostPaths {
+  /** `$LAB/hosts/<name>` */
+  readonly root: string;
+  readonly etc: string;
+  readonly nix: string;
+  readonly home: string;
+  readonly rootHome: string;
+  readonly run: string;
+  /** The lab client's public key, authorised for deploy and root. */
+  readonly clientPublicKey: string;
+}
+
+/**
+ * The script run once per `lab up` in a private mount namespace with the host's directories bound
+ * over `/etc`, `/home`, `/root`, `/nix`: creates the deploy user, sets the password, sudoers,
+ * authorised keys, and initialises the empty store. Idempotent. The password arrives on stdin.
+ */
+export function renderProvisionScript(plan: LabHostPlan, paths: LabHostPaths, settings: LabHostSettings): string {
+  const q = shellQuote;
+  const user = LAB_DEPLOY_USER;
+  return `set -eu
+mount --make-rprivate /
+mount --bind ${q(paths.etc)} /etc
+mount --bind ${q(paths.home)} /home
+mount --bind ${q(paths.rootHome)} /root
+mount --bind ${q(paths.nix)} /nix
+getent group wheel >/dev/null || groupadd -r wheel
+id -u ${user} >/dev/null 2>&1 || useradd -m -s /bin/bash -U -G wheel ${user}
+IFS= read -r password
+printf '%s:%s\\n' ${user} "$password" | chpasswd
+install -d -m 755 /etc/sudoers.d
+install -m 440 /dev/stdin /etc/sudoers.d/pideploy-lab <<'SUDOERS'
+${renderSudoers(settings)}SUDOERS
+visudo -cq -f /etc/sudoers.d/pideploy-lab
+install -d -m 700 -o ${user} -g ${user} /home/${user}/.ssh
+install -m 600 -o ${user} -g ${user} ${q(paths.clientPublicKey)} /home/${user}/.ssh/authorized_keys
+install -d -m 700 /root/.ssh
+install -m 600 ${q(paths.clientPublicKey)} /root/.ssh/authorized_keys
+install -d -m 755 /etc/nixos
+touch /etc/NIXOS
+printf '%s\\n' ${q(plan.name)} > /etc/hostname
+nix-store --init
+`;
+}
+
+/**
+ * The script that becomes the lab host: run as `unshare -m -u --fork` inside the host's network
+ * namespace. Binds the host's own directories, starts nix-daemon, restores the "booted" system
+ * from the boot entry (a reboot loses /run, as on a real machine), writes pid files, then execs
+ * sshd in the foreground. Pid files are written before /tmp is replaced (which may hide $LAB).
+ */
+export function renderHostInitScript(plan: LabHostPlan, paths: LabHostPaths): string {
+  const q = shellQuote;
+  return `#!/bin/sh
+# written by pideploy lab: the init of lab host ${plan.name}
+set -eu
+mount --make-rprivate /
+mount --bind ${q(paths.etc)} /etc
+mount --bind ${q(paths.home)} /home
+mount --bind ${q(paths.rootHome)} /root
+mount --bind ${q(paths.nix)} /nix
+mount -t tmpfs -o mode=755 pideploy-lab-run /run
+mkdir -p /run/sshd /run/lock
+chmod 0755 /run/sshd
+hostname ${q(plan.name)}
+ip link set lo up
+if [ -L /nix/var/nix/lab-boot/default ]; then
+  booted=$(readlink -f /nix/var/nix/lab-boot/default)
+  ln -sfn "$booted" /run/booted-system
+  ln -sfn "$booted" /run/current-system
+fi
+rm -f /nix/var/nix/daemon-socket/socket
+setsid nix-daemon </dev/null >>${q(`${paths.root}/nix-daemon.log`)} 2>&1 &
+echo $! > ${q(`${paths.run}/nix-daemon.pid`)}
+echo $$ > ${q(`${paths.run}/sshd.pid`)}
+mount -t tmpfs -o mode=1777 pideploy-lab-tmp /tmp
+exec /usr/sbin/sshd -D -e -f /etc/ssh/sshd_config
+`;
+}
+
+/** One `Host` block per lab host, plus the shared client settings (pinned known_hosts, lab key). */
+export function renderSshConfig(
+  plans: readonly LabHostPlan[],
+  files: { readonly identityFile: string; readonly knownHosts: string },
+): string {
+  const hostBlocks = plans
+    .map((plan) => `Host ${plan.name}\n  HostName ${plan.address}\n  User ${LAB_DEPLOY_USER}\n  Port 22\n`)
+    .join('\n');
+  const patterns = [...plans.map((plan) => plan.name), '10.250.*.2'].join(' ');
+  return `# written by pideploy lab: use with ssh -F <this file>
+${hostBlocks}
+Host ${patterns}
+  IdentityFile ${files.identityFile}
+  IdentitiesOnly yes
+  UserKnownHostsFile ${files.knownHosts}
+  GlobalKnownHostsFile /dev/null
+  StrictHostKeyChecking yes
+  CheckHostIP no
+  BatchMode yes
+  ConnectTimeout 10
+  ServerAliveInterval 15
+`;
+}
+
+/** known_hosts lines pinning each host's key under its alias and its address. */
+export function renderKnownHosts(entries: readonly { readonly plan: LabHostPlan; readonly publicKey: string }[]): string {
+  return entries
+    .map(({ plan, publicKey }) => {
+      const [type, key] = publicKey.trim().split(/\s+/u);
+      return `${plan.name},${plan.address} ${type} ${key}\n`;
+    })
+    .join('');
+}
+
+/** The env file to `source`: local nix settings, SSH options for nix, the GitHub stand-in. */
+export function renderEnvFile(variables: Readonly<Record<string, string>>): string {
+  return (
+    '# written by pideploy lab: source it to point nix, ssh and pideploy at the lab\n' +
+    Object.entries(variables)
+      .map(([name, value]) => `export ${name}=${shellQuote(value)}\n`)
+      .join('')
+  );
+}

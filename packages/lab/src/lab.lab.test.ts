@@ -1,0 +1,259 @@
+import { execFile } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { LAB_SUDO_PASSWORD } from './host-plan.js';
+import { labDown, labExec, labStatus, labUp, type LabStatus } from './lab.js';
+import { describeLab } from './testing/index.js';
+
+const execFileAsync = promisify(execFile);
+
+/** Runs argv and returns stdout+stderr and the exit code (never throws on non-zero). */
+async function run(
+  argv: readonly string[],
+  options: { env?: NodeJS.ProcessEnv; input?: string; cwd?: string } = {},
+): Promise<{ stdout: string; stderr: string; code: number }> {
+  const [file, ...args] = argv as [string, ...string[]];
+  const child = execFileAsync(file, args, { env: options.env ?? process.env, cwd: options.cwd, maxBuffer: 64 << 20 });
+  if (options.input !== undefined) {
+    child.child.stdin?.end(options.input);
+  } else {
+    child.child.stdin?.end();
+  }
+  try {
+    const { stdout, stderr } = await child;
+    return { stdout, stderr, code: 0 };
+  } catch (error) {
+    const failure = error as { stdout: string; stderr: string; code: number };
+    return { stdout: failure.stdout, stderr: failure.stderr, code: typeof failure.code === 'number' ? failure.code : 1 };
+  }
+}
+
+function countLogins(sshdLog: string): number {
+  if (!existsSync(sshdLog)) return 0;
+  return readFileSync(sshdLog, 'utf8').split('\n').filter((line) => line.includes('Accepted publickey')).length;
+}
+
+describeLab('the lab: real nix, sshd, sudo and a separate store per host', () => {
+  let status: LabStatus;
+  let firstUpSeconds = 0;
+  let nixEnv: NodeJS.ProcessEnv;
+  let workDir: string;
+  let nixpkgsUrl = '';
+  let nixpkgsSha256 = '';
+
+  const ssh = (target: string, command: string, input?: string) =>
+    run(['ssh', '-F', status.sshConfig, target, command], input === undefined ? {} : { input });
+
+  /** Builds the mini-nixpkgs toplevel of `configuration` for `system` with real nix-build. */
+  async function buildToplevel(system: string, configuration: string): Promise<string> {
+    const expression = `let nixpkgs = builtins.fetchTarball { url = "${nixpkgsUrl}"; sha256 = "${nixpkgsSha256}"; };
+      in (import "\${nixpkgs}/nixos" { configuration = ${configuration}; system = "${system}"; }).config.system.build.toplevel`;
+    const result = await run(['nix-build', '--no-out-link', '-E', expression], { env: nixEnv, cwd: workDir });
+    expect(result.stderr + result.stdout).not.toContain('error:');
+    expect(result.code).toBe(0);
+    return result.stdout.trim();
+  }
+
+  beforeAll(async () => {
+    await labDown();
+    const started = performance.now();
+    await labUp({ hosts: 1 });
+    firstUpSeconds = (performance.now() - started) / 1000;
+    status = await labUp({ hosts: 2, hostSettings: { pi2: { trusted: false } } });
+    nixEnv = { ...process.env, ...status.env };
+    workDir = await mkdtemp(path.join(os.tmpdir(), 'pideploy-lab-test-'));
+    await writeFile(
+      path.join(workDir, 'configuration.nix'),
+      `{ config, pkgs, lib, ... }: {
+  imports = [ ./hardware.nix ];
+  networking.hostName = "pi";
+  environment.systemPackages = [ pkgs.hello ];
+  environment.etc."motd".text = "deployed by the pideploy lab test\\n";
+  system.stateVersion = "24.05";
+}
+`,
+    );
+    await writeFile(
+      path.join(workDir, 'hardware.nix'),
+      `{ ... }: { boot.loader.grub.enable = false; boot.loader.generic-extlinux-compatible.enable = true; }\n`,
+    );
+    const revision = status.nixpkgs?.revisions[0];
+    if (revision === undefined) throw new Error('the lab published no mini-nixpkgs revision');
+    nixpkgsUrl = revision.url;
+    const prefetch = await run(['nix-prefetch-url', '--unpack', '--name', 'source', nixpkgsUrl], { env: nixEnv });
+    expect(prefetch.code).toBe(0);
+    nixpkgsSha256 = prefetch.stdout.trim();
+  });
+
+  afterAll(async () => {
+    await labDown();
+  });
+
+  it('brings one host up within 15 s', () => {
+    expect(firstUpSeconds).toBeLessThan(15);
+  });
+
+  it('describes every host in lab status', async () => {
+    const described = await labStatus();
+    expect(described.up).toBe(true);
+    expect(described.hosts.map((host) => [host.name, host.target, host.trusted, host.sudo, host.running])).toEqual([
+      ['pi1', 'deploy@pi1', true, 'password', true],
+      ['pi2', 'deploy@pi2', false, 'password', true],
+    ]);
+    for (const host of described.hosts) {
+      expect(host.sudoPassword).toBe(LAB_SUDO_PASSWORD);
+      expect(existsSync(host.sshConfig)).toBe(true);
+      expect(existsSync(host.knownHosts)).toBe(true);
+      expect(existsSync(host.sshdLog)).toBe(true);
+    }
+    expect(readFileSync(described.envFile, 'utf8')).toContain('NIX_SSHOPTS=');
+  });
+
+  it('reaches hosts as deploy and root through the lab ssh_config, each with its own hostname and users', async () => {
+    const deploy = await ssh('deploy@pi1', 'id -un; hostname; nix-store --version; test -d /etc/nixos && echo has-etc-nixos');
+    expect(deploy.stdout.split('\n')).toEqual(['deploy', 'pi1', 'nix-store (Nix) 2.8.0', 'has-etc-nixos', '']);
+    const root = await ssh('root@pi2', 'id -u; hostname');
+    expect(root.stdout).toBe('0\npi2\n');
+    // The machine itself has no deploy user: it exists only inside the lab hosts.
+    expect((await run(['id', 'deploy'])).code).not.toBe(0);
+  });
+
+  it('pins host keys: a host key not in the lab known_hosts is refused', async () => {
+    const emptyKnownHosts = path.join(workDir, 'empty_known_hosts');
+    await writeFile(emptyKnownHosts, '');
+    const result = await run(['ssh', '-F', status.sshConfig, '-o', `UserKnownHostsFile=${emptyKnownHosts}`, 'deploy@pi1', 'true']);
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toContain('Host key verification failed');
+  });
+
+  it('checks the sudo password: right one works, wrong one is refused', async () => {
+    const right = await ssh('deploy@pi1', "sudo -S -p '' id -u", `${LAB_SUDO_PASSWORD}\n`);
+    expect(right.stdout).toBe('0\n');
+    const wrong = await ssh('deploy@pi1', "sudo -S -p '' id -u", 'not-the-password\n');
+    expect(wrong.code).not.toBe(0);
+    expect(wrong.stderr).toContain('incorrect password');
+    const withoutPassword = await ssh('deploy@pi1', 'sudo -n true');
+    expect(withoutPassword.stderr).toContain('a password is required');
+  });
+
+  it('builds a toplevel from the archive server mini-nixpkgs for x86_64 and, under qemu, for aarch64', async () => {
+    const x86 = await buildToplevel('x86_64-linux', './configuration.nix');
+    const aarch64 = await buildToplevel('aarch64-linux', './configuration.nix');
+    expect(x86).not.toBe(aarch64);
+    expect((await readFile(path.join(x86, 'build-machine'), 'utf8')).trim()).toBe('x86_64');
+    expect((await readFile(path.join(aarch64, 'build-machine'), 'utf8')).trim()).toBe('aarch64');
+    expect(existsSync(path.join(aarch64, 'bin', 'switch-to-configuration'))).toBe(true);
+  });
+
+  it('keeps stores apart: a locally built path is not valid on a host until copied, then it is', async () => {
+    const toplevel = await buildToplevel('aarch64-linux', './configuration.nix');
+    const before = await ssh('deploy@pi1', `nix-store --check-validity ${toplevel}`);
+    expect(before.code).not.toBe(0);
+    expect(before.stderr).toContain('is not valid');
+    const copy = await run(['nix-copy-closure', '--to', 'deploy@pi1', toplevel], { env: nixEnv });
+    expect(copy.stderr).not.toContain('error');
+    expect(copy.code).toBe(0);
+    const after = await ssh('deploy@pi1', `nix-store --check-validity ${toplevel} && echo valid`);
+    expect(after.stdout).toBe('valid\n');
+    expect(existsSync(path.join(status.hosts[0]?.storeDir ?? '', path.basename(toplevel)))).toBe(true);
+  });
+
+  it('refuses unsigned paths from an untrusted deploy user, as real Nix does; root can copy', async () => {
+    const toplevel = await buildToplevel('x86_64-linux', './configuration.nix');
+    const untrusted = await run(['nix-copy-closure', '--to', 'deploy@pi2', toplevel], { env: nixEnv });
+    expect(untrusted.code).not.toBe(0);
+    expect(untrusted.stderr).toContain('lacks a valid signature');
+    const asRoot = await run(['nix-copy-closure', '--to', 'root@pi2', toplevel], { env: nixEnv });
+    expect(asRoot.code).toBe(0);
+  });
+
+  it('activates with one SSH login and one sudo password: profile set, /run/current-system switched, /etc applied', async () => {
+    const toplevel = await buildToplevel('aarch64-linux', './configuration.nix');
+    await run(['nix-copy-closure', '--to', 'deploy@pi1', toplevel], { env: nixEnv });
+    const sshdLog = status.hosts[0]?.sshdLog ?? '';
+    const loginsBefore = countLogins(sshdLog);
+    const activation = await ssh(
+      'deploy@pi1',
+      `sudo -S -p '' sh -c 'nix-env -p /nix/var/nix/profiles/system --set ${toplevel} && ${toplevel}/bin/switch-to-configuration switch'`,
+      `${LAB_SUDO_PASSWORD}\n`,
+    );
+    expect(activation.stderr).not.toContain('rror');
+    expect(activation.code).toBe(0);
+    expect(countLogins(sshdLog)).toBe(loginsBefore + 1);
+    const current = await labExec('pi1', ['readlink', '/run/current-system']);
+    expect(current.stdout.trim()).toBe(toplevel);
+    const profile = await labExec('pi1', ['readlink', '-f', '/nix/var/nix/profiles/system']);
+    expect(profile.stdout.trim()).toBe(toplevel);
+    const motd = await labExec('pi1', ['cat', '/etc/motd']);
+    expect(motd.stdout).toBe('deployed by the pideploy lab test\n');
+    const log = await labExec('pi1', ['tail', '-n', '1', '/etc/lab-activations.log']);
+    expect(log.stdout).toContain('switch');
+    expect(log.stdout).toContain('arch=aarch64');
+    // This machine itself was not touched.
+    expect(existsSync('/etc/lab-activations.log')).toBe(false);
+  });
+
+  it('serves fetchTarball with the pinned sha256 from the archive server', async () => {
+    const result = await run(
+      ['nix-instantiate', '--eval', '-E', `(import (builtins.fetchTarball { url = "${nixpkgsUrl}"; sha256 = "${nixpkgsSha256}"; }) {}).lib.version`],
+      { env: nixEnv },
+    );
+    expect(result.stdout.trim()).toBe('"24.05-lab"');
+  });
+
+  it('runs console commands with lab exec and names unknown hosts', async () => {
+    const result = await labExec('pi2', ['hostname']);
+    expect(result).toMatchObject({ stdout: 'pi2\n', exitCode: 0 });
+    await expect(labExec('pi9', ['true'])).rejects.toThrow('no lab host named "pi9" (the lab has pi1, pi2)');
+  });
+
+  it('is idempotent: up again reuses running hosts, keeps their stores, and re-applies the knobs', async () => {
+    const toplevel = (await labExec('pi1', ['readlink', '/run/current-system'])).stdout.trim();
+    const started = performance.now();
+    const again = await labUp({ hosts: 2, hostSettings: { pi2: { trusted: false } } });
+    expect((performance.now() - started) / 1000).toBeLessThan(5);
+    expect(again.hosts.every((host) => host.running)).toBe(true);
+    expect((await labExec('pi1', ['readlink', '/run/current-system'])).stdout.trim()).toBe(toplevel);
+    // Re-apply with NOPASSWD sudo everywhere and pi1 untrusted: the daemon is restarted to see it.
+    const changed = await labUp({ hosts: 2, nopasswd: true, untrusted: true });
+    expect(changed.hosts.map((host) => [host.trusted, host.sudo, host.sudoPassword])).toEqual([
+      [false, 'nopasswd', null],
+      [false, 'nopasswd', null],
+    ]);
+    expect((await ssh('deploy@pi1', 'sudo -n id -u')).stdout).toBe('0\n');
+    const fresh = await buildToplevel('x86_64-linux', '{ ... }: { networking.hostName = "untrusted-check"; }');
+    const refused = await run(['nix-copy-closure', '--to', 'deploy@pi1', fresh], { env: nixEnv });
+    expect(refused.stderr).toContain('lacks a valid signature');
+    status = await labUp({ hosts: 2, hostSettings: { pi2: { trusted: false } } });
+    expect((await ssh('deploy@pi1', 'sudo -n true')).stderr).toContain('a password is required');
+  });
+
+  it('tears down completely and idempotently', async () => {
+    const binfmtWasOurs = (await labStatus()).aarch64.binfmtRegisteredByLab;
+    await labDown();
+    const namespaces = (await run(['ip', 'netns', 'list'])).stdout;
+    expect(namespaces).not.toContain('pideploy-lab');
+    expect(existsSync(status.labDir)).toBe(false);
+    expect((await run(['pgrep', '-f', 'pideploy-lab'])).stdout).toBe('');
+    expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain('pideploy-lab');
+    if (binfmtWasOurs) expect(existsSync('/proc/sys/fs/binfmt_misc/qemu-aarch64')).toBe(false);
+    await labDown();
+    expect((await labStatus()).up).toBe(false);
+  });
+
+  it('runs 20 hosts', async () => {
+    const started = performance.now();
+    const twenty = await labUp({ hosts: 20 });
+    const seconds = (performance.now() - started) / 1000;
+    expect(twenty.hosts).toHaveLength(20);
+    expect(twenty.hosts.every((host) => host.running)).toBe(true);
+    const last = await run(['ssh', '-F', twenty.sshConfig, 'deploy@pi20', 'hostname']);
+    expect(last.stdout).toBe('pi20\n');
+    console.log(`20 lab hosts up in ${seconds.toFixed(1)} s`);
+    await labDown();
+  });
+});
