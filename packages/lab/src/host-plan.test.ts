@@ -6,6 +6,7 @@ import {
   parseHostCount,
   planLabHost,
   renderEnvFile,
+  resolveLabInstance,
   renderKnownHosts,
   renderRemoteNixConf,
   renderSshConfig,
@@ -74,5 +75,24 @@ describe('rendered lab files', () => {
     const script = `${renderEnvFile(variables)}printf '%s\\0%s' "$NIX_CONFIG" "$NIX_SSHOPTS"`;
     const output = execFileSync('/bin/sh', ['-c', script], { encoding: 'utf8' });
     expect(output.split('\0')).toEqual([variables.NIX_CONFIG, variables.NIX_SSHOPTS]);
+  });
+});
+
+describe('lab instances', () => {
+  it('give each instance its own namespaces and subnet, so labs can run side by side', () => {
+    const first = planLabHost(3, 0);
+    const second = planLabHost(3, 1);
+    expect(first).toMatchObject({ netns: 'pideploy-lab-pi3', address: '10.250.3.2' });
+    expect(second).toMatchObject({ netns: 'pideploy-lab1-pi3', address: '10.249.3.2', hostInterface: 'pdlab1-pi3-h' });
+    expect(planLabHost(LAB_MAX_HOSTS, 9).remoteInterface.length).toBeLessThanOrEqual(15);
+  });
+
+  it('reads PIDEPLOY_LAB_INSTANCE strictly', () => {
+    expect(resolveLabInstance(undefined, {})).toBe(0);
+    expect(resolveLabInstance(undefined, { PIDEPLOY_LAB_INSTANCE: '2' })).toBe(2);
+    expect(resolveLabInstance(4, { PIDEPLOY_LAB_INSTANCE: '2' })).toBe(4);
+    for (const bad of ['10', '-1', 'x', '1.5']) {
+      expect(() => resolveLabInstance(undefined, { PIDEPLOY_LAB_INSTANCE: bad })).toThrow(/PIDEPLOY_LAB_INSTANCE/u);
+    }
   });
 });

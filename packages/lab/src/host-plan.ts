@@ -51,8 +51,29 @@ export function labHostIndex(name: string): number | undefined {
   return index <= LAB_MAX_HOSTS ? index : undefined;
 }
 
-/** The plan of lab host number `index` (1-based). */
-export function planLabHost(index: number): LabHostPlan {
+/** How many labs can run side by side on one machine (instances 0…9). */
+export const LAB_MAX_INSTANCES = 10;
+
+/**
+ * Which lab instance to use: `PIDEPLOY_LAB_INSTANCE` (0…9), default 0. Each instance has its own
+ * namespaces, subnet (10.(250−k).x.x), archive port and default directory, so two labs (say, a
+ * developer's and a test run's) can run at once.
+ */
+export function resolveLabInstance(explicit?: number | undefined, env: NodeJS.ProcessEnv = process.env): number {
+  const text = env['PIDEPLOY_LAB_INSTANCE'];
+  const instance = explicit ?? (text === undefined || text === '' ? 0 : Number(text));
+  if (!Number.isInteger(instance) || instance < 0 || instance >= LAB_MAX_INSTANCES) {
+    throw new PideployError({
+      code: 'PIDEPLOY_USAGE',
+      message: `PIDEPLOY_LAB_INSTANCE must be a whole number from 0 to ${LAB_MAX_INSTANCES - 1}, not "${text ?? String(explicit)}"`,
+      hint: 'unset it to use the default lab (instance 0)',
+    });
+  }
+  return instance;
+}
+
+/** The plan of lab host number `index` (1-based) in lab `instance` (default 0). */
+export function planLabHost(index: number, instance = 0): LabHostPlan {
   if (!Number.isInteger(index) || index < 1 || index > LAB_MAX_HOSTS) {
     throw new PideployError({
       code: 'PIDEPLOY_USAGE',
@@ -61,14 +82,16 @@ export function planLabHost(index: number): LabHostPlan {
     });
   }
   const name = `pi${index}`;
+  const tag = instance === 0 ? '' : String(instance);
+  const subnet = `10.${250 - instance}.${index}`;
   return {
     name,
     index,
-    netns: `pideploy-lab-${name}`,
-    hostInterface: `pdlab-${name}-h`,
-    remoteInterface: `pdlab-${name}-r`,
-    hostAddress: `10.250.${index}.1`,
-    address: `10.250.${index}.2`,
+    netns: `pideploy-lab${tag}-${name}`,
+    hostInterface: `pdlab${tag}-${name}-h`,
+    remoteInterface: `pdlab${tag}-${name}-r`,
+    hostAddress: `${subnet}.1`,
+    address: `${subnet}.2`,
   };
 }
 
@@ -220,7 +243,7 @@ export function renderSshConfig(
   const hostBlocks = plans
     .map((plan) => `Host ${plan.name}\n  HostName ${plan.address}\n  User ${LAB_DEPLOY_USER}\n  Port 22\n`)
     .join('\n');
-  const patterns = [...plans.map((plan) => plan.name), '10.250.*.2'].join(' ');
+  const patterns = [...plans.flatMap((plan) => [plan.name, plan.address])].join(' ');
   return `# written by pideploy lab: use with ssh -F <this file>
 ${hostBlocks}
 Host ${patterns}

@@ -15,9 +15,11 @@ export {
 export {
   LAB_DEPLOY_USER,
   LAB_MAX_HOSTS,
+  LAB_MAX_INSTANCES,
   LAB_SUDO_PASSWORD,
   parseHostCount,
   planLabHost,
+  resolveLabInstance,
   type LabHostPlan,
   type LabHostSettings,
   type LabSudoMode,

@@ -11,6 +11,7 @@ import {
   LAB_SUDO_PASSWORD,
   labHostIndex,
   planLabHost,
+  resolveLabInstance,
   renderEnvFile,
   renderKnownHosts,
   renderSshConfig,
@@ -45,8 +46,16 @@ const MINI_NIXPKGS_REVISIONS = [
 
 /** Options shared by every lab function. */
 export interface LabOptions {
-  /** The lab directory (default: `$PIDEPLOY_LAB_DIR`, else /var/lib/pideploy-lab). */
+  /** The lab directory (default: `$PIDEPLOY_LAB_DIR`, else /var/lib/pideploy-lab, or /var/lib/pideploy-lab-<instance>). */
   readonly labDir?: string | undefined;
+  /** Which lab (0…9, default `$PIDEPLOY_LAB_INSTANCE` or 0): labs of different instances run side by side. */
+  readonly instance?: number | undefined;
+}
+
+/** Resolves instance, directory and layout of the lab the options name. */
+function resolveLab(options: LabOptions): { readonly instance: number; readonly layout: LabLayout } {
+  const instance = resolveLabInstance(options.instance);
+  return { instance, layout: labLayout(resolveLabDir(options.labDir, process.env, instance)) };
 }
 
 /** Options of {@link labUp}. */
@@ -59,7 +68,7 @@ export interface LabUpOptions extends LabOptions {
   readonly nopasswd?: boolean | undefined;
   /** Per-host overrides of the two knobs above, by host name. */
   readonly hostSettings?: Readonly<Record<string, { readonly trusted?: boolean; readonly sudo?: LabSudoMode }>> | undefined;
-  /** Port of the GitHub stand-in on 127.0.0.1 (default {@link DEFAULT_ARCHIVE_PORT}). */
+  /** Port of the GitHub stand-in on 127.0.0.1 (default {@link DEFAULT_ARCHIVE_PORT} + instance). */
   readonly archivePort?: number | undefined;
 }
 
@@ -97,6 +106,8 @@ export interface LabHostStatus {
 export interface LabStatus {
   readonly version: 1;
   readonly labDir: string;
+  /** The lab instance (0…9). */
+  readonly instance: number;
   /** True when at least one host runs. */
   readonly up: boolean;
   readonly sshConfig: string;
@@ -246,12 +257,13 @@ async function forEachLimited<T>(items: readonly T[], limit: number, worker: (it
   await Promise.all(runners);
 }
 
-function localEnv(layout: LabLayout, archivePort: number): Record<string, string> {
+function localEnv(layout: LabLayout, archivePort: number, instance: number): Record<string, string> {
   const archiveBase = `http://127.0.0.1:${archivePort}`;
   return {
     ...labLocalNixEnv(layout.xdgCacheDir),
     NIX_SSHOPTS: `-F ${layout.sshConfig}`,
     PIDEPLOY_LAB_DIR: layout.root,
+    PIDEPLOY_LAB_INSTANCE: String(instance),
     PIDEPLOY_GITHUB_API: archiveBase,
     PIDEPLOY_GITHUB_ARCHIVE: archiveBase,
   };
@@ -266,7 +278,7 @@ function localEnv(layout: LabLayout, archivePort: number): Record<string, string
 export async function labUp(options: LabUpOptions = {}, context: PideployContext = createBaseContext()): Promise<LabStatus> {
   assertRoot('up');
   await assertToolsInstalled();
-  const layout = labLayout(resolveLabDir(options.labDir));
+  const { instance, layout } = resolveLab(options);
   const hostCount = options.hosts ?? 1;
   if (!Number.isInteger(hostCount) || hostCount < 1 || hostCount > LAB_MAX_HOSTS) {
     throw new PideployError({
@@ -279,7 +291,14 @@ export async function labUp(options: LabUpOptions = {}, context: PideployContext
     await mkdir(directory, { recursive: true });
   }
   const previous = await readLabState(layout.stateFile);
-  const archivePort = options.archivePort ?? previous?.archivePort ?? DEFAULT_ARCHIVE_PORT;
+  if (previous !== undefined && previous.instance !== instance) {
+    throw new PideployError({
+      code: 'PIDEPLOY_USAGE',
+      message: `${layout.root} holds lab instance ${previous.instance}, not ${instance}`,
+      hint: `use PIDEPLOY_LAB_INSTANCE=${previous.instance}, or another --lab-dir`,
+    });
+  }
+  const archivePort = options.archivePort ?? previous?.archivePort ?? DEFAULT_ARCHIVE_PORT + instance;
   const clientPublicKey = await ensureClientKey(layout);
 
   context.reporter.emit({ type: 'log', level: 'info', message: 'registering qemu-aarch64 and fetching the aarch64 busybox' });
@@ -298,7 +317,7 @@ export async function labUp(options: LabUpOptions = {}, context: PideployContext
   const hostSettings: Record<string, { index: number; trusted: boolean; sudo: LabSudoMode }> = { ...(previous?.hosts ?? {}) };
   const plans: LabHostPlan[] = [];
   for (let index = 1; index <= hostCount; index += 1) {
-    const plan = planLabHost(index);
+    const plan = planLabHost(index, instance);
     const override = options.hostSettings?.[plan.name];
     hostSettings[plan.name] = {
       index,
@@ -308,7 +327,7 @@ export async function labUp(options: LabUpOptions = {}, context: PideployContext
     plans.push(plan);
   }
   // Record the hosts before starting them, so `lab down` finds them even if `up` fails half-way.
-  const stateBeforeStart: LabStateFile = { version: 1, hosts: hostSettings, binfmt: binfmtRecord, archivePort, nixpkgs };
+  const stateBeforeStart: LabStateFile = { version: 1, instance, hosts: hostSettings, binfmt: binfmtRecord, archivePort, nixpkgs };
   await writeLabState(layout.stateFile, stateBeforeStart);
 
   await forEachLimited(plans, 4, async (plan) => {
@@ -323,7 +342,7 @@ export async function labUp(options: LabUpOptions = {}, context: PideployContext
   });
 
   const allPlans = Object.values(hostSettings)
-    .map((settings) => planLabHost(settings.index))
+    .map((settings) => planLabHost(settings.index, instance))
     .sort((left, right) => left.index - right.index);
   const knownHostEntries = [];
   for (const plan of allPlans) {
@@ -332,19 +351,21 @@ export async function labUp(options: LabUpOptions = {}, context: PideployContext
   }
   await writeFile(layout.knownHosts, renderKnownHosts(knownHostEntries), { mode: 0o644 });
   await writeFile(layout.sshConfig, renderSshConfig(allPlans, { identityFile: layout.identityFile, knownHosts: layout.knownHosts }), { mode: 0o644 });
-  await writeFile(layout.envFile, renderEnvFile(localEnv(layout, archivePort)), { mode: 0o644 });
+  await writeFile(layout.envFile, renderEnvFile(localEnv(layout, archivePort, instance)), { mode: 0o644 });
   return labStatus({ labDir: layout.root });
 }
 
 /** Describes the lab (works without root; reports `up: false` when nothing runs). */
 export async function labStatus(options: LabOptions = {}): Promise<LabStatus> {
-  const layout = labLayout(resolveLabDir(options.labDir));
+  const resolved = resolveLab(options);
+  const layout = resolved.layout;
   const state = await readLabState(layout.stateFile);
-  const archivePort = state?.archivePort ?? DEFAULT_ARCHIVE_PORT;
+  const instance = state?.instance ?? resolved.instance;
+  const archivePort = state?.archivePort ?? DEFAULT_ARCHIVE_PORT + instance;
   const hosts: LabHostStatus[] = Object.entries(state?.hosts ?? {})
     .sort(([, left], [, right]) => left.index - right.index)
     .map(([name, settings]) => {
-      const plan = planLabHost(settings.index);
+      const plan = planLabHost(settings.index, instance);
       const hostLayout = layout.host(name);
       const processes = readLabHostProcesses(hostLayout);
       return {
@@ -374,12 +395,13 @@ export async function labStatus(options: LabOptions = {}): Promise<LabStatus> {
   return {
     version: 1,
     labDir: layout.root,
+    instance,
     up: hosts.some((host) => host.running),
     sshConfig: layout.sshConfig,
     knownHosts: layout.knownHosts,
     identityFile: layout.identityFile,
     envFile: layout.envFile,
-    env: localEnv(layout, archivePort),
+    env: localEnv(layout, archivePort, instance),
     hosts,
     archiveServer: state === undefined ? null : { url: archiveBase, running: archiveRunning, requestLog: path.join(layout.archiveDir, 'requests.log') },
     nixpkgs:
@@ -405,8 +427,10 @@ export async function labStatus(options: LabOptions = {}): Promise<LabStatus> {
  */
 export async function labDown(options: LabOptions = {}, context: PideployContext = createBaseContext()): Promise<void> {
   assertRoot('down');
-  const layout = labLayout(resolveLabDir(options.labDir));
+  const resolved = resolveLab(options);
+  const layout = resolved.layout;
   const state = await readLabState(layout.stateFile).catch(() => undefined);
+  const instance = state?.instance ?? resolved.instance;
   const names = new Set<string>(Object.keys(state?.hosts ?? {}));
   const hostsDir = path.join(layout.root, 'hosts');
   if (existsSync(hostsDir)) {
@@ -415,12 +439,16 @@ export async function labDown(options: LabOptions = {}, context: PideployContext
   for (const name of names) {
     const index = labHostIndex(name);
     if (index === undefined) continue;
-    await stopLabHost(planLabHost(index), layout.host(name));
+    await stopLabHost(planLabHost(index, instance), layout.host(name));
     context.reporter.emit({ type: 'lab-host-down', host: name });
   }
   const archivePid = readPidFile(path.join(layout.archiveDir, 'server.pid'));
   if (archivePid !== undefined && isProcessAlive(archivePid, 'archive-server')) await terminateProcesses([archivePid]);
-  if (state !== undefined) await removeQemuAarch64Binfmt(state.binfmt);
+  // binfmt is global: leave it while another lab instance still runs (it may be building for aarch64).
+  const otherLabsRunning = (await runCommandAllowingFailure(['ip', 'netns', 'list'])).stdout
+    .split('\n')
+    .some((line) => line.startsWith('pideploy-lab'));
+  if (state !== undefined && !otherLabsRunning) await removeQemuAarch64Binfmt(state.binfmt);
   await rm(layout.root, { recursive: true, force: true });
 }
 
@@ -454,7 +482,7 @@ export async function labExecPrefix(hostName: string, options: LabOptions = {}):
 }
 
 async function runningHostSshdPid(hostName: string, options: LabOptions): Promise<number> {
-  const layout = labLayout(resolveLabDir(options.labDir));
+  const { layout } = resolveLab(options);
   const state = await readLabState(layout.stateFile);
   if (state?.hosts[hostName] === undefined) {
     const known = Object.keys(state?.hosts ?? {});

@@ -50,10 +50,14 @@ export interface LabLayout {
   host(name: string): LabHostLayout;
 }
 
-/** Resolves the lab directory: explicit option, then `PIDEPLOY_LAB_DIR`, then {@link DEFAULT_LAB_DIR}. */
-export function resolveLabDir(explicit?: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
+/**
+ * Resolves the lab directory: explicit option, then `PIDEPLOY_LAB_DIR`, then {@link DEFAULT_LAB_DIR}
+ * (with `-<instance>` appended for lab instances other than 0).
+ */
+export function resolveLabDir(explicit?: string | undefined, env: NodeJS.ProcessEnv = process.env, instance = 0): string {
   const fromEnvironment = env['PIDEPLOY_LAB_DIR'];
-  return path.resolve(explicit ?? (fromEnvironment === undefined || fromEnvironment === '' ? DEFAULT_LAB_DIR : fromEnvironment));
+  const fallback = instance === 0 ? DEFAULT_LAB_DIR : `${DEFAULT_LAB_DIR}-${instance}`;
+  return path.resolve(explicit ?? (fromEnvironment === undefined || fromEnvironment === '' ? fallback : fromEnvironment));
 }
 
 /** The lab's file layout below `root`. Pure: creates nothing. */

@@ -6,6 +6,8 @@ import type { LabSudoMode } from './host-plan.js';
 /** What `lab up` recorded in `lab.json` (versioned, so later pideploy versions can read it). */
 export interface LabStateFile {
   readonly version: 1;
+  /** The lab instance (0…9): namespaces, subnet and port depend on it. */
+  readonly instance: number;
   /** Hosts by name with their knobs. */
   readonly hosts: Readonly<Record<string, { readonly index: number; readonly trusted: boolean; readonly sudo: LabSudoMode }>>;
   /** What the lab did to binfmt_misc (so `down` undoes only that). */
