@@ -8,6 +8,9 @@ import { defineConfig, type UserConfig } from 'vitest/config';
 export function defineProject(): UserConfig {
   return defineConfig({
     test: {
+      // The JSON report feeds the one-line total that `./dev test` prints at the end.
+      reporters: ['default', 'json'],
+      outputFile: { json: '.vitest/report.json' },
       projects: [
         {
           extends: true,
