@@ -81,8 +81,6 @@ export async function provisionLabHost(
     await mkdir(directory, { recursive: true });
   }
   await chmod(hostLayout.rootHome, 0o700);
-  // The mount point for the host's own store (the local nix creates /nix on first use anyway).
-  await mkdir('/nix', { recursive: true });
   if (!existsSync(path.join(hostLayout.etc, 'passwd'))) {
     await rm(hostLayout.etc, { recursive: true, force: true });
     await runCommand(['cp', '-a', '/etc', hostLayout.etc], { failureMessage: 'could not copy /etc for the lab host' });

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PideployError, createBaseContext, type PideployContext } from '@pideploy/core';
@@ -300,6 +300,9 @@ export async function labUp(options: LabUpOptions = {}, context: PideployContext
   }
   const archivePort = options.archivePort ?? previous?.archivePort ?? DEFAULT_ARCHIVE_PORT + instance;
   const clientPublicKey = await ensureClientKey(layout);
+  // Lab hosts bind their own store over /nix, so the mount point must exist on this machine.
+  const createdNixMountPoint = !existsSync('/nix') || (previous?.createdNixMountPoint ?? false);
+  await mkdir('/nix', { recursive: true });
 
   context.reporter.emit({ type: 'log', level: 'info', message: 'registering qemu-aarch64 and fetching the aarch64 busybox' });
   const binfmt = await ensureQemuAarch64Binfmt();
@@ -327,7 +330,15 @@ export async function labUp(options: LabUpOptions = {}, context: PideployContext
     plans.push(plan);
   }
   // Record the hosts before starting them, so `lab down` finds them even if `up` fails half-way.
-  const stateBeforeStart: LabStateFile = { version: 1, instance, hosts: hostSettings, binfmt: binfmtRecord, archivePort, nixpkgs };
+  const stateBeforeStart: LabStateFile = {
+    version: 1,
+    instance,
+    hosts: hostSettings,
+    binfmt: binfmtRecord,
+    createdNixMountPoint,
+    archivePort,
+    nixpkgs,
+  };
   await writeLabState(layout.stateFile, stateBeforeStart);
 
   await forEachLimited(plans, 4, async (plan) => {
@@ -450,6 +461,7 @@ export async function labDown(options: LabOptions = {}, context: PideployContext
     .some((line) => line.startsWith('pideploy-lab'));
   if (state !== undefined && !otherLabsRunning) await removeQemuAarch64Binfmt(state.binfmt);
   await rm(layout.root, { recursive: true, force: true });
+  if (state?.createdNixMountPoint === true && !otherLabsRunning) await rmdir('/nix').catch(() => undefined);
 }
 
 /** Options of {@link labExec}. */

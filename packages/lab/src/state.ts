@@ -12,6 +12,8 @@ export interface LabStateFile {
   readonly hosts: Readonly<Record<string, { readonly index: number; readonly trusted: boolean; readonly sudo: LabSudoMode }>>;
   /** What the lab did to binfmt_misc (so `down` undoes only that). */
   readonly binfmt: { readonly registeredByLab: boolean; readonly mountedByLab: boolean };
+  /** The lab created the empty `/nix` mount point (no local nix had run yet); `down` removes it if still empty. */
+  readonly createdNixMountPoint?: boolean | undefined;
   /** The archive server's port (fixed, so pinned URLs stay valid across restarts). */
   readonly archivePort: number;
   /** mini-nixpkgs as published by the archive server. */
