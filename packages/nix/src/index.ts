@@ -1,0 +1,52 @@
+export { displayBytes, type NixErrorCode } from './errors.js';
+export {
+  HASH_ALGORITHM_SIZES,
+  NIX32_ALPHABET,
+  decodeNix32,
+  encodeNix32,
+  formatHash,
+  nix32Length,
+  parseHash,
+  sha256,
+  type FormatHashOptions,
+  type HashAlgorithm,
+  type HashEncoding,
+  type ParseHashOptions,
+  type ParsedHash,
+} from './hash.js';
+export {
+  NAR_VERSION_MAGIC,
+  hashNarStream,
+  serialiseNar,
+  type NarDirectoryEntry,
+  type NarDirectoryNode,
+  type NarHashResult,
+  type NarNode,
+  type NarRegularNode,
+  type NarSymlinkNode,
+  type SerialiseNarOptions,
+} from './nar.js';
+export { dumpPathToNar, hashPathNar, pathToNarNode } from './nar-fs.js';
+export {
+  dumpTarballToNar,
+  hashTarballNar,
+  type TarballCompression,
+  type TarballNarInfo,
+  type TarballNarOptions,
+  type TarballNarResult,
+  type TarballTopLevelRule,
+} from './tarball.js';
+export {
+  DEFAULT_STORE_DIR,
+  STORE_PATH_HASH_LENGTH,
+  STORE_PATH_NAME_MAX_LENGTH,
+  compressHash,
+  describeInvalidStorePathName,
+  isValidStorePathName,
+  makeFixedOutputPath,
+  makeStorePath,
+  parseStorePath,
+  validateStorePathName,
+  type FixedOutputPathInput,
+  type ParsedStorePath,
+} from './store-path.js';
