@@ -1,0 +1,111 @@
+import { mkdtemp, mkdir, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { findConfigFile, loadConfig, parseConfig } from './config.js';
+import { selectHosts } from './select.js';
+
+const valid = {
+  defaults: { system: 'aarch64-linux', buildMode: 'emulated' },
+  hosts: {
+    kitchen: { target: 'deploy@kitchen.local', configuration: './hosts/kitchen.nix', tags: ['home', 'audio'] },
+    garage: { target: 'pi@10.0.0.7:2222', configuration: './hosts/garage.nix', sudo: 'nopasswd', buildMode: 'cross', tags: ['home'] },
+    lab: { target: 'pi1', configuration: 'lab.nix', system: 'x86_64-linux', sudo: 'root' },
+  },
+};
+
+function errorOf(run: () => unknown): { message: string; hint?: string; code: string } {
+  try {
+    run();
+  } catch (error) {
+    return error as { message: string; hint?: string; code: string };
+  }
+  throw new Error('expected an error');
+}
+
+describe('parseConfig', () => {
+  it('applies defaults and resolves paths relative to the file', () => {
+    const config = parseConfig(JSON.stringify(valid), '/srv/fleet/pideploy.json');
+    expect(config.pinsFile).toBe('/srv/fleet/pins.json');
+    expect(config.hosts.map((host) => [host.name, host.system, host.buildMode, host.sudo, host.configuration])).toEqual([
+      ['kitchen', 'aarch64-linux', 'emulated', 'password', '/srv/fleet/hosts/kitchen.nix'],
+      ['garage', 'aarch64-linux', 'cross', 'nopasswd', '/srv/fleet/hosts/garage.nix'],
+      ['lab', 'x86_64-linux', 'emulated', 'root', '/srv/fleet/lab.nix'],
+    ]);
+  });
+
+  it('names the file, the JSON path and a fix for a typo in a key', () => {
+    const text = JSON.stringify({ hosts: { pi: { target: 'pi', configuraton: './c.nix' } } });
+    const error = errorOf(() => parseConfig(text, '/x/pideploy.json'));
+    expect(error.code).toBe('PIDEPLOY_CONFIG_INVALID');
+    expect(error.message).toBe('/x/pideploy.json: /hosts/pi: unknown key "configuraton"');
+    expect(error.hint).toBe('did you mean "configuration"?');
+  });
+
+  it('reports bad enum values with the allowed ones', () => {
+    const text = JSON.stringify({ hosts: { pi: { target: 'pi', configuration: 'c.nix', sudo: 'always' } } });
+    expect(errorOf(() => parseConfig(text, '/x/pideploy.json')).message).toBe(
+      '/x/pideploy.json: /hosts/pi/sudo: must be one of "password", "nopasswd", "root"',
+    );
+  });
+
+  it('refuses SSH targets with shell characters', () => {
+    const text = JSON.stringify({ hosts: { pi: { target: 'pi; rm -rf /', configuration: 'c.nix' } } });
+    const error = errorOf(() => parseConfig(text, '/x/pideploy.json'));
+    expect(error.message).toBe('/x/pideploy.json: /hosts/pi/target: is not a valid SSH target');
+  });
+
+  it('says where invalid JSON breaks', () => {
+    const error = errorOf(() => parseConfig('{\n  "hosts": {,\n}', '/x/pideploy.json'));
+    expect(error.message).toMatch(/^\/x\/pideploy\.json at line 2, column \d+: not valid JSON/u);
+    expect(error.hint).toContain('no comments, no trailing commas');
+  });
+
+  it('requires hosts, with an example in the hint', () => {
+    const error = errorOf(() => parseConfig('{}', '/x/pideploy.json'));
+    expect(error.message).toBe('/x/pideploy.json: (top level): missing "hosts"');
+    expect(error.hint).toContain('"target"');
+  });
+});
+
+describe('finding pideploy.json', () => {
+  it('walks up from a subdirectory', async () => {
+    const root = await mkdtemp(path.join(os.tmpdir(), 'pideploy-sdk-'));
+    await mkdir(path.join(root, 'hosts', 'deep'), { recursive: true });
+    await writeFile(path.join(root, 'pideploy.json'), JSON.stringify(valid));
+    const config = await loadConfig({ cwd: path.join(root, 'hosts', 'deep') });
+    expect(config.file).toBe(path.join(root, 'pideploy.json'));
+    expect(config.hosts).toHaveLength(3);
+  });
+
+  it('reports a near-miss file name instead of "not found"', async () => {
+    const root = await mkdtemp(path.join(os.tmpdir(), 'pideploy-sdk-'));
+    await writeFile(path.join(root, 'pideploy.yaml'), 'hosts: {}\n');
+    const error = errorOf(() => findConfigFile(root));
+    expect(error.message).toBe(`found ${path.join(root, 'pideploy.yaml')}, but pideploy reads only pideploy.json`);
+  });
+
+  it('names --config files that do not exist', async () => {
+    await expect(loadConfig({ cwd: '/', configFile: '/nonexistent/pideploy.json' })).rejects.toThrow(
+      'cannot read /nonexistent/pideploy.json: ENOENT',
+    );
+  });
+});
+
+describe('selectHosts', () => {
+  const config = parseConfig(JSON.stringify(valid), '/srv/fleet/pideploy.json');
+  const names = (selectors: string[]) => selectHosts(config, selectors).map((host) => host.name);
+
+  it('selects by name, glob and tag, in file order, without duplicates', () => {
+    expect(names([])).toEqual(['kitchen', 'garage', 'lab']);
+    expect(names(['lab', 'kitchen'])).toEqual(['kitchen', 'lab']);
+    expect(names(['@home'])).toEqual(['kitchen', 'garage']);
+    expect(names(['*a*', '@audio'])).toEqual(['kitchen', 'garage', 'lab']);
+    expect(names(['g?rage'])).toEqual(['garage']);
+  });
+
+  it('fails on a selector that matches nothing, suggesting the near one', () => {
+    expect(errorOf(() => names(['kitchn'])).hint).toBe('did you mean "kitchen"?');
+    expect(errorOf(() => names(['@hom'])).message).toBe('no host has the tag "hom" in /srv/fleet/pideploy.json');
+  });
+});

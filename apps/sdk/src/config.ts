@@ -1,0 +1,258 @@
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { PideployError } from '@pideploy/core';
+import { Ajv, type ErrorObject } from 'ajv';
+
+/** The file name pideploy looks for, walking up from the working directory. */
+export const CONFIG_FILE_NAME = 'pideploy.json';
+
+/** Names people plausibly give the config file that pideploy does not read (reported, not loaded). */
+const NEAR_MISS_FILE_NAMES = ['pideploy.yaml', 'pideploy.yml', 'pideploy.config.json', 'pideploy.jsonc', '.pideploy.json', 'pideploy.toml', 'pideploy.js'];
+
+/** How pideploy gets root on a target. */
+export type SudoMode = 'password' | 'nopasswd' | 'root';
+/** How a host's system is built on this machine. */
+export type BuildMode = 'emulated' | 'cross' | 'builders';
+
+/** `pideploy.json` as written (after schema validation). */
+export interface ConfigFile {
+  readonly pins?: string;
+  readonly defaults?: { readonly system?: string; readonly buildMode?: BuildMode; readonly builders?: string; readonly sudo?: SudoMode };
+  readonly hosts: Readonly<
+    Record<
+      string,
+      {
+        readonly target: string;
+        readonly configuration: string;
+        readonly system?: string;
+        readonly buildMode?: BuildMode;
+        readonly builders?: string;
+        readonly sudo?: SudoMode;
+        readonly tags?: readonly string[];
+        readonly sshConfig?: string;
+      }
+    >
+  >;
+}
+
+/** One host with defaults applied and paths made absolute. */
+export interface ResolvedHost {
+  readonly name: string;
+  /** SSH destination (`user@host[:port]` or an ssh_config alias). */
+  readonly target: string;
+  /** Absolute path of the host's configuration.nix. */
+  readonly configuration: string;
+  readonly system: string;
+  readonly buildMode: BuildMode;
+  readonly builders: string | undefined;
+  readonly sudo: SudoMode;
+  readonly tags: readonly string[];
+  /** Absolute path of an ssh_config to use, when set. */
+  readonly sshConfig: string | undefined;
+}
+
+/** A loaded, validated configuration. */
+export interface ResolvedConfig {
+  /** Absolute path of the pideploy.json that was read. */
+  readonly file: string;
+  /** Its directory: relative paths in it are relative to this. */
+  readonly directory: string;
+  /** Absolute path of the pins lock file (pins.nix is beside it). */
+  readonly pinsFile: string;
+  /** Hosts in file order. */
+  readonly hosts: readonly ResolvedHost[];
+}
+
+/** Options of {@link loadConfig}. */
+export interface LoadConfigOptions {
+  /** Where to start looking (default: the process's cwd). */
+  readonly cwd?: string | undefined;
+  /** Use this file instead of searching (`--config`). */
+  readonly configFile?: string | undefined;
+}
+
+const schema = createRequire(import.meta.url)('../pideploy.schema.json') as Record<string, unknown> & {
+  definitions: Record<string, { properties?: Record<string, unknown> }>;
+  properties: Record<string, unknown>;
+};
+
+const validateConfig = new Ajv({ allErrors: true, strict: false }).compile<ConfigFile>(schema);
+
+/** Finds pideploy.json in `start` or an ancestor; reports a near-miss file name if that is all there is. */
+export function findConfigFile(start: string): string {
+  let directory = path.resolve(start);
+  for (;;) {
+    const candidate = path.join(directory, CONFIG_FILE_NAME);
+    if (existsSync(candidate)) return candidate;
+    const nearMiss = NEAR_MISS_FILE_NAMES.map((name) => path.join(directory, name)).find((file) => existsSync(file));
+    if (nearMiss !== undefined) {
+      throw new PideployError({
+        code: 'PIDEPLOY_CONFIG_NOT_FOUND',
+        message: `found ${nearMiss}, but pideploy reads only ${CONFIG_FILE_NAME}`,
+        hint: `rename it to ${path.join(directory, CONFIG_FILE_NAME)} (JSON), or pass --config FILE`,
+      });
+    }
+    const parent = path.dirname(directory);
+    if (parent === directory) break;
+    directory = parent;
+  }
+  throw new PideployError({
+    code: 'PIDEPLOY_CONFIG_NOT_FOUND',
+    message: `no ${CONFIG_FILE_NAME} in ${path.resolve(start)} or any directory above it`,
+    hint: 'create one with `pideploy init`, or pass --config FILE',
+  });
+}
+
+/** Loads, validates and resolves pideploy.json. Every error names the file, the JSON path and the fix. */
+export async function loadConfig(options: LoadConfigOptions = {}): Promise<ResolvedConfig> {
+  const cwd = options.cwd ?? process.cwd();
+  const file = options.configFile === undefined ? findConfigFile(cwd) : path.resolve(cwd, options.configFile);
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    throw new PideployError({
+      code: 'PIDEPLOY_CONFIG_NOT_FOUND',
+      message: `cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
+      hint: options.configFile === undefined ? 'check the file permissions' : 'check the path given to --config',
+      cause: error,
+    });
+  }
+  return parseConfig(text, file);
+}
+
+/** Validates the text of a pideploy.json (already read from `file`) and resolves it. */
+export function parseConfig(text: string, file: string): ResolvedConfig {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    const position = /position (\d+)/u.exec((error as Error).message);
+    const where = position === null ? '' : ` at ${lineAndColumn(text, Number(position[1]))}`;
+    throw new PideployError({
+      code: 'PIDEPLOY_CONFIG_INVALID',
+      message: `${file}${where}: not valid JSON (${(error as Error).message})`,
+      hint: 'pideploy.json is plain JSON: no comments, no trailing commas',
+      cause: error,
+    });
+  }
+  if (!validateConfig(parsed)) {
+    const first = pickMostUsefulError(validateConfig.errors ?? []);
+    throw new PideployError({
+      code: 'PIDEPLOY_CONFIG_INVALID',
+      message: `${file}: ${describeSchemaError(first)}`,
+      hint: hintForSchemaError(first),
+    });
+  }
+  return resolveConfig(parsed, file);
+}
+
+function resolveConfig(config: ConfigFile, file: string): ResolvedConfig {
+  const directory = path.dirname(file);
+  const defaults = config.defaults ?? {};
+  return {
+    file,
+    directory,
+    pinsFile: path.resolve(directory, config.pins ?? 'pins.json'),
+    hosts: Object.entries(config.hosts).map(([name, host]) => ({
+      name,
+      target: host.target,
+      configuration: path.resolve(directory, host.configuration),
+      system: host.system ?? defaults.system ?? 'aarch64-linux',
+      buildMode: host.buildMode ?? defaults.buildMode ?? 'emulated',
+      builders: host.builders ?? defaults.builders,
+      sudo: host.sudo ?? defaults.sudo ?? 'password',
+      tags: host.tags ?? [],
+      sshConfig: host.sshConfig === undefined ? undefined : path.resolve(directory, host.sshConfig),
+    })),
+  };
+}
+
+function lineAndColumn(text: string, offset: number): string {
+  const before = text.slice(0, offset).split('\n');
+  return `line ${before.length}, column ${(before[before.length - 1]?.length ?? 0) + 1}`;
+}
+
+function pickMostUsefulError(errors: readonly ErrorObject[]): ErrorObject | undefined {
+  // Prefer the deepest path (the most specific place), then unknown keys (likely typos).
+  return [...errors].sort(
+    (left, right) =>
+      right.instancePath.split('/').length - left.instancePath.split('/').length ||
+      Number(right.keyword === 'additionalProperties') - Number(left.keyword === 'additionalProperties'),
+  )[0];
+}
+
+function jsonPath(error: ErrorObject): string {
+  return error.instancePath === '' ? '(top level)' : error.instancePath;
+}
+
+/** Known keys at the place of an error, for "did you mean" hints. */
+function knownKeysAt(instancePath: string): readonly string[] {
+  const segments = instancePath.split('/').filter(Boolean);
+  if (segments.length === 0) return Object.keys(schema.properties);
+  if (segments[0] === 'defaults' && segments.length === 1) return Object.keys(schema.definitions['buildSettings']?.properties ?? {});
+  if (segments[0] === 'hosts' && segments.length === 2) return Object.keys(schema.definitions['host']?.properties ?? {});
+  return [];
+}
+
+function describeSchemaError(error: ErrorObject | undefined): string {
+  if (error === undefined) return 'does not match the pideploy.json schema';
+  const where = jsonPath(error);
+  switch (error.keyword) {
+    case 'additionalProperties':
+      return `${where}: unknown key "${String(error.params['additionalProperty'])}"`;
+    case 'required':
+      return `${where}: missing "${String(error.params['missingProperty'])}"`;
+    case 'enum':
+      return `${where}: must be one of ${(error.params['allowedValues'] as unknown[]).map((value) => JSON.stringify(value)).join(', ')}`;
+    case 'type':
+      return `${where}: must be ${String(error.params['type'])}`;
+    case 'pattern':
+      return `${where}: ${where.endsWith('/target') ? 'is not a valid SSH target' : 'has characters that are not allowed'}`;
+    default:
+      return `${where}: ${error.message ?? 'is invalid'}`;
+  }
+}
+
+function hintForSchemaError(error: ErrorObject | undefined): string {
+  if (error === undefined) return 'see apps/sdk/pideploy.schema.json';
+  if (error.keyword === 'additionalProperties') {
+    const unknown = String(error.params['additionalProperty']);
+    const suggestion = closest(unknown, knownKeysAt(error.instancePath));
+    return suggestion === undefined
+      ? `remove it; allowed here: ${knownKeysAt(error.instancePath).join(', ')}`
+      : `did you mean "${suggestion}"?`;
+  }
+  if (error.keyword === 'required' && error.params['missingProperty'] === 'hosts') {
+    return 'add "hosts": { "pi": { "target": "deploy@raspberrypi.local", "configuration": "./configuration.nix" } }';
+  }
+  if (error.keyword === 'required') return `add "${String(error.params['missingProperty'])}" to ${jsonPath(error)}`;
+  if (error.keyword === 'pattern' && error.instancePath.endsWith('/target')) return 'use user@host, user@host:port or an ssh_config Host alias (no spaces or shell characters)';
+  return 'fix the value at the JSON path above (the schema is apps/sdk/pideploy.schema.json)';
+}
+
+/** The candidate nearest to `word` by edit distance, if it is close enough to be a typo. */
+export function closest(word: string, candidates: readonly string[]): string | undefined {
+  let best: { candidate: string; distance: number } | undefined;
+  for (const candidate of candidates) {
+    const distance = editDistance(word.toLowerCase(), candidate.toLowerCase());
+    if (best === undefined || distance < best.distance) best = { candidate, distance };
+  }
+  return best !== undefined && best.distance <= Math.max(2, Math.floor(word.length / 3)) ? best.candidate : undefined;
+}
+
+function editDistance(left: string, right: string): number {
+  const previous = Array.from({ length: right.length + 1 }, (_, index) => index);
+  for (let i = 1; i <= left.length; i += 1) {
+    let diagonal = previous[0] ?? 0;
+    previous[0] = i;
+    for (let j = 1; j <= right.length; j += 1) {
+      const above = previous[j] ?? 0;
+      previous[j] = Math.min(above + 1, (previous[j - 1] ?? 0) + 1, diagonal + (left[i - 1] === right[j - 1] ? 0 : 1));
+      diagonal = above;
+    }
+  }
+  return previous[right.length] ?? 0;
+}
