@@ -13,25 +13,75 @@ export interface Renderer extends Reporter {
 export interface RendererOptions {
   readonly json: boolean;
   readonly verbose: boolean;
+  /** Redraw one progress line in place (default: stderr is a TTY and CI is not set). */
+  readonly live?: boolean | undefined;
 }
 
-/** The one place where events become text. */
+/** Whether the CLI should draw live progress: a TTY, and not CI (vitest's `isTTY && !isCI`). */
+export function shouldRenderLive(io: CliIo): boolean {
+  const ci = io.env['CI'];
+  return io.stderr.isTTY === true && (ci === undefined || ci === '' || ci === 'false') && io.env['TERM'] !== 'dumb';
+}
+
+/**
+ * The one place where events become text. With `--json`: every event and the result as NDJSON
+ * on stdout. On a TTY: a progress line redrawn in place under the log lines. Otherwise:
+ * append-only lines (progress only with --verbose, and at most one line per 10 % step).
+ */
 export function createRenderer(io: CliIo, options: RendererOptions): Renderer {
   const writeJsonLine = (value: unknown): void => void io.stdout.write(`${JSON.stringify(value)}\n`);
+  const live = options.live ?? shouldRenderLive(io);
+  let statusLine = '';
+  const lastStepShown = new Map<string, number>();
+  const clearStatus = (): void => {
+    if (statusLine !== '') io.stderr.write('\r\u001b[K');
+  };
+  const redrawStatus = (): void => {
+    if (statusLine !== '') io.stderr.write(statusLine);
+  };
+  const writeLine = (line: string): void => {
+    clearStatus();
+    io.stderr.write(`${line}\n`);
+    redrawStatus();
+  };
   return {
     emit(event: DeployEvent): void {
       if (options.json) {
         writeJsonLine({ event });
         return;
       }
+      const progress = describeProgress(event);
+      if (progress !== undefined) {
+        if (live) {
+          clearStatus();
+          statusLine = progress.text;
+          redrawStatus();
+        } else {
+          const step = Math.floor(progress.fraction * 10);
+          const key = `${event.type}:${'host' in event ? (event.host ?? '') : ''}`;
+          if (options.verbose && step !== lastStepShown.get(key)) {
+            lastStepShown.set(key, step);
+            io.stderr.write(`${progress.text}\n`);
+          }
+        }
+        return;
+      }
+      if (event.type.endsWith('-end') || event.type === 'phase-end') {
+        clearStatus();
+        statusLine = '';
+      }
       const line = describeEvent(event, options.verbose);
-      if (line !== undefined) io.stderr.write(`${line}\n`);
+      if (line !== undefined) writeLine(line);
     },
     result(value: unknown, humanText: string): void {
+      clearStatus();
+      statusLine = '';
       if (options.json) writeJsonLine({ result: value });
       else if (humanText !== '') io.stdout.write(humanText.endsWith('\n') ? humanText : `${humanText}\n`);
     },
     failure(error: PideployError, verbose: boolean): void {
+      clearStatus();
+      statusLine = '';
       if (options.json) writeJsonLine({ error: error.toJSON() });
       io.stderr.write(`pideploy: ${error.message}\n`);
       if (error.hint !== undefined) io.stderr.write(`hint: ${error.hint}\n`);
@@ -61,13 +111,13 @@ export function describeEvent(event: DeployEvent, verbose: boolean): string | un
     case 'build-start':
       return `${prefix}building ${event.derivationsToBuild} derivation(s), fetching ${event.pathsToFetch} path(s)`;
     case 'build-progress':
-      return verbose ? `${prefix}built ${event.built}/${event.total}${event.current ? ` ${event.current}` : ''}` : undefined;
+      return describeProgress(event)?.text;
     case 'build-end':
       return `${prefix}built ${event.outPath} in ${formatDuration(event.durationMs)}`;
     case 'copy-plan':
       return `${prefix}${event.pathsToSend} path(s), ${formatBytes(event.bytesToSend)} to send, ${event.pathsPresent} already present`;
     case 'copy-progress':
-      return verbose ? `${prefix}sent ${formatBytes(event.bytesSent)}/${formatBytes(event.bytesTotal)}` : undefined;
+      return describeProgress(event)?.text;
     case 'copy-end':
       return `${prefix}copied ${event.pathsSent} path(s), ${formatBytes(event.bytesSent)} in ${formatDuration(event.durationMs)}`;
     case 'activate-start':
@@ -75,6 +125,33 @@ export function describeEvent(event: DeployEvent, verbose: boolean): string | un
     case 'activate-end':
       return `${prefix}${event.action} ${event.ok ? 'done' : 'FAILED'} in ${formatDuration(event.durationMs)}`;
   }
+}
+
+/** A progress event as a bar line and its completed fraction; undefined for other events. */
+export function describeProgress(event: DeployEvent): { readonly text: string; readonly fraction: number } | undefined {
+  const prefix = 'host' in event && event.host !== undefined ? `[${event.host}] ` : '';
+  if (event.type === 'build-progress') {
+    const fraction = event.total > 0 ? event.built / event.total : 0;
+    return { fraction, text: `${prefix}building ${progressBar(fraction)} ${event.built}/${event.total}${event.current ? ` ${event.current}` : ''}` };
+  }
+  if (event.type === 'copy-progress') {
+    const fraction = event.bytesTotal > 0 ? event.bytesSent / event.bytesTotal : 0;
+    const remaining = event.bytesPerSecond > 0 ? (event.bytesTotal - event.bytesSent) / event.bytesPerSecond : undefined;
+    return {
+      fraction,
+      text:
+        `${prefix}copying  ${progressBar(fraction)} ${formatBytes(event.bytesSent)}/${formatBytes(event.bytesTotal)} ` +
+        `${formatBytes(event.bytesPerSecond)}/s${remaining === undefined ? '' : ` ETA ${formatDuration(remaining * 1000)}`}`,
+    };
+  }
+  return undefined;
+}
+
+/** `[██████░░░░░░]` for a fraction in 0…1. */
+export function progressBar(fraction: number, width = 20): string {
+  const clamped = Math.min(1, Math.max(0, Number.isFinite(fraction) ? fraction : 0));
+  const filled = Math.round(clamped * width);
+  return `[${'█'.repeat(filled)}${'░'.repeat(width - filled)}]`;
 }
 
 /** `1.2 s`, `340 ms`. */
