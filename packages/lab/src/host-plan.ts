@@ -23,6 +23,11 @@ export interface LabHostSettings {
   readonly trusted: boolean;
   /** sudo with the lab password, or NOPASSWD. */
   readonly sudo: LabSudoMode;
+  /**
+   * Limit the host's store to this many MiB (a size-limited tmpfs over its /nix, empty at every
+   * start) to test "target out of space". Unset: the store lives on disk and survives restarts.
+   */
+  readonly storeSizeMiB?: number | undefined;
 }
 
 /** Everything about one lab host that follows from its index. */
@@ -206,8 +211,15 @@ nix-store --init
  * from the boot entry (a reboot loses /run, as on a real machine), writes pid files, then execs
  * sshd in the foreground. Pid files are written before /tmp is replaced (which may hide $LAB).
  */
-export function renderHostInitScript(plan: LabHostPlan, paths: LabHostPaths): string {
+export function renderHostInitScript(plan: LabHostPlan, paths: LabHostPaths, settings?: LabHostSettings): string {
   const q = shellQuote;
+  const limitedStore =
+    settings?.storeSizeMiB === undefined
+      ? ''
+      : `# a size-limited store (pideploy lab storeSizeMiB): empty at every start
+mount -t tmpfs -o size=${Math.floor(settings.storeSizeMiB)}m,mode=755 pideploy-lab-nix /nix
+nix-store --init
+`;
   return `#!/bin/sh
 # written by pideploy lab: the init of lab host ${plan.name}
 set -eu
@@ -216,7 +228,7 @@ mount --bind ${q(paths.etc)} /etc
 mount --bind ${q(paths.home)} /home
 mount --bind ${q(paths.rootHome)} /root
 mount --bind ${q(paths.nix)} /nix
-mount -t tmpfs -o mode=755 pideploy-lab-run /run
+${limitedStore}mount -t tmpfs -o mode=755 pideploy-lab-run /run
 mkdir -p /run/sshd /run/lock
 chmod 0755 /run/sshd
 hostname ${q(plan.name)}

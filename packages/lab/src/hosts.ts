@@ -133,13 +133,14 @@ export async function startLabHost(
   plan: LabHostPlan,
   hostLayout: LabHostLayout,
   clientPublicKey: string,
+  settings?: LabHostSettings,
 ): Promise<{ readonly alreadyRunning: boolean }> {
   if (isLabHostRunning(hostLayout)) {
     await waitForTcpPort(plan.address, 22, 10_000);
     return { alreadyRunning: true };
   }
   await stopLabHostProcesses(plan, hostLayout);
-  await writeIfChanged(hostLayout.initScript, renderHostInitScript(plan, hostPaths(hostLayout, clientPublicKey)), 0o755);
+  await writeIfChanged(hostLayout.initScript, renderHostInitScript(plan, hostPaths(hostLayout, clientPublicKey), settings), 0o755);
   for (const name of ['sshd.pid', 'nix-daemon.pid', 'unshare.pid']) await rm(path.join(hostLayout.run, name), { force: true });
   const unsharePid = spawnDetached(
     // spawnDetached already makes the child a session leader (a `setsid` command here would fork).
@@ -194,6 +195,28 @@ export async function stopLabHostProcesses(plan: LabHostPlan, hostLayout: LabHos
       (isProcessAlive(pid, 'sshd') || isProcessAlive(pid, 'nix-daemon') || isProcessAlive(pid, 'unshare')),
   );
   await terminateProcesses([...new Set([...namespacePids, ...ours])]);
+}
+
+/**
+ * Cuts SSH the hard way: kills every sshd session process of the host (not the listening sshd),
+ * as a dropped link would. New connections still work.
+ */
+export async function cutLabHostSshSessions(plan: LabHostPlan, hostLayout: LabHostLayout): Promise<number> {
+  const { sshdPid } = readLabHostProcesses(hostLayout);
+  const inNamespace = await runCommandAllowingFailure(['ip', 'netns', 'pids', plan.netns]);
+  const sessions = inNamespace.stdout
+    .split(/\s+/u)
+    .filter(Boolean)
+    .map(Number)
+    .filter((pid) => pid !== sshdPid && isProcessAlive(pid, 'sshd'));
+  for (const pid of sessions) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  return sessions.length;
 }
 
 /** Stops the host and removes its network namespace (and so its veth pair). Files stay. */

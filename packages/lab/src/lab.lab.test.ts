@@ -6,7 +6,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { LAB_SUDO_PASSWORD } from './host-plan.js';
-import { labDown, labExec, labStatus, labUp, type LabStatus } from './lab.js';
+import { labCutSshSessions, labDown, labExec, labRebootHost, labStatus, labUp, type LabStatus } from './lab.js';
 import { describeLab } from './testing/index.js';
 
 const execFileAsync = promisify(execFile);
@@ -211,6 +211,31 @@ describeLab('the lab: real nix, sshd, sudo and a separate store per host', () =>
     await expect(labExec('pi9', ['true'])).rejects.toThrow('no lab host named "pi9" (the lab has pi1, pi2)');
   });
 
+  it('reboots a host: /run is lost, the booted system comes back from the boot entry, the store stays', async () => {
+    const before = (await labExec('pi1', ['readlink', '/run/current-system'])).stdout.trim();
+    expect(before).toMatch(/^\/nix\/store\//u);
+    await labExec('pi1', ['touch', '/run/lab-reboot-marker']);
+    await labRebootHost('pi1');
+    expect((await labExec('pi1', ['test', '-e', '/run/lab-reboot-marker'])).exitCode).not.toBe(0);
+    expect((await labExec('pi1', ['readlink', '/run/current-system'])).stdout.trim()).toBe(before);
+    expect((await labExec('pi1', ['readlink', '/run/booted-system'])).stdout.trim()).toBe(before);
+    expect((await ssh('deploy@pi1', `nix-store --check-validity ${before} && echo valid`)).stdout).toBe('valid\n');
+  });
+
+  it('cuts SSH sessions as a dropped link would, while new connections still work', async () => {
+    const long = run(['ssh', '-F', status.sshConfig, 'deploy@pi1', 'sleep 30; echo finished']);
+    let cut = 0;
+    for (let attempt = 0; attempt < 50 && cut === 0; attempt += 1) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      cut = await labCutSshSessions('pi1');
+    }
+    expect(cut).toBeGreaterThan(0);
+    const result = await long;
+    expect(result.code).not.toBe(0);
+    expect(result.stdout).toBe('');
+    expect((await ssh('deploy@pi1', 'echo back')).stdout).toBe('back\n');
+  });
+
   it('is idempotent: up again reuses running hosts, keeps their stores, and re-applies the knobs', async () => {
     const toplevel = (await labExec('pi1', ['readlink', '/run/current-system'])).stdout.trim();
     const started = performance.now();
@@ -232,14 +257,31 @@ describeLab('the lab: real nix, sshd, sudo and a separate store per host', () =>
     expect((await ssh('deploy@pi1', 'sudo -n true')).stderr).toContain('a password is required');
   });
 
+  it('limits a host store so that a copy fails with a full disk', async () => {
+    const limited = await labUp({ hosts: 3, hostSettings: { pi2: { trusted: false }, pi3: { storeSizeMiB: 32 } } });
+    expect(limited.hosts.find((host) => host.name === 'pi3')?.storeSizeMiB).toBe(32);
+    const big = await run(
+      ['nix-build', '--no-out-link', '-E', 'derivation { name = "lab-too-big"; system = "x86_64-linux"; builder = "/bin/sh"; PATH = "/usr/bin:/bin"; args = [ "-c" "head -c 48000000 /dev/urandom > $out" ]; }'],
+      { env: nixEnv },
+    );
+    expect(big.code).toBe(0);
+    const copy = await run(['nix-copy-closure', '--to', 'root@pi3', big.stdout.trim()], { env: nixEnv });
+    expect(copy.code).not.toBe(0);
+    expect(copy.stderr).toContain('No space left on device');
+    const df = await labExec('pi3', ['df', '-m', '/nix']);
+    expect(df.stdout).toContain('pideploy-lab-nix');
+  });
+
   it('tears down completely and idempotently', async () => {
     const binfmtWasOurs = (await labStatus()).aarch64.binfmtRegisteredByLab;
     await labDown();
-    const namespaces = (await run(['ip', 'netns', 'list'])).stdout;
-    expect(namespaces).not.toContain('pideploy-lab');
+    // Other lab instances (other developers' labs) may run at the same time: look only at ours.
+    const ourNamespaces = new Set(status.hosts.map((host) => host.netns));
+    const namespaces = (await run(['ip', 'netns', 'list'])).stdout.split('\n').map((line) => line.split(' ')[0]);
+    expect(namespaces.filter((name) => name !== undefined && ourNamespaces.has(name))).toEqual([]);
     expect(existsSync(status.labDir)).toBe(false);
-    expect((await run(['pgrep', '-f', 'pideploy-lab'])).stdout).toBe('');
-    expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain('pideploy-lab');
+    expect((await run(['pgrep', '-f', `${status.labDir}/`])).stdout).toBe('');
+    expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(`${status.labDir}/`);
     if (binfmtWasOurs) expect(existsSync('/proc/sys/fs/binfmt_misc/qemu-aarch64')).toBe(false);
     await labDown();
     expect((await labStatus()).up).toBe(false);

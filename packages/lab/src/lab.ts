@@ -19,6 +19,7 @@ import {
   type LabSudoMode,
 } from './host-plan.js';
 import {
+  cutLabHostSshSessions,
   ensureLabHostNetwork,
   isLabHostRunning,
   provisionLabHost,
@@ -27,6 +28,7 @@ import {
   runLabHostConsoleCommand,
   startLabHost,
   stopLabHost,
+  stopLabHostProcesses,
 } from './hosts.js';
 import { labLayout, resolveLabDir, type LabLayout } from './layout.js';
 import { assembleMiniNixpkgs } from './mini-nixpkgs.js';
@@ -67,7 +69,9 @@ export interface LabUpOptions extends LabOptions {
   /** The deploy user's sudo needs no password (default: the lab password). */
   readonly nopasswd?: boolean | undefined;
   /** Per-host overrides of the two knobs above, by host name. */
-  readonly hostSettings?: Readonly<Record<string, { readonly trusted?: boolean; readonly sudo?: LabSudoMode }>> | undefined;
+  readonly hostSettings?:
+    | Readonly<Record<string, { readonly trusted?: boolean; readonly sudo?: LabSudoMode; readonly storeSizeMiB?: number }>>
+    | undefined;
   /** Port of the GitHub stand-in on 127.0.0.1 (default {@link DEFAULT_ARCHIVE_PORT} + instance). */
   readonly archivePort?: number | undefined;
 }
@@ -90,6 +94,8 @@ export interface LabHostStatus {
   readonly sudo: LabSudoMode;
   /** Whether the deploy user is in the host nix-daemon's trusted-users. */
   readonly trusted: boolean;
+  /** Size limit of the host's store in MiB, or null for an unlimited on-disk store. */
+  readonly storeSizeMiB: number | null;
   readonly running: boolean;
   /** sshd's log (LogLevel VERBOSE): count `Accepted publickey` lines to count logins. */
   readonly sshdLog: string;
@@ -317,7 +323,9 @@ export async function labUp(options: LabUpOptions = {}, context: PideployContext
     : await publishMiniNixpkgs(layout);
   await ensureArchiveServer(layout, archivePort);
 
-  const hostSettings: Record<string, { index: number; trusted: boolean; sudo: LabSudoMode }> = { ...(previous?.hosts ?? {}) };
+  const hostSettings: Record<string, { index: number; trusted: boolean; sudo: LabSudoMode; storeSizeMiB?: number }> = {
+    ...(previous?.hosts ?? {}),
+  };
   const plans: LabHostPlan[] = [];
   for (let index = 1; index <= hostCount; index += 1) {
     const plan = planLabHost(index, instance);
@@ -326,6 +334,7 @@ export async function labUp(options: LabUpOptions = {}, context: PideployContext
       index,
       trusted: override?.trusted ?? !(options.untrusted ?? false),
       sudo: override?.sudo ?? (options.nopasswd === true ? 'nopasswd' : 'password'),
+      ...(override?.storeSizeMiB === undefined ? {} : { storeSizeMiB: override.storeSizeMiB }),
     };
     plans.push(plan);
   }
@@ -347,7 +356,7 @@ export async function labUp(options: LabUpOptions = {}, context: PideployContext
     const hostLayout = layout.host(plan.name);
     const { nixConfChanged } = await provisionLabHost(plan, hostLayout, settings, clientPublicKey);
     await ensureLabHostNetwork(plan);
-    const { alreadyRunning } = await startLabHost(plan, hostLayout, clientPublicKey);
+    const { alreadyRunning } = await startLabHost(plan, hostLayout, clientPublicKey, settings);
     if (alreadyRunning && nixConfChanged) await restartLabHostNixDaemon(hostLayout);
     context.reporter.emit({ type: 'lab-host-up', host: plan.name, address: plan.address, reused: alreadyRunning });
   });
@@ -392,6 +401,7 @@ export async function labStatus(options: LabOptions = {}): Promise<LabStatus> {
         sudoPassword: settings.sudo === 'nopasswd' ? null : LAB_SUDO_PASSWORD,
         sudo: settings.sudo,
         trusted: settings.trusted,
+        storeSizeMiB: settings.storeSizeMiB ?? null,
         running: isLabHostRunning(hostLayout),
         sshdLog: hostLayout.sshdLog,
         nixDaemonLog: path.join(hostLayout.root, 'nix-daemon.log'),
@@ -464,6 +474,40 @@ export async function labDown(options: LabOptions = {}, context: PideployContext
   if (state?.createdNixMountPoint === true && !otherLabsRunning) await rmdir('/nix').catch(() => undefined);
 }
 
+/**
+ * Restarts a lab host as a reboot would: its processes stop, `/run` and `/tmp` are lost, the
+ * store, profiles and `/etc` stay, and `/run/current-system` comes back from the boot entry.
+ */
+export async function labRebootHost(hostName: string, options: LabOptions = {}): Promise<void> {
+  assertRoot('reboot');
+  const { layout, plan, settings } = await knownHost(hostName, options);
+  const clientPublicKey = `${layout.identityFile}.pub`;
+  await stopLabHostProcesses(plan, layout.host(hostName));
+  await startLabHost(plan, layout.host(hostName), clientPublicKey, settings);
+}
+
+/** Kills the host's SSH sessions (not its listener), as a dropped link would; returns how many. */
+export async function labCutSshSessions(hostName: string, options: LabOptions = {}): Promise<number> {
+  assertRoot('cut-ssh');
+  const { layout, plan } = await knownHost(hostName, options);
+  return cutLabHostSshSessions(plan, layout.host(hostName));
+}
+
+async function knownHost(hostName: string, options: LabOptions) {
+  const resolved = resolveLab(options);
+  const state = await readLabState(resolved.layout.stateFile);
+  const settings = state?.hosts[hostName];
+  if (state === undefined || settings === undefined) {
+    const known = Object.keys(state?.hosts ?? {});
+    throw new PideployError({
+      code: 'PIDEPLOY_LAB_UNKNOWN_HOST',
+      message: `no lab host named "${hostName}"${known.length > 0 ? ` (the lab has ${known.join(', ')})` : ' (the lab is not up)'}`,
+      hint: known.length > 0 ? 'pick one of the names above' : 'run `pideploy lab up` first',
+    });
+  }
+  return { layout: resolved.layout, plan: planLabHost(settings.index, state.instance), settings };
+}
+
 /** Options of {@link labExec}. */
 export interface LabExecOptions extends LabOptions {
   /** Text for the command's stdin. */
@@ -494,16 +538,7 @@ export async function labExecPrefix(hostName: string, options: LabOptions = {}):
 }
 
 async function runningHostSshdPid(hostName: string, options: LabOptions): Promise<number> {
-  const { layout } = resolveLab(options);
-  const state = await readLabState(layout.stateFile);
-  if (state?.hosts[hostName] === undefined) {
-    const known = Object.keys(state?.hosts ?? {});
-    throw new PideployError({
-      code: 'PIDEPLOY_LAB_UNKNOWN_HOST',
-      message: `no lab host named "${hostName}"${known.length > 0 ? ` (the lab has ${known.join(', ')})` : ' (the lab is not up)'}`,
-      hint: known.length > 0 ? 'pick one of the names above' : 'run `pideploy lab up` first',
-    });
-  }
+  const { layout } = await knownHost(hostName, options);
   const hostLayout = layout.host(hostName);
   const sshdPid = readLabHostProcesses(hostLayout).sshdPid;
   if (sshdPid === undefined || !isLabHostRunning(hostLayout)) {

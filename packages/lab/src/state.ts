@@ -9,7 +9,9 @@ export interface LabStateFile {
   /** The lab instance (0…9): namespaces, subnet and port depend on it. */
   readonly instance: number;
   /** Hosts by name with their knobs. */
-  readonly hosts: Readonly<Record<string, { readonly index: number; readonly trusted: boolean; readonly sudo: LabSudoMode }>>;
+  readonly hosts: Readonly<
+    Record<string, { readonly index: number; readonly trusted: boolean; readonly sudo: LabSudoMode; readonly storeSizeMiB?: number }>
+  >;
   /** What the lab did to binfmt_misc (so `down` undoes only that). */
   readonly binfmt: { readonly registeredByLab: boolean; readonly mountedByLab: boolean };
   /** The lab created the empty `/nix` mount point (no local nix had run yet); `down` removes it if still empty. */
