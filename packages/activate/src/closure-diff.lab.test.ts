@@ -42,6 +42,7 @@ describeLab('closure diffs and generations against real Nix', () => {
   });
 
   it('prints exactly what `nix store diff-closures` prints for the same two systems', () => {
+    // eslint-disable-next-line no-control-regex -- strip the ANSI colours Nix prints
     const expected = nix(['nix', 'store', 'diff-closures', before, after]).replace(/\u001b\[[0-9;]*m/gu, '');
     const ours = formatClosureDiff(diffClosures(closureOf(before), closureOf(after)));
     expect(ours).toBe(expected);
