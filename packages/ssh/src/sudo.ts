@@ -1,0 +1,194 @@
+import { readFile } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
+import { PideployError, tailLines } from '@pideploy/core';
+import { SSH_ERROR_CODES } from './errors.js';
+import type { ExecOptions, ExecResult, RemoteCommand, RemoteProcess } from './remote-process.js';
+import { EXEC_WITH_SECRET, SPAWN_WITH_SECRET, type SessionWithSecretExec, type SshSession } from './session.js';
+
+/** How the login user becomes root on the host. */
+export type SudoMode = 'root' | 'nopasswd' | 'password';
+
+/** What a sudo password provider is asked. */
+export interface SudoPasswordRequest {
+  /** The host alias, for the prompt. */
+  readonly host: string;
+  /** The login user whose password sudo wants. */
+  readonly user: string;
+  /** 1 for the first question; 2 and 3 after "incorrect password". */
+  readonly attempt: number;
+}
+
+/** Asks for the sudo password (no echo). Return undefined to give up. The answer is never logged. */
+export type SudoPasswordProvider = (request: SudoPasswordRequest) => Promise<string | undefined>;
+
+/** Options of {@link createSudo}. */
+export interface CreateSudoOptions {
+  /** Asked once when sudo needs a password (again only after a wrong one, up to `maxAttempts`). */
+  readonly passwordProvider?: SudoPasswordProvider | undefined;
+  /**
+   * A password known in advance (`--sudo-password-file`, `--sudo-password-stdin`): used instead of
+   * the provider, and a wrong one fails at once (retrying the same text cannot help).
+   */
+  readonly password?: string | undefined;
+  /** How many passwords to try before PIDEPLOY_SUDO_PASSWORD_WRONG (default 3, like sudo). */
+  readonly maxAttempts?: number | undefined;
+  /** Cancels the detection and validation commands. */
+  readonly signal?: AbortSignal | undefined;
+}
+
+/** Runs commands as root on one session, feeding the validated password from memory each time. */
+export interface SudoRunner {
+  /** How root is reached on this host. */
+  readonly mode: SudoMode;
+  /** The argv prefix used before each command (no secrets in it), e.g. `sudo -k -S -p '' --`. */
+  readonly prefix: readonly string[];
+  /** Runs `argv` as root; `options.stdin` reaches the command exactly (the password line is consumed by sudo). */
+  exec(argv: readonly string[], options: ExecOptions & { readonly encoding: 'buffer' }): Promise<ExecResult<Buffer>>;
+  exec(argv: readonly string[], options?: ExecOptions): Promise<ExecResult<string>>;
+  /**
+   * Starts `argv` as root and hands back its streams; the password line (if any) is already
+   * written, so everything written to `stdin` reaches the command.
+   */
+  spawn(argv: readonly string[], options?: { readonly signal?: AbortSignal | undefined }): Promise<RemoteProcess>;
+}
+
+/**
+ * The sudo invocation for a password host. `-S` reads the password from stdin, `-p ''` prints no
+ * prompt, and `-k` makes sudo ignore (and not write) the credential cache, so it ALWAYS reads
+ * exactly one password line. Without `-k`, a timestamp still valid from an earlier sudo on the same
+ * connection (Debian keys it on the parent pid, the same sshd process for every channel) makes
+ * sudo skip reading, and the password line would become the command's input.
+ */
+export const SUDO_PASSWORD_PREFIX: readonly string[] = ['sudo', '-k', '-S', '-p', '', '--'];
+/** The sudo invocation for NOPASSWD hosts: `-n` fails instead of waiting for a password. */
+export const SUDO_NOPASSWD_PREFIX: readonly string[] = ['sudo', '-n', '--'];
+
+const NO_PASSWORD_NEEDED: readonly string[] = ['sudo', '-n', '-k', 'true'];
+const VALIDATE: readonly string[] = ['sudo', '-k', '-S', '-p', '', '-v'];
+
+function isWrongPassword(stderr: string): boolean {
+  return /incorrect password|Sorry, try again|no password was provided|Authentication failure/iu.test(stderr);
+}
+
+function notAllowedError(display: string, user: string, stderr: string): PideployError {
+  return new PideployError({
+    code: SSH_ERROR_CODES.sudoNotAllowed,
+    message: `${user} on ${display} cannot use sudo: ${tailLines(stderr, 1) || 'sudo failed'}`,
+    hint: `allow it in /etc/sudoers.d on the host (e.g. "${user} ALL=(ALL:ALL) ALL"), or connect as root`,
+    commandFailure: { command: [...VALIDATE], stderrTail: tailLines(stderr) },
+  });
+}
+
+/**
+ * Finds out how the session's user becomes root and, for a password host, gets the password once
+ * and checks it at once (`sudo -k -S -p '' -v`, the password on that channel's stdin only). The
+ * password then lives only in this object's memory: never in argv, env, events or errors.
+ */
+export async function createSudo(session: SshSession, options: CreateSudoOptions = {}): Promise<SudoRunner> {
+  const internal = session as SessionWithSecretExec;
+  const signal = options.signal;
+  const identity = await session.exec(['id', '-u'], { signal, rejectOnFailure: true });
+  if (identity.stdout.trim() === '0') return makeRunner(internal, 'root', [], undefined);
+  const probe = await session.exec([...NO_PASSWORD_NEEDED], { signal });
+  if (probe.exitCode === 0) return makeRunner(internal, 'nopasswd', SUDO_NOPASSWD_PREFIX, undefined);
+  if (probe.exitCode === 127 || /command not found|not found/iu.test(probe.stderr)) {
+    throw new PideployError({
+      code: SSH_ERROR_CODES.sudoNotAllowed,
+      message: `sudo is not installed on ${session.display} (or not on the PATH of non-interactive SSH)`,
+      hint: 'install sudo on the host (security.sudo.enable on NixOS), or connect as root',
+    });
+  }
+  if (!/password is required/iu.test(probe.stderr)) throw notAllowedError(session.display, session.host.user, probe.stderr);
+
+  const maxAttempts = options.password !== undefined ? 1 : Math.max(1, options.maxAttempts ?? 3);
+  for (let attempt = 1; attempt <= maxAttempts; attempt += 1) {
+    const password = options.password ?? (await options.passwordProvider?.({ host: session.host.alias, user: session.host.user, attempt }));
+    if (password === undefined) {
+      throw new PideployError({
+        code: SSH_ERROR_CODES.sudoPasswordRequired,
+        message: `sudo on ${session.display} needs ${session.host.user}'s password, and none was given`,
+        hint: 'run interactively, or pass --sudo-password-file FILE / --sudo-password-stdin',
+      });
+    }
+    if (/[\r\n\0]/u.test(password)) {
+      throw new PideployError({
+        code: SSH_ERROR_CODES.sudoPasswordWrong,
+        message: 'the sudo password contains a line break or NUL byte, which sudo -S cannot read',
+        hint: 'a password file holds the password on its first line',
+      });
+    }
+    const secretLine = Buffer.from(`${password}\n`, 'utf8');
+    const redact = redactor(password);
+    const check = (await internal[EXEC_WITH_SECRET]([...VALIDATE], secretLine, { signal, redact })) as ExecResult<string>;
+    if (check.exitCode === 0) return makeRunner(internal, 'password', SUDO_PASSWORD_PREFIX, secretLine, redact);
+    const stderr = redact(check.stderr);
+    if (!isWrongPassword(stderr)) throw notAllowedError(session.display, session.host.user, stderr);
+  }
+  throw new PideployError({
+    code: SSH_ERROR_CODES.sudoPasswordWrong,
+    message: `sudo on ${session.display} rejected ${maxAttempts === 1 ? 'the password' : `${maxAttempts} passwords`} for ${session.host.user}`,
+    hint: options.password !== undefined ? 'check the password file / stdin: it must hold the login user’s password on its first line' : 'check the password of the login user on that host',
+  });
+}
+
+/** Replaces the secret in any text that might leave the process. */
+function redactor(secret: string): (text: string) => string {
+  return (text) => (secret === '' ? text : text.split(secret).join('********'));
+}
+
+function makeRunner(
+  session: SessionWithSecretExec,
+  mode: SudoMode,
+  prefix: readonly string[],
+  secretLine: Buffer | undefined,
+  redact?: (text: string) => string,
+): SudoRunner {
+  return {
+    mode,
+    prefix,
+    exec: ((argv: readonly string[], options: ExecOptions = {}) => {
+      if (argv.length === 0) throw new TypeError('sudo needs a command');
+      const command: RemoteCommand = [...prefix, ...argv];
+      return session[EXEC_WITH_SECRET](command, secretLine, { ...options, redact });
+    }) as SudoRunner['exec'],
+    spawn: (argv, options = {}) => {
+      if (argv.length === 0) throw new TypeError('sudo needs a command');
+      return session[SPAWN_WITH_SECRET]([...prefix, ...argv], secretLine, options);
+    },
+  };
+}
+
+/** Reads a sudo password from the first line of a file (`--sudo-password-file`); the newline is dropped. */
+export async function readSudoPasswordFromFile(file: string): Promise<string> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    throw new PideployError({
+      code: 'PIDEPLOY_USAGE',
+      message: `cannot read the sudo password file ${file}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`,
+      hint: 'check the path and its permissions (it should be readable by you only)',
+      cause: error,
+    });
+  }
+  return firstLine(text);
+}
+
+/** Reads a sudo password from a stream's first line (`--sudo-password-stdin`); the rest is ignored. */
+export async function readSudoPasswordFromStdin(stream: Readable): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) {
+    chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk)));
+    if (chunks.some((part) => part.includes(0x0a))) break;
+  }
+  return firstLine(Buffer.concat(chunks).toString('utf8'));
+}
+
+function firstLine(text: string): string {
+  const line = text.split('\n')[0] ?? '';
+  const password = line.endsWith('\r') ? line.slice(0, -1) : line;
+  if (password === '') {
+    throw new PideployError({ code: 'PIDEPLOY_USAGE', message: 'the sudo password is empty', hint: 'put the password on the first line' });
+  }
+  return password;
+}
