@@ -50,3 +50,6 @@ export {
   type FixedOutputPathInput,
   type ParsedStorePath,
 } from './store-path.js';
+export { parsePathInfoJson, queryClosurePathInfos, type StoreQueryOptions, type StorePathInfo } from './store-query.js';
+export { runProcess, type ProcessOutput, type RunProcessOptions } from './process.js';
+export { nixBuild, nixInstantiate, runStreamingCommand, type StreamingCommandOptions, type StreamingCommandResult } from './nix-cli.js';

@@ -1,0 +1,198 @@
+import path from 'node:path';
+import { PideployError, type PideployContext, type Reporter } from '@pideploy/core';
+import {
+  addPin,
+  describePinSource,
+  hashSource,
+  parsePinSourceArguments,
+  showPins,
+  sortedPinNames,
+  updatePins,
+  verifyPins,
+  type DownloadProgress,
+  type Pin,
+  type PinNetworkOptions,
+  type PinUpdate,
+} from '@pideploy/pin';
+import type { CommandInvocation, CommandResult } from '../command.js';
+import { formatBytes, formatDuration, progressBar, shouldRenderLive } from '../render.js';
+
+function stringFlag(invocation: CommandInvocation, name: string): string | undefined {
+  const value = invocation.flags[name];
+  return typeof value === 'string' ? value : undefined;
+}
+
+/**
+ * The directory of pins.json / pins.nix (pure): `--dir`, else the directory of `--config FILE`,
+ * else the current directory; relative paths against `cwd`.
+ */
+export function pinsDirectory(flags: { readonly dir?: string | undefined; readonly config?: string | undefined }, cwd: string): string {
+  if (flags.dir !== undefined) return path.resolve(cwd, flags.dir);
+  if (flags.config !== undefined) return path.dirname(path.resolve(cwd, flags.config));
+  return cwd;
+}
+
+/** One progress line for a download (pure): `downloading [███░░] 1.2 MiB/4.0 MiB 3.1 MiB/s ETA 1.0 s`. */
+export function describeDownloadProgress(progress: DownloadProgress): string {
+  const total = progress.bytesTotal;
+  const fraction = total !== undefined && total > 0 ? progress.bytesReceived / total : 0;
+  const eta =
+    total !== undefined && progress.bytesPerSecond > 0 && !progress.done
+      ? ` ETA ${formatDuration(((total - progress.bytesReceived) / progress.bytesPerSecond) * 1000)}`
+      : '';
+  return (
+    `downloading ${total === undefined ? '' : `${progressBar(fraction)} `}${formatBytes(progress.bytesReceived)}` +
+    `${total === undefined ? '' : `/${formatBytes(total)}`} ${formatBytes(progress.bytesPerSecond)}/s${eta}`
+  );
+}
+
+/**
+ * The network options and context of a pin command. On a live terminal (not `--json`) a
+ * download progress bar is redrawn in place on stderr; log events clear it first, so lines never
+ * mix with it.
+ */
+function pinRuntime(invocation: CommandInvocation): { readonly options: PinNetworkOptions; readonly context: PideployContext; readonly finish: () => void } {
+  const { io } = invocation;
+  const live = !invocation.global.json && shouldRenderLive(io);
+  let barShown = false;
+  const clearBar = (): void => {
+    if (barShown) io.stderr.write('\r\u001b[K');
+    barShown = false;
+  };
+  if (!live) return { options: { env: io.env }, context: invocation.context, finish: () => undefined };
+  const reporter: Reporter = {
+    emit: (event) => {
+      clearBar();
+      invocation.context.reporter.emit(event);
+    },
+  };
+  return {
+    options: {
+      env: io.env,
+      onDownloadProgress: (progress) => {
+        clearBar();
+        if (progress.done) return;
+        io.stderr.write(describeDownloadProgress(progress));
+        barShown = true;
+      },
+    },
+    context: { reporter, signal: invocation.context.signal },
+    finish: clearBar,
+  };
+}
+
+async function withRuntime<T>(invocation: CommandInvocation, work: (options: PinNetworkOptions, context: PideployContext) => Promise<T>): Promise<T> {
+  const runtime = pinRuntime(invocation);
+  try {
+    return await work(runtime.options, runtime.context);
+  } finally {
+    runtime.finish();
+  }
+}
+
+/** The lines `pin show` and `pin add` print for one pin (pure). */
+export function describePin(name: string, pin: Pin): string {
+  return [
+    `${name}  ${describePinSource(pin)}`,
+    ...(pin.type === 'github' ? [`  rev        ${pin.rev}`] : []),
+    `  url        ${pin.url}`,
+    `  sha256     ${pin.sha256}`,
+    `  narHash    ${pin.narHash}`,
+    `  storePath  ${pin.storePath}`,
+  ].join('\n');
+}
+
+/** The line `pin update` prints for one pin (pure): old → new rev (or hash), or unchanged. */
+export function describePinUpdate(update: PinUpdate): string {
+  if (!update.changed) return `${update.name}: unchanged at ${update.newRev ?? `sha256:${update.newSha256}`}`;
+  if (update.oldRev !== undefined && update.newRev !== undefined && update.oldRev !== update.newRev) {
+    return `${update.name}: ${update.oldRev} → ${update.newRev}`;
+  }
+  return `${update.name}: sha256:${update.oldSha256} → sha256:${update.newSha256}`;
+}
+
+/** `pideploy pin add <name> (--github O/R (--branch B|--tag T|--rev R) | --url URL)` */
+export async function pinAddCommand(invocation: CommandInvocation): Promise<CommandResult> {
+  const [name, ...extra] = invocation.positionals;
+  if (name === undefined || extra.length > 0) {
+    throw new PideployError({
+      code: 'PIDEPLOY_USAGE',
+      message: name === undefined ? 'pin add needs a pin name' : `pin add takes one name, got ${invocation.positionals.length}`,
+      hint: 'pideploy pin add nixpkgs --github NixOS/nixpkgs --branch nixos-24.05',
+    });
+  }
+  const source = parsePinSourceArguments({
+    github: stringFlag(invocation, 'github'),
+    branch: stringFlag(invocation, 'branch'),
+    tag: stringFlag(invocation, 'tag'),
+    rev: stringFlag(invocation, 'rev'),
+    url: stringFlag(invocation, 'url'),
+  });
+  const dir = pinsDirectory({ dir: stringFlag(invocation, 'dir'), config: invocation.global.config }, invocation.io.cwd);
+  const result = await withRuntime(invocation, (options, context) =>
+    addPin({ ...options, dir, name, source, force: invocation.flags['force'] === true }, context),
+  );
+  return {
+    value: result,
+    text: `${describePin(result.name, result.pin)}\n${result.previous === undefined ? 'wrote' : 'replaced the pin; wrote'} ${result.jsonFile} and ${result.nixFile}`,
+  };
+}
+
+/** `pideploy pin update [name…]` */
+export async function pinUpdateCommand(invocation: CommandInvocation): Promise<CommandResult> {
+  const dir = pinsDirectory({ dir: stringFlag(invocation, 'dir'), config: invocation.global.config }, invocation.io.cwd);
+  const result = await withRuntime(invocation, (options, context) => updatePins({ ...options, dir, names: invocation.positionals }, context));
+  const lines = result.updates.map(describePinUpdate);
+  lines.push(result.written ? 'wrote pins.json and pins.nix' : 'nothing changed');
+  return { value: result, text: lines.join('\n') };
+}
+
+/** `pideploy pin verify [name…]`: a mismatch fails (exit 1) with Nix's "specified: … got: …". */
+export async function pinVerifyCommand(invocation: CommandInvocation): Promise<CommandResult> {
+  const dir = pinsDirectory({ dir: stringFlag(invocation, 'dir'), config: invocation.global.config }, invocation.io.cwd);
+  const result = await withRuntime(invocation, (options, context) => verifyPins({ ...options, dir, names: invocation.positionals }, context));
+  const failed = result.results.filter((entry) => !entry.ok);
+  const first = failed[0];
+  if (first !== undefined) {
+    for (const entry of result.results) {
+      if (entry.ok) invocation.context.reporter.emit({ type: 'log', level: 'info', message: `${entry.name}: ok (${entry.specified})` });
+    }
+    const more = failed.length > 1 ? ` (and ${failed.length - 1} more pin(s) failed: ${failed.slice(1).map((entry) => entry.name).join(', ')})` : '';
+    const mismatch = first.specified !== first.got;
+    throw new PideployError({
+      code: 'PIDEPLOY_PIN_HASH_MISMATCH',
+      message: mismatch
+        ? `hash mismatch in file downloaded from '${first.url}' (pin ${first.name}): specified: ${first.specified} got: ${first.got}${more}`
+        : `pin ${first.name} in pins.json is inconsistent: ${first.problems.join('; ')}${more}`,
+      hint: mismatch
+        ? `the source behind the URL changed or pins.json was edited; if you trust the new contents run \`pideploy pin update ${first.name}\` (or pin add --force)`
+        : `run \`pideploy pin add ${first.name} … --force\` to lock it again`,
+    });
+  }
+  return { value: result, text: result.results.map((entry) => `${entry.name}: ok (${entry.specified})`).join('\n') };
+}
+
+/** `pideploy pin show` */
+export async function pinShowCommand(invocation: CommandInvocation): Promise<CommandResult> {
+  const dir = pinsDirectory({ dir: stringFlag(invocation, 'dir'), config: invocation.global.config }, invocation.io.cwd);
+  const result = await showPins({ dir });
+  const names = sortedPinNames(result.file);
+  const text = names.length === 0 ? `no pins in ${result.jsonFile}` : names.map((name) => describePin(name, result.file.pins[name] as Pin)).join('\n');
+  return { value: result, text };
+}
+
+/** `pideploy pin hash <dir|file.tar.gz|url> [--sri]`: prints what `nix-prefetch-url --unpack` prints. */
+export async function pinHashCommand(invocation: CommandInvocation): Promise<CommandResult> {
+  const [source, ...extra] = invocation.positionals;
+  if (source === undefined || extra.length > 0) {
+    throw new PideployError({
+      code: 'PIDEPLOY_USAGE',
+      message: source === undefined ? 'pin hash needs a directory, tarball or URL' : 'pin hash takes one directory, tarball or URL',
+      hint: 'pideploy pin hash https://github.com/NixOS/nixpkgs/archive/<rev>.tar.gz',
+    });
+  }
+  const result = await withRuntime(invocation, (options, context) =>
+    hashSource({ ...options, source, sri: invocation.flags['sri'] === true, cwd: invocation.io.cwd }, context),
+  );
+  return { value: result, text: result.hash };
+}

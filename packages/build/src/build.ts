@@ -1,0 +1,207 @@
+import { mkdir, readlink } from 'node:fs/promises';
+import path from 'node:path';
+import { PideployError, createBaseContext, tailLines, type PideployContext } from '@pideploy/core';
+import { nixBuild, nixInstantiate } from '@pideploy/nix';
+import { buildModeArguments, type RemoteBuilder } from './builders.js';
+import {
+  checkBinfmt,
+  checkExtraPlatforms,
+  readBinfmtEntries,
+  readNixPlatformSettings,
+  type DoctorCheck,
+} from './doctor.js';
+import { DEFAULT_PIN_NAME, localNixSystem, renderBuildExpression, type BuildMode } from './expression.js';
+import { createBuildLogTracker, derivationName } from './internal-json.js';
+import { DOCTOR_HINT, translateNixFailure } from './nix-errors.js';
+
+/** What {@link buildToplevel} builds. */
+export interface BuildToplevelRequest {
+  /** Host name: put on events and in GC root names (default `default`). */
+  readonly host?: string | undefined;
+  /** Absolute path of `pins.nix`. */
+  readonly pinsFile: string;
+  /** Attribute of `pins.nix` holding nixpkgs (default `nixpkgs`). */
+  readonly pinName?: string | undefined;
+  /** Absolute path of the host's configuration.nix. */
+  readonly configuration: string;
+  /** The target system (e.g. `aarch64-linux`). */
+  readonly system: string;
+  /** How to build. */
+  readonly mode: BuildMode;
+  /** `cross`: this machine's system (default: detected). */
+  readonly buildPlatform?: string | undefined;
+  /** `builders`: remote builders (default: Nix's own `builders` setting). */
+  readonly builders?: readonly RemoteBuilder[] | undefined;
+  /**
+   * Project state directory: GC roots go to `<stateDir>/gcroots/<host>-toplevel` (and `.drv`).
+   * Without it nothing is rooted (`--no-out-link`).
+   */
+  readonly stateDir?: string | undefined;
+  /** Environment variables for nix, merged over this process's (`NIX_PATH` is always emptied). */
+  readonly env?: Readonly<Record<string, string | undefined>> | undefined;
+  /** Skip the binfmt / extra-platforms check before an emulated build. */
+  readonly skipPreflight?: boolean | undefined;
+}
+
+/** What {@link buildToplevel} produced: the build stage's artifact (`version: 1`, JSON-safe). */
+export interface BuildToplevelResult {
+  readonly version: 1;
+  readonly host: string;
+  readonly system: string;
+  readonly mode: BuildMode;
+  /** The generated expression (what `--print-expr` shows). */
+  readonly expression: string;
+  /** The toplevel's derivation. */
+  readonly drvPath: string;
+  /** The toplevel's store path. */
+  readonly outPath: string;
+  /** The GC root pointing at outPath, if a state dir was given. */
+  readonly gcRoot: string | undefined;
+  /** Extra nix-build arguments of the mode (builders etc.), for later builds of the same host. */
+  readonly nixArguments: readonly string[];
+  /** Derivations built in this run, with where (`''` = here, else the builder's URI). */
+  readonly built: readonly { readonly drvPath: string; readonly machine: string }[];
+  readonly durationMs: number;
+}
+
+/** The environment every pideploy nix call gets: no NIX_PATH (evaluation is pinned or fails). */
+export function pinnedNixEnv(env: Readonly<Record<string, string | undefined>> = {}): Record<string, string | undefined> {
+  return { ...env, NIX_PATH: '' };
+}
+
+/** Arguments that keep any nix.conf `nix-path` out of evaluation. */
+export const NO_SEARCH_PATH_ARGUMENTS: readonly string[] = ['--option', 'nix-path', ''];
+
+/** `<stateDir>/gcroots/<host>-<what>`. */
+export function gcRootPath(stateDir: string, host: string, what: string): string {
+  return path.join(stateDir, 'gcroots', `${host}-${what}`);
+}
+
+/**
+ * The checks an emulated build needs before any work: a binfmt handler and `extra-platforms`
+ * for the target. Returns the failed checks (empty when the build can go ahead).
+ */
+export async function preflightEmulation(
+  system: string,
+  env: Readonly<Record<string, string | undefined>> | undefined,
+  signal?: AbortSignal,
+): Promise<DoctorCheck[]> {
+  if (localNixSystem() === system) return [];
+  const failed: DoctorCheck[] = [];
+  const binfmt = checkBinfmt(await readBinfmtEntries(), system, true);
+  if (binfmt.status === 'fail') failed.push(binfmt);
+  const settings = await readNixPlatformSettings(env, signal);
+  if (settings !== undefined) {
+    const platforms = checkExtraPlatforms(settings, system, true);
+    if (platforms.status === 'fail') failed.push(platforms);
+  }
+  return failed;
+}
+
+/**
+ * Builds the host's `config.system.build.toplevel` from the pinned nixpkgs: evaluates the
+ * generated expression once (`nix-instantiate`, NIX_PATH empty), then realises the derivation
+ * with `nix-build --log-format internal-json`, emitting `build-start`, `build-progress`
+ * (built M of N, current derivation) and `build-end`. Emulated builds first check binfmt and
+ * extra-platforms and fail with the doctor's fix before any work.
+ * @throws PideployError `PIDEPLOY_BUILD_NO_EMULATION`, `PIDEPLOY_BUILD_UNPINNED`,
+ *   `PIDEPLOY_BUILD_MISSING_FILE`, `PIDEPLOY_BUILD_EVAL_FAILED`, `PIDEPLOY_BUILD_FAILED`.
+ */
+export async function buildToplevel(request: BuildToplevelRequest, context: PideployContext = createBaseContext()): Promise<BuildToplevelResult> {
+  const started = Date.now();
+  const host = request.host ?? 'default';
+  const env = pinnedNixEnv(request.env);
+  const emit = context.reporter.emit.bind(context.reporter);
+
+  if (request.mode === 'emulated' && request.skipPreflight !== true) {
+    const failed = await preflightEmulation(request.system, env, context.signal);
+    if (failed.length > 0) {
+      const fix = failed[0]?.fix;
+      throw new PideployError({
+        code: 'PIDEPLOY_BUILD_NO_EMULATION',
+        message: `this machine cannot build ${request.system} under emulation: ${failed.map((check) => check.detail).join('; ')}`,
+        hint: `${DOCTOR_HINT}; NixOS: ${fix?.nixos ?? ''}; Debian/Ubuntu: ${fix?.debian ?? ''}`,
+      });
+    }
+  }
+
+  const expression = renderBuildExpression({
+    pinsFile: request.pinsFile,
+    pinName: request.pinName ?? DEFAULT_PIN_NAME,
+    configuration: request.configuration,
+    system: request.system,
+    mode: request.mode,
+    buildPlatform: request.buildPlatform,
+  });
+  const gcRoot = request.stateDir === undefined ? undefined : gcRootPath(request.stateDir, host, 'toplevel');
+  if (gcRoot !== undefined) await mkdir(path.dirname(gcRoot), { recursive: true });
+
+  const instantiateArgs = [
+    ...NO_SEARCH_PATH_ARGUMENTS,
+    ...(gcRoot === undefined ? [] : ['--add-root', `${gcRoot}.drv`, '--indirect']),
+    '-E',
+    expression,
+  ];
+  const instantiated = await nixInstantiate(instantiateArgs, { env, signal: context.signal });
+  if (instantiated.exitCode !== 0) {
+    const error = translateNixFailure({
+      command: ['nix-instantiate', ...instantiateArgs],
+      exitCode: instantiated.exitCode,
+      stderr: instantiated.stderr,
+      system: request.system,
+      doing: `evaluating ${host}'s configuration`,
+    });
+    emit({ type: 'log', level: 'info', host, message: tailLines(instantiated.stderr.replace(/^warning: you did not specify '--add-root'.*\n/mu, '')) });
+    throw error;
+  }
+  // With --add-root nix-instantiate prints the root's path, which links to the derivation.
+  const drvLine = instantiated.stdout.trim().split('\n').pop() ?? '';
+  const drvPath = gcRoot === undefined ? drvLine : await readlink(drvLine);
+
+  const nixArguments = buildModeArguments(request.mode, request.builders);
+  const buildArgs = [...nixArguments, ...(gcRoot === undefined ? ['--no-out-link'] : ['--out-link', gcRoot]), drvPath];
+  const tracker = createBuildLogTracker({ host, emit });
+  const built = await nixBuild(buildArgs, { env, signal: context.signal, onStderrLine: (line) => tracker.handleLine(line) });
+  tracker.ensureStarted();
+  const summary = tracker.summary();
+  if (built.exitCode !== 0) {
+    const failed = summary.failedDerivation;
+    const errorText = summary.errors.join('\n');
+    if (failed === undefined) {
+      throw translateNixFailure({
+        command: ['nix-build', '--log-format', 'internal-json', ...buildArgs],
+        exitCode: built.exitCode,
+        stderr: errorText || built.stderr,
+        system: request.system,
+        doing: `building ${host}'s system`,
+      });
+    }
+    const logTail = summary.logTail.join('\n');
+    if (logTail !== '') emit({ type: 'log', level: 'info', host, message: `last ${summary.logTail.length} log lines of ${derivationName(failed)}:\n${logTail}` });
+    const platformError = /Exec format error/u.test(logTail + errorText);
+    throw new PideployError({
+      code: platformError ? 'PIDEPLOY_BUILD_NO_EMULATION' : 'PIDEPLOY_BUILD_FAILED',
+      message: `building ${derivationName(failed)} failed (${failed}): ${summary.errors[0]?.replace(/^builder for '[^']+' /u, '') ?? 'see its log'}`,
+      hint: platformError
+        ? DOCTOR_HINT
+        : `its last log lines are above; see the whole log with: nix log ${failed}`,
+      commandFailure: { command: ['nix-build', ...buildArgs], exitCode: built.exitCode ?? undefined, stderrTail: logTail || tailLines(errorText) },
+    });
+  }
+  const outPath = built.stdout.trim().split('\n').pop() ?? '';
+  const durationMs = Date.now() - started;
+  emit({ type: 'build-end', host, outPath, durationMs });
+  return {
+    version: 1,
+    host,
+    system: request.system,
+    mode: request.mode,
+    expression,
+    drvPath,
+    outPath,
+    gcRoot,
+    nixArguments,
+    built: summary.builds,
+    durationMs,
+  };
+}

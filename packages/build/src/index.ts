@@ -1,0 +1,54 @@
+export {
+  BUILD_MODES,
+  DEFAULT_PIN_NAME,
+  assertNixSystem,
+  localNixSystem,
+  renderBuildExpression,
+  type BuildExpressionInput,
+  type BuildMode,
+} from './expression.js';
+export { nixAttributeName, nixPath, nixString } from './nix-text.js';
+export {
+  NixActivityType,
+  NixResultType,
+  createBuildLogTracker,
+  derivationName,
+  parseNixLogLine,
+  stripAnsi,
+  type BuildLogSummary,
+  type BuildLogTracker,
+  type BuildLogTrackerOptions,
+  type NixLogEntry,
+} from './internal-json.js';
+export { DOCTOR_HINT, nixErrorHeadline, nixErrorLocation, translateNixFailure, type NixFailureContext } from './nix-errors.js';
+export { buildModeArguments, parseRemoteBuilder, renderBuildersSpec, type RemoteBuilder } from './builders.js';
+export {
+  binfmtMatchesSystem,
+  checkBinfmt,
+  checkDiskSpace,
+  checkExtraPlatforms,
+  doctor,
+  emulationFix,
+  extraPlatformsFix,
+  parseBinfmtEntry,
+  parseNixShowConfig,
+  parseNixVersion,
+  readBinfmtEntries,
+  readNixPlatformSettings,
+  type BinfmtEntry,
+  type DoctorCheck,
+  type DoctorFix,
+  type DoctorOptions,
+  type DoctorReport,
+  type DoctorStatus,
+  type NixPlatformSettings,
+} from './doctor.js';
+export {
+  NO_SEARCH_PATH_ARGUMENTS,
+  buildToplevel,
+  gcRootPath,
+  pinnedNixEnv,
+  preflightEmulation,
+  type BuildToplevelRequest,
+  type BuildToplevelResult,
+} from './build.js';

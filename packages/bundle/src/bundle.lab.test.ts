@@ -1,0 +1,105 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { PideployError } from '@pideploy/core';
+import { labDown, labExec, labLocalNixEnv, labUp, type LabStatus } from '@pideploy/lab';
+import { describeLab } from '@pideploy/lab/testing';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { buildBundle, planBundle, renderPlannedBundleExpression, type BundleRequest } from './bundle.js';
+
+const workDir = mkdtempSync(path.join(os.tmpdir(), 'pideploy-bundle-'));
+const nixEnv = labLocalNixEnv(path.join(workDir, 'cache'));
+let lab: LabStatus;
+const run = (argv: string[], extraEnv: Record<string, string> = {}) =>
+  execFileSync(argv[0]!, argv.slice(1), { env: { ...process.env, ...nixEnv, ...lab.env, ...extraEnv }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+const write = (name: string, text: string): string => {
+  const file = path.join(workDir, name);
+  mkdirSync(path.dirname(file), { recursive: true });
+  writeFileSync(file, text);
+  return file;
+};
+/** The build stage's expression (written out here: a stage never imports another stage). */
+const toplevelExpression = (configuration: string) =>
+  `let pins = import ${workDir}/pins.nix; nixpkgs = pins.nixpkgs; in\n(import "\${nixpkgs}/nixos" { configuration = ${configuration}; system = "aarch64-linux"; }).config.system.build.toplevel\n`;
+
+describeLab('bundles against real nix and a lab host', () => {
+  let request: BundleRequest;
+  let drvPath = '';
+  beforeAll(async () => {
+    lab = await labUp({ hosts: 1 });
+    const url = lab.nixpkgs!.revisions[1]!.url;
+    const sha256 = run(['nix-prefetch-url', '--unpack', '--name', 'source', url]).split('\n').pop()!;
+    write('pins.nix', `{\n  nixpkgs = builtins.fetchTarball { url = "${url}"; sha256 = "${sha256}"; };\n}\n`);
+    write('modules/hw.nix', `{ ... }: { time.timeZone = "UTC"; environment.etc."motd".source = ../files/motd; }\n`);
+    write('files/motd', `bundle test ${path.basename(workDir)}\n`);
+    write('configuration.nix', '{ pkgs, ... }: {\n  imports = [ ./modules/hw.nix ]; # ./not-this.nix in a comment\n  networking.hostName = "pi1";\n  environment.systemPackages = [ pkgs.hello ];\n}\n');
+    drvPath = run(['nix-instantiate', '-E', toplevelExpression(`${workDir}/configuration.nix`)]);
+    run(['nix-build', '--no-out-link', drvPath]);
+    request = {
+      host: 'pi1',
+      system: 'aarch64-linux',
+      buildMode: 'emulated',
+      pinsFile: path.join(workDir, 'pins.nix'),
+      pin: { url, sha256, rev: lab.nixpkgs!.revisions[1]!.rev },
+      configuration: path.join(workDir, 'configuration.nix'),
+    };
+  });
+  afterAll(async () => {
+    if (process.env['PIDEPLOY_KEEP_LAB'] === undefined) await labDown();
+  });
+
+  it('holds configuration.nix with its local files, nixpkgs, toplevel, bin/activate and manifest.json', async () => {
+    const bundle = await buildBundle({ ...request, toplevel: { drvPath }, stateDir: path.join(workDir, '.pideploy'), env: nixEnv });
+    const toplevel = run(['nix-store', '-q', '--outputs', drvPath]);
+    expect(readFileSync(path.join(bundle.outPath, 'configuration.nix'), 'utf8')).toContain('./modules/hw.nix');
+    expect(existsSync(path.join(bundle.outPath, 'modules/hw.nix'))).toBe(true);
+    expect(existsSync(path.join(bundle.outPath, 'files/motd'))).toBe(true);
+    expect(readlinkSync(path.join(bundle.outPath, 'toplevel'))).toBe(toplevel);
+    expect(readlinkSync(path.join(bundle.outPath, 'nixpkgs'))).toMatch(/^\/nix\/store\/[0-9a-z]{32}-source$/u);
+    expect(readFileSync(path.join(bundle.outPath, 'toplevel/build-machine'), 'utf8').trim()).toBe('aarch64');
+    const manifest = JSON.parse(readFileSync(path.join(bundle.outPath, 'manifest.json'), 'utf8'));
+    expect(manifest).toMatchObject({ version: 1, host: 'pi1', system: 'aarch64-linux', buildMode: 'emulated', toplevel, pin: { url: request.pin!.url, sha256: request.pin!.sha256, rev: request.pin!.rev } });
+    expect(manifest.files).toEqual(['configuration.nix', 'files/motd', 'modules/hw.nix']);
+    expect(readFileSync(path.join(bundle.outPath, 'bin/activate'), 'utf8')).toMatch(/^#!\/nix\/store\/\S+\/sh\n/u);
+    expect(readlinkSync(path.join(workDir, '.pideploy/gcroots/pi1-bundle'))).toBe(bundle.outPath);
+
+    // The self-contained expression (what `pideploy build --print-expr` prints) gives the same path.
+    const printed = write('bundle.nix', renderPlannedBundleExpression(await planBundle(request), toplevelExpression(`${workDir}/configuration.nix`)));
+    expect(run(['nix-build', '--no-out-link', printed], { NIX_PATH: '' })).toBe(bundle.outPath);
+  });
+
+  it('rebuilds on the target from the bundle alone to the same toplevel, and activates by hand', async () => {
+    const bundle = await buildBundle({ ...request, toplevel: { drvPath }, env: nixEnv });
+    const toplevel = run(['nix-store', '-q', '--outputs', drvPath]);
+    run(['nix-copy-closure', '--to', 'root@pi1', bundle.outPath]);
+    // What a person does on the Pi: resolve $bundle/nixpkgs (a path through the bundle's symlink
+    // would be a path inside another store path), then evaluate $bundle/configuration.nix with it.
+    const script = 'n=$(readlink -f "$1/nixpkgs"); NIX_PATH= nix-instantiate --option substituters "" -E "(import $n/nixos { configuration = $1/configuration.nix; system = \\"aarch64-linux\\"; }).config.system.build.toplevel"';
+    const onTarget = await labExec('pi1', ['sh', '-c', script, 'rebuild', bundle.outPath]);
+    expect(onTarget.stderr).not.toMatch(/error/u);
+    expect(onTarget.stdout.trim().split('\n').pop()).toBe(drvPath);
+    const dry = await labExec('pi1', ['nix-store', '--realise', '--dry-run', drvPath]);
+    expect(dry.stderr).not.toMatch(/will be built/u);
+
+    const activated = await labExec('pi1', [`${bundle.outPath}/bin/activate`, 'switch']);
+    expect(activated.exitCode).toBe(0);
+    expect((await labExec('pi1', ['readlink', '-f', '/nix/var/nix/profiles/system'])).stdout.trim()).toBe(toplevel);
+    expect((await labExec('pi1', ['readlink', '/etc/nixos/current-configuration'])).stdout.trim()).toBe(bundle.outPath);
+    const usage = await labExec('pi1', [`${bundle.outPath}/bin/activate`, 'explode']);
+    expect(usage.exitCode).toBe(2);
+  });
+
+  it('names the importing file of a missing import, and refuses files outside the project', async () => {
+    write('broken/configuration.nix', '{ ... }: {\n  imports = [\n    ./missing.nix\n  ];\n}\n');
+    const missing = await planBundle({ ...request, configuration: path.join(workDir, 'broken/configuration.nix') }).catch((error: unknown) => error);
+    expect(PideployError.isInstance(missing) && missing.code).toBe('PIDEPLOY_BUNDLE_MISSING_FILE');
+    expect((missing as Error).message).toContain(`${workDir}/broken/configuration.nix:3 refers to ./missing.nix`);
+    write('inner/configuration.nix', '{ ... }: { imports = [ ../modules/hw.nix ]; }\n');
+    const outside = await planBundle({ ...request, configuration: path.join(workDir, 'inner/configuration.nix'), projectDir: path.join(workDir, 'inner') }).catch((error: unknown) => error);
+    expect(PideployError.isInstance(outside) && outside.code).toBe('PIDEPLOY_BUNDLE_OUTSIDE_PROJECT');
+    const allowed = await planBundle({ ...request, configuration: path.join(workDir, 'inner/configuration.nix'), projectDir: path.join(workDir, 'inner'), allowOutsideProject: true });
+    expect(allowed.files.files).toEqual(['files/motd', 'inner/configuration.nix', 'modules/hw.nix']);
+    expect(allowed.manifest.configuration.file).toBe('inner/configuration.nix');
+  });
+});

@@ -1,0 +1,159 @@
+import { mkdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { PIDEPLOY_VERSION, PideployError, createBaseContext, tailLines, type PideployContext } from '@pideploy/core';
+import { runProcess, runStreamingCommand } from '@pideploy/nix';
+import {
+  configurationEntry,
+  renderBundleExpression,
+  type BundleBuildMode,
+  type BundleManifest,
+  type BundleManifestBase,
+  type BundlePin,
+} from './expression.js';
+import { collectConfigurationFiles, type ConfigurationFiles } from './imports.js';
+import { nixPath } from './nix-text.js';
+
+/** What {@link planBundle} and {@link buildBundle} need. */
+export interface BundleRequest {
+  readonly host: string;
+  /** Target system (`aarch64-linux`). */
+  readonly system: string;
+  readonly buildMode: BundleBuildMode;
+  /** `cross`: this machine's system. */
+  readonly buildPlatform?: string | undefined;
+  /** Absolute path of pins.nix. */
+  readonly pinsFile: string;
+  /** Attribute of pins.nix holding nixpkgs (default `nixpkgs`). */
+  readonly pinName?: string | undefined;
+  /** The pin as pins.json records it (url, sha256, rev), for the manifest. */
+  readonly pin?: Omit<BundlePin, 'name'> | undefined;
+  /** Absolute path of the host's configuration.nix. */
+  readonly configuration: string;
+  /** Files outside it are an error (default: the configuration's directory). */
+  readonly projectDir?: string | undefined;
+  /** Allow configuration files outside the project. */
+  readonly allowOutsideProject?: boolean | undefined;
+}
+
+/** Everything known about a bundle before Nix runs. */
+export interface BundlePlan {
+  readonly request: BundleRequest;
+  readonly files: ConfigurationFiles;
+  readonly manifest: BundleManifestBase;
+}
+
+/** What {@link buildBundle} needs on top of the plan's request. */
+export interface BuildBundleRequest extends BundleRequest {
+  /** The toplevel the build stage made (its artifact's `drvPath`). */
+  readonly toplevel: { readonly drvPath: string };
+  /** Extra nix-build arguments of the build mode (the build artifact's `nixArguments`). */
+  readonly nixArguments?: readonly string[] | undefined;
+  /** GC root at `<stateDir>/gcroots/<host>-bundle` (default: none, `--no-out-link`). */
+  readonly stateDir?: string | undefined;
+  /** Environment variables for nix, merged over this process's (NIX_PATH is always emptied). */
+  readonly env?: Readonly<Record<string, string | undefined>> | undefined;
+}
+
+/** The bundle stage's artifact (`version: 1`). */
+export interface BuildBundleResult {
+  readonly version: 1;
+  readonly host: string;
+  /** The bundle's store path. */
+  readonly outPath: string;
+  readonly gcRoot: string | undefined;
+  /** The manifest as written into the bundle. */
+  readonly manifest: BundleManifest;
+  /** The expression that was built (toplevel by derivation). */
+  readonly expression: string;
+  readonly durationMs: number;
+}
+
+/** The configuration's git commit and whether any bundled file differs from it (null outside git). */
+export async function configurationGitState(files: ConfigurationFiles): Promise<{ gitRev: string | null; dirty: boolean | null }> {
+  try {
+    const rev = await runProcess(['git', '-C', files.root, 'rev-parse', 'HEAD'], { allowNonZeroExit: true, timeoutMs: 10_000 });
+    if (rev.exitCode !== 0) return { gitRev: null, dirty: null };
+    const status = await runProcess(['git', '-C', files.root, 'status', '--porcelain', '--', ...files.files], { allowNonZeroExit: true, timeoutMs: 10_000 });
+    return { gitRev: rev.stdout.trim(), dirty: status.stdout.trim() !== '' };
+  } catch {
+    return { gitRev: null, dirty: null };
+  }
+}
+
+/**
+ * Collects the configuration's files, reads its git state and fixes the manifest: everything
+ * the bundle expression needs except the toplevel.
+ */
+export async function planBundle(request: BundleRequest): Promise<BundlePlan> {
+  const files = await collectConfigurationFiles(request.configuration, {
+    projectDir: request.projectDir,
+    allowOutsideProject: request.allowOutsideProject,
+  });
+  const git = await configurationGitState(files);
+  const entry = configurationEntry(files);
+  return {
+    request,
+    files,
+    manifest: {
+      version: 1,
+      host: request.host,
+      system: request.system,
+      buildMode: request.buildMode,
+      pin: { name: request.pinName ?? 'nixpkgs', url: request.pin?.url ?? null, sha256: request.pin?.sha256 ?? null, rev: request.pin?.rev ?? null },
+      pideployVersion: PIDEPLOY_VERSION,
+      configuration: { file: entry.needsWrapper ? entry.relative : 'configuration.nix', gitRev: git.gitRev, dirty: git.dirty },
+      files: files.files,
+    },
+  };
+}
+
+/** The bundle expression for a plan and a toplevel expression (see {@link renderBundleExpression}). */
+export function renderPlannedBundleExpression(plan: BundlePlan, toplevelExpression: string): string {
+  return renderBundleExpression({
+    pinsFile: plan.request.pinsFile,
+    pinName: plan.request.pinName,
+    buildPlatform: plan.request.buildPlatform,
+    toplevelExpression,
+    files: plan.files,
+    manifest: plan.manifest,
+  });
+}
+
+/**
+ * Builds the host's bundle around an already built toplevel (`import <drvPath>`: no second
+ * evaluation of the NixOS configuration; same path as the self-contained expression) and roots
+ * it at `<stateDir>/gcroots/<host>-bundle`.
+ * @throws PideployError `PIDEPLOY_BUNDLE_MISSING_FILE`, `PIDEPLOY_BUNDLE_OUTSIDE_PROJECT`, `PIDEPLOY_BUNDLE_FAILED`.
+ */
+export async function buildBundle(request: BuildBundleRequest, context: PideployContext = createBaseContext()): Promise<BuildBundleResult> {
+  const started = Date.now();
+  const plan = await planBundle(request);
+  const expression = renderPlannedBundleExpression(plan, `import ${nixPath(request.toplevel.drvPath)}`);
+  const gcRoot = request.stateDir === undefined ? undefined : path.join(request.stateDir, 'gcroots', `${request.host}-bundle`);
+  if (gcRoot !== undefined) await mkdir(path.dirname(gcRoot), { recursive: true });
+  const args = [
+    'nix-build',
+    '--option',
+    'nix-path',
+    '',
+    ...(request.nixArguments ?? []),
+    ...(gcRoot === undefined ? ['--no-out-link'] : ['--out-link', gcRoot]),
+    '-E',
+    expression,
+  ];
+  const result = await runStreamingCommand(args, { env: { ...request.env, NIX_PATH: '' }, signal: context.signal });
+  if (result.exitCode !== 0) {
+    const failed = /builder for '([^']+)' failed/u.exec(result.stderr)?.[1];
+    throw new PideployError({
+      code: 'PIDEPLOY_BUNDLE_FAILED',
+      message: `building the bundle of ${request.host} failed: ${(result.stderr.split('\n').find((line) => line.startsWith('error:')) ?? tailLines(result.stderr, 1)).replace(/^error:\s*/u, '')}`,
+      hint: failed === undefined ? 'rerun with --verbose to see Nix\'s output' : `see the log with: nix log ${failed}`,
+      commandFailure: { command: args, exitCode: result.exitCode ?? undefined, stderrTail: tailLines(result.stderr) },
+    });
+  }
+  const outPath = result.stdout.trim().split('\n').pop() ?? '';
+  const manifest = JSON.parse(await readFile(path.join(outPath, 'manifest.json'), 'utf8')) as BundleManifest;
+  const durationMs = Date.now() - started;
+  context.reporter.emit({ type: 'log', level: 'debug', host: request.host, message: `bundle ${outPath} in ${durationMs} ms` });
+  return { version: 1, host: request.host, outPath, gcRoot, manifest, expression, durationMs };
+}

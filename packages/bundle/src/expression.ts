@@ -1,0 +1,161 @@
+import path from 'node:path';
+import { PideployError } from '@pideploy/core';
+import { ACTIVATE_SCRIPT_TEMPLATE } from './activate-script.js';
+import type { ConfigurationFiles } from './imports.js';
+import { nixAttributeName, nixPath, nixString } from './nix-text.js';
+
+/** The build modes of `@pideploy/build` (the bundle only needs to know cross vs native). */
+export type BundleBuildMode = 'emulated' | 'cross' | 'builders';
+
+/** The pin a bundle was built from, as pins.json records it. */
+export interface BundlePin {
+  /** Name in pins.nix (`nixpkgs`). */
+  readonly name: string;
+  readonly url: string | null;
+  readonly sha256: string | null;
+  readonly rev: string | null;
+}
+
+/** The parts of `manifest.json` known before Nix evaluates (Nix adds `toplevel`). */
+export interface BundleManifestBase {
+  readonly version: 1;
+  readonly host: string;
+  readonly system: string;
+  readonly buildMode: BundleBuildMode;
+  readonly pin: BundlePin;
+  readonly pideployVersion: string;
+  /** The configuration inside the bundle and, in a git repository, its commit and dirty flag. */
+  readonly configuration: {
+    readonly file: string;
+    readonly gitRev: string | null;
+    readonly dirty: boolean | null;
+  };
+  /** Every configuration file in the bundle, relative to its root. */
+  readonly files: readonly string[];
+}
+
+/** `manifest.json` of a bundle (`version: 1`). */
+export interface BundleManifest extends BundleManifestBase {
+  /** The NixOS system (`config.system.build.toplevel`) store path. */
+  readonly toplevel: string;
+}
+
+/** Input of {@link renderBundleExpression}. */
+export interface BundleExpressionInput {
+  /** Absolute path of pins.nix. */
+  readonly pinsFile: string;
+  /** Attribute of pins.nix holding nixpkgs (default `nixpkgs`). */
+  readonly pinName?: string | undefined;
+  /** `cross`: the bundle derivation is built with the cross package set (build → host). */
+  readonly buildPlatform?: string | undefined;
+  /**
+   * Nix text evaluating to the toplevel derivation: the build stage's expression (self-contained,
+   * what `--print-expr` shows) or `import /nix/store/…-nixos-system-….drv` (no re-evaluation).
+   * Both give the same bundle path.
+   */
+  readonly toplevelExpression: string;
+  /** The configuration files to copy in. */
+  readonly files: ConfigurationFiles;
+  /** manifest.json without `toplevel`. */
+  readonly manifest: BundleManifestBase;
+}
+
+/** A JSON value as a Nix expression. */
+export function nixValue(value: unknown): string {
+  if (value === null || value === undefined) return 'null';
+  if (typeof value === 'string') return nixString(value);
+  if (typeof value === 'boolean') return value ? 'true' : 'false';
+  if (typeof value === 'number') {
+    if (!Number.isInteger(value)) throw new TypeError('nixValue: only integers are supported');
+    return String(value);
+  }
+  if (Array.isArray(value)) return `[ ${value.map((item) => nixValue(item)).join(' ')} ]`;
+  if (typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>).filter(([, item]) => item !== undefined);
+    return `{ ${entries.map(([key, item]) => `${nixAttributeName(key)} = ${nixValue(item)};`).join(' ')} }`;
+  }
+  throw new TypeError(`nixValue: cannot express ${typeof value}`);
+}
+
+/** Where the bundle's `configuration.nix` comes from: the file itself, or a one-line wrapper. */
+export function configurationEntry(files: ConfigurationFiles): { readonly relative: string; readonly needsWrapper: boolean } {
+  const relative = path.relative(files.root, files.configuration);
+  if (relative === 'configuration.nix') return { relative, needsWrapper: false };
+  if (files.files.includes('configuration.nix')) {
+    throw new PideployError({
+      code: 'PIDEPLOY_BUNDLE_NAME_CLASH',
+      message: `${path.join(files.root, 'configuration.nix')} is bundled too, so ${relative} cannot become the bundle's configuration.nix`,
+      hint: 'rename one of the two files',
+    });
+  }
+  return { relative, needsWrapper: true };
+}
+
+/**
+ * The Nix expression of the bundle: one derivation (built with the pinned nixpkgs for the target
+ * system) holding `configuration.nix` and its local files, `nixpkgs` → the pinned source,
+ * `toplevel` → the system, `bin/activate` and `manifest.json`. Plain `nix-build` of it gives the
+ * bundle path pideploy prints.
+ */
+export function renderBundleExpression(input: BundleExpressionInput): string {
+  const { manifest, files } = input;
+  const pinName = input.pinName ?? manifest.pin.name;
+  const entry = configurationEntry(files);
+  const pkgsArguments =
+    manifest.buildMode === 'cross'
+      ? `{ localSystem = ${nixString(input.buildPlatform ?? 'x86_64-linux')}; crossSystem = ${nixString(manifest.system)}; }`
+      : `{ system = ${nixString(manifest.system)}; }`;
+  // The filter keeps exactly the bundled files and the directories leading to them.
+  const kept = new Set<string>();
+  for (const file of files.files) {
+    let current = path.join(files.root, file);
+    while (current !== files.root && !kept.has(current)) {
+      kept.add(current);
+      current = path.dirname(current);
+    }
+  }
+  const keptList = [...kept].sort().map((item) => `      ${nixString(item)}`);
+  const wrapper = entry.needsWrapper ? `import ./${entry.relative}\n` : '';
+  const toplevelLines = input.toplevelExpression.trimEnd().split('\n').map((line) => (line === '' ? '' : `    ${line}`));
+  return [
+    `# pideploy bundle of ${manifest.host} (${manifest.system}, ${manifest.buildMode}): configuration.nix and its local files,`,
+    '# nixpkgs -> the pinned source, toplevel -> the system, bin/activate, manifest.json.',
+    '# `nix-build` this expression to get the same store path pideploy prints.',
+    'let',
+    `  pins = import ${nixPath(input.pinsFile)};`,
+    `  nixpkgs = pins.${nixAttributeName(pinName)};`,
+    `  pkgs = import nixpkgs ${pkgsArguments};`,
+    '  toplevel = (',
+    ...toplevelLines,
+    '  );',
+    '  configurationSource = builtins.path {',
+    `    name = ${nixString(`pideploy-configuration-${manifest.host}`)};`,
+    `    path = ${nixPath(files.root)};`,
+    '    filter = path: type: builtins.elem path [',
+    ...keptList,
+    '    ];',
+    '  };',
+    `  manifest = builtins.toJSON (${nixValue(manifest)} // { toplevel = "\${toplevel}"; });`,
+    '  activate = builtins.replaceStrings [ "@shell@" "@toplevel@" "@bundle@" ] [ pkgs.runtimeShell "${toplevel}" (builtins.placeholder "out") ]',
+    `    ${nixString(ACTIVATE_SCRIPT_TEMPLATE)};`,
+    `  configurationWrapper = ${nixString(wrapper)};`,
+    'in',
+    `pkgs.runCommand ${nixString(`pideploy-bundle-${manifest.host}`)} {`,
+    '  inherit manifest activate configurationWrapper;',
+    '  passAsFile = [ "manifest" "activate" "configurationWrapper" ];',
+    '  preferLocalBuild = true;',
+    '  allowSubstitutes = false;',
+    "} ''",
+    '  mkdir -p $out/bin',
+    '  cp -R ${configurationSource}/. $out/',
+    '  chmod u+w $out',
+    '  if [ -s "$configurationWrapperPath" ]; then cp "$configurationWrapperPath" $out/configuration.nix; fi',
+    '  ln -s ${nixpkgs} $out/nixpkgs',
+    '  ln -s ${toplevel} $out/toplevel',
+    '  cp "$manifestPath" $out/manifest.json',
+    '  cp "$activatePath" $out/bin/activate',
+    '  chmod 0555 $out/bin/activate',
+    "''",
+    '',
+  ].join('\n');
+}

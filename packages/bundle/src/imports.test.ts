@@ -1,0 +1,45 @@
+import { describe, expect, it } from 'vitest';
+import { nixValue } from './expression.js';
+import { scanNixPathLiterals } from './imports.js';
+import { ACTIVATE_SCRIPT_TEMPLATE } from './activate-script.js';
+
+describe('scanNixPathLiterals', () => {
+  it('finds relative path literals in code and antiquotations, not in comments, strings or URIs', () => {
+    const scan = scanNixPathLiterals(
+      [
+        '{ pkgs, ... }: {',
+        '  imports = [ ./hw.nix ../common/base.nix modules/x.nix ]; # ./commented.nix',
+        '  /* ./block.nix */',
+        '  environment.etc.a.text = "./in-string.nix ${builtins.readFile ./key.pub}";',
+        "  environment.etc.b.text = ''./indented ${toString ./dir}'';",
+        '  x = https://example.org/a/b;',
+        '  y = if builtins.pathExists ./secrets.nix then import ./secrets.nix else { };',
+        '  z = import <nixpkgs> { };',
+        '  w = 6 / 3;',
+        '}',
+      ].join('\n'),
+    );
+    expect(scan.paths.map((item) => [item.literal, item.line, item.optional])).toEqual([
+      ['./hw.nix', 2, false],
+      ['../common/base.nix', 2, false],
+      ['modules/x.nix', 2, false],
+      ['./key.pub', 4, false],
+      ['./dir', 5, false],
+      ['./secrets.nix', 7, true],
+      ['./secrets.nix', 7, false],
+    ]);
+    expect(scan.searchPaths).toEqual([{ name: 'nixpkgs', line: 8 }]);
+  });
+});
+
+describe('bundle text helpers', () => {
+  it('writes JSON values as Nix', () => {
+    expect(nixValue({ a: 1, 'b-c': [true, null, 'x${y}'] })).toBe('{ a = 1; b-c = [ true null "x\\${y}" ]; }');
+  });
+  it('has an activation script that sets the profile, switches, then moves the GC root', () => {
+    const order = ['nix-env -p "$profile" --set "$toplevel"', '"$toplevel/bin/switch-to-configuration" "$action"', 'nix-store --add-root /etc/nixos/current-configuration --indirect -r "$bundle"'];
+    const positions = order.map((snippet) => ACTIVATE_SCRIPT_TEMPLATE.indexOf(snippet));
+    expect(positions.every((position) => position > 0)).toBe(true);
+    expect([...positions].sort((a, b) => a - b)).toEqual(positions);
+  });
+});

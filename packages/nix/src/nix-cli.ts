@@ -1,0 +1,126 @@
+import { spawn } from 'node:child_process';
+import { PideployError } from '@pideploy/core';
+
+/** Options of {@link runStreamingCommand} and the nix wrappers. */
+export interface StreamingCommandOptions {
+  /** Environment variables merged over this process's environment (`undefined` values remove a variable). */
+  readonly env?: Readonly<Record<string, string | undefined>> | undefined;
+  /** Working directory. */
+  readonly cwd?: string | undefined;
+  /** Text written to stdin (then closed); stdin is empty without it. */
+  readonly input?: string | undefined;
+  /** Kills the process (SIGTERM) when aborted. */
+  readonly signal?: AbortSignal | undefined;
+  /** Kills the process after this many milliseconds. */
+  readonly timeoutMs?: number | undefined;
+  /** Receives each complete stderr line (without the newline) as it arrives. */
+  readonly onStderrLine?: ((line: string) => void) | undefined;
+}
+
+/** What a finished command printed, and how it ended. */
+export interface StreamingCommandResult {
+  /** The argv that ran. */
+  readonly command: readonly string[];
+  readonly stdout: string;
+  readonly stderr: string;
+  /** Exit code; null when a signal ended the process. */
+  readonly exitCode: number | null;
+  /** The signal that ended the process, if any. */
+  readonly signal: string | null;
+}
+
+/**
+ * Runs argv (never a shell string) and resolves with its output and exit code; a non-zero
+ * exit is NOT an error (callers interpret Nix's messages). stderr is also streamed line by
+ * line to `onStderrLine`, for progress.
+ * @throws PideployError `PIDEPLOY_MISSING_TOOL` when the program is not installed,
+ *   `PIDEPLOY_INTERRUPTED` when `signal` aborts it.
+ */
+export function runStreamingCommand(argv: readonly string[], options: StreamingCommandOptions = {}): Promise<StreamingCommandResult> {
+  const [file, ...args] = argv;
+  if (file === undefined) throw new TypeError('runStreamingCommand needs a non-empty argv');
+  return new Promise((resolve, reject) => {
+    if (options.signal?.aborted === true) {
+      reject(new PideployError({ code: 'PIDEPLOY_INTERRUPTED', message: `interrupted before ${file} started` }));
+      return;
+    }
+    const env: NodeJS.ProcessEnv = { ...process.env };
+    for (const [name, value] of Object.entries(options.env ?? {})) {
+      if (value === undefined) delete env[name];
+      else env[name] = value;
+    }
+    const child = spawn(file, args, {
+      env,
+      ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
+      stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+    });
+    const stdoutChunks: Buffer[] = [];
+    const stderrChunks: Buffer[] = [];
+    let pendingLine = '';
+    let settled = false;
+    const timer = options.timeoutMs === undefined ? undefined : setTimeout(() => child.kill('SIGTERM'), options.timeoutMs);
+    const onAbort = (): void => void child.kill('SIGTERM');
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    const cleanUp = (): void => {
+      if (timer !== undefined) clearTimeout(timer);
+      options.signal?.removeEventListener('abort', onAbort);
+    };
+    child.stdout?.on('data', (chunk: Buffer) => stdoutChunks.push(chunk));
+    child.stderr?.on('data', (chunk: Buffer) => {
+      stderrChunks.push(chunk);
+      if (options.onStderrLine === undefined) return;
+      const lines = (pendingLine + chunk.toString('utf8')).split('\n');
+      pendingLine = lines.pop() ?? '';
+      for (const line of lines) options.onStderrLine(line);
+    });
+    if (options.input !== undefined) child.stdin?.end(options.input);
+    child.on('error', (error: NodeJS.ErrnoException) => {
+      cleanUp();
+      if (settled) return;
+      settled = true;
+      reject(
+        error.code === 'ENOENT'
+          ? new PideployError({
+              code: 'PIDEPLOY_MISSING_TOOL',
+              message: `${file} is not installed (or not on PATH)`,
+              hint: file.startsWith('nix') ? 'install Nix (NixOS has it; Debian/Ubuntu: apt install nix-bin)' : `install the package that provides ${file}`,
+              cause: error,
+            })
+          : error,
+      );
+    });
+    child.on('close', (exitCode, signal) => {
+      cleanUp();
+      if (settled) return;
+      settled = true;
+      if (pendingLine !== '' && options.onStderrLine !== undefined) options.onStderrLine(pendingLine);
+      if (options.signal?.aborted === true) {
+        reject(new PideployError({ code: 'PIDEPLOY_INTERRUPTED', message: `interrupted: ${file} was stopped` }));
+        return;
+      }
+      resolve({
+        command: [...argv],
+        stdout: Buffer.concat(stdoutChunks).toString('utf8'),
+        stderr: Buffer.concat(stderrChunks).toString('utf8'),
+        exitCode,
+        signal,
+      });
+    });
+  });
+}
+
+/**
+ * Runs `nix-build --log-format internal-json <args…>`: each `@nix {…}` log line (and any other
+ * stderr line) goes to `options.onStderrLine` as it arrives; stdout holds the out paths.
+ */
+export function nixBuild(args: readonly string[], options: StreamingCommandOptions = {}): Promise<StreamingCommandResult> {
+  return runStreamingCommand(['nix-build', '--log-format', 'internal-json', ...args], options);
+}
+
+/**
+ * Runs `nix-instantiate <args…>` (plain log format: evaluation errors keep Nix's own text
+ * with file:line); stdout holds the derivation paths or `--eval` values.
+ */
+export function nixInstantiate(args: readonly string[], options: StreamingCommandOptions = {}): Promise<StreamingCommandResult> {
+  return runStreamingCommand(['nix-instantiate', ...args], options);
+}

@@ -1,0 +1,170 @@
+import { spawn } from 'node:child_process';
+import { PideployError, tailLines } from '@pideploy/core';
+
+/** One store path's registration in a Nix store (what `nix path-info --json` reports). */
+export interface StorePathInfo {
+  /** The store path. */
+  readonly path: string;
+  /** sha256 of its NAR, as Nix printed it (SRI `sha256-…` in Nix 2.8; parse with `parseHash`). */
+  readonly narHash: string;
+  /** Byte length of its NAR. */
+  readonly narSize: number;
+  /** Store paths it refers to (may include itself). */
+  readonly references: readonly string[];
+  /** The derivation that built it, if known. */
+  readonly deriver: string | undefined;
+  /** When it was registered (seconds since the epoch; 0 if unknown). */
+  readonly registrationTime: number;
+  /** Signatures (`name:base64`). */
+  readonly signatures: readonly string[];
+  /** Content address (`fixed:r:sha256:…`) of content-addressed paths. */
+  readonly contentAddress: string | undefined;
+  /** Whether this store built it itself. */
+  readonly ultimate: boolean;
+}
+
+/** Options of {@link queryClosurePathInfos}. */
+export interface StoreQueryOptions {
+  /** Environment for nix (default: this process's). */
+  readonly env?: NodeJS.ProcessEnv | undefined;
+  /** Cancels the query. */
+  readonly signal?: AbortSignal | undefined;
+  /** Query another store (`--store URL`), e.g. a chroot store in tests. */
+  readonly store?: string | undefined;
+}
+
+function asRecord(value: unknown): Record<string, unknown> | undefined {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
+}
+
+function pathInfoFrom(path: string, raw: Record<string, unknown>): StorePathInfo {
+  const strings = (value: unknown): string[] => (Array.isArray(value) ? value.filter((item): item is string => typeof item === 'string') : []);
+  const narHash = raw['narHash'];
+  const narSize = raw['narSize'];
+  if (typeof narHash !== 'string' || typeof narSize !== 'number') {
+    throw new PideployError({
+      code: 'PIDEPLOY_STORE_QUERY_FAILED',
+      message: `nix path-info gave no narHash/narSize for ${path}`,
+      hint: 'the local Nix is too old or printed an unexpected format; report its `nix --version`',
+    });
+  }
+  const deriver = raw['deriver'];
+  const contentAddress = raw['ca'];
+  const registrationTime = raw['registrationTime'];
+  return {
+    path,
+    narHash,
+    narSize,
+    references: strings(raw['references']),
+    deriver: typeof deriver === 'string' && deriver !== '' ? deriver : undefined,
+    registrationTime: typeof registrationTime === 'number' ? registrationTime : 0,
+    signatures: strings(raw['signatures']),
+    contentAddress: typeof contentAddress === 'string' && contentAddress !== '' ? contentAddress : undefined,
+    ultimate: raw['ultimate'] === true,
+  };
+}
+
+/**
+ * Parses `nix path-info --json` output of any Nix version: an array of objects with `path`
+ * (Nix ≤ 2.18) or an object keyed by store path (Nix ≥ 2.19, `null` for invalid paths).
+ * @throws PideployError `PIDEPLOY_STORE_PATH_NOT_VALID` for a path reported invalid,
+ *   `PIDEPLOY_STORE_QUERY_FAILED` for output it cannot read.
+ */
+export function parsePathInfoJson(text: string): StorePathInfo[] {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    throw new PideployError({
+      code: 'PIDEPLOY_STORE_QUERY_FAILED',
+      message: 'nix path-info printed something that is not JSON',
+      hint: 'check that `nix path-info --json` works on this machine',
+      cause: error,
+    });
+  }
+  const entries: [string, unknown][] = Array.isArray(parsed)
+    ? parsed.map((item) => [String(asRecord(item)?.['path'] ?? ''), item])
+    : Object.entries(asRecord(parsed) ?? {});
+  return entries.map(([path, raw]) => {
+    const record = asRecord(raw);
+    if (record === undefined || record['valid'] === false) {
+      throw new PideployError({
+        code: 'PIDEPLOY_STORE_PATH_NOT_VALID',
+        message: `${path} is not valid in the local Nix store`,
+        hint: 'build it first (pideploy build), or check the path',
+      });
+    }
+    return pathInfoFrom(path, record);
+  });
+}
+
+/**
+ * The closure of `paths` in the local Nix store with each path's info (NAR hash and size,
+ * references, deriver, signatures, content address), in one `nix path-info --json --recursive`.
+ * Paths may be symlinks to store paths (`./result`). Order is Nix's; sort before sending.
+ * @throws PideployError `PIDEPLOY_STORE_PATH_NOT_VALID` when a path is not in the store,
+ *   `PIDEPLOY_MISSING_TOOL` without a `nix` command, `PIDEPLOY_STORE_QUERY_FAILED` otherwise.
+ */
+export async function queryClosurePathInfos(paths: readonly string[], options: StoreQueryOptions = {}): Promise<StorePathInfo[]> {
+  if (paths.length === 0) return [];
+  const argv = [
+    'nix',
+    '--extra-experimental-features',
+    'nix-command',
+    'path-info',
+    '--json',
+    '--recursive',
+    ...(options.store === undefined ? [] : ['--store', options.store]),
+    '--',
+    ...paths,
+  ];
+  const result = await runNix(argv, options);
+  if (result.exitCode !== 0) {
+    const notValid = /path '([^']+)' is not valid|error: (?:getting status of|path) '?([^':]+)'?.*(?:No such file|does not exist)/u.exec(result.stderr);
+    if (notValid !== null) {
+      throw new PideployError({
+        code: 'PIDEPLOY_STORE_PATH_NOT_VALID',
+        message: `${notValid[1] ?? notValid[2] ?? paths.join(' ')} is not in the local Nix store`,
+        hint: 'build it first (pideploy build), or check the path',
+        commandFailure: { command: argv, exitCode: result.exitCode ?? undefined, stderrTail: tailLines(result.stderr) },
+      });
+    }
+    throw new PideployError({
+      code: 'PIDEPLOY_STORE_QUERY_FAILED',
+      message: `nix path-info failed (exit ${result.exitCode ?? 'signal'}): ${tailLines(result.stderr, 1)}`,
+      hint: 'run the command by hand to see why',
+      commandFailure: { command: argv, exitCode: result.exitCode ?? undefined, stderrTail: tailLines(result.stderr) },
+    });
+  }
+  return parsePathInfoJson(result.stdout);
+}
+
+function runNix(argv: readonly string[], options: StoreQueryOptions): Promise<{ exitCode: number | null; stdout: string; stderr: string }> {
+  const [file, ...args] = argv as [string, ...string[]];
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, {
+      env: options.env ?? process.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+    });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
+    child.stderr.on('data', (chunk: Buffer) => err.push(chunk));
+    child.on('error', (error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') {
+        reject(
+          new PideployError({
+            code: 'PIDEPLOY_MISSING_TOOL',
+            message: `${file} is not installed (needed to read the local Nix store)`,
+            hint: 'install Nix (Debian: apt install nix-bin)',
+            cause: error,
+          }),
+        );
+      } else if (error.name === 'AbortError') {
+        reject(new PideployError({ code: 'PIDEPLOY_INTERRUPTED', message: 'interrupted while querying the local Nix store', cause: error }));
+      } else reject(error);
+    });
+    child.on('close', (exitCode) => resolve({ exitCode, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') }));
+  });
+}
