@@ -52,6 +52,12 @@ export function createRenderer(io: CliIo, options: RendererOptions): Renderer {
       }
       const progress = describeProgress(event);
       if (progress !== undefined) {
+        if (event.type === 'download-progress' && event.done) {
+          // A finished download leaves no line behind: the command's result says what it got.
+          clearStatus();
+          statusLine = '';
+          return;
+        }
         if (live) {
           clearStatus();
           statusLine = progress.text;
@@ -117,6 +123,7 @@ export function describeEvent(event: DeployEvent, verbose: boolean): string | un
     case 'copy-plan':
       return `${prefix}${event.pathsToSend} path(s), ${formatBytes(event.bytesToSend)} to send, ${event.pathsPresent} already present`;
     case 'copy-progress':
+    case 'download-progress':
       return describeProgress(event)?.text;
     case 'copy-end':
       return `${prefix}copied ${event.pathsSent} path(s), ${formatBytes(event.bytesSent)} in ${formatDuration(event.durationMs)}`;
@@ -133,6 +140,18 @@ export function describeProgress(event: DeployEvent): { readonly text: string; r
   if (event.type === 'build-progress') {
     const fraction = event.total > 0 ? event.built / event.total : 0;
     return { fraction, text: `${prefix}building ${progressBar(fraction)} ${event.built}/${event.total}${event.current ? ` ${event.current}` : ''}` };
+  }
+  if (event.type === 'download-progress') {
+    const total = event.bytesTotal;
+    const fraction = event.done ? 1 : total !== undefined && total > 0 ? event.bytesReceived / total : 0;
+    const remaining = total !== undefined && event.bytesPerSecond > 0 && !event.done ? (total - event.bytesReceived) / event.bytesPerSecond : undefined;
+    return {
+      fraction,
+      text:
+        `downloading ${total === undefined ? '' : `${progressBar(fraction)} `}${formatBytes(event.bytesReceived)}` +
+        `${total === undefined ? '' : `/${formatBytes(total)}`} ${formatBytes(event.bytesPerSecond)}/s` +
+        `${remaining === undefined ? '' : ` ETA ${formatDuration(remaining * 1000)}`}`,
+    };
   }
   if (event.type === 'copy-progress') {
     const fraction = event.bytesTotal > 0 ? event.bytesSent / event.bytesTotal : 0;

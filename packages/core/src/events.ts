@@ -10,6 +10,7 @@ export type DeployEvent =
   | { readonly type: 'build-start'; readonly host?: string; readonly derivationsToBuild: number; readonly pathsToFetch: number }
   | { readonly type: 'build-progress'; readonly host?: string; readonly built: number; readonly total: number; readonly current?: string }
   | { readonly type: 'build-end'; readonly host?: string; readonly outPath: string; readonly durationMs: number }
+  | { readonly type: 'download-progress'; readonly url: string; readonly bytesReceived: number; readonly bytesTotal?: number | undefined; readonly bytesPerSecond: number; readonly done: boolean }
   | { readonly type: 'copy-plan'; readonly host: string; readonly pathsToSend: number; readonly bytesToSend: number; readonly pathsPresent: number }
   | { readonly type: 'copy-progress'; readonly host: string; readonly bytesSent: number; readonly bytesTotal: number; readonly bytesPerSecond: number }
   | { readonly type: 'copy-end'; readonly host: string; readonly pathsSent: number; readonly bytesSent: number; readonly durationMs: number }

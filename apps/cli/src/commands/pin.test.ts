@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { runCli } from '../cli.js';
 import { createBufferIo } from '../io.js';
-import { describeDownloadProgress, describePinUpdate, pinsDirectory } from './pin.js';
+import { describeProgress } from '../render.js';
+import { describePinUpdate, pinsDirectory } from './pin.js';
 
 describe('pin command helpers', () => {
   it('finds pins.json next to --config, in --dir, or in the current directory', () => {
@@ -10,11 +11,13 @@ describe('pin command helpers', () => {
     expect(pinsDirectory({ dir: '../other', config: 'site/pideploy.json' }, '/work/a')).toBe('/work/other');
   });
 
-  it('draws a download progress line', () => {
-    expect(describeDownloadProgress({ url: 'u', bytesReceived: 512 * 1024, bytesTotal: 1024 * 1024, bytesPerSecond: 512 * 1024, done: false })).toBe(
+  it('draws a download progress line (download-progress events, rendered in render.ts)', () => {
+    const line = (progress: { bytesReceived: number; bytesTotal: number | undefined; bytesPerSecond: number }) =>
+      describeProgress({ type: 'download-progress', url: 'u', done: false, ...progress })?.text;
+    expect(line({ bytesReceived: 512 * 1024, bytesTotal: 1024 * 1024, bytesPerSecond: 512 * 1024 })).toBe(
       `downloading [${'█'.repeat(10)}${'░'.repeat(10)}] 512.0 KiB/1.0 MiB 512.0 KiB/s ETA 1.0 s`,
     );
-    expect(describeDownloadProgress({ url: 'u', bytesReceived: 100, bytesTotal: undefined, bytesPerSecond: 0, done: false })).toBe('downloading 100 B 0 B/s');
+    expect(line({ bytesReceived: 100, bytesTotal: undefined, bytesPerSecond: 0 })).toBe('downloading 100 B 0 B/s');
   });
 
   it('shows old → new rev, or unchanged', () => {

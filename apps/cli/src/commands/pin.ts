@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { PideployError, type PideployContext, type Reporter } from '@pideploy/core';
+import { PideployError, type PideployContext } from '@pideploy/core';
 import {
   addPin,
   describePinSource,
@@ -9,13 +9,11 @@ import {
   sortedPinNames,
   updatePins,
   verifyPins,
-  type DownloadProgress,
   type Pin,
   type PinNetworkOptions,
   type PinUpdate,
 } from '@pideploy/pin';
 import type { CommandInvocation, CommandResult } from '../command.js';
-import { formatBytes, formatDuration, progressBar, shouldRenderLive } from '../render.js';
 
 function stringFlag(invocation: CommandInvocation, name: string): string | undefined {
   const value = invocation.flags[name];
@@ -32,62 +30,24 @@ export function pinsDirectory(flags: { readonly dir?: string | undefined; readon
   return cwd;
 }
 
-/** One progress line for a download (pure): `downloading [███░░] 1.2 MiB/4.0 MiB 3.1 MiB/s ETA 1.0 s`. */
-export function describeDownloadProgress(progress: DownloadProgress): string {
-  const total = progress.bytesTotal;
-  const fraction = total !== undefined && total > 0 ? progress.bytesReceived / total : 0;
-  const eta =
-    total !== undefined && progress.bytesPerSecond > 0 && !progress.done
-      ? ` ETA ${formatDuration(((total - progress.bytesReceived) / progress.bytesPerSecond) * 1000)}`
-      : '';
-  return (
-    `downloading ${total === undefined ? '' : `${progressBar(fraction)} `}${formatBytes(progress.bytesReceived)}` +
-    `${total === undefined ? '' : `/${formatBytes(total)}`} ${formatBytes(progress.bytesPerSecond)}/s${eta}`
-  );
-}
-
 /**
- * The network options and context of a pin command. On a live terminal (not `--json`) a
- * download progress bar is redrawn in place on stderr; log events clear it first, so lines never
- * mix with it.
+ * The network options of a pin command: download progress becomes `download-progress` events on
+ * the command's reporter, so `render.ts` draws them (a bar on a TTY, NDJSON with --json).
  */
-function pinRuntime(invocation: CommandInvocation): { readonly options: PinNetworkOptions; readonly context: PideployContext; readonly finish: () => void } {
-  const { io } = invocation;
-  const live = !invocation.global.json && shouldRenderLive(io);
-  let barShown = false;
-  const clearBar = (): void => {
-    if (barShown) io.stderr.write('\r\u001b[K');
-    barShown = false;
-  };
-  if (!live) return { options: { env: io.env }, context: invocation.context, finish: () => undefined };
-  const reporter: Reporter = {
-    emit: (event) => {
-      clearBar();
-      invocation.context.reporter.emit(event);
-    },
-  };
+function pinRuntime(invocation: CommandInvocation): { readonly options: PinNetworkOptions; readonly context: PideployContext } {
+  const { reporter } = invocation.context;
   return {
     options: {
-      env: io.env,
-      onDownloadProgress: (progress) => {
-        clearBar();
-        if (progress.done) return;
-        io.stderr.write(describeDownloadProgress(progress));
-        barShown = true;
-      },
+      env: invocation.io.env,
+      onDownloadProgress: (progress) => reporter.emit({ type: 'download-progress', ...progress }),
     },
-    context: { reporter, signal: invocation.context.signal },
-    finish: clearBar,
+    context: invocation.context,
   };
 }
 
 async function withRuntime<T>(invocation: CommandInvocation, work: (options: PinNetworkOptions, context: PideployContext) => Promise<T>): Promise<T> {
   const runtime = pinRuntime(invocation);
-  try {
-    return await work(runtime.options, runtime.context);
-  } finally {
-    runtime.finish();
-  }
+  return work(runtime.options, runtime.context);
 }
 
 /** The lines `pin show` and `pin add` print for one pin (pure). */
