@@ -11,6 +11,21 @@ const pinDirFlag = {
 /** Every command of the CLI. Handlers are imported only when their command runs. */
 export const COMMANDS: readonly CommandSpec[] = [
   {
+    path: ['init'],
+    usage: 'init [dir] [--lab] [--host NAME --target USER@HOST] [--system S] [--branch B] [--force]',
+    summary: 'scaffold pideploy.json, a Raspberry Pi configuration.nix and the nixpkgs pin',
+    example: 'pideploy init my-pi --lab && cd my-pi && pideploy build pi1',
+    flags: {
+      lab: { type: 'boolean', description: 'use the running lab hosts and pin the lab\'s mini-nixpkgs' },
+      host: { type: 'string', valueName: 'NAME', description: 'host name in pideploy.json (default pi)' },
+      target: { type: 'string', valueName: 'USER@HOST', description: 'SSH target of that host (default deploy@<name>.local)' },
+      system: { type: 'string', valueName: 'S', description: 'target system (default aarch64-linux)' },
+      branch: { type: 'string', valueName: 'B', description: 'nixpkgs branch to pin (default nixos-24.05)' },
+      force: { type: 'boolean', description: 'overwrite existing scaffold files' },
+    },
+    load: async () => (await import('./commands/init.js')).initCommand,
+  },
+  {
     path: ['lab', 'up'],
     usage: 'lab up [--hosts N] [--untrusted] [--nopasswd]',
     summary: 'start local stand-in Pis (own nix store, nix-daemon, sshd, sudo; needs root)',

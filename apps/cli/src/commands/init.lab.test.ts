@@ -1,0 +1,69 @@
+import { execFile } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdtemp, readdir, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { labDown, labUp, type LabStatus } from '@pideploy/lab';
+import { describeLab } from '@pideploy/lab/testing';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+
+const execFileAsync = promisify(execFile);
+const bin = fileURLToPath(new URL('../../dist/bin.js', import.meta.url));
+
+async function pideploy(args: readonly string[], cwd: string, env: NodeJS.ProcessEnv): Promise<{ stdout: string; stderr: string; code: number }> {
+  try {
+    const { stdout, stderr } = await execFileAsync(process.execPath, [bin, ...args], { cwd, env });
+    return { stdout, stderr, code: 0 };
+  } catch (error) {
+    const failure = error as { stdout: string; stderr: string; code: number };
+    return { stdout: failure.stdout, stderr: failure.stderr, code: failure.code };
+  }
+}
+
+describeLab('pideploy init --lab && pideploy build pi1 (real nix, the lab mini-nixpkgs)', () => {
+  let status: LabStatus;
+  let workDir: string;
+  let env: NodeJS.ProcessEnv;
+  beforeAll(async () => {
+    status = await labUp({ hosts: 1 });
+    env = { ...process.env, ...status.env };
+    workDir = await mkdtemp(path.join(os.tmpdir(), 'pideploy-init-'));
+  });
+  afterAll(async () => {
+    await labDown();
+  });
+
+  it('scaffolds a project whose first host builds into a bundle with all its parts', async () => {
+    const project = path.join(workDir, 'my-pi');
+    const init = await pideploy(['init', project, '--lab'], workDir, process.env);
+    expect(init.stderr).not.toContain('pideploy:');
+    expect(init.code).toBe(0);
+    expect((await readdir(project)).sort()).toEqual(['configuration.nix', 'hardware-configuration.nix', 'pideploy.json', 'pins.json', 'pins.nix']);
+    const config = JSON.parse(readFileSync(path.join(project, 'pideploy.json'), 'utf8')) as { hosts: Record<string, { target: string; sshConfig: string }> };
+    expect(config.hosts['pi1']).toMatchObject({ target: 'deploy@pi1', sshConfig: status.sshConfig });
+    const pins = JSON.parse(readFileSync(path.join(project, 'pins.json'), 'utf8')) as { pins: { nixpkgs: { rev: string } } };
+    expect(pins.pins.nixpkgs.rev).toBe(status.nixpkgs?.branches['nixos-24.05']);
+
+    const build = await pideploy(['build', 'pi1'], project, env);
+    expect(build.stderr).not.toContain('pideploy:');
+    expect(build.code).toBe(0);
+    const bundle = build.stdout.trim();
+    expect(bundle).toMatch(/^\/nix\/store\/[a-z0-9]{32}-pideploy-bundle-pi1$/u);
+    for (const part of ['configuration.nix', 'hardware-configuration.nix', 'nixpkgs', 'toplevel', 'bin/activate', 'manifest.json']) {
+      expect(existsSync(path.join(bundle, part))).toBe(true);
+    }
+    expect(readFileSync(path.join(bundle, 'toplevel', 'build-machine'), 'utf8').trim()).toBe('aarch64');
+  });
+
+  it('refuses to overwrite an existing project and writes nothing', async () => {
+    const project = path.join(workDir, 'existing');
+    await pideploy(['init', project, '--lab'], workDir, process.env);
+    await writeFile(path.join(project, 'configuration.nix'), '# mine\n');
+    const again = await pideploy(['init', project, '--lab'], workDir, process.env);
+    expect(again.code).toBe(2);
+    expect(again.stderr).toBe(`pideploy: ${path.join(project, 'pideploy.json')} already exists\nhint: pick an empty directory, or pass --force to overwrite the scaffold\n`);
+    expect(readFileSync(path.join(project, 'configuration.nix'), 'utf8')).toBe('# mine\n');
+  });
+});
