@@ -9,3 +9,38 @@ export {
   type ClosurePath,
 } from './closure-diff.js';
 export { parseGenerationList, previousGeneration, type ProfileGeneration } from './generations.js';
+export {
+  ACTIVATION_PROTOCOL_MARKER,
+  ACTIVATION_STATE_DIR,
+  CURRENT_CONFIGURATION_ROOT,
+  DEFAULT_CONFIRM_TIMEOUT_SECONDS,
+  DEPLOY_ID_PATTERN,
+  SYSTEM_PROFILE,
+  activateArguments,
+  activationStatePath,
+  isFinalActivationState,
+  newDeployId,
+  parseActivationState,
+  renderActivationScript,
+  uploadedScriptPath,
+  type ActivateArguments,
+  type ActivationState,
+  type ActivationStateName,
+} from './activation-script.js';
+export {
+  ACTIVATE_ERROR_CODES,
+  activateSystem,
+  diffSystem,
+  rememberSudoPassword,
+  rollbackSystem,
+  systemStatus,
+  type ActivateSystemInput,
+  type ActivationResult,
+  type ActivationTarget,
+  type DiffSystemOptions,
+  type HealthChecks,
+  type RollbackOptions,
+  type RollbackResult,
+  type RollbackSystemOptions,
+  type SystemStatus,
+} from './activate.js';

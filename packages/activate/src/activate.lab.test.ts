@@ -1,0 +1,259 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { readdirSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { createBaseContext, createCollectingReporter, PideployError, type DeployEvent } from '@pideploy/core';
+import { LAB_SUDO_PASSWORD, labCutSshSessions, labDown, labExec, labUp, type LabStatus } from '@pideploy/lab';
+import { describeLab } from '@pideploy/lab/testing';
+import { connectSsh, type SudoPasswordRequest } from '@pideploy/ssh';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { activateSystem, diffSystem, rollbackSystem, systemStatus, type ActivationTarget } from './activate.js';
+import { activateArguments, activationStatePath, parseActivationState, renderActivationScript, uploadedScriptPath } from './activation-script.js';
+
+const execFileAsync = promisify(execFile);
+const instance = Number(process.env['PIDEPLOY_LAB_INSTANCE'] ?? '0');
+
+async function run(argv: readonly string[], env: NodeJS.ProcessEnv, cwd?: string): Promise<string> {
+  const [file, ...args] = argv as [string, ...string[]];
+  const { stdout } = await execFileAsync(file, args, { env, cwd, maxBuffer: 64 << 20 });
+  return stdout;
+}
+
+describeLab('activation on lab hosts: profile, switch-to-configuration, magic rollback, status', () => {
+  let status: LabStatus;
+  let env: NodeJS.ProcessEnv;
+  let workDir: string;
+  const systems: Record<string, string> = {};
+  let bundle = '';
+  const drvsBefore: Record<string, number> = {};
+  const prompts: SudoPasswordRequest[] = [];
+  const sudo = {
+    passwordProvider: async (request: SudoPasswordRequest) => {
+      prompts.push(request);
+      return LAB_SUDO_PASSWORD;
+    },
+  };
+
+  const storeDir = (host: string) => status.hosts.find((entry) => entry.name === host)!.storeDir;
+  const drvCount = (host: string) => readdirSync(storeDir(host)).filter((name) => name.endsWith('.drv')).length;
+  const labTarget = (target: string): ActivationTarget => ({
+    target,
+    connect: { sshConfigFile: status.sshConfig, knownHostsFiles: [status.knownHosts], agent: false },
+    sudo,
+  });
+  const onConsole = async (host: string, script: string) => (await labExec(host, ['sh', '-c', script], { instance })).stdout.trim();
+  const running = (host: string) => onConsole(host, 'readlink /run/current-system || true');
+  const profile = (host: string) => onConsole(host, 'readlink -f /nix/var/nix/profiles/system || true');
+  const gcRoot = (host: string) => onConsole(host, 'readlink /etc/nixos/current-configuration || true');
+
+  async function build(label: string, extra: string): Promise<string> {
+    const revision = status.nixpkgs!.revisions[0]!;
+    const sha256 = (await run(['nix-prefetch-url', '--unpack', '--name', 'source', revision.url], env)).trim();
+    const file = path.join(workDir, `${label}.nix`);
+    await writeFile(
+      file,
+      `{ ... }: { networking.hostName = "pi"; boot.loader.grub.enable = false; boot.loader.generic-extlinux-compatible.enable = true;
+  environment.etc."motd".text = "${label}\\n"; system.stateVersion = "24.05"; ${extra} }\n`,
+    );
+    const expression = `let nixpkgs = builtins.fetchTarball { url = "${revision.url}"; sha256 = "${sha256}"; };
+      in (import "\${nixpkgs}/nixos" { configuration = ${file}; system = "x86_64-linux"; }).config.system.build.toplevel`;
+    return (await run(['nix-build', '--no-out-link', '-E', expression], env, workDir)).trim();
+  }
+
+  beforeAll(async () => {
+    status = await labUp({ instance, hosts: 2, hostSettings: { pi1: { trusted: false, sudo: 'password' }, pi2: { trusted: true, sudo: 'nopasswd' } } });
+    env = { ...process.env, ...status.env };
+    workDir = await mkdtemp(path.join(os.tmpdir(), 'pideploy-activate-lab-'));
+    systems['base'] = await build('base', '');
+    systems['next'] = await build('next', '');
+    systems['boot'] = await build('boot-only', '');
+    systems['test'] = await build('test-only', '');
+    systems['fail'] = await build('fail', 'lab.failActivation = true;');
+    systems['breakSsh'] = await build('break-ssh', 'lab.breakSsh = true;');
+    systems['cut'] = await build('cut', '');
+    bundle = (
+      await run(
+        ['nix-build', '--no-out-link', '-E', `derivation { name = "pideploy-bundle"; system = "x86_64-linux"; builder = "/bin/sh"; PATH = "/usr/bin:/bin";
+          args = [ "-c" "mkdir $out && ln -s ${systems['next']} $out/toplevel && echo '{\\"version\\":1,\\"host\\":\\"pi1\\"}' > $out/manifest.json" ]; }`],
+        env,
+      )
+    ).trim();
+    for (const host of ['pi1', 'pi2']) {
+      await run(['nix-copy-closure', '--to', `root@${host}`, ...Object.values(systems), bundle], env);
+      drvsBefore[host] = drvCount(host);
+    }
+  }, 600_000);
+
+  afterAll(async () => {
+    await labDown({ instance });
+  }, 120_000);
+
+  it('switch (untrusted user, sudo password): profile + running system, confirmed over a new login, GC root → bundle, ONE prompt', async () => {
+    const reporter = createCollectingReporter();
+    const context = createBaseContext({ reporter });
+    const first = await activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['base']!, rollback: { enabled: false } }, context);
+    expect(first.outcome).toBe('succeeded');
+    expect(await running('pi1')).toBe(systems['base']);
+    expect(await gcRoot('pi1')).toBe(systems['base']);
+
+    const second = await activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['next']!, bundle, rollback: { confirmTimeoutSeconds: 20 } }, context);
+    expect(second.outcome).toBe('confirmed');
+    expect(second.state?.state).toBe('confirmed');
+    expect(await running('pi1')).toBe(systems['next']);
+    expect(await profile('pi1')).toBe(systems['next']);
+    expect(await gcRoot('pi1')).toBe(bundle);
+    expect(prompts).toHaveLength(1);
+    const types = reporter.events.map((event: DeployEvent) => event.type);
+    expect(types).toContain('activate-start');
+    expect(types).toContain('activate-end');
+
+    const again = await activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['next']! }, context);
+    expect(again.outcome).toBe('skipped');
+    expect(prompts).toHaveLength(1);
+  }, 120_000);
+
+  it('boot sets the profile only; test changes the running system only; dry-activate changes nothing', async () => {
+    const context = createBaseContext();
+    const boot = await activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['boot']!, action: 'boot' }, context);
+    expect(boot.outcome).toBe('succeeded');
+    expect(await profile('pi1')).toBe(systems['boot']);
+    expect(await running('pi1')).toBe(systems['next']);
+    expect(await onConsole('pi1', 'readlink /nix/var/nix/lab-boot/default')).toBe(systems['boot']);
+
+    const test = await activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['test']!, action: 'test', rollback: { confirmTimeoutSeconds: 20 } }, context);
+    expect(test.outcome).toBe('confirmed');
+    expect(await running('pi1')).toBe(systems['test']);
+    expect(await profile('pi1')).toBe(systems['boot']);
+
+    const dry = await activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['next']!, action: 'dry-activate' }, context);
+    expect(dry.outcome).toBe('succeeded');
+    expect(await running('pi1')).toBe(systems['test']);
+    expect(await profile('pi1')).toBe(systems['boot']);
+    expect(await onConsole('pi1', 'tail -n 1 /etc/lab-activations.log')).toContain(`dry-activate ${systems['next']}`);
+
+    // back to a normal state for the next tests
+    const back = await activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['next']!, bundle, rollback: { confirmTimeoutSeconds: 20 } }, context);
+    expect(back.outcome).toBe('confirmed');
+    expect(prompts).toHaveLength(1);
+  }, 120_000);
+
+  it('a failing activation rolls back at once; the GC root stays', async () => {
+    const generationBefore = await onConsole('pi1', 'readlink /nix/var/nix/profiles/system');
+    const error = await activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['fail']! }, createBaseContext()).catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(PideployError);
+    expect((error as PideployError).code).toBe('PIDEPLOY_ACTIVATION_FAILED');
+    const number = /system-(\d+)-link/u.exec(generationBefore)?.[1];
+    expect((error as PideployError).message).toContain(`the host rolled back to generation ${number}`);
+    expect(await running('pi1')).toBe(systems['next']);
+    expect(await profile('pi1')).toBe(systems['next']);
+    expect(await gcRoot('pi1')).toBe(bundle);
+  }, 120_000);
+
+  it('a configuration that breaks SSH: non-zero with a clear message, the host is back on the previous generation within timeout + 10 s', async () => {
+    const timeout = 8;
+    const started = Date.now();
+    const error = await activateSystem(
+      { ...labTarget('deploy@pi1'), toplevel: systems['breakSsh']!, rollback: { confirmTimeoutSeconds: timeout } },
+      createBaseContext(),
+    ).catch((caught: unknown) => caught);
+    expect((error as PideployError).code).toBe('PIDEPLOY_ACTIVATION_UNCONFIRMED');
+    expect((error as PideployError).message).toMatch(/could not confirm it: a new SSH login .* failed after activation.*rolled back to generation \d+/u);
+    for (;;) {
+      if ((await running('pi1')) === systems['next']) break;
+      expect(Date.now() - started).toBeLessThan((timeout + 10) * 1000);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+    expect(await profile('pi1')).toBe(systems['next']);
+    expect(await gcRoot('pi1')).toBe(bundle);
+    expect(prompts).toHaveLength(1);
+  }, 120_000);
+
+  it('the watchdog rolls back by itself when nobody confirms, and an SSH cut does not stop it', async () => {
+    await using session = await connectSsh('root@pi1', labTarget('root@pi1').connect!, createBaseContext());
+    const id = 'watchdog-test-1';
+    const script = uploadedScriptPath(id);
+    const upload = await session.exec(['sh', '-c', 'mkdir -p /run/pideploy && cat > "$1"', 'sh', script], { stdin: renderActivationScript() });
+    expect(upload.exitCode).toBe(0);
+    const start = await session.exec(['sh', script, ...activateArguments({ action: 'switch', toplevel: systems['cut']!, deployId: id, rollback: true, confirmTimeoutSeconds: 4, noWait: true })]);
+    expect(start.exitCode).toBe(0);
+    const started = Date.now();
+    expect(await labCutSshSessions('pi1', { instance })).toBeGreaterThan(0);
+    for (;;) {
+      const state = parseActivationState(await onConsole('pi1', `cat ${activationStatePath(id)}`));
+      if (state.state === 'rolled-back-unconfirmed') break;
+      expect(Date.now() - started).toBeLessThan(14_000);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+    expect(await running('pi1')).toBe(systems['next']);
+    expect(await profile('pi1')).toBe(systems['next']);
+    const reported = await systemStatus(labTarget('deploy@pi1'), createBaseContext());
+    expect(reported.lastDeployment?.id).toBe(id);
+    expect(reported.lastDeployment?.state).toBe('rolled-back-unconfirmed');
+  }, 120_000);
+
+  it('SSH sessions cut right after the activation started: it completes on the host and status reports it', async () => {
+    const context = createBaseContext({
+      reporter: {
+        emit: (event) => {
+          if (event.type === 'activate-start') void labCutSshSessions('pi1', { instance });
+        },
+      },
+    });
+    const result = await activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['cut']!, bundle, rollback: { enabled: false } }, context);
+    expect(result.outcome).toBe('succeeded');
+    const reported = await systemStatus(labTarget('deploy@pi1'), createBaseContext());
+    expect(reported.runningSystem).toBe(systems['cut']);
+    expect(reported.lastDeployment?.state).toBe('succeeded');
+    expect(reported.lastDeployment?.toplevel).toBe(systems['cut']);
+  }, 120_000);
+
+  it('status lists generations and the bundle manifest; rollback --to goes back', async () => {
+    const context = createBaseContext();
+    const before = await systemStatus(labTarget('deploy@pi1'), context);
+    expect(before.generations.length).toBeGreaterThanOrEqual(3);
+    expect(before.generations.filter((generation) => generation.current)).toHaveLength(1);
+    expect(before.currentConfiguration).toBe(bundle);
+    expect(before.manifest).toEqual({ version: 1, host: 'pi1' });
+    const target = before.generations.find((generation) => !generation.current)!;
+    const rolled = await rollbackSystem(labTarget('deploy@pi1'), { to: target.number }, context);
+    expect(rolled.generation).toBe(target.number);
+    expect(await running('pi1')).toBe(await profile('pi1'));
+    const diff = await diffSystem(labTarget('deploy@pi1'), systems['next']!, context, { env });
+    expect(diff.pathsAdded.length + diff.pathsRemoved.length).toBeGreaterThanOrEqual(0);
+  }, 120_000);
+
+  it('NOPASSWD user and root login work too, with magic rollback', async () => {
+    const context = createBaseContext();
+    const viaNopasswd = await activateSystem({ ...labTarget('deploy@pi2'), toplevel: systems['base']!, rollback: { enabled: false } }, context);
+    expect(viaNopasswd.outcome).toBe('succeeded');
+    const viaNopasswdConfirmed = await activateSystem({ ...labTarget('deploy@pi2'), toplevel: systems['next']!, bundle, rollback: { confirmTimeoutSeconds: 20 } }, context);
+    expect(viaNopasswdConfirmed.outcome).toBe('confirmed');
+    const viaRoot = await activateSystem(
+      { ...labTarget('root@pi2'), toplevel: systems['test']!, rollback: { confirmTimeoutSeconds: 20 }, healthChecks: { command: ['test', '-e', '/run/current-system'] } },
+      context,
+    );
+    expect(viaRoot.outcome).toBe('confirmed');
+    expect(await running('pi2')).toBe(systems['test']);
+    expect(await gcRoot('pi2')).toBe(systems['test']);
+    expect(prompts).toHaveLength(1);
+  }, 120_000);
+
+  it('a failing health check rolls back', async () => {
+    const error = await activateSystem(
+      { ...labTarget('root@pi2'), toplevel: systems['cut']!, rollback: { confirmTimeoutSeconds: 20 }, healthChecks: { command: ['false'] } },
+      createBaseContext(),
+    ).catch((caught: unknown) => caught);
+    expect((error as PideployError).code).toBe('PIDEPLOY_ACTIVATION_UNCONFIRMED');
+    expect((error as PideployError).message).toContain('the health check `false` exited 1');
+    // back on the previous generation (the root test switched to the "test" system)
+    expect(await running('pi2')).toBe(systems['test']);
+    expect(await profile('pi2')).toBe(systems['test']);
+    expect(await gcRoot('pi2')).toBe(systems['test']);
+  }, 120_000);
+
+  it('never evaluates or builds on the targets: no new .drv in their stores', () => {
+    for (const host of ['pi1', 'pi2']) expect(drvCount(host)).toBe(drvsBefore[host]);
+  });
+});

@@ -1,0 +1,490 @@
+/**
+ * The deployer side of activation: thin I/O shells around the target-side script
+ * ({@link renderActivationScript}) over `@pideploy/ssh`.
+ */
+import { PideployError, shellJoin, shellQuote, tailLines, type ActivationAction, type PideployContext } from '@pideploy/core';
+import { parsePathInfoJson, queryClosurePathInfos } from '@pideploy/nix';
+import { connectSsh, type ConnectSshOptions, type CreateSudoOptions, type SshSession, type SudoPasswordProvider, type SudoRunner } from '@pideploy/ssh';
+import {
+  ACTIVATION_PROTOCOL_MARKER,
+  ACTIVATION_STATE_DIR,
+  CURRENT_CONFIGURATION_ROOT,
+  DEFAULT_CONFIRM_TIMEOUT_SECONDS,
+  SYSTEM_PROFILE,
+  activateArguments,
+  activationStatePath,
+  isFinalActivationState,
+  newDeployId,
+  parseActivationState,
+  renderActivationScript,
+  uploadedScriptPath,
+  type ActivationState,
+} from './activation-script.js';
+import { diffClosures, type ClosureDiff } from './closure-diff.js';
+import { parseGenerationList, type ProfileGeneration } from './generations.js';
+
+/** How to reach one target and become root there. */
+export interface ActivationTarget {
+  /** `user@host[:port]` or an ssh_config alias; used for every NEW connection (confirmation, reconnects). */
+  readonly target: string;
+  /** An open connection to reuse for the first steps (e.g. the one the copy used); closed by its owner. */
+  readonly session?: SshSession | undefined;
+  /** How to connect (ssh_config file, known_hosts …). */
+  readonly connect?: ConnectSshOptions | undefined;
+  /**
+   * How sudo gets its password. The answer is remembered in memory for this target's later
+   * connections (see {@link rememberSudoPassword}), so one prompt serves activate + confirm.
+   */
+  readonly sudo?: CreateSudoOptions | undefined;
+}
+
+/** Magic rollback settings. */
+export interface RollbackOptions {
+  /** Ask for confirmation over a new connection and roll back without it (default: true for switch/test). */
+  readonly enabled?: boolean | undefined;
+  /** Seconds the target waits for the confirmation (default 30). */
+  readonly confirmTimeoutSeconds?: number | undefined;
+}
+
+/** Checks that must pass before the deployment is confirmed. */
+export interface HealthChecks {
+  /** A command run on the target as the login user (over the new connection); exit 0 = healthy. */
+  readonly command?: readonly string[] | undefined;
+  /** An http(s) URL fetched from the deployer; a 2xx answer = healthy. */
+  readonly url?: string | undefined;
+  /** Limit for each check in ms (default 10 000). */
+  readonly timeoutMs?: number | undefined;
+}
+
+/** Input of {@link activateSystem}. */
+export interface ActivateSystemInput extends ActivationTarget {
+  /** The system (`config.system.build.toplevel`), already in the target's store. */
+  readonly toplevel: string;
+  /** The bundle to GC-root at `/etc/nixos/current-configuration` (default: the toplevel is rooted). */
+  readonly bundle?: string | undefined;
+  /** What `switch-to-configuration` does (default switch). */
+  readonly action?: ActivationAction | undefined;
+  readonly rollback?: RollbackOptions | undefined;
+  readonly healthChecks?: HealthChecks | undefined;
+  /** Activate even if the target already runs this toplevel. */
+  readonly force?: boolean | undefined;
+  /** `NIXOS_INSTALL_BOOTLOADER=1` (install, not just update, the boot loader). */
+  readonly installBootloader?: boolean | undefined;
+  /** How often the state is polled, in ms (default 300). */
+  readonly pollIntervalMs?: number | undefined;
+}
+
+/** What {@link activateSystem} did. */
+export interface ActivationResult {
+  readonly host: string;
+  readonly action: ActivationAction;
+  readonly toplevel: string;
+  /** `skipped`: the target already ran it; `succeeded`: activated (no confirmation asked); `confirmed`: activated and confirmed. */
+  readonly outcome: 'skipped' | 'succeeded' | 'confirmed';
+  /** The deployment id on the target (not for skipped). */
+  readonly deployId: string | undefined;
+  /** The final state file (not for skipped). */
+  readonly state: ActivationState | undefined;
+}
+
+const ERROR_CODES = {
+  failed: 'PIDEPLOY_ACTIVATION_FAILED',
+  unconfirmed: 'PIDEPLOY_ACTIVATION_UNCONFIRMED',
+  lost: 'PIDEPLOY_ACTIVATION_LOST',
+  remote: 'PIDEPLOY_ACTIVATION_REMOTE_FAILED',
+} as const;
+
+/** Error codes this package raises. */
+export const ACTIVATE_ERROR_CODES = ERROR_CODES;
+
+/**
+ * Wraps sudo options so the first password the provider gives is remembered (in memory only) and
+ * reused for later connections: exactly one prompt per run. A known `password` is passed as is.
+ */
+export function rememberSudoPassword(options: CreateSudoOptions = {}): CreateSudoOptions {
+  if (options.password !== undefined || options.passwordProvider === undefined) return options;
+  const ask = options.passwordProvider;
+  let remembered: string | undefined;
+  const passwordProvider: SudoPasswordProvider = async (request) => {
+    if (remembered !== undefined && request.attempt === 1) return remembered;
+    remembered = await ask(request);
+    return remembered;
+  };
+  return { ...options, passwordProvider };
+}
+
+const rememberedSudo = new WeakMap<object, CreateSudoOptions>();
+
+function sudoOptionsOf(target: ActivationTarget): CreateSudoOptions {
+  const given = target.sudo ?? {};
+  let options = rememberedSudo.get(given);
+  if (options === undefined) {
+    options = rememberSudoPassword(given);
+    rememberedSudo.set(given, options);
+  }
+  return options;
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener('abort', () => {
+      clearTimeout(timer);
+      resolve();
+    }, { once: true });
+  });
+}
+
+function hostName(target: ActivationTarget): string {
+  return target.session?.host.alias ?? target.target;
+}
+
+function remoteFailure(what: string, argv: readonly string[], result: { exitCode: number | null; stderr: string; stdout: string }, host: string): PideployError {
+  return new PideployError({
+    code: ERROR_CODES.remote,
+    message: `${what} on ${host} failed (exit ${result.exitCode ?? 'signal'}): ${tailLines(result.stderr || result.stdout, 3)}`,
+    commandFailure: { command: [...argv], ...(result.exitCode === null ? {} : { exitCode: result.exitCode }), stderrTail: tailLines(result.stderr) },
+  });
+}
+
+/** Makes the activation script runnable as root on the target; returns its path. */
+async function installScript(sudo: SudoRunner, session: SshSession, deployId: string, bundle: string | undefined): Promise<string> {
+  if (bundle !== undefined) {
+    const bundled = `${bundle}/bin/activate`;
+    const probe = await session.exec(['grep', '-qxF', ACTIVATION_PROTOCOL_MARKER, bundled]);
+    if (probe.exitCode === 0) return bundled;
+  }
+  const scriptPath = uploadedScriptPath(deployId);
+  const argv = ['sh', '-c', 'umask 022 && mkdir -p "$1" && chmod 755 "$1" && cat >"$2.tmp" && chmod 755 "$2.tmp" && mv -f "$2.tmp" "$2"', 'install-activate', ACTIVATION_STATE_DIR, scriptPath];
+  const result = await sudo.exec(argv, { stdin: renderActivationScript() });
+  if (result.exitCode !== 0) throw remoteFailure('uploading the activation script', argv, result, session.display);
+  return scriptPath;
+}
+
+async function readState(session: SshSession, deployId: string, signal: AbortSignal): Promise<ActivationState | undefined> {
+  const result = await session.exec(['cat', activationStatePath(deployId)], { signal });
+  if (result.exitCode !== 0) return undefined;
+  return parseActivationState(result.stdout);
+}
+
+async function readLink(session: SshSession, path: string, signal: AbortSignal): Promise<string | undefined> {
+  const result = await session.exec(['readlink', '-f', path], { signal });
+  const text = result.stdout.trim();
+  return result.exitCode === 0 && text !== '' ? text : undefined;
+}
+
+async function checkUrl(url: string, timeoutMs: number): Promise<string | undefined> {
+  try {
+    const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+    return response.ok ? undefined : `${url} answered HTTP ${response.status}`;
+  } catch (error) {
+    return `${url} could not be fetched: ${error instanceof Error ? error.message : String(error)}`;
+  }
+}
+
+function describeRollback(state: ActivationState): string {
+  if (state.state === 'failed') return `the rollback failed too: ${state.message}`;
+  if (state.rolledBackTo !== undefined) return `the host rolled back to generation ${state.rolledBackTo}`;
+  if (state.previousSystem !== '') return `the host went back to ${state.previousSystem}`;
+  return 'the host rolled back';
+}
+
+/**
+ * Activates `toplevel` on a target exactly as nixos-rebuild does after building (profile for
+ * switch/boot, then `switch-to-configuration ACTION`), detached on the target so a dropped link
+ * cannot stop it. Failure → the target rolls back at once. With magic rollback (switch/test by
+ * default) the deployment is confirmed over a NEW connection, after the health checks pass;
+ * without a confirmation in time the target rolls back by itself. Never evaluates or builds on
+ * the target. Throws a PideployError (with the generation the host is back on) when the
+ * activation fails or cannot be confirmed.
+ */
+export async function activateSystem(input: ActivateSystemInput, context: PideployContext): Promise<ActivationResult> {
+  const action = input.action ?? 'switch';
+  const signal = context.signal;
+  const host = hostName(input);
+  const rollback = (input.rollback?.enabled ?? true) && (action === 'switch' || action === 'test');
+  const confirmTimeoutSeconds = input.rollback?.confirmTimeoutSeconds ?? DEFAULT_CONFIRM_TIMEOUT_SECONDS;
+  const sudoOptions = sudoOptionsOf(input);
+  const connect = { ...input.connect, signal };
+  const pollIntervalMs = input.pollIntervalMs ?? 300;
+
+  let session = input.session ?? (await connectSsh(input.target, connect, context));
+  const ownedSessions: SshSession[] = input.session === undefined ? [session] : [];
+  const started = performance.now();
+  try {
+    // One sudo (and its one password) before anything changes.
+    let sudo = await session.sudo(sudoOptions);
+
+    if (input.force !== true && action !== 'dry-activate') {
+      const running = await readLink(session, '/run/current-system', signal);
+      const profile = await readLink(session, SYSTEM_PROFILE, signal);
+      const already =
+        action === 'boot' ? profile === input.toplevel : action === 'test' ? running === input.toplevel : running === input.toplevel && profile === input.toplevel;
+      if (already) {
+        context.reporter.emit({ type: 'log', level: 'info', host, message: `${host} already runs ${input.toplevel}; nothing to do (--force to activate again)` });
+        return { host, action, toplevel: input.toplevel, outcome: 'skipped', deployId: undefined, state: undefined };
+      }
+    }
+
+    const deployId = newDeployId();
+    const script = await installScript(sudo, session, deployId, input.bundle);
+    const startArgv = [
+      script,
+      ...activateArguments({
+        action,
+        toplevel: input.toplevel,
+        bundle: input.bundle,
+        deployId,
+        rollback,
+        confirmTimeoutSeconds,
+        installBootloader: input.installBootloader,
+        noWait: true,
+      }),
+    ];
+    const start = await sudo.exec(startArgv, { signal });
+    if (start.exitCode !== 0) throw remoteFailure('starting the activation', startArgv, start, session.display);
+    // Emitted once the activation runs detached on the target (from here on, a dropped link cannot stop it).
+    context.reporter.emit({ type: 'activate-start', host, action, toplevel: input.toplevel });
+
+    // Poll the state; a dropped connection is replaced (the activation goes on regardless).
+    let state: ActivationState | undefined;
+    let reconnects = 0;
+    for (;;) {
+      try {
+        if (session.closed) throw new Error('connection closed');
+        state = await readState(session, deployId, signal);
+      } catch (error) {
+        if (signal.aborted) throw error;
+        reconnects += 1;
+        if (reconnects > 5) {
+          throw new PideployError({
+            code: ERROR_CODES.lost,
+            message: `lost the connection to ${host} during activation ${deployId} and could not get it back`,
+            hint: `the activation goes on on the host; see \`pideploy status ${host}\``,
+            cause: error,
+          });
+        }
+        context.reporter.emit({ type: 'log', level: 'warn', host, message: `connection to ${host} lost during activation; reconnecting` });
+        await sleep(1000, signal);
+        try {
+          session = await connectSsh(input.target, connect, context);
+          ownedSessions.push(session);
+          sudo = await session.sudo(sudoOptions);
+        } catch {
+          // try again on the next round
+        }
+        continue;
+      }
+      if (state !== undefined && (isFinalActivationState(state.state) || state.state === 'awaiting-confirmation')) break;
+      await sleep(pollIntervalMs, signal);
+      if (signal.aborted) throw new PideployError({ code: 'PIDEPLOY_INTERRUPTED', message: `interrupted while activating ${host}` });
+    }
+
+    if (state.state === 'succeeded') {
+      context.reporter.emit({ type: 'activate-end', host, action, ok: true, durationMs: performance.now() - started });
+      return { host, action, toplevel: input.toplevel, outcome: 'succeeded', deployId, state };
+    }
+    if (state.state !== 'awaiting-confirmation') {
+      context.reporter.emit({ type: 'activate-end', host, action, ok: false, durationMs: performance.now() - started });
+      throw new PideployError({
+        code: ERROR_CODES.failed,
+        message: `activating ${input.toplevel} (${action}) on ${host} failed: ${state.message}; ${describeRollback(state)}`,
+        hint: `the log is ${ACTIVATION_STATE_DIR}/${deployId}.log on the host`,
+      });
+    }
+
+    // Magic rollback: prove a NEW login (and sudo) works, run the health checks, then confirm.
+    context.reporter.emit({ type: 'phase-start', phase: 'confirm', host });
+    const confirmStarted = performance.now();
+    let problem: string | undefined;
+    let confirmSession: SshSession | undefined;
+    try {
+      confirmSession = await connectSsh(input.target, connect, context);
+      ownedSessions.push(confirmSession);
+      const confirmSudo = await confirmSession.sudo(sudoOptions);
+      const timeoutMs = input.healthChecks?.timeoutMs ?? 10_000;
+      if (input.healthChecks?.command !== undefined) {
+        const check = await confirmSession.exec(input.healthChecks.command, { signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]) });
+        if (check.exitCode !== 0) problem = `the health check \`${input.healthChecks.command.join(' ')}\` exited ${check.exitCode ?? 'by a signal'}${(check.stderr + check.stdout).trim() === '' ? '' : `: ${tailLines(check.stderr || check.stdout, 2)}`}`;
+      }
+      if (problem === undefined && input.healthChecks?.url !== undefined) problem = await checkUrl(input.healthChecks.url, timeoutMs);
+      if (problem === undefined) {
+        const confirm = await confirmSudo.exec([script, 'confirm', deployId], { signal });
+        if (confirm.exitCode !== 0) problem = `the confirmation was refused: ${tailLines(confirm.stdout + confirm.stderr, 1)}`;
+      }
+    } catch (error) {
+      problem = `a new SSH login (or sudo) to ${host} failed after activation: ${error instanceof Error ? error.message : String(error)}`;
+    }
+
+    if (problem === undefined && confirmSession !== undefined) {
+      const confirmed = await readState(confirmSession, deployId, signal);
+      context.reporter.emit({ type: 'phase-end', phase: 'confirm', host, ok: true, durationMs: performance.now() - confirmStarted });
+      context.reporter.emit({ type: 'activate-end', host, action, ok: true, durationMs: performance.now() - started });
+      return { host, action, toplevel: input.toplevel, outcome: 'confirmed', deployId, state: confirmed ?? state };
+    }
+
+    // Not confirmed: ask the host to roll back now over the old connection if it still works,
+    // else leave it to the watchdog; either way wait for the outcome when we can see it.
+    context.reporter.emit({ type: 'phase-end', phase: 'confirm', host, ok: false, durationMs: performance.now() - confirmStarted });
+    context.reporter.emit({ type: 'activate-end', host, action, ok: false, durationMs: performance.now() - started });
+    let final: ActivationState | undefined;
+    try {
+      if (!session.closed) {
+        await sudo.exec([script, 'abort', deployId], { signal });
+        final = await readState(session, deployId, signal);
+      }
+    } catch {
+      final = undefined;
+    }
+    const outcome =
+      final !== undefined && isFinalActivationState(final.state)
+        ? describeRollback(final)
+        : `the host rolls back by itself within ${confirmTimeoutSeconds} s of the activation`;
+    throw new PideployError({
+      code: ERROR_CODES.unconfirmed,
+      message: `activated ${input.toplevel} on ${host} but could not confirm it: ${problem}; ${outcome}`,
+      hint: 'fix the configuration (does it keep sshd and your key working?) and deploy again',
+    });
+  } finally {
+    for (const owned of ownedSessions) await owned.close();
+  }
+}
+
+/** Options of {@link rollbackSystem}. */
+export interface RollbackSystemOptions {
+  /** The generation to switch to (default: the one before the current one, as `nix-env --rollback` picks). */
+  readonly to?: number | undefined;
+}
+
+/** What a rollback left. */
+export interface RollbackResult {
+  readonly host: string;
+  /** The profile generation now current. */
+  readonly generation: number | undefined;
+  /** The system now running. */
+  readonly runningSystem: string | undefined;
+}
+
+async function withSession<T>(target: ActivationTarget, context: PideployContext, body: (session: SshSession) => Promise<T>): Promise<T> {
+  if (target.session !== undefined) return body(target.session);
+  const session = await connectSsh(target.target, { ...target.connect, signal: context.signal }, context);
+  try {
+    return await body(session);
+  } finally {
+    await session.close();
+  }
+}
+
+/** Switches the system profile to an earlier generation (`--to N`, default the previous one) and activates it. */
+export async function rollbackSystem(target: ActivationTarget, options: RollbackSystemOptions, context: PideployContext): Promise<RollbackResult> {
+  return withSession(target, context, async (session) => {
+    const sudo = await session.sudo(sudoOptionsOf(target));
+    const script = await installScript(sudo, session, newDeployId(), undefined);
+    const argv = [script, 'rollback', ...(options.to === undefined ? [] : ['--to', String(options.to)])];
+    const result = await sudo.exec(argv, { signal: context.signal });
+    if (result.exitCode !== 0) {
+      throw new PideployError({
+        code: ERROR_CODES.failed,
+        message: `rolling ${hostName(target)} back failed: ${tailLines(result.stderr || result.stdout, 2)}`,
+        hint: 'list the generations with `pideploy status`',
+        commandFailure: { command: argv, ...(result.exitCode === null ? {} : { exitCode: result.exitCode }), stderrTail: tailLines(result.stderr) },
+      });
+    }
+    const status = await systemStatus({ ...target, session }, context);
+    return { host: hostName(target), generation: status.generations.find((generation) => generation.current)?.number, runningSystem: status.runningSystem };
+  });
+}
+
+/** What {@link systemStatus} reports about a target. */
+export interface SystemStatus {
+  readonly host: string;
+  /** `/run/current-system` (what is active now). */
+  readonly runningSystem: string | undefined;
+  /** `/run/booted-system` (what the host booted), if the host has it. */
+  readonly bootedSystem: string | undefined;
+  /** The system profile's current target (what boots next). */
+  readonly profileSystem: string | undefined;
+  /** The system profile's generations. */
+  readonly generations: readonly ProfileGeneration[];
+  /** Where `/etc/nixos/current-configuration` points (the deployed bundle), if set. */
+  readonly currentConfiguration: string | undefined;
+  /** The deployed bundle's `manifest.json`, if it has one. */
+  readonly manifest: unknown;
+  /** The newest deployment recorded in /run/pideploy (until the host reboots). */
+  readonly lastDeployment: ActivationState | undefined;
+}
+
+/**
+ * The system profile's generations: `nix-env --list-generations` where the login user may lock the
+ * profile (root), else the same listing read from the links themselves (name + link mtime).
+ */
+async function listGenerations(session: SshSession, signal: AbortSignal): Promise<readonly ProfileGeneration[]> {
+  const listing = await session.exec(['nix-env', '-p', SYSTEM_PROFILE, '--list-generations'], { signal });
+  if (listing.exitCode === 0) return parseGenerationList(listing.stdout);
+  const script = `cd ${shellQuote(SYSTEM_PROFILE.slice(0, SYSTEM_PROFILE.lastIndexOf('/')))} 2>/dev/null || exit 0
+current=$(readlink system 2>/dev/null)
+for link in system-*-link; do
+  [ -L "$link" ] || continue
+  number=\${link#system-}; number=\${number%-link}
+  mark=''; [ "$link" = "$current" ] && mark='   (current)'
+  printf '%4d   %s%s\n' "$number" "$(stat -c %y "$link" | cut -c 1-19)" "$mark"
+done | sort -n`;
+  const fallback = await session.exec({ command: shellJoin(['sh', '-c', script]) }, { signal });
+  return fallback.exitCode === 0 ? parseGenerationList(fallback.stdout) : [];
+}
+
+/** Reads a target's running, booted and profile systems, generations, deployed bundle and last deployment (no sudo). */
+export async function systemStatus(target: ActivationTarget, context: PideployContext): Promise<SystemStatus> {
+  return withSession(target, context, async (session) => {
+    const signal = context.signal;
+    const generations = await listGenerations(session, signal);
+    const currentConfiguration = await readLink(session, CURRENT_CONFIGURATION_ROOT, signal);
+    let manifest: unknown;
+    const manifestText = await session.exec(['cat', `${CURRENT_CONFIGURATION_ROOT}/manifest.json`], { signal });
+    if (manifestText.exitCode === 0) {
+      try {
+        manifest = JSON.parse(manifestText.stdout) as unknown;
+      } catch {
+        manifest = undefined;
+      }
+    }
+    const newest = await session.exec(['sh', '-c', `ls -t ${ACTIVATION_STATE_DIR} 2>/dev/null | grep '\\.state$' | head -n 1`], { signal });
+    const newestName = newest.stdout.trim();
+    const lastDeployment = newestName === '' ? undefined : await readState(session, newestName.replace(/\.state$/u, ''), signal);
+    return {
+      host: hostName(target),
+      runningSystem: await readLink(session, '/run/current-system', signal),
+      bootedSystem: await readLink(session, '/run/booted-system', signal),
+      profileSystem: await readLink(session, SYSTEM_PROFILE, signal),
+      generations,
+      currentConfiguration,
+      manifest,
+      lastDeployment,
+    };
+  });
+}
+
+/** Options of {@link diffSystem}. */
+export interface DiffSystemOptions {
+  /** Environment for the local `nix` (default: this process's). */
+  readonly env?: NodeJS.ProcessEnv | undefined;
+}
+
+/** The closure diff between the system the target runs and `newToplevel` (closure read locally). */
+export async function diffSystem(target: ActivationTarget, newToplevel: string, context: PideployContext, options: DiffSystemOptions = {}): Promise<ClosureDiff> {
+  const running = await withSession(target, context, async (session) => {
+    const argv = ['nix', '--extra-experimental-features', 'nix-command', 'path-info', '--json', '--recursive', '/run/current-system'];
+    const result = await session.exec(argv, { signal: context.signal });
+    if (result.exitCode !== 0) {
+      const missing = await session.exec(['test', '-e', '/run/current-system']);
+      if (missing.exitCode !== 0) return [];
+      throw remoteFailure('reading the running system’s closure', argv, result, session.display);
+    }
+    return parsePathInfoJson(result.stdout);
+  });
+  const next = await queryClosurePathInfos([newToplevel], { env: options.env, signal: context.signal });
+  return diffClosures(
+    running.map(({ path, narSize }) => ({ path, narSize })),
+    next.map(({ path, narSize }) => ({ path, narSize })),
+  );
+}

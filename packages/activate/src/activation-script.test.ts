@@ -1,0 +1,56 @@
+import { execFileSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import { activateArguments, newDeployId, parseActivationState, renderActivationScript, DEPLOY_ID_PATTERN, isFinalActivationState } from './activation-script.js';
+
+describe('renderActivationScript', () => {
+  it('is valid POSIX sh (dash -n) and carries the protocol marker', () => {
+    const script = renderActivationScript();
+    expect(script.split('\n')[1]).toBe('# pideploy-activate-protocol: 1');
+    expect(() => execFileSync('sh', ['-n'], { input: script })).not.toThrow();
+  });
+
+  it('prints usage and exits 2 on nonsense, refuses non-root starts', () => {
+    const script = renderActivationScript();
+    let status = 0;
+    try {
+      execFileSync('sh', ['-c', script, 'activate', 'frobnicate'], { stdio: 'pipe' });
+    } catch (error) {
+      status = (error as { status: number }).status;
+    }
+    expect(status).toBe(2);
+  });
+});
+
+describe('activateArguments', () => {
+  it('builds the contract arguments', () => {
+    expect(activateArguments({ action: 'switch', toplevel: '/nix/store/x-sys', bundle: '/nix/store/y-b', deployId: 'a1', rollback: true, confirmTimeoutSeconds: 12, noWait: true })).toEqual([
+      'switch', '--toplevel', '/nix/store/x-sys', '--deploy-id', 'a1', '--bundle', '/nix/store/y-b', '--confirm-timeout', '12', '--no-wait',
+    ]);
+    expect(activateArguments({ action: 'boot', toplevel: '/nix/store/x-sys', deployId: 'a1', rollback: false, installBootloader: true })).toEqual([
+      'boot', '--toplevel', '/nix/store/x-sys', '--deploy-id', 'a1', '--no-rollback', '--install-bootloader',
+    ]);
+  });
+
+  it('rejects ids that could escape the state directory or a unit name', () => {
+    for (const id of ['', '../x', '-x', 'a b', 'a;b', 'x'.repeat(65)]) {
+      expect(() => activateArguments({ action: 'test', toplevel: '/nix/store/x', deployId: id, rollback: true })).toThrow(TypeError);
+    }
+  });
+});
+
+describe('newDeployId / parseActivationState', () => {
+  it('makes valid ids', () => {
+    const id = newDeployId(new Date('2025-01-02T03:04:05.678Z'), () => 0.5);
+    expect(id).toBe('20250102T030405Z-800000');
+    expect(DEPLOY_ID_PATTERN.test(id)).toBe(true);
+  });
+
+  it('reads a state file', () => {
+    const state = parseActivationState(
+      'id=x\nstate=failed-rolled-back\naction=switch\ntoplevel=/nix/store/a\nbundle=\nprevious_generation=4\nprevious_system=/nix/store/b\nnew_generation=5\nrolled_back_to=4\nexit_code=2\nmessage=a=b; rolled back\nupdated=17\ndeadline=\n',
+    );
+    expect(state).toMatchObject({ state: 'failed-rolled-back', previousGeneration: 4, newGeneration: 5, rolledBackTo: 4, exitCode: 2, message: 'a=b; rolled back', deadline: undefined });
+    expect(isFinalActivationState(state.state)).toBe(true);
+    expect(() => parseActivationState('state=weird\naction=switch\n')).toThrow();
+  });
+});

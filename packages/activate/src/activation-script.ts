@@ -1,0 +1,548 @@
+/**
+ * The target side of activation as text: a POSIX sh script (the bundle's `bin/activate`, uploaded
+ * by the stage until the bundle embeds it) and the pure helpers that build its command lines and
+ * read the state it leaves in `/run/pideploy/<id>.state`.
+ */
+import type { ActivationAction } from '@pideploy/core';
+
+/** Where the script keeps logs, state and (when uploaded) itself. */
+export const ACTIVATION_STATE_DIR = '/run/pideploy';
+/** The system profile nixos-rebuild sets. */
+export const SYSTEM_PROFILE = '/nix/var/nix/profiles/system';
+/** The GC root that keeps the deployed bundle (or toplevel) alive on the target. */
+export const CURRENT_CONFIGURATION_ROOT = '/etc/nixos/current-configuration';
+/** A line the script carries, so a bundle's `bin/activate` can be recognised as speaking this protocol. */
+export const ACTIVATION_PROTOCOL_MARKER = '# pideploy-activate-protocol: 1';
+/** Default seconds the target waits for `confirm` before it rolls back by itself. */
+export const DEFAULT_CONFIRM_TIMEOUT_SECONDS = 30;
+
+/**
+ * States a deployment goes through. In progress: `starting`, `activating`, `rolling-back`,
+ * `awaiting-confirmation`. Final: `succeeded` (no confirmation asked), `confirmed`,
+ * `failed-rolled-back`, `rolled-back-unconfirmed`, `failed` (and nothing could be rolled back).
+ */
+export type ActivationStateName =
+  | 'starting'
+  | 'activating'
+  | 'rolling-back'
+  | 'awaiting-confirmation'
+  | 'succeeded'
+  | 'confirmed'
+  | 'failed-rolled-back'
+  | 'rolled-back-unconfirmed'
+  | 'failed';
+
+/** What `/run/pideploy/<id>.state` says about one deployment. */
+export interface ActivationState {
+  readonly id: string;
+  readonly state: ActivationStateName;
+  readonly action: ActivationAction;
+  readonly toplevel: string;
+  /** The bundle that is GC-rooted on confirmation ("" = the toplevel is rooted). */
+  readonly bundle: string;
+  /** Profile generation before the deployment (undefined: there was none). */
+  readonly previousGeneration: number | undefined;
+  /** `/run/current-system` before the deployment ("" = none). */
+  readonly previousSystem: string;
+  /** Profile generation the deployment made or selected (switch/boot). */
+  readonly newGeneration: number | undefined;
+  /** Generation the host went back to, after a rollback. */
+  readonly rolledBackTo: number | undefined;
+  /** Exit code of `switch-to-configuration`, once it ran. */
+  readonly exitCode: number | undefined;
+  /** Human-readable detail of the last transition. */
+  readonly message: string;
+  /** Unix seconds of the last transition. */
+  readonly updated: number;
+  /** Unix seconds after which the watchdog rolls back (awaiting-confirmation only). */
+  readonly deadline: number | undefined;
+}
+
+const FINAL_STATES: ReadonlySet<ActivationStateName> = new Set(['succeeded', 'confirmed', 'failed-rolled-back', 'rolled-back-unconfirmed', 'failed']);
+const STATE_NAMES: ReadonlySet<string> = new Set([...FINAL_STATES, 'starting', 'activating', 'rolling-back', 'awaiting-confirmation']);
+const ACTIONS: ReadonlySet<string> = new Set(['switch', 'boot', 'test', 'dry-activate']);
+
+/** True for states after which nothing changes any more. */
+export function isFinalActivationState(state: ActivationStateName): boolean {
+  return FINAL_STATES.has(state);
+}
+
+/** Deployment ids: what the script accepts as a file-name component and a systemd unit suffix. */
+export const DEPLOY_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/u;
+
+/** A fresh deployment id: UTC time plus randomness, e.g. `20250101T120000Z-3f9a1c`. */
+export function newDeployId(now: Date = new Date(), random: () => number = Math.random): string {
+  const stamp = now.toISOString().replace(/[-:]/gu, '').replace(/\.\d+Z$/u, 'Z');
+  const suffix = Math.floor(random() * 0x1000000)
+    .toString(16)
+    .padStart(6, '0');
+  return `${stamp}-${suffix}`;
+}
+
+function optionalNumber(value: string | undefined): number | undefined {
+  if (value === undefined || value === '') return undefined;
+  const number = Number(value);
+  return Number.isInteger(number) ? number : undefined;
+}
+
+/** Parses a state file (`key=value` lines). Throws on text that is not one. */
+export function parseActivationState(text: string): ActivationState {
+  const fields = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    if (line === '') continue;
+    const equals = line.indexOf('=');
+    if (equals <= 0) throw new Error(`not a pideploy activation state line: ${JSON.stringify(line)}`);
+    fields.set(line.slice(0, equals), line.slice(equals + 1));
+  }
+  const state = fields.get('state') ?? '';
+  const action = fields.get('action') ?? '';
+  if (!STATE_NAMES.has(state)) throw new Error(`unknown activation state ${JSON.stringify(state)}`);
+  if (!ACTIONS.has(action)) throw new Error(`unknown activation action ${JSON.stringify(action)}`);
+  return {
+    id: fields.get('id') ?? '',
+    state: state as ActivationStateName,
+    action: action as ActivationAction,
+    toplevel: fields.get('toplevel') ?? '',
+    bundle: fields.get('bundle') ?? '',
+    previousGeneration: optionalNumber(fields.get('previous_generation')),
+    previousSystem: fields.get('previous_system') ?? '',
+    newGeneration: optionalNumber(fields.get('new_generation')),
+    rolledBackTo: optionalNumber(fields.get('rolled_back_to')),
+    exitCode: optionalNumber(fields.get('exit_code')),
+    message: fields.get('message') ?? '',
+    updated: optionalNumber(fields.get('updated')) ?? 0,
+    deadline: optionalNumber(fields.get('deadline')),
+  };
+}
+
+/** Arguments of `activate <action> …` (see {@link renderActivationScript}). */
+export interface ActivateArguments {
+  readonly action: ActivationAction;
+  readonly toplevel: string;
+  readonly bundle?: string | undefined;
+  readonly deployId: string;
+  /** Magic rollback: wait this long for `confirm` (ignored with `rollback: false`). */
+  readonly confirmTimeoutSeconds?: number | undefined;
+  /** Ask for confirmation and roll back without it (only switch/test ask). */
+  readonly rollback: boolean;
+  readonly installBootloader?: boolean | undefined;
+  /** Return once the worker is detached, instead of following it (what the deployer does). */
+  readonly noWait?: boolean | undefined;
+}
+
+/** The argument vector after the script path for starting an activation. */
+export function activateArguments(input: ActivateArguments): string[] {
+  if (!DEPLOY_ID_PATTERN.test(input.deployId)) throw new TypeError(`not a deployment id: ${JSON.stringify(input.deployId)}`);
+  const argv = [input.action, '--toplevel', input.toplevel, '--deploy-id', input.deployId];
+  if (input.bundle !== undefined) argv.push('--bundle', input.bundle);
+  if (input.rollback) argv.push('--confirm-timeout', String(input.confirmTimeoutSeconds ?? DEFAULT_CONFIRM_TIMEOUT_SECONDS));
+  else argv.push('--no-rollback');
+  if (input.installBootloader === true) argv.push('--install-bootloader');
+  if (input.noWait === true) argv.push('--no-wait');
+  return argv;
+}
+
+/** Path of the uploaded script for one deployment. */
+export function uploadedScriptPath(deployId: string): string {
+  return `${ACTIVATION_STATE_DIR}/activate-${deployId}.sh`;
+}
+
+/** Path of a deployment's state file. */
+export function activationStatePath(deployId: string): string {
+  return `${ACTIVATION_STATE_DIR}/${deployId}.state`;
+}
+
+/**
+ * The activation script. Usage (as root):
+ *
+ * ```
+ * activate <switch|boot|test|dry-activate> --toplevel P [--bundle B] [--deploy-id ID]
+ *          [--confirm-timeout S] [--no-rollback] [--install-bootloader] [--no-wait]
+ * activate confirm ID      keep the deployment (magic rollback) and GC-root its bundle
+ * activate abort ID        give up waiting: roll back now
+ * activate status [ID]     print the state file (the newest deployment without ID)
+ * activate rollback [--to N]   switch the system profile to generation N (default: the previous one)
+ * ```
+ *
+ * It runs nixos-rebuild's sequence (`nix-env -p /nix/var/nix/profiles/system --set P` for
+ * switch/boot, then `P/bin/switch-to-configuration ACTION`) in a detached worker (`systemd-run`
+ * where systemd runs, else `setsid nohup`), which rolls back at once on failure and, for
+ * switch/test with rollback, waits for `confirm` as a watchdog. It never evaluates or builds.
+ */
+export function renderActivationScript(): string {
+  return `#!/bin/sh
+${ACTIVATION_PROTOCOL_MARKER}
+# pideploy activate: switch this host to a NixOS system already in its store, the way
+# nixos-rebuild does after building, with magic rollback. Run as root; see --help.
+set -u
+PATH=/run/current-system/sw/bin:/nix/var/nix/profiles/default/bin:\${PATH:-/usr/bin:/bin}:/usr/sbin:/usr/bin:/sbin:/bin
+export PATH
+umask 022
+
+profile=${SYSTEM_PROFILE}
+profiles_dir=\${profile%/*}
+state_dir=${ACTIVATION_STATE_DIR}
+gc_root=${CURRENT_CONFIGURATION_ROOT}
+
+self=$0
+case "$self" in
+  /*) ;;
+  *) self=$(pwd)/$self ;;
+esac
+
+usage() {
+  cat >&2 <<'EOF'
+usage: activate <switch|boot|test|dry-activate> --toplevel P [--bundle B] [--deploy-id ID]
+                [--confirm-timeout S] [--no-rollback] [--install-bootloader] [--no-wait]
+       activate confirm ID | abort ID | status [ID] | rollback [--to N]
+EOF
+  exit 2
+}
+
+die() {
+  echo "activate: $*" >&2
+  exit 1
+}
+
+now() { date +%s; }
+
+valid_id() {
+  case "$1" in
+    ''|-*|*[!A-Za-z0-9_-]*) return 1 ;;
+  esac
+  return 0
+}
+
+# --- state file: key=value lines, replaced atomically -------------------------------------------
+st_id=''; st_state=''; st_action=''; st_toplevel=''; st_bundle=''; st_previous_generation=''
+st_previous_system=''; st_new_generation=''; st_rolled_back_to=''; st_exit_code=''; st_message=''
+st_deadline=''
+
+save_state() {
+  tmp="$state_dir/$st_id.state.tmp.$$"
+  {
+    printf 'id=%s\\n' "$st_id"
+    printf 'state=%s\\n' "$st_state"
+    printf 'action=%s\\n' "$st_action"
+    printf 'toplevel=%s\\n' "$st_toplevel"
+    printf 'bundle=%s\\n' "$st_bundle"
+    printf 'previous_generation=%s\\n' "$st_previous_generation"
+    printf 'previous_system=%s\\n' "$st_previous_system"
+    printf 'new_generation=%s\\n' "$st_new_generation"
+    printf 'rolled_back_to=%s\\n' "$st_rolled_back_to"
+    printf 'exit_code=%s\\n' "$st_exit_code"
+    printf 'message=%s\\n' "$(printf '%s' "$st_message" | tr '\\n' ' ')"
+    printf 'updated=%s\\n' "$(now)"
+    printf 'deadline=%s\\n' "$st_deadline"
+  } >"$tmp" && chmod 644 "$tmp" && mv -f "$tmp" "$state_dir/$st_id.state"
+  echo "activate: $st_id: $st_state\${st_message:+ ($st_message)}"
+}
+
+load_state() {
+  file="$state_dir/$1.state"
+  [ -f "$file" ] || die "no deployment $1 on this host (no $file)"
+  while IFS= read -r line; do
+    value=\${line#*=}
+    case "$line" in
+      id=*) st_id=$value ;;
+      state=*) st_state=$value ;;
+      action=*) st_action=$value ;;
+      toplevel=*) st_toplevel=$value ;;
+      bundle=*) st_bundle=$value ;;
+      previous_generation=*) st_previous_generation=$value ;;
+      previous_system=*) st_previous_system=$value ;;
+      new_generation=*) st_new_generation=$value ;;
+      rolled_back_to=*) st_rolled_back_to=$value ;;
+      exit_code=*) st_exit_code=$value ;;
+      message=*) st_message=$value ;;
+      deadline=*) st_deadline=$value ;;
+    esac
+  done <"$file"
+}
+
+is_final() {
+  case "$1" in
+    succeeded|confirmed|failed-rolled-back|rolled-back-unconfirmed|failed) return 0 ;;
+  esac
+  return 1
+}
+
+# --- profile generations -------------------------------------------------------------------------
+current_generation() {
+  link=$(readlink "$profile" 2>/dev/null) || return 0
+  link=\${link##*/}
+  link=\${link#system-}
+  printf '%s' "\${link%-link}"
+}
+
+highest_generation() {
+  ls "$profiles_dir" 2>/dev/null | sed -n 's/^system-\\([0-9][0-9]*\\)-link$/\\1/p' | sort -n | tail -n 1
+}
+
+move_gc_root() {
+  root_target=\${st_bundle:-$st_toplevel}
+  mkdir -p "\${gc_root%/*}" || return 1
+  nix-store --add-root "$gc_root" --indirect -r "$root_target" >/dev/null
+}
+
+# Puts the host back where it was before this deployment. $1: final state, $2: why.
+roll_back() {
+  final_state=$1
+  why=$2
+  st_state=rolling-back
+  st_message="rolling back: $why"
+  save_state
+  ok=1
+  case "$st_action" in
+    switch|boot)
+      if [ -n "$st_previous_generation" ]; then
+        nix-env -p "$profile" --switch-generation "$st_previous_generation" || ok=0
+        if [ "$ok" = 1 ] && [ -n "$st_new_generation" ] && [ "$st_new_generation" != "$st_previous_generation" ] \\
+          && [ "$st_new_generation" -gt "\${highest_before:-0}" ]; then
+          nix-env -p "$profile" --delete-generations "$st_new_generation" || true
+        fi
+        if [ "$ok" = 1 ]; then
+          "$profile/bin/switch-to-configuration" "$st_action" || ok=0
+        fi
+        [ "$ok" = 1 ] && st_rolled_back_to=$st_previous_generation
+      else
+        ok=0
+        why="$why; there is no previous generation to roll back to"
+      fi
+      ;;
+    test)
+      if [ -n "$st_previous_system" ] && [ -x "$st_previous_system/bin/switch-to-configuration" ]; then
+        "$st_previous_system/bin/switch-to-configuration" test || ok=0
+        if [ "$ok" = 1 ] && [ "$(readlink -f "$profile" 2>/dev/null)" = "$st_previous_system" ]; then
+          st_rolled_back_to=$(current_generation)
+        fi
+      else
+        ok=0
+        why="$why; there is no previously running system to go back to"
+      fi
+      ;;
+  esac
+  if [ "$ok" = 1 ]; then
+    st_state=$final_state
+    st_message="$why; rolled back"
+  else
+    st_state=failed
+    st_message="$why; rollback FAILED or impossible"
+  fi
+  save_state
+}
+
+# --- the detached worker ---------------------------------------------------------------------------
+worker() {
+  st_action=$1; st_toplevel=$2; st_bundle=$3; st_id=$4; timeout=$5; rollback=$6; install_bootloader=$7
+  load_state "$st_id"
+  st_previous_generation=$(current_generation)
+  st_previous_system=$(readlink /run/current-system 2>/dev/null || true)
+  highest_before=$(highest_generation)
+  st_state=activating
+  st_message="activating $st_toplevel ($st_action)"
+  save_state
+
+  if [ "$st_action" = switch ] || [ "$st_action" = boot ]; then
+    if ! nix-env -p "$profile" --set "$st_toplevel"; then
+      st_state=failed
+      st_message="nix-env --set failed; nothing was changed"
+      save_state
+      return 1
+    fi
+    st_new_generation=$(current_generation)
+    save_state
+  fi
+
+  NIXOS_INSTALL_BOOTLOADER=$install_bootloader "$st_toplevel/bin/switch-to-configuration" "$st_action"
+  st_exit_code=$?
+  if [ "$st_exit_code" != 0 ]; then
+    if [ "$st_action" = dry-activate ]; then
+      st_state=failed
+      st_message="switch-to-configuration dry-activate exited $st_exit_code"
+      save_state
+      return 1
+    fi
+    roll_back failed-rolled-back "switch-to-configuration $st_action exited $st_exit_code"
+    return 1
+  fi
+
+  if [ "$rollback" != 1 ] || { [ "$st_action" != switch ] && [ "$st_action" != test ]; }; then
+    if [ "$st_action" != dry-activate ]; then
+      if ! move_gc_root; then
+        st_message="activated, but the GC root $gc_root could not be set"
+      else
+        st_message="activated"
+      fi
+    else
+      st_message="dry activation done"
+    fi
+    st_state=succeeded
+    save_state
+    return 0
+  fi
+
+  # Magic rollback: a watchdog waits for "confirm" (or "abort"), else rolls back by itself.
+  decision="$state_dir/$st_id.decision"
+  st_deadline=$(( $(now) + timeout ))
+  st_state=awaiting-confirmation
+  st_message="activated; waiting up to \${timeout}s for confirmation"
+  save_state
+  while :; do
+    if [ -f "$decision/verdict" ]; then
+      verdict=$(cat "$decision/verdict")
+      case "$verdict" in
+        confirmed) return 0 ;;
+        aborted) roll_back rolled-back-unconfirmed "the deployer aborted (confirmation impossible or health check failed)"; return 1 ;;
+        timeout) roll_back rolled-back-unconfirmed "no confirmation within \${timeout}s"; return 1 ;;
+      esac
+    elif [ ! -d "$decision" ] && [ "$(now)" -ge "$st_deadline" ]; then
+      if mkdir "$decision" 2>/dev/null; then
+        echo timeout >"$decision/verdict"
+        continue
+      fi
+    fi
+    sleep 1
+  done
+}
+
+# --- commands ---------------------------------------------------------------------------------------
+cmd_start() {
+  action=$1
+  shift
+  toplevel=''; bundle=''; id=''; timeout=${DEFAULT_CONFIRM_TIMEOUT_SECONDS}; rollback=''; install_bootloader=''; wait_for_it=1
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --toplevel) [ $# -ge 2 ] || usage; toplevel=$2; shift 2 ;;
+      --bundle) [ $# -ge 2 ] || usage; bundle=$2; shift 2 ;;
+      --deploy-id) [ $# -ge 2 ] || usage; id=$2; shift 2 ;;
+      --confirm-timeout) [ $# -ge 2 ] || usage; timeout=$2; shift 2 ;;
+      --no-rollback) rollback=0; shift ;;
+      --install-bootloader) install_bootloader=1; shift ;;
+      --no-wait) wait_for_it=0; shift ;;
+      *) usage ;;
+    esac
+  done
+  [ -n "$toplevel" ] || usage
+  case "$timeout" in ''|*[!0-9]*) die "--confirm-timeout takes whole seconds, not $timeout" ;; esac
+  if [ -z "$rollback" ]; then
+    case "$action" in switch|test) rollback=1 ;; *) rollback=0 ;; esac
+  fi
+  [ "$(id -u)" = 0 ] || die "must run as root (sudo)"
+  case "$toplevel" in /nix/store/*) ;; *) die "--toplevel must be a store path, not $toplevel" ;; esac
+  [ -x "$toplevel/bin/switch-to-configuration" ] || die "$toplevel/bin/switch-to-configuration is missing: copy the system's closure first"
+  if [ -n "$bundle" ] && [ ! -e "$bundle" ]; then die "the bundle $bundle is not in this host's store"; fi
+  [ -n "$id" ] || id=$(date -u +%Y%m%dT%H%M%SZ)-$$
+  valid_id "$id" || die "not a deployment id: $id"
+  mkdir -p "$state_dir" && chmod 755 "$state_dir" || die "cannot create $state_dir"
+  [ ! -e "$state_dir/$id.state" ] || die "deployment $id already exists"
+  st_id=$id; st_action=$action; st_toplevel=$toplevel; st_bundle=$bundle
+  st_state=starting; st_message="starting"
+  save_state >/dev/null
+  log="$state_dir/$id.log"
+  : >>"$log"
+  if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then
+    systemd-run --collect --quiet --no-ask-password --unit "pideploy-activate-$id" --service-type=exec \\
+      -p StandardOutput="append:$log" -p StandardError="append:$log" \\
+      /bin/sh "$self" __worker "$action" "$toplevel" "$bundle" "$id" "$timeout" "$rollback" "$install_bootloader" \\
+      || die "systemd-run could not start the activation"
+  elif command -v setsid >/dev/null 2>&1; then
+    setsid nohup /bin/sh "$self" __worker "$action" "$toplevel" "$bundle" "$id" "$timeout" "$rollback" "$install_bootloader" \\
+      </dev/null >>"$log" 2>&1 &
+  else
+    nohup /bin/sh "$self" __worker "$action" "$toplevel" "$bundle" "$id" "$timeout" "$rollback" "$install_bootloader" \\
+      </dev/null >>"$log" 2>&1 &
+  fi
+  echo "activate: started deployment $id (log: $log)"
+  [ "$wait_for_it" = 1 ] || exit 0
+  while :; do
+    load_state "$id"
+    if is_final "$st_state" || [ "$st_state" = awaiting-confirmation ]; then break; fi
+    sleep 1
+  done
+  cat "$log" >&2
+  echo "activate: $id: $st_state ($st_message)"
+  case "$st_state" in
+    succeeded|confirmed) exit 0 ;;
+    awaiting-confirmation) echo "activate: confirm within \${timeout}s with: $self confirm $id"; exit 0 ;;
+    *) exit 1 ;;
+  esac
+}
+
+# Decides the fate of a deployment awaiting confirmation. $1: confirmed|aborted, $2: id.
+cmd_decide() {
+  verdict=$1
+  id=$2
+  valid_id "$id" || die "not a deployment id: $id"
+  [ "$(id -u)" = 0 ] || die "must run as root (sudo)"
+  load_state "$id"
+  if [ "$verdict" = confirmed ] && [ "$st_state" = confirmed ]; then
+    echo "activate: $id: confirmed"
+    return 0
+  fi
+  if [ "$st_state" = awaiting-confirmation ] && mkdir "$state_dir/$id.decision" 2>/dev/null; then
+    echo "$verdict" >"$state_dir/$id.decision/verdict.tmp" && mv -f "$state_dir/$id.decision/verdict.tmp" "$state_dir/$id.decision/verdict"
+    if [ "$verdict" = confirmed ]; then
+      if move_gc_root; then
+        st_state=confirmed
+        st_message="confirmed; $gc_root -> \${st_bundle:-$st_toplevel}"
+      else
+        st_state=confirmed
+        st_message="confirmed, but the GC root $gc_root could not be set"
+      fi
+      save_state
+      return 0
+    fi
+  fi
+  while load_state "$id" && ! is_final "$st_state"; do sleep 1; done
+  echo "activate: $id: $st_state ($st_message)"
+  [ "$verdict" = aborted ] && [ "$st_state" != confirmed ] && return 0
+  return 1
+}
+
+cmd_status() {
+  if [ $# -eq 0 ]; then
+    newest=$(ls -t "$state_dir" 2>/dev/null | grep '\\.state$' | head -n 1)
+    [ -n "$newest" ] || die "no deployments recorded in $state_dir"
+    cat "$state_dir/$newest"
+  else
+    valid_id "$1" || die "not a deployment id: $1"
+    [ -f "$state_dir/$1.state" ] || die "no deployment $1 on this host"
+    cat "$state_dir/$1.state"
+  fi
+}
+
+cmd_rollback() {
+  to=''
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --to) [ $# -ge 2 ] || usage; to=$2; shift 2 ;;
+      *) usage ;;
+    esac
+  done
+  [ "$(id -u)" = 0 ] || die "must run as root (sudo)"
+  if [ -n "$to" ]; then
+    case "$to" in *[!0-9]*) die "--to takes a generation number, not $to" ;; esac
+    nix-env -p "$profile" --switch-generation "$to" || die "cannot switch the profile to generation $to"
+  else
+    nix-env -p "$profile" --rollback || die "cannot roll the profile back"
+  fi
+  "$profile/bin/switch-to-configuration" switch || die "switch-to-configuration switch of generation $(current_generation) failed"
+  echo "activate: now on generation $(current_generation) ($(readlink -f "$profile"))"
+}
+
+[ $# -ge 1 ] || usage
+command=$1
+shift
+case "$command" in
+  switch|boot|test|dry-activate) cmd_start "$command" "$@" ;;
+  confirm) [ $# -eq 1 ] || usage; cmd_decide confirmed "$1" ;;
+  abort) [ $# -eq 1 ] || usage; cmd_decide aborted "$1" ;;
+  status) cmd_status "$@" ;;
+  rollback) cmd_rollback "$@" ;;
+  __worker) [ $# -eq 7 ] || usage; worker "$@" ;;
+  -h|--help|help) usage ;;
+  *) usage ;;
+esac
+`;
+}
