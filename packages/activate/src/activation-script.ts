@@ -3,7 +3,7 @@
  * by the stage until the bundle embeds it) and the pure helpers that build its command lines and
  * read the state it leaves in `/run/pideploy/<id>.state`.
  */
-import type { ActivationAction } from '@pideploy/core';
+import { shellQuote, type ActivationAction } from '@pideploy/core';
 
 /** Where the script keeps logs, state and (when uploaded) itself. */
 export const ACTIVATION_STATE_DIR = '/run/pideploy';
@@ -152,6 +152,16 @@ export function activationStatePath(deployId: string): string {
   return `${ACTIVATION_STATE_DIR}/${deployId}.state`;
 }
 
+/** Options of {@link renderActivationScript}. */
+export interface ActivationScriptOptions {
+  /** First line (default `#!/bin/sh`); a bundle uses its pinned nixpkgs' shell. */
+  readonly shebang?: string | undefined;
+  /** `--toplevel` when not given: a bundle's own system, so `sudo $bundle/bin/activate switch` works by hand. */
+  readonly defaultToplevel?: string | undefined;
+  /** `--bundle` when not given: the bundle itself (GC-rooted on success). */
+  readonly defaultBundle?: string | undefined;
+}
+
 /**
  * The activation script. Usage (as root):
  *
@@ -169,8 +179,10 @@ export function activationStatePath(deployId: string): string {
  * where systemd runs, else `setsid nohup`), which rolls back at once on failure and, for
  * switch/test with rollback, waits for `confirm` as a watchdog. It never evaluates or builds.
  */
-export function renderActivationScript(): string {
-  return `#!/bin/sh
+export function renderActivationScript(options: ActivationScriptOptions = {}): string {
+  const defaultToplevel = options.defaultToplevel === undefined ? "''" : shellQuote(options.defaultToplevel);
+  const defaultBundle = options.defaultBundle === undefined ? "''" : shellQuote(options.defaultBundle);
+  return `${options.shebang ?? '#!/bin/sh'}
 ${ACTIVATION_PROTOCOL_MARKER}
 # pideploy activate: switch this host to a NixOS system already in its store, the way
 # nixos-rebuild does after building, with magic rollback. Run as root; see --help.
@@ -410,13 +422,13 @@ worker() {
 cmd_start() {
   action=$1
   shift
-  toplevel=''; bundle=''; id=''; timeout=${DEFAULT_CONFIRM_TIMEOUT_SECONDS}; rollback=''; install_bootloader=''; wait_for_it=1
+  toplevel=${defaultToplevel}; bundle=${defaultBundle}; id=''; timeout=${DEFAULT_CONFIRM_TIMEOUT_SECONDS}; timeout_given=0; rollback=''; install_bootloader=''; wait_for_it=1
   while [ $# -gt 0 ]; do
     case "$1" in
       --toplevel) [ $# -ge 2 ] || usage; toplevel=$2; shift 2 ;;
       --bundle) [ $# -ge 2 ] || usage; bundle=$2; shift 2 ;;
       --deploy-id) [ $# -ge 2 ] || usage; id=$2; shift 2 ;;
-      --confirm-timeout) [ $# -ge 2 ] || usage; timeout=$2; shift 2 ;;
+      --confirm-timeout) [ $# -ge 2 ] || usage; timeout=$2; timeout_given=1; shift 2 ;;
       --no-rollback) rollback=0; shift ;;
       --install-bootloader) install_bootloader=1; shift ;;
       --no-wait) wait_for_it=0; shift ;;
@@ -427,6 +439,9 @@ cmd_start() {
   case "$timeout" in ''|*[!0-9]*) die "--confirm-timeout takes whole seconds, not $timeout" ;; esac
   if [ -z "$rollback" ]; then
     case "$action" in switch|test) rollback=1 ;; *) rollback=0 ;; esac
+    # Run by hand (waiting, no --confirm-timeout) nobody can confirm from a new connection:
+    # magic rollback only when asked for.
+    if [ "$wait_for_it" = 1 ] && [ "$timeout_given" = 0 ]; then rollback=0; fi
   fi
   [ "$(id -u)" = 0 ] || die "must run as root (sudo)"
   case "$toplevel" in /nix/store/*) ;; *) die "--toplevel must be a store path, not $toplevel" ;; esac

@@ -33,6 +33,12 @@ export interface BundleRequest {
   readonly projectDir?: string | undefined;
   /** Allow configuration files outside the project. */
   readonly allowOutsideProject?: boolean | undefined;
+  /**
+   * The text of `bin/activate` (default: the bundle's minimal script). `@shell@`, `@toplevel@` and
+   * `@bundle@` in it are replaced by the pinned nixpkgs' shell, the toplevel and the bundle's own path.
+   * The deploy pipeline passes the activation stage's script (magic rollback) here.
+   */
+  readonly activateScript?: string | undefined;
 }
 
 /** Everything known about a bundle before Nix runs. */
@@ -116,6 +122,7 @@ export function renderPlannedBundleExpression(plan: BundlePlan, toplevelExpressi
     toplevelExpression,
     files: plan.files,
     manifest: plan.manifest,
+    activateScript: plan.request.activateScript,
   });
 }
 

@@ -58,6 +58,8 @@ export interface BundleExpressionInput {
   readonly files: ConfigurationFiles;
   /** manifest.json without `toplevel`. */
   readonly manifest: BundleManifestBase;
+  /** `bin/activate` text with `@shell@`/`@toplevel@`/`@bundle@` placeholders (default: {@link ACTIVATE_SCRIPT_TEMPLATE}). */
+  readonly activateScript?: string | undefined;
 }
 
 /** A JSON value as a Nix expression. */
@@ -137,7 +139,7 @@ export function renderBundleExpression(input: BundleExpressionInput): string {
     '  };',
     `  manifest = builtins.toJSON (${nixValue(manifest)} // { toplevel = "\${toplevel}"; });`,
     '  activate = builtins.replaceStrings [ "@shell@" "@toplevel@" "@bundle@" ] [ pkgs.runtimeShell "${toplevel}" (builtins.placeholder "out") ]',
-    `    ${nixString(ACTIVATE_SCRIPT_TEMPLATE)};`,
+    `    ${nixString(input.activateScript ?? ACTIVATE_SCRIPT_TEMPLATE)};`,
     `  configurationWrapper = ${nixString(wrapper)};`,
     'in',
     `pkgs.runCommand ${nixString(`pideploy-bundle-${manifest.host}`)} {`,

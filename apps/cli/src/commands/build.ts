@@ -13,6 +13,7 @@ import {
 } from '@pideploy/build';
 import { buildBundle, planBundle, renderPlannedBundleExpression } from '@pideploy/bundle';
 import { PideployError } from '@pideploy/core';
+import { renderActivationScript } from '@pideploy/activate';
 import type { CommandInvocation, CommandResult } from '../command.js';
 
 /** One host to build, resolved from pideploy.json and/or flags. */
@@ -30,6 +31,9 @@ interface BuildConfigFile {
   readonly defaults?: { readonly system?: string; readonly buildMode?: BuildMode; readonly builders?: string };
   readonly hosts?: Readonly<Record<string, { readonly configuration?: string; readonly system?: string; readonly buildMode?: BuildMode; readonly builders?: string }>>;
 }
+
+/** The activation stage's script with the bundle's placeholders: its own shell, toplevel and path. */
+const BUNDLE_ACTIVATE_SCRIPT = renderActivationScript({ shebang: '#!@shell@', defaultToplevel: '@toplevel@', defaultBundle: '@bundle@' });
 
 function stringFlag(invocation: CommandInvocation, name: string): string | undefined {
   const value = invocation.flags[name];
@@ -187,6 +191,8 @@ export async function buildCommand(invocation: CommandInvocation): Promise<Comma
       pin,
       configuration: target.configuration,
       projectDir,
+      // bin/activate is the activation stage's script (magic rollback), run by hand or by pideploy.
+      activateScript: BUNDLE_ACTIVATE_SCRIPT,
     };
     // Missing or outside files fail here, before any Nix work.
     const plan = await planBundle(bundleRequest);

@@ -1,11 +1,11 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, readdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { labDown, labUp, type LabStatus } from '@pideploy/lab';
+import { LAB_SUDO_PASSWORD, labDown, labExec, labUp, type LabStatus } from '@pideploy/lab';
 import { describeLab } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
@@ -55,6 +55,40 @@ describeLab('pideploy init --lab && pideploy build pi1 (real nix, the lab mini-n
       expect(existsSync(path.join(bundle, part))).toBe(true);
     }
     expect(readFileSync(path.join(bundle, 'toplevel', 'build-machine'), 'utf8').trim()).toBe('aarch64');
+    // bin/activate is the activation stage's script, bound to this bundle.
+    const activate = readFileSync(path.join(bundle, 'bin', 'activate'), 'utf8');
+    expect(activate).toContain('# pideploy-activate-protocol: 1');
+    expect(activate).toContain(`bundle=${bundle}`);
+
+    // Copy the closure (the transport stage lands separately), then activate with the CLI: one
+    // password from a file, magic rollback confirmed over a new connection, GC root moved.
+    const copy = await execFileAsync('nix-copy-closure', ['--to', 'root@pi1', bundle], { env });
+    expect(copy.stderr).not.toContain('error');
+    const passwordFile = path.join(workDir, 'sudo-password');
+    await writeFile(path.join(workDir, 'sudo-password'), `${LAB_SUDO_PASSWORD}\n`, { mode: 0o600 });
+    const toplevel = (await labExec('pi1', ['readlink', '-f', `${bundle}/toplevel`])).stdout.trim();
+    const activation = await pideploy(
+      ['activate', 'pi1', '--toplevel', toplevel, '--bundle', bundle, '--sudo-password-file', passwordFile, '--confirm-timeout', '20'],
+      project,
+      env,
+    );
+    expect(activation.stderr).not.toContain('pideploy:');
+    expect(activation.code).toBe(0);
+    expect((await labExec('pi1', ['readlink', '/run/current-system'])).stdout.trim()).toBe(toplevel);
+    expect((await labExec('pi1', ['readlink', '-f', '/etc/nixos/current-configuration'])).stdout.trim()).toBe(bundle);
+    const systemStatus = await pideploy(['status', 'pi1', '--json'], project, env);
+    expect(systemStatus.stdout).toContain(toplevel);
+
+    // A person can run the bundle's script by hand: `sudo $bundle/bin/activate test`.
+    const byHand = spawnSync('ssh', ['-F', status.sshConfig, 'deploy@pi1', `sudo -S -p '' ${bundle}/bin/activate test`], {
+      env,
+      input: `${LAB_SUDO_PASSWORD}\n`,
+      encoding: 'utf8',
+    });
+    expect(byHand.stderr).toContain('succeeded (activated)');
+    expect(byHand.status).toBe(0);
+    const log = await labExec('pi1', ['tail', '-n', '1', '/etc/lab-activations.log']);
+    expect(log.stdout).toContain(`test ${toplevel}`);
   });
 
   it('refuses to overwrite an existing project and writes nothing', async () => {
