@@ -3,7 +3,7 @@ import { buildModeArguments, parseRemoteBuilder, renderBuildersSpec } from './bu
 import { binfmtMatchesSystem, checkBinfmt, checkExtraPlatforms, parseBinfmtEntry, parseNixShowConfig, parseNixVersion } from './doctor.js';
 import { localNixSystem, renderBuildExpression } from './expression.js';
 import { createBuildLogTracker, derivationName } from './internal-json.js';
-import { nixPath, nixString } from './nix-text.js';
+import { nixPath, nixString } from '@pideploy/nix';
 import { translateNixFailure } from './nix-errors.js';
 import type { DeployEvent } from '@pideploy/core';
 

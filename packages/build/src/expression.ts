@@ -1,5 +1,5 @@
 import { PideployError } from '@pideploy/core';
-import { nixAttributeName, nixPath, nixString } from './nix-text.js';
+import { nixAttributeName, nixPath, nixString } from '@pideploy/nix';
 
 /**
  * How the target's system is built on this machine:

@@ -7,7 +7,6 @@ export {
   type BuildExpressionInput,
   type BuildMode,
 } from './expression.js';
-export { nixAttributeName, nixPath, nixString } from './nix-text.js';
 export {
   NixActivityType,
   NixResultType,

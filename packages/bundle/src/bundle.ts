@@ -11,7 +11,7 @@ import {
   type BundlePin,
 } from './expression.js';
 import { collectConfigurationFiles, type ConfigurationFiles } from './imports.js';
-import { nixPath } from './nix-text.js';
+import { nixPath } from '@pideploy/nix';
 
 /** What {@link planBundle} and {@link buildBundle} need. */
 export interface BundleRequest {

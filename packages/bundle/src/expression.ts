@@ -2,7 +2,7 @@ import path from 'node:path';
 import { PideployError } from '@pideploy/core';
 import { ACTIVATE_SCRIPT_TEMPLATE } from './activate-script.js';
 import type { ConfigurationFiles } from './imports.js';
-import { nixAttributeName, nixPath, nixString } from './nix-text.js';
+import { nixAttributeName, nixPath, nixString } from '@pideploy/nix';
 
 /** The build modes of `@pideploy/build` (the bundle only needs to know cross vs native). */
 export type BundleBuildMode = 'emulated' | 'cross' | 'builders';

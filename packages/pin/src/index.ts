@@ -40,7 +40,6 @@ export {
   describePinSource,
   emptyPinsFile,
   invalidPinNameReason,
-  nixString,
   orderPin,
   parsePinsJson,
   pinNixHash,

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { pinsLocation, readPinsFile, writePinsFiles } from './files.js';
-import { nixString, parsePinsJson, renderPinsJson, renderPinsNix, validatePinName, type PinsFile } from './lockfile.js';
+import { nixString } from '@pideploy/nix';
+import { parsePinsJson, renderPinsJson, renderPinsNix, validatePinName, type PinsFile } from './lockfile.js';
 import { lockedFields } from './pins.js';
 
 // Vector from nix-formats.md §3.2/§4.2 (x.tar.gz, checked against real Nix 2.8).

@@ -1,4 +1,4 @@
-import { formatHash, parseHash } from '@pideploy/nix';
+import { formatHash, nixString, parseHash } from '@pideploy/nix';
 import { pinError, usageError } from './errors.js';
 import { invalidRefNameReason, isFullRev } from './github.js';
 
@@ -196,10 +196,6 @@ export function parsePinsJson(text: string, fileName: string = PINS_JSON): PinsF
   return { version: PINS_FILE_VERSION, pins };
 }
 
-/** A string literal in Nix syntax (`"`, `\` and `${` escaped). */
-export function nixString(text: string): string {
-  return `"${text.replace(/[\\"]/gu, (character) => `\\${character}`).replace(/\$\{/gu, '\\${').replace(/\n/gu, '\\n').replace(/\r/gu, '\\r').replace(/\t/gu, '\\t')}"`;
-}
 
 /** The hash pins.nix passes to fetchTarball: the lock's `sha256` in nix32 (any parseable form is normalised). */
 export function pinNixHash(pin: Pin): string {

@@ -1,8 +1,18 @@
 import path from 'node:path';
 
-/** A Nix string literal `"…"` holding `text` exactly (escapes `\`, `"` and `${`). */
+/**
+ * Writing Nix source text safely: the one place where pideploy turns strings and paths into Nix
+ * literals (generated pins.nix, build and bundle expressions).
+ */
+
+/** A Nix string literal `"…"` holding `text` exactly (escapes `\`, `"`, `${` and control characters). */
 export function nixString(text: string): string {
-  return `"${text.replace(/\\/gu, '\\\\').replace(/"/gu, '\\"').replace(/\$\{/gu, '\\${')}"`;
+  return `"${text
+    .replace(/[\\"]/gu, (character) => `\\${character}`)
+    .replace(/\$\{/gu, '\\${')
+    .replace(/\n/gu, '\\n')
+    .replace(/\r/gu, '\\r')
+    .replace(/\t/gu, '\\t')}"`;
 }
 
 const PLAIN_PATH = /^(?:\/[A-Za-z0-9._+-]+)+$/u;
