@@ -1,0 +1,318 @@
+import { once } from 'node:events';
+import { PideployError, type PideployContext } from '@pideploy/core';
+import { dumpPathToNar, formatHash, parseHash, queryClosurePathInfos, type StorePathInfo } from '@pideploy/nix';
+import { planCopy, type CopyPlan } from './closure-plan.js';
+import { TransferMeter } from './progress.js';
+import {
+  classifyServeFailure,
+  serveCommand,
+  SUDO_WRONG_PASSWORD,
+  type RemoteSpawner,
+  type ServeFailurePhase,
+  type ServeProcess,
+  type StoreAccess,
+} from './remote-serve.js';
+import { encodeAddToStoreNarHeader, encodeClientHello, encodeQueryValidPaths, ServeReader, ServeStreamEnded, serveProtocolError } from './serve-protocol.js';
+
+/** Input of {@link copyClosure}. */
+export interface CopyClosureInput {
+  /** Name of the target in events and messages (e.g. the pideploy.json host name). */
+  readonly host: string;
+  /** The one connection to the target (an `SshSession`); the copy opens one channel on it. */
+  readonly session: RemoteSpawner;
+  /** Store paths (or symlinks to them) whose closures to copy. */
+  readonly paths: readonly string[];
+  /**
+   * Path infos of the whole closure, when the caller already has them; default: asked from the
+   * local store (`nix path-info --json --recursive`).
+   */
+  readonly closure?: readonly StorePathInfo[] | undefined;
+  /** How the remote nix-store gets write access (default `direct`: root or a trusted user). */
+  readonly access?: StoreAccess | undefined;
+  /** Let the target substitute missing paths from its own binary caches first. */
+  readonly substituteOnDestination?: boolean | undefined;
+  /** Environment for the local nix query (default this process's). */
+  readonly localNixEnv?: NodeJS.ProcessEnv | undefined;
+  /** Remote program (default `nix-store`) and store (default the system store); for tests. */
+  readonly remoteProgram?: string | undefined;
+  /** `--store` of the remote nix-store; for tests. */
+  readonly remoteStore?: string | undefined;
+}
+
+/** What {@link copyClosure} did. */
+export interface CopyClosureResult {
+  readonly version: 1;
+  readonly host: string;
+  /** Paths sent, dependencies first. */
+  readonly pathsSent: readonly string[];
+  /** Closure paths the target already had. */
+  readonly pathsPresent: readonly string[];
+  /** NAR bytes sent (Σ narSize of the sent paths). */
+  readonly bytesSent: number;
+  readonly durationMs: number;
+}
+
+const STDERR_KEEP = 16 * 1024;
+
+/**
+ * Copies the closure of `paths` to the target over one channel of an existing SSH session, by
+ * speaking `nix-store --serve --write` (docs/decisions/0002-transport-protocol.md): one round trip
+ * asks which paths the target has; the missing ones follow as `cmdAddToStoreNar`, dependencies
+ * first, NARs streamed from the local store, pipelined. Emits `copy-plan`, `copy-progress` and
+ * `copy-end`. Nix registers a path only after its whole NAR arrived, so an interruption at any
+ * point leaves the target consistent and a re-run sends only what is still missing.
+ * @throws PideployError with a one-line message and hint: `PIDEPLOY_SUDO_WRONG_PASSWORD` (before
+ *   anything is sent), `PIDEPLOY_COPY_UNTRUSTED_USER`, `PIDEPLOY_TARGET_STORE_FULL`,
+ *   `PIDEPLOY_COPY_CONNECTION_LOST`, `PIDEPLOY_STORE_PATH_NOT_VALID`, `PIDEPLOY_INTERRUPTED` …
+ */
+export async function copyClosure(input: CopyClosureInput, context: PideployContext): Promise<CopyClosureResult> {
+  const startedAt = performance.now();
+  const access = input.access ?? { mode: 'direct' };
+  const closure = input.closure ?? (await queryClosurePathInfos(input.paths, { env: input.localNixEnv, signal: context.signal }));
+  const command = serveCommand({ access, remoteProgram: input.remoteProgram, remoteStore: input.remoteStore });
+  throwIfAborted(context.signal, input.host);
+  const remote = await input.session.spawn(command.argv, { signal: context.signal });
+  const watch = watchServeProcess(remote, input.host, access, context.signal);
+  try {
+    // Hello and the validity query go out together: the server answers the hello as soon as it
+    // has read the magic, so this costs one round trip.
+    const paths = closure.map((info) => info.path);
+    watch.phase = 'connect';
+    remote.stdin.write(Buffer.concat([command.stdinPrefix, encodeClientHello()]));
+    remote.stdin.write(encodeQueryValidPaths({ lock: true, substitute: input.substituteOnDestination === true, paths }));
+    const reader = new ServeReader(remote.stdout);
+    await watch.guard(reader.readServerHello());
+    watch.phase = 'query';
+    const valid = await watch.guard(reader.readStrings('the valid paths'));
+    const plan = planCopy(closure, valid);
+    context.reporter.emit({
+      type: 'copy-plan',
+      host: input.host,
+      pathsToSend: plan.toSend.length,
+      bytesToSend: plan.bytesToSend,
+      pathsPresent: plan.present.length,
+    });
+    watch.phase = 'send';
+    watch.pathsToSend = plan.toSend.length;
+    await watch.guard(sendPaths(plan, remote, reader, watch, input.host, context));
+    watch.phase = 'finish';
+    remote.stdin.end();
+    // Read stdout to its end: an SSH channel only closes (and reports its exit) once it is consumed.
+    const trailing = await watch.guard(reader.readToEnd(), true);
+    if (trailing.length > 0) throw serveProtocolError(`${input.host} sent ${trailing.length} unexpected bytes after the copy`);
+    const exit = await watch.guard(remote.exit, true);
+    if (exit.exitCode !== 0) throw watch.failure(exit.exitCode);
+    watch.done = true;
+    const durationMs = Math.round(performance.now() - startedAt);
+    context.reporter.emit({ type: 'copy-end', host: input.host, pathsSent: plan.toSend.length, bytesSent: plan.bytesToSend, durationMs });
+    return {
+      version: 1,
+      host: input.host,
+      pathsSent: plan.toSend.map((info) => info.path),
+      pathsPresent: plan.present,
+      bytesSent: plan.bytesToSend,
+      durationMs,
+    };
+  } finally {
+    watch.dispose();
+    if (!watch.done) remote.kill('KILL');
+  }
+}
+
+async function sendPaths(
+  plan: CopyPlan<StorePathInfo>,
+  remote: ServeProcess,
+  reader: ServeReader,
+  watch: ServeWatch,
+  host: string,
+  context: PideployContext,
+): Promise<void> {
+  const meter = new TransferMeter(plan.bytesToSend);
+  const report = () => {
+    const snapshot = meter.snapshot();
+    context.reporter.emit({ type: 'copy-progress', host, bytesSent: snapshot.bytesSent, bytesTotal: snapshot.bytesTotal, bytesPerSecond: snapshot.bytesPerSecond });
+  };
+  // Replies are read while later paths are already being sent (pipelining): the server handles
+  // commands in order, so each reference is registered before the path that needs it is read.
+  const replies = (async () => {
+    for (const info of plan.toSend) {
+      const reply = await reader.readU64(`the reply for ${info.path}`);
+      if (reply !== 1) throw new PideployError({ code: 'PIDEPLOY_SERVE_PROTOCOL', message: `${host} answered ${reply} instead of 1 after receiving ${info.path}` });
+      watch.pathsCopied += 1;
+    }
+  })();
+  replies.catch(() => undefined);
+  const writer = new BatchedWriter(remote);
+  for (const info of plan.toSend) {
+    watch.path = info.path;
+    const narHashHex = formatHash(parseHash(info.narHash, { expectedAlgorithm: 'sha256' }).digest, 'hex');
+    await writer.write(encodeAddToStoreNarHeader({
+      path: info.path,
+      deriver: info.deriver,
+      narHashHex,
+      references: info.references,
+      registrationTime: info.registrationTime,
+      narSize: info.narSize,
+      signatures: info.signatures,
+      contentAddress: info.contentAddress,
+    }));
+    let sent = 0;
+    for await (const chunk of dumpPathToNar(info.path)) {
+      throwIfAborted(context.signal, host);
+      sent += chunk.length;
+      if (sent > info.narSize) break;
+      await writer.write(chunk);
+      meter.record(chunk.length);
+      if (meter.shouldReport()) report();
+    }
+    if (sent !== info.narSize) {
+      // Stop before the server could register anything: it is waiting for the rest of the NAR.
+      throw new PideployError({
+        code: 'PIDEPLOY_LOCAL_PATH_CHANGED',
+        message: `${info.path} no longer matches the local store's record (NAR ${sent === info.narSize + 1 ? 'longer' : `${sent} bytes`}, recorded ${info.narSize})`,
+        hint: 'the local store is damaged: run nix-store --verify --check-contents --repair',
+      });
+    }
+  }
+  await writer.flush();
+  if (plan.toSend.length > 0) report();
+  await replies;
+}
+
+/**
+ * Bytes per write to the channel. NARs of small files come as many tiny buffers; one SSH packet
+ * (and TCP segment) each would cost ~4 % on the wire for a closure of small paths, so they are
+ * gathered up to the size of one SSH packet payload (ssh2's default maximum is 32 KiB).
+ */
+const WRITE_BATCH_BYTES = 32 * 1024;
+
+/** Gathers small writes into batches of {@link WRITE_BATCH_BYTES}; honours backpressure. */
+class BatchedWriter {
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+
+  constructor(private readonly remote: ServeProcess) {}
+
+  async write(bytes: Buffer): Promise<void> {
+    if (this.pendingBytes === 0 && bytes.length >= WRITE_BATCH_BYTES) return this.writeNow(bytes);
+    this.pending.push(bytes);
+    this.pendingBytes += bytes.length;
+    if (this.pendingBytes >= WRITE_BATCH_BYTES) await this.flush();
+  }
+
+  async flush(): Promise<void> {
+    if (this.pendingBytes === 0) return;
+    const batch = this.pending.length === 1 ? (this.pending[0] as Buffer) : Buffer.concat(this.pending, this.pendingBytes);
+    this.pending = [];
+    this.pendingBytes = 0;
+    await this.writeNow(batch);
+  }
+
+  private async writeNow(bytes: Buffer): Promise<void> {
+    if (!this.remote.stdin.write(bytes)) await once(this.remote.stdin, 'drain');
+  }
+}
+
+function throwIfAborted(signal: AbortSignal, host: string): void {
+  if (signal.aborted) {
+    throw new PideployError({
+      code: 'PIDEPLOY_INTERRUPTED',
+      message: `copy to ${host} interrupted; nothing half-copied is registered on the target`,
+      hint: 'run the same command again: it sends only what is still missing',
+      cause: signal.reason,
+    });
+  }
+}
+
+interface ServeWatch {
+  phase: ServeFailurePhase;
+  path: string | undefined;
+  pathsCopied: number;
+  pathsToSend: number | undefined;
+  done: boolean;
+  /** Races `promise` against the process failing (exit, sudo refusing the password, abort). */
+  guard<T>(promise: Promise<T>, exitExpected?: boolean): Promise<T>;
+  failure(exitCode: number | null): PideployError;
+  dispose(): void;
+}
+
+/** Watches stderr and exit of the serve process and turns failures into classified errors. */
+function watchServeProcess(remote: ServeProcess, host: string, access: StoreAccess, signal: AbortSignal): ServeWatch {
+  let stderr = '';
+  let rejectFailed: (error: unknown) => void = () => undefined;
+  const failed = new Promise<never>((_, reject) => {
+    rejectFailed = reject;
+  });
+  failed.catch(() => undefined);
+  let exitExpected = false;
+  const watch: ServeWatch = {
+    phase: 'connect',
+    path: undefined,
+    pathsCopied: 0,
+    pathsToSend: undefined,
+    done: false,
+    async guard<T>(promise: Promise<T>, expectExit = false): Promise<T> {
+      exitExpected = expectExit;
+      try {
+        return await Promise.race([promise, failed]);
+      } catch (error) {
+        if (error instanceof ServeStreamEnded || isStreamError(error)) {
+          // stdout ended or the pipe broke: the exit status and stderr tell why.
+          const exit = await Promise.race([remote.exit, delay(2000).then(() => ({ exitCode: null, signal: null }))]);
+          throw watch.failure(exit.exitCode);
+        }
+        throw error;
+      }
+    },
+    failure(exitCode: number | null): PideployError {
+      return classifyServeFailure({
+        host,
+        phase: watch.phase,
+        stderr: stderr.trim(),
+        exitCode,
+        access,
+        path: watch.path,
+        pathsCopied: watch.pathsCopied,
+        pathsToSend: watch.pathsToSend,
+      });
+    },
+    dispose() {
+      signal.removeEventListener('abort', onAbort);
+      remote.stderr.off('data', onStderr);
+    },
+  };
+  const onStderr = (chunk: Buffer) => {
+    stderr = (stderr + chunk.toString('utf8')).slice(-STDERR_KEEP);
+    // sudo -S waits for another try after a wrong password: fail now rather than feed it protocol bytes.
+    if (watch.phase === 'connect' && SUDO_WRONG_PASSWORD.test(stderr)) rejectFailed(watch.failure(1));
+  };
+  const onAbort = () => {
+    remote.kill('TERM');
+    rejectFailed(
+      new PideployError({
+        code: 'PIDEPLOY_INTERRUPTED',
+        message: `copy to ${host} interrupted; nothing half-copied is registered on the target`,
+        hint: 'run the same command again: it sends only what is still missing',
+        cause: signal.reason,
+      }),
+    );
+  };
+  remote.stderr.on('data', onStderr);
+  remote.stdin.on('error', () => undefined); // EPIPE when the remote exits early: the exit status tells
+  signal.addEventListener('abort', onAbort, { once: true });
+  void remote.exit.then(async (exit) => {
+    if (exitExpected && exit.exitCode === 0) return;
+    await delay(20); // let the last stderr bytes arrive
+    if (!watch.done) rejectFailed(watch.failure(exit.exitCode));
+  });
+  return watch;
+}
+
+function isStreamError(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return code === 'EPIPE' || code === 'ERR_STREAM_DESTROYED' || code === 'ERR_STREAM_WRITE_AFTER_END' || code === 'ECONNRESET';
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}

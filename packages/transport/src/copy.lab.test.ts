@@ -1,0 +1,186 @@
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { promisify } from 'node:util';
+import { createBaseContext, createCollectingReporter, PideployError, type DeployEvent } from '@pideploy/core';
+import { LAB_SUDO_PASSWORD, labCutSshSessions, labDown, labExec, labStatus, labUp, type LabHostStatus, type LabStatus } from '@pideploy/lab';
+import { describeLab } from '@pideploy/lab/testing';
+import { queryClosurePathInfos } from '@pideploy/nix';
+import { connectSsh, type SshSession } from '@pideploy/ssh';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { copyClosure, type CopyClosureInput } from './copy-closure.js';
+
+/*
+ * The proof of issue 5's transport part on lab hosts (real nix-daemon, sshd, sudo):
+ * pi1 = deploy is a trusted Nix user; pi2 = deploy is NOT trusted (sudo with a password);
+ * pi3 = a 48 MiB store (out of space). Instance from PIDEPLOY_LAB_INSTANCE (CI: 0).
+ */
+
+const run = promisify(execFile);
+const instance = Number(process.env['PIDEPLOY_LAB_INSTANCE'] ?? '0');
+
+describeLab('@pideploy/transport: copy closures to lab hosts over one SSH connection', () => {
+  let lab: LabStatus;
+  let pi1: LabHostStatus;
+  let pi2: LabHostStatus;
+  let pi3: LabHostStatus;
+  let nixEnv: NodeJS.ProcessEnv;
+  let small: string; // 1 top + 30 leaves
+  let big: string; // 1 path of 64 MiB random bytes + a small dependency
+  let smallClosure: string[];
+  let bigClosure: string[];
+
+  const logins = (host: LabHostStatus) => (readFileSync(host.sshdLog, 'utf8').match(/Accepted publickey/gu) ?? []).length;
+  const settle = () => new Promise((resolve) => setTimeout(resolve, 300));
+
+  async function nixBuild(expression: string): Promise<string> {
+    const { stdout } = await run('nix-build', ['--no-out-link', '-E', expression], { env: nixEnv, maxBuffer: 1 << 24 });
+    return stdout.trim();
+  }
+  async function closureOf(path: string): Promise<string[]> {
+    return (await queryClosurePathInfos([path], { env: nixEnv })).map((info) => info.path);
+  }
+  async function forget(host: LabHostStatus, paths: readonly string[]): Promise<void> {
+    const result = await labExec(host.name, ['nix-store', '--delete', ...paths], { instance });
+    expect(result.exitCode, result.stderr).toBe(0);
+  }
+  async function validOn(host: LabHostStatus, paths: readonly string[]): Promise<boolean[]> {
+    const out: boolean[] = [];
+    for (const path of paths) out.push((await labExec(host.name, ['nix-store', '--check-validity', path], { instance })).exitCode === 0);
+    return out;
+  }
+  async function connect(target: string): Promise<SshSession> {
+    return connectSsh(target, { sshConfigFile: lab.sshConfig, agent: false }, createBaseContext());
+  }
+  /** One `pideploy copy`-like run: connect, copy, close; returns the result, events and logins. */
+  async function copyOnce(host: LabHostStatus, target: string, input: Omit<CopyClosureInput, 'session' | 'host'>) {
+    const before = logins(host);
+    const reporter = createCollectingReporter();
+    try {
+      await using session = await connect(target);
+      const result = await copyClosure({ host: host.name, session, localNixEnv: nixEnv, ...input }, createBaseContext({ reporter }));
+      return { result, events: reporter.events, logins: async () => (await settle(), logins(host) - before) };
+    } catch (error) {
+      (error as { events?: DeployEvent[] }).events = reporter.events;
+      throw error;
+    }
+  }
+
+  beforeAll(async () => {
+    await labUp({ instance, hosts: 3, hostSettings: { pi2: { trusted: false }, pi3: { storeSizeMiB: 48 } } });
+    lab = await labStatus({ instance });
+    [pi1, pi2, pi3] = ['pi1', 'pi2', 'pi3'].map((name) => lab.hosts.find((host) => host.name === name) as LabHostStatus) as [LabHostStatus, LabHostStatus, LabHostStatus];
+    nixEnv = { ...process.env, ...lab.env };
+    const salt = `${Date.now()}`;
+    small = await nixBuild(`let leaf = i: builtins.derivation { name = "transport-lab-leaf-\${toString i}"; system = "x86_64-linux"; builder = "/bin/sh"; salt = "${salt}"; args = ["-c" "echo leaf \${toString i} > $out"]; };
+      in builtins.derivation { name = "transport-lab-small"; system = "x86_64-linux"; builder = "/bin/sh"; PATH = "/usr/bin:/bin"; leaves = map leaf (builtins.genList (i: i) 30);
+           args = ["-c" "echo $leaves > $out"]; }`);
+    big = await nixBuild(`let dep = builtins.derivation { name = "transport-lab-big-dep"; system = "x86_64-linux"; builder = "/bin/sh"; salt = "${salt}"; args = ["-c" "echo dep > $out"]; };
+      in builtins.derivation { name = "transport-lab-big"; system = "x86_64-linux"; builder = "/bin/sh"; PATH = "/usr/bin:/bin"; inherit dep;
+           args = ["-c" "mkdir $out; echo $dep > $out/dep; head -c 67108864 /dev/urandom > $out/blob"]; }`);
+    smallClosure = await closureOf(small);
+    bigClosure = await closureOf(big);
+  });
+
+  afterAll(async () => {
+    if (instance !== 0 || process.env['CI'] !== undefined) await labDown({ instance });
+  });
+
+  it('trusted deploy user: copies directly with 1 login; a re-run sends no NAR bytes', async () => {
+    await forget(pi1, smallClosure);
+    const first = await copyOnce(pi1, 'pi1', { paths: [small] });
+    expect(first.result.pathsSent).toHaveLength(31);
+    expect(first.result.pathsSent.at(-1)).toBe(small);
+    expect(first.events.find((event) => event.type === 'copy-plan')).toMatchObject({ pathsToSend: 31, pathsPresent: 0 });
+    expect(await first.logins()).toBe(1);
+    expect(await validOn(pi1, smallClosure)).toEqual(smallClosure.map(() => true));
+    const verify = await labExec('pi1', ['nix-store', '--verify-path', ...smallClosure], { instance });
+    expect(verify.exitCode, verify.stderr).toBe(0);
+
+    const again = await copyOnce(pi1, 'pi1', { paths: [small] });
+    expect(again.result).toMatchObject({ pathsSent: [], bytesSent: 0 });
+    expect(again.result.pathsPresent).toHaveLength(31);
+    expect(again.events.filter((event) => event.type === 'copy-progress')).toEqual([]);
+    expect(await again.logins()).toBe(1);
+  });
+
+  it('untrusted deploy user: nix-copy-closure fails ("lacks a valid signature"), pideploy through sudo succeeds with 1 login', async () => {
+    await forget(pi2, smallClosure);
+    const peer = await run('nix-copy-closure', ['--to', 'deploy@pi2', small], { env: { ...nixEnv, NIX_SSHOPTS: `-F ${lab.sshConfig}` } }).then(
+      () => '',
+      (error: { stderr?: string }) => error.stderr ?? 'failed',
+    );
+    expect(peer).toMatch(/lacks a valid signature/u);
+
+    // Without sudo, pideploy fails the same way, with a hint, and registers nothing half-sent.
+    await expect(copyOnce(pi2, 'pi2', { paths: [small] })).rejects.toMatchObject({
+      code: 'PIDEPLOY_COPY_UNTRUSTED_USER',
+      hint: expect.stringContaining('sudo password'),
+    });
+
+    const viaSudo = await copyOnce(pi2, 'pi2', { paths: [small], access: { mode: 'sudo', password: LAB_SUDO_PASSWORD } });
+    expect(viaSudo.result.pathsSent.length + viaSudo.result.pathsPresent.length).toBe(31);
+    expect(await viaSudo.logins()).toBe(1);
+    expect(await validOn(pi2, smallClosure)).toEqual(smallClosure.map(() => true));
+    const again = await copyOnce(pi2, 'pi2', { paths: [small], access: { mode: 'sudo', password: LAB_SUDO_PASSWORD } });
+    expect(again.result.bytesSent).toBe(0);
+  });
+
+  it('a wrong sudo password fails before anything is sent', async () => {
+    await forget(pi2, smallClosure);
+    const failure = await copyOnce(pi2, 'pi2', { paths: [small], access: { mode: 'sudo', password: 'not-the-password' } }).catch((error: unknown) => error);
+    expect(PideployError.isInstance(failure)).toBe(true);
+    expect(failure).toMatchObject({ code: 'PIDEPLOY_SUDO_WRONG_PASSWORD', message: expect.stringContaining('nothing was copied') });
+    expect(JSON.stringify(failure)).not.toContain('not-the-password');
+    expect(((failure as { events: DeployEvent[] }).events ?? []).filter((event) => event.type === 'copy-progress')).toEqual([]);
+    expect(await validOn(pi2, smallClosure)).toEqual(smallClosure.map(() => false));
+  });
+
+  it('root login: copies directly', async () => {
+    await forget(pi2, smallClosure);
+    const asRoot = await copyOnce(pi2, 'root@pi2', { paths: [small] });
+    expect(asRoot.result.pathsSent).toHaveLength(31);
+    expect(await asRoot.logins()).toBe(1);
+    expect(await validOn(pi2, [small])).toEqual([true]);
+  });
+
+  it('an SSH connection cut mid-transfer leaves the target consistent; the re-run sends only what is missing', async () => {
+    await forget(pi1, bigClosure);
+    const before = logins(pi1);
+    let cut = false;
+    const reporter = {
+      emit(event: DeployEvent) {
+        if (!cut && event.type === 'copy-progress' && event.bytesSent > 16 * 1024 * 1024) {
+          cut = true;
+          void labCutSshSessions('pi1', { instance });
+        }
+      },
+    };
+    const session = await connect('pi1');
+    const failure = await copyClosure({ host: 'pi1', session, paths: [big], localNixEnv: nixEnv }, createBaseContext({ reporter })).catch((error: unknown) => error);
+    await session[Symbol.asyncDispose]();
+    expect(cut).toBe(true);
+    expect(failure).toMatchObject({ code: 'PIDEPLOY_COPY_CONNECTION_LOST', isRetryable: true, hint: expect.stringContaining('sends only what is still missing') });
+    expect((failure as Error).message).toContain(big);
+    const dep = bigClosure.find((path) => path !== big) as string;
+    expect(await validOn(pi1, [dep, big])).toEqual([true, false]);
+    const verify = await labExec('pi1', ['nix-store', '--verify'], { instance });
+    expect(verify.exitCode, verify.stderr).toBe(0);
+    expect(verify.stderr).not.toMatch(/invalid|corrupt|error/iu);
+
+    const rerun = await copyOnce(pi1, 'pi1', { paths: [big] });
+    expect(rerun.result.pathsSent).toEqual([big]);
+    expect(rerun.result.pathsPresent).toEqual([dep]);
+    expect(await validOn(pi1, [dep, big])).toEqual([true, true]);
+    expect(logins(pi1) - before).toBe(2);
+  });
+
+  it('a full target store fails with one line + hint and registers nothing half-copied', async () => {
+    await forget(pi3, bigClosure);
+    const failure = await copyOnce(pi3, 'pi3', { paths: [big] }).catch((error: unknown) => error);
+    expect(failure).toMatchObject({ code: 'PIDEPLOY_TARGET_STORE_FULL', hint: expect.stringContaining('nix-collect-garbage') });
+    expect((failure as Error).message).not.toContain('\n');
+    expect(await validOn(pi3, [big])).toEqual([false]);
+    const verify = await labExec('pi3', ['nix-store', '--verify'], { instance });
+    expect(verify.exitCode, verify.stderr).toBe(0);
+  });
+});

@@ -1,0 +1,169 @@
+import type { Readable, Writable } from 'node:stream';
+import { PideployError } from '@pideploy/core';
+
+/**
+ * A running remote command with byte streams: what `SshSession.spawn` of `@pideploy/ssh`
+ * returns (structurally), and what tests get from a local `nix-store --serve`.
+ */
+export interface ServeProcess {
+  /** The command's stdin; ending it sends EOF. */
+  readonly stdin: Writable;
+  /** The command's stdout (protocol bytes only). */
+  readonly stdout: Readable;
+  /** The command's stderr (Nix and sudo messages). */
+  readonly stderr: Readable;
+  /** Settles when the command ends or the connection drops (exit code null). Never rejects. */
+  readonly exit: Promise<{ readonly exitCode: number | null; readonly signal: string | null }>;
+  /** Stops the command and closes its channel. */
+  kill(signal?: string): void;
+}
+
+/** Starts remote commands over one connection (an `SshSession` of `@pideploy/ssh` is one). */
+export interface RemoteSpawner {
+  /** Runs argv on the remote (quoted for its shell) and returns its streams. */
+  spawn(command: readonly string[], options?: { readonly signal?: AbortSignal | undefined }): Promise<ServeProcess>;
+}
+
+/**
+ * How the remote `nix-store --serve --write` gets write access to the store:
+ * - `direct`: the login user is root, or a Nix `trusted-users` member (paths need no signature);
+ * - `sudo`: run it as root through sudo (the login user need not be trusted and nothing needs
+ *   a signature: root opens the store itself). `password` undefined means NOPASSWD sudo.
+ */
+export type StoreAccess =
+  | { readonly mode: 'direct' }
+  | { readonly mode: 'sudo'; readonly password?: string | undefined };
+
+/** Options of {@link serveCommand}. */
+export interface ServeCommandOptions {
+  /** How to reach the store (default direct). */
+  readonly access?: StoreAccess | undefined;
+  /** The remote program (default `nix-store`, found through the remote PATH). */
+  readonly remoteProgram?: string | undefined;
+  /** `--store` for the remote nix-store (tests: a chroot store); default the system store. */
+  readonly remoteStore?: string | undefined;
+}
+
+/** The remote argv of the serve process and the bytes that must precede the protocol on stdin. */
+export interface ServeCommand {
+  /** Argv for the remote (the SSH layer quotes it). Never contains secrets. */
+  readonly argv: readonly string[];
+  /** What to write to stdin first (the sudo password line), or an empty buffer. Secret. */
+  readonly stdinPrefix: Buffer;
+}
+
+/**
+ * Builds the remote command: `nix-store --serve --write`, through `sudo -S -p ''` with the
+ * password as the first stdin line (sudo reads it byte by byte, so the protocol bytes that follow
+ * reach nix-store untouched), or through `sudo -n` for NOPASSWD.
+ * @throws PideployError `PIDEPLOY_USAGE` for a password containing a newline (sudo -S cannot take it).
+ */
+export function serveCommand(options: ServeCommandOptions = {}): ServeCommand {
+  const serve = [options.remoteProgram ?? 'nix-store', '--serve', '--write', ...(options.remoteStore === undefined ? [] : ['--store', options.remoteStore])];
+  const access = options.access ?? { mode: 'direct' };
+  if (access.mode === 'direct') return { argv: serve, stdinPrefix: Buffer.alloc(0) };
+  if (access.password === undefined) return { argv: ['sudo', '-n', '--', ...serve], stdinPrefix: Buffer.alloc(0) };
+  if (/[\r\n]/u.test(access.password)) {
+    throw new PideployError({
+      code: 'PIDEPLOY_USAGE',
+      message: 'the sudo password contains a line break, which sudo -S cannot read',
+      hint: 'a password file holds the password on its first line only',
+    });
+  }
+  return { argv: ['sudo', '-k', '-S', '-p', '', '--', ...serve], stdinPrefix: Buffer.from(`${access.password}\n`, 'utf8') };
+}
+
+/** What was going on when the serve process failed. */
+export type ServeFailurePhase = 'connect' | 'query' | 'send' | 'finish';
+
+/** Input of {@link classifyServeFailure}. */
+export interface ServeFailure {
+  /** Host name for the message. */
+  readonly host: string;
+  readonly phase: ServeFailurePhase;
+  /** The remote's stderr (tail). */
+  readonly stderr: string;
+  /** Exit code, null when the connection dropped or a signal ended it. */
+  readonly exitCode: number | null;
+  readonly access: StoreAccess;
+  /** The path being sent (phase `send`). */
+  readonly path?: string | undefined;
+  /** Paths completely copied before the failure. */
+  readonly pathsCopied?: number | undefined;
+  /** Paths the copy had to send. */
+  readonly pathsToSend?: number | undefined;
+}
+
+const RERUN_HINT = 'nothing half-copied is registered on the target; run the same command again and it sends only what is still missing';
+
+/** Sudo's answers to a wrong password (`sudo -S`). */
+export const SUDO_WRONG_PASSWORD = /Sorry, try again|incorrect password attempt|no password was provided/u;
+
+/** The last meaningful stderr line, without sudo's/nix's `error:` prefix noise. */
+function lastLine(stderr: string): string {
+  const lines = stderr
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line !== '');
+  return lines.at(-1) ?? '';
+}
+
+/**
+ * Turns the remote's stderr and exit into one PideployError with a hint: wrong sudo password,
+ * unsigned paths for an untrusted user, target store full, nix missing, connection cut. Pure.
+ */
+export function classifyServeFailure(failure: ServeFailure): PideployError {
+  const { host, stderr } = failure;
+  const progress =
+    failure.pathsToSend !== undefined ? ` (${failure.pathsCopied ?? 0} of ${failure.pathsToSend} paths copied)` : '';
+  const make = (code: string, message: string, hint: string, isRetryable = false) =>
+    new PideployError({
+      code,
+      message,
+      hint,
+      isRetryable,
+      commandFailure: { command: ['nix-store', '--serve', '--write'], exitCode: failure.exitCode ?? undefined, stderrTail: stderr },
+    });
+  if (SUDO_WRONG_PASSWORD.test(stderr)) {
+    return make('PIDEPLOY_SUDO_WRONG_PASSWORD', `sudo on ${host} rejected the password; nothing was copied`, 'check the sudo password of the login user on the target (--sudo-password-file / --sudo-password-stdin)');
+  }
+  if (/a password is required|a terminal is required/u.test(stderr)) {
+    return make('PIDEPLOY_SUDO_PASSWORD_REQUIRED', `sudo on ${host} needs a password; nothing was copied`, 'give it with --sudo-password-file FILE or --sudo-password-stdin');
+  }
+  if (/not in the sudoers|is not allowed to (?:execute|run sudo)|may not run sudo/u.test(stderr)) {
+    return make('PIDEPLOY_SUDO_NOT_ALLOWED', `the login user may not use sudo on ${host}; nothing was copied`, 'log in as root, or allow the user sudo (NixOS: users.users.<name>.extraGroups = [ "wheel" ])');
+  }
+  if (/lacks a valid signature/u.test(stderr)) {
+    return make(
+      'PIDEPLOY_COPY_UNTRUSTED_USER',
+      `${host} refused unsigned paths: the login user is not a trusted Nix user there${progress}`,
+      'give the sudo password (--sudo-password-file / --sudo-password-stdin) so pideploy imports as root, or add the user to nix.settings.trusted-users',
+    );
+  }
+  if (/No space left on device|disk quota exceeded/iu.test(stderr)) {
+    return make('PIDEPLOY_TARGET_STORE_FULL', `the Nix store on ${host} ran out of space${failure.path === undefined ? '' : ` while receiving ${failure.path}`}${progress}`, `free space on the target (sudo nix-collect-garbage -d) or grow its /nix; ${RERUN_HINT}`);
+  }
+  if (/hash mismatch importing path/u.test(stderr)) {
+    return make('PIDEPLOY_COPY_HASH_MISMATCH', `${host} rejected ${failure.path ?? 'a path'}: its contents do not match the local store's NAR hash`, 'the local store is damaged: run nix-store --verify --check-contents --repair here');
+  }
+  if (/(?:nix-store|sudo)(?:: command)? not found|No such file or directory.*nix-store/u.test(stderr)) {
+    return make('PIDEPLOY_REMOTE_NIX_MISSING', `nix-store is not on the PATH of non-interactive SSH sessions on ${host}`, 'install Nix on the target (it runs NixOS?), or make nix-store reachable through PATH');
+  }
+  if (/cannot connect to socket|daemon-socket/u.test(stderr)) {
+    return make('PIDEPLOY_REMOTE_NIX_DAEMON', `cannot reach the nix-daemon on ${host}: ${lastLine(stderr)}`, 'start the nix-daemon on the target, or copy as root (through sudo)', true);
+  }
+  if (failure.exitCode === null) {
+    return make(
+      'PIDEPLOY_COPY_CONNECTION_LOST',
+      `the SSH connection to ${host} was cut ${failure.phase === 'send' && failure.path !== undefined ? `while sending ${failure.path}` : `during the copy (${failure.phase})`}${progress}`,
+      RERUN_HINT,
+      true,
+    );
+  }
+  const detail = lastLine(stderr);
+  return make(
+    'PIDEPLOY_COPY_FAILED',
+    `nix-store --serve on ${host} failed (exit ${failure.exitCode}) during ${failure.phase}${progress}${detail === '' ? '' : `: ${detail}`}`,
+    failure.phase === 'connect' ? 'check that Nix is installed on the target and that the login user can use it' : RERUN_HINT,
+  );
+}
