@@ -12,3 +12,11 @@ export {
   type SudoMode,
 } from './config.js';
 export { selectHosts } from './select.js';
+export {
+  BUNDLE_ACTIVATE_SCRIPT,
+  deploy,
+  type DeployRequest,
+  type DeployResult,
+  type HostDeployResult,
+  type PhaseTiming,
+} from './deploy.js';

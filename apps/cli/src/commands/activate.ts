@@ -3,59 +3,15 @@ import path from 'node:path';
 import { activateSystem, diffSystem, formatClosureDiff, rollbackSystem, systemStatus, type ActivationTarget, type SystemStatus } from '@pideploy/activate';
 import { PideployError, type ActivationAction } from '@pideploy/core';
 import { loadConfig } from '@pideploy/sdk';
-import { readSudoPasswordFromFile, readSudoPasswordFromStdin, type CreateSudoOptions, type SudoPasswordRequest } from '@pideploy/ssh';
+import type { CreateSudoOptions } from '@pideploy/ssh';
 import type { CommandInvocation, CommandResult } from '../command.js';
+import { sudoOptions } from '../sudo-password.js';
 
 const ACTIONS: readonly ActivationAction[] = ['switch', 'boot', 'test', 'dry-activate'];
 
 function stringFlag(invocation: CommandInvocation, name: string): string | undefined {
   const value = invocation.flags[name];
   return typeof value === 'string' ? value : undefined;
-}
-
-/**
- * Asks for the sudo password on the terminal without echo. Only when stdin is a TTY; the
- * activation stage remembers the answer, so a run prompts at most once.
- */
-async function askOnTerminal(request: SudoPasswordRequest): Promise<string | undefined> {
-  const input = process.stdin;
-  if (input.isTTY !== true) return undefined;
-  process.stderr.write(`[sudo] password for ${request.user}@${request.host}: `);
-  return new Promise((resolve) => {
-    let answer = '';
-    input.setRawMode(true);
-    input.resume();
-    const onData = (chunk: Buffer) => {
-      for (const character of chunk.toString('utf8')) {
-        if (character === '\r' || character === '\n' || character === '\u0004') {
-          finish(answer);
-          return;
-        }
-        if (character === '\u0003') {
-          finish(undefined);
-          return;
-        }
-        if (character === '\u007f') answer = answer.slice(0, -1);
-        else answer += character;
-      }
-    };
-    const finish = (value: string | undefined) => {
-      input.off('data', onData);
-      input.setRawMode(false);
-      input.pause();
-      process.stderr.write('\n');
-      resolve(value);
-    };
-    input.on('data', onData);
-  });
-}
-
-/** Sudo options from `--sudo-password-file F` / `--sudo-password-stdin`, else a TTY prompt. */
-async function sudoOptions(invocation: CommandInvocation): Promise<CreateSudoOptions> {
-  const file = stringFlag(invocation, 'sudo-password-file');
-  if (file !== undefined) return { password: await readSudoPasswordFromFile(path.resolve(invocation.io.cwd, file)) };
-  if (invocation.flags['sudo-password-stdin'] === true) return { password: await readSudoPasswordFromStdin(process.stdin) };
-  return { passwordProvider: askOnTerminal };
 }
 
 /** Resolves a host argument: a pideploy.json host name (its target, ssh_config), else an SSH target as is. */

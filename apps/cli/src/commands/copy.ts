@@ -1,0 +1,87 @@
+import path from 'node:path';
+import { PideployError } from '@pideploy/core';
+import { connectSsh, readSudoPasswordFromFile, readSudoPasswordFromStdin } from '@pideploy/ssh';
+import { copyClosure, describeCopyPlan, formatBytes, type CopyClosureResult, type StoreAccess } from '@pideploy/transport';
+import type { CommandInvocation, CommandResult } from '../command.js';
+
+function stringFlag(invocation: CommandInvocation, name: string): string | undefined {
+  const value = invocation.flags[name];
+  return typeof value === 'string' ? value : undefined;
+}
+
+function stringFlags(invocation: CommandInvocation, name: string): string[] {
+  const value = invocation.flags[name];
+  if (value === undefined) return [];
+  return (Array.isArray(value) ? value : [value]).filter((item): item is string => typeof item === 'string');
+}
+
+/** The password given for automation, or undefined (read once for all hosts; never logged). */
+async function sudoPasswordOf(invocation: CommandInvocation): Promise<string | undefined> {
+  const file = stringFlag(invocation, 'sudo-password-file');
+  const fromStdin = invocation.flags['sudo-password-stdin'] === true;
+  if (file !== undefined && fromStdin) {
+    throw new PideployError({ code: 'PIDEPLOY_USAGE', message: '--sudo-password-file and --sudo-password-stdin exclude each other', hint: 'give the password one way' });
+  }
+  if (file !== undefined) return readSudoPasswordFromFile(path.resolve(invocation.io.cwd, file));
+  if (fromStdin) return readSudoPasswordFromStdin(process.stdin);
+  return undefined;
+}
+
+/**
+ * `pideploy copy <host…> --path P [--ssh-config FILE] [--sudo-password-file F | --sudo-password-stdin]`:
+ * copies the closure of P to each host over one SSH connection per host, through sudo when a
+ * password is given (or the host has NOPASSWD sudo).
+ */
+export async function copyCommand(invocation: CommandInvocation): Promise<CommandResult> {
+  const hosts = invocation.positionals;
+  const paths = stringFlags(invocation, 'path');
+  if (hosts.length === 0) {
+    throw new PideployError({ code: 'PIDEPLOY_USAGE', message: 'copy needs at least one host', hint: 'pideploy copy deploy@pi.local --path ./result' });
+  }
+  if (paths.length === 0) {
+    throw new PideployError({
+      code: 'PIDEPLOY_USAGE',
+      message: 'nothing to copy: give the store path with --path (reading the built bundle from pideploy.json is not wired yet)',
+      hint: 'pideploy copy deploy@pi.local --path ./result',
+    });
+  }
+  const sshConfigFile = stringFlag(invocation, 'ssh-config');
+  const password = await sudoPasswordOf(invocation);
+  const results: CopyClosureResult[] = [];
+  for (const host of hosts) {
+    await using session = await connectSsh(
+      host,
+      {
+        sshConfigFile: sshConfigFile === undefined ? undefined : path.resolve(invocation.io.cwd, sshConfigFile),
+        acceptNewHostKey: invocation.flags['accept-new-host-key'] === true,
+        signal: invocation.context.signal,
+      },
+      invocation.context,
+    );
+    let access: StoreAccess = { mode: 'direct' };
+    if (password !== undefined) {
+      // Finds root login / NOPASSWD / password and checks the password before anything is sent.
+      const sudo = await session.sudo({ password, signal: invocation.context.signal });
+      access = sudo.mode === 'root' ? { mode: 'direct' } : sudo.mode === 'nopasswd' ? { mode: 'sudo' } : { mode: 'sudo', password };
+    }
+    const result = await copyClosure(
+      {
+        host,
+        session,
+        paths: paths.map((item) => (item.startsWith('/') ? item : path.resolve(invocation.io.cwd, item))),
+        access,
+        substituteOnDestination: invocation.flags['substitute-on-destination'] === true,
+      },
+      invocation.context,
+    );
+    results.push(result);
+  }
+  const text = results
+    .map(
+      (result) =>
+        `${result.host}: ${describeCopyPlan({ toSend: result.pathsSent, present: result.pathsPresent, bytesToSend: result.bytesSent })}; ` +
+        `sent ${formatBytes(result.bytesSent)} in ${(result.durationMs / 1000).toFixed(1)} s`,
+    )
+    .join('\n');
+  return { value: { version: 1, copies: results }, text };
+}

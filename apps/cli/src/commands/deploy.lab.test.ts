@@ -1,0 +1,87 @@
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { LAB_SUDO_PASSWORD, labDown, labExec, labUp, type LabStatus } from '@pideploy/lab';
+import { describeLab } from '@pideploy/lab/testing';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+
+const execFileAsync = promisify(execFile);
+const bin = fileURLToPath(new URL('../../dist/bin.js', import.meta.url));
+
+async function pideploy(args: readonly string[], cwd: string, env: NodeJS.ProcessEnv): Promise<{ stdout: string; stderr: string; code: number }> {
+  try {
+    const { stdout, stderr } = await execFileAsync(process.execPath, [bin, ...args], { cwd, env, maxBuffer: 16 << 20 });
+    return { stdout, stderr, code: 0 };
+  } catch (error) {
+    const failure = error as { stdout: string; stderr: string; code: number };
+    return { stdout: failure.stdout, stderr: failure.stderr, code: failure.code };
+  }
+}
+
+function logins(sshdLog: string): number {
+  return readFileSync(sshdLog, 'utf8').split('\n').filter((line) => line.includes('Accepted publickey')).length;
+}
+
+describeLab('pideploy deploy end to end (lab: trusted, untrusted and NOPASSWD hosts)', () => {
+  let status: LabStatus;
+  let project: string;
+  let env: NodeJS.ProcessEnv;
+  let passwordFile: string;
+  beforeAll(async () => {
+    status = await labUp({ hosts: 3, hostSettings: { pi2: { trusted: false }, pi3: { sudo: 'nopasswd' } } });
+    env = { ...process.env, ...status.env };
+    const workDir = await mkdtemp(path.join(os.tmpdir(), 'pideploy-deploy-'));
+    project = path.join(workDir, 'fleet');
+    const init = await pideploy(['init', project, '--lab'], workDir, process.env);
+    expect(init.code).toBe(0);
+    passwordFile = path.join(workDir, 'sudo-password');
+    await writeFile(passwordFile, `${LAB_SUDO_PASSWORD}\n`, { mode: 0o600 });
+  });
+  afterAll(async () => {
+    await labDown();
+  });
+
+  it('deploys three hosts in parallel with one password, then a redeploy is a no-op', async () => {
+    const loginsBefore = status.hosts.map((host) => logins(host.sshdLog));
+    const first = await pideploy(['deploy', '--parallel', '3', '--sudo-password-file', passwordFile, '--json'], project, env);
+    const lines = first.stdout.trim().split('\n').map((line) => JSON.parse(line) as { event?: { type: string }; result?: { ok: boolean; results: { host: string; ok: boolean; toplevel: string; bundle: string; activation: { outcome: string } }[] } });
+    const result = lines.at(-1)?.result;
+    expect(first.stderr).not.toContain('pideploy:');
+    expect(first.code).toBe(0);
+    expect(result?.results.map((host) => [host.host, host.ok, host.activation.outcome])).toEqual([
+      ['pi1', true, 'confirmed'],
+      ['pi2', true, 'confirmed'],
+      ['pi3', true, 'confirmed'],
+    ]);
+    expect(lines.some((line) => line.event?.type === 'copy-plan')).toBe(true);
+    for (const host of result?.results ?? []) {
+      expect((await labExec(host.host, ['readlink', '/run/current-system'])).stdout.trim()).toBe(host.toplevel);
+      expect((await labExec(host.host, ['readlink', '-f', '/etc/nixos/current-configuration'])).stdout.trim()).toBe(host.bundle);
+    }
+    // One login for build+copy+activate, one more for the magic-rollback confirmation.
+    expect(status.hosts.map((host, index) => logins(host.sshdLog) - (loginsBefore[index] ?? 0))).toEqual([2, 2, 2]);
+
+    const again = await pideploy(['deploy', 'pi1', '--sudo-password-file', passwordFile, '--json'], project, env);
+    const noop = (JSON.parse(again.stdout.trim().split('\n').at(-1) ?? '{}') as { result: { results: { activation: { outcome: string }; copy: { pathsSent: string[]; bytesSent: number } }[] } }).result.results[0];
+    expect(noop?.activation.outcome).toBe('skipped');
+    expect(noop?.copy.pathsSent).toEqual([]);
+    expect(noop?.copy.bytesSent).toBe(0);
+  });
+
+  it('keeps going when one host fails and reports it in the summary (exit 1)', async () => {
+    const configFile = path.join(project, 'pideploy.json');
+    const config = JSON.parse(readFileSync(configFile, 'utf8')) as { hosts: Record<string, unknown> };
+    await writeFile(path.join(project, 'broken.nix'), '{ ... }: { networking.hostNmae = "typo"; }\n');
+    config.hosts['broken'] = { ...(config.hosts['pi2'] as object), configuration: './broken.nix', tags: ['bad'] };
+    await writeFile(configFile, `${JSON.stringify(config, null, 2)}\n`);
+    const run = await pideploy(['deploy', 'pi1', 'broken', '--sudo-password-file', passwordFile], project, env);
+    expect(run.code).toBe(1);
+    expect(run.stdout).toMatch(/^pi1 +skipped/mu);
+    expect(run.stdout).toMatch(/^broken +FAILED/mu);
+    expect(run.stdout).toContain('hostNmae');
+  });
+});

@@ -1,0 +1,70 @@
+import { PideployError, type ActivationAction } from '@pideploy/core';
+import { deploy, loadConfig, selectHosts, type DeployResult } from '@pideploy/sdk';
+import type { CommandInvocation, CommandResult } from '../command.js';
+import { formatDuration } from '../render.js';
+import { sudoPasswordProvider } from '../sudo-password.js';
+
+const ACTIONS: readonly ActivationAction[] = ['switch', 'boot', 'test', 'dry-activate'];
+
+function stringFlag(invocation: CommandInvocation, name: string): string | undefined {
+  const value = invocation.flags[name];
+  return typeof value === 'string' ? value : undefined;
+}
+
+function positiveInteger(text: string | undefined, flag: string): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^[1-9][0-9]*$/u.test(text)) {
+    throw new PideployError({ code: 'PIDEPLOY_USAGE', message: `${flag} takes a whole number above 0, not "${text}"`, hint: `for example ${flag} 5` });
+  }
+  return Number(text);
+}
+
+/** The per-host summary table printed at the end of a deploy (pure). */
+export function describeDeployResult(result: DeployResult): string {
+  const phaseNames = ['connect', 'build', 'bundle', 'diff', 'copy', 'activate'] as const;
+  const header = `${'host'.padEnd(10)} ${'result'.padEnd(10)} ${phaseNames.map((phase) => phase.padStart(8)).join(' ')}`;
+  const rows = result.results.map((host) => {
+    const timings = phaseNames.map((phase) => {
+      const timing = host.phases.find((item) => item.phase === phase);
+      return (timing === undefined ? '-' : formatDuration(timing.durationMs)).padStart(8);
+    });
+    const outcome = host.ok ? (host.activation?.outcome ?? (host.copy === undefined ? 'dry-run' : 'copied')) : 'FAILED';
+    return `${host.host.padEnd(10)} ${outcome.padEnd(10)} ${timings.join(' ')}`;
+  });
+  const failures = result.results
+    .filter((host) => !host.ok && host.error !== undefined)
+    .map((host) => `${host.host}: ${host.error?.message}${host.error?.hint === undefined ? '' : `\n  hint: ${host.error.hint}`}`);
+  return [header, ...rows, ...failures].join('\n');
+}
+
+/**
+ * `pideploy deploy [host…|--on @tag] [--action A] [--parallel N] [--confirm-timeout S]
+ * [--no-rollback] [--dry-run] [--force]`: build, bundle, diff, copy and activate every selected
+ * host, asking the sudo password once per login user before the slow work.
+ */
+export async function deployCommand(invocation: CommandInvocation): Promise<CommandResult> {
+  const action = (stringFlag(invocation, 'action') ?? 'switch') as ActivationAction;
+  if (!ACTIONS.includes(action)) {
+    throw new PideployError({ code: 'PIDEPLOY_USAGE', message: `--action must be one of ${ACTIONS.join(', ')}, not "${action}"`, hint: 'pideploy deploy pi1 --action test' });
+  }
+  const config = await loadConfig({ cwd: invocation.io.cwd, configFile: invocation.global.config });
+  const on = invocation.flags['on'];
+  const selectors = [...invocation.positionals, ...(Array.isArray(on) ? on.map(String) : typeof on === 'string' ? [on] : [])];
+  const hosts = selectHosts(config, selectors);
+  const result = await deploy(
+    {
+      config,
+      hosts,
+      action,
+      rollback: invocation.flags['no-rollback'] === true ? false : undefined,
+      confirmTimeoutSeconds: positiveInteger(stringFlag(invocation, 'confirm-timeout'), '--confirm-timeout'),
+      parallel: positiveInteger(stringFlag(invocation, 'parallel'), '--parallel'),
+      force: invocation.flags['force'] === true,
+      dryRun: invocation.flags['dry-run'] === true,
+      sudoPasswordProvider: await sudoPasswordProvider(invocation),
+      env: invocation.io.env,
+    },
+    invocation.context,
+  );
+  return { value: result, text: describeDeployResult(result), exitCode: result.ok ? 0 : 1 };
+}
