@@ -40,10 +40,10 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     path: ['lab', 'down'],
-    usage: 'lab down',
+    usage: 'lab down [--purge]',
     summary: 'stop every lab host and remove all the lab made',
     example: 'pideploy lab down',
-    flags: { ...labDirFlag },
+    flags: { ...labDirFlag, purge: { type: 'boolean', description: 'also remove the download cache (/var/cache/pideploy-lab)' } },
     load: async () => (await import('./commands/lab.js')).labDownCommand,
   },
   {

@@ -19,11 +19,14 @@ describeLab('aarch64 under qemu: static busybox from Debian, qemu-aarch64 binfmt
   let layout: LabLayout;
   let busybox: Aarch64Busybox;
   let binfmt: QemuAarch64BinfmtRecord;
+  let cacheDir: string;
 
   beforeAll(async () => {
     layout = labLayout(await mkdtemp(path.join(os.tmpdir(), 'pideploy-aarch64-test-')));
+    // An empty cache of its own, so this test really downloads from the Debian mirror.
+    cacheDir = path.join(layout.root, 'cache');
     binfmt = await ensureQemuAarch64Binfmt();
-    busybox = await ensureAarch64Busybox(layout);
+    busybox = await ensureAarch64Busybox(layout, { cacheDir });
   });
 
   afterAll(async () => {
@@ -51,8 +54,14 @@ describeLab('aarch64 under qemu: static busybox from Debian, qemu-aarch64 binfmt
   });
 
   it('is idempotent: a second call fetches nothing, and a second registration changes nothing', async () => {
-    const again = await ensureAarch64Busybox(layout);
+    const again = await ensureAarch64Busybox(layout, { cacheDir });
     expect(again.fetched).toBe(false);
+    // A new lab (after `lab down`) gets it from the machine-wide cache, without the mirror.
+    const freshLayout = labLayout(path.join(layout.root, 'second-lab'));
+    const fromCache = await ensureAarch64Busybox(freshLayout, { cacheDir });
+    expect(fromCache.fetched).toBe(false);
+    expect((await runCommand([fromCache.busybox, 'uname', '-m'])).stdout).toBe('aarch64\n');
+    expect(existsSync(freshLayout.aptDir)).toBe(false);
     expect(existsSync(layout.aptDir)).toBe(false);
     const secondRecord = await ensureQemuAarch64Binfmt();
     expect(secondRecord).toEqual({ registeredByLab: false, mountedByLab: false });

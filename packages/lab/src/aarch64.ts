@@ -21,7 +21,12 @@ const ELF_MACHINE_AARCH64 = 0xb7;
 export interface EnsureAarch64BusyboxOptions {
   /** Cancels the apt download. */
   readonly signal?: AbortSignal | undefined;
+  /** Machine-wide cache kept across `lab down` (default `$PIDEPLOY_LAB_CACHE_DIR` or {@link DEFAULT_LAB_CACHE_DIR}). */
+  readonly cacheDir?: string | undefined;
 }
+
+/** Where the lab keeps what it downloaded (the arm64 busybox) across `lab down`/`lab up`. */
+export const DEFAULT_LAB_CACHE_DIR = '/var/cache/pideploy-lab';
 
 /** The static aarch64 busybox the lab builds with (a directory, because busybox dispatches on argv[0]). */
 export interface Aarch64Busybox {
@@ -200,6 +205,45 @@ export async function ensureAarch64Busybox(layout: LabLayout, options: EnsureAar
     await ensureShellLink(directory);
     return { directory, busybox, fetched: false };
   }
+  // A machine-wide cache outside the lab directory: `lab down` + `lab up` (every test run does
+  // that) then needs no mirror round trip, which is both faster and not at the mercy of the mirror.
+  const cacheDir = options.cacheDir ?? process.env['PIDEPLOY_LAB_CACHE_DIR'] ?? DEFAULT_LAB_CACHE_DIR;
+  const cached = path.join(cacheDir, 'aarch64-busybox', 'busybox');
+  if (await isUsableBusybox(cached)) {
+    await installBusybox(cached, directory);
+    return { directory, busybox, fetched: false };
+  }
+  let lastError: unknown;
+  for (let attempt = 1; attempt <= 3; attempt += 1) {
+    try {
+      const fetched = await downloadAarch64Busybox(layout, options);
+      await installBusybox(fetched.busybox, path.dirname(cached)).catch(() => undefined);
+      return fetched;
+    } catch (error) {
+      lastError = error;
+      if (options.signal?.aborted === true || attempt === 3) break;
+      // Mirrors fail transiently ("Some index files failed to download"): wait and try again.
+      await new Promise((resolve) => setTimeout(resolve, attempt * 2000));
+    }
+  }
+  throw lastError;
+}
+
+/** Copies a usable busybox into `directory` (atomically) with its `sh` link. */
+async function installBusybox(source: string, directory: string): Promise<void> {
+  await mkdir(directory, { recursive: true });
+  const target = path.join(directory, 'busybox');
+  const partial = `${target}.partial`;
+  await copyFile(source, partial);
+  await chmod(partial, 0o755);
+  await rename(partial, target);
+  await ensureShellLink(directory);
+}
+
+/** Fetches busybox-static:arm64 with a private apt state (one attempt). */
+async function downloadAarch64Busybox(layout: LabLayout, options: EnsureAarch64BusyboxOptions): Promise<Aarch64Busybox> {
+  const directory = layout.aarch64BusyboxDir;
+  const busybox = path.join(directory, 'busybox');
   const aptDir = layout.aptDir;
   const listsDir = path.join(aptDir, 'lists');
   const cacheDir = path.join(aptDir, 'cache');

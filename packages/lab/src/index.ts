@@ -42,6 +42,7 @@ export {
 export {
   AARCH64_BUSYBOX_PACKAGE,
   BINFMT_MISC_DIR,
+  DEFAULT_LAB_CACHE_DIR,
   QEMU_AARCH64_BINFMT_CONF,
   ensureAarch64Busybox,
   ensureQemuAarch64Binfmt,

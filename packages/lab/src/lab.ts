@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm, rmdir, writeFile } from 'node:fs
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PideployError, createBaseContext, type PideployContext } from '@pideploy/core';
-import { ensureAarch64Busybox, ensureQemuAarch64Binfmt, removeQemuAarch64Binfmt } from './aarch64.js';
+import { DEFAULT_LAB_CACHE_DIR, ensureAarch64Busybox, ensureQemuAarch64Binfmt, removeQemuAarch64Binfmt } from './aarch64.js';
 import { createFixtureRepository } from './git-repo.js';
 import {
   LAB_DEPLOY_USER,
@@ -443,10 +443,11 @@ export async function labStatus(options: LabOptions = {}): Promise<LabStatus> {
 
 /**
  * Stops every lab host and the archive server (only processes the lab started), removes the
- * network namespaces, the binfmt entry if the lab registered it, and the lab directory.
+ * network namespaces, the binfmt entry if the lab registered it, and the lab directory. The
+ * download cache (the arm64 busybox, /var/cache/pideploy-lab) stays unless `purge` is set.
  * Idempotent: a second run does nothing.
  */
-export async function labDown(options: LabOptions = {}, context: PideployContext = createBaseContext()): Promise<void> {
+export async function labDown(options: LabOptions & { readonly purge?: boolean | undefined } = {}, context: PideployContext = createBaseContext()): Promise<void> {
   assertRoot('down');
   const resolved = resolveLab(options);
   const layout = resolved.layout;
@@ -472,6 +473,8 @@ export async function labDown(options: LabOptions = {}, context: PideployContext
   if (state !== undefined && !otherLabsRunning) await removeQemuAarch64Binfmt(state.binfmt);
   await rm(layout.root, { recursive: true, force: true });
   if (state?.createdNixMountPoint === true && !otherLabsRunning) await rmdir('/nix').catch(() => undefined);
+  // The download cache survives `down` on purpose (no mirror round trip on the next `up`); --purge removes it.
+  if (options.purge === true) await rm(process.env['PIDEPLOY_LAB_CACHE_DIR'] ?? DEFAULT_LAB_CACHE_DIR, { recursive: true, force: true });
 }
 
 /**

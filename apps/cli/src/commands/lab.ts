@@ -48,7 +48,7 @@ export async function labUpCommand(invocation: CommandInvocation): Promise<Comma
 
 /** `pideploy lab down` */
 export async function labDownCommand(invocation: CommandInvocation): Promise<CommandResult> {
-  await labDown({ labDir: labDirOf(invocation) }, invocation.context);
+  await labDown({ labDir: labDirOf(invocation), purge: invocation.flags['purge'] === true }, invocation.context);
   return { value: { down: true }, text: 'lab is down; everything it made is removed' };
 }
 
