@@ -20,3 +20,11 @@ export {
   type HostDeployResult,
   type PhaseTiming,
 } from './deploy.js';
+export { createBaseContext as createContext, type BaseContextOptions as CreateContextOptions, type PideployContext } from '@pideploy/core';
+// Every stage as a namespace, for custom pipelines (or import the stage packages directly).
+export * as activate from '@pideploy/activate';
+export * as build from '@pideploy/build';
+export * as bundle from '@pideploy/bundle';
+export * as pin from '@pideploy/pin';
+export * as ssh from '@pideploy/ssh';
+export * as transport from '@pideploy/transport';
