@@ -2,6 +2,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { PIDEPLOY_VERSION, PideployError, createBaseContext, toPideployError } from '@pideploy/core';
 import type { CommandSpec, FlagSpec, GlobalFlags } from './command.js';
 import { COMMANDS } from './commands.js';
+import { completionWords, renderCompletionScript } from './completion.js';
 import { ExitCode, type CliIo } from './io.js';
 import { createRenderer } from './render.js';
 
@@ -21,6 +22,22 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   if (argv[0] === '--version' || argv[0] === '-V') {
     io.stdout.write(`${PIDEPLOY_VERSION}\n`);
     return ExitCode.ok;
+  }
+  if (argv[0] === '__complete') {
+    // Asked by the shell completion scripts: one candidate per line for the words typed so far.
+    const typed = argv.slice(1).filter((word) => !word.startsWith('-'));
+    io.stdout.write(completionWords(COMMANDS, typed, Object.keys(GLOBAL_FLAGS)).map((word) => `${word}\n`).join(''));
+    return ExitCode.ok;
+  }
+  if (argv[0] === 'completion') {
+    const shell = argv[1] ?? '';
+    try {
+      io.stdout.write(renderCompletionScript(shell));
+      return ExitCode.ok;
+    } catch (error) {
+      createRenderer(io, { json: false, verbose: false }).failure(toPideployError(error), false);
+      return ExitCode.usage;
+    }
   }
   const json = argv.includes('--json');
   const verbose = argv.includes('--verbose') || argv.includes('-v');
@@ -134,6 +151,8 @@ ${lines}
 Global options:
 ${formatFlags(GLOBAL_FLAGS)}
       --version              print the version
+
+Shell completion: source <(pideploy completion bash|zsh), or pideploy completion fish
 
 Example:
   $ ${shown[0]?.example ?? 'pideploy lab up'}

@@ -1,0 +1,55 @@
+import { PideployError } from '@pideploy/core';
+import type { CommandSpec } from './command.js';
+
+/** Shells `pideploy completion` writes scripts for. */
+export const COMPLETION_SHELLS = ['bash', 'zsh', 'fish'] as const;
+
+/** Words that may follow `prefix` (subcommands, then the command's flags). Pure. */
+export function completionWords(commands: readonly CommandSpec[], prefix: readonly string[], globalFlags: readonly string[]): string[] {
+  const exact = commands.find((command) => command.path.length <= prefix.length && command.path.every((word, index) => prefix[index] === word));
+  if (exact !== undefined) return [...Object.keys(exact.flags).map((flag) => `--${flag}`), ...globalFlags.map((flag) => `--${flag}`)];
+  const next = new Set<string>();
+  for (const command of commands) {
+    if (prefix.every((word, index) => command.path[index] === word) && command.path.length > prefix.length) {
+      next.add(command.path[prefix.length] as string);
+    }
+  }
+  return [...next].sort();
+}
+
+/**
+ * The completion script for a shell. The scripts ask `pideploy __complete <words…>` for candidates,
+ * so they stay right as commands change.
+ */
+export function renderCompletionScript(shell: string): string {
+  switch (shell) {
+    case 'bash':
+      return `# pideploy completion for bash: source <(pideploy completion bash)
+_pideploy() {
+  local current=\${COMP_WORDS[COMP_CWORD]}
+  COMPREPLY=( $(compgen -W "$(pideploy __complete "\${COMP_WORDS[@]:1:COMP_CWORD-1}" 2>/dev/null)" -- "$current") )
+}
+complete -o default -F _pideploy pideploy
+`;
+    case 'zsh':
+      return `#compdef pideploy
+# pideploy completion for zsh: source <(pideploy completion zsh)
+_pideploy() {
+  local -a candidates
+  candidates=(\${(f)"$(pideploy __complete \${words[2,CURRENT-1]} 2>/dev/null)"})
+  _describe 'pideploy' candidates
+}
+compdef _pideploy pideploy
+`;
+    case 'fish':
+      return `# pideploy completion for fish: pideploy completion fish > ~/.config/fish/completions/pideploy.fish
+complete -c pideploy -f -a '(pideploy __complete (commandline -opc)[2..-1])'
+`;
+    default:
+      throw new PideployError({
+        code: 'PIDEPLOY_USAGE',
+        message: `no completion for shell "${shell}"`,
+        hint: `pick one of ${COMPLETION_SHELLS.join(', ')}: pideploy completion bash`,
+      });
+  }
+}
