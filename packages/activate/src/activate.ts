@@ -167,8 +167,9 @@ async function readState(session: SshSession, deployId: string, signal: AbortSig
   return parseActivationState(result.stdout);
 }
 
+/** The target of a link, fully resolved; undefined when it (or what it points at) does not exist (`readlink -e`). */
 async function readLink(session: SshSession, path: string, signal: AbortSignal): Promise<string | undefined> {
-  const result = await session.exec(['readlink', '-f', path], { signal });
+  const result = await session.exec(['readlink', '-e', path], { signal });
   const text = result.stdout.trim();
   return result.exitCode === 0 && text !== '' ? text : undefined;
 }

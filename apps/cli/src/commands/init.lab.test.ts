@@ -77,7 +77,10 @@ describeLab('pideploy init --lab && pideploy build pi1 (real nix, the lab mini-n
     expect((await labExec('pi1', ['readlink', '/run/current-system'])).stdout.trim()).toBe(toplevel);
     expect((await labExec('pi1', ['readlink', '-f', '/etc/nixos/current-configuration'])).stdout.trim()).toBe(bundle);
     const systemStatus = await pideploy(['status', 'pi1', '--json'], project, env);
+    const [reported] = (JSON.parse(systemStatus.stdout.trim().split('\n').at(-1) ?? '{}') as { result: { runningSystem?: string; currentSystem?: string; bootedSystem?: string }[] }).result;
     expect(systemStatus.stdout).toContain(toplevel);
+    // The lab host has not rebooted since: there is no booted system to report (not a dangling path).
+    expect(reported?.bootedSystem).toBeUndefined();
 
     // A person can run the bundle's script by hand: `sudo $bundle/bin/activate test`.
     const byHand = spawnSync('ssh', ['-F', status.sshConfig, 'deploy@pi1', `sudo -S -p '' ${bundle}/bin/activate test`], {
