@@ -151,6 +151,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       'no-rollback': { type: 'boolean', description: 'no magic rollback' },
       'dry-run': { type: 'boolean', description: 'build, bundle and show the diff; copy and activate nothing' },
       force: { type: 'boolean', description: 'activate even where the host already runs the built system' },
+      'accept-new-host-key': { type: 'boolean', description: 'trust and record the host key of a host seen for the first time (a changed key is always refused)' },
       'sudo-password-file': { type: 'string', valueName: 'F', description: 'read the sudo password from the first line of F' },
       'sudo-password-stdin': { type: 'boolean', description: 'read the sudo password from stdin' },
     },
@@ -170,6 +171,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       force: { type: 'boolean', description: 'activate even if the host already runs this system' },
       'install-bootloader': { type: 'boolean', description: 'NIXOS_INSTALL_BOOTLOADER=1 (install, not just update, the boot loader)' },
       'ssh-config': { type: 'string', valueName: 'F', description: 'ssh_config file to use (like ssh -F)' },
+      'accept-new-host-key': { type: 'boolean', description: 'trust and record the host key of a host seen for the first time (a changed key is always refused)' },
       'sudo-password-file': { type: 'string', valueName: 'F', description: 'read the sudo password from the first line of F' },
       'sudo-password-stdin': { type: 'boolean', description: 'read the sudo password from stdin' },
     },
@@ -183,6 +185,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     flags: {
       to: { type: 'string', valueName: 'N', description: 'the generation to go back to' },
       'ssh-config': { type: 'string', valueName: 'F', description: 'ssh_config file to use (like ssh -F)' },
+      'accept-new-host-key': { type: 'boolean', description: 'trust and record the host key of a host seen for the first time (a changed key is always refused)' },
       'sudo-password-file': { type: 'string', valueName: 'F', description: 'read the sudo password from the first line of F' },
       'sudo-password-stdin': { type: 'boolean', description: 'read the sudo password from stdin' },
     },
@@ -193,7 +196,10 @@ export const COMMANDS: readonly CommandSpec[] = [
     usage: 'status [host…]',
     summary: 'running, booted and profile systems, generations, deployed bundle and last deployment of hosts',
     example: 'pideploy status pi1',
-    flags: { 'ssh-config': { type: 'string', valueName: 'F', description: 'ssh_config file to use (like ssh -F)' } },
+    flags: {
+      'ssh-config': { type: 'string', valueName: 'F', description: 'ssh_config file to use (like ssh -F)' },
+      'accept-new-host-key': { type: 'boolean', description: 'trust and record the host key of a host seen for the first time (a changed key is always refused)' },
+    },
     load: async () => (await import('./commands/activate.js')).statusCommand,
   },
   {
@@ -204,6 +210,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     flags: {
       toplevel: { type: 'string', valueName: 'P', description: 'the new system store path (built locally)' },
       'ssh-config': { type: 'string', valueName: 'F', description: 'ssh_config file to use (like ssh -F)' },
+      'accept-new-host-key': { type: 'boolean', description: 'trust and record the host key of a host seen for the first time (a changed key is always refused)' },
     },
     load: async () => (await import('./commands/activate.js')).diffCommand,
   },
@@ -215,10 +222,10 @@ export const COMMANDS: readonly CommandSpec[] = [
     flags: {
       path: { type: 'string', multiple: true, valueName: 'P', description: 'store path (or ./result symlink) whose closure to copy; repeatable' },
       'ssh-config': { type: 'string', valueName: 'F', description: 'ssh_config file to use (like ssh -F)' },
+      'accept-new-host-key': { type: 'boolean', description: 'trust and record the host key of a host seen for the first time (a changed key is always refused)' },
       'sudo-password-file': { type: 'string', valueName: 'F', description: 'import as root through sudo, password on the first line of F' },
       'sudo-password-stdin': { type: 'boolean', description: 'import as root through sudo, password on the first line of stdin' },
       'substitute-on-destination': { type: 'boolean', description: 'let the target fetch what it can from its own binary caches' },
-      'accept-new-host-key': { type: 'boolean', description: 'trust and remember an unknown host key (a changed key is still refused)' },
     },
     load: async () => (await import('./commands/copy.js')).copyCommand,
   },

@@ -33,6 +33,8 @@ export interface DeployRequest {
    * answer validated at once and kept in memory only.
    */
   readonly sudoPasswordProvider?: SudoPasswordProvider | undefined;
+  /** Trust and record host keys seen for the first time (a changed key is always refused). */
+  readonly acceptNewHostKey?: boolean | undefined;
   /** Environment for local nix (default this process's). */
   readonly env?: Readonly<Record<string, string | undefined>> | undefined;
 }
@@ -120,7 +122,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
     let session: SshSession | undefined;
     const result: { bundle?: string; toplevel?: string; copy?: CopyClosureResult; activation?: ActivationResult; diff?: string } = {};
     try {
-      const connect = { ...(host.sshConfig === undefined ? {} : { sshConfigFile: host.sshConfig }) };
+      const connect = { ...(host.sshConfig === undefined ? {} : { sshConfigFile: host.sshConfig }), acceptNewHostKey: request.acceptNewHostKey === true };
       let password: string | undefined;
       const sudo = await timed('connect', host.name, phases, context, async () => {
         const opened = await connectSsh(host.target, connect, context);

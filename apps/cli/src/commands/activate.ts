@@ -29,7 +29,10 @@ async function resolveTarget(invocation: CommandInvocation, host: string, sudo: 
   }
   return {
     target,
-    connect: sshConfigFile === undefined ? {} : { sshConfigFile: path.resolve(invocation.io.cwd, sshConfigFile) },
+    connect: {
+      ...(sshConfigFile === undefined ? {} : { sshConfigFile: path.resolve(invocation.io.cwd, sshConfigFile) }),
+      acceptNewHostKey: invocation.flags['accept-new-host-key'] === true,
+    },
     sudo,
   };
 }

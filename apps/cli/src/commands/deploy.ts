@@ -61,6 +61,7 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
       parallel: positiveInteger(stringFlag(invocation, 'parallel'), '--parallel'),
       force: invocation.flags['force'] === true,
       dryRun: invocation.flags['dry-run'] === true,
+      acceptNewHostKey: invocation.flags['accept-new-host-key'] === true,
       sudoPasswordProvider: await sudoPasswordProvider(invocation),
       env: invocation.io.env,
     },
