@@ -150,6 +150,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       'confirm-timeout': { type: 'string', valueName: 'S', description: 'seconds a host waits for the confirmation before rolling back (default 30)' },
       'no-rollback': { type: 'boolean', description: 'no magic rollback' },
       'dry-run': { type: 'boolean', description: 'build, bundle and show the diff; copy and activate nothing' },
+      compress: { type: 'boolean', description: 'compress the SSH connection (zlib) for slow links' },
       force: { type: 'boolean', description: 'activate even where the host already runs the built system' },
       'accept-new-host-key': { type: 'boolean', description: 'trust and record the host key of a host seen for the first time (a changed key is always refused)' },
       'sudo-password-file': { type: 'string', valueName: 'F', description: 'read the sudo password from the first line of F' },
@@ -221,6 +222,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     example: 'pideploy copy deploy@pi.local --path ./result --sudo-password-file ~/.pi-sudo',
     flags: {
       path: { type: 'string', multiple: true, valueName: 'P', description: 'store path (or ./result symlink) whose closure to copy; repeatable' },
+      compress: { type: 'boolean', description: 'compress the SSH connection (zlib) for slow links' },
       'ssh-config': { type: 'string', valueName: 'F', description: 'ssh_config file to use (like ssh -F)' },
       'accept-new-host-key': { type: 'boolean', description: 'trust and record the host key of a host seen for the first time (a changed key is always refused)' },
       'sudo-password-file': { type: 'string', valueName: 'F', description: 'import as root through sudo, password on the first line of F' },

@@ -33,6 +33,8 @@ export interface DeployRequest {
    * answer validated at once and kept in memory only.
    */
   readonly sudoPasswordProvider?: SudoPasswordProvider | undefined;
+  /** Compress the SSH connections (zlib), for slow links. */
+  readonly compress?: boolean | undefined;
   /** Trust and record host keys seen for the first time (a changed key is always refused). */
   readonly acceptNewHostKey?: boolean | undefined;
   /** Environment for local nix (default this process's). */
@@ -122,7 +124,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
     let session: SshSession | undefined;
     const result: { bundle?: string; toplevel?: string; copy?: CopyClosureResult; activation?: ActivationResult; diff?: string } = {};
     try {
-      const connect = { ...(host.sshConfig === undefined ? {} : { sshConfigFile: host.sshConfig }), acceptNewHostKey: request.acceptNewHostKey === true };
+      const connect = { ...(host.sshConfig === undefined ? {} : { sshConfigFile: host.sshConfig }), acceptNewHostKey: request.acceptNewHostKey === true, compress: request.compress === true };
       let password: string | undefined;
       const sudo = await timed('connect', host.name, phases, context, async () => {
         const opened = await connectSsh(host.target, connect, context);

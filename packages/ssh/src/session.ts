@@ -48,6 +48,8 @@ export interface ConnectSshOptions {
   readonly passphraseProvider?: PassphraseProvider | undefined;
   /** Write an unknown host's key to known_hosts and connect (`--accept-new-host-key`). A changed key is still refused. */
   readonly acceptNewHostKey?: boolean | undefined;
+  /** Compress the connection (zlib@openssh.com), for slow links; default off (fast links lose time to it). */
+  readonly compress?: boolean | undefined;
   /** Limit for TCP connect + SSH handshake + login, not counting passphrase prompts (default `ConnectTimeout`, else 30 s). */
   readonly connectTimeoutMs?: number | undefined;
   /** Keepalive interval (default `ServerAliveInterval`, else 15 s; 0 disables); `ServerAliveCountMax` misses drop the connection. */
@@ -110,6 +112,16 @@ const ALL_HOST_KEY_ALGORITHMS = [
   'rsa-sha2-512',
   'rsa-sha2-256',
   'ssh-rsa',
+] as const;
+
+/** Ciphers in order of preference: hardware-accelerated AES first, every one OpenSSH 6.2+ offers. */
+export const PREFERRED_CIPHERS = [
+  'aes128-gcm@openssh.com',
+  'aes256-gcm@openssh.com',
+  'aes128-ctr',
+  'aes192-ctr',
+  'aes256-ctr',
+  'chacha20-poly1305@openssh.com',
 ] as const;
 
 /** Host key algorithms in OpenSSH's spirit: the types known_hosts has for the host come first. */
@@ -374,7 +386,12 @@ async function openClient(input: OpenClientInput): Promise<OpenedClient> {
       keepaliveCountMax: host.serverAliveCountMax,
       hostVerifier,
       authHandler: authHandler as unknown as ConnectConfig['authHandler'],
-      algorithms: { serverHostKey: orderHostKeyAlgorithms(knownKeyTypesForHost(knownEntries, lookupNames)) as never },
+      algorithms: {
+        serverHostKey: orderHostKeyAlgorithms(knownKeyTypesForHost(knownEntries, lookupNames)) as never,
+        // AES-GCM runs in OpenSSL; ssh2's chacha20 fallback is pure JS and several times slower.
+        cipher: PREFERRED_CIPHERS as never,
+        compress: (options.compress === true ? ['zlib@openssh.com', 'zlib', 'none'] : ['none']) as never,
+      },
     };
     if (socket === undefined) {
       client.connect({ ...config, sock: input.stream as never });

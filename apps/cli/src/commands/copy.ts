@@ -54,6 +54,7 @@ export async function copyCommand(invocation: CommandInvocation): Promise<Comman
       {
         sshConfigFile: sshConfigFile === undefined ? undefined : path.resolve(invocation.io.cwd, sshConfigFile),
         acceptNewHostKey: invocation.flags['accept-new-host-key'] === true,
+        compress: invocation.flags['compress'] === true,
         signal: invocation.context.signal,
       },
       invocation.context,

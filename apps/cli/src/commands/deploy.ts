@@ -62,6 +62,7 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
       force: invocation.flags['force'] === true,
       dryRun: invocation.flags['dry-run'] === true,
       acceptNewHostKey: invocation.flags['accept-new-host-key'] === true,
+      compress: invocation.flags['compress'] === true,
       sudoPasswordProvider: await sudoPasswordProvider(invocation),
       env: invocation.io.env,
     },
