@@ -217,7 +217,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     path: ['copy'],
-    usage: 'copy <host…> --path P [--ssh-config F] [--sudo-password-file F | --sudo-password-stdin]',
+    usage: 'copy <host…> [--path P] [--ssh-config F] [--sudo-password-file F | --sudo-password-stdin]',
     summary: 'copy a closure to the host(s): only missing paths, one SSH connection each, through sudo if the user is not trusted',
     example: 'pideploy copy deploy@pi.local --path ./result --sudo-password-file ~/.pi-sudo',
     flags: {

@@ -1,5 +1,7 @@
+import { existsSync, realpathSync } from 'node:fs';
 import path from 'node:path';
 import { PideployError } from '@pideploy/core';
+import { loadConfig } from '@pideploy/sdk';
 import { connectSsh, readSudoPasswordFromFile, readSudoPasswordFromStdin } from '@pideploy/ssh';
 import { copyClosure, describeCopyPlan, formatBytes, type CopyClosureResult, type StoreAccess } from '@pideploy/transport';
 import type { CommandInvocation, CommandResult } from '../command.js';
@@ -28,31 +30,43 @@ async function sudoPasswordOf(invocation: CommandInvocation): Promise<string | u
 }
 
 /**
- * `pideploy copy <host…> --path P [--ssh-config FILE] [--sudo-password-file F | --sudo-password-stdin]`:
- * copies the closure of P to each host over one SSH connection per host, through sudo when a
- * password is given (or the host has NOPASSWD sudo).
+ * `pideploy copy <host…> [--path P] [--ssh-config FILE] [--sudo-password-file F | --sudo-password-stdin]`:
+ * copies the closure of P (default: the host's bundle from `pideploy build`) to each host over one
+ * SSH connection per host, through sudo when a password is given (or the host has NOPASSWD sudo).
  */
 export async function copyCommand(invocation: CommandInvocation): Promise<CommandResult> {
   const hosts = invocation.positionals;
-  const paths = stringFlags(invocation, 'path');
+  const givenPaths = stringFlags(invocation, 'path');
   if (hosts.length === 0) {
-    throw new PideployError({ code: 'PIDEPLOY_USAGE', message: 'copy needs at least one host', hint: 'pideploy copy deploy@pi.local --path ./result' });
+    throw new PideployError({ code: 'PIDEPLOY_USAGE', message: 'copy needs at least one host', hint: 'pideploy copy pi1 (after pideploy build pi1), or pideploy copy deploy@pi.local --path ./result' });
   }
-  if (paths.length === 0) {
-    throw new PideployError({
-      code: 'PIDEPLOY_USAGE',
-      message: 'nothing to copy: give the store path with --path (reading the built bundle from pideploy.json is not wired yet)',
-      hint: 'pideploy copy deploy@pi.local --path ./result',
-    });
-  }
-  const sshConfigFile = stringFlag(invocation, 'ssh-config');
+  // Hosts of pideploy.json: their target, ssh_config and, without --path, the bundle `pideploy build` made.
+  const config =
+    invocation.global.config !== undefined || existsSync(path.join(invocation.io.cwd, 'pideploy.json'))
+      ? await loadConfig({ cwd: invocation.io.cwd, configFile: invocation.global.config })
+      : undefined;
+  const sshConfigFlag = stringFlag(invocation, 'ssh-config');
   const password = await sudoPasswordOf(invocation);
   const results: CopyClosureResult[] = [];
   for (const host of hosts) {
+    const configured = config?.hosts.find((item) => item.name === host);
+    let paths = givenPaths;
+    if (paths.length === 0) {
+      const builtBundle = config === undefined ? undefined : path.join(config.directory, '.pideploy', 'gcroots', `${host}-bundle`);
+      if (configured === undefined || builtBundle === undefined || !existsSync(builtBundle)) {
+        throw new PideployError({
+          code: 'PIDEPLOY_USAGE',
+          message: configured === undefined ? `nothing to copy to ${host}: give the store path with --path` : `${host} has no built bundle yet (${builtBundle})`,
+          hint: configured === undefined ? 'pideploy copy deploy@pi.local --path ./result' : `pideploy build ${host} first`,
+        });
+      }
+      paths = [realpathSync(builtBundle)];
+    }
+    const sshConfigFile = sshConfigFlag !== undefined ? path.resolve(invocation.io.cwd, sshConfigFlag) : configured?.sshConfig;
     await using session = await connectSsh(
-      host,
+      configured?.target ?? host,
       {
-        sshConfigFile: sshConfigFile === undefined ? undefined : path.resolve(invocation.io.cwd, sshConfigFile),
+        sshConfigFile,
         acceptNewHostKey: invocation.flags['accept-new-host-key'] === true,
         compress: invocation.flags['compress'] === true,
         signal: invocation.context.signal,

@@ -60,12 +60,16 @@ describeLab('pideploy init --lab && pideploy build pi1 (real nix, the lab mini-n
     expect(activate).toContain('# pideploy-activate-protocol: 1');
     expect(activate).toContain(`bundle=${bundle}`);
 
-    // Copy the closure (the transport stage lands separately), then activate with the CLI: one
-    // password from a file, magic rollback confirmed over a new connection, GC root moved.
-    const copy = await execFileAsync('nix-copy-closure', ['--to', 'root@pi1', bundle], { env });
-    expect(copy.stderr).not.toContain('error');
+    // Copy the built bundle with the transport stage: `pideploy copy pi1` takes it from `pideploy build`.
     const passwordFile = path.join(workDir, 'sudo-password');
-    await writeFile(path.join(workDir, 'sudo-password'), `${LAB_SUDO_PASSWORD}\n`, { mode: 0o600 });
+    await writeFile(passwordFile, `${LAB_SUDO_PASSWORD}\n`, { mode: 0o600 });
+    const sshdLog = status.hosts[0]?.sshdLog ?? '';
+    const loginsBefore = readFileSync(sshdLog, 'utf8').split('Accepted publickey').length;
+    const copy = await pideploy(['copy', 'pi1', '--sudo-password-file', passwordFile], project, env);
+    expect(copy.stderr).not.toContain('pideploy:');
+    expect(copy.code).toBe(0);
+    expect(copy.stdout).toMatch(/^pi1: \d+ path/u);
+    expect(readFileSync(sshdLog, 'utf8').split('Accepted publickey').length - loginsBefore).toBe(1);
     const toplevel = (await labExec('pi1', ['readlink', '-f', `${bundle}/toplevel`])).stdout.trim();
     const activation = await pideploy(
       ['activate', 'pi1', '--toplevel', toplevel, '--bundle', bundle, '--sudo-password-file', passwordFile, '--confirm-timeout', '20'],
