@@ -89,7 +89,8 @@ async function timed<T>(
   }
 }
 
-async function readPin(pinsJson: string, pinName: string): Promise<{ url: string | null; sha256: string | null; rev: string | null }> {
+/** The pin's url/sha256/rev recorded in pins.json, for the bundle manifest (null fields when absent). */
+export async function readPinRecord(pinsJson: string, pinName: string): Promise<{ url: string | null; sha256: string | null; rev: string | null }> {
   try {
     const lock = JSON.parse(await readFile(pinsJson, 'utf8')) as { pins?: Record<string, { url?: string; sha256?: string; rev?: string }> };
     const pin = lock.pins?.[pinName];
@@ -108,7 +109,7 @@ async function readPin(pinsJson: string, pinName: string): Promise<{ url: string
  */
 export async function deploy(request: DeployRequest, context: PideployContext): Promise<DeployResult> {
   const pinsNix = path.join(path.dirname(request.config.pinsFile), 'pins.nix');
-  const pin = await readPin(request.config.pinsFile, 'nixpkgs');
+  const pin = await readPinRecord(request.config.pinsFile, 'nixpkgs');
   const stateDir = path.join(request.config.directory, '.pideploy');
   // One password per SSH login (user@host realm); hosts that share the same login share it.
   const passwords = new Map<string, Promise<string | undefined>>();

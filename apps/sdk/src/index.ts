@@ -15,6 +15,7 @@ export { selectHosts } from './select.js';
 export {
   BUNDLE_ACTIVATE_SCRIPT,
   deploy,
+  readPinRecord,
   type DeployRequest,
   type DeployResult,
   type HostDeployResult,
