@@ -1,15 +1,11 @@
-import { readFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { PideployError, toPideployError, type ActivationAction, type DeployPhase, type PideployContext } from '@pideploy/core';
-import { activateSystem, diffSystem, formatClosureDiff, renderActivationScript, type ActivationResult } from '@pideploy/activate';
-import { buildToplevel, localNixSystem, parseRemoteBuilder } from '@pideploy/build';
-import { buildBundle } from '@pideploy/bundle';
+import { activateSystem, diffSystem, formatClosureDiff, type ActivationResult } from '@pideploy/activate';
 import { connectSsh, createSudo, type SshSession, type SudoPasswordProvider } from '@pideploy/ssh';
 import { copyClosure, type CopyClosureResult } from '@pideploy/transport';
+import { createHostBuilder, type HostBuildSpec, type HostBuilder } from './build-hosts.js';
 import type { ResolvedConfig, ResolvedHost } from './config.js';
-
-/** The bundle's bin/activate: the activation stage's script bound to the bundle (see @pideploy/activate). */
-export const BUNDLE_ACTIVATE_SCRIPT = renderActivationScript({ shebang: '#!@shell@', defaultToplevel: '@toplevel@', defaultBundle: '@bundle@' });
 
 /** What {@link deploy} needs. */
 export interface DeployRequest {
@@ -53,6 +49,8 @@ export interface HostDeployResult {
   readonly ok: boolean;
   readonly bundle?: string | undefined;
   readonly toplevel?: string | undefined;
+  /** The host whose build of the same configuration this host reused (built once per configuration). */
+  readonly sharedBuildWith?: string | undefined;
   readonly copy?: CopyClosureResult | undefined;
   readonly activation?: ActivationResult | undefined;
   /** The closure diff shown before activating (nix store diff-closures format). */
@@ -89,28 +87,33 @@ async function timed<T>(
   }
 }
 
-/** The pin's url/sha256/rev recorded in pins.json, for the bundle manifest (null fields when absent). */
-export async function readPinRecord(pinsJson: string, pinName: string): Promise<{ url: string | null; sha256: string | null; rev: string | null }> {
-  try {
-    const lock = JSON.parse(await readFile(pinsJson, 'utf8')) as { pins?: Record<string, { url?: string; sha256?: string; rev?: string }> };
-    const pin = lock.pins?.[pinName];
-    return { url: pin?.url ?? null, sha256: pin?.sha256 ?? null, rev: pin?.rev ?? null };
-  } catch {
-    return { url: null, sha256: null, rev: null };
-  }
+function toBuildSpec(host: ResolvedHost): HostBuildSpec {
+  return { name: host.name, configuration: host.configuration, system: host.system, buildMode: host.buildMode, builders: host.builders };
 }
 
 /**
  * Deploys hosts end to end: for each host it opens ONE SSH connection and checks sudo (asking
- * the password once, validated before any slow work), builds the toplevel and the bundle here,
+ * the password once, validated before any slow work), builds the toplevel here (once per
+ * distinct configuration, shared by the hosts that have it) and the host's bundle,
  * shows the closure diff against what the host runs, copies the missing paths over that same
  * connection, and activates with magic rollback. A failing host does not stop the others; the
  * result says per host what happened and how long each phase took.
  */
 export async function deploy(request: DeployRequest, context: PideployContext): Promise<DeployResult> {
+  if (request.hosts.length === 0) {
+    throw new PideployError({ code: 'PIDEPLOY_USAGE', message: 'no hosts to deploy', hint: 'name hosts, or add them to pideploy.json' });
+  }
   const pinsNix = path.join(path.dirname(request.config.pinsFile), 'pins.nix');
-  const pin = await readPinRecord(request.config.pinsFile, 'nixpkgs');
-  const stateDir = path.join(request.config.directory, '.pideploy');
+  if (!existsSync(pinsNix)) {
+    throw new PideployError({
+      code: 'PIDEPLOY_PINS_NOT_FOUND',
+      message: `no pins file at ${pinsNix}`,
+      hint: 'pin nixpkgs first: pideploy pin add nixpkgs --github NixOS/nixpkgs --branch nixos-24.11',
+    });
+  }
+  const builder: HostBuilder = createHostBuilder({ projectDir: request.config.directory, pinsFile: pinsNix, env: request.env });
+  // Every host's configuration files are checked before any connection or Nix work.
+  for (const host of request.hosts) await builder.plan(toBuildSpec(host));
   // One password per SSH login (user@host realm); hosts that share the same login share it.
   const passwords = new Map<string, Promise<string | undefined>>();
   const askOncePer = (realm: string): SudoPasswordProvider => async (question) => {
@@ -123,7 +126,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
   async function deployHost(host: ResolvedHost): Promise<HostDeployResult> {
     const phases: PhaseTiming[] = [];
     let session: SshSession | undefined;
-    const result: { bundle?: string; toplevel?: string; copy?: CopyClosureResult; activation?: ActivationResult; diff?: string } = {};
+    const result: { bundle?: string; toplevel?: string; sharedBuildWith?: string; copy?: CopyClosureResult; activation?: ActivationResult; diff?: string } = {};
     try {
       const connect = { ...(host.sshConfig === undefined ? {} : { sshConfigFile: host.sshConfig }), acceptNewHostKey: request.acceptNewHostKey === true, compress: request.compress === true };
       let password: string | undefined;
@@ -139,43 +142,11 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
           },
         });
       });
-      const toplevel = await timed('build', host.name, phases, context, () =>
-        buildToplevel(
-          {
-            host: host.name,
-            pinsFile: pinsNix,
-            configuration: host.configuration,
-            system: host.system,
-            mode: host.buildMode,
-            buildPlatform: localNixSystem(),
-            builders: (host.builders ?? '').split(';').filter((part) => part.trim() !== '').map(parseRemoteBuilder),
-            stateDir,
-            env: request.env,
-          },
-          context,
-        ),
-      );
+      const spec = toBuildSpec(host);
+      const { toplevel, sharedWith } = await timed('build', host.name, phases, context, () => builder.buildToplevel(spec, context));
       result.toplevel = toplevel.outPath;
-      const bundle = await timed('bundle', host.name, phases, context, () =>
-        buildBundle(
-          {
-            host: host.name,
-            system: host.system,
-            buildMode: host.buildMode,
-            buildPlatform: localNixSystem(),
-            pinsFile: pinsNix,
-            pin,
-            configuration: host.configuration,
-            projectDir: request.config.directory,
-            activateScript: BUNDLE_ACTIVATE_SCRIPT,
-            toplevel,
-            nixArguments: toplevel.nixArguments,
-            stateDir,
-            env: request.env,
-          },
-          context,
-        ),
-      );
+      if (sharedWith !== undefined) result.sharedBuildWith = sharedWith;
+      const bundle = await timed('bundle', host.name, phases, context, () => builder.bundle(spec, toplevel, context));
       result.bundle = bundle.outPath;
       const target = { target: host.target, session, connect, sudo: { password } };
       result.diff = await timed('diff', host.name, phases, context, async () => {
@@ -232,8 +203,5 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
       }
     }),
   );
-  if (request.hosts.length === 0) {
-    throw new PideployError({ code: 'PIDEPLOY_USAGE', message: 'no hosts to deploy', hint: 'name hosts, or add them to pideploy.json' });
-  }
   return { version: 1, results, ok: results.every((item) => item.ok) };
 }

@@ -12,10 +12,18 @@ export {
   type SudoMode,
 } from './config.js';
 export { selectHosts } from './select.js';
+export { BUNDLE_ACTIVATE_SCRIPT } from './activate-script.js';
+export { readPinRecord } from './pins.js';
 export {
-  BUNDLE_ACTIVATE_SCRIPT,
+  createHostBuilder,
+  toplevelBuildKey,
+  type HostBuild,
+  type HostBuildSpec,
+  type HostBuilder,
+  type HostBuilderOptions,
+} from './build-hosts.js';
+export {
   deploy,
-  readPinRecord,
   type DeployRequest,
   type DeployResult,
   type HostDeployResult,

@@ -3,16 +3,15 @@ import path from 'node:path';
 import {
   BUILD_MODES,
   DEFAULT_PIN_NAME,
-  buildToplevel,
   localNixSystem,
   parseRemoteBuilder,
   renderBuildExpression,
   type BuildMode,
   type RemoteBuilder,
 } from '@pideploy/build';
-import { buildBundle, planBundle, renderPlannedBundleExpression } from '@pideploy/bundle';
+import { renderPlannedBundleExpression, type BundlePlan } from '@pideploy/bundle';
 import { PideployError } from '@pideploy/core';
-import { BUNDLE_ACTIVATE_SCRIPT, loadConfig, readPinRecord, selectHosts, type ResolvedConfig } from '@pideploy/sdk';
+import { createHostBuilder, loadConfig, selectHosts, type HostBuildSpec, type ResolvedConfig } from '@pideploy/sdk';
 import type { CommandInvocation, CommandResult } from '../command.js';
 
 /** One host to build, resolved from pideploy.json and/or flags. */
@@ -119,27 +118,14 @@ export async function buildCommand(invocation: CommandInvocation): Promise<Comma
     });
   }
   const pinName = stringFlag(invocation, 'pin') ?? DEFAULT_PIN_NAME;
-  const pin = await readPinRecord(path.join(path.dirname(pinsFile), 'pins.json'), pinName);
-  const stateDir = path.join(projectDir, '.pideploy');
+  const builder = createHostBuilder({ projectDir, pinsFile, pinName, env: invocation.io.env });
+  const specs = targets.map((target) => ({ name: target.name, configuration: target.configuration, system: target.system, buildMode: target.mode, builders: target.builders }));
+  // Missing or outside files of every host fail here, before any Nix work.
+  const plans = await Promise.all(specs.map((spec) => builder.plan(spec)));
   const printExpr = invocation.flags['print-expr'] === true;
   const results: { host: string; bundle: string; toplevel: string; mode: BuildMode; system: string }[] = [];
   const expressions: string[] = [];
-  for (const target of targets) {
-    const bundleRequest = {
-      host: target.name,
-      system: target.system,
-      buildMode: target.mode,
-      buildPlatform: localNixSystem(),
-      pinsFile,
-      pinName,
-      pin,
-      configuration: target.configuration,
-      projectDir,
-      // bin/activate is the activation stage's script (magic rollback), run by hand or by pideploy.
-      activateScript: BUNDLE_ACTIVATE_SCRIPT,
-    };
-    // Missing or outside files fail here, before any Nix work.
-    const plan = await planBundle(bundleRequest);
+  for (const [index, target] of targets.entries()) {
     if (printExpr) {
       const toplevelExpression = renderBuildExpression({
         pinsFile,
@@ -149,28 +135,11 @@ export async function buildCommand(invocation: CommandInvocation): Promise<Comma
         mode: target.mode,
         buildPlatform: localNixSystem(),
       });
-      expressions.push(renderPlannedBundleExpression(plan, toplevelExpression));
+      expressions.push(renderPlannedBundleExpression(plans[index] as BundlePlan, toplevelExpression));
       continue;
     }
-    const toplevel = await buildToplevel(
-      {
-        host: target.name,
-        pinsFile,
-        pinName,
-        configuration: target.configuration,
-        system: target.system,
-        mode: target.mode,
-        buildPlatform: localNixSystem(),
-        builders: target.builders,
-        stateDir,
-      },
-      invocation.context,
-    );
-    const bundle = await buildBundle(
-      { ...bundleRequest, toplevel, nixArguments: toplevel.nixArguments, stateDir },
-      invocation.context,
-    );
-    results.push({ host: target.name, bundle: bundle.outPath, toplevel: toplevel.outPath, mode: target.mode, system: target.system });
+    const built = await builder.build(specs[index] as HostBuildSpec, invocation.context);
+    results.push({ host: target.name, bundle: built.bundle.outPath, toplevel: built.toplevel.outPath, mode: target.mode, system: target.system });
   }
   if (printExpr) return { value: { expressions }, text: expressions.join('\n') };
   return { value: { bundles: results }, text: results.map((result) => result.bundle).join('\n') };

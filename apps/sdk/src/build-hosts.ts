@@ -1,0 +1,147 @@
+import path from 'node:path';
+import { createBaseContext, type PideployContext } from '@pideploy/core';
+import {
+  DEFAULT_PIN_NAME,
+  buildToplevel,
+  localNixSystem,
+  parseRemoteBuilder,
+  renderBuildersSpec,
+  type BuildMode,
+  type BuildToplevelResult,
+  type RemoteBuilder,
+} from '@pideploy/build';
+import { buildBundle, planBundle, type BuildBundleResult, type BundlePlan, type BundleRequest } from '@pideploy/bundle';
+import { BUNDLE_ACTIVATE_SCRIPT } from './activate-script.js';
+import { readPinRecord } from './pins.js';
+
+/** What is built for one host: where its configuration is and how to build it. */
+export interface HostBuildSpec {
+  readonly name: string;
+  /** Absolute path of the host's configuration.nix. */
+  readonly configuration: string;
+  /** Target system (`aarch64-linux`). */
+  readonly system: string;
+  readonly buildMode: BuildMode;
+  /** Remote builders (`builders` mode), parsed or as Nix's `builders` string (`;`-separated). */
+  readonly builders?: readonly RemoteBuilder[] | string | undefined;
+}
+
+/** Options of {@link createHostBuilder}. */
+export interface HostBuilderOptions {
+  /** The project directory (pideploy.json's): bundled files must be inside it. */
+  readonly projectDir: string;
+  /** Absolute path of pins.nix (pins.json beside it gives the manifest's pin record). */
+  readonly pinsFile: string;
+  /** Attribute of pins.nix holding nixpkgs (default `nixpkgs`). */
+  readonly pinName?: string | undefined;
+  /** GC roots go to `<stateDir>/gcroots/` (default `<projectDir>/.pideploy`). */
+  readonly stateDir?: string | undefined;
+  /** Environment for local nix (merged over this process's). */
+  readonly env?: Readonly<Record<string, string | undefined>> | undefined;
+}
+
+/** A host's built system and bundle. */
+export interface HostBuild {
+  readonly host: string;
+  readonly toplevel: BuildToplevelResult;
+  readonly bundle: BuildBundleResult;
+  /** The host whose build of the same configuration this one reused (undefined: built for this host). */
+  readonly sharedWith: string | undefined;
+}
+
+/** Builds hosts' toplevels and bundles, each distinct configuration once (see {@link createHostBuilder}). */
+export interface HostBuilder {
+  /** Checks the host's configuration files (missing, outside the project) without running Nix. */
+  plan(host: HostBuildSpec): Promise<BundlePlan>;
+  /** The toplevel only: built once per distinct configuration, shared by every host asking for it. */
+  buildToplevel(host: HostBuildSpec, context?: PideployContext): Promise<{ toplevel: BuildToplevelResult; sharedWith: string | undefined }>;
+  /** The host's own bundle around a toplevel built by {@link HostBuilder.buildToplevel}. */
+  bundle(host: HostBuildSpec, toplevel: BuildToplevelResult, context?: PideployContext): Promise<BuildBundleResult>;
+  /** Toplevel (shared) and the host's own bundle around it. */
+  build(host: HostBuildSpec, context?: PideployContext): Promise<HostBuild>;
+}
+
+function parsedBuilders(builders: HostBuildSpec['builders']): readonly RemoteBuilder[] {
+  if (builders === undefined) return [];
+  if (typeof builders !== 'string') return builders;
+  return builders
+    .split(';')
+    .filter((part) => part.trim() !== '')
+    .map(parseRemoteBuilder);
+}
+
+/**
+ * The identity of a toplevel build: hosts with the same configuration file, system, build mode
+ * and builders get the same system, so it is evaluated and built once (pure).
+ */
+export function toplevelBuildKey(host: HostBuildSpec): string {
+  return JSON.stringify([host.configuration, host.system, host.buildMode, renderBuildersSpec(parsedBuilders(host.builders))]);
+}
+
+/**
+ * The build + bundle sequence that `pideploy build`, `deploy()` and custom pipelines share:
+ * one toplevel per distinct configuration (concurrent requests for the same one wait for the
+ * first), then each host's bundle around it (its manifest names the host), with the activation
+ * stage's `bin/activate`, the pin record from pins.json and GC roots under the state directory.
+ */
+export function createHostBuilder(options: HostBuilderOptions): HostBuilder {
+  const pinName = options.pinName ?? DEFAULT_PIN_NAME;
+  const stateDir = options.stateDir ?? path.join(options.projectDir, '.pideploy');
+  const toplevels = new Map<string, { owner: string; result: Promise<BuildToplevelResult> }>();
+  let pinRecord: ReturnType<typeof readPinRecord> | undefined;
+
+  const bundleRequest = async (host: HostBuildSpec): Promise<BundleRequest> => {
+    pinRecord ??= readPinRecord(path.join(path.dirname(options.pinsFile), 'pins.json'), pinName);
+    return {
+      host: host.name,
+      system: host.system,
+      buildMode: host.buildMode,
+      buildPlatform: localNixSystem(),
+      pinsFile: options.pinsFile,
+      pinName,
+      pin: await pinRecord,
+      configuration: host.configuration,
+      projectDir: options.projectDir,
+      // bin/activate is the activation stage's script (magic rollback), run by hand or by pideploy.
+      activateScript: BUNDLE_ACTIVATE_SCRIPT,
+    };
+  };
+
+  const builder: HostBuilder = {
+    plan: async (host) => planBundle(await bundleRequest(host)),
+    buildToplevel: async (host, context = createBaseContext()) => {
+      const key = toplevelBuildKey(host);
+      const existing = toplevels.get(key);
+      if (existing !== undefined) {
+        context.reporter.emit({ type: 'log', level: 'info', host: host.name, message: `same configuration as ${existing.owner}: its build is reused` });
+        return { toplevel: await existing.result, sharedWith: existing.owner };
+      }
+      const result = buildToplevel(
+        {
+          host: host.name,
+          pinsFile: options.pinsFile,
+          pinName,
+          configuration: host.configuration,
+          system: host.system,
+          mode: host.buildMode,
+          buildPlatform: localNixSystem(),
+          builders: parsedBuilders(host.builders),
+          stateDir,
+          env: options.env,
+        },
+        context,
+      );
+      toplevels.set(key, { owner: host.name, result });
+      // A failed build is not cached: the next host (or a retry) builds again.
+      result.catch(() => toplevels.delete(key));
+      return { toplevel: await result, sharedWith: undefined };
+    },
+    bundle: async (host, toplevel, context = createBaseContext()) =>
+      buildBundle({ ...(await bundleRequest(host)), toplevel, nixArguments: toplevel.nixArguments, stateDir, env: options.env }, context),
+    build: async (host, context = createBaseContext()) => {
+      const { toplevel, sharedWith } = await builder.buildToplevel(host, context);
+      return { host: host.name, toplevel, bundle: await builder.bundle(host, toplevel, context), sharedWith };
+    },
+  };
+  return builder;
+}
