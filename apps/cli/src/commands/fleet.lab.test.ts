@@ -1,0 +1,135 @@
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rename, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { LAB_SUDO_PASSWORD, labDown, labExec, labUp, type LabStatus } from '@pideploy/lab';
+import { describeLab } from '@pideploy/lab/testing';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+
+const execFileAsync = promisify(execFile);
+const bin = fileURLToPath(new URL('../../dist/bin.js', import.meta.url));
+
+interface Line {
+  readonly event?: { readonly type: string; readonly host?: string; readonly phase?: string };
+  readonly result?: {
+    readonly ok: boolean;
+    readonly results: readonly {
+      readonly host: string;
+      readonly ok: boolean;
+      readonly toplevel?: string;
+      readonly bundle?: string;
+      readonly sharedBuildWith?: string;
+      readonly activation?: { readonly outcome: string };
+      readonly error?: { readonly code: string; readonly message: string };
+    }[];
+  };
+}
+
+/** Runs the CLI with the sudo password on stdin (what `--sudo-password-stdin` reads). */
+async function pideploy(args: readonly string[], cwd: string, env: NodeJS.ProcessEnv): Promise<{ stdout: string; stderr: string; code: number }> {
+  return await new Promise((resolve) => {
+    const child = execFile(process.execPath, [bin, ...args], { cwd, env, maxBuffer: 64 << 20 }, (error, stdout, stderr) => {
+      resolve({ stdout, stderr, code: error === null ? 0 : Number((error as { code?: number }).code ?? 1) });
+    });
+    child.stdin?.end(`${LAB_SUDO_PASSWORD}\n`);
+  });
+}
+
+describeLab('pideploy deploy on a fleet: 10 hosts, --parallel 5, tags, one host down', () => {
+  let status: LabStatus;
+  let project: string;
+  let env: NodeJS.ProcessEnv;
+  beforeAll(async () => {
+    status = await labUp({ hosts: 10 });
+    env = { ...process.env, ...status.env };
+    project = await mkdtemp(path.join(os.tmpdir(), 'pideploy-fleet-'));
+    const init = await execFileAsync(process.execPath, [bin, 'init', project, '--lab', '--force'], { env: process.env });
+    expect(init.stderr).not.toContain('pideploy:');
+    // Two configurations: pi1-pi8 share one ("fleet"), pi9 has its own ("kiosk"); pi10 is down.
+    await rename(path.join(project, 'configuration.nix'), path.join(project, 'common.nix'));
+    await writeFile(path.join(project, 'configuration.nix'), '{ ... }: { imports = [ ./common.nix ]; }\n');
+    await writeFile(path.join(project, 'kiosk.nix'), '{ ... }: { imports = [ ./common.nix ]; environment.etc."kiosk".text = "on"; }\n');
+    const configFile = path.join(project, 'pideploy.json');
+    const config = JSON.parse(readFileSync(configFile, 'utf8')) as { hosts: Record<string, { target: string; configuration: string; tags?: string[] }> };
+    for (const host of status.hosts) {
+      const entry = config.hosts[host.name];
+      if (entry === undefined) throw new Error(`init --lab did not add ${host.name}`);
+      entry.tags = host.name === 'pi1' ? ['fleet', 'canary'] : ['fleet'];
+      if (host.name === 'pi9') entry.configuration = './kiosk.nix';
+      // Nothing listens on port 2 of the host: connection refused, as for a Pi that is off.
+      if (host.name === 'pi10') entry.target = `deploy@${host.address}:2`;
+    }
+    config.hosts['spare'] = { target: 'deploy@192.0.2.1', configuration: './configuration.nix', tags: ['spare'] };
+    await writeFile(configFile, `${JSON.stringify(config, null, 2)}\n`);
+  });
+  afterAll(async () => {
+    await labDown();
+  });
+
+  it('deploys the tagged hosts five at a time, builds each configuration once, and reports the host that is down', async () => {
+    const run = await pideploy(['deploy', '--on', '@fleet', '--parallel', '5', '--sudo-password-stdin', '--json'], project, env);
+    const lines = run.stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as Line);
+    const result = lines.at(-1)?.result;
+    expect(run.code, run.stderr).toBe(1);
+    // Selected by tag: the spare host (tag "spare") is not touched.
+    expect(result?.results.map((host) => host.host), run.stderr + run.stdout.slice(0, 2000)).toEqual(['pi1', 'pi2', 'pi3', 'pi4', 'pi5', 'pi6', 'pi7', 'pi8', 'pi9', 'pi10']);
+    const outcomes = Object.fromEntries(result?.results.map((host) => [host.host, host.ok ? host.activation?.outcome : `FAILED ${host.error?.code}`]) ?? []);
+    expect(outcomes).toEqual({
+      pi1: 'confirmed',
+      pi2: 'confirmed',
+      pi3: 'confirmed',
+      pi4: 'confirmed',
+      pi5: 'confirmed',
+      pi6: 'confirmed',
+      pi7: 'confirmed',
+      pi8: 'confirmed',
+      pi9: 'confirmed',
+      pi10: expect.stringMatching(/^FAILED PIDEPLOY_SSH_/u) as unknown as string,
+    });
+    expect(result?.results.find((host) => host.host === 'pi10')?.error?.message).toMatch(/refused|connect/iu);
+
+    // Built once per distinct configuration: two toplevel builds for nine deployed hosts.
+    const toplevels = new Set(result?.results.filter((host) => host.ok).map((host) => host.toplevel));
+    expect(toplevels.size).toBe(2);
+    const builtBy = lines.filter((line) => line.event?.type === 'build-start').map((line) => line.event?.host);
+    expect(builtBy).toHaveLength(2);
+    const owners = new Set(result?.results.filter((host) => host.ok).map((host) => host.sharedBuildWith ?? host.host));
+    expect(owners.size).toBe(2);
+    const kiosk = result?.results.find((host) => host.host === 'pi9');
+    expect(kiosk?.sharedBuildWith).toBeUndefined();
+
+    // --parallel 5: never more than five hosts in flight, and really five at once at some point.
+    let inFlight = 0;
+    let most = 0;
+    for (const line of lines) {
+      if (line.event?.type === 'phase-start' && line.event.phase === 'connect') inFlight += 1;
+      most = Math.max(most, inFlight);
+      if (line.event?.type === 'phase-end' && (line.event.phase === 'activate' || line.event.host === 'pi10')) inFlight -= 1;
+    }
+    expect(most).toBe(5);
+
+    // Every deployed host runs its system and has its bundle GC-rooted; pi9 got the kiosk file.
+    for (const host of result?.results.filter((item) => item.ok) ?? []) {
+      expect((await labExec(host.host, ['readlink', '/run/current-system'])).stdout.trim()).toBe(host.toplevel);
+      expect((await labExec(host.host, ['readlink', '-f', '/etc/nixos/current-configuration'])).stdout.trim()).toBe(host.bundle);
+    }
+    expect((await labExec('pi9', ['cat', '/etc/kiosk'])).stdout.trim()).toBe('on');
+    expect((await labExec('pi2', ['test', '-e', '/etc/kiosk'])).exitCode).not.toBe(0);
+    // pi10 is untouched (its SSH port was wrong, its store got nothing).
+    expect((await labExec('pi10', ['test', '-e', '/run/current-system'])).exitCode).not.toBe(0);
+  });
+
+  it('prints a per-host summary table; a redeploy skips every running host', async () => {
+    const run = await pideploy(['deploy', '@fleet', '--parallel', '5', '--sudo-password-stdin'], project, env);
+    expect(run.code).toBe(1);
+    for (const name of ['pi1', 'pi5', 'pi9']) expect(run.stdout).toMatch(new RegExp(`^${name} +skipped`, 'mu'));
+    expect(run.stdout).toMatch(/^pi10 +FAILED/mu);
+    expect(run.stdout).toMatch(/^pi10: .+\n {2}hint: /mu);
+  });
+});
