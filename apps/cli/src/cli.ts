@@ -96,6 +96,11 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     const handler = await command.load();
     const result = await handler({ positionals: parsed.positionals, flags: parsed.values, global, io, renderer, context });
     renderer.result(result.value, result.text);
+    // A handler that reports per-item outcomes (deploy) returns even when cancelled: still 130.
+    if (io.signal?.aborted === true) {
+      renderer.failure(new PideployError({ code: 'PIDEPLOY_INTERRUPTED', message: 'interrupted', hint: 'run the command again to finish; hosts already switched stay switched' }), verbose);
+      return ExitCode.interrupted;
+    }
     return result.exitCode ?? ExitCode.ok;
   } catch (error) {
     const pideployError = toPideployError(error);

@@ -199,7 +199,11 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
         const index = next;
         next += 1;
         const host = request.hosts[index];
-        if (host !== undefined) results[index] = await deployHost(host);
+        if (host === undefined) continue;
+        // Cancelled (Ctrl-C): hosts not yet started are left alone and reported as such.
+        results[index] = context.signal.aborted
+          ? { host: host.name, ok: false, error: new PideployError({ code: 'PIDEPLOY_INTERRUPTED', message: 'interrupted before this host was started' }), phases: [] }
+          : await deployHost(host);
       }
     }),
   );
