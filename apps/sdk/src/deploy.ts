@@ -4,7 +4,7 @@ import { PideployError, toPideployError, type ActivationAction, type DeployPhase
 import { activateSystem, diffSystem, formatClosureDiff, type ActivationResult } from '@pideploy/activate';
 import { connectSsh, createSudo, type SshSession, type SudoPasswordProvider } from '@pideploy/ssh';
 import { copyClosure, type CopyClosureResult } from '@pideploy/transport';
-import { createHostBuilder, type HostBuildSpec, type HostBuilder } from './build-hosts.js';
+import { createHostBuilder, type HostBuilder } from './build-hosts.js';
 import type { ResolvedConfig, ResolvedHost } from './config.js';
 
 /** What {@link deploy} needs. */
@@ -35,6 +35,11 @@ export interface DeployRequest {
   readonly acceptNewHostKey?: boolean | undefined;
   /** Environment for local nix (default this process's). */
   readonly env?: Readonly<Record<string, string | undefined>> | undefined;
+  /**
+   * Builds to reuse across calls (see {@link hostBuilderFor}): a pipeline that built or deployed a
+   * canary with the same builder gets the other hosts' systems without building them again.
+   */
+  readonly builder?: HostBuilder | undefined;
 }
 
 /** How long one phase of one host took. */
@@ -87,8 +92,21 @@ async function timed<T>(
   }
 }
 
-function toBuildSpec(host: ResolvedHost): HostBuildSpec {
-  return { name: host.name, configuration: host.configuration, system: host.system, buildMode: host.buildMode, builders: host.builders };
+/**
+ * The host builder for a loaded pideploy.json: pins.nix beside its pins lock, GC roots in
+ * `.pideploy/` of its directory. Share one between `deploy()` calls to build each configuration once.
+ * @throws PideployError `PIDEPLOY_PINS_NOT_FOUND` when pins.nix does not exist yet.
+ */
+export function hostBuilderFor(config: ResolvedConfig, env?: Readonly<Record<string, string | undefined>>): HostBuilder {
+  const pinsNix = path.join(path.dirname(config.pinsFile), 'pins.nix');
+  if (!existsSync(pinsNix)) {
+    throw new PideployError({
+      code: 'PIDEPLOY_PINS_NOT_FOUND',
+      message: `no pins file at ${pinsNix}`,
+      hint: 'pin nixpkgs first: pideploy pin add nixpkgs --github NixOS/nixpkgs --branch nixos-24.11',
+    });
+  }
+  return createHostBuilder({ projectDir: config.directory, pinsFile: pinsNix, env });
 }
 
 /**
@@ -103,17 +121,9 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
   if (request.hosts.length === 0) {
     throw new PideployError({ code: 'PIDEPLOY_USAGE', message: 'no hosts to deploy', hint: 'name hosts, or add them to pideploy.json' });
   }
-  const pinsNix = path.join(path.dirname(request.config.pinsFile), 'pins.nix');
-  if (!existsSync(pinsNix)) {
-    throw new PideployError({
-      code: 'PIDEPLOY_PINS_NOT_FOUND',
-      message: `no pins file at ${pinsNix}`,
-      hint: 'pin nixpkgs first: pideploy pin add nixpkgs --github NixOS/nixpkgs --branch nixos-24.11',
-    });
-  }
-  const builder: HostBuilder = createHostBuilder({ projectDir: request.config.directory, pinsFile: pinsNix, env: request.env });
+  const builder: HostBuilder = request.builder ?? hostBuilderFor(request.config, request.env);
   // Every host's configuration files are checked before any connection or Nix work.
-  for (const host of request.hosts) await builder.plan(toBuildSpec(host));
+  for (const host of request.hosts) await builder.plan(host);
   // One password per SSH login (user@host realm); hosts that share the same login share it.
   const passwords = new Map<string, Promise<string | undefined>>();
   const askOncePer = (realm: string): SudoPasswordProvider => async (question) => {
@@ -142,11 +152,10 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
           },
         });
       });
-      const spec = toBuildSpec(host);
-      const { toplevel, sharedWith } = await timed('build', host.name, phases, context, () => builder.buildToplevel(spec, context));
+      const { toplevel, sharedWith } = await timed('build', host.name, phases, context, () => builder.buildToplevel(host, context));
       result.toplevel = toplevel.outPath;
       if (sharedWith !== undefined) result.sharedBuildWith = sharedWith;
-      const bundle = await timed('bundle', host.name, phases, context, () => builder.bundle(spec, toplevel, context));
+      const bundle = await timed('bundle', host.name, phases, context, () => builder.bundle(host, toplevel, context));
       result.bundle = bundle.outPath;
       const target = { target: host.target, session, connect, sudo: { password } };
       result.diff = await timed('diff', host.name, phases, context, async () => {

@@ -24,6 +24,7 @@ export {
 } from './build-hosts.js';
 export {
   deploy,
+  hostBuilderFor,
   type DeployRequest,
   type DeployResult,
   type HostDeployResult,

@@ -5,9 +5,9 @@ import { LAB_SUDO_PASSWORD, labDown, labExec, labUp, type LabStatus } from '@pid
 import { describeLab } from '@pideploy/lab/testing';
 import { createCollectingReporter } from '@pideploy/core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createContext, deploy, loadConfig, pin, selectHosts } from './index.js';
+import { activate, createContext, deploy, hostBuilderFor, loadConfig, pin, selectHosts, ssh, transport } from './index.js';
 
-describeLab('a custom pipeline with the SDK: canary first, then the rest (the README example)', () => {
+describeLab('a custom pipeline with the SDK: build once, canary first, then the rest (the README example)', () => {
   let status: LabStatus;
   let project: string;
   beforeAll(async () => {
@@ -25,27 +25,46 @@ describeLab('a custom pipeline with the SDK: canary first, then the rest (the RE
     await labDown();
   });
 
-  it('deploys the canary, checks it, then the rest in parallel', async () => {
+  it('builds once, copies to and activates the canary, then deploys the rest in parallel', async () => {
     // --- the example from apps/sdk/README.md ---
     const reporter = createCollectingReporter();
     const context = createContext({ reporter });
     const config = await loadConfig({ cwd: project });
-    const sudoPasswordProvider = async () => LAB_SUDO_PASSWORD;
+    const sudoPasswordProvider = async () => LAB_SUDO_PASSWORD; // or a prompt
 
-    const canary = await deploy({ config, hosts: selectHosts(config, ['@canary']), sudoPasswordProvider }, context);
-    if (!canary.ok) throw new Error(`canary failed: ${canary.results[0]?.error?.message}`);
-    const rest = await deploy({ config, hosts: selectHosts(config, ['@fleet']), parallel: 5, sudoPasswordProvider }, context);
+    // Build once: every host of this configuration reuses the builder's result.
+    const builder = hostBuilderFor(config);
+    const [canary] = selectHosts(config, ['@canary']);
+    if (canary === undefined) throw new Error('no @canary host');
+    const built = await builder.build(canary, context);
+
+    // Copy to the canary over one SSH connection and activate it (magic rollback on).
+    await using session = await ssh.connectSsh(canary.target, { sshConfigFile: canary.sshConfig }, context);
+    const sudo = await ssh.createSudo(session, { passwordProvider: sudoPasswordProvider });
+    const password = await sudoPasswordProvider();
+    const access = sudo.mode === 'root' ? ({ mode: 'direct' } as const) : ({ mode: 'sudo', password } as const);
+    await transport.copyClosure({ host: canary.name, session, paths: [built.bundle.outPath], access }, context);
+    const switched = await activate.activateSystem(
+      { target: canary.target, session, connect: { sshConfigFile: canary.sshConfig }, sudo: { password }, toplevel: built.toplevel.outPath, bundle: built.bundle.outPath },
+      context,
+    );
+    if (switched.outcome !== 'confirmed') throw new Error(`canary: ${switched.outcome}`);
+
+    // Then the rest, five at a time, without building again.
+    const rest = await deploy({ config, hosts: selectHosts(config, ['@fleet']), parallel: 5, builder, sudoPasswordProvider }, context);
     // --- end of the example ---
 
-    expect(canary.results.map((result) => result.host)).toEqual(['pi1']);
     expect(rest.ok).toBe(true);
-    expect(rest.results.map((result) => [result.host, result.activation?.outcome])).toEqual([
-      ['pi2', 'confirmed'],
-      ['pi3', 'confirmed'],
+    expect(rest.results.map((result) => [result.host, result.activation?.outcome, result.sharedBuildWith])).toEqual([
+      ['pi2', 'confirmed', 'pi1'],
+      ['pi3', 'confirmed', 'pi1'],
     ]);
+    // One build for the three hosts.
+    expect(reporter.events.filter((event) => event.type === 'build-start')).toHaveLength(1);
     for (const host of ['pi1', 'pi2', 'pi3']) {
-      expect((await labExec(host, ['readlink', '/run/current-system'])).stdout.trim()).toBe(canary.results[0]?.toplevel);
+      expect((await labExec(host, ['readlink', '/run/current-system'])).stdout.trim()).toBe(built.toplevel.outPath);
     }
+    expect((await labExec('pi1', ['readlink', '-f', '/etc/nixos/current-configuration'])).stdout.trim()).toBe(built.bundle.outPath);
     // The canary was activated before anything was copied to the others.
     const order = reporter.events.filter((event) => event.type === 'activate-end' || event.type === 'copy-plan').map((event) => `${event.type}:${event.host}`);
     expect(order.indexOf('activate-end:pi1')).toBeLessThan(order.indexOf('copy-plan:pi2'));
