@@ -3,6 +3,7 @@ import path from 'node:path';
 import { PideployError, toPideployError, type ActivationAction, type DeployPhase, type PideployContext } from '@pideploy/core';
 import { activateSystem, diffSystem, formatClosureDiff, type ActivationResult } from '@pideploy/activate';
 import { connectSsh, createSudo, type SshSession, type SudoPasswordProvider } from '@pideploy/ssh';
+import { checkPinsFiles } from '@pideploy/pin';
 import { copyClosure, type CopyClosureResult } from '@pideploy/transport';
 import { createHostBuilder, type HostBuilder } from './build-hosts.js';
 import type { ResolvedConfig, ResolvedHost } from './config.js';
@@ -92,13 +93,18 @@ async function timed<T>(
   }
 }
 
+/** pins.nix, generated beside the pins lock that pideploy.json names. */
+function pinsNixOf(config: ResolvedConfig): string {
+  return path.join(path.dirname(config.pinsFile), 'pins.nix');
+}
+
 /**
  * The host builder for a loaded pideploy.json: pins.nix beside its pins lock, GC roots in
  * `.pideploy/` of its directory. Share one between `deploy()` calls to build each configuration once.
  * @throws PideployError `PIDEPLOY_PINS_NOT_FOUND` when pins.nix does not exist yet.
  */
 export function hostBuilderFor(config: ResolvedConfig, env?: Readonly<Record<string, string | undefined>>): HostBuilder {
-  const pinsNix = path.join(path.dirname(config.pinsFile), 'pins.nix');
+  const pinsNix = pinsNixOf(config);
   if (!existsSync(pinsNix)) {
     throw new PideployError({
       code: 'PIDEPLOY_PINS_NOT_FOUND',
@@ -120,6 +126,16 @@ export function hostBuilderFor(config: ResolvedConfig, env?: Readonly<Record<str
 export async function deploy(request: DeployRequest, context: PideployContext): Promise<DeployResult> {
   if (request.hosts.length === 0) {
     throw new PideployError({ code: 'PIDEPLOY_USAGE', message: 'no hosts to deploy', hint: 'name hosts, or add them to pideploy.json' });
+  }
+  // The pin check: pins.nix is what pins.json records, and nixpkgs is pinned (before any other work).
+  const pinStarted = performance.now();
+  context.reporter.emit({ type: 'phase-start', phase: 'pin' });
+  let pinsOk = false;
+  try {
+    await checkPinsFiles({ jsonFile: request.config.pinsFile, nixFile: pinsNixOf(request.config) }, ['nixpkgs']);
+    pinsOk = true;
+  } finally {
+    context.reporter.emit({ type: 'phase-end', phase: 'pin', durationMs: performance.now() - pinStarted, ok: pinsOk });
   }
   const builder: HostBuilder = request.builder ?? hostBuilderFor(request.config, request.env);
   // Every host's configuration files are checked before any connection or Nix work.

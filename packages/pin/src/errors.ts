@@ -26,7 +26,9 @@ export type PinErrorCode =
   /** `pin add` for a name that is already pinned (without `force`). */
   | 'PIDEPLOY_PIN_EXISTS'
   /** A pin name given to update/verify is not in `pins.json`. */
-  | 'PIDEPLOY_PIN_UNKNOWN';
+  | 'PIDEPLOY_PIN_UNKNOWN'
+  /** `pins.nix` is missing or differs from what `pins.json` generates (edited by hand, or left behind). */
+  | 'PIDEPLOY_PIN_NIX_STALE';
 
 /** Builds a PideployError with one of this package's codes. */
 export function pinError(

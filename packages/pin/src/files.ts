@@ -95,3 +95,32 @@ export async function writePinsFiles(location: PinsLocation, file: PinsFile): Pr
     throw pinError('PIDEPLOY_PIN_WRITE_FAILED', `cannot write ${location.jsonFile}: ${(error as Error).message}`, 'check that the directory exists and is writable; the old pins files are unchanged', { cause: error });
   }
 }
+
+/**
+ * Checks that pins.json is a valid lock holding the pins `required` and that pins.nix is exactly
+ * what pins.json generates (what a build will import is what the lock records). Reads only.
+ * @throws PideployError `PIDEPLOY_PIN_LOCK_MISSING`, `PIDEPLOY_PIN_LOCK_INVALID`,
+ *   `PIDEPLOY_PIN_UNKNOWN` (a required pin is absent), `PIDEPLOY_PIN_NIX_STALE`.
+ */
+export async function checkPinsFiles(location: PinsLocation, required: readonly string[] = []): Promise<PinsFile> {
+  const file = await readExistingPinsFile(location);
+  for (const name of required) {
+    if (file.pins[name] === undefined) {
+      throw pinError('PIDEPLOY_PIN_UNKNOWN', `${location.jsonFile} has no pin "${name}"`, `pin it: pideploy pin add ${name} --github NixOS/nixpkgs --branch nixos-24.11`);
+    }
+  }
+  let nixText: string | undefined;
+  try {
+    nixText = await readFile(location.nixFile, 'utf8');
+  } catch {
+    nixText = undefined;
+  }
+  if (nixText !== renderPinsNix(file)) {
+    throw pinError(
+      'PIDEPLOY_PIN_NIX_STALE',
+      nixText === undefined ? `${location.nixFile} is missing` : `${location.nixFile} does not match ${path.basename(location.jsonFile)} (edited by hand?)`,
+      `restore it from version control, or rewrite both files from the lock: pideploy pin update ${Object.keys(file.pins)[0] ?? 'nixpkgs'} (moves branch pins to their newest commit)`,
+    );
+  }
+  return file;
+}

@@ -52,7 +52,7 @@ export {
   type PinsFile,
   type UrlPin,
 } from './lockfile.js';
-export { pinsLocation, readExistingPinsFile, readPinsFile, writePinsFiles, type PinsLocation } from './files.js';
+export { checkPinsFiles, pinsLocation, readExistingPinsFile, readPinsFile, writePinsFiles, type PinsLocation } from './files.js';
 export { defaultCacheDir, hashCacheKey, pinCacheLayout, readCachedHash, writeCachedHash, type CachedHash } from './cache.js';
 export {
   hashTarballFile,

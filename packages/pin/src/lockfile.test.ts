@@ -1,8 +1,8 @@
-import { mkdir, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { pinsLocation, readPinsFile, writePinsFiles } from './files.js';
+import { checkPinsFiles, pinsLocation, readPinsFile, writePinsFiles } from './files.js';
 import { nixString } from '@pideploy/nix';
 import { parsePinsJson, renderPinsJson, renderPinsNix, validatePinName, type PinsFile } from './lockfile.js';
 import { lockedFields } from './pins.js';
@@ -139,5 +139,19 @@ describe('writing pins files', () => {
     await expect(writePinsFiles(location, { version: 1, pins: {} })).rejects.toThrow(expect.objectContaining({ code: 'PIDEPLOY_PIN_WRITE_FAILED' }));
     expect(await readFile(location.jsonFile)).toEqual(oldJson);
     expect((await readdir(dir)).sort()).toEqual(['pins.json', 'pins.nix']);
+  });
+
+  it('checks that pins.nix is what pins.json generates and that required pins exist', async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'pideploy-pin-unit-'));
+    const location = pinsLocation(dir);
+    await expect(checkPinsFiles(location)).rejects.toThrow(expect.objectContaining({ code: 'PIDEPLOY_PIN_LOCK_MISSING' }));
+    await writePinsFiles(location, sample);
+    const name = Object.keys(sample.pins)[0] as string;
+    expect(await checkPinsFiles(location, [name])).toEqual(parsePinsJson(renderPinsJson(sample)));
+    await expect(checkPinsFiles(location, ['other'])).rejects.toThrow(expect.objectContaining({ code: 'PIDEPLOY_PIN_UNKNOWN', message: expect.stringContaining('"other"') as unknown }));
+    await writeFile(location.nixFile, (await readFile(location.nixFile, 'utf8')).replace('sha256 = "', 'sha256 = "0'));
+    await expect(checkPinsFiles(location)).rejects.toThrow(expect.objectContaining({ code: 'PIDEPLOY_PIN_NIX_STALE', message: expect.stringContaining('does not match') as unknown }));
+    await rm(location.nixFile);
+    await expect(checkPinsFiles(location)).rejects.toThrow(expect.objectContaining({ code: 'PIDEPLOY_PIN_NIX_STALE', message: expect.stringContaining('is missing') as unknown }));
   });
 });

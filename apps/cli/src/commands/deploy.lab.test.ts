@@ -84,4 +84,20 @@ describeLab('pideploy deploy end to end (lab: trusted, untrusted and NOPASSWD ho
     expect(run.stdout).toMatch(/^broken +FAILED/mu);
     expect(run.stdout).toContain('hostNmae');
   });
+
+  it('refuses a hand-edited pins.nix before connecting anywhere (one line + hint, exit 1)', async () => {
+    const pinsNix = path.join(project, 'pins.nix');
+    const original = readFileSync(pinsNix, 'utf8');
+    const loginsBefore = status.hosts.map((host) => logins(host.sshdLog));
+    try {
+      await writeFile(pinsNix, original.replace('sha256 = "', 'sha256 = "1'));
+      const run = await pideploy(['deploy', 'pi1', '--sudo-password-file', passwordFile], project, env);
+      expect(run.code).toBe(1);
+      expect(run.stderr).toMatch(/^pideploy: .*pins\.nix does not match pins\.json/mu);
+      expect(run.stderr).toMatch(/^hint: /mu);
+      expect(status.hosts.map((host) => logins(host.sshdLog))).toEqual(loginsBefore);
+    } finally {
+      await writeFile(pinsNix, original);
+    }
+  });
 });
