@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { silentReporter, type Reporter } from './events.js';
 
 /**
@@ -19,10 +20,12 @@ export interface BaseContextOptions {
   readonly signal?: AbortSignal | undefined;
 }
 
-/** Builds a context with defaults for what is not given. */
+/**
+ * Builds a context with defaults for what is not given. The signal may get one abort listener
+ * per running step of every host of a fleet, so Node's warning at 10 listeners is lifted for it.
+ */
 export function createBaseContext(options: BaseContextOptions = {}): PideployContext {
-  return {
-    reporter: options.reporter ?? silentReporter,
-    signal: options.signal ?? new AbortController().signal,
-  };
+  const signal = options.signal ?? new AbortController().signal;
+  setMaxListeners(0, signal);
+  return { reporter: options.reporter ?? silentReporter, signal };
 }
