@@ -107,8 +107,22 @@ export function createHostBuilder(options: HostBuilderOptions): HostBuilder {
     };
   };
 
+  // One plan per host and configuration (collecting files and the git state costs processes).
+  const plans = new Map<string, Promise<BundlePlan>>();
+  const planFor = (host: HostBuildSpec): Promise<BundlePlan> => {
+    const key = JSON.stringify([host.name, toplevelBuildKey(host)]);
+    let plan = plans.get(key);
+    if (plan === undefined) {
+      plan = bundleRequest(host).then(planBundle);
+      plans.set(key, plan);
+      // A failed plan (missing file) is not kept: fixing the file and asking again works.
+      plan.catch(() => plans.delete(key));
+    }
+    return plan;
+  };
+
   const builder: HostBuilder = {
-    plan: async (host) => planBundle(await bundleRequest(host)),
+    plan: planFor,
     buildToplevel: async (host, context = createBaseContext()) => {
       const key = toplevelBuildKey(host);
       const existing = toplevels.get(key);
@@ -137,7 +151,7 @@ export function createHostBuilder(options: HostBuilderOptions): HostBuilder {
       return { toplevel: await result, sharedWith: undefined };
     },
     bundle: async (host, toplevel, context = createBaseContext()) =>
-      buildBundle({ ...(await bundleRequest(host)), toplevel, nixArguments: toplevel.nixArguments, stateDir, env: options.env }, context),
+      buildBundle({ ...(await bundleRequest(host)), plan: await planFor(host), toplevel, nixArguments: toplevel.nixArguments, stateDir, env: options.env }, context),
     build: async (host, context = createBaseContext()) => {
       const { toplevel, sharedWith } = await builder.buildToplevel(host, context);
       return { host: host.name, toplevel, bundle: await builder.bundle(host, toplevel, context), sharedWith };

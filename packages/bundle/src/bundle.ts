@@ -58,6 +58,8 @@ export interface BuildBundleRequest extends BundleRequest {
   readonly stateDir?: string | undefined;
   /** Environment variables for nix, merged over this process's (NIX_PATH is always emptied). */
   readonly env?: Readonly<Record<string, string | undefined>> | undefined;
+  /** The plan {@link planBundle} made for this same request, to skip collecting the files again. */
+  readonly plan?: BundlePlan | undefined;
 }
 
 /** The bundle stage's artifact (`version: 1`). */
@@ -134,7 +136,7 @@ export function renderPlannedBundleExpression(plan: BundlePlan, toplevelExpressi
  */
 export async function buildBundle(request: BuildBundleRequest, context: PideployContext = createBaseContext()): Promise<BuildBundleResult> {
   const started = Date.now();
-  const plan = await planBundle(request);
+  const plan = request.plan ?? (await planBundle(request));
   const expression = renderPlannedBundleExpression(plan, `import ${nixPath(request.toplevel.drvPath)}`);
   const gcRoot = request.stateDir === undefined ? undefined : path.join(request.stateDir, 'gcroots', `${request.host}-bundle`);
   if (gcRoot !== undefined) await mkdir(path.dirname(gcRoot), { recursive: true });
