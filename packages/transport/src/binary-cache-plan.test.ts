@@ -171,6 +171,10 @@ error: hash mismatch importing path '${TOP}';
          got:       sha256:1glf42caylr90bgd9mdwvm8l6jg75bzwhgxb289hzpqafmlnikfn
 error: build of '${TOP}' failed`);
     expect(error).toMatchObject({ code: 'PIDEPLOY_CACHE_NAR_CORRUPT', message: expect.stringContaining(TOP), hint: expect.stringContaining('push again') });
+    for (const damage of ['error: failed to read compressed data (Lzma library error: Corrupted input data)', 'error: Failed to open archive (Truncated zstd input)']) {
+      const failure = classify(`copying path '${DEP}' from 'http://127.0.0.1:1'...\ncopying path '${TOP}' from 'http://127.0.0.1:1'...\n${damage}\nerror: build of '${TOP}' failed`);
+      expect(failure, damage).toMatchObject({ code: 'PIDEPLOY_CACHE_NAR_CORRUPT', message: expect.stringContaining(`rejected ${TOP}`) });
+    }
   });
 
   it('an unreachable cache (tunnel endpoint down, or no server)', () => {
@@ -197,6 +201,11 @@ error: build of '${TOP}' failed`)).toMatchObject({ code: 'PIDEPLOY_CACHE_INCOMPL
   it('an untrusted login user without sudo, and sudo refusals', () => {
     expect(classify(`warning: ignoring the client-specified setting 'substituters', because it is a restricted setting and you are not a trusted user
 error: path '${TOP}' is required, but there is no substituter that can build it`)).toMatchObject({ code: 'PIDEPLOY_CACHE_UNTRUSTED_USER', hint: expect.stringContaining('sudo') });
+    // What Nix 2.8's daemon says to an untrusted user (recorded on a lab host):
+    expect(classify(`warning: ignoring untrusted substituter 'http://127.0.0.1:1/x'
+don't know how to build these paths:
+  ${TOP}
+error: build of '${TOP}' failed`)).toMatchObject({ code: 'PIDEPLOY_CACHE_UNTRUSTED_USER' });
     const wrong = classify('Sorry, try again.\nsudo: no password was provided\nsudo: 1 incorrect password attempt\n', { access: { mode: 'sudo', password: 'x' } });
     expect(wrong).toMatchObject({ code: 'PIDEPLOY_SUDO_WRONG_PASSWORD', message: 'sudo on pi1 rejected the password; nothing was fetched' });
   });

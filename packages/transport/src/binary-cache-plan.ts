@@ -205,7 +205,7 @@ export function classifySubstituteFailure(failure: SubstituteFailure): PideployE
   const make = remoteFailureMaker(['nix-store', '--realise', '--option', 'substituters', failure.cacheUrl], failure.exitCode, stderr);
   const sudo = classifySudoFailure(host, stderr, 'nothing was fetched');
   if (sudo !== undefined) return make(sudo.code, sudo.message, sudo.hint);
-  if (/ignoring the client-specified setting '(?:substituters|trusted-public-keys|require-sigs)'/u.test(stderr)) {
+  if (/ignoring untrusted substituter|ignoring the client-specified setting '(?:substituters|trusted-public-keys|require-sigs)'/u.test(stderr)) {
     return make(
       'PIDEPLOY_CACHE_UNTRUSTED_USER',
       `${host}'s nix-daemon ignored the cache settings: the login user is not a trusted Nix user there; nothing was fetched`,
@@ -220,11 +220,12 @@ export function classifySubstituteFailure(failure: SubstituteFailure): PideployE
       'pass the public key that belongs to the secret key the cache was pushed with (or push again with the right key: pushToBinaryCache re-signs what is there)',
     );
   }
-  const corrupt = /hash mismatch importing path '([^']+)'|NAR hash mismatch[^\n]*'([^']+)'|(?:error: )?(?:[a-z0-9]+ )?decompression error|bad archive|Truncated tar archive|unexpected end-of-file|input compression not recognized/iu.exec(stderr);
+  const corrupt = /hash mismatch importing path '([^']+)'|NAR hash mismatch[^\n]*'([^']+)'|failed to read compressed data|Failed to open archive|decompression error|Corrupted input data|Truncated [a-z0-9]+ input|bad archive|input compression not recognized/iu.exec(stderr);
   if (corrupt !== null) {
+    const fetching = [...stderr.matchAll(/^copying path '([^']+)' from '/gmu)].at(-1)?.[1];
     return make(
       'PIDEPLOY_CACHE_NAR_CORRUPT',
-      `${host} rejected ${corrupt[1] ?? corrupt[2] ?? 'a NAR'} from the cache: the NAR file does not match its signed hash; nothing damaged was imported`,
+      `${host} rejected ${corrupt[1] ?? corrupt[2] ?? fetching ?? 'a NAR'} from the cache: the NAR file is damaged (it does not unpack to its signed hash); nothing damaged was imported`,
       'the cache directory is damaged: delete it (or the path’s .narinfo and NAR file) and push again',
     );
   }
