@@ -127,9 +127,12 @@ describe('substituteCommand', () => {
       '--option', 'trusted-public-keys', `${KEY} old-1:AAAA`,
       '--option', 'require-sigs', 'true',
       '--option', 'narinfo-cache-negative-ttl', '0',
+      '--option', 'max-jobs', '8',
       '--', TOP,
     ]);
     expect(command.stdinPrefix.length).toBe(0);
+    expect(substituteCommand({ paths: [TOP], cacheUrl: 'http://x:1', publicKeys: [KEY], maxJobs: 2 }).argv).toContain('2');
+    expect(() => substituteCommand({ paths: [TOP], cacheUrl: 'http://x:1', publicKeys: [KEY], maxJobs: 0 })).toThrow(expect.objectContaining({ code: 'PIDEPLOY_USAGE' }));
   });
 
   it('runs through sudo like copyClosure: the password only as the first stdin line', () => {

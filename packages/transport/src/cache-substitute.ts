@@ -47,6 +47,8 @@ export interface SubstituteFromCacheInput extends RemoteNixOptions {
    * goes to sudo on stdin, never into argv, env, events or errors).
    */
   readonly access?: StoreAccess | undefined;
+  /** How many paths the target fetches and unpacks at once (default 8, see `DEFAULT_SUBSTITUTE_JOBS`). */
+  readonly maxJobs?: number | undefined;
   /** Path infos of the whole closure (e.g. `pushToBinaryCache`'s `closure`); default: asked from the local store. */
   readonly closure?: readonly StorePathInfo[] | undefined;
   /** Environment for the local nix query (default this process's). */
@@ -128,6 +130,7 @@ export async function substituteFromCache(input: SubstituteFromCacheInput, conte
       cacheUrl: cacheUrlOnHost,
       publicKeys: publicKeys.map((key) => `${key.name}:${key.key.toString('base64')}`),
       access,
+      maxJobs: input.maxJobs,
       ...remote,
     });
     if (context.signal.aborted) throw interrupted(input.host, context.signal.reason);

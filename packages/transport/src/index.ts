@@ -39,6 +39,7 @@ export { copyClosure, type CopyClosureInput, type CopyClosureResult } from './co
 export {
   CACHE_COMPRESSIONS,
   DEFAULT_CACHE_COMPRESSION,
+  DEFAULT_SUBSTITUTE_JOBS,
   binaryCacheStoreUrl,
   cacheContentType,
   cacheFileForRequest,
