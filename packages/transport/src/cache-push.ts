@@ -87,6 +87,7 @@ export interface PushToBinaryCacheInput {
 
 /** What {@link pushToBinaryCache} did. */
 export interface PushToBinaryCacheResult {
+  /** Format version of this result (JSON artifact). */
   readonly version: 1;
   /** The absolute cache directory. */
   readonly cacheDirectory: string;
@@ -104,6 +105,7 @@ export interface PushToBinaryCacheResult {
   readonly fileBytesPushed: number;
   /** The whole closure with its path infos (hand it to `substituteFromCache` to skip a query). */
   readonly closure: readonly StorePathInfo[];
+  /** Wall time of the whole call, milliseconds. */
   readonly durationMs: number;
 }
 

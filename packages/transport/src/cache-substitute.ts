@@ -57,7 +57,9 @@ export interface SubstituteFromCacheInput extends RemoteNixOptions {
 
 /** What {@link substituteFromCache} did on one target. */
 export interface SubstituteFromCacheResult {
+  /** Format version of this result (JSON artifact). */
   readonly version: 1;
+  /** The target's name, as given. */
   readonly host: string;
   /** Paths the target fetched from the cache, dependencies first. */
   readonly pathsFetched: readonly string[];
@@ -67,8 +69,9 @@ export interface SubstituteFromCacheResult {
   readonly narBytesFetched: number;
   /** Bytes the cache sent to the target through the tunnel (compressed NARs + narinfos); 0 without one. */
   readonly tunnelBytes: number;
-  /** The cache URL the target used. */
+  /** The cache URL the target used (undefined when nothing was missing and no fetch ran). */
   readonly cacheUrlOnHost: string | undefined;
+  /** Wall time of the whole call, milliseconds. */
   readonly durationMs: number;
 }
 
