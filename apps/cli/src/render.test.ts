@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { PideployError } from '@pideploy/core';
 import { createBufferIo } from './io.js';
-import { createRenderer, progressBar, shouldRenderLive } from './render.js';
+import { createRenderer, describeEvent, progressBar, shouldRenderLive } from './render.js';
 
 describe('createRenderer', () => {
   it('writes NDJSON events, result and error on stdout with --json, nothing human on stdout', () => {
@@ -49,5 +49,10 @@ describe('createRenderer', () => {
     expect(shouldRenderLive(createBufferIo())).toBe(false);
     expect(progressBar(0.5, 4)).toBe('[██░░]');
     expect(progressBar(Number.NaN, 2)).toBe('[░░]');
+  });
+
+  it('describes a binary cache push in one line', () => {
+    const line = describeEvent({ type: 'cache-push', cache: '/var/cache/fleet', pathsPushed: 3, pathsPresent: 28, narBytesPushed: 2048, fileBytesPushed: 1024, durationMs: 1500 }, false);
+    expect(line).toBe('pushed 3 path(s) to the binary cache /var/cache/fleet (2.0 KiB NAR, 1.0 KiB compressed), 28 already there, in 1.5 s');
   });
 });

@@ -127,6 +127,8 @@ export function describeEvent(event: DeployEvent, verbose: boolean): string | un
       return describeProgress(event)?.text;
     case 'copy-end':
       return `${prefix}copied ${event.pathsSent} path(s), ${formatBytes(event.bytesSent)} in ${formatDuration(event.durationMs)}`;
+    case 'cache-push':
+      return `pushed ${event.pathsPushed} path(s) to the binary cache ${event.cache} (${formatBytes(event.narBytesPushed)} NAR, ${formatBytes(event.fileBytesPushed)} compressed), ${event.pathsPresent} already there, in ${formatDuration(event.durationMs)}`;
     case 'activate-start':
       return `${prefix}${event.action} ${event.toplevel}`;
     case 'activate-end':

@@ -14,6 +14,18 @@ export type DeployEvent =
   | { readonly type: 'copy-plan'; readonly host: string; readonly pathsToSend: number; readonly bytesToSend: number; readonly pathsPresent: number }
   | { readonly type: 'copy-progress'; readonly host: string; readonly bytesSent: number; readonly bytesTotal: number; readonly bytesPerSecond: number }
   | { readonly type: 'copy-end'; readonly host: string; readonly pathsSent: number; readonly bytesSent: number; readonly durationMs: number }
+  | {
+      readonly type: 'cache-push';
+      /** The binary cache directory. */
+      readonly cache: string;
+      readonly pathsPushed: number;
+      readonly pathsPresent: number;
+      /** Σ NAR size of the pushed paths (uncompressed). */
+      readonly narBytesPushed: number;
+      /** Bytes of the compressed NAR files written. */
+      readonly fileBytesPushed: number;
+      readonly durationMs: number;
+    }
   | { readonly type: 'activate-start'; readonly host: string; readonly action: ActivationAction; readonly toplevel: string }
   | { readonly type: 'activate-end'; readonly host: string; readonly action: ActivationAction; readonly ok: boolean; readonly durationMs: number }
   | { readonly type: 'lab-host-up'; readonly host: string; readonly address: string; readonly reused: boolean }

@@ -26,6 +26,8 @@ export const SSH_ERROR_CODES = {
   sudoPasswordRequired: 'PIDEPLOY_SUDO_PASSWORD_REQUIRED',
   /** The login user may not use sudo, or sudo is missing on the host. */
   sudoNotAllowed: 'PIDEPLOY_SUDO_NOT_ALLOWED',
+  /** The server refused a remote port forward (`AllowTcpForwarding no`, port in use). */
+  forwardRefused: 'PIDEPLOY_SSH_FORWARD_REFUSED',
 } as const;
 
 /** Node socket error codes that mean "the host cannot be reached (now)". */

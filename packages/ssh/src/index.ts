@@ -37,6 +37,7 @@ export {
 } from './known-hosts.js';
 export { SSH_ERROR_CODES, classifySshError, type ConnectionDescription } from './errors.js';
 export { remoteCommandLine, type ExecOptions, type ExecResult, type RemoteCommand, type RemoteExit, type RemoteProcess } from './remote-process.js';
+export { forwardRefusedError, type RemoteForwardOptions, type RemotePortForward } from './remote-forward.js';
 export { PREFERRED_CIPHERS, connectSsh, orderHostKeyAlgorithms, type ConnectSshOptions, type PassphraseProvider, type PassphraseRequest, type SshSession } from './session.js';
 export {
   SUDO_NOPASSWD_PREFIX,

@@ -17,6 +17,7 @@ import {
   type KnownHostsEntry,
 } from './known-hosts.js';
 import { collectRemoteProcess, remoteCommandLine, remoteProcessFromChannel, type ExecOptions, type ExecResult, type RemoteCommand, type RemoteProcess } from './remote-process.js';
+import { RemoteForwards, type RemoteForwardOptions, type RemotePortForward } from './remote-forward.js';
 import { currentLocalIdentity, loadSshConfig } from './ssh-config-files.js';
 import { createSudo, type CreateSudoOptions, type SudoRunner } from './sudo.js';
 import { parseSshTarget, resolveSshHost, type LocalIdentity, type ResolvedSshHost, type SshConfig, type SshTarget } from './ssh-config.js';
@@ -78,6 +79,14 @@ export interface SshSession extends AsyncDisposable {
    * asked for and checked, on the first call; later calls return the same runner.
    */
   sudo(options?: CreateSudoOptions): Promise<SudoRunner>;
+  /**
+   * Makes the remote sshd listen on a port of the host (default `127.0.0.1`, a free port) and
+   * joins every connection made to it to a local TCP endpoint, over this same connection (what
+   * `ssh -R` does; no new login). Lets the host reach a server on this machine that it could not
+   * reach otherwise. Stops when closed, or with the session.
+   * @throws PideployError `PIDEPLOY_SSH_FORWARD_REFUSED` when the server does not allow it.
+   */
+  forwardRemotePort(options: RemoteForwardOptions): Promise<RemotePortForward>;
   /** True once the connection closed (by `close()` or because it dropped). */
   readonly closed: boolean;
   /** Closes the connection (and a ProxyJump hop); idempotent. */
@@ -409,6 +418,7 @@ async function openClient(input: OpenClientInput): Promise<OpenedClient> {
 class Session implements SessionWithSecretExec {
   #closed = false;
   readonly #closing: Promise<void>[] = [];
+  #forwards: RemoteForwards | undefined;
 
   constructor(
     readonly host: ResolvedSshHost,
@@ -442,6 +452,18 @@ class Session implements SessionWithSecretExec {
     return this.#closed;
   }
 
+  #closedError(): PideployError {
+    return new PideployError({ code: SSH_ERROR_CODES.connectionFailed, message: `the SSH connection to ${this.display} is closed`, hint: 'connect again', isRetryable: true });
+  }
+
+  forwardRemotePort(options: RemoteForwardOptions): Promise<RemotePortForward> {
+    if (this.#closed) {
+      return Promise.reject(this.#closedError());
+    }
+    this.#forwards ??= new RemoteForwards(this.client, this.display);
+    return this.#forwards.open(options);
+  }
+
   spawn(command: RemoteCommand, options: { readonly signal?: AbortSignal | undefined } = {}): Promise<RemoteProcess> {
     const { line } = remoteCommandLine(command);
     return this.#open(line, options.signal);
@@ -456,9 +478,7 @@ class Session implements SessionWithSecretExec {
   #open(line: string, signal: AbortSignal | undefined): Promise<RemoteProcess> {
     if (signal?.aborted === true) return Promise.reject(interruptedError('the remote command', signal.reason));
     if (this.#closed) {
-      return Promise.reject(
-        new PideployError({ code: SSH_ERROR_CODES.connectionFailed, message: `the SSH connection to ${this.display} is closed`, hint: 'connect again', isRetryable: true }),
-      );
+      return Promise.reject(this.#closedError());
     }
     return new Promise((resolve, reject) => {
       try {

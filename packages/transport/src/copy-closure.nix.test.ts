@@ -4,10 +4,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createBaseContext, createCollectingReporter, type DeployEvent } from '@pideploy/core';
 import { queryClosurePathInfos } from '@pideploy/nix';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { copyClosure } from './copy-closure.js';
 import type { RemoteSpawner, ServeProcess } from './remote-serve.js';
-import { LOCAL_NIX_ENV, localSpawner } from './test-support/local-serve.js';
+import { describeNix, LOCAL_NIX_ENV, localSpawner } from './test-support/local-serve.js';
 import { vectorsDir } from './test-support/vectors.js';
 
 /*
@@ -15,17 +15,6 @@ import { vectorsDir } from './test-support/vectors.js';
  * fresh chroot store: the protocol, the plan, re-runs and interruptions, without the lab.
  */
 
-function hasNix(): boolean {
-  try {
-    execFileSync('nix-store', ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-const inCi = process.env['CI'] !== undefined && process.env['CI'] !== '' && process.env['CI'] !== 'false';
-const describeNix = hasNix() || inCi ? describe : describe.skip;
 
 function nixBuild(expression: string): string {
   return execFileSync('nix-build', ['--no-out-link', '-E', expression], { env: LOCAL_NIX_ENV, encoding: 'utf8' }).trim();

@@ -7,6 +7,7 @@ import {
   classifyServeFailure,
   serveCommand,
   SUDO_WRONG_PASSWORD,
+  type RemoteNixOptions,
   type RemoteSpawner,
   type ServeFailurePhase,
   type ServeProcess,
@@ -15,7 +16,7 @@ import {
 import { encodeAddToStoreNarHeader, encodeClientHello, encodeQueryValidPaths, ServeReader, ServeStreamEnded, serveProtocolError } from './serve-protocol.js';
 
 /** Input of {@link copyClosure}. */
-export interface CopyClosureInput {
+export interface CopyClosureInput extends RemoteNixOptions {
   /** Name of the target in events and messages (e.g. the pideploy.json host name). */
   readonly host: string;
   /** The one connection to the target (an `SshSession`); the copy opens one channel on it. */
@@ -33,10 +34,6 @@ export interface CopyClosureInput {
   readonly substituteOnDestination?: boolean | undefined;
   /** Environment for the local nix query (default this process's). */
   readonly localNixEnv?: NodeJS.ProcessEnv | undefined;
-  /** Remote program (default `nix-store`) and store (default the system store); for tests. */
-  readonly remoteProgram?: string | undefined;
-  /** `--store` of the remote nix-store; for tests. */
-  readonly remoteStore?: string | undefined;
 }
 
 /** What {@link copyClosure} did. */

@@ -23,7 +23,10 @@ export { TransferMeter, type TransferMeterOptions, type TransferSnapshot } from 
 export {
   SUDO_WRONG_PASSWORD,
   classifyServeFailure,
+  classifySudoFailure,
   serveCommand,
+  storeAccessCommand,
+  type RemoteNixOptions,
   type RemoteSpawner,
   type ServeCommand as ServeCommandLine,
   type ServeCommandOptions,
@@ -33,3 +36,38 @@ export {
   type StoreAccess,
 } from './remote-serve.js';
 export { copyClosure, type CopyClosureInput, type CopyClosureResult } from './copy-closure.js';
+export {
+  CACHE_COMPRESSIONS,
+  DEFAULT_CACHE_COMPRESSION,
+  DEFAULT_SUBSTITUTE_JOBS,
+  binaryCacheStoreUrl,
+  cacheContentType,
+  cacheFileForRequest,
+  classifySubstituteFailure,
+  parseSubstituteProgress,
+  planCachePush,
+  planSubstitution,
+  substituteCommand,
+  tunnelEndpoint,
+  tunnelledCacheUrl,
+  type BinaryCacheStoreUrlOptions,
+  type CacheCompression,
+  type CachePushPlan,
+  type SubstituteCommandOptions,
+  type SubstituteFailure,
+  type SubstitutionPlan,
+} from './binary-cache-plan.js';
+export {
+  hasValidSignature,
+  narInfoFileName,
+  narInfoFingerprint,
+  parseCachePublicKey,
+  parseNarInfo,
+  publicKeyOfSecretKey,
+  type CachePublicKey,
+  type NarInfo,
+} from './narinfo.js';
+export { generateCacheKey, pushToBinaryCache, type CacheKey, type GenerateCacheKeyInput, type PushToBinaryCacheInput, type PushToBinaryCacheResult } from './cache-push.js';
+export { serveBinaryCache, type BinaryCacheServer, type CacheRequest, type ServeBinaryCacheOptions } from './cache-server.js';
+export { substituteFromCache, type SubstituteFromCacheInput, type SubstituteFromCacheResult, type SubstituteSession } from './cache-substitute.js';
+export { queryValidPaths, type QueryValidPathsOptions } from './query-valid-paths.js';

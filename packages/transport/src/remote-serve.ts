@@ -1,5 +1,5 @@
 import type { Readable, Writable } from 'node:stream';
-import { PideployError } from '@pideploy/core';
+import { PideployError, tailLines } from '@pideploy/core';
 
 /**
  * A running remote command with byte streams: what `SshSession.spawn` of `@pideploy/ssh`
@@ -34,14 +34,18 @@ export type StoreAccess =
   | { readonly mode: 'direct' }
   | { readonly mode: 'sudo'; readonly password?: string | undefined };
 
-/** Options of {@link serveCommand}. */
-export interface ServeCommandOptions {
-  /** How to reach the store (default direct). */
-  readonly access?: StoreAccess | undefined;
+/** Where the remote Nix commands come from; both are for tests (a local chroot store). */
+export interface RemoteNixOptions {
   /** The remote program (default `nix-store`, found through the remote PATH). */
   readonly remoteProgram?: string | undefined;
   /** `--store` for the remote nix-store (tests: a chroot store); default the system store. */
   readonly remoteStore?: string | undefined;
+}
+
+/** Options of {@link serveCommand}. */
+export interface ServeCommandOptions extends RemoteNixOptions {
+  /** How to reach the store (default direct). */
+  readonly access?: StoreAccess | undefined;
 }
 
 /** The remote argv of the serve process and the bytes that must precede the protocol on stdin. */
@@ -60,9 +64,18 @@ export interface ServeCommand {
  */
 export function serveCommand(options: ServeCommandOptions = {}): ServeCommand {
   const serve = [options.remoteProgram ?? 'nix-store', '--serve', '--write', ...(options.remoteStore === undefined ? [] : ['--store', options.remoteStore])];
-  const access = options.access ?? { mode: 'direct' };
-  if (access.mode === 'direct') return { argv: serve, stdinPrefix: Buffer.alloc(0) };
-  if (access.password === undefined) return { argv: ['sudo', '-n', '--', ...serve], stdinPrefix: Buffer.alloc(0) };
+  return storeAccessCommand(serve, options.access ?? { mode: 'direct' });
+}
+
+/**
+ * Runs a remote argv with the given store access: as is (`direct`), through `sudo -n --`
+ * (NOPASSWD), or through `sudo -k -S -p '' --` with the password as the first stdin line, so it
+ * never appears in argv, env or logs (`-k`: sudo always reads exactly that one line).
+ * @throws PideployError `PIDEPLOY_USAGE` for a password containing a newline (sudo -S cannot take it).
+ */
+export function storeAccessCommand(argv: readonly string[], access: StoreAccess): ServeCommand {
+  if (access.mode === 'direct') return { argv: [...argv], stdinPrefix: Buffer.alloc(0) };
+  if (access.password === undefined) return { argv: ['sudo', '-n', '--', ...argv], stdinPrefix: Buffer.alloc(0) };
   if (/[\r\n]/u.test(access.password)) {
     throw new PideployError({
       code: 'PIDEPLOY_USAGE',
@@ -70,7 +83,7 @@ export function serveCommand(options: ServeCommandOptions = {}): ServeCommand {
       hint: 'a password file holds the password on its first line only',
     });
   }
-  return { argv: ['sudo', '-k', '-S', '-p', '', '--', ...serve], stdinPrefix: Buffer.from(`${access.password}\n`, 'utf8') };
+  return { argv: ['sudo', '-k', '-S', '-p', '', '--', ...argv], stdinPrefix: Buffer.from(`${access.password}\n`, 'utf8') };
 }
 
 /** What was going on when the serve process failed. */
@@ -99,8 +112,40 @@ const RERUN_HINT = 'nothing half-copied is registered on the target; run the sam
 /** Sudo's answers to a wrong password (`sudo -S`). */
 export const SUDO_WRONG_PASSWORD = /Sorry, try again|incorrect password attempt|no password was provided/u;
 
+/**
+ * Sudo's refusals in a remote command's stderr (wrong password, password needed, user not
+ * allowed) as code, message and hint; undefined when sudo did not refuse. Pure.
+ * @param outcome what to say was (not) done, e.g. `nothing was copied`.
+ */
+export function classifySudoFailure(host: string, stderr: string, outcome: string): { readonly code: string; readonly message: string; readonly hint: string } | undefined {
+  if (SUDO_WRONG_PASSWORD.test(stderr)) {
+    return { code: 'PIDEPLOY_SUDO_WRONG_PASSWORD', message: `sudo on ${host} rejected the password; ${outcome}`, hint: 'check the sudo password of the login user on the target (--sudo-password-file / --sudo-password-stdin)' };
+  }
+  if (/a password is required|a terminal is required/u.test(stderr)) {
+    return { code: 'PIDEPLOY_SUDO_PASSWORD_REQUIRED', message: `sudo on ${host} needs a password; ${outcome}`, hint: 'give it with --sudo-password-file FILE or --sudo-password-stdin' };
+  }
+  if (/not in the sudoers|is not allowed to (?:execute|run sudo)|may not run sudo/u.test(stderr)) {
+    return {
+      code: 'PIDEPLOY_SUDO_NOT_ALLOWED',
+      message: `the login user may not use sudo on ${host}; ${outcome}`,
+      hint: 'log in as root, or allow the user sudo (NixOS: users.users.<name>.extraGroups = [ "wheel" ])',
+    };
+  }
+  return undefined;
+}
+
+/** A maker of PideployErrors that keep a remote command's argv (never secrets), exit and stderr tail. */
+export function remoteFailureMaker(
+  command: readonly string[],
+  exitCode: number | null,
+  stderr: string,
+): (code: string, message: string, hint: string, isRetryable?: boolean) => PideployError {
+  return (code, message, hint, isRetryable = false) =>
+    new PideployError({ code, message, hint, isRetryable, commandFailure: { command, exitCode: exitCode ?? undefined, stderrTail: tailLines(stderr) } });
+}
+
 /** The last meaningful stderr line, without sudo's/nix's `error:` prefix noise. */
-function lastLine(stderr: string): string {
+export function lastLine(stderr: string): string {
   const lines = stderr
     .split('\n')
     .map((line) => line.trim())
@@ -116,23 +161,9 @@ export function classifyServeFailure(failure: ServeFailure): PideployError {
   const { host, stderr } = failure;
   const progress =
     failure.pathsToSend !== undefined ? ` (${failure.pathsCopied ?? 0} of ${failure.pathsToSend} paths copied)` : '';
-  const make = (code: string, message: string, hint: string, isRetryable = false) =>
-    new PideployError({
-      code,
-      message,
-      hint,
-      isRetryable,
-      commandFailure: { command: ['nix-store', '--serve', '--write'], exitCode: failure.exitCode ?? undefined, stderrTail: stderr },
-    });
-  if (SUDO_WRONG_PASSWORD.test(stderr)) {
-    return make('PIDEPLOY_SUDO_WRONG_PASSWORD', `sudo on ${host} rejected the password; nothing was copied`, 'check the sudo password of the login user on the target (--sudo-password-file / --sudo-password-stdin)');
-  }
-  if (/a password is required|a terminal is required/u.test(stderr)) {
-    return make('PIDEPLOY_SUDO_PASSWORD_REQUIRED', `sudo on ${host} needs a password; nothing was copied`, 'give it with --sudo-password-file FILE or --sudo-password-stdin');
-  }
-  if (/not in the sudoers|is not allowed to (?:execute|run sudo)|may not run sudo/u.test(stderr)) {
-    return make('PIDEPLOY_SUDO_NOT_ALLOWED', `the login user may not use sudo on ${host}; nothing was copied`, 'log in as root, or allow the user sudo (NixOS: users.users.<name>.extraGroups = [ "wheel" ])');
-  }
+  const make = remoteFailureMaker(['nix-store', '--serve', '--write'], failure.exitCode, stderr);
+  const sudo = classifySudoFailure(host, stderr, 'nothing was copied');
+  if (sudo !== undefined) return make(sudo.code, sudo.message, sudo.hint);
   if (/lacks a valid signature/u.test(stderr)) {
     return make(
       'PIDEPLOY_COPY_UNTRUSTED_USER',

@@ -1,4 +1,5 @@
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { describe } from 'vitest';
 import type { RemoteSpawner, ServeProcess } from '../remote-serve.js';
 
 /** Env for local nix in tests: no binary cache, no sandbox, no build users. */
@@ -27,4 +28,21 @@ export function localSpawner(env: NodeJS.ProcessEnv = LOCAL_NIX_ENV): RemoteSpaw
       return { stdin: child.stdin, stdout: child.stdout, stderr: child.stderr, exit, kill: (signal = 'TERM') => child.kill(`SIG${signal}` as NodeJS.Signals) };
     },
   };
+}
+
+function hasNix(): boolean {
+  try {
+    execFileSync('nix-store', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const inCi = process.env['CI'] !== undefined && process.env['CI'] !== '' && process.env['CI'] !== 'false';
+
+/** `describe` for tests that run the local Nix: skipped without it, but never in CI (there it fails). */
+export function describeNix(name: string, body: () => void): void {
+  if (hasNix() || inCi) describe(name, body);
+  else describe.skip(name, body);
 }
