@@ -13,10 +13,12 @@ import {
   SYSTEM_PROFILE,
   activateArguments,
   activationStatePath,
+  canRollBack,
   isFinalActivationState,
   newDeployId,
   parseActivationState,
   renderActivationScript,
+  stateCanRollBack,
   uploadedScriptPath,
   type ActivationState,
 } from './activation-script.js';
@@ -38,7 +40,16 @@ export interface ActivationTarget {
   readonly sudo?: CreateSudoOptions | undefined;
 }
 
-/** Magic rollback settings. */
+/**
+ * Magic rollback settings. What "rolling back" means (on failure, abort or timeout, done by the
+ * target itself): the host goes back to the system that was RUNNING when the deployment started
+ * (`/run/current-system`), and its boot default (the system profile) goes back to the generation
+ * it had; the generation the deployment made is deleted, as deploy-rs does. A host whose profile
+ * had no generation (a first deployment to a freshly installed host) gets one for the running
+ * system instead, so it never boots the rejected system. A host that ran no system and had no
+ * generation cannot be rolled back: that is a `PIDEPLOY_ROLLBACK_IMPOSSIBLE` error (and a warning
+ * before the activation). The GC root `/etc/nixos/current-configuration` moves only on success.
+ */
 export interface RollbackOptions {
   /** Ask for confirmation over a new connection and roll back without it (default: true for switch/test). */
   readonly enabled?: boolean | undefined;
@@ -92,6 +103,7 @@ const ERROR_CODES = {
   unconfirmed: 'PIDEPLOY_ACTIVATION_UNCONFIRMED',
   lost: 'PIDEPLOY_ACTIVATION_LOST',
   remote: 'PIDEPLOY_ACTIVATION_REMOTE_FAILED',
+  rollbackImpossible: 'PIDEPLOY_ROLLBACK_IMPOSSIBLE',
 } as const;
 
 /** Error codes this package raises. */
@@ -185,9 +197,19 @@ async function checkUrl(url: string, timeoutMs: number): Promise<string | undefi
 
 function describeRollback(state: ActivationState): string {
   if (state.state === 'failed') return `the rollback failed too: ${state.message}`;
-  if (state.rolledBackTo !== undefined) return `the host rolled back to generation ${state.rolledBackTo}`;
+  const running = state.previousSystem === '' ? '' : `, running ${state.previousSystem} again`;
+  if (state.rolledBackTo !== undefined) return `the host rolled back to generation ${state.rolledBackTo}${running}`;
   if (state.previousSystem !== '') return `the host went back to ${state.previousSystem}`;
   return 'the host rolled back';
+}
+
+/** The error for a deployment that failed on a host with nothing to roll back to. */
+function rollbackImpossible(host: string, toplevel: string, what: string, deployId: string): PideployError {
+  return new PideployError({
+    code: ERROR_CODES.rollbackImpossible,
+    message: `${what}, and ${host} cannot be rolled back: no system ran there before (no /run/current-system) and its system profile had no generation, so it is left as the activation left it (${toplevel})`,
+    hint: `repair the configuration and activate again (the log is ${ACTIVATION_STATE_DIR}/${deployId}.log on the host); if SSH no longer works, use the host's console`,
+  });
 }
 
 /**
@@ -196,8 +218,10 @@ function describeRollback(state: ActivationState): string {
  * cannot stop it. Failure → the target rolls back at once. With magic rollback (switch/test by
  * default) the deployment is confirmed over a NEW connection, after the health checks pass;
  * without a confirmation in time the target rolls back by itself. Never evaluates or builds on
- * the target. Throws a PideployError (with the generation the host is back on) when the
- * activation fails or cannot be confirmed.
+ * the target. Throws a PideployError (with the generation and system the host is back on) when
+ * the activation fails or cannot be confirmed: `PIDEPLOY_ACTIVATION_FAILED`,
+ * `PIDEPLOY_ACTIVATION_UNCONFIRMED`, or `PIDEPLOY_ROLLBACK_IMPOSSIBLE` when the host had nothing
+ * to go back to (see {@link RollbackOptions}).
  */
 export async function activateSystem(input: ActivateSystemInput, context: PideployContext): Promise<ActivationResult> {
   const action = input.action ?? 'switch';
@@ -216,11 +240,20 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
     // One sudo (and its one password) before anything changes.
     let sudo = await session.sudo(sudoOptions);
 
-    if (input.force !== true && action !== 'dry-activate') {
+    if (action !== 'dry-activate') {
       const running = await readLink(session, '/run/current-system', signal);
       const profile = await readLink(session, SYSTEM_PROFILE, signal);
+      if (!canRollBack({ action, previousSystem: running, hadProfileGeneration: profile !== undefined })) {
+        context.reporter.emit({
+          type: 'log',
+          level: 'warn',
+          host,
+          message: `${host} runs no system (no /run/current-system) and has no system profile generation: if this activation fails or is not confirmed, there is nothing to roll back to`,
+        });
+      }
       const already =
-        action === 'boot' ? profile === input.toplevel : action === 'test' ? running === input.toplevel : running === input.toplevel && profile === input.toplevel;
+        input.force !== true &&
+        (action === 'boot' ? profile === input.toplevel : action === 'test' ? running === input.toplevel : running === input.toplevel && profile === input.toplevel);
       if (already) {
         context.reporter.emit({ type: 'log', level: 'info', host, message: `${host} already runs ${input.toplevel}; nothing to do (--force to activate again)` });
         return { host, action, toplevel: input.toplevel, outcome: 'skipped', deployId: undefined, state: undefined };
@@ -287,6 +320,9 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
     }
     if (state.state !== 'awaiting-confirmation') {
       context.reporter.emit({ type: 'activate-end', host, action, ok: false, durationMs: performance.now() - started });
+      if (state.state === 'failed' && state.exitCode !== undefined && !stateCanRollBack(state)) {
+        throw rollbackImpossible(host, input.toplevel, `activating ${input.toplevel} (${action}) on ${host} failed`, deployId);
+      }
       throw new PideployError({
         code: ERROR_CODES.failed,
         message: `activating ${input.toplevel} (${action}) on ${host} failed: ${state.message}; ${describeRollback(state)}`,
@@ -337,6 +373,7 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
     } catch {
       final = undefined;
     }
+    if (!stateCanRollBack(state)) throw rollbackImpossible(host, input.toplevel, `activated ${input.toplevel} on ${host} but could not confirm it: ${problem}`, deployId);
     const outcome =
       final !== undefined && isFinalActivationState(final.state)
         ? describeRollback(final)

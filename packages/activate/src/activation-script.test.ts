@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { activateArguments, newDeployId, parseActivationState, renderActivationScript, DEPLOY_ID_PATTERN, isFinalActivationState } from './activation-script.js';
+import { activateArguments, canRollBack, newDeployId, parseActivationState, renderActivationScript, stateCanRollBack, DEPLOY_ID_PATTERN, isFinalActivationState } from './activation-script.js';
 
 describe('renderActivationScript', () => {
   it('is valid POSIX sh (dash -n) and carries the protocol marker', () => {
@@ -52,5 +52,21 @@ describe('newDeployId / parseActivationState', () => {
     expect(state).toMatchObject({ state: 'failed-rolled-back', previousGeneration: 4, newGeneration: 5, rolledBackTo: 4, exitCode: 2, message: 'a=b; rolled back', deadline: undefined });
     expect(isFinalActivationState(state.state)).toBe(true);
     expect(() => parseActivationState('state=weird\naction=switch\n')).toThrow();
+  });
+});
+
+describe('canRollBack', () => {
+  it('needs the system that ran, or (switch/boot) a profile generation', () => {
+    const running = '/nix/store/r-nixos-system';
+    expect(canRollBack({ action: 'switch', previousSystem: running, hadProfileGeneration: false })).toBe(true);
+    expect(canRollBack({ action: 'test', previousSystem: running, hadProfileGeneration: false })).toBe(true);
+    expect(canRollBack({ action: 'switch', previousSystem: undefined, hadProfileGeneration: true })).toBe(true);
+    expect(canRollBack({ action: 'boot', previousSystem: '', hadProfileGeneration: true })).toBe(true);
+    expect(canRollBack({ action: 'test', previousSystem: '', hadProfileGeneration: true })).toBe(false);
+    expect(canRollBack({ action: 'switch', previousSystem: '', hadProfileGeneration: false })).toBe(false);
+    expect(canRollBack({ action: 'dry-activate', previousSystem: undefined, hadProfileGeneration: false })).toBe(true);
+    const fresh = parseActivationState('id=x\nstate=failed\naction=switch\ntoplevel=/nix/store/a\nprevious_generation=\nprevious_system=\n');
+    expect(stateCanRollBack(fresh)).toBe(false);
+    expect(stateCanRollBack({ ...fresh, previousSystem: running })).toBe(true);
   });
 });

@@ -67,6 +67,32 @@ export function isFinalActivationState(state: ActivationStateName): boolean {
   return FINAL_STATES.has(state);
 }
 
+/** What a rollback needs to know about the host as it was when a deployment started. */
+export interface RollbackBasis {
+  readonly action: ActivationAction;
+  /** `/run/current-system` when the deployment started ("" or undefined: none). */
+  readonly previousSystem: string | undefined;
+  /** The system profile had a current generation when the deployment started. */
+  readonly hadProfileGeneration: boolean;
+}
+
+/**
+ * Whether a deployment can be rolled back: to the system that was running (any action), or, for
+ * switch/boot on a host that ran nothing, to the profile's previous generation. False means the
+ * host had neither: a failed or unconfirmed deployment stays where it is. Pure; the script makes
+ * the same decision.
+ */
+export function canRollBack(basis: RollbackBasis): boolean {
+  if (basis.action === 'dry-activate') return true;
+  if (basis.previousSystem !== undefined && basis.previousSystem !== '') return true;
+  return basis.action !== 'test' && basis.hadProfileGeneration;
+}
+
+/** {@link canRollBack} for a deployment's state file. */
+export function stateCanRollBack(state: ActivationState): boolean {
+  return canRollBack({ action: state.action, previousSystem: state.previousSystem, hadProfileGeneration: state.previousGeneration !== undefined });
+}
+
 /** Deployment ids: what the script accepts as a file-name component and a systemd unit suffix. */
 export const DEPLOY_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/u;
 
@@ -297,49 +323,77 @@ move_gc_root() {
   nix-store --add-root "$gc_root" --indirect -r "$root_target" >/dev/null
 }
 
-# Puts the host back where it was before this deployment. $1: final state, $2: why.
+# Runs $1/bin/switch-to-configuration $2 (an earlier system, during a rollback).
+activate_system() {
+  if [ ! -x "$1/bin/switch-to-configuration" ]; then
+    echo "activate: cannot re-activate $1: it has no bin/switch-to-configuration" >&2
+    return 1
+  fi
+  "$1/bin/switch-to-configuration" "$2"
+}
+
+# The system profile back as it was: its previous generation, or, when it had none, a generation
+# of the system that was running (so the boot default is never left on the rejected system); then
+# the generation this deployment made is deleted. Sets boot_system to what the profile now holds.
+restore_profile() {
+  if [ -n "$st_previous_generation" ]; then
+    nix-env -p "$profile" --switch-generation "$st_previous_generation" || return 1
+  else
+    nix-env -p "$profile" --set "$st_previous_system" || return 1
+  fi
+  st_rolled_back_to=$(current_generation)
+  if [ -n "$st_new_generation" ] && [ "$st_new_generation" != "$st_rolled_back_to" ] \\
+    && [ "$st_new_generation" -gt "\${highest_before:-0}" ]; then
+    nix-env -p "$profile" --delete-generations "$st_new_generation" || true
+  fi
+  boot_system=$(readlink -f "$profile")
+}
+
+# Puts the host back where it was before this deployment: the boot default (the profile) and the
+# system that was RUNNING (/run/current-system when the deployment started), which may differ
+# from the profile after a \`test\` or \`boot\`. $1: final state, $2: why.
 roll_back() {
   final_state=$1
   why=$2
   st_state=rolling-back
   st_message="rolling back: $why"
   save_state
+  if [ -z "$st_previous_system" ] && { [ "$st_action" = test ] || [ -z "$st_previous_generation" ]; }; then
+    st_state=failed
+    st_message="$why; rollback impossible: no system ran before this deployment (no /run/current-system) and the system profile had no generation"
+    save_state
+    return
+  fi
   ok=1
   case "$st_action" in
     switch|boot)
-      if [ -n "$st_previous_generation" ]; then
-        nix-env -p "$profile" --switch-generation "$st_previous_generation" || ok=0
-        if [ "$ok" = 1 ] && [ -n "$st_new_generation" ] && [ "$st_new_generation" != "$st_previous_generation" ] \\
-          && [ "$st_new_generation" -gt "\${highest_before:-0}" ]; then
-          nix-env -p "$profile" --delete-generations "$st_new_generation" || true
-        fi
-        if [ "$ok" = 1 ]; then
-          "$profile/bin/switch-to-configuration" "$st_action" || ok=0
-        fi
-        [ "$ok" = 1 ] && st_rolled_back_to=$st_previous_generation
+      boot_system=''
+      restore_profile || ok=0
+      if [ "$ok" = 0 ]; then
+        :
+      elif [ "$st_action" = boot ]; then
+        activate_system "$boot_system" boot || ok=0
+      elif [ -z "$st_previous_system" ] || [ "$st_previous_system" = "$boot_system" ]; then
+        activate_system "$boot_system" switch || ok=0
       else
-        ok=0
-        why="$why; there is no previous generation to roll back to"
+        # The host ran another system than its boot default: both come back.
+        activate_system "$boot_system" boot || ok=0
+        activate_system "$st_previous_system" test || ok=0
       fi
       ;;
     test)
-      if [ -n "$st_previous_system" ] && [ -x "$st_previous_system/bin/switch-to-configuration" ]; then
-        "$st_previous_system/bin/switch-to-configuration" test || ok=0
-        if [ "$ok" = 1 ] && [ "$(readlink -f "$profile" 2>/dev/null)" = "$st_previous_system" ]; then
-          st_rolled_back_to=$(current_generation)
-        fi
-      else
-        ok=0
-        why="$why; there is no previously running system to go back to"
+      activate_system "$st_previous_system" test || ok=0
+      if [ "$ok" = 1 ] && [ "$(readlink -f "$profile" 2>/dev/null)" = "$st_previous_system" ]; then
+        st_rolled_back_to=$(current_generation)
       fi
       ;;
   esac
   if [ "$ok" = 1 ]; then
     st_state=$final_state
-    st_message="$why; rolled back"
+    st_message="$why; rolled back\${st_rolled_back_to:+ to generation $st_rolled_back_to}\${st_previous_system:+, running $st_previous_system}"
   else
     st_state=failed
-    st_message="$why; rollback FAILED or impossible"
+    st_message="$why; rollback FAILED"
   fi
   save_state
 }

@@ -18,14 +18,17 @@ export {
   SYSTEM_PROFILE,
   activateArguments,
   activationStatePath,
+  canRollBack,
   isFinalActivationState,
   newDeployId,
   parseActivationState,
   renderActivationScript,
+  stateCanRollBack,
   uploadedScriptPath,
   type ActivateArguments,
   type ActivationState,
   type ActivationStateName,
+  type RollbackBasis,
 } from './activation-script.js';
 export {
   ACTIVATE_ERROR_CODES,
