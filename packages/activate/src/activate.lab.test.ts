@@ -1,12 +1,12 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp } from 'node:fs/promises';
 import { readdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { createBaseContext, createCollectingReporter, PideployError, type DeployEvent } from '@pideploy/core';
 import { LAB_SUDO_PASSWORD, labCutSshSessions, labDown, labExec, labUp, type LabStatus } from '@pideploy/lab';
-import { describeLab } from '@pideploy/lab/testing';
+import { buildLabSystem, describeLab } from '@pideploy/lab/testing';
 import { connectSsh, type SudoPasswordRequest } from '@pideploy/ssh';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { activateSystem, diffSystem, rollbackSystem, systemStatus, type ActivationTarget } from './activate.js';
@@ -48,19 +48,7 @@ describeLab('activation on lab hosts: profile, switch-to-configuration, magic ro
   const profile = (host: string) => onConsole(host, 'readlink -f /nix/var/nix/profiles/system || true');
   const gcRoot = (host: string) => onConsole(host, 'readlink /etc/nixos/current-configuration || true');
 
-  async function build(label: string, extra: string): Promise<string> {
-    const revision = status.nixpkgs!.revisions[0]!;
-    const sha256 = (await run(['nix-prefetch-url', '--unpack', '--name', 'source', revision.url], env)).trim();
-    const file = path.join(workDir, `${label}.nix`);
-    await writeFile(
-      file,
-      `{ ... }: { networking.hostName = "pi"; boot.loader.grub.enable = false; boot.loader.generic-extlinux-compatible.enable = true;
-  environment.etc."motd".text = "${label}\\n"; system.stateVersion = "24.05"; ${extra} }\n`,
-    );
-    const expression = `let nixpkgs = builtins.fetchTarball { url = "${revision.url}"; sha256 = "${sha256}"; };
-      in (import "\${nixpkgs}/nixos" { configuration = ${file}; system = "x86_64-linux"; }).config.system.build.toplevel`;
-    return (await run(['nix-build', '--no-out-link', '-E', expression], env, workDir)).trim();
-  }
+  const build = (label: string, extraConfig: string) => buildLabSystem(status, { label, extraConfig, workDir });
 
   beforeAll(async () => {
     status = await labUp({
