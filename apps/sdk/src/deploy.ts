@@ -7,6 +7,7 @@ import { buildBundle } from '@pideploy/bundle';
 import { connectSsh, createSudo, type SshSession, type SudoPasswordProvider } from '@pideploy/ssh';
 import { copyClosure, type CopyClosureResult } from '@pideploy/transport';
 import type { ResolvedConfig, ResolvedHost } from './config.js';
+import { mapConcurrently } from './concurrency.js';
 
 /** The bundle's bin/activate: the activation stage's script bound to the bundle (see @pideploy/activate). */
 export const BUNDLE_ACTIVATE_SCRIPT = renderActivationScript({ shebang: '#!@shell@', defaultToplevel: '@toplevel@', defaultBundle: '@bundle@' });
@@ -219,19 +220,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
     }
   }
 
-  const parallel = Math.max(1, Math.floor(request.parallel ?? 1));
-  const results: HostDeployResult[] = new Array(request.hosts.length);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(parallel, request.hosts.length) }, async () => {
-      while (next < request.hosts.length) {
-        const index = next;
-        next += 1;
-        const host = request.hosts[index];
-        if (host !== undefined) results[index] = await deployHost(host);
-      }
-    }),
-  );
+  const results = await mapConcurrently(request.hosts, request.parallel ?? 1, deployHost);
   if (request.hosts.length === 0) {
     throw new PideployError({ code: 'PIDEPLOY_USAGE', message: 'no hosts to deploy', hint: 'name hosts, or add them to pideploy.json' });
   }

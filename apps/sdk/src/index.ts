@@ -12,6 +12,7 @@ export {
   type SudoMode,
 } from './config.js';
 export { selectHosts } from './select.js';
+export { mapConcurrently } from './concurrency.js';
 export {
   BUNDLE_ACTIVATE_SCRIPT,
   deploy,

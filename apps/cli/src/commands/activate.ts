@@ -1,8 +1,8 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { activateSystem, diffSystem, formatClosureDiff, rollbackSystem, systemStatus, type ActivationTarget, type SystemStatus } from '@pideploy/activate';
-import { PideployError, type ActivationAction } from '@pideploy/core';
-import { loadConfig } from '@pideploy/sdk';
+import { PideployError, toPideployError, type ActivationAction } from '@pideploy/core';
+import { loadConfig, mapConcurrently } from '@pideploy/sdk';
 import type { CreateSudoOptions } from '@pideploy/ssh';
 import type { CommandInvocation, CommandResult } from '../command.js';
 import { sudoOptions } from '../sudo-password.js';
@@ -109,16 +109,39 @@ function formatStatus(status: SystemStatus): string {
   return lines.join('\n');
 }
 
-/** `pideploy status [host…]` (default: every host of pideploy.json). */
+/** How many hosts `pideploy status` asks at once. */
+export const STATUS_CONCURRENCY = 8;
+
+/** A host `pideploy status` could not read: its name and why (the error as `--json` shows it). */
+export interface HostStatusFailure {
+  readonly host: string;
+  readonly error: { readonly code: string; readonly message: string; readonly hint: string | undefined };
+}
+
+/**
+ * `pideploy status [host…]` (default: every host of pideploy.json): up to
+ * {@link STATUS_CONCURRENCY} hosts at once, printed in the order given. A host that cannot be
+ * read (unreachable, …) gets its error line in its place; the others still print; exit 1.
+ */
 export async function statusCommand(invocation: CommandInvocation): Promise<CommandResult> {
   let hosts = [...invocation.positionals];
   if (hosts.length === 0) {
     const config = await loadConfig({ cwd: invocation.io.cwd, configFile: invocation.global.config });
     hosts = config.hosts.map((host) => host.name);
   }
-  const statuses: SystemStatus[] = [];
-  for (const host of hosts) statuses.push(await systemStatus(await resolveTarget(invocation, host, {}), invocation.context));
-  return { value: statuses, text: statuses.map(formatStatus).join('\n') };
+  const results = await mapConcurrently(hosts, STATUS_CONCURRENCY, async (host): Promise<SystemStatus | HostStatusFailure> => {
+    try {
+      return await systemStatus(await resolveTarget(invocation, host, {}), invocation.context);
+    } catch (caught) {
+      if (invocation.context.signal.aborted) throw caught;
+      const error = toPideployError(caught);
+      return { host, error: { code: error.code, message: error.message, hint: error.hint } };
+    }
+  });
+  const text = results.map((result) =>
+    'error' in result ? `${result.host}: error: ${result.error.message}${result.error.hint === undefined ? '' : `\n  hint: ${result.error.hint}`}` : formatStatus(result),
+  );
+  return { value: results, text: text.join('\n'), exitCode: results.some((result) => 'error' in result) ? 1 : 0 };
 }
 
 /** `pideploy diff <host> --toplevel P`: what switching to P changes, against what the host runs. */
