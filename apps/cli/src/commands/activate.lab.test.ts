@@ -4,7 +4,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { labDown, labUp, type LabStatus } from '@pideploy/lab';
+import { LAB_SUDO_PASSWORD, labDown, labExec, labUp, type LabStatus } from '@pideploy/lab';
 import { buildLabSystem, describeLab } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { runBuiltPideploy } from '../testing/built-cli.js';
@@ -15,12 +15,20 @@ describeLab('pideploy activate / status against lab hosts (real sshd, sudo, nix)
   let status: LabStatus;
   let env: NodeJS.ProcessEnv;
   let workDir: string;
+  let passwordFile: string;
   const systems: Record<string, string> = {};
+  const onConsole = async (host: string, script: string) => (await labExec(host, ['sh', '-c', script])).stdout.trim();
+  const lastActivation = (host: string) => onConsole(host, 'tail -n 1 /etc/lab-activations.log');
+  /** `pideploy activate deploy@pi1 --toplevel <system> …` with the lab's ssh_config and the password in a file. */
+  const activate = (system: string, ...flags: string[]) =>
+    runBuiltPideploy(['activate', 'deploy@pi1', '--ssh-config', status.sshConfig, '--sudo-password-file', passwordFile, '--toplevel', systems[system]!, ...flags], { env });
 
   beforeAll(async () => {
     status = await labUp({ hosts: 3, hostSettings: { pi1: { trusted: false, sudo: 'password' }, pi2: { sudo: 'nopasswd' }, pi3: { sudo: 'nopasswd' } } });
     env = { ...process.env, ...status.env };
     workDir = await mkdtemp(path.join(os.tmpdir(), 'pideploy-cli-activate-'));
+    passwordFile = path.join(workDir, 'sudo-password');
+    await writeFile(passwordFile, `${LAB_SUDO_PASSWORD}\n`, { mode: 0o600 });
     for (const label of ['base', 'next', 'other', 'tty']) systems[label] = await buildLabSystem(status, { label, workDir });
     for (const host of ['pi1', 'pi2', 'pi3']) {
       await execFileAsync('nix-copy-closure', ['--to', `root@${host}`, ...Object.values(systems)], { env });
@@ -71,5 +79,18 @@ describeLab('pideploy activate / status against lab hosts (real sshd, sudo, nix)
     expect(json.code).toBe(0);
     const value = (JSON.parse(json.stdout.trim().split('\n').at(-1)!) as { result: { host: string }[] }).result;
     expect(value.map((entry) => entry.host)).toEqual(['pi2', 'pi1']);
+  }, 120_000);
+
+  it('--install-bootloader gives switch-to-configuration NIXOS_INSTALL_BOOTLOADER=1; without it the value is not 1', async () => {
+    const withFlag = await activate('base', '--action', 'boot', '--install-bootloader');
+    expect(withFlag.stderr).not.toContain('pideploy:');
+    expect(withFlag.code).toBe(0);
+    expect(await lastActivation('pi1')).toMatch(new RegExp(`^\\S+ boot ${systems['base']} uid=0 .* install-bootloader=1$`, 'u'));
+
+    const without = await activate('base', '--no-rollback');
+    expect(without.code).toBe(0);
+    const line = await lastActivation('pi1');
+    expect(line).toContain(`switch ${systems['base']} uid=0`);
+    expect(/install-bootloader=(\S*)$/u.exec(line)?.[1] ?? 'unset').not.toBe('1');
   }, 120_000);
 });
