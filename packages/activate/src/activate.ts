@@ -59,9 +59,13 @@ export interface RollbackOptions {
 
 /** Checks that must pass before the deployment is confirmed. */
 export interface HealthChecks {
-  /** A command run on the target as the login user (over the new connection); exit 0 = healthy. */
+  /**
+   * A command run on the target as the login user over the new confirmation connection, as an
+   * argv (quoted for the remote shell); exit 0 = healthy. A shell command line is
+   * `['sh', '-c', line]`.
+   */
   readonly command?: readonly string[] | undefined;
-  /** An http(s) URL fetched from the deployer; a 2xx answer = healthy. */
+  /** An http(s) URL fetched from the deployer (after the command); a 2xx answer (redirects followed) = healthy. */
   readonly url?: string | undefined;
   /** Limit for each check in ms (default 10 000). */
   readonly timeoutMs?: number | undefined;
@@ -186,12 +190,31 @@ async function readLink(session: SshSession, path: string, signal: AbortSignal):
   return result.exitCode === 0 && text !== '' ? text : undefined;
 }
 
+/** Runs a health-check command on the target: undefined when it exits 0, else why not (one line naming the command). */
+async function checkCommand(session: SshSession, command: readonly string[], timeoutMs: number, signal: AbortSignal): Promise<string | undefined> {
+  const name = `the health check \`${shellJoin(command)}\``;
+  const timeout = AbortSignal.timeout(timeoutMs);
+  try {
+    const check = await session.exec(command, { signal: AbortSignal.any([signal, timeout]) });
+    if (check.exitCode === 0) return undefined;
+    const output = tailLines((check.stderr || check.stdout).trim(), 1);
+    return `${name} exited ${check.exitCode ?? 'by a signal'}${output === '' ? '' : `: ${output}`}`;
+  } catch (error) {
+    if (signal.aborted || !timeout.aborted) throw error;
+    return `${name} did not finish within ${timeoutMs / 1000} s`;
+  }
+}
+
+/** Fetches a health-check URL from the deployer: undefined when it answers 2xx, else why not (one line naming the URL). */
 async function checkUrl(url: string, timeoutMs: number): Promise<string | undefined> {
   try {
-    const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
-    return response.ok ? undefined : `${url} answered HTTP ${response.status}`;
+    const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), redirect: 'follow' });
+    await response.body?.cancel();
+    return response.ok ? undefined : `the health check ${url} answered HTTP ${response.status}${response.statusText === '' ? '' : ` ${response.statusText}`}`;
   } catch (error) {
-    return `${url} could not be fetched: ${error instanceof Error ? error.message : String(error)}`;
+    // fetch says only "fetch failed"; the cause says what (e.g. "connect ECONNREFUSED 127.0.0.1:8080").
+    const cause = error instanceof Error && error.cause instanceof Error ? error.cause : error;
+    return `the health check ${url} could not be fetched: ${cause instanceof Error ? cause.message : String(cause)}`;
   }
 }
 
@@ -334,17 +357,16 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
     context.reporter.emit({ type: 'phase-start', phase: 'confirm', host });
     const confirmStarted = performance.now();
     let problem: string | undefined;
+    let healthCheckFailed = false;
     let confirmSession: SshSession | undefined;
     try {
       confirmSession = await connectSsh(input.target, connect, context);
       ownedSessions.push(confirmSession);
       const confirmSudo = await confirmSession.sudo(sudoOptions);
       const timeoutMs = input.healthChecks?.timeoutMs ?? 10_000;
-      if (input.healthChecks?.command !== undefined) {
-        const check = await confirmSession.exec(input.healthChecks.command, { signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]) });
-        if (check.exitCode !== 0) problem = `the health check \`${input.healthChecks.command.join(' ')}\` exited ${check.exitCode ?? 'by a signal'}${(check.stderr + check.stdout).trim() === '' ? '' : `: ${tailLines(check.stderr || check.stdout, 2)}`}`;
-      }
+      if (input.healthChecks?.command !== undefined) problem = await checkCommand(confirmSession, input.healthChecks.command, timeoutMs, signal);
       if (problem === undefined && input.healthChecks?.url !== undefined) problem = await checkUrl(input.healthChecks.url, timeoutMs);
+      healthCheckFailed = problem !== undefined;
       if (problem === undefined) {
         const confirm = await confirmSudo.exec([script, 'confirm', deployId], { signal });
         if (confirm.exitCode !== 0) problem = `the confirmation was refused: ${tailLines(confirm.stdout + confirm.stderr, 1)}`;
@@ -381,7 +403,9 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
     throw new PideployError({
       code: ERROR_CODES.unconfirmed,
       message: `activated ${input.toplevel} on ${host} but could not confirm it: ${problem}; ${outcome}`,
-      hint: 'fix the configuration (does it keep sshd and your key working?) and deploy again',
+      hint: healthCheckFailed
+        ? 'the new system failed its health check: fix the service (or the check) and deploy again'
+        : 'fix the configuration (does it keep sshd and your key working?) and deploy again',
     });
   } finally {
     for (const owned of ownedSessions) await owned.close();

@@ -1,6 +1,8 @@
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -19,6 +21,9 @@ describeLab('pideploy activate / status against lab hosts (real sshd, sudo, nix)
   const systems: Record<string, string> = {};
   const onConsole = async (host: string, script: string) => (await labExec(host, ['sh', '-c', script])).stdout.trim();
   const lastActivation = (host: string) => onConsole(host, 'tail -n 1 /etc/lab-activations.log');
+  const running = (host: string) => onConsole(host, 'readlink /run/current-system || true');
+  const profile = (host: string) => onConsole(host, 'readlink -f /nix/var/nix/profiles/system || true');
+  const gcRoot = (host: string) => onConsole(host, 'readlink /etc/nixos/current-configuration || true');
   /** `pideploy activate deploy@pi1 --toplevel <system> …` with the lab's ssh_config and the password in a file. */
   const activate = (system: string, ...flags: string[]) =>
     runBuiltPideploy(['activate', 'deploy@pi1', '--ssh-config', status.sshConfig, '--sudo-password-file', passwordFile, '--toplevel', systems[system]!, ...flags], { env });
@@ -93,4 +98,57 @@ describeLab('pideploy activate / status against lab hosts (real sshd, sudo, nix)
     expect(line).toContain(`switch ${systems['base']} uid=0`);
     expect(/install-bootloader=(\S*)$/u.exec(line)?.[1] ?? 'unset').not.toBe('1');
   }, 120_000);
+
+  it('health checks gate the confirmation: URL answering 200 and a passing command confirm; 503, a refused port or a failing command roll back (exit 1, one line)', async () => {
+    // A loopback HTTP server on this machine stands in for the service the deployed system runs.
+    const requests: string[] = [];
+    const server = createServer((request, response) => {
+      requests.push(request.url ?? '');
+      response.writeHead(request.url === '/healthy' ? 200 : 503).end(request.url === '/healthy' ? 'ok\n' : 'starting\n');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    const refused = createServer();
+    await new Promise<void>((resolve) => refused.listen(0, '127.0.0.1', resolve));
+    const refusedPort = (refused.address() as AddressInfo).port;
+    await new Promise((resolve) => refused.close(resolve));
+    try {
+      await activate('base', '--no-rollback');
+      const good = await activate('next', '--confirm-timeout', '20', '--health-check-url', `http://127.0.0.1:${port}/healthy`, '--health-check-command', 'test -e /run/current-system && test "$(id -un)" = deploy');
+      expect(good.stderr).not.toContain('pideploy:');
+      expect(good.code).toBe(0);
+      expect(good.stdout).toMatch(/switch of \/nix\/store\/\S+ confirmed/u);
+      expect(requests).toEqual(['/healthy']);
+      expect(await running('pi1')).toBe(systems['next']);
+      expect(await gcRoot('pi1')).toBe(systems['next']);
+
+      const failures: [string[], RegExp][] = [
+        [['--health-check-url', `http://127.0.0.1:${port}/unhealthy`], new RegExp(`the health check http://127\\.0\\.0\\.1:${port}/unhealthy answered HTTP 503 Service Unavailable`, 'u')],
+        [['--health-check-url', `http://127.0.0.1:${refusedPort}/`], new RegExp(`the health check http://127\\.0\\.0\\.1:${refusedPort}/ could not be fetched: connect ECONNREFUSED 127\\.0\\.0\\.1:${refusedPort}`, 'u')],
+        [['--health-check-command', 'test -e /nonexistent'], /the health check `sh -c 'test -e \/nonexistent'` exited 1/u],
+      ];
+      for (const [flags, reason] of failures) {
+        const started = Date.now();
+        const bad = await activate('other', '--confirm-timeout', '20', ...flags);
+        expect(bad.code).toBe(1);
+        // Progress lines ([deploy@pi1] …), then the failure: one line and its hint.
+        const stderr = bad.stderr.trimEnd().split('\n');
+        const lines = stderr.slice(stderr.findIndex((line) => line.startsWith('pideploy: ')));
+        console.log(`${flags.join(' ')}: exit ${bad.code} after ${Date.now() - started} ms\n${lines.join('\n')}`);
+        expect(lines).toHaveLength(2);
+        expect(lines[0]).toMatch(/^pideploy: activated \S+ on deploy@pi1 but could not confirm it: /u);
+        expect(lines[0]).toMatch(reason);
+        expect(lines[0]).toMatch(new RegExp(`the host rolled back to generation \\d+, running ${systems['next']} again$`, 'u'));
+        expect(lines[1]).toMatch(/^hint: .*health check/u);
+        // Back on the confirmed system, boot default included; the GC root never moved.
+        expect(await running('pi1')).toBe(systems['next']);
+        expect(await profile('pi1')).toBe(systems['next']);
+        expect(await gcRoot('pi1')).toBe(systems['next']);
+        expect(await onConsole('pi1', `ls /nix/var/nix/profiles | grep -c '^system-' ; for link in /nix/var/nix/profiles/system-*-link; do readlink "$link"; done | grep -c ${systems['other']} || true`)).toBe('2\n0');
+      }
+      expect(requests).toEqual(['/healthy', '/unhealthy']);
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
+  }, 180_000);
 });

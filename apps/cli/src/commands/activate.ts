@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { activateSystem, diffSystem, formatClosureDiff, rollbackSystem, systemStatus, type ActivationTarget, type SystemStatus } from '@pideploy/activate';
+import { activateSystem, diffSystem, formatClosureDiff, rollbackSystem, systemStatus, type ActivationTarget, type HealthChecks, type SystemStatus } from '@pideploy/activate';
 import { PideployError, toPideployError, type ActivationAction } from '@pideploy/core';
 import { loadConfig, mapConcurrently } from '@pideploy/sdk';
 import type { CreateSudoOptions } from '@pideploy/ssh';
@@ -55,13 +55,28 @@ function wholeSeconds(text: string | undefined, flag: string): number | undefine
   return Number(text);
 }
 
-/** `pideploy activate <host> --toplevel P [--bundle B] [--action A] [--confirm-timeout S] [--no-rollback] [--force]`. */
+/**
+ * `--health-check-url URL` (fetched from here) and `--health-check-command CMD` (a command line
+ * run by `sh -c` on the target over the confirmation connection); both gate the confirmation.
+ */
+function healthChecks(invocation: CommandInvocation): HealthChecks | undefined {
+  const url = stringFlag(invocation, 'health-check-url');
+  const command = stringFlag(invocation, 'health-check-command');
+  if (url === undefined && command === undefined) return undefined;
+  if (url !== undefined && !/^https?:\/\//iu.test(url)) {
+    throw new PideployError({ code: 'PIDEPLOY_USAGE', message: `--health-check-url takes an http(s) URL, not "${url}"`, hint: '--health-check-url http://pi1.local:8080/health' });
+  }
+  return { url, command: command === undefined ? undefined : ['sh', '-c', command] };
+}
+
+/** `pideploy activate <host> --toplevel P [--bundle B] [--action A] [--confirm-timeout S] [--no-rollback] [--force] [--health-check-url URL] [--health-check-command CMD]`. */
 export async function activateCommand(invocation: CommandInvocation): Promise<CommandResult> {
   const usage = 'pideploy activate <host> --toplevel P [--action switch|boot|test|dry-activate]';
   const host = oneHost(invocation, usage);
   const toplevel = requireToplevel(invocation, usage);
   const action = (stringFlag(invocation, 'action') ?? 'switch') as ActivationAction;
   if (!ACTIONS.includes(action)) throw new PideployError({ code: 'PIDEPLOY_USAGE', message: `unknown action "${action}"`, hint: `use one of: ${ACTIONS.join(', ')}` });
+  const checks = healthChecks(invocation);
   const target = await resolveTarget(invocation, host, await sudoOptions(invocation));
   const result = await activateSystem(
     {
@@ -71,6 +86,7 @@ export async function activateCommand(invocation: CommandInvocation): Promise<Co
       action,
       force: invocation.flags['force'] === true,
       installBootloader: invocation.flags['install-bootloader'] === true,
+      healthChecks: checks,
       rollback: { enabled: invocation.flags['no-rollback'] !== true, confirmTimeoutSeconds: wholeSeconds(stringFlag(invocation, 'confirm-timeout'), '--confirm-timeout') },
     },
     invocation.context,
