@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
@@ -9,7 +9,8 @@ import { promisify } from 'node:util';
 import { LAB_SUDO_PASSWORD, labDown, labExec, labUp, type LabStatus } from '@pideploy/lab';
 import { buildLabSystem, describeLab } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { runBuiltPideploy } from '../testing/built-cli.js';
+import { shellJoin } from '@pideploy/core';
+import { BUILT_PIDEPLOY_BIN, runBuiltPideploy } from '../testing/built-cli.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -151,4 +152,63 @@ describeLab('pideploy activate / status against lab hosts (real sshd, sudo, nix)
       await new Promise((resolve) => server.close(resolve));
     }
   }, 180_000);
+
+  /**
+   * Runs `pideploy ARGS` on a new pseudo-terminal (util-linux script(1)): its stdout is what the
+   * terminal shows, and `keys[n]` is "typed" once the n-th sudo prompt shows, as a person would
+   * (typed earlier, the terminal itself would still echo it).
+   */
+  async function onTerminal(args: readonly string[], keys: readonly string[]): Promise<{ transcript: string; exitCode: number | null; ms: number }> {
+    const command = shellJoin([process.execPath, BUILT_PIDEPLOY_BIN, ...args]);
+    const terminal = spawn('script', ['-q', '-e', '-c', command, '/dev/null'], { env: { ...env, TERM: 'xterm' }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let transcript = '';
+    let prompts = 0;
+    terminal.stdout.on('data', (chunk: Buffer) => {
+      transcript += chunk.toString('utf8');
+      const shown = transcript.split('[sudo] password for deploy@pi1: ').length - 1;
+      for (; prompts < shown; prompts += 1) if (keys[prompts] !== undefined) terminal.stdin.write(keys[prompts]);
+    });
+    const started = Date.now();
+    const exitCode = await new Promise<number | null>((resolve) => {
+      const timer = setTimeout(() => terminal.kill('SIGKILL'), 60_000);
+      terminal.on('close', (code) => {
+        clearTimeout(timer);
+        resolve(code);
+      });
+    });
+    terminal.stdin.end();
+    return { transcript, exitCode, ms: Date.now() - started };
+  }
+
+  it('on a real terminal the sudo password is asked exactly once, not echoed, and serves activate + confirmation', async () => {
+    const { transcript, exitCode, ms } = await onTerminal(['activate', 'deploy@pi1', '--ssh-config', status.sshConfig, '--toplevel', systems['tty']!, '--confirm-timeout', '20'], [`${LAB_SUDO_PASSWORD}\r`]);
+    console.log(`pty transcript (${ms} ms, exit ${exitCode}):\n${transcript}`);
+    expect(exitCode).toBe(0);
+    expect(transcript.split('[sudo] password for').length - 1).toBe(1);
+    expect(transcript).not.toContain(LAB_SUDO_PASSWORD);
+    expect(transcript).toMatch(/switch of \/nix\/store\/\S+ confirmed/u);
+    expect(await running('pi1')).toBe(systems['tty']);
+  }, 120_000);
+
+  it('on a real terminal: a wrong password gets "Sorry, try again." and a second prompt (rollback then works); Ctrl-C at the prompt interrupts (exit 130)', async () => {
+    // Generations …, base, tty (current): a rollback goes to base.
+    for (const system of ['base', 'tty']) expect((await activate(system, '--no-rollback')).code).toBe(0);
+    const rollback = ['rollback', 'deploy@pi1', '--ssh-config', status.sshConfig];
+    const interrupted = await onTerminal(rollback, ['\u0003']);
+    console.log(`pty transcript, Ctrl-C (${interrupted.ms} ms, exit ${interrupted.exitCode}):\n${interrupted.transcript}`);
+    expect(interrupted.exitCode).toBe(130);
+    expect(interrupted.transcript).toContain('pideploy: interrupted');
+    expect(await running('pi1')).toBe(systems['tty']);
+
+    const wrong = 'not-the-password';
+    const retried = await onTerminal(rollback, [`${wrong}\r`, `${LAB_SUDO_PASSWORD}\r`]);
+    console.log(`pty transcript, wrong then right (${retried.ms} ms, exit ${retried.exitCode}):\n${retried.transcript}`);
+    expect(retried.exitCode).toBe(0);
+    expect(retried.transcript.split('[sudo] password for').length - 1).toBe(2);
+    expect(retried.transcript).toMatch(/\[sudo\] password for deploy@pi1: \r?\nSorry, try again\.\r?\n\[sudo\] password for deploy@pi1: /u);
+    expect(retried.transcript).not.toContain(wrong);
+    expect(retried.transcript).not.toContain(LAB_SUDO_PASSWORD);
+    expect(retried.transcript).toMatch(/deploy@pi1: now on generation \d+/u);
+    expect(await running('pi1')).toBe(systems['base']);
+  }, 120_000);
 });
