@@ -176,6 +176,8 @@ describeLab('activation on lab hosts: profile, switch-to-configuration, magic ro
     const script = uploadedScriptPath(id);
     const upload = await session.exec(['sh', '-c', 'mkdir -p /run/pideploy && cat > "$1"', 'sh', script], { stdin: renderActivationScript() });
     expect(upload.exitCode).toBe(0);
+    // The lab hosts have no systemd: the worker is detached with setsid (systemd-run is not exercised here).
+    expect((await session.exec(['sh', script, 'launcher'])).stdout.trim()).toBe('setsid');
     const start = await session.exec(['sh', script, ...activateArguments({ action: 'switch', toplevel: systems['cut']!, deployId: id, rollback: true, confirmTimeoutSeconds: 4, noWait: true })]);
     expect(start.exitCode).toBe(0);
     const started = Date.now();

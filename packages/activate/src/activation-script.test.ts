@@ -1,4 +1,7 @@
 import { execFileSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { activateArguments, canRollBack, newDeployId, parseActivationState, renderActivationScript, stateCanRollBack, DEPLOY_ID_PATTERN, isFinalActivationState } from './activation-script.js';
 
@@ -18,6 +21,31 @@ describe('renderActivationScript', () => {
       status = (error as { status: number }).status;
     }
     expect(status).toBe(2);
+  });
+});
+
+describe('the worker launcher choice (activate launcher)', () => {
+  // The systemd-run launch itself needs systemd as init, which neither these tests nor the lab
+  // have: only the choice is tested here. The lab hosts (no systemd) use setsid.
+  const launcher = (systemdRuntimeDirectory: string, pathPrefix: string) =>
+    execFileSync('sh', ['-c', renderActivationScript({ systemdRuntimeDirectory }), 'activate', 'launcher'], {
+      encoding: 'utf8',
+      env: { PATH: `${pathPrefix}:/usr/bin:/bin` },
+    }).trim();
+  const scratch = mkdtempSync(path.join(os.tmpdir(), 'pideploy-launcher-'));
+  const tools = path.join(scratch, 'bin');
+  const systemdDir = path.join(scratch, 'run-systemd-system');
+  execFileSync('mkdir', ['-p', tools, systemdDir]);
+  // Never run: only `command -v systemd-run` must find it.
+  writeFileSync(path.join(tools, 'systemd-run'), '#!/bin/sh\nexit 99\n');
+  chmodSync(path.join(tools, 'systemd-run'), 0o755);
+
+  it('is systemd-run when systemd runs (its runtime directory exists) and systemd-run is on the PATH', () => {
+    expect(launcher(systemdDir, tools)).toBe('systemd-run');
+  });
+
+  it('is setsid without a running systemd, even where systemd-run is installed', () => {
+    expect(launcher(path.join(scratch, 'absent'), tools)).toBe('setsid');
   });
 });
 

@@ -186,7 +186,18 @@ export interface ActivationScriptOptions {
   readonly defaultToplevel?: string | undefined;
   /** `--bundle` when not given: the bundle itself (GC-rooted on success). */
   readonly defaultBundle?: string | undefined;
+  /**
+   * The directory whose presence means "systemd is the running init" (sd_booted(3); default
+   * {@link SYSTEMD_RUNTIME_DIRECTORY}). Only tests of the launcher choice change it.
+   */
+  readonly systemdRuntimeDirectory?: string | undefined;
 }
+
+/** sd_booted(3)'s test: this directory exists only while systemd runs as init. */
+export const SYSTEMD_RUNTIME_DIRECTORY = '/run/systemd/system';
+
+/** How the script starts its detached worker (what `activate launcher` prints). */
+export type WorkerLauncher = 'systemd-run' | 'setsid' | 'nohup';
 
 /**
  * The activation script. Usage (as root):
@@ -198,6 +209,7 @@ export interface ActivationScriptOptions {
  * activate abort ID        give up waiting: roll back now
  * activate status [ID]     print the state file (the newest deployment without ID)
  * activate rollback [--to N]   switch the system profile to generation N (default: the previous one)
+ * activate launcher        print how the worker would be started: systemd-run | setsid | nohup
  * ```
  *
  * It runs nixos-rebuild's sequence (`nix-env -p /nix/var/nix/profiles/system --set P` for
@@ -208,6 +220,7 @@ export interface ActivationScriptOptions {
 export function renderActivationScript(options: ActivationScriptOptions = {}): string {
   const defaultToplevel = options.defaultToplevel === undefined ? "''" : shellQuote(options.defaultToplevel);
   const defaultBundle = options.defaultBundle === undefined ? "''" : shellQuote(options.defaultBundle);
+  const systemdRuntimeDirectory = shellQuote(options.systemdRuntimeDirectory ?? SYSTEMD_RUNTIME_DIRECTORY);
   return `${options.shebang ?? '#!/bin/sh'}
 ${ACTIVATION_PROTOCOL_MARKER}
 # pideploy activate: switch this host to a NixOS system already in its store, the way
@@ -221,6 +234,7 @@ profile=${SYSTEM_PROFILE}
 profiles_dir=\${profile%/*}
 state_dir=${ACTIVATION_STATE_DIR}
 gc_root=${CURRENT_CONFIGURATION_ROOT}
+systemd_runtime_dir=${systemdRuntimeDirectory}
 
 self=$0
 case "$self" in
@@ -232,7 +246,7 @@ usage() {
   cat >&2 <<'EOF'
 usage: activate <switch|boot|test|dry-activate> --toplevel P [--bundle B] [--deploy-id ID]
                 [--confirm-timeout S] [--no-rollback] [--install-bootloader] [--no-wait]
-       activate confirm ID | abort ID | status [ID] | rollback [--to N]
+       activate confirm ID | abort ID | status [ID] | rollback [--to N] | launcher
 EOF
   exit 2
 }
@@ -473,6 +487,19 @@ worker() {
 }
 
 # --- commands ---------------------------------------------------------------------------------------
+# How the worker is detached from this SSH session: a transient systemd unit where systemd is the
+# running init (out of the session's cgroup, as nixos-rebuild does), else a new session (setsid),
+# else just nohup.
+worker_launcher() {
+  if [ -d "$systemd_runtime_dir" ] && command -v systemd-run >/dev/null 2>&1; then
+    echo systemd-run
+  elif command -v setsid >/dev/null 2>&1; then
+    echo setsid
+  else
+    echo nohup
+  fi
+}
+
 cmd_start() {
   action=$1
   shift
@@ -510,18 +537,22 @@ cmd_start() {
   save_state >/dev/null
   log="$state_dir/$id.log"
   : >>"$log"
-  if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then
-    systemd-run --collect --quiet --no-ask-password --unit "pideploy-activate-$id" --service-type=exec \\
-      -p StandardOutput="append:$log" -p StandardError="append:$log" \\
-      /bin/sh "$self" __worker "$action" "$toplevel" "$bundle" "$id" "$timeout" "$rollback" "$install_bootloader" \\
-      || die "systemd-run could not start the activation"
-  elif command -v setsid >/dev/null 2>&1; then
-    setsid nohup /bin/sh "$self" __worker "$action" "$toplevel" "$bundle" "$id" "$timeout" "$rollback" "$install_bootloader" \\
-      </dev/null >>"$log" 2>&1 &
-  else
-    nohup /bin/sh "$self" __worker "$action" "$toplevel" "$bundle" "$id" "$timeout" "$rollback" "$install_bootloader" \\
-      </dev/null >>"$log" 2>&1 &
-  fi
+  case "$(worker_launcher)" in
+    systemd-run)
+      systemd-run --collect --quiet --no-ask-password --unit "pideploy-activate-$id" --service-type=exec \\
+        -p StandardOutput="append:$log" -p StandardError="append:$log" \\
+        /bin/sh "$self" __worker "$action" "$toplevel" "$bundle" "$id" "$timeout" "$rollback" "$install_bootloader" \\
+        || die "systemd-run could not start the activation"
+      ;;
+    setsid)
+      setsid nohup /bin/sh "$self" __worker "$action" "$toplevel" "$bundle" "$id" "$timeout" "$rollback" "$install_bootloader" \\
+        </dev/null >>"$log" 2>&1 &
+      ;;
+    *)
+      nohup /bin/sh "$self" __worker "$action" "$toplevel" "$bundle" "$id" "$timeout" "$rollback" "$install_bootloader" \\
+        </dev/null >>"$log" 2>&1 &
+      ;;
+  esac
   echo "activate: started deployment $id (log: $log)"
   [ "$wait_for_it" = 1 ] || exit 0
   while :; do
@@ -609,6 +640,7 @@ case "$command" in
   abort) [ $# -eq 1 ] || usage; cmd_decide aborted "$1" ;;
   status) cmd_status "$@" ;;
   rollback) cmd_rollback "$@" ;;
+  launcher) [ $# -eq 0 ] || usage; worker_launcher ;;
   __worker) [ $# -eq 7 ] || usage; worker "$@" ;;
   -h|--help|help) usage ;;
   *) usage ;;

@@ -15,6 +15,7 @@ export {
   CURRENT_CONFIGURATION_ROOT,
   DEFAULT_CONFIRM_TIMEOUT_SECONDS,
   DEPLOY_ID_PATTERN,
+  SYSTEMD_RUNTIME_DIRECTORY,
   SYSTEM_PROFILE,
   activateArguments,
   activationStatePath,
@@ -28,7 +29,9 @@ export {
   type ActivateArguments,
   type ActivationState,
   type ActivationStateName,
+  type ActivationScriptOptions,
   type RollbackBasis,
+  type WorkerLauncher,
 } from './activation-script.js';
 export {
   ACTIVATE_ERROR_CODES,
