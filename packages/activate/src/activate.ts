@@ -227,10 +227,11 @@ function describeRollback(state: ActivationState): string {
 }
 
 /** The error for a deployment that failed on a host with nothing to roll back to. */
-function rollbackImpossible(host: string, toplevel: string, what: string, deployId: string): PideployError {
+function rollbackImpossible(host: string, toplevel: string, action: ActivationAction, what: string, deployId: string): PideployError {
+  const basis = action === 'test' ? 'no system ran there before (no /run/current-system)' : 'no system ran there before (no /run/current-system) and its system profile had no generation';
   return new PideployError({
     code: ERROR_CODES.rollbackImpossible,
-    message: `${what}, and ${host} cannot be rolled back: no system ran there before (no /run/current-system) and its system profile had no generation, so it is left as the activation left it (${toplevel})`,
+    message: `${what}, and ${host} cannot be rolled back: ${basis}, so it is left as the activation left it (${toplevel})`,
     hint: `repair the configuration and activate again (the log is ${ACTIVATION_STATE_DIR}/${deployId}.log on the host); if SSH no longer works, use the host's console`,
   });
 }
@@ -271,7 +272,7 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
           type: 'log',
           level: 'warn',
           host,
-          message: `${host} runs no system (no /run/current-system) and has no system profile generation: if this activation fails or is not confirmed, there is nothing to roll back to`,
+          message: `${host} runs no system (no /run/current-system)${action === 'test' ? '' : ' and has no system profile generation'}: if this activation fails or is not confirmed, there is nothing to roll back to`,
         });
       }
       const already =
@@ -344,7 +345,7 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
     if (state.state !== 'awaiting-confirmation') {
       context.reporter.emit({ type: 'activate-end', host, action, ok: false, durationMs: performance.now() - started });
       if (state.state === 'failed' && state.exitCode !== undefined && !stateCanRollBack(state)) {
-        throw rollbackImpossible(host, input.toplevel, `activating ${input.toplevel} (${action}) on ${host} failed`, deployId);
+        throw rollbackImpossible(host, input.toplevel, action, `activating ${input.toplevel} (${action}) on ${host} failed`, deployId);
       }
       throw new PideployError({
         code: ERROR_CODES.failed,
@@ -395,7 +396,7 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
     } catch {
       final = undefined;
     }
-    if (!stateCanRollBack(state)) throw rollbackImpossible(host, input.toplevel, `activated ${input.toplevel} on ${host} but could not confirm it: ${problem}`, deployId);
+    if (!stateCanRollBack(state)) throw rollbackImpossible(host, input.toplevel, action, `activated ${input.toplevel} on ${host} but could not confirm it: ${problem}`, deployId);
     const outcome =
       final !== undefined && isFinalActivationState(final.state)
         ? describeRollback(final)

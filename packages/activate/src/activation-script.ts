@@ -374,7 +374,8 @@ roll_back() {
   save_state
   if [ -z "$st_previous_system" ] && { [ "$st_action" = test ] || [ -z "$st_previous_generation" ]; }; then
     st_state=failed
-    st_message="$why; rollback impossible: no system ran before this deployment (no /run/current-system) and the system profile had no generation"
+    st_message="$why; rollback impossible: no system ran before this deployment (no /run/current-system)"
+    [ "$st_action" = test ] || st_message="$st_message and the system profile had no generation"
     save_state
     return
   fi
@@ -417,7 +418,7 @@ worker() {
   st_action=$1; st_toplevel=$2; st_bundle=$3; st_id=$4; timeout=$5; rollback=$6; install_bootloader=$7
   load_state "$st_id"
   st_previous_generation=$(current_generation)
-  st_previous_system=$(readlink /run/current-system 2>/dev/null || true)
+  st_previous_system=$(readlink -e /run/current-system 2>/dev/null || true)
   highest_before=$(highest_generation)
   st_state=activating
   st_message="activating $st_toplevel ($st_action)"
