@@ -77,6 +77,7 @@ describeLab('pideploy activate / status against lab hosts (real sshd, sudo, nix)
       expect(lines.indexOf('pi1:')).toBeGreaterThan(errorLine);
       expect(lines.indexOf('pi2:')).toBeGreaterThan(lines.indexOf('pi1:'));
       expect(lines.filter((line) => line.startsWith('  running:'))).toHaveLength(2);
+      expect(result.stderr).toMatch(/^\[pi3\] warning: .*(time|timed out).*\(hint: /mu);
     } finally {
       process.kill(frozen, 'SIGCONT');
     }

@@ -137,7 +137,8 @@ export interface HostStatusFailure {
 /**
  * `pideploy status [host…]` (default: every host of pideploy.json): up to
  * {@link STATUS_CONCURRENCY} hosts at once, printed in the order given. A host that cannot be
- * read (unreachable, …) gets its error line in its place; the others still print; exit 1.
+ * read (unreachable, …) gets its error line in its place (and a warning on stderr); the others
+ * still print; exit 1.
  */
 export async function statusCommand(invocation: CommandInvocation): Promise<CommandResult> {
   let hosts = [...invocation.positionals];
@@ -151,6 +152,8 @@ export async function statusCommand(invocation: CommandInvocation): Promise<Comm
     } catch (caught) {
       if (invocation.context.signal.aborted) throw caught;
       const error = toPideployError(caught);
+      // On stderr at once (as deploy reports a failed host), and in its place in the result.
+      invocation.context.reporter.emit({ type: 'log', level: 'warn', host, message: `${error.message}${error.hint === undefined ? '' : ` (hint: ${error.hint})`}` });
       return { host, error: { code: error.code, message: error.message, hint: error.hint } };
     }
   });
