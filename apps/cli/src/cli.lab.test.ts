@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { planLabHost, resolveLabInstance } from '@pideploy/lab';
 import { describeLab } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
@@ -46,7 +47,7 @@ describeLab('pideploy lab (the CLI against the real lab)', () => {
   it('brings a host up, describes it as JSON, runs console commands, and goes down', async () => {
     const up = await pideploy(['lab', 'up', '--hosts', '1']);
     expect(up.code).toBe(0);
-    expect(up.stderr).toContain('[pi1] up at 10.250.1.2');
+    expect(up.stderr).toContain(`[pi1] up at ${planLabHost(1, resolveLabInstance()).address}`);
     expect(up.stdout).toContain('deploy@pi1');
 
     const status = await pideploy(['lab', 'status', '--json']);

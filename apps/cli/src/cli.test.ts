@@ -34,6 +34,12 @@ describe('runCli', () => {
     }
   });
 
+  it('refuses a health-check URL that is not http(s) before connecting anywhere (exit 2)', async () => {
+    const io = createBufferIo({ cwd: '/' });
+    expect(await runCli(['activate', 'deploy@pi1', '--toplevel', '/nix/store/x-system', '--health-check-url', 'ftp://pi1/health'], io)).toBe(2);
+    expect(io.err()).toBe('pideploy: --health-check-url takes an http(s) URL, not "ftp://pi1/health"\nhint: --health-check-url http://pi1.local:8080/health\n');
+  });
+
   it('rejects an unknown command with one line, a hint and exit 2', async () => {
     const io = createBufferIo();
     expect(await runCli(['deploi'], io)).toBe(2);

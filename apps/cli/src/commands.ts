@@ -160,7 +160,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     path: ['activate'],
-    usage: 'activate <host> --toplevel P [--bundle B] [--action switch|boot|test|dry-activate] [--confirm-timeout S] [--no-rollback] [--force]',
+    usage: 'activate <host> --toplevel P [--bundle B] [--action switch|boot|test|dry-activate] [--confirm-timeout S] [--no-rollback] [--force] [--health-check-url URL] [--health-check-command CMD]',
     summary: 'switch a host to a system already in its store (profile, switch-to-configuration, magic rollback, GC root)',
     example: 'pideploy activate pi1 --toplevel /nix/store/…-nixos-system-pi1 --bundle /nix/store/…-pideploy-bundle',
     flags: {
@@ -171,6 +171,8 @@ export const COMMANDS: readonly CommandSpec[] = [
       'no-rollback': { type: 'boolean', description: 'do not ask for a confirmation (no magic rollback)' },
       force: { type: 'boolean', description: 'activate even if the host already runs this system' },
       'install-bootloader': { type: 'boolean', description: 'NIXOS_INSTALL_BOOTLOADER=1 (install, not just update, the boot loader)' },
+      'health-check-url': { type: 'string', valueName: 'URL', description: 'confirm only if this URL, fetched from here, answers 2xx (else the host rolls back)' },
+      'health-check-command': { type: 'string', valueName: 'CMD', description: 'confirm only if CMD (run by sh -c on the host, over a new login) exits 0' },
       'ssh-config': { type: 'string', valueName: 'F', description: 'ssh_config file to use (like ssh -F)' },
       'accept-new-host-key': { type: 'boolean', description: 'trust and record the host key of a host seen for the first time (a changed key is always refused)' },
       'sudo-password-file': { type: 'string', valueName: 'F', description: 'read the sudo password from the first line of F' },

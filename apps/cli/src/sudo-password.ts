@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
 import { readSudoPasswordFromFile, readSudoPasswordFromStdin, type CreateSudoOptions, type SudoPasswordRequest } from '@pideploy/ssh';
 import type { CommandInvocation } from './command.js';
 
@@ -8,37 +9,49 @@ function stringFlag(invocation: CommandInvocation, name: string): string | undef
 }
 
 /**
- * Asks for the sudo password on the terminal without echo. Only when stdin is a TTY; the
- * activation stage remembers the answer, so a run prompts at most once.
+ * Asks for the sudo password on the terminal without echo, as sudo does: `Sorry, try again.`
+ * before a repeated question, Backspace / Ctrl-H erase a character, Ctrl-U the line, Enter or
+ * Ctrl-D ends it, and Ctrl-C interrupts the whole run (SIGINT, exit 130) instead of answering.
+ * Only when stdin is a TTY; the activation stage remembers the answer, so a run prompts once.
  */
 export async function askOnTerminal(request: SudoPasswordRequest): Promise<string | undefined> {
   const input = process.stdin;
   if (input.isTTY !== true) return undefined;
-  process.stderr.write(`[sudo] password for ${request.user}@${request.host}: `);
   return new Promise((resolve) => {
     let answer = '';
+    // Keys arrive as bytes; a character split across reads must not become two broken ones.
+    const decoder = new StringDecoder('utf8');
+    // Echo off BEFORE the prompt shows (as getpass does): keys typed the moment it appears must
+    // not reach a terminal that still echoes.
     input.setRawMode(true);
+    if (request.attempt > 1) process.stderr.write('Sorry, try again.\n');
+    process.stderr.write(`[sudo] password for ${request.user}@${request.host}: `);
     input.resume();
     const onData = (chunk: Buffer) => {
-      for (const character of chunk.toString('utf8')) {
+      for (const character of decoder.write(chunk)) {
         if (character === '\r' || character === '\n' || character === '\u0004') {
-          finish(answer);
+          restoreTerminal();
+          resolve(answer);
           return;
         }
         if (character === '\u0003') {
-          finish(undefined);
+          restoreTerminal();
+          // Raw mode turned Ctrl-C into a byte: deliver it as the terminal would have, and give up
+          // only once it has been handled (the CLI's handler cancels the run: exit 130).
+          process.once('SIGINT', () => resolve(undefined));
+          process.kill(process.pid, 'SIGINT');
           return;
         }
-        if (character === '\u007f') answer = answer.slice(0, -1);
+        if (character === '\u007f' || character === '\b') answer = Array.from(answer).slice(0, -1).join('');
+        else if (character === '\u0015') answer = '';
         else answer += character;
       }
     };
-    const finish = (value: string | undefined) => {
+    const restoreTerminal = () => {
       input.off('data', onData);
       input.setRawMode(false);
       input.pause();
       process.stderr.write('\n');
-      resolve(value);
     };
     input.on('data', onData);
   });

@@ -7,6 +7,7 @@ import { checkPinsFiles } from '@pideploy/pin';
 import { copyClosure, type CopyClosureResult } from '@pideploy/transport';
 import { createHostBuilder, type HostBuilder } from './build-hosts.js';
 import type { ResolvedConfig, ResolvedHost } from './config.js';
+import { mapConcurrently } from './concurrency.js';
 
 /** What {@link deploy} needs. */
 export interface DeployRequest {
@@ -215,22 +216,11 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
     }
   }
 
-  const parallel = Math.max(1, Math.floor(request.parallel ?? 1));
-  const results: HostDeployResult[] = new Array(request.hosts.length);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(parallel, request.hosts.length) }, async () => {
-      while (next < request.hosts.length) {
-        const index = next;
-        next += 1;
-        const host = request.hosts[index];
-        if (host === undefined) continue;
-        // Cancelled (Ctrl-C): hosts not yet started are left alone and reported as such.
-        results[index] = context.signal.aborted
-          ? { host: host.name, ok: false, error: new PideployError({ code: 'PIDEPLOY_INTERRUPTED', message: 'interrupted before this host was started' }), phases: [] }
-          : await deployHost(host);
-      }
-    }),
+  const results = await mapConcurrently(request.hosts, request.parallel ?? 1, async (host) =>
+    // Cancelled (Ctrl-C): hosts not yet started are left alone and reported as such.
+    context.signal.aborted
+      ? { host: host.name, ok: false, error: new PideployError({ code: 'PIDEPLOY_INTERRUPTED', message: 'interrupted before this host was started' }), phases: [] }
+      : await deployHost(host),
   );
   return { version: 1, results, ok: results.every((item) => item.ok) };
 }

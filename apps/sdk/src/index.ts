@@ -22,6 +22,7 @@ export {
   type HostBuilder,
   type HostBuilderOptions,
 } from './build-hosts.js';
+export { mapConcurrently } from './concurrency.js';
 export {
   deploy,
   hostBuilderFor,

@@ -1,12 +1,12 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp } from 'node:fs/promises';
 import { readdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { createBaseContext, createCollectingReporter, PideployError, type DeployEvent } from '@pideploy/core';
 import { LAB_SUDO_PASSWORD, labCutSshSessions, labDown, labExec, labUp, type LabStatus } from '@pideploy/lab';
-import { describeLab } from '@pideploy/lab/testing';
+import { buildLabSystem, describeLab } from '@pideploy/lab/testing';
 import { connectSsh, type SudoPasswordRequest } from '@pideploy/ssh';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { activateSystem, diffSystem, rollbackSystem, systemStatus, type ActivationTarget } from './activate.js';
@@ -48,22 +48,14 @@ describeLab('activation on lab hosts: profile, switch-to-configuration, magic ro
   const profile = (host: string) => onConsole(host, 'readlink -f /nix/var/nix/profiles/system || true');
   const gcRoot = (host: string) => onConsole(host, 'readlink /etc/nixos/current-configuration || true');
 
-  async function build(label: string, extra: string): Promise<string> {
-    const revision = status.nixpkgs!.revisions[0]!;
-    const sha256 = (await run(['nix-prefetch-url', '--unpack', '--name', 'source', revision.url], env)).trim();
-    const file = path.join(workDir, `${label}.nix`);
-    await writeFile(
-      file,
-      `{ ... }: { networking.hostName = "pi"; boot.loader.grub.enable = false; boot.loader.generic-extlinux-compatible.enable = true;
-  environment.etc."motd".text = "${label}\\n"; system.stateVersion = "24.05"; ${extra} }\n`,
-    );
-    const expression = `let nixpkgs = builtins.fetchTarball { url = "${revision.url}"; sha256 = "${sha256}"; };
-      in (import "\${nixpkgs}/nixos" { configuration = ${file}; system = "x86_64-linux"; }).config.system.build.toplevel`;
-    return (await run(['nix-build', '--no-out-link', '-E', expression], env, workDir)).trim();
-  }
+  const build = (label: string, extraConfig: string) => buildLabSystem(status, { label, extraConfig, workDir });
 
   beforeAll(async () => {
-    status = await labUp({ instance, hosts: 2, hostSettings: { pi1: { trusted: false, sudo: 'password' }, pi2: { trusted: true, sudo: 'nopasswd' } } });
+    status = await labUp({
+      instance,
+      hosts: 4,
+      hostSettings: { pi1: { trusted: false, sudo: 'password' }, pi2: { trusted: true, sudo: 'nopasswd' }, pi3: { trusted: false, sudo: 'password' }, pi4: { trusted: true, sudo: 'nopasswd' } },
+    });
     env = { ...process.env, ...status.env };
     workDir = await mkdtemp(path.join(os.tmpdir(), 'pideploy-activate-lab-'));
     systems['base'] = await build('base', '');
@@ -80,7 +72,7 @@ describeLab('activation on lab hosts: profile, switch-to-configuration, magic ro
         env,
       )
     ).trim();
-    for (const host of ['pi1', 'pi2']) {
+    for (const host of ['pi1', 'pi2', 'pi3', 'pi4']) {
       await run(['nix-copy-closure', '--to', `root@${host}`, ...Object.values(systems), bundle], env);
       drvsBefore[host] = drvCount(host);
     }
@@ -133,6 +125,14 @@ describeLab('activation on lab hosts: profile, switch-to-configuration, magic ro
     expect(await profile('pi1')).toBe(systems['boot']);
     expect(await onConsole('pi1', 'tail -n 1 /etc/lab-activations.log')).toContain(`dry-activate ${systems['next']}`);
 
+    // A failing switch now (running "test", boot default "boot") puts both back as they were.
+    const failed = await activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['fail']! }, context).catch((caught: unknown) => caught);
+    expect((failed as PideployError).code).toBe('PIDEPLOY_ACTIVATION_FAILED');
+    expect((failed as PideployError).message).toMatch(new RegExp(`the host rolled back to generation \\d+, running ${systems['test']} again`, 'u'));
+    expect(await running('pi1')).toBe(systems['test']);
+    expect(await profile('pi1')).toBe(systems['boot']);
+    expect(await onConsole('pi1', 'readlink /nix/var/nix/lab-boot/default')).toBe(systems['boot']);
+
     // back to a normal state for the next tests
     const back = await activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['next']!, bundle, rollback: { confirmTimeoutSeconds: 20 } }, context);
     expect(back.outcome).toBe('confirmed');
@@ -176,6 +176,8 @@ describeLab('activation on lab hosts: profile, switch-to-configuration, magic ro
     const script = uploadedScriptPath(id);
     const upload = await session.exec(['sh', '-c', 'mkdir -p /run/pideploy && cat > "$1"', 'sh', script], { stdin: renderActivationScript() });
     expect(upload.exitCode).toBe(0);
+    // The lab hosts have no systemd: the worker is detached with setsid (systemd-run is not exercised here).
+    expect((await session.exec(['sh', script, 'launcher'])).stdout.trim()).toBe('setsid');
     const start = await session.exec(['sh', script, ...activateArguments({ action: 'switch', toplevel: systems['cut']!, deployId: id, rollback: true, confirmTimeoutSeconds: 4, noWait: true })]);
     expect(start.exitCode).toBe(0);
     const started = Date.now();
@@ -253,7 +255,69 @@ describeLab('activation on lab hosts: profile, switch-to-configuration, magic ro
     expect(await gcRoot('pi2')).toBe(systems['test']);
   }, 120_000);
 
+  it('first deployment to a host that runs a system but has NO profile generation: the watchdog alone puts the running system back (SSH broken, sessions cut)', async () => {
+    // pi3 as a host installed by other means: it runs "base" (GC-rooted), its system profile is empty.
+    await onConsole('pi3', `nix-store --add-root /etc/nixos/current-configuration --indirect -r ${systems['base']} >/dev/null && ${systems['base']}/bin/switch-to-configuration test 2>/dev/null`);
+    expect(await running('pi3')).toBe(systems['base']);
+    expect(await onConsole('pi3', 'ls /nix/var/nix/profiles | grep -c "^system" || true')).toBe('0');
+    const timeout = 8;
+    // The link dies as the deployer starts confirming: it can neither confirm nor ask for the rollback.
+    const reporter = createCollectingReporter();
+    const context = createBaseContext({
+      reporter: {
+        emit: (event) => {
+          reporter.emit(event);
+          if (event.type === 'phase-start' && event.phase === 'confirm') void labCutSshSessions('pi3', { instance });
+        },
+      },
+    });
+    const started = Date.now();
+    const error = await activateSystem({ ...labTarget('deploy@pi3'), toplevel: systems['breakSsh']!, bundle, rollback: { confirmTimeoutSeconds: timeout } }, context).catch(
+      (caught: unknown) => caught,
+    );
+    expect((error as PideployError).code).toBe('PIDEPLOY_ACTIVATION_UNCONFIRMED');
+    expect((error as PideployError).message).toContain(`the host rolls back by itself within ${timeout} s`);
+    expect(reporter.events.some((event) => event.type === 'log' && event.level === 'warn' && event.message.includes('nothing to roll back to'))).toBe(false);
+    for (;;) {
+      if ((await running('pi3')) === systems['base']) break;
+      expect(Date.now() - started).toBeLessThan((timeout + 10) * 1000);
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    const elapsed = Date.now() - started;
+    console.log(`pi3: back on its previous running system ${elapsed} ms after the activation began (confirm timeout ${timeout} s)`);
+    // The watchdog did it (not an abort from the deployer), and the boot default is the old system too.
+    const state = parseActivationState(await onConsole('pi3', 'cat "$(ls -t /run/pideploy/*.state | head -n 1)"'));
+    expect(state).toMatchObject({ state: 'rolled-back-unconfirmed', previousSystem: systems['base'], previousGeneration: undefined, toplevel: systems['breakSsh'] });
+    expect(state.message).toContain(`no confirmation within ${timeout}s`);
+    expect(await profile('pi3')).toBe(systems['base']);
+    expect(await onConsole('pi3', 'for link in /nix/var/nix/profiles/system-*-link; do readlink "$link"; done')).toBe(systems['base']);
+    expect(await onConsole('pi3', 'readlink /nix/var/nix/lab-boot/default')).toBe(systems['base']);
+    expect(await gcRoot('pi3')).toBe(systems['base']);
+    // New logins work again.
+    const reported = await systemStatus(labTarget('deploy@pi3'), createBaseContext());
+    expect(reported.runningSystem).toBe(systems['base']);
+    expect(reported.generations).toHaveLength(1);
+  }, 120_000);
+
+  it('a host that ran no system at all cannot be rolled back: a warning first, then PIDEPLOY_ROLLBACK_IMPOSSIBLE with a hint', async () => {
+    expect(await running('pi4')).toBe('');
+    const reporter = createCollectingReporter();
+    const error = await activateSystem(
+      { ...labTarget('deploy@pi4'), toplevel: systems['breakSsh']!, rollback: { confirmTimeoutSeconds: 5 } },
+      createBaseContext({ reporter }),
+    ).catch((caught: unknown) => caught);
+    expect(reporter.events.some((event) => event.type === 'log' && event.level === 'warn' && event.message.includes('nothing to roll back to'))).toBe(true);
+    expect(error).toBeInstanceOf(PideployError);
+    expect((error as PideployError).code).toBe('PIDEPLOY_ROLLBACK_IMPOSSIBLE');
+    expect((error as PideployError).message).toMatch(/could not confirm it: a new SSH login .* failed after activation: .*, and deploy@pi4 cannot be rolled back: no system ran there before/u);
+    expect((error as PideployError).hint).toContain('console');
+    const state = parseActivationState(await onConsole('pi4', 'cat "$(ls -t /run/pideploy/*.state | head -n 1)"'));
+    expect(state.state).toBe('failed');
+    expect(state.message).toContain('rollback impossible');
+    expect(await running('pi4')).toBe(systems['breakSsh']);
+  }, 120_000);
+
   it('never evaluates or builds on the targets: no new .drv in their stores', () => {
-    for (const host of ['pi1', 'pi2']) expect(drvCount(host)).toBe(drvsBefore[host]);
+    for (const host of ['pi1', 'pi2', 'pi3', 'pi4']) expect(drvCount(host)).toBe(drvsBefore[host]);
   });
 });

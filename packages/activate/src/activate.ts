@@ -13,10 +13,12 @@ import {
   SYSTEM_PROFILE,
   activateArguments,
   activationStatePath,
+  canRollBack,
   isFinalActivationState,
   newDeployId,
   parseActivationState,
   renderActivationScript,
+  stateCanRollBack,
   uploadedScriptPath,
   type ActivationState,
 } from './activation-script.js';
@@ -38,7 +40,16 @@ export interface ActivationTarget {
   readonly sudo?: CreateSudoOptions | undefined;
 }
 
-/** Magic rollback settings. */
+/**
+ * Magic rollback settings. What "rolling back" means (on failure, abort or timeout, done by the
+ * target itself): the host goes back to the system that was RUNNING when the deployment started
+ * (`/run/current-system`), and its boot default (the system profile) goes back to the generation
+ * it had; the generation the deployment made is deleted, as deploy-rs does. A host whose profile
+ * had no generation (a first deployment to a freshly installed host) gets one for the running
+ * system instead, so it never boots the rejected system. A host that ran no system and had no
+ * generation cannot be rolled back: that is a `PIDEPLOY_ROLLBACK_IMPOSSIBLE` error (and a warning
+ * before the activation). The GC root `/etc/nixos/current-configuration` moves only on success.
+ */
 export interface RollbackOptions {
   /** Ask for confirmation over a new connection and roll back without it (default: true for switch/test). */
   readonly enabled?: boolean | undefined;
@@ -48,9 +59,13 @@ export interface RollbackOptions {
 
 /** Checks that must pass before the deployment is confirmed. */
 export interface HealthChecks {
-  /** A command run on the target as the login user (over the new connection); exit 0 = healthy. */
+  /**
+   * A command run on the target as the login user over the new confirmation connection, as an
+   * argv (quoted for the remote shell); exit 0 = healthy. A shell command line is
+   * `['sh', '-c', line]`.
+   */
   readonly command?: readonly string[] | undefined;
-  /** An http(s) URL fetched from the deployer; a 2xx answer = healthy. */
+  /** An http(s) URL fetched from the deployer (after the command); a 2xx answer (redirects followed) = healthy. */
   readonly url?: string | undefined;
   /** Limit for each check in ms (default 10 000). */
   readonly timeoutMs?: number | undefined;
@@ -92,6 +107,7 @@ const ERROR_CODES = {
   unconfirmed: 'PIDEPLOY_ACTIVATION_UNCONFIRMED',
   lost: 'PIDEPLOY_ACTIVATION_LOST',
   remote: 'PIDEPLOY_ACTIVATION_REMOTE_FAILED',
+  rollbackImpossible: 'PIDEPLOY_ROLLBACK_IMPOSSIBLE',
 } as const;
 
 /** Error codes this package raises. */
@@ -174,20 +190,50 @@ async function readLink(session: SshSession, path: string, signal: AbortSignal):
   return result.exitCode === 0 && text !== '' ? text : undefined;
 }
 
+/** Runs a health-check command on the target: undefined when it exits 0, else why not (one line naming the command). */
+async function checkCommand(session: SshSession, command: readonly string[], timeoutMs: number, signal: AbortSignal): Promise<string | undefined> {
+  const name = `the health check \`${shellJoin(command)}\``;
+  const timeout = AbortSignal.timeout(timeoutMs);
+  try {
+    const check = await session.exec(command, { signal: AbortSignal.any([signal, timeout]) });
+    if (check.exitCode === 0) return undefined;
+    const output = tailLines((check.stderr || check.stdout).trim(), 1);
+    return `${name} exited ${check.exitCode ?? 'by a signal'}${output === '' ? '' : `: ${output}`}`;
+  } catch (error) {
+    if (signal.aborted || !timeout.aborted) throw error;
+    return `${name} did not finish within ${timeoutMs / 1000} s`;
+  }
+}
+
+/** Fetches a health-check URL from the deployer: undefined when it answers 2xx, else why not (one line naming the URL). */
 async function checkUrl(url: string, timeoutMs: number): Promise<string | undefined> {
   try {
-    const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
-    return response.ok ? undefined : `${url} answered HTTP ${response.status}`;
+    const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), redirect: 'follow' });
+    await response.body?.cancel();
+    return response.ok ? undefined : `the health check ${url} answered HTTP ${response.status}${response.statusText === '' ? '' : ` ${response.statusText}`}`;
   } catch (error) {
-    return `${url} could not be fetched: ${error instanceof Error ? error.message : String(error)}`;
+    // fetch says only "fetch failed"; the cause says what (e.g. "connect ECONNREFUSED 127.0.0.1:8080").
+    const cause = error instanceof Error && error.cause instanceof Error ? error.cause : error;
+    return `the health check ${url} could not be fetched: ${cause instanceof Error ? cause.message : String(cause)}`;
   }
 }
 
 function describeRollback(state: ActivationState): string {
   if (state.state === 'failed') return `the rollback failed too: ${state.message}`;
-  if (state.rolledBackTo !== undefined) return `the host rolled back to generation ${state.rolledBackTo}`;
+  const running = state.previousSystem === '' ? '' : `, running ${state.previousSystem} again`;
+  if (state.rolledBackTo !== undefined) return `the host rolled back to generation ${state.rolledBackTo}${running}`;
   if (state.previousSystem !== '') return `the host went back to ${state.previousSystem}`;
   return 'the host rolled back';
+}
+
+/** The error for a deployment that failed on a host with nothing to roll back to. */
+function rollbackImpossible(host: string, toplevel: string, action: ActivationAction, what: string, deployId: string): PideployError {
+  const basis = action === 'test' ? 'no system ran there before (no /run/current-system)' : 'no system ran there before (no /run/current-system) and its system profile had no generation';
+  return new PideployError({
+    code: ERROR_CODES.rollbackImpossible,
+    message: `${what}, and ${host} cannot be rolled back: ${basis}, so it is left as the activation left it (${toplevel})`,
+    hint: `repair the configuration and activate again (the log is ${ACTIVATION_STATE_DIR}/${deployId}.log on the host); if SSH no longer works, use the host's console`,
+  });
 }
 
 /**
@@ -196,8 +242,10 @@ function describeRollback(state: ActivationState): string {
  * cannot stop it. Failure → the target rolls back at once. With magic rollback (switch/test by
  * default) the deployment is confirmed over a NEW connection, after the health checks pass;
  * without a confirmation in time the target rolls back by itself. Never evaluates or builds on
- * the target. Throws a PideployError (with the generation the host is back on) when the
- * activation fails or cannot be confirmed.
+ * the target. Throws a PideployError (with the generation and system the host is back on) when
+ * the activation fails or cannot be confirmed: `PIDEPLOY_ACTIVATION_FAILED`,
+ * `PIDEPLOY_ACTIVATION_UNCONFIRMED`, or `PIDEPLOY_ROLLBACK_IMPOSSIBLE` when the host had nothing
+ * to go back to (see {@link RollbackOptions}).
  */
 export async function activateSystem(input: ActivateSystemInput, context: PideployContext): Promise<ActivationResult> {
   const action = input.action ?? 'switch';
@@ -216,11 +264,20 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
     // One sudo (and its one password) before anything changes.
     let sudo = await session.sudo(sudoOptions);
 
-    if (input.force !== true && action !== 'dry-activate') {
+    if (action !== 'dry-activate') {
       const running = await readLink(session, '/run/current-system', signal);
       const profile = await readLink(session, SYSTEM_PROFILE, signal);
+      if (!canRollBack({ action, previousSystem: running, hadProfileGeneration: profile !== undefined })) {
+        context.reporter.emit({
+          type: 'log',
+          level: 'warn',
+          host,
+          message: `${host} runs no system (no /run/current-system)${action === 'test' ? '' : ' and has no system profile generation'}: if this activation fails or is not confirmed, there is nothing to roll back to`,
+        });
+      }
       const already =
-        action === 'boot' ? profile === input.toplevel : action === 'test' ? running === input.toplevel : running === input.toplevel && profile === input.toplevel;
+        input.force !== true &&
+        (action === 'boot' ? profile === input.toplevel : action === 'test' ? running === input.toplevel : running === input.toplevel && profile === input.toplevel);
       if (already) {
         context.reporter.emit({ type: 'log', level: 'info', host, message: `${host} already runs ${input.toplevel}; nothing to do (--force to activate again)` });
         return { host, action, toplevel: input.toplevel, outcome: 'skipped', deployId: undefined, state: undefined };
@@ -287,6 +344,9 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
     }
     if (state.state !== 'awaiting-confirmation') {
       context.reporter.emit({ type: 'activate-end', host, action, ok: false, durationMs: performance.now() - started });
+      if (state.state === 'failed' && state.exitCode !== undefined && !stateCanRollBack(state)) {
+        throw rollbackImpossible(host, input.toplevel, action, `activating ${input.toplevel} (${action}) on ${host} failed`, deployId);
+      }
       throw new PideployError({
         code: ERROR_CODES.failed,
         message: `activating ${input.toplevel} (${action}) on ${host} failed: ${state.message}; ${describeRollback(state)}`,
@@ -298,17 +358,16 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
     context.reporter.emit({ type: 'phase-start', phase: 'confirm', host });
     const confirmStarted = performance.now();
     let problem: string | undefined;
+    let healthCheckFailed = false;
     let confirmSession: SshSession | undefined;
     try {
       confirmSession = await connectSsh(input.target, connect, context);
       ownedSessions.push(confirmSession);
       const confirmSudo = await confirmSession.sudo(sudoOptions);
       const timeoutMs = input.healthChecks?.timeoutMs ?? 10_000;
-      if (input.healthChecks?.command !== undefined) {
-        const check = await confirmSession.exec(input.healthChecks.command, { signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]) });
-        if (check.exitCode !== 0) problem = `the health check \`${input.healthChecks.command.join(' ')}\` exited ${check.exitCode ?? 'by a signal'}${(check.stderr + check.stdout).trim() === '' ? '' : `: ${tailLines(check.stderr || check.stdout, 2)}`}`;
-      }
+      if (input.healthChecks?.command !== undefined) problem = await checkCommand(confirmSession, input.healthChecks.command, timeoutMs, signal);
       if (problem === undefined && input.healthChecks?.url !== undefined) problem = await checkUrl(input.healthChecks.url, timeoutMs);
+      healthCheckFailed = problem !== undefined;
       if (problem === undefined) {
         const confirm = await confirmSudo.exec([script, 'confirm', deployId], { signal });
         if (confirm.exitCode !== 0) problem = `the confirmation was refused: ${tailLines(confirm.stdout + confirm.stderr, 1)}`;
@@ -337,6 +396,7 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
     } catch {
       final = undefined;
     }
+    if (!stateCanRollBack(state)) throw rollbackImpossible(host, input.toplevel, action, `activated ${input.toplevel} on ${host} but could not confirm it: ${problem}`, deployId);
     const outcome =
       final !== undefined && isFinalActivationState(final.state)
         ? describeRollback(final)
@@ -344,7 +404,9 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
     throw new PideployError({
       code: ERROR_CODES.unconfirmed,
       message: `activated ${input.toplevel} on ${host} but could not confirm it: ${problem}; ${outcome}`,
-      hint: 'fix the configuration (does it keep sshd and your key working?) and deploy again',
+      hint: healthCheckFailed
+        ? 'the new system failed its health check: fix the service (or the check) and deploy again'
+        : 'fix the configuration (does it keep sshd and your key working?) and deploy again',
     });
   } finally {
     for (const owned of ownedSessions) await owned.close();

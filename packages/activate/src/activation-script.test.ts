@@ -1,6 +1,9 @@
 import { execFileSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { activateArguments, newDeployId, parseActivationState, renderActivationScript, DEPLOY_ID_PATTERN, isFinalActivationState } from './activation-script.js';
+import { activateArguments, canRollBack, newDeployId, parseActivationState, renderActivationScript, stateCanRollBack, DEPLOY_ID_PATTERN, isFinalActivationState } from './activation-script.js';
 
 describe('renderActivationScript', () => {
   it('is valid POSIX sh (dash -n) and carries the protocol marker', () => {
@@ -18,6 +21,31 @@ describe('renderActivationScript', () => {
       status = (error as { status: number }).status;
     }
     expect(status).toBe(2);
+  });
+});
+
+describe('the worker launcher choice (activate launcher)', () => {
+  // The systemd-run launch itself needs systemd as init, which neither these tests nor the lab
+  // have: only the choice is tested here. The lab hosts (no systemd) use setsid.
+  const launcher = (systemdRuntimeDirectory: string, pathPrefix: string) =>
+    execFileSync('sh', ['-c', renderActivationScript({ systemdRuntimeDirectory }), 'activate', 'launcher'], {
+      encoding: 'utf8',
+      env: { PATH: `${pathPrefix}:/usr/bin:/bin` },
+    }).trim();
+  const scratch = mkdtempSync(path.join(os.tmpdir(), 'pideploy-launcher-'));
+  const tools = path.join(scratch, 'bin');
+  const systemdDir = path.join(scratch, 'run-systemd-system');
+  execFileSync('mkdir', ['-p', tools, systemdDir]);
+  // Never run: only `command -v systemd-run` must find it.
+  writeFileSync(path.join(tools, 'systemd-run'), '#!/bin/sh\nexit 99\n');
+  chmodSync(path.join(tools, 'systemd-run'), 0o755);
+
+  it('is systemd-run when systemd runs (its runtime directory exists) and systemd-run is on the PATH', () => {
+    expect(launcher(systemdDir, tools)).toBe('systemd-run');
+  });
+
+  it('is setsid without a running systemd, even where systemd-run is installed', () => {
+    expect(launcher(path.join(scratch, 'absent'), tools)).toBe('setsid');
   });
 });
 
@@ -52,5 +80,21 @@ describe('newDeployId / parseActivationState', () => {
     expect(state).toMatchObject({ state: 'failed-rolled-back', previousGeneration: 4, newGeneration: 5, rolledBackTo: 4, exitCode: 2, message: 'a=b; rolled back', deadline: undefined });
     expect(isFinalActivationState(state.state)).toBe(true);
     expect(() => parseActivationState('state=weird\naction=switch\n')).toThrow();
+  });
+});
+
+describe('canRollBack', () => {
+  it('needs the system that ran, or (switch/boot) a profile generation', () => {
+    const running = '/nix/store/r-nixos-system';
+    expect(canRollBack({ action: 'switch', previousSystem: running, hadProfileGeneration: false })).toBe(true);
+    expect(canRollBack({ action: 'test', previousSystem: running, hadProfileGeneration: false })).toBe(true);
+    expect(canRollBack({ action: 'switch', previousSystem: undefined, hadProfileGeneration: true })).toBe(true);
+    expect(canRollBack({ action: 'boot', previousSystem: '', hadProfileGeneration: true })).toBe(true);
+    expect(canRollBack({ action: 'test', previousSystem: '', hadProfileGeneration: true })).toBe(false);
+    expect(canRollBack({ action: 'switch', previousSystem: '', hadProfileGeneration: false })).toBe(false);
+    expect(canRollBack({ action: 'dry-activate', previousSystem: undefined, hadProfileGeneration: false })).toBe(true);
+    const fresh = parseActivationState('id=x\nstate=failed\naction=switch\ntoplevel=/nix/store/a\nprevious_generation=\nprevious_system=\n');
+    expect(stateCanRollBack(fresh)).toBe(false);
+    expect(stateCanRollBack({ ...fresh, previousSystem: running })).toBe(true);
   });
 });

@@ -67,6 +67,32 @@ export function isFinalActivationState(state: ActivationStateName): boolean {
   return FINAL_STATES.has(state);
 }
 
+/** What a rollback needs to know about the host as it was when a deployment started. */
+export interface RollbackBasis {
+  readonly action: ActivationAction;
+  /** `/run/current-system` when the deployment started ("" or undefined: none). */
+  readonly previousSystem: string | undefined;
+  /** The system profile had a current generation when the deployment started. */
+  readonly hadProfileGeneration: boolean;
+}
+
+/**
+ * Whether a deployment can be rolled back: to the system that was running (any action), or, for
+ * switch/boot on a host that ran nothing, to the profile's previous generation. False means the
+ * host had neither: a failed or unconfirmed deployment stays where it is. Pure; the script makes
+ * the same decision.
+ */
+export function canRollBack(basis: RollbackBasis): boolean {
+  if (basis.action === 'dry-activate') return true;
+  if (basis.previousSystem !== undefined && basis.previousSystem !== '') return true;
+  return basis.action !== 'test' && basis.hadProfileGeneration;
+}
+
+/** {@link canRollBack} for a deployment's state file. */
+export function stateCanRollBack(state: ActivationState): boolean {
+  return canRollBack({ action: state.action, previousSystem: state.previousSystem, hadProfileGeneration: state.previousGeneration !== undefined });
+}
+
 /** Deployment ids: what the script accepts as a file-name component and a systemd unit suffix. */
 export const DEPLOY_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/u;
 
@@ -160,7 +186,18 @@ export interface ActivationScriptOptions {
   readonly defaultToplevel?: string | undefined;
   /** `--bundle` when not given: the bundle itself (GC-rooted on success). */
   readonly defaultBundle?: string | undefined;
+  /**
+   * The directory whose presence means "systemd is the running init" (sd_booted(3); default
+   * {@link SYSTEMD_RUNTIME_DIRECTORY}). Only tests of the launcher choice change it.
+   */
+  readonly systemdRuntimeDirectory?: string | undefined;
 }
+
+/** sd_booted(3)'s test: this directory exists only while systemd runs as init. */
+export const SYSTEMD_RUNTIME_DIRECTORY = '/run/systemd/system';
+
+/** How the script starts its detached worker (what `activate launcher` prints). */
+export type WorkerLauncher = 'systemd-run' | 'setsid' | 'nohup';
 
 /**
  * The activation script. Usage (as root):
@@ -172,6 +209,7 @@ export interface ActivationScriptOptions {
  * activate abort ID        give up waiting: roll back now
  * activate status [ID]     print the state file (the newest deployment without ID)
  * activate rollback [--to N]   switch the system profile to generation N (default: the previous one)
+ * activate launcher        print how the worker would be started: systemd-run | setsid | nohup
  * ```
  *
  * It runs nixos-rebuild's sequence (`nix-env -p /nix/var/nix/profiles/system --set P` for
@@ -182,6 +220,7 @@ export interface ActivationScriptOptions {
 export function renderActivationScript(options: ActivationScriptOptions = {}): string {
   const defaultToplevel = options.defaultToplevel === undefined ? "''" : shellQuote(options.defaultToplevel);
   const defaultBundle = options.defaultBundle === undefined ? "''" : shellQuote(options.defaultBundle);
+  const systemdRuntimeDirectory = shellQuote(options.systemdRuntimeDirectory ?? SYSTEMD_RUNTIME_DIRECTORY);
   return `${options.shebang ?? '#!/bin/sh'}
 ${ACTIVATION_PROTOCOL_MARKER}
 # pideploy activate: switch this host to a NixOS system already in its store, the way
@@ -195,6 +234,7 @@ profile=${SYSTEM_PROFILE}
 profiles_dir=\${profile%/*}
 state_dir=${ACTIVATION_STATE_DIR}
 gc_root=${CURRENT_CONFIGURATION_ROOT}
+systemd_runtime_dir=${systemdRuntimeDirectory}
 
 self=$0
 case "$self" in
@@ -206,7 +246,7 @@ usage() {
   cat >&2 <<'EOF'
 usage: activate <switch|boot|test|dry-activate> --toplevel P [--bundle B] [--deploy-id ID]
                 [--confirm-timeout S] [--no-rollback] [--install-bootloader] [--no-wait]
-       activate confirm ID | abort ID | status [ID] | rollback [--to N]
+       activate confirm ID | abort ID | status [ID] | rollback [--to N] | launcher
 EOF
   exit 2
 }
@@ -297,49 +337,78 @@ move_gc_root() {
   nix-store --add-root "$gc_root" --indirect -r "$root_target" >/dev/null
 }
 
-# Puts the host back where it was before this deployment. $1: final state, $2: why.
+# Runs $1/bin/switch-to-configuration $2 (an earlier system, during a rollback).
+activate_system() {
+  if [ ! -x "$1/bin/switch-to-configuration" ]; then
+    echo "activate: cannot re-activate $1: it has no bin/switch-to-configuration" >&2
+    return 1
+  fi
+  "$1/bin/switch-to-configuration" "$2"
+}
+
+# The system profile back as it was: its previous generation, or, when it had none, a generation
+# of the system that was running (so the boot default is never left on the rejected system); then
+# the generation this deployment made is deleted. Sets boot_system to what the profile now holds.
+restore_profile() {
+  if [ -n "$st_previous_generation" ]; then
+    nix-env -p "$profile" --switch-generation "$st_previous_generation" || return 1
+  else
+    nix-env -p "$profile" --set "$st_previous_system" || return 1
+  fi
+  st_rolled_back_to=$(current_generation)
+  if [ -n "$st_new_generation" ] && [ "$st_new_generation" != "$st_rolled_back_to" ] \\
+    && [ "$st_new_generation" -gt "\${highest_before:-0}" ]; then
+    nix-env -p "$profile" --delete-generations "$st_new_generation" || true
+  fi
+  boot_system=$(readlink -f "$profile")
+}
+
+# Puts the host back where it was before this deployment: the boot default (the profile) and the
+# system that was RUNNING (/run/current-system when the deployment started), which may differ
+# from the profile after a \`test\` or \`boot\`. $1: final state, $2: why.
 roll_back() {
   final_state=$1
   why=$2
   st_state=rolling-back
   st_message="rolling back: $why"
   save_state
+  if [ -z "$st_previous_system" ] && { [ "$st_action" = test ] || [ -z "$st_previous_generation" ]; }; then
+    st_state=failed
+    st_message="$why; rollback impossible: no system ran before this deployment (no /run/current-system)"
+    [ "$st_action" = test ] || st_message="$st_message and the system profile had no generation"
+    save_state
+    return
+  fi
   ok=1
   case "$st_action" in
     switch|boot)
-      if [ -n "$st_previous_generation" ]; then
-        nix-env -p "$profile" --switch-generation "$st_previous_generation" || ok=0
-        if [ "$ok" = 1 ] && [ -n "$st_new_generation" ] && [ "$st_new_generation" != "$st_previous_generation" ] \\
-          && [ "$st_new_generation" -gt "\${highest_before:-0}" ]; then
-          nix-env -p "$profile" --delete-generations "$st_new_generation" || true
-        fi
-        if [ "$ok" = 1 ]; then
-          "$profile/bin/switch-to-configuration" "$st_action" || ok=0
-        fi
-        [ "$ok" = 1 ] && st_rolled_back_to=$st_previous_generation
+      boot_system=''
+      restore_profile || ok=0
+      if [ "$ok" = 0 ]; then
+        :
+      elif [ "$st_action" = boot ]; then
+        activate_system "$boot_system" boot || ok=0
+      elif [ -z "$st_previous_system" ] || [ "$st_previous_system" = "$boot_system" ]; then
+        activate_system "$boot_system" switch || ok=0
       else
-        ok=0
-        why="$why; there is no previous generation to roll back to"
+        # The host ran another system than its boot default: both come back.
+        activate_system "$boot_system" boot || ok=0
+        activate_system "$st_previous_system" test || ok=0
       fi
       ;;
     test)
-      if [ -n "$st_previous_system" ] && [ -x "$st_previous_system/bin/switch-to-configuration" ]; then
-        "$st_previous_system/bin/switch-to-configuration" test || ok=0
-        if [ "$ok" = 1 ] && [ "$(readlink -f "$profile" 2>/dev/null)" = "$st_previous_system" ]; then
-          st_rolled_back_to=$(current_generation)
-        fi
-      else
-        ok=0
-        why="$why; there is no previously running system to go back to"
+      activate_system "$st_previous_system" test || ok=0
+      if [ "$ok" = 1 ] && [ "$(readlink -f "$profile" 2>/dev/null)" = "$st_previous_system" ]; then
+        st_rolled_back_to=$(current_generation)
       fi
       ;;
   esac
   if [ "$ok" = 1 ]; then
     st_state=$final_state
-    st_message="$why; rolled back"
+    st_message="$why; rolled back\${st_rolled_back_to:+ to generation $st_rolled_back_to}\${st_previous_system:+, running $st_previous_system}"
   else
     st_state=failed
-    st_message="$why; rollback FAILED or impossible"
+    st_message="$why; rollback FAILED"
   fi
   save_state
 }
@@ -349,7 +418,7 @@ worker() {
   st_action=$1; st_toplevel=$2; st_bundle=$3; st_id=$4; timeout=$5; rollback=$6; install_bootloader=$7
   load_state "$st_id"
   st_previous_generation=$(current_generation)
-  st_previous_system=$(readlink /run/current-system 2>/dev/null || true)
+  st_previous_system=$(readlink -e /run/current-system 2>/dev/null || true)
   highest_before=$(highest_generation)
   st_state=activating
   st_message="activating $st_toplevel ($st_action)"
@@ -419,6 +488,19 @@ worker() {
 }
 
 # --- commands ---------------------------------------------------------------------------------------
+# How the worker is detached from this SSH session: a transient systemd unit where systemd is the
+# running init (out of the session's cgroup, as nixos-rebuild does), else a new session (setsid),
+# else just nohup.
+worker_launcher() {
+  if [ -d "$systemd_runtime_dir" ] && command -v systemd-run >/dev/null 2>&1; then
+    echo systemd-run
+  elif command -v setsid >/dev/null 2>&1; then
+    echo setsid
+  else
+    echo nohup
+  fi
+}
+
 cmd_start() {
   action=$1
   shift
@@ -456,18 +538,22 @@ cmd_start() {
   save_state >/dev/null
   log="$state_dir/$id.log"
   : >>"$log"
-  if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then
-    systemd-run --collect --quiet --no-ask-password --unit "pideploy-activate-$id" --service-type=exec \\
-      -p StandardOutput="append:$log" -p StandardError="append:$log" \\
-      /bin/sh "$self" __worker "$action" "$toplevel" "$bundle" "$id" "$timeout" "$rollback" "$install_bootloader" \\
-      || die "systemd-run could not start the activation"
-  elif command -v setsid >/dev/null 2>&1; then
-    setsid nohup /bin/sh "$self" __worker "$action" "$toplevel" "$bundle" "$id" "$timeout" "$rollback" "$install_bootloader" \\
-      </dev/null >>"$log" 2>&1 &
-  else
-    nohup /bin/sh "$self" __worker "$action" "$toplevel" "$bundle" "$id" "$timeout" "$rollback" "$install_bootloader" \\
-      </dev/null >>"$log" 2>&1 &
-  fi
+  case "$(worker_launcher)" in
+    systemd-run)
+      systemd-run --collect --quiet --no-ask-password --unit "pideploy-activate-$id" --service-type=exec \\
+        -p StandardOutput="append:$log" -p StandardError="append:$log" \\
+        /bin/sh "$self" __worker "$action" "$toplevel" "$bundle" "$id" "$timeout" "$rollback" "$install_bootloader" \\
+        || die "systemd-run could not start the activation"
+      ;;
+    setsid)
+      setsid nohup /bin/sh "$self" __worker "$action" "$toplevel" "$bundle" "$id" "$timeout" "$rollback" "$install_bootloader" \\
+        </dev/null >>"$log" 2>&1 &
+      ;;
+    *)
+      nohup /bin/sh "$self" __worker "$action" "$toplevel" "$bundle" "$id" "$timeout" "$rollback" "$install_bootloader" \\
+        </dev/null >>"$log" 2>&1 &
+      ;;
+  esac
   echo "activate: started deployment $id (log: $log)"
   [ "$wait_for_it" = 1 ] || exit 0
   while :; do
@@ -555,6 +641,7 @@ case "$command" in
   abort) [ $# -eq 1 ] || usage; cmd_decide aborted "$1" ;;
   status) cmd_status "$@" ;;
   rollback) cmd_rollback "$@" ;;
+  launcher) [ $# -eq 0 ] || usage; worker_launcher ;;
   __worker) [ $# -eq 7 ] || usage; worker "$@" ;;
   -h|--help|help) usage ;;
   *) usage ;;

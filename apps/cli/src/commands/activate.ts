@@ -1,8 +1,8 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { activateSystem, diffSystem, formatClosureDiff, rollbackSystem, systemStatus, type ActivationTarget, type SystemStatus } from '@pideploy/activate';
-import { PideployError, type ActivationAction } from '@pideploy/core';
-import { loadConfig } from '@pideploy/sdk';
+import { activateSystem, diffSystem, formatClosureDiff, rollbackSystem, systemStatus, type ActivationTarget, type HealthChecks, type SystemStatus } from '@pideploy/activate';
+import { PideployError, toPideployError, type ActivationAction } from '@pideploy/core';
+import { loadConfig, mapConcurrently } from '@pideploy/sdk';
 import type { CreateSudoOptions } from '@pideploy/ssh';
 import type { CommandInvocation, CommandResult } from '../command.js';
 import { sudoOptions } from '../sudo-password.js';
@@ -55,13 +55,28 @@ function wholeSeconds(text: string | undefined, flag: string): number | undefine
   return Number(text);
 }
 
-/** `pideploy activate <host> --toplevel P [--bundle B] [--action A] [--confirm-timeout S] [--no-rollback] [--force]`. */
+/**
+ * `--health-check-url URL` (fetched from here) and `--health-check-command CMD` (a command line
+ * run by `sh -c` on the target over the confirmation connection); both gate the confirmation.
+ */
+function healthChecks(invocation: CommandInvocation): HealthChecks | undefined {
+  const url = stringFlag(invocation, 'health-check-url');
+  const command = stringFlag(invocation, 'health-check-command');
+  if (url === undefined && command === undefined) return undefined;
+  if (url !== undefined && !/^https?:\/\//iu.test(url)) {
+    throw new PideployError({ code: 'PIDEPLOY_USAGE', message: `--health-check-url takes an http(s) URL, not "${url}"`, hint: '--health-check-url http://pi1.local:8080/health' });
+  }
+  return { url, command: command === undefined ? undefined : ['sh', '-c', command] };
+}
+
+/** `pideploy activate <host> --toplevel P [--bundle B] [--action A] [--confirm-timeout S] [--no-rollback] [--force] [--health-check-url URL] [--health-check-command CMD]`. */
 export async function activateCommand(invocation: CommandInvocation): Promise<CommandResult> {
   const usage = 'pideploy activate <host> --toplevel P [--action switch|boot|test|dry-activate]';
   const host = oneHost(invocation, usage);
   const toplevel = requireToplevel(invocation, usage);
   const action = (stringFlag(invocation, 'action') ?? 'switch') as ActivationAction;
   if (!ACTIONS.includes(action)) throw new PideployError({ code: 'PIDEPLOY_USAGE', message: `unknown action "${action}"`, hint: `use one of: ${ACTIONS.join(', ')}` });
+  const checks = healthChecks(invocation);
   const target = await resolveTarget(invocation, host, await sudoOptions(invocation));
   const result = await activateSystem(
     {
@@ -71,6 +86,7 @@ export async function activateCommand(invocation: CommandInvocation): Promise<Co
       action,
       force: invocation.flags['force'] === true,
       installBootloader: invocation.flags['install-bootloader'] === true,
+      healthChecks: checks,
       rollback: { enabled: invocation.flags['no-rollback'] !== true, confirmTimeoutSeconds: wholeSeconds(stringFlag(invocation, 'confirm-timeout'), '--confirm-timeout') },
     },
     invocation.context,
@@ -109,16 +125,42 @@ function formatStatus(status: SystemStatus): string {
   return lines.join('\n');
 }
 
-/** `pideploy status [host…]` (default: every host of pideploy.json). */
+/** How many hosts `pideploy status` asks at once. */
+export const STATUS_CONCURRENCY = 8;
+
+/** A host `pideploy status` could not read: its name and why (the error as `--json` shows it). */
+export interface HostStatusFailure {
+  readonly host: string;
+  readonly error: { readonly code: string; readonly message: string; readonly hint: string | undefined };
+}
+
+/**
+ * `pideploy status [host…]` (default: every host of pideploy.json): up to
+ * {@link STATUS_CONCURRENCY} hosts at once, printed in the order given. A host that cannot be
+ * read (unreachable, …) gets its error line in its place (and a warning on stderr); the others
+ * still print; exit 1.
+ */
 export async function statusCommand(invocation: CommandInvocation): Promise<CommandResult> {
   let hosts = [...invocation.positionals];
   if (hosts.length === 0) {
     const config = await loadConfig({ cwd: invocation.io.cwd, configFile: invocation.global.config });
     hosts = config.hosts.map((host) => host.name);
   }
-  const statuses: SystemStatus[] = [];
-  for (const host of hosts) statuses.push(await systemStatus(await resolveTarget(invocation, host, {}), invocation.context));
-  return { value: statuses, text: statuses.map(formatStatus).join('\n') };
+  const results = await mapConcurrently(hosts, STATUS_CONCURRENCY, async (host): Promise<SystemStatus | HostStatusFailure> => {
+    try {
+      return await systemStatus(await resolveTarget(invocation, host, {}), invocation.context);
+    } catch (caught) {
+      if (invocation.context.signal.aborted) throw caught;
+      const error = toPideployError(caught);
+      // On stderr at once (as deploy reports a failed host), and in its place in the result.
+      invocation.context.reporter.emit({ type: 'log', level: 'warn', host, message: `${error.message}${error.hint === undefined ? '' : ` (hint: ${error.hint})`}` });
+      return { host, error: { code: error.code, message: error.message, hint: error.hint } };
+    }
+  });
+  const text = results.map((result) =>
+    'error' in result ? `${result.host}: error: ${result.error.message}${result.error.hint === undefined ? '' : `\n  hint: ${result.error.hint}`}` : formatStatus(result),
+  );
+  return { value: results, text: text.join('\n'), exitCode: results.some((result) => 'error' in result) ? 1 : 0 };
 }
 
 /** `pideploy diff <host> --toplevel P`: what switching to P changes, against what the host runs. */

@@ -1,6 +1,9 @@
 import { accessSync, constants } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'vitest';
+import type { LabStatus } from '../lab.js';
+import { runCommand } from '../run.js';
 
 /**
  * Test helpers for lab tests (`*.lab.test.ts`) of every pideploy package
@@ -49,3 +52,38 @@ export function describeLab(name: string, body: () => void): void {
   describe.skip(`${name} (skipped: ${missing})`, body);
 }
 
+
+/** Options of {@link buildLabSystem}. */
+export interface BuildLabSystemOptions {
+  /** Makes the system distinct (it becomes its `/etc/motd`); also the name of its configuration file. */
+  readonly label: string;
+  /** More NixOS options, as the text of attribute definitions, e.g. `lab.breakSsh = true;`. */
+  readonly extraConfig?: string | undefined;
+  /** Directory for the generated configuration file. */
+  readonly workDir: string;
+  /** `system` to build for (default x86_64-linux: fast, the lab hosts run the build machine's binaries). */
+  readonly system?: string | undefined;
+}
+
+/**
+ * Builds a NixOS system (`config.system.build.toplevel`) from the lab's mini-nixpkgs, fetched
+ * from the lab's archive server as a pinned tarball, exactly as pideploy's expressions import
+ * nixpkgs; returns its store path (on this machine: copy it to a host with `nix-copy-closure`).
+ */
+export async function buildLabSystem(lab: LabStatus, options: BuildLabSystemOptions): Promise<string> {
+  // Labels and systems are plain words, so they go into Nix strings as they are.
+  if (!/^[A-Za-z0-9_-]+$/u.test(options.label)) throw new TypeError(`a lab system label is a plain word, not ${JSON.stringify(options.label)}`);
+  const revision = lab.nixpkgs?.revisions[0];
+  if (revision === undefined) throw new Error('the lab publishes no mini-nixpkgs (is it up?)');
+  const env = { ...lab.env };
+  const sha256 = (await runCommand(['nix-prefetch-url', '--unpack', '--name', 'source', revision.url], { env })).stdout.trim();
+  const file = path.join(options.workDir, `${options.label}.nix`);
+  await writeFile(
+    file,
+    `{ ... }: { networking.hostName = "pi"; boot.loader.grub.enable = false; boot.loader.generic-extlinux-compatible.enable = true;
+  environment.etc."motd".text = "${options.label}\\n"; system.stateVersion = "24.05"; ${options.extraConfig ?? ''} }\n`,
+  );
+  const expression = `let nixpkgs = builtins.fetchTarball { url = "${revision.url}"; sha256 = "${sha256}"; };
+    in (import "\${nixpkgs}/nixos" { configuration = ${file}; system = "${options.system ?? 'x86_64-linux'}"; }).config.system.build.toplevel`;
+  return (await runCommand(['nix-build', '--no-out-link', '-E', expression], { env, cwd: options.workDir })).stdout.trim();
+}
