@@ -140,7 +140,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     path: ['deploy'],
-    usage: 'deploy [host…|--on @tag] [--action A] [--parallel N] [--confirm-timeout S] [--no-rollback] [--dry-run] [--force]',
+    usage: 'deploy [host…|--on @tag] [--action A] [--parallel N] [--confirm-timeout S] [--no-rollback] [--dry-run] [--force] [--cache|--no-cache]',
     summary: 'build, bundle, diff, copy and activate hosts of pideploy.json (one sudo password, magic rollback)',
     example: 'pideploy deploy pi1',
     flags: {
@@ -151,6 +151,8 @@ export const COMMANDS: readonly CommandSpec[] = [
       'no-rollback': { type: 'boolean', description: 'no magic rollback' },
       'dry-run': { type: 'boolean', description: 'build, bundle and show the diff; copy and activate nothing' },
       compress: { type: 'boolean', description: 'compress the SSH connection (zlib) for slow links' },
+      cache: { type: 'boolean', description: "push once to the signed fleet cache (pideploy.json \"cache\", default .pideploy/cache) and let hosts substitute from it" },
+      'no-cache': { type: 'boolean', description: 'copy over each host\'s SSH connection even when pideploy.json has a cache' },
       force: { type: 'boolean', description: 'activate even where the host already runs the built system' },
       'accept-new-host-key': { type: 'boolean', description: 'trust and record the host key of a host seen for the first time (a changed key is always refused)' },
       'sudo-password-file': { type: 'string', valueName: 'F', description: 'read the sudo password from the first line of F' },

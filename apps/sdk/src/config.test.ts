@@ -55,6 +55,20 @@ describe('parseConfig', () => {
     expect(error.message).toBe('/x/pideploy.json: /hosts/pi/target: is not a valid SSH target');
   });
 
+  it('resolves the fleet cache section (off without one, on with one unless enable is false)', () => {
+    const without = parseConfig(JSON.stringify(valid), '/srv/fleet/pideploy.json');
+    expect(without.cacheEnabled).toBe(false);
+    expect(without.cache.directory).toBe('/srv/fleet/.pideploy/cache');
+    const withCache = parseConfig(JSON.stringify({ ...valid, cache: { directory: 'cache', secretKeyFile: 'keys/k.secret', url: 'http://cache.lan:8080', compression: 'xz' } }), '/srv/fleet/pideploy.json');
+    expect(withCache.cacheEnabled).toBe(true);
+    expect(withCache.cache).toEqual({ directory: '/srv/fleet/cache', keyName: undefined, secretKeyFile: '/srv/fleet/keys/k.secret', url: 'http://cache.lan:8080', compression: 'xz' });
+    expect(parseConfig(JSON.stringify({ ...valid, cache: { enable: false } }), '/srv/fleet/pideploy.json').cacheEnabled).toBe(false);
+    const typo = errorOf(() => parseConfig(JSON.stringify({ ...valid, cache: { compresion: 'xz' } }), '/srv/fleet/pideploy.json'));
+    expect(typo.message).toBe('/srv/fleet/pideploy.json: /cache: unknown key "compresion"');
+    expect(typo.hint).toBe('did you mean "compression"?');
+    expect(errorOf(() => parseConfig(JSON.stringify({ ...valid, cache: { url: 'ftp://x' } }), '/p/pideploy.json')).code).toBe('PIDEPLOY_CONFIG_INVALID');
+  });
+
   it('says where invalid JSON breaks', () => {
     const error = errorOf(() => parseConfig('{\n  "hosts": {,\n}', '/x/pideploy.json'));
     expect(error.message).toMatch(/^\/x\/pideploy\.json at line 2, column \d+: not valid JSON/u);

@@ -20,6 +20,14 @@ export type BuildMode = 'emulated' | 'cross' | 'builders';
 export interface ConfigFile {
   readonly pins?: string;
   readonly defaults?: { readonly system?: string; readonly buildMode?: BuildMode; readonly builders?: string; readonly sudo?: SudoMode };
+  readonly cache?: {
+    readonly enable?: boolean;
+    readonly directory?: string;
+    readonly keyName?: string;
+    readonly secretKeyFile?: string;
+    readonly url?: string;
+    readonly compression?: CacheCompression;
+  };
   readonly hosts: Readonly<
     Record<
       string,
@@ -53,6 +61,22 @@ export interface ResolvedHost {
   readonly sshConfig: string | undefined;
 }
 
+/** NAR compression of the fleet cache. */
+export type CacheCompression = 'zstd' | 'xz' | 'bzip2' | 'br' | 'gzip' | 'none';
+
+/** The fleet cache settings with paths made absolute (see pideploy.schema.json `cache`). */
+export interface FleetCacheSettings {
+  /** Absolute path of the binary cache directory. */
+  readonly directory: string;
+  /** Name of the signing key pideploy makes when `secretKeyFile` is not given. */
+  readonly keyName?: string | undefined;
+  /** Absolute path of an existing secret key. */
+  readonly secretKeyFile?: string | undefined;
+  /** URL the hosts reach the cache at by themselves; without it the cache is tunnelled over SSH. */
+  readonly url?: string | undefined;
+  readonly compression?: CacheCompression | undefined;
+}
+
 /** A loaded, validated configuration. */
 export interface ResolvedConfig {
   /** Absolute path of the pideploy.json that was read. */
@@ -63,6 +87,10 @@ export interface ResolvedConfig {
   readonly pinsFile: string;
   /** Hosts in file order. */
   readonly hosts: readonly ResolvedHost[];
+  /** The fleet cache settings (defaults filled in, also without a `cache` section). */
+  readonly cache: FleetCacheSettings;
+  /** Whether deploys use the fleet cache unless told otherwise (a `cache` section without `enable: false`). */
+  readonly cacheEnabled: boolean;
 }
 
 /** Options of {@link loadConfig}. */
@@ -156,6 +184,14 @@ function resolveConfig(config: ConfigFile, file: string): ResolvedConfig {
     file,
     directory,
     pinsFile: path.resolve(directory, config.pins ?? 'pins.json'),
+    cache: {
+      directory: path.resolve(directory, config.cache?.directory ?? '.pideploy/cache'),
+      keyName: config.cache?.keyName,
+      secretKeyFile: config.cache?.secretKeyFile === undefined ? undefined : path.resolve(directory, config.cache.secretKeyFile),
+      url: config.cache?.url,
+      compression: config.cache?.compression,
+    },
+    cacheEnabled: config.cache !== undefined && config.cache.enable !== false,
     hosts: Object.entries(config.hosts).map(([name, host]) => ({
       name,
       target: host.target,
@@ -193,6 +229,7 @@ function knownKeysAt(instancePath: string): readonly string[] {
   const segments = instancePath.split('/').filter(Boolean);
   if (segments.length === 0) return Object.keys(schema.properties);
   if (segments[0] === 'defaults' && segments.length === 1) return Object.keys(schema.definitions['buildSettings']?.properties ?? {});
+  if (segments[0] === 'cache' && segments.length === 1) return Object.keys(schema.definitions['cache']?.properties ?? {});
   if (segments[0] === 'hosts' && segments.length === 2) return Object.keys(schema.definitions['host']?.properties ?? {});
   return [];
 }

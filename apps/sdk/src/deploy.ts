@@ -4,9 +4,10 @@ import { PideployError, toPideployError, type ActivationAction, type DeployPhase
 import { activateSystem, diffSystem, formatClosureDiff, type ActivationResult } from '@pideploy/activate';
 import { connectSsh, createSudo, type SshSession, type SudoPasswordProvider } from '@pideploy/ssh';
 import { checkPinsFiles } from '@pideploy/pin';
-import { copyClosure, type CopyClosureResult } from '@pideploy/transport';
+import { copyClosure, substituteFromCache, type CopyClosureResult, type SubstituteFromCacheResult } from '@pideploy/transport';
 import { createHostBuilder, type HostBuilder } from './build-hosts.js';
-import type { ResolvedConfig, ResolvedHost } from './config.js';
+import type { FleetCacheSettings, ResolvedConfig, ResolvedHost } from './config.js';
+import { openFleetCache, type FleetCache } from './fleet-cache.js';
 import { mapConcurrently } from './concurrency.js';
 
 /** What {@link deploy} needs. */
@@ -42,6 +43,12 @@ export interface DeployRequest {
    * canary with the same builder gets the other hosts' systems without building them again.
    */
   readonly builder?: HostBuilder | undefined;
+  /**
+   * Fleet cache (see pideploy.json `cache`): each host's closure is pushed once into a signed
+   * binary cache and the host substitutes what it lacks from it, instead of a copy per host.
+   * Undefined: copy over each host's SSH connection.
+   */
+  readonly cache?: FleetCacheSettings | undefined;
 }
 
 /** How long one phase of one host took. */
@@ -59,6 +66,8 @@ export interface HostDeployResult {
   /** The host whose build of the same configuration this host reused (built once per configuration). */
   readonly sharedBuildWith?: string | undefined;
   readonly copy?: CopyClosureResult | undefined;
+  /** With the fleet cache: what this host's push added to the cache, and what the host fetched from it. */
+  readonly cache?: { readonly pathsPushed: number; readonly fileBytesPushed: number; readonly substitute: SubstituteFromCacheResult } | undefined;
   readonly activation?: ActivationResult | undefined;
   /** The closure diff shown before activating (nix store diff-closures format). */
   readonly diff?: string | undefined;
@@ -153,7 +162,15 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
   async function deployHost(host: ResolvedHost): Promise<HostDeployResult> {
     const phases: PhaseTiming[] = [];
     let session: SshSession | undefined;
-    const result: { bundle?: string; toplevel?: string; sharedBuildWith?: string; copy?: CopyClosureResult; activation?: ActivationResult; diff?: string } = {};
+    const result: {
+      bundle?: string;
+      toplevel?: string;
+      sharedBuildWith?: string;
+      copy?: CopyClosureResult;
+      cache?: HostDeployResult['cache'];
+      activation?: ActivationResult;
+      diff?: string;
+    } = {};
     try {
       const connect = { ...(host.sshConfig === undefined ? {} : { sshConfigFile: host.sshConfig }), acceptNewHostKey: request.acceptNewHostKey === true, compress: request.compress === true };
       let password: string | undefined;
@@ -181,18 +198,30 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
         return diff;
       });
       if (request.dryRun === true) return { host: host.name, ok: true, ...result, phases };
-      result.copy = await timed('copy', host.name, phases, context, () =>
-        copyClosure(
+      const access = sudo.mode === 'root' ? ({ mode: 'direct' } as const) : ({ mode: 'sudo', password } as const);
+      const localNixEnv = { ...process.env, ...(request.env ?? {}) } as NodeJS.ProcessEnv;
+      await timed('copy', host.name, phases, context, async () => {
+        if (fleetCache === undefined) {
+          result.copy = await copyClosure({ host: host.name, session: session as SshSession, paths: [bundle.outPath], access, localNixEnv }, context);
+          return;
+        }
+        const pushed = await fleetCache.push([bundle.outPath], context);
+        const substitute = await substituteFromCache(
           {
             host: host.name,
             session: session as SshSession,
             paths: [bundle.outPath],
-            access: sudo.mode === 'root' ? { mode: 'direct' } : { mode: 'sudo', password },
-            localNixEnv: { ...process.env, ...(request.env ?? {}) } as NodeJS.ProcessEnv,
+            cacheUrl: fleetCache.url,
+            tunnel: fleetCache.tunnel,
+            publicKey: pushed.publicKey,
+            closure: pushed.closure,
+            access,
+            localNixEnv,
           },
           context,
-        ),
-      );
+        );
+        result.cache = { pathsPushed: pushed.pathsPushed.length, fileBytesPushed: pushed.fileBytesPushed, substitute };
+      });
       result.activation = await timed('activate', host.name, phases, context, () =>
         activateSystem(
           {
@@ -216,11 +245,16 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
     }
   }
 
+  // The fleet cache (key, local server) is opened once for all hosts, after the cheap checks.
+  const fleetCache: FleetCache | undefined =
+    request.cache === undefined || request.dryRun === true
+      ? undefined
+      : await openFleetCache(request.cache, path.join(request.config.directory, '.pideploy'), { ...process.env, ...(request.env ?? {}) } as NodeJS.ProcessEnv, context);
   const results = await mapConcurrently(request.hosts, request.parallel ?? 1, async (host) =>
     // Cancelled (Ctrl-C): hosts not yet started are left alone and reported as such.
     context.signal.aborted
       ? { host: host.name, ok: false, error: new PideployError({ code: 'PIDEPLOY_INTERRUPTED', message: 'interrupted before this host was started' }), phases: [] }
       : await deployHost(host),
-  );
+  ).finally(() => fleetCache?.close());
   return { version: 1, results, ok: results.every((item) => item.ok) };
 }

@@ -5,7 +5,9 @@ export {
   loadConfig,
   parseConfig,
   type BuildMode,
+  type CacheCompression,
   type ConfigFile,
+  type FleetCacheSettings,
   type LoadConfigOptions,
   type ResolvedConfig,
   type ResolvedHost,
@@ -23,6 +25,7 @@ export {
   type HostBuilderOptions,
 } from './build-hosts.js';
 export { mapConcurrently } from './concurrency.js';
+export { defaultCacheKeyName, openFleetCache, type FleetCache } from './fleet-cache.js';
 export {
   deploy,
   hostBuilderFor,

@@ -28,7 +28,7 @@ export function describeDeployResult(result: DeployResult): string {
       const timing = host.phases.find((item) => item.phase === phase);
       return (timing === undefined ? '-' : formatDuration(timing.durationMs)).padStart(8);
     });
-    const outcome = host.ok ? (host.activation?.outcome ?? (host.copy === undefined ? 'dry-run' : 'copied')) : 'FAILED';
+    const outcome = host.ok ? (host.activation?.outcome ?? (host.copy === undefined && host.cache === undefined ? 'dry-run' : 'copied')) : 'FAILED';
     return `${host.host.padEnd(10)} ${outcome.padEnd(10)} ${timings.join(' ')}`;
   });
   const failures = result.results
@@ -51,6 +51,11 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
   const on = invocation.flags['on'];
   const selectors = [...invocation.positionals, ...(Array.isArray(on) ? on.map(String) : typeof on === 'string' ? [on] : [])];
   const hosts = selectHosts(config, selectors);
+  if (invocation.flags['cache'] === true && invocation.flags['no-cache'] === true) {
+    throw new PideployError({ code: 'PIDEPLOY_USAGE', message: '--cache and --no-cache contradict each other', hint: 'give one of them' });
+  }
+  // pideploy.json's cache section turns the fleet cache on; --cache without one uses the defaults.
+  const useCache = invocation.flags['no-cache'] !== true && (invocation.flags['cache'] === true || config.cacheEnabled);
   const result = await deploy(
     {
       config,
@@ -65,6 +70,7 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
       compress: invocation.flags['compress'] === true,
       sudoPasswordProvider: await sudoPasswordProvider(invocation),
       env: invocation.io.env,
+      cache: useCache ? config.cache : undefined,
     },
     invocation.context,
   );
