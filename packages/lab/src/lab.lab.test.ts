@@ -270,6 +270,13 @@ describeLab('the lab: real nix, sshd, sudo and a separate store per host', () =>
     expect(copy.stderr).toContain('No space left on device');
     const df = await labExec('pi3', ['df', '-m', '/nix']);
     expect(df.stdout).toContain('pideploy-lab-nix');
+    // Up again with another size: the running host is restarted with it (here: back to the disk store).
+    const unlimited = await labUp({ hosts: 3, hostSettings: { pi2: { trusted: false } } });
+    expect(unlimited.hosts.find((host) => host.name === 'pi3')?.storeSizeMiB).toBeNull();
+    expect((await labExec('pi3', ['df', '-m', '/nix'])).stdout).not.toContain('pideploy-lab-nix');
+    const resized = await labUp({ hosts: 3, hostSettings: { pi2: { trusted: false }, pi3: { storeSizeMiB: 40 } } });
+    expect(resized.hosts.find((host) => host.name === 'pi3')?.storeSizeMiB).toBe(40);
+    expect((await labExec('pi3', ['df', '-m', '/nix'])).stdout).toMatch(/pideploy-lab-nix +40 /u);
   });
 
   it('tears down completely and idempotently', async () => {

@@ -354,6 +354,10 @@ export async function labUp(options: LabUpOptions = {}, context: PideployContext
     const settings = hostSettings[plan.name];
     if (settings === undefined) return;
     const hostLayout = layout.host(plan.name);
+    // The store size is fixed when a host starts (a tmpfs over /nix, or the on-disk store): a
+    // running host asked for another size is stopped and started again with it.
+    const previousSize = previous?.hosts[plan.name]?.storeSizeMiB;
+    if (previousSize !== settings.storeSizeMiB && isLabHostRunning(hostLayout)) await stopLabHost(plan, hostLayout);
     const { nixConfChanged } = await provisionLabHost(plan, hostLayout, settings, clientPublicKey);
     await ensureLabHostNetwork(plan);
     const { alreadyRunning } = await startLabHost(plan, hostLayout, clientPublicKey, settings);
