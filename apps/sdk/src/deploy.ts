@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { PideployError, toPideployError, type ActivationAction, type DeployPhase, type PideployContext } from '@pideploy/core';
 import { activateSystem, diffSystem, formatClosureDiff, type ActivationResult } from '@pideploy/activate';
-import { connectSsh, createSudo, type SshSession, type SudoPasswordProvider } from '@pideploy/ssh';
+import { connectSsh, type SshSession, type SudoPasswordProvider } from '@pideploy/ssh';
 import { checkPinsFiles } from '@pideploy/pin';
 import { copyClosure, substituteFromCache, type CopyClosureResult, type SubstituteFromCacheResult } from '@pideploy/transport';
 import { createHostBuilder, type HostBuilder } from './build-hosts.js';
@@ -179,7 +179,9 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
         session = opened;
         // The sudo realm is the login user: hosts logged into as the same user share one prompt.
         const ask = askOncePer(opened.host.user);
-        return createSudo(opened, {
+        // session.sudo() keeps the validated runner: the copy and the activation on this
+        // connection reuse it instead of detecting and validating sudo again.
+        return opened.sudo({
           passwordProvider: async (question) => {
             password = await ask(question);
             return password;
