@@ -363,7 +363,9 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
     try {
       confirmSession = await connectSsh(input.target, connect, context);
       ownedSessions.push(confirmSession);
-      const confirmSudo = await confirmSession.sudo(sudoOptions);
+      // The mode is known from the first connection: the confirm command itself (through sudo)
+      // proves the new login can still become root, without a separate password check.
+      const confirmSudo = await confirmSession.sudo({ ...sudoOptions, assumeMode: sudo.mode });
       const timeoutMs = input.healthChecks?.timeoutMs ?? 10_000;
       if (input.healthChecks?.command !== undefined) problem = await checkCommand(confirmSession, input.healthChecks.command, timeoutMs, signal);
       if (problem === undefined && input.healthChecks?.url !== undefined) problem = await checkUrl(input.healthChecks.url, timeoutMs);

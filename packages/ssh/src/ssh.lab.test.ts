@@ -11,6 +11,7 @@ import { describeLab } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { connectSsh, type ConnectSshOptions } from './session.js';
 import { sshFingerprint } from './known-hosts.js';
+import { createSudo } from './sudo.js';
 
 /** The lab instance: CI uses the default (0); developers run with PIDEPLOY_LAB_INSTANCE=1 so they do not disturb instance 0. */
 const instance = Number(process.env['PIDEPLOY_LAB_INSTANCE'] ?? '0');
@@ -199,6 +200,21 @@ describeLab('@pideploy/ssh against lab hosts (real sshd, sudo with use_pty)', ()
     // A password given up front (file / stdin) is tried once.
     const once = await capture(() => connectSsh('pi1', base, context).then((other) => other.sudo({ password: 'nope' }).finally(() => other.close()))).catch((caught: unknown) => caught);
     expect(once).toMatchObject({ code: 'PIDEPLOY_SUDO_PASSWORD_WRONG' });
+  });
+
+  it('with the mode known from an earlier connection, checks nothing first: the first sudo command proves the password', async () => {
+    await using session = await connectSsh('pi1', base, context);
+    const right = await createSudo(session, { assumeMode: 'password', password: LAB_SUDO_PASSWORD });
+    expect(right.mode).toBe('password');
+    expect((await right.exec(['whoami'])).stdout.trim()).toBe('root');
+    // No validation ran: a wrong password is accepted here and only the command fails, without echoing it.
+    const wrong = await createSudo(session, { assumeMode: 'password', password: 'not-the-password' });
+    const refused = await wrong.exec(['whoami']);
+    expect(refused.exitCode).not.toBe(0);
+    expect(refused.stdout).toBe('');
+    expect(refused.stderr).not.toContain('not-the-password');
+    await using other = await connectSsh('pi2', base, context);
+    expect((await (await createSudo(other, { assumeMode: 'nopasswd' })).exec(['id', '-u'])).stdout.trim()).toBe('0');
   });
 
   it('detects NOPASSWD without asking', async () => {

@@ -34,6 +34,12 @@ export interface CreateSudoOptions {
   readonly maxAttempts?: number | undefined;
   /** Cancels the detection and validation commands. */
   readonly signal?: AbortSignal | undefined;
+  /**
+   * How this user became root on an earlier connection to the same host: skips the detection
+   * and the separate password check (for `password`, the password or provider is still needed).
+   * The first command run through sudo then proves sudo works: with a wrong password it fails.
+   */
+  readonly assumeMode?: SudoMode | undefined;
 }
 
 /** Runs commands as root on one session, feeding the validated password from memory each time. */
@@ -87,6 +93,14 @@ function notAllowedError(display: string, user: string, stderr: string): Pideplo
 export async function createSudo(session: SshSession, options: CreateSudoOptions = {}): Promise<SudoRunner> {
   const internal = session as SessionWithSecretExec;
   const signal = options.signal;
+  if (options.assumeMode === 'root') return makeRunner(internal, 'root', [], undefined);
+  if (options.assumeMode === 'nopasswd') return makeRunner(internal, 'nopasswd', SUDO_NOPASSWD_PREFIX, undefined);
+  if (options.assumeMode === 'password') {
+    const password = options.password ?? (await options.passwordProvider?.({ host: session.host.alias, user: session.host.user, attempt: 1 }));
+    if (password !== undefined && !/[\r\n\0]/u.test(password)) {
+      return makeRunner(internal, 'password', SUDO_PASSWORD_PREFIX, Buffer.from(`${password}\n`, 'utf8'), redactor(password));
+    }
+  }
   const identity = await session.exec(['id', '-u'], { signal, rejectOnFailure: true });
   if (identity.stdout.trim() === '0') return makeRunner(internal, 'root', [], undefined);
   const probe = await session.exec([...NO_PASSWORD_NEEDED], { signal });
