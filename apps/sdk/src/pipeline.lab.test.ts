@@ -69,4 +69,16 @@ describeLab('a custom pipeline with the SDK: build once, canary first, then the 
     const order = reporter.events.filter((event) => event.type === 'activate-end' || event.type === 'copy-plan').map((event) => `${event.type}:${event.host}`);
     expect(order.indexOf('activate-end:pi1')).toBeLessThan(order.indexOf('copy-plan:pi2'));
   });
+
+  it('asks one sudo password for hosts that share the login user, even deployed in parallel', async () => {
+    const config = await loadConfig({ cwd: project });
+    const asked: string[] = [];
+    const result = await deploy(
+      { config, hosts: selectHosts(config, ['pi*']), parallel: 3, sudoPasswordProvider: async ({ host }) => (asked.push(host), LAB_SUDO_PASSWORD) },
+      createContext(),
+    );
+    expect(result.ok).toBe(true);
+    expect(result.results).toHaveLength(3);
+    expect(asked).toHaveLength(1);
+  });
 });
