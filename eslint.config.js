@@ -58,6 +58,6 @@ export default tseslint.config(
   },
   ...boundaries,
   // Tests may use whatever they need to observe real behaviour (processes included).
-  { files: ['**/*.test.ts', '**/*.bench.ts', '**/bench/**', 'scripts/**', '*.config.ts', '**/*.config.ts', 'vitest.shared.ts'], rules: { 'no-restricted-imports': 'off', 'no-console': 'off' } },
+  { files: ['**/*.test.ts', '**/test-support/**', '**/*.bench.ts', '**/bench/**', 'scripts/**', '*.config.ts', '**/*.config.ts', 'vitest.shared.ts'], rules: { 'no-restricted-imports': 'off', 'no-console': 'off' } },
   { files: ['apps/cli/src/bin.ts', 'packages/lab/src/archive-server/main.ts'], rules: { 'no-console': 'off' } },
 );

@@ -31,25 +31,29 @@ export function missingLabPrerequisite(): string | undefined {
 }
 
 /**
- * `describe` for lab tests. Where the lab cannot run: skipped on a developer machine, but a
- * FAILURE under CI (`CI=true`), because a lab test skipped in CI proves nothing.
+ * `describe` for tests that need something this machine may lack (`missing` says what, or is
+ * undefined when all is there): skipped on a developer machine, but a FAILURE under CI
+ * (`CI=true`), because a test skipped in CI proves nothing.
  */
-export function describeLab(name: string, body: () => void): void {
-  const missing = missingLabPrerequisite();
+export function describeRequiring(name: string, missing: string | undefined, body: () => void): void {
   if (missing === undefined) {
     describe(name, body);
     return;
   }
   if (process.env['CI'] !== undefined && process.env['CI'] !== '' && process.env['CI'] !== 'false') {
     describe(name, () => {
-      // A lab test that cannot run in CI is a failing test, never a skipped one.
       it(`cannot run: ${missing}`, () => {
-        throw new Error(`lab test "${name}" cannot run in CI: ${missing}`);
+        throw new Error(`test "${name}" cannot run in CI: ${missing}`);
       });
     });
     return;
   }
   describe.skip(`${name} (skipped: ${missing})`, body);
+}
+
+/** `describe` for lab tests ({@link describeRequiring} the lab's prerequisites). */
+export function describeLab(name: string, body: () => void): void {
+  describeRequiring(name, missingLabPrerequisite(), body);
 }
 
 

@@ -1,5 +1,5 @@
 import { execFileSync, spawn } from 'node:child_process';
-import { describe } from 'vitest';
+import { describeRequiring } from '@pideploy/lab/testing';
 import type { RemoteSpawner, ServeProcess } from '../remote-serve.js';
 
 /** Env for local nix in tests: no binary cache, no sandbox, no build users. */
@@ -30,19 +30,16 @@ export function localSpawner(env: NodeJS.ProcessEnv = LOCAL_NIX_ENV): RemoteSpaw
   };
 }
 
-function hasNix(): boolean {
+function missingNix(): string | undefined {
   try {
     execFileSync('nix-store', ['--version'], { stdio: 'ignore' });
-    return true;
+    return undefined;
   } catch {
-    return false;
+    return 'these tests need the local nix-store (apt install nix-bin)';
   }
 }
 
-const inCi = process.env['CI'] !== undefined && process.env['CI'] !== '' && process.env['CI'] !== 'false';
-
 /** `describe` for tests that run the local Nix: skipped without it, but never in CI (there it fails). */
 export function describeNix(name: string, body: () => void): void {
-  if (hasNix() || inCi) describe(name, body);
-  else describe.skip(name, body);
+  describeRequiring(name, missingNix(), body);
 }
