@@ -2,11 +2,8 @@ import path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { readSudoPasswordFromFile, readSudoPasswordFromStdin, type CreateSudoOptions, type SudoPasswordRequest } from '@pideploy/ssh';
 import type { CommandInvocation } from './command.js';
+import { stringFlag } from './flags.js';
 
-function stringFlag(invocation: CommandInvocation, name: string): string | undefined {
-  const value = invocation.flags[name];
-  return typeof value === 'string' ? value : undefined;
-}
 
 /**
  * Asks for the sudo password on the terminal without echo, as sudo does: `Sorry, try again.`
@@ -15,8 +12,18 @@ function stringFlag(invocation: CommandInvocation, name: string): string | undef
  * Only when stdin is a TTY; the activation stage remembers the answer, so a run prompts once.
  */
 export async function askOnTerminal(request: SudoPasswordRequest): Promise<string | undefined> {
+  // Parallel hosts with different login users may ask at once: one prompt at a time, so each
+  // typed answer goes to the question it was typed for.
+  const turn = promptQueue.then(() => promptOnce(request));
+  promptQueue = turn.catch(() => undefined);
+  return turn;
+}
+
+let promptQueue: Promise<unknown> = Promise.resolve();
+
+function promptOnce(request: SudoPasswordRequest): Promise<string | undefined> {
   const input = process.stdin;
-  if (input.isTTY !== true) return undefined;
+  if (input.isTTY !== true) return Promise.resolve(undefined);
   return new Promise((resolve) => {
     let answer = '';
     // Keys arrive as bytes; a character split across reads must not become two broken ones.

@@ -108,8 +108,12 @@ const schema = createRequire(import.meta.url)('../pideploy.schema.json') as Reco
 
 const validateConfig = new Ajv({ allErrors: true, strict: false }).compile<ConfigFile>(schema);
 
-/** Finds pideploy.json in `start` or an ancestor; reports a near-miss file name if that is all there is. */
-export function findConfigFile(start: string): string {
+/**
+ * Finds pideploy.json in `start` or an ancestor; undefined when there is none. A near-miss file
+ * name (`pideploy.yaml` …) where pideploy.json would be is reported, not ignored.
+ * @throws PideployError `PIDEPLOY_CONFIG_NOT_FOUND` for a near-miss.
+ */
+export function findConfigFileIfAny(start: string): string | undefined {
   let directory = path.resolve(start);
   for (;;) {
     const candidate = path.join(directory, CONFIG_FILE_NAME);
@@ -123,14 +127,29 @@ export function findConfigFile(start: string): string {
       });
     }
     const parent = path.dirname(directory);
-    if (parent === directory) break;
+    if (parent === directory) return undefined;
     directory = parent;
   }
+}
+
+/** Finds pideploy.json in `start` or an ancestor (see {@link findConfigFileIfAny}); it must exist. */
+export function findConfigFile(start: string): string {
+  const found = findConfigFileIfAny(start);
+  if (found !== undefined) return found;
   throw new PideployError({
     code: 'PIDEPLOY_CONFIG_NOT_FOUND',
     message: `no ${CONFIG_FILE_NAME} in ${path.resolve(start)} or any directory above it`,
     hint: 'create one with `pideploy init`, or pass --config FILE',
   });
+}
+
+/**
+ * For commands that also work without a project: the `--config` file, else pideploy.json found
+ * walking up from `cwd`, else undefined.
+ */
+export async function loadConfigIfPresent(options: LoadConfigOptions = {}): Promise<ResolvedConfig | undefined> {
+  if (options.configFile === undefined && findConfigFileIfAny(options.cwd ?? process.cwd()) === undefined) return undefined;
+  return loadConfig(options);
 }
 
 /** Loads, validates and resolves pideploy.json. Every error names the file, the JSON path and the fix. */

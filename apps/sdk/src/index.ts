@@ -2,6 +2,8 @@ export {
   CONFIG_FILE_NAME,
   closest,
   findConfigFile,
+  findConfigFileIfAny,
+  loadConfigIfPresent,
   loadConfig,
   parseConfig,
   type BuildMode,

@@ -1,40 +1,34 @@
-import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { activateSystem, diffSystem, formatClosureDiff, rollbackSystem, systemStatus, type ActivationTarget, type HealthChecks, type SystemStatus } from '@pideploy/activate';
 import { PideployError, toPideployError, type ActivationAction } from '@pideploy/core';
-import { loadConfig, mapConcurrently } from '@pideploy/sdk';
+import { loadConfig, loadConfigIfPresent, mapConcurrently, type ResolvedConfig } from '@pideploy/sdk';
 import type { CreateSudoOptions } from '@pideploy/ssh';
 import type { CommandInvocation, CommandResult } from '../command.js';
 import { sudoOptions } from '../sudo-password.js';
+import { integerFlag, stringFlag } from '../flags.js';
 
 const ACTIONS: readonly ActivationAction[] = ['switch', 'boot', 'test', 'dry-activate'];
 
-function stringFlag(invocation: CommandInvocation, name: string): string | undefined {
-  const value = invocation.flags[name];
-  return typeof value === 'string' ? value : undefined;
-}
 
-/** Resolves a host argument: a pideploy.json host name (its target, ssh_config), else an SSH target as is. */
-async function resolveTarget(invocation: CommandInvocation, host: string, sudo: CreateSudoOptions): Promise<ActivationTarget> {
-  let target = host;
-  let sshConfigFile = stringFlag(invocation, 'ssh-config');
-  const configFile = invocation.global.config;
-  if (configFile !== undefined || existsSync(path.join(invocation.io.cwd, 'pideploy.json'))) {
-    const config = await loadConfig({ cwd: invocation.io.cwd, configFile });
-    const configured = config.hosts.find((entry) => entry.name === host);
-    if (configured !== undefined) {
-      target = configured.target;
-      sshConfigFile ??= configured.sshConfig;
-    }
-  }
+/**
+ * Resolves a host argument: a host of pideploy.json (its target and ssh_config; the project is
+ * found walking up, or given with --config), else an SSH target as is.
+ */
+function resolveTarget(invocation: CommandInvocation, config: ResolvedConfig | undefined, host: string, sudo: CreateSudoOptions): ActivationTarget {
+  const configured = config?.hosts.find((entry) => entry.name === host);
+  const sshConfigFile = stringFlag(invocation, 'ssh-config') ?? configured?.sshConfig;
   return {
-    target,
+    target: configured?.target ?? host,
     connect: {
       ...(sshConfigFile === undefined ? {} : { sshConfigFile: path.resolve(invocation.io.cwd, sshConfigFile) }),
       acceptNewHostKey: invocation.flags['accept-new-host-key'] === true,
     },
     sudo,
   };
+}
+
+function projectConfig(invocation: CommandInvocation): Promise<ResolvedConfig | undefined> {
+  return loadConfigIfPresent({ cwd: invocation.io.cwd, configFile: invocation.global.config });
 }
 
 function oneHost(invocation: CommandInvocation, usage: string): string {
@@ -49,11 +43,6 @@ function requireToplevel(invocation: CommandInvocation, usage: string): string {
   return toplevel;
 }
 
-function wholeSeconds(text: string | undefined, flag: string): number | undefined {
-  if (text === undefined) return undefined;
-  if (!/^\d+$/u.test(text)) throw new PideployError({ code: 'PIDEPLOY_USAGE', message: `${flag} takes whole seconds, not "${text}"` });
-  return Number(text);
-}
 
 /**
  * `--health-check-url URL` (fetched from here) and `--health-check-command CMD` (a command line
@@ -77,7 +66,7 @@ export async function activateCommand(invocation: CommandInvocation): Promise<Co
   const action = (stringFlag(invocation, 'action') ?? 'switch') as ActivationAction;
   if (!ACTIONS.includes(action)) throw new PideployError({ code: 'PIDEPLOY_USAGE', message: `unknown action "${action}"`, hint: `use one of: ${ACTIONS.join(', ')}` });
   const checks = healthChecks(invocation);
-  const target = await resolveTarget(invocation, host, await sudoOptions(invocation));
+  const target = resolveTarget(invocation, await projectConfig(invocation), host, await sudoOptions(invocation));
   const result = await activateSystem(
     {
       ...target,
@@ -87,7 +76,7 @@ export async function activateCommand(invocation: CommandInvocation): Promise<Co
       force: invocation.flags['force'] === true,
       installBootloader: invocation.flags['install-bootloader'] === true,
       healthChecks: checks,
-      rollback: { enabled: invocation.flags['no-rollback'] !== true, confirmTimeoutSeconds: wholeSeconds(stringFlag(invocation, 'confirm-timeout'), '--confirm-timeout') },
+      rollback: { enabled: invocation.flags['no-rollback'] !== true, confirmTimeoutSeconds: integerFlag(invocation, 'confirm-timeout', { min: 1, unit: 'seconds' }) },
     },
     invocation.context,
   );
@@ -101,10 +90,9 @@ export async function activateCommand(invocation: CommandInvocation): Promise<Co
 /** `pideploy rollback <host> [--to N]`. */
 export async function rollbackCommand(invocation: CommandInvocation): Promise<CommandResult> {
   const host = oneHost(invocation, 'pideploy rollback <host> [--to N]');
-  const to = stringFlag(invocation, 'to');
-  if (to !== undefined && !/^\d+$/u.test(to)) throw new PideployError({ code: 'PIDEPLOY_USAGE', message: `--to takes a generation number, not "${to}"` });
-  const target = await resolveTarget(invocation, host, await sudoOptions(invocation));
-  const result = await rollbackSystem(target, { to: to === undefined ? undefined : Number(to) }, invocation.context);
+  const to = integerFlag(invocation, 'to', { min: 1 });
+  const target = resolveTarget(invocation, await projectConfig(invocation), host, await sudoOptions(invocation));
+  const result = await rollbackSystem(target, { to }, invocation.context);
   return { value: result, text: `${host}: now on generation ${result.generation ?? '?'} (${result.runningSystem ?? 'no running system'})` };
 }
 
@@ -141,14 +129,12 @@ export interface HostStatusFailure {
  * still print; exit 1.
  */
 export async function statusCommand(invocation: CommandInvocation): Promise<CommandResult> {
-  let hosts = [...invocation.positionals];
-  if (hosts.length === 0) {
-    const config = await loadConfig({ cwd: invocation.io.cwd, configFile: invocation.global.config });
-    hosts = config.hosts.map((host) => host.name);
-  }
+  // Loaded once for every host (it is required when no host is named).
+  const config = invocation.positionals.length === 0 ? await loadConfig({ cwd: invocation.io.cwd, configFile: invocation.global.config }) : await projectConfig(invocation);
+  const hosts = invocation.positionals.length === 0 ? (config?.hosts.map((host) => host.name) ?? []) : [...invocation.positionals];
   const results = await mapConcurrently(hosts, STATUS_CONCURRENCY, async (host): Promise<SystemStatus | HostStatusFailure> => {
     try {
-      return await systemStatus(await resolveTarget(invocation, host, {}), invocation.context);
+      return await systemStatus(resolveTarget(invocation, config, host, {}), invocation.context);
     } catch (caught) {
       if (invocation.context.signal.aborted) throw caught;
       const error = toPideployError(caught);
@@ -168,7 +154,7 @@ export async function diffCommand(invocation: CommandInvocation): Promise<Comman
   const usage = 'pideploy diff <host> --toplevel P';
   const host = oneHost(invocation, usage);
   const toplevel = requireToplevel(invocation, usage);
-  const diff = await diffSystem(await resolveTarget(invocation, host, {}), toplevel, invocation.context, { env: invocation.io.env });
+  const diff = await diffSystem(resolveTarget(invocation, await projectConfig(invocation), host, {}), toplevel, invocation.context, { env: invocation.io.env });
   const text = formatClosureDiff(diff);
   return { value: diff, text: text === '' ? `${host}: no changes` : text.trimEnd() };
 }

@@ -11,8 +11,9 @@ import {
 } from '@pideploy/build';
 import { renderPlannedBundleExpression, type BundlePlan } from '@pideploy/bundle';
 import { PideployError } from '@pideploy/core';
-import { createHostBuilder, loadConfig, selectHosts, type HostBuildSpec, type ResolvedConfig } from '@pideploy/sdk';
+import { createHostBuilder, loadConfigIfPresent, selectHosts, type HostBuildSpec, type ResolvedConfig } from '@pideploy/sdk';
 import type { CommandInvocation, CommandResult } from '../command.js';
+import { stringFlag } from '../flags.js';
 
 /** One host to build, resolved from pideploy.json and/or flags. */
 export interface BuildTarget {
@@ -23,10 +24,6 @@ export interface BuildTarget {
   readonly builders: readonly RemoteBuilder[];
 }
 
-function stringFlag(invocation: CommandInvocation, name: string): string | undefined {
-  const value = invocation.flags[name];
-  return typeof value === 'string' ? value : undefined;
-}
 
 function parseMode(value: string | undefined, where: string): BuildMode | undefined {
   if (value === undefined) return undefined;
@@ -89,9 +86,7 @@ export function resolveBuildTargets(
  */
 export async function buildCommand(invocation: CommandInvocation): Promise<CommandResult> {
   const config =
-    invocation.global.config !== undefined || existsSync(path.join(invocation.io.cwd, 'pideploy.json'))
-      ? await loadConfig({ cwd: invocation.io.cwd, configFile: invocation.global.config })
-      : undefined;
+    await loadConfigIfPresent({ cwd: invocation.io.cwd, configFile: invocation.global.config });
   const targets = resolveBuildTargets(
     invocation.positionals,
     {
@@ -114,7 +109,7 @@ export async function buildCommand(invocation: CommandInvocation): Promise<Comma
     throw new PideployError({
       code: 'PIDEPLOY_PINS_NOT_FOUND',
       message: `no pins file at ${pinsFile}`,
-      hint: 'pin nixpkgs first (pideploy pin add nixpkgs --github NixOS/nixpkgs --branch nixos-24.11), or pass --pins FILE',
+      hint: 'pin nixpkgs first (pideploy pin add nixpkgs --github NixOS/nixpkgs --branch nixos-24.05), or pass --pins FILE',
     });
   }
   const pinName = stringFlag(invocation, 'pin') ?? DEFAULT_PIN_NAME;

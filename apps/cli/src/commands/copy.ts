@@ -1,15 +1,12 @@
 import { existsSync, realpathSync } from 'node:fs';
 import path from 'node:path';
 import { PideployError } from '@pideploy/core';
-import { loadConfig } from '@pideploy/sdk';
+import { loadConfigIfPresent } from '@pideploy/sdk';
 import { connectSsh, readSudoPasswordFromFile, readSudoPasswordFromStdin } from '@pideploy/ssh';
 import { copyClosure, describeCopyPlan, formatBytes, type CopyClosureResult, type StoreAccess } from '@pideploy/transport';
 import type { CommandInvocation, CommandResult } from '../command.js';
+import { stringFlag } from '../flags.js';
 
-function stringFlag(invocation: CommandInvocation, name: string): string | undefined {
-  const value = invocation.flags[name];
-  return typeof value === 'string' ? value : undefined;
-}
 
 function stringFlags(invocation: CommandInvocation, name: string): string[] {
   const value = invocation.flags[name];
@@ -42,9 +39,7 @@ export async function copyCommand(invocation: CommandInvocation): Promise<Comman
   }
   // Hosts of pideploy.json: their target, ssh_config and, without --path, the bundle `pideploy build` made.
   const config =
-    invocation.global.config !== undefined || existsSync(path.join(invocation.io.cwd, 'pideploy.json'))
-      ? await loadConfig({ cwd: invocation.io.cwd, configFile: invocation.global.config })
-      : undefined;
+    await loadConfigIfPresent({ cwd: invocation.io.cwd, configFile: invocation.global.config });
   const sshConfigFlag = stringFlag(invocation, 'ssh-config');
   const password = await sudoPasswordOf(invocation);
   const results: CopyClosureResult[] = [];

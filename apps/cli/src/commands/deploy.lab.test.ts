@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -99,5 +99,16 @@ describeLab('pideploy deploy end to end (lab: trusted, untrusted and NOPASSWD ho
     } finally {
       await writeFile(pinsNix, original);
     }
+  });
+
+  it('finds pideploy.json from a subdirectory for status (the host name resolves to its target there too)', async () => {
+    const sub = path.join(project, 'hosts', 'notes');
+    await mkdir(sub, { recursive: true });
+    const named = await pideploy(['status', 'pi1', '--json'], sub, env);
+    expect(named.code, named.stderr).toBe(0);
+    const all = await pideploy(['status', '--json'], sub, env);
+    expect(all.code, all.stderr).toBe(0);
+    const running = (JSON.parse(named.stdout.trim().split('\n').at(-1) ?? '{}') as { result: { host: string; runningSystem: string }[] }).result;
+    expect(running[0]?.runningSystem).toBe((await labExec('pi1', ['readlink', '-e', '/run/current-system'])).stdout.trim());
   });
 });

@@ -3,21 +3,11 @@ import { deploy, loadConfig, selectHosts, type DeployResult } from '@pideploy/sd
 import type { CommandInvocation, CommandResult } from '../command.js';
 import { formatDuration } from '../render.js';
 import { sudoPasswordProvider } from '../sudo-password.js';
+import { integerFlag, stringFlag } from '../flags.js';
 
 const ACTIONS: readonly ActivationAction[] = ['switch', 'boot', 'test', 'dry-activate'];
 
-function stringFlag(invocation: CommandInvocation, name: string): string | undefined {
-  const value = invocation.flags[name];
-  return typeof value === 'string' ? value : undefined;
-}
 
-function positiveInteger(text: string | undefined, flag: string): number | undefined {
-  if (text === undefined) return undefined;
-  if (!/^[1-9][0-9]*$/u.test(text)) {
-    throw new PideployError({ code: 'PIDEPLOY_USAGE', message: `${flag} takes a whole number above 0, not "${text}"`, hint: `for example ${flag} 5` });
-  }
-  return Number(text);
-}
 
 /** The per-host summary table printed at the end of a deploy (pure). */
 export function describeDeployResult(result: DeployResult): string {
@@ -62,8 +52,8 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
       hosts,
       action,
       rollback: invocation.flags['no-rollback'] === true ? false : undefined,
-      confirmTimeoutSeconds: positiveInteger(stringFlag(invocation, 'confirm-timeout'), '--confirm-timeout'),
-      parallel: positiveInteger(stringFlag(invocation, 'parallel'), '--parallel'),
+      confirmTimeoutSeconds: integerFlag(invocation, 'confirm-timeout', { min: 1, unit: 'seconds' }),
+      parallel: integerFlag(invocation, 'parallel', { min: 1 }),
       force: invocation.flags['force'] === true,
       dryRun: invocation.flags['dry-run'] === true,
       acceptNewHostKey: invocation.flags['accept-new-host-key'] === true,

@@ -7,6 +7,7 @@ import { addPin, parsePinSourceArguments } from '@pideploy/pin';
 import { parseConfig } from '@pideploy/sdk';
 import type { CommandInvocation, CommandResult } from '../command.js';
 import { renderConfigurationNix, renderHardwareConfigurationNix, renderPideployJson, type InitHost } from './init-templates.js';
+import { stringFlag } from '../flags.js';
 
 /** How to name `directory` for a `cd` from `cwd`: relative when below it, else absolute. */
 function nextDirectory(cwd: string, directory: string): string {
@@ -14,10 +15,6 @@ function nextDirectory(cwd: string, directory: string): string {
   return relative.startsWith('..') || path.isAbsolute(relative) ? directory : relative;
 }
 
-function stringFlag(invocation: CommandInvocation, name: string): string | undefined {
-  const value = invocation.flags[name];
-  return typeof value === 'string' ? value : undefined;
-}
 
 /**
  * `pideploy init [dir] [--lab] [--host NAME --target USER@HOST] [--branch B]`: scaffolds

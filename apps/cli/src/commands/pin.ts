@@ -14,11 +14,8 @@ import {
   type PinUpdate,
 } from '@pideploy/pin';
 import type { CommandInvocation, CommandResult } from '../command.js';
+import { stringFlag } from '../flags.js';
 
-function stringFlag(invocation: CommandInvocation, name: string): string | undefined {
-  const value = invocation.flags[name];
-  return typeof value === 'string' ? value : undefined;
-}
 
 /**
  * The directory of pins.json / pins.nix (pure): `--dir`, else the directory of `--config FILE`,
