@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { parseRemoteBuilder } from '@pideploy/build';
 import { toplevelBuildKey } from './build-hosts.js';
 
 describe('toplevelBuildKey', () => {
@@ -8,11 +9,11 @@ describe('toplevelBuildKey', () => {
     expect(toplevelBuildKey({ ...pi1, name: 'pi2' })).toBe(toplevelBuildKey(pi1));
   });
 
-  it('treats a builders string and its parsed form alike', () => {
+  it('treats a builders string and its parsed form alike (a trailing ; included)', () => {
     const spec = 'ssh://root@builder aarch64-linux';
-    expect(toplevelBuildKey({ ...pi1, buildMode: 'builders', builders: spec })).toBe(
-      toplevelBuildKey({ ...pi1, buildMode: 'builders', builders: `${spec};` }),
-    );
+    const fromString = toplevelBuildKey({ ...pi1, buildMode: 'builders', builders: spec });
+    expect(toplevelBuildKey({ ...pi1, buildMode: 'builders', builders: [parseRemoteBuilder(spec)] })).toBe(fromString);
+    expect(toplevelBuildKey({ ...pi1, buildMode: 'builders', builders: `${spec};` })).toBe(fromString);
   });
 
   it('differs when the configuration, system, mode or builders differ', () => {

@@ -82,15 +82,9 @@ export interface DeployResult {
   readonly ok: boolean;
 }
 
-async function timed<T>(
-  phase: DeployPhase,
-  host: string,
-  phases: PhaseTiming[],
-  context: PideployContext,
-  work: () => Promise<T>,
-): Promise<T> {
+async function timed<T>(phase: DeployPhase, host: string | undefined, phases: PhaseTiming[] | undefined, context: PideployContext, work: () => Promise<T>): Promise<T> {
   const started = Date.now();
-  context.reporter.emit({ type: 'phase-start', phase, host });
+  context.reporter.emit({ type: 'phase-start', phase, ...(host === undefined ? {} : { host }) });
   let ok = false;
   try {
     const result = await work();
@@ -98,8 +92,8 @@ async function timed<T>(
     return result;
   } finally {
     const durationMs = Date.now() - started;
-    phases.push({ phase, durationMs });
-    context.reporter.emit({ type: 'phase-end', phase, host, durationMs, ok });
+    phases?.push({ phase, durationMs });
+    context.reporter.emit({ type: 'phase-end', phase, ...(host === undefined ? {} : { host }), durationMs, ok });
   }
 }
 
@@ -119,7 +113,7 @@ export function hostBuilderFor(config: ResolvedConfig, env?: Readonly<Record<str
     throw new PideployError({
       code: 'PIDEPLOY_PINS_NOT_FOUND',
       message: `no pins file at ${pinsNix}`,
-      hint: 'pin nixpkgs first: pideploy pin add nixpkgs --github NixOS/nixpkgs --branch nixos-24.11',
+      hint: 'pin nixpkgs first: pideploy pin add nixpkgs --github NixOS/nixpkgs --branch nixos-24.05',
     });
   }
   return createHostBuilder({ projectDir: config.directory, pinsFile: pinsNix, env });
@@ -138,15 +132,9 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
     throw new PideployError({ code: 'PIDEPLOY_USAGE', message: 'no hosts to deploy', hint: 'name hosts, or add them to pideploy.json' });
   }
   // The pin check: pins.nix is what pins.json records, and nixpkgs is pinned (before any other work).
-  const pinStarted = performance.now();
-  context.reporter.emit({ type: 'phase-start', phase: 'pin' });
-  let pinsOk = false;
-  try {
-    await checkPinsFiles({ jsonFile: request.config.pinsFile, nixFile: pinsNixOf(request.config) }, ['nixpkgs']);
-    pinsOk = true;
-  } finally {
-    context.reporter.emit({ type: 'phase-end', phase: 'pin', durationMs: performance.now() - pinStarted, ok: pinsOk });
-  }
+  await timed('pin', undefined, undefined, context, () =>
+    checkPinsFiles({ jsonFile: request.config.pinsFile, nixFile: pinsNixOf(request.config) }, ['nixpkgs']),
+  );
   const builder: HostBuilder = request.builder ?? hostBuilderFor(request.config, request.env);
   // Every host's configuration files are checked before any connection or Nix work.
   for (const host of request.hosts) await builder.plan(host);
@@ -158,6 +146,8 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
     }
     return passwords.get(realm);
   };
+
+  const localNixEnv = { ...process.env, ...(request.env ?? {}) } as NodeJS.ProcessEnv;
 
   async function deployHost(host: ResolvedHost): Promise<HostDeployResult> {
     const phases: PhaseTiming[] = [];
@@ -201,7 +191,6 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
       });
       if (request.dryRun === true) return { host: host.name, ok: true, ...result, phases };
       const access = sudo.mode === 'root' ? ({ mode: 'direct' } as const) : ({ mode: 'sudo', password } as const);
-      const localNixEnv = { ...process.env, ...(request.env ?? {}) } as NodeJS.ProcessEnv;
       await timed('copy', host.name, phases, context, async () => {
         if (fleetCache === undefined) {
           result.copy = await copyClosure({ host: host.name, session: session as SshSession, paths: [bundle.outPath], access, localNixEnv }, context);
@@ -251,7 +240,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
   const fleetCache: FleetCache | undefined =
     request.cache === undefined || request.dryRun === true
       ? undefined
-      : await openFleetCache(request.cache, path.join(request.config.directory, '.pideploy'), { ...process.env, ...(request.env ?? {}) } as NodeJS.ProcessEnv, context);
+      : await openFleetCache(request.cache, path.join(request.config.directory, '.pideploy'), localNixEnv, context);
   const results = await mapConcurrently(request.hosts, request.parallel ?? 1, async (host) =>
     // Cancelled (Ctrl-C): hosts not yet started are left alone and reported as such.
     context.signal.aborted

@@ -106,7 +106,7 @@ export async function checkPinsFiles(location: PinsLocation, required: readonly 
   const file = await readExistingPinsFile(location);
   for (const name of required) {
     if (file.pins[name] === undefined) {
-      throw pinError('PIDEPLOY_PIN_UNKNOWN', `${location.jsonFile} has no pin "${name}"`, `pin it: pideploy pin add ${name} --github NixOS/nixpkgs --branch nixos-24.11`);
+      throw pinError('PIDEPLOY_PIN_UNKNOWN', `${location.jsonFile} has no pin "${name}"`, `pin it: pideploy pin add ${name} --github NixOS/nixpkgs --branch nixos-24.05`);
     }
   }
   let nixText: string | undefined;
