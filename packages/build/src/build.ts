@@ -145,7 +145,7 @@ export async function buildToplevel(request: BuildToplevelRequest, context: Pide
   const instantiated = await nixInstantiate(instantiateArgs, { env, signal: context.signal });
   if (instantiated.exitCode !== 0) {
     const error = translateNixFailure({
-      command: ['nix-instantiate', ...instantiateArgs],
+      command: instantiated.command,
       exitCode: instantiated.exitCode,
       stderr: instantiated.stderr,
       system: request.system,
@@ -169,7 +169,7 @@ export async function buildToplevel(request: BuildToplevelRequest, context: Pide
     const errorText = summary.errors.join('\n');
     if (failed === undefined) {
       throw translateNixFailure({
-        command: ['nix-build', '--log-format', 'internal-json', ...buildArgs],
+        command: built.command,
         exitCode: built.exitCode,
         stderr: errorText || built.stderr,
         system: request.system,
@@ -185,7 +185,7 @@ export async function buildToplevel(request: BuildToplevelRequest, context: Pide
       hint: platformError
         ? DOCTOR_HINT
         : `its last log lines are above; see the whole log with: nix log ${failed}`,
-      commandFailure: { command: ['nix-build', ...buildArgs], exitCode: built.exitCode ?? undefined, stderrTail: logTail || tailLines(errorText) },
+      commandFailure: { command: built.command, exitCode: built.exitCode ?? undefined, stderrTail: logTail || tailLines(errorText) },
     });
   }
   const outPath = built.stdout.trim().split('\n').pop() ?? '';
