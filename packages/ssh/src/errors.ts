@@ -103,5 +103,5 @@ export function classifySshError(error: unknown, where: ConnectionDescription): 
 
 /** The error for an aborted operation (Ctrl-C): exit code 130 in the CLI. */
 export function interruptedError(what: string, cause?: unknown): PideployError {
-  return new PideployError({ code: 'PIDEPLOY_INTERRUPTED', message: `${what} was interrupted`, cause });
+  return new PideployError({ code: 'PIDEPLOY_INTERRUPTED', message: `${what} was interrupted`, hint: 'run the command again to finish what was left', cause });
 }

@@ -210,7 +210,7 @@ don't know how to build these paths:
   ${TOP}
 error: build of '${TOP}' failed`)).toMatchObject({ code: 'PIDEPLOY_CACHE_UNTRUSTED_USER' });
     const wrong = classify('Sorry, try again.\nsudo: no password was provided\nsudo: 1 incorrect password attempt\n', { access: { mode: 'sudo', password: 'x' } });
-    expect(wrong).toMatchObject({ code: 'PIDEPLOY_SUDO_WRONG_PASSWORD', message: 'sudo on pi1 rejected the password; nothing was fetched' });
+    expect(wrong).toMatchObject({ code: 'PIDEPLOY_SUDO_PASSWORD_WRONG', message: 'sudo on pi1 rejected the password; nothing was fetched' });
   });
 
   it('everything else keeps the last line, and a cut connection is retryable', () => {

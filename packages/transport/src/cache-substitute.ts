@@ -87,7 +87,7 @@ const STDERR_KEEP = 64 * 1024;
  * `copy-plan`, `copy-progress` (per fetched path) and `copy-end`.
  * @throws PideployError `PIDEPLOY_CACHE_SIGNATURE_UNTRUSTED` (signed by another key),
  *   `PIDEPLOY_CACHE_NAR_CORRUPT`, `PIDEPLOY_CACHE_UNREACHABLE`, `PIDEPLOY_CACHE_INCOMPLETE`,
- *   `PIDEPLOY_CACHE_UNTRUSTED_USER`, `PIDEPLOY_SUDO_WRONG_PASSWORD`, `PIDEPLOY_SSH_FORWARD_REFUSED`,
+ *   `PIDEPLOY_CACHE_UNTRUSTED_USER`, `PIDEPLOY_SUDO_PASSWORD_WRONG`, `PIDEPLOY_SSH_FORWARD_REFUSED`,
  *   `PIDEPLOY_CACHE_KEY_INVALID`, `PIDEPLOY_INTERRUPTED` …
  */
 export async function substituteFromCache(input: SubstituteFromCacheInput, context: PideployContext): Promise<SubstituteFromCacheResult> {

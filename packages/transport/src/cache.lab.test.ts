@@ -210,7 +210,7 @@ describeLab('@pideploy/transport: fleet cache — push once, every host substitu
   it('a wrong sudo password fails before anything is fetched, and appears nowhere', async () => {
     const before = served.length;
     const failure = await substituteOn('pi2', { access: { mode: 'sudo', password: 'not-the-password' } }).catch((error: unknown) => error);
-    expect(failure).toMatchObject({ code: 'PIDEPLOY_SUDO_WRONG_PASSWORD', message: expect.stringContaining('nothing was fetched') });
+    expect(failure).toMatchObject({ code: 'PIDEPLOY_SUDO_PASSWORD_WRONG', message: expect.stringContaining('nothing was fetched') });
     expect(JSON.stringify(failure) + String(failure) + JSON.stringify((failure as { events?: DeployEvent[] }).events ?? [])).not.toContain('not-the-password');
     expect(served.length).toBe(before);
   });

@@ -58,7 +58,7 @@ const STDERR_KEEP = 16 * 1024;
  * first, NARs streamed from the local store, pipelined. Emits `copy-plan`, `copy-progress` and
  * `copy-end`. Nix registers a path only after its whole NAR arrived, so an interruption at any
  * point leaves the target consistent and a re-run sends only what is still missing.
- * @throws PideployError with a one-line message and hint: `PIDEPLOY_SUDO_WRONG_PASSWORD` (before
+ * @throws PideployError with a one-line message and hint: `PIDEPLOY_SUDO_PASSWORD_WRONG` (before
  *   anything is sent), `PIDEPLOY_COPY_UNTRUSTED_USER`, `PIDEPLOY_TARGET_STORE_FULL`,
  *   `PIDEPLOY_COPY_CONNECTION_LOST`, `PIDEPLOY_STORE_PATH_NOT_VALID`, `PIDEPLOY_INTERRUPTED` …
  */

@@ -129,7 +129,7 @@ describeLab('@pideploy/transport: copy closures to lab hosts over one SSH connec
     await forget(pi2, smallClosure);
     const failure = await copyOnce(pi2, 'pi2', { paths: [small], access: { mode: 'sudo', password: 'not-the-password' } }).catch((error: unknown) => error);
     expect(PideployError.isInstance(failure)).toBe(true);
-    expect(failure).toMatchObject({ code: 'PIDEPLOY_SUDO_WRONG_PASSWORD', message: expect.stringContaining('nothing was copied') });
+    expect(failure).toMatchObject({ code: 'PIDEPLOY_SUDO_PASSWORD_WRONG', message: expect.stringContaining('nothing was copied') });
     expect(JSON.stringify(failure)).not.toContain('not-the-password');
     expect(((failure as { events: DeployEvent[] }).events ?? []).filter((event) => event.type === 'copy-progress')).toEqual([]);
     expect(await validOn(pi2, smallClosure)).toEqual(smallClosure.map(() => false));

@@ -16,7 +16,7 @@ describe('serveCommand', () => {
 describe('classifyServeFailure (stderr as Nix 2.8 and sudo print it)', () => {
   const base: ServeFailure = { host: 'pi1', phase: 'send', stderr: '', exitCode: 1, access: { mode: 'direct' }, path: '/nix/store/x-a', pathsCopied: 3, pathsToSend: 10 };
   const cases: [string, Partial<ServeFailure>, string, RegExp][] = [
-    ['wrong password', { phase: 'connect', stderr: 'Sorry, try again.\nsudo: no password was provided\nsudo: 1 incorrect password attempt' }, 'PIDEPLOY_SUDO_WRONG_PASSWORD', /nothing was copied/u],
+    ['wrong password', { phase: 'connect', stderr: 'Sorry, try again.\nsudo: no password was provided\nsudo: 1 incorrect password attempt' }, 'PIDEPLOY_SUDO_PASSWORD_WRONG', /nothing was copied/u],
     ['NOPASSWD missing', { phase: 'connect', stderr: 'sudo: a password is required' }, 'PIDEPLOY_SUDO_PASSWORD_REQUIRED', /needs a password/u],
     ['untrusted user', { stderr: "error: cannot add path '/nix/store/x-a' because it lacks a valid signature" }, 'PIDEPLOY_COPY_UNTRUSTED_USER', /not a trusted Nix user.*3 of 10/u],
     ['store full', { stderr: "error: writing to file: No space left on device" }, 'PIDEPLOY_TARGET_STORE_FULL', /ran out of space while receiving \/nix\/store\/x-a/u],

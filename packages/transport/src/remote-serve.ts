@@ -1,5 +1,6 @@
 import type { Readable, Writable } from 'node:stream';
 import { PideployError, tailLines } from '@pideploy/core';
+import { SSH_ERROR_CODES } from '@pideploy/ssh';
 
 /**
  * A running remote command with byte streams: what `SshSession.spawn` of `@pideploy/ssh`
@@ -110,7 +111,7 @@ export interface ServeFailure {
 const RERUN_HINT = 'nothing half-copied is registered on the target; run the same command again and it sends only what is still missing';
 
 /** Sudo's answers to a wrong password (`sudo -S`). */
-export const SUDO_WRONG_PASSWORD = /Sorry, try again|incorrect password attempt|no password was provided/u;
+export const SUDO_WRONG_PASSWORD = /Sorry, try again|incorrect password attempt|no password was provided|Authentication failure/u;
 
 /**
  * Sudo's refusals in a remote command's stderr (wrong password, password needed, user not
@@ -119,14 +120,14 @@ export const SUDO_WRONG_PASSWORD = /Sorry, try again|incorrect password attempt|
  */
 export function classifySudoFailure(host: string, stderr: string, outcome: string): { readonly code: string; readonly message: string; readonly hint: string } | undefined {
   if (SUDO_WRONG_PASSWORD.test(stderr)) {
-    return { code: 'PIDEPLOY_SUDO_WRONG_PASSWORD', message: `sudo on ${host} rejected the password; ${outcome}`, hint: 'check the sudo password of the login user on the target (--sudo-password-file / --sudo-password-stdin)' };
+    return { code: SSH_ERROR_CODES.sudoPasswordWrong, message: `sudo on ${host} rejected the password; ${outcome}`, hint: 'check the sudo password of the login user on the target (--sudo-password-file / --sudo-password-stdin)' };
   }
   if (/a password is required|a terminal is required/u.test(stderr)) {
-    return { code: 'PIDEPLOY_SUDO_PASSWORD_REQUIRED', message: `sudo on ${host} needs a password; ${outcome}`, hint: 'give it with --sudo-password-file FILE or --sudo-password-stdin' };
+    return { code: SSH_ERROR_CODES.sudoPasswordRequired, message: `sudo on ${host} needs a password; ${outcome}`, hint: 'give it with --sudo-password-file FILE or --sudo-password-stdin' };
   }
   if (/not in the sudoers|is not allowed to (?:execute|run sudo)|may not run sudo/u.test(stderr)) {
     return {
-      code: 'PIDEPLOY_SUDO_NOT_ALLOWED',
+      code: SSH_ERROR_CODES.sudoNotAllowed,
       message: `the login user may not use sudo on ${host}; ${outcome}`,
       hint: 'log in as root, or allow the user sudo (NixOS: users.users.<name>.extraGroups = [ "wheel" ])',
     };
