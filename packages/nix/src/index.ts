@@ -53,4 +53,4 @@ export {
 export { parsePathInfoJson, queryClosurePathInfos, type StoreQueryOptions, type StorePathInfo } from './store-query.js';
 export { runProcess, type ProcessOutput, type RunProcessOptions } from './process.js';
 export { nixBuild, nixInstantiate, runStreamingCommand, type StreamingCommandOptions, type StreamingCommandResult } from './nix-cli.js';
-export { nixAttributeName, nixPath, nixString } from './nix-text.js';
+export { NIX_KEYWORDS, nixAttributeName, nixPath, nixString } from './nix-text.js';

@@ -28,7 +28,10 @@ export function nixPath(absolutePath: string): string {
   return PLAIN_PATH.test(normal) ? normal : `(/. + ${nixString(normal)})`;
 }
 
-/** An attribute name, quoted unless it is a plain identifier. */
+/** Nix's keywords: never usable as a bare attribute name or identifier. */
+export const NIX_KEYWORDS: ReadonlySet<string> = new Set(['if', 'then', 'else', 'assert', 'with', 'let', 'in', 'rec', 'inherit', 'or']);
+
+/** An attribute name, quoted unless it is a plain identifier that is not a keyword. */
 export function nixAttributeName(name: string): string {
-  return /^[A-Za-z_][A-Za-z0-9_'-]*$/u.test(name) ? name : nixString(name);
+  return /^[A-Za-z_][A-Za-z0-9_'-]*$/u.test(name) && !NIX_KEYWORDS.has(name) ? name : nixString(name);
 }

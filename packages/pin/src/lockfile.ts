@@ -1,4 +1,4 @@
-import { formatHash, nixString, parseHash } from '@pideploy/nix';
+import { NIX_KEYWORDS, formatHash, nixString, parseHash } from '@pideploy/nix';
 import { pinError, usageError } from './errors.js';
 import { invalidRefNameReason, isFullRev } from './github.js';
 
@@ -63,8 +63,6 @@ export interface PinsFile {
 export function emptyPinsFile(): PinsFile {
   return { version: PINS_FILE_VERSION, pins: {} };
 }
-
-const NIX_KEYWORDS = new Set(['if', 'then', 'else', 'assert', 'with', 'let', 'in', 'rec', 'inherit', 'or']);
 
 /** Why `name` cannot be a pin name (it must be a plain Nix attribute name), or undefined. */
 export function invalidPinNameReason(name: string): string | undefined {
