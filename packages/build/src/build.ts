@@ -1,7 +1,7 @@
 import { mkdir, readlink } from 'node:fs/promises';
 import path from 'node:path';
 import { PideployError, createBaseContext, tailLines, type PideployContext } from '@pideploy/core';
-import { nixBuild, nixInstantiate } from '@pideploy/nix';
+import { NO_SEARCH_PATH_ARGUMENTS, nixBuild, nixInstantiate, pinnedNixEnv } from '@pideploy/nix';
 import { buildModeArguments, type RemoteBuilder } from './builders.js';
 import {
   checkBinfmt,
@@ -63,14 +63,6 @@ export interface BuildToplevelResult {
   readonly built: readonly { readonly drvPath: string; readonly machine: string }[];
   readonly durationMs: number;
 }
-
-/** The environment every pideploy nix call gets: no NIX_PATH (evaluation is pinned or fails). */
-export function pinnedNixEnv(env: Readonly<Record<string, string | undefined>> = {}): Record<string, string | undefined> {
-  return { ...env, NIX_PATH: '' };
-}
-
-/** Arguments that keep any nix.conf `nix-path` out of evaluation. */
-export const NO_SEARCH_PATH_ARGUMENTS: readonly string[] = ['--option', 'nix-path', ''];
 
 /** `<stateDir>/gcroots/<host>-<what>`. */
 export function gcRootPath(stateDir: string, host: string, what: string): string {

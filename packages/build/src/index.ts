@@ -43,11 +43,11 @@ export {
   type NixPlatformSettings,
 } from './doctor.js';
 export {
-  NO_SEARCH_PATH_ARGUMENTS,
   buildToplevel,
   gcRootPath,
-  pinnedNixEnv,
   preflightEmulation,
   type BuildToplevelRequest,
   type BuildToplevelResult,
 } from './build.js';
+// Kept here for callers of the build stage; they live in @pideploy/nix (the bundle stage uses them too).
+export { NO_SEARCH_PATH_ARGUMENTS, pinnedNixEnv } from '@pideploy/nix';

@@ -1,7 +1,7 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PIDEPLOY_VERSION, PideployError, createBaseContext, tailLines, type PideployContext } from '@pideploy/core';
-import { runProcess, runStreamingCommand } from '@pideploy/nix';
+import { NO_SEARCH_PATH_ARGUMENTS, pinnedNixEnv, runProcess, runStreamingCommand } from '@pideploy/nix';
 import {
   configurationEntry,
   renderBundleExpression,
@@ -142,15 +142,13 @@ export async function buildBundle(request: BuildBundleRequest, context: Pideploy
   if (gcRoot !== undefined) await mkdir(path.dirname(gcRoot), { recursive: true });
   const args = [
     'nix-build',
-    '--option',
-    'nix-path',
-    '',
+    ...NO_SEARCH_PATH_ARGUMENTS,
     ...(request.nixArguments ?? []),
     ...(gcRoot === undefined ? ['--no-out-link'] : ['--out-link', gcRoot]),
     '-E',
     expression,
   ];
-  const result = await runStreamingCommand(args, { env: { ...request.env, NIX_PATH: '' }, signal: context.signal });
+  const result = await runStreamingCommand(args, { env: pinnedNixEnv(request.env), signal: context.signal });
   if (result.exitCode !== 0) {
     const failed = /builder for '([^']+)' failed/u.exec(result.stderr)?.[1];
     throw new PideployError({

@@ -124,3 +124,11 @@ export function nixBuild(args: readonly string[], options: StreamingCommandOptio
 export function nixInstantiate(args: readonly string[], options: StreamingCommandOptions = {}): Promise<StreamingCommandResult> {
   return runStreamingCommand(['nix-instantiate', ...args], options);
 }
+
+/** The environment every pinned evaluation gets: no NIX_PATH (evaluation is pinned or fails). */
+export function pinnedNixEnv(env: Readonly<Record<string, string | undefined>> = {}): Record<string, string | undefined> {
+  return { ...env, NIX_PATH: '' };
+}
+
+/** Arguments that keep any nix.conf `nix-path` out of evaluation (with {@link pinnedNixEnv}). */
+export const NO_SEARCH_PATH_ARGUMENTS: readonly string[] = ['--option', 'nix-path', ''];
