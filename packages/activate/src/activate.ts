@@ -7,6 +7,7 @@ import { parsePathInfoJson, queryClosurePathInfos } from '@pideploy/nix';
 import { connectSsh, type ConnectSshOptions, type CreateSudoOptions, type SshSession, type SudoPasswordProvider, type SudoRunner } from '@pideploy/ssh';
 import {
   ACTIVATION_PROTOCOL_MARKER,
+  ACTIVATION_UNREADABLE,
   ACTIVATION_STATE_DIR,
   CURRENT_CONFIGURATION_ROOT,
   DEFAULT_CONFIRM_TIMEOUT_SECONDS,
@@ -108,6 +109,7 @@ const ERROR_CODES = {
   lost: 'PIDEPLOY_ACTIVATION_LOST',
   remote: 'PIDEPLOY_ACTIVATION_REMOTE_FAILED',
   rollbackImpossible: 'PIDEPLOY_ROLLBACK_IMPOSSIBLE',
+  unreadable: ACTIVATION_UNREADABLE,
 } as const;
 
 /** Error codes this package raises. */
@@ -312,7 +314,8 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
         if (session.closed) throw new Error('connection closed');
         state = await readState(session, deployId, signal);
       } catch (error) {
-        if (signal.aborted) throw error;
+        // Only a lost connection is worth reconnecting for; a state file that cannot be read stays so.
+        if (signal.aborted || (PideployError.isInstance(error) && error.code === ACTIVATION_UNREADABLE)) throw error;
         reconnects += 1;
         if (reconnects > 5) {
           throw new PideployError({

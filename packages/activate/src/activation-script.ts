@@ -3,7 +3,7 @@
  * by the stage until the bundle embeds it) and the pure helpers that build its command lines and
  * read the state it leaves in `/run/pideploy/<id>.state`.
  */
-import { shellQuote, type ActivationAction } from '@pideploy/core';
+import { PideployError, shellQuote, type ActivationAction } from '@pideploy/core';
 
 /** Where the script keeps logs, state and (when uploaded) itself. */
 export const ACTIVATION_STATE_DIR = '/run/pideploy';
@@ -111,19 +111,33 @@ function optionalNumber(value: string | undefined): number | undefined {
   return Number.isInteger(number) ? number : undefined;
 }
 
-/** Parses a state file (`key=value` lines). Throws on text that is not one. */
+/** Code of the error for host-side output pideploy cannot read (state files, generation lists). */
+export const ACTIVATION_UNREADABLE = 'PIDEPLOY_ACTIVATION_UNREADABLE';
+
+function unreadableState(detail: string): PideployError {
+  return new PideployError({
+    code: ACTIVATION_UNREADABLE,
+    message: `cannot read the activation state on the host: ${detail}`,
+    hint: `another pideploy version may have written it; see ${ACTIVATION_STATE_DIR} on the host, and deploy with one pideploy version`,
+  });
+}
+
+/**
+ * Parses a state file (`key=value` lines).
+ * @throws PideployError `PIDEPLOY_ACTIVATION_UNREADABLE` on text that is not one.
+ */
 export function parseActivationState(text: string): ActivationState {
   const fields = new Map<string, string>();
   for (const line of text.split('\n')) {
     if (line === '') continue;
     const equals = line.indexOf('=');
-    if (equals <= 0) throw new Error(`not a pideploy activation state line: ${JSON.stringify(line)}`);
+    if (equals <= 0) throw unreadableState(`not a pideploy activation state line: ${JSON.stringify(line)}`);
     fields.set(line.slice(0, equals), line.slice(equals + 1));
   }
   const state = fields.get('state') ?? '';
   const action = fields.get('action') ?? '';
-  if (!STATE_NAMES.has(state)) throw new Error(`unknown activation state ${JSON.stringify(state)}`);
-  if (!ACTIONS.has(action)) throw new Error(`unknown activation action ${JSON.stringify(action)}`);
+  if (!STATE_NAMES.has(state)) throw unreadableState(`unknown activation state ${JSON.stringify(state)}`);
+  if (!ACTIONS.has(action)) throw unreadableState(`unknown activation action ${JSON.stringify(action)}`);
   return {
     id: fields.get('id') ?? '',
     state: state as ActivationStateName,

@@ -1,3 +1,6 @@
+import { PideployError } from '@pideploy/core';
+import { ACTIVATION_UNREADABLE } from './activation-script.js';
+
 /** One generation of a Nix profile, as `nix-env -p P --list-generations` lists it. */
 export interface ProfileGeneration {
   readonly number: number;
@@ -18,7 +21,13 @@ export function parseGenerationList(text: string): readonly ProfileGeneration[] 
   for (const line of text.split('\n')) {
     if (line.trim() === '') continue;
     const match = GENERATION_LINE.exec(line);
-    if (match === null) throw new Error(`not a nix-env generation line: ${JSON.stringify(line)}`);
+    if (match === null) {
+      throw new PideployError({
+        code: ACTIVATION_UNREADABLE,
+        message: `cannot read the host's system generations: not a nix-env generation line: ${JSON.stringify(line)}`,
+        hint: 'run `nix-env -p /nix/var/nix/profiles/system --list-generations` on the host to see what its Nix prints',
+      });
+    }
     generations.push({ number: Number(match[1]), date: match[2] ?? '', current: match[3] !== undefined });
   }
   return generations;
