@@ -4,7 +4,7 @@ import { PideployError, toPideployError, type ActivationAction, type DeployPhase
 import { activateSystem, diffSystem, formatClosureDiff, type ActivationResult } from '@pideploy/activate';
 import { connectSsh, type SshSession, type SudoPasswordProvider } from '@pideploy/ssh';
 import { checkPinsFiles } from '@pideploy/pin';
-import { copyClosure, substituteFromCache, type CopyClosureResult, type SubstituteFromCacheResult } from '@pideploy/transport';
+import { copyClosure, substituteFromCache, type CopyClosureResult, type StoreAccess, type SubstituteFromCacheResult } from '@pideploy/transport';
 import { createHostBuilder, type HostBuilder } from './build-hosts.js';
 import type { FleetCacheSettings, ResolvedConfig, ResolvedHost } from './config.js';
 import { openFleetCache, type FleetCache } from './fleet-cache.js';
@@ -190,7 +190,8 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
         return diff;
       });
       if (request.dryRun === true) return { host: host.name, ok: true, ...result, phases };
-      const access = sudo.mode === 'root' ? ({ mode: 'direct' } as const) : ({ mode: 'sudo', password } as const);
+      // Not root: the store commands run through this connection's validated sudo runner.
+      const access: StoreAccess = sudo.mode === 'root' ? { mode: 'direct' } : { mode: 'sudo', runner: sudo };
       await timed('copy', host.name, phases, context, async () => {
         if (fleetCache === undefined) {
           result.copy = await copyClosure({ host: host.name, session: session as SshSession, paths: [bundle.outPath], access, localNixEnv }, context);

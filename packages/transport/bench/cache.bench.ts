@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import { createBaseContext } from '@pideploy/core';
 import { LAB_SUDO_PASSWORD, labDown, labExec, labStatus, labUp, type LabHostStatus, type LabStatus } from '@pideploy/lab';
 import { queryClosurePathInfos } from '@pideploy/nix';
-import { connectSsh } from '@pideploy/ssh';
+import { connectSsh, createSudo, type SshSession } from '@pideploy/ssh';
 import { expect, it } from 'vitest';
 import { generateCacheKey, pushToBinaryCache } from '../src/cache-push.js';
 import { serveBinaryCache } from '../src/cache-server.js';
@@ -57,7 +57,9 @@ it('fleet of 5: copyClosure to each vs push once + substitute on each', async ()
   const counter = (host: LabHostStatus, name: string) => Number(readFileSync(`/sys/class/net/${host.hostInterface}/statistics/${name}`, 'utf8'));
   const wire = () => hosts.reduce((sum, host) => sum + counter(host, 'tx_bytes') + counter(host, 'rx_bytes'), 0);
   const logins = () => hosts.reduce((sum, host) => sum + (readFileSync(host.sshdLog, 'utf8').match(/Accepted publickey/gu) ?? []).length, 0);
-  const access = (host: LabHostStatus): StoreAccess => (host.trusted ? { mode: 'direct' } : { mode: 'sudo', password: LAB_SUDO_PASSWORD });
+  // Untrusted hosts: the sudo runner of the same session (the mode is known: no extra check).
+  const access = async (host: LabHostStatus, session: SshSession): Promise<StoreAccess> =>
+    host.trusted ? { mode: 'direct' } : { mode: 'sudo', runner: await createSudo(session, { assumeMode: 'password', password: LAB_SUDO_PASSWORD }) };
   const connect = (host: LabHostStatus) => connectSsh(host.name, { sshConfigFile: lab.sshConfig, agent: false }, createBaseContext());
   const forgetEverywhere = async (paths: readonly string[]) => {
     for (const host of hosts) {
@@ -98,7 +100,7 @@ it('fleet of 5: copyClosure to each vs push once + substitute on each', async ()
           await Promise.all(
             hosts.map(async (host) => {
               await using session = await connect(host);
-              await copyClosure({ host: host.name, session, paths: [scenario.path], closure, access: access(host) }, createBaseContext());
+              await copyClosure({ host: host.name, session, paths: [scenario.path], closure, access: await access(host, session) }, createBaseContext());
             }),
           );
           return undefined;
@@ -116,7 +118,7 @@ it('fleet of 5: copyClosure to each vs push once + substitute on each', async ()
             hosts.map(async (host) => {
               await using session = await connect(host);
               const result = await substituteFromCache(
-                { host: host.name, session, paths: [scenario.path], cacheUrl: server.url, publicKey: pushed.publicKey, closure: pushed.closure, access: access(host) },
+                { host: host.name, session, paths: [scenario.path], cacheUrl: server.url, publicKey: pushed.publicKey, closure: pushed.closure, access: await access(host, session) },
                 createBaseContext(),
               );
               expect(result.pathsFetched).toHaveLength(closure.length);

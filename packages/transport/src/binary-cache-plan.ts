@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { PideployError } from '@pideploy/core';
 import { planCopy, type ClosurePathInfo, type CopyPlan } from './closure-plan.js';
-import { classifySudoFailure, lastLine, remoteFailureMaker, storeAccessCommand, type RemoteNixOptions, type ServeCommand, type StoreAccess } from './remote-serve.js';
+import { classifySudoFailure, lastLine, remoteFailureMaker, type RemoteNixOptions, type StoreAccess } from './remote-serve.js';
 
 /**
  * Pure planning of the fleet cache: store URLs, which paths to push, which HTTP paths a cache
@@ -128,8 +128,6 @@ export interface SubstituteCommandOptions extends RemoteNixOptions {
   readonly cacheUrl: string;
   /** Public keys (`name:base64`) whose signatures the host accepts, and no others. */
   readonly publicKeys: readonly string[];
-  /** How the command reaches the store (default direct). */
-  readonly access?: StoreAccess | undefined;
   /** How many paths Nix fetches and unpacks at once (default {@link DEFAULT_SUBSTITUTE_JOBS}). */
   readonly maxJobs?: number | undefined;
 }
@@ -145,10 +143,9 @@ export const DEFAULT_SUBSTITUTE_JOBS = 8;
  * The target's command: `nix-store --realise` with the cache as the ONLY substituter, the given
  * keys as the ONLY trusted keys, signatures required (whatever its nix.conf says), and no
  * negative narinfo caching (a path pushed after an earlier miss is found), `maxJobs` paths at
- * once. Through sudo for
- * `access: sudo` (the password only as stdin prefix, never in argv).
+ * once. Run through sudo by the spawner of `storeSpawner` when the login user is not trusted.
  */
-export function substituteCommand(options: SubstituteCommandOptions): ServeCommand {
+export function substituteCommand(options: SubstituteCommandOptions): readonly string[] {
   if (options.paths.length === 0) throw new TypeError('substituteCommand needs at least one path');
   if (options.publicKeys.length === 0) throw new TypeError('substituteCommand needs at least one public key');
   const maxJobs = options.maxJobs ?? DEFAULT_SUBSTITUTE_JOBS;
@@ -165,7 +162,7 @@ export function substituteCommand(options: SubstituteCommandOptions): ServeComma
     '--',
     ...options.paths,
   ];
-  return storeAccessCommand(argv, options.access ?? { mode: 'direct' });
+  return argv;
 }
 
 /** What a substitution fetches, what the host has, and which paths to name on its command line. */

@@ -5,7 +5,7 @@ import { classifySubstituteFailure, parseSubstituteProgress, planSubstitution, s
 import { parseCachePublicKey } from './narinfo.js';
 import { TransferMeter } from './progress.js';
 import { queryValidPaths } from './query-valid-paths.js';
-import type { RemoteNixOptions, RemoteSpawner, StoreAccess } from './remote-serve.js';
+import { storeSpawner, type RemoteNixOptions, type RemoteSpawner, type StoreAccess } from './remote-serve.js';
 
 /**
  * The connection {@link substituteFromCache} uses: an `SshSession` of `@pideploy/ssh`. Remote port
@@ -132,14 +132,13 @@ export async function substituteFromCache(input: SubstituteFromCacheInput, conte
       paths: plan.roots,
       cacheUrl: cacheUrlOnHost,
       publicKeys: publicKeys.map((key) => `${key.name}:${key.key.toString('base64')}`),
-      access,
       maxJobs: input.maxJobs,
       ...remote,
     });
     if (context.signal.aborted) throw interrupted(input.host, context.signal.reason);
-    const realise = await input.session.spawn(command.argv, { signal: context.signal });
+    const realise = await storeSpawner(input.session, access).spawn(command, { signal: context.signal });
     realise.stdin.on('error', () => undefined);
-    realise.stdin.end(command.stdinPrefix);
+    realise.stdin.end();
     realise.stdout.resume(); // the realised paths; the channel only closes once stdout is consumed
 
     const sizes = new Map(plan.toSend.map((info) => [info.path, info.narSize]));

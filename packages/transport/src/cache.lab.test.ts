@@ -7,7 +7,7 @@ import { createBaseContext, createCollectingReporter, type DeployEvent } from '@
 import { LAB_SUDO_PASSWORD, labDown, labExec, labStatus, labUp, planLabHost, type LabHostStatus, type LabStatus } from '@pideploy/lab';
 import { describeLab } from '@pideploy/lab/testing';
 import { queryClosurePathInfos } from '@pideploy/nix';
-import { connectSsh } from '@pideploy/ssh';
+import { connectSsh, createSudo, type CreateSudoOptions } from '@pideploy/ssh';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { generateCacheKey, pushToBinaryCache, type CacheKey, type PushToBinaryCacheResult } from './cache-push.js';
 import { serveBinaryCache, type BinaryCacheServer, type CacheRequest } from './cache-server.js';
@@ -37,10 +37,11 @@ describeLab('@pideploy/transport: fleet cache — push once, every host substitu
   let top: string;
   let closure: string[];
   const served: CacheRequest[] = [];
-  const access: Record<string, StoreAccess> = {
-    pi1: { mode: 'direct' },
-    pi2: { mode: 'sudo', password: LAB_SUDO_PASSWORD },
-    pi3: { mode: 'sudo' },
+  // How each host becomes root (undefined: direct): the sudo runner is made on the test's session.
+  const sudoOf: Record<string, CreateSudoOptions | undefined> = {
+    pi1: undefined,
+    pi2: { assumeMode: 'password', password: LAB_SUDO_PASSWORD },
+    pi3: { assumeMode: 'nopasswd' },
   };
 
   const host = (name: string) => hosts.find((candidate) => candidate.name === name) as LabHostStatus;
@@ -56,12 +57,15 @@ describeLab('@pideploy/transport: fleet cache — push once, every host substitu
     return out;
   }
   /** One deploy-like run on one host: connect, substitute, close; the result, its events and its logins. */
-  async function substituteOn(name: string, input: Partial<Omit<SubstituteFromCacheInput, 'session' | 'host'>> = {}) {
+  async function substituteOn(name: string, input: Partial<Omit<SubstituteFromCacheInput, 'session' | 'host' | 'access'>> & { sudo?: CreateSudoOptions | null } = {}) {
     const before = logins(name);
     const reporter = createCollectingReporter();
     await using session = await connectSsh(name, { sshConfigFile: lab.sshConfig, agent: false }, createBaseContext());
+    const { sudo: sudoGiven, ...substituteInput } = input;
+    const sudo = sudoGiven === undefined ? sudoOf[name] : (sudoGiven ?? undefined);
+    const access: StoreAccess = sudo === undefined ? { mode: 'direct' } : { mode: 'sudo', runner: await createSudo(session, sudo) };
     const result = await substituteFromCache(
-      { host: name, session, paths: [top], cacheUrl: server.url, publicKey: key.publicKey, access: access[name], closure: pushed.closure, ...input },
+      { host: name, session, paths: [top], cacheUrl: server.url, publicKey: key.publicKey, access, closure: pushed.closure, ...substituteInput },
       createBaseContext({ reporter }),
     ).catch((error: unknown) => {
       throw Object.assign(error as Error, { events: reporter.events });
@@ -202,14 +206,14 @@ describeLab('@pideploy/transport: fleet cache — push once, every host substitu
 
   it('an untrusted login user without sudo gets a clear error (the daemon ignores the cache settings); nothing is imported', async () => {
     await forget('pi2', closure);
-    const failure = await substituteOn('pi2', { access: { mode: 'direct' } }).catch((error: unknown) => error);
+    const failure = await substituteOn('pi2', { sudo: null }).catch((error: unknown) => error);
     expect(failure).toMatchObject({ code: 'PIDEPLOY_CACHE_UNTRUSTED_USER', hint: expect.stringContaining('sudo password') });
     expect(await validOn('pi2', closure)).toEqual(closure.map(() => false));
   });
 
   it('a wrong sudo password fails before anything is fetched, and appears nowhere', async () => {
     const before = served.length;
-    const failure = await substituteOn('pi2', { access: { mode: 'sudo', password: 'not-the-password' } }).catch((error: unknown) => error);
+    const failure = await substituteOn('pi2', { sudo: { assumeMode: 'password', password: 'not-the-password' } }).catch((error: unknown) => error);
     expect(failure).toMatchObject({ code: 'PIDEPLOY_SUDO_PASSWORD_WRONG', message: expect.stringContaining('nothing was fetched') });
     expect(JSON.stringify(failure) + String(failure) + JSON.stringify((failure as { events?: DeployEvent[] }).events ?? [])).not.toContain('not-the-password');
     expect(served.length).toBe(before);

@@ -6,6 +6,7 @@ import { TransferMeter } from './progress.js';
 import {
   classifyServeFailure,
   serveCommand,
+  storeSpawner,
   SUDO_WRONG_PASSWORD,
   type RemoteNixOptions,
   type RemoteSpawner,
@@ -66,16 +67,16 @@ export async function copyClosure(input: CopyClosureInput, context: PideployCont
   const startedAt = performance.now();
   const access = input.access ?? { mode: 'direct' };
   const closure = input.closure ?? (await queryClosurePathInfos(input.paths, { env: input.localNixEnv, signal: context.signal }));
-  const command = serveCommand({ access, remoteProgram: input.remoteProgram, remoteStore: input.remoteStore });
+  const argv = serveCommand({ remoteProgram: input.remoteProgram, remoteStore: input.remoteStore });
   throwIfAborted(context.signal, input.host);
-  const remote = await input.session.spawn(command.argv, { signal: context.signal });
+  const remote = await storeSpawner(input.session, access).spawn(argv, { signal: context.signal });
   const watch = watchServeProcess(remote, input.host, access, context.signal);
   try {
     // Hello and the validity query go out together: the server answers the hello as soon as it
     // has read the magic, so this costs one round trip.
     const paths = closure.map((info) => info.path);
     watch.phase = 'connect';
-    remote.stdin.write(Buffer.concat([command.stdinPrefix, encodeClientHello()]));
+    remote.stdin.write(encodeClientHello());
     remote.stdin.write(encodeQueryValidPaths({ lock: true, substitute: input.substituteOnDestination === true, paths }));
     const reader = new ServeReader(remote.stdout);
     await watch.guard(reader.readServerHello());

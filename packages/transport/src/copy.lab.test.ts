@@ -5,9 +5,10 @@ import { createBaseContext, createCollectingReporter, PideployError, type Deploy
 import { LAB_SUDO_PASSWORD, labCutSshSessions, labDown, labExec, labStatus, labUp, type LabHostStatus, type LabStatus } from '@pideploy/lab';
 import { describeLab } from '@pideploy/lab/testing';
 import { queryClosurePathInfos } from '@pideploy/nix';
-import { connectSsh, type SshSession } from '@pideploy/ssh';
+import { connectSsh, createSudo, type CreateSudoOptions, type SshSession } from '@pideploy/ssh';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { copyClosure, type CopyClosureInput } from './copy-closure.js';
+import type { StoreAccess } from './remote-serve.js';
 
 /*
  * The proof of issue 5's transport part on lab hosts (real nix-daemon, sshd, sudo):
@@ -52,12 +53,15 @@ describeLab('@pideploy/transport: copy closures to lab hosts over one SSH connec
     return connectSsh(target, { sshConfigFile: lab.sshConfig, agent: false }, createBaseContext());
   }
   /** One `pideploy copy`-like run: connect, copy, close; returns the result, events and logins. */
-  async function copyOnce(host: LabHostStatus, target: string, input: Omit<CopyClosureInput, 'session' | 'host'>) {
+  /** One copy over a new login; `sudo` makes the sudo runner on that session (without it: direct). */
+  async function copyOnce(host: LabHostStatus, target: string, input: Omit<CopyClosureInput, 'session' | 'host' | 'access'> & { sudo?: CreateSudoOptions }) {
     const before = logins(host);
     const reporter = createCollectingReporter();
     try {
       await using session = await connect(target);
-      const result = await copyClosure({ host: host.name, session, localNixEnv: nixEnv, ...input }, createBaseContext({ reporter }));
+      const { sudo, ...copyInput } = input;
+      const access: StoreAccess = sudo === undefined ? { mode: 'direct' } : { mode: 'sudo', runner: await createSudo(session, sudo) };
+      const result = await copyClosure({ host: host.name, session, localNixEnv: nixEnv, ...copyInput, access }, createBaseContext({ reporter }));
       return { result, events: reporter.events, logins: async () => (await settle(), logins(host) - before) };
     } catch (error) {
       (error as { events?: DeployEvent[] }).events = reporter.events;
@@ -117,17 +121,17 @@ describeLab('@pideploy/transport: copy closures to lab hosts over one SSH connec
       hint: expect.stringContaining('sudo password'),
     });
 
-    const viaSudo = await copyOnce(pi2, 'pi2', { paths: [small], access: { mode: 'sudo', password: LAB_SUDO_PASSWORD } });
+    const viaSudo = await copyOnce(pi2, 'pi2', { paths: [small], sudo: { assumeMode: 'password', password: LAB_SUDO_PASSWORD } });
     expect(viaSudo.result.pathsSent.length + viaSudo.result.pathsPresent.length).toBe(31);
     expect(await viaSudo.logins()).toBe(1);
     expect(await validOn(pi2, smallClosure)).toEqual(smallClosure.map(() => true));
-    const again = await copyOnce(pi2, 'pi2', { paths: [small], access: { mode: 'sudo', password: LAB_SUDO_PASSWORD } });
+    const again = await copyOnce(pi2, 'pi2', { paths: [small], sudo: { assumeMode: 'password', password: LAB_SUDO_PASSWORD } });
     expect(again.result.bytesSent).toBe(0);
   });
 
   it('a wrong sudo password fails before anything is sent', async () => {
     await forget(pi2, smallClosure);
-    const failure = await copyOnce(pi2, 'pi2', { paths: [small], access: { mode: 'sudo', password: 'not-the-password' } }).catch((error: unknown) => error);
+    const failure = await copyOnce(pi2, 'pi2', { paths: [small], sudo: { assumeMode: 'password', password: 'not-the-password' } }).catch((error: unknown) => error);
     expect(PideployError.isInstance(failure)).toBe(true);
     expect(failure).toMatchObject({ code: 'PIDEPLOY_SUDO_PASSWORD_WRONG', message: expect.stringContaining('nothing was copied') });
     expect(JSON.stringify(failure)).not.toContain('not-the-password');

@@ -1,15 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { classifyServeFailure, serveCommand, type ServeFailure } from './remote-serve.js';
+import { classifyServeFailure, serveCommand, storeSpawner, type RemoteSpawner, type ServeFailure } from './remote-serve.js';
 
-describe('serveCommand', () => {
-  it('runs nix-store --serve --write directly, through sudo -n, or through sudo -S with the password on stdin only', () => {
-    expect(serveCommand()).toEqual({ argv: ['nix-store', '--serve', '--write'], stdinPrefix: Buffer.alloc(0) });
-    expect(serveCommand({ access: { mode: 'sudo' } }).argv).toEqual(['sudo', '-n', '--', 'nix-store', '--serve', '--write']);
-    const withPassword = serveCommand({ access: { mode: 'sudo', password: 's3cret pw' }, remoteStore: '/tmp/s' });
-    expect(withPassword.argv).toEqual(['sudo', '-k', '-S', '-p', '', '--', 'nix-store', '--serve', '--write', '--store', '/tmp/s']);
-    expect(withPassword.argv.join(' ')).not.toContain('s3cret');
-    expect(withPassword.stdinPrefix.toString()).toBe('s3cret pw\n');
-    expect(() => serveCommand({ access: { mode: 'sudo', password: 'a\nb' } })).toThrow(expect.objectContaining({ code: 'PIDEPLOY_USAGE' }));
+describe('serveCommand and storeSpawner', () => {
+  it('runs nix-store --serve --write on the session, or on the sudo runner for sudo access', () => {
+    expect(serveCommand()).toEqual(['nix-store', '--serve', '--write']);
+    expect(serveCommand({ remoteStore: '/tmp/s' })).toEqual(['nix-store', '--serve', '--write', '--store', '/tmp/s']);
+    const session: RemoteSpawner = { spawn: () => Promise.reject(new Error('session')) };
+    const runner: RemoteSpawner = { spawn: () => Promise.reject(new Error('runner')) };
+    expect(storeSpawner(session, { mode: 'direct' })).toBe(session);
+    expect(storeSpawner(session, { mode: 'sudo', runner })).toBe(runner);
   });
 });
 

@@ -26,14 +26,18 @@ export interface RemoteSpawner {
 }
 
 /**
- * How the remote `nix-store --serve --write` gets write access to the store:
+ * How a remote store command gets write access to the store:
  * - `direct`: the login user is root, or a Nix `trusted-users` member (paths need no signature);
- * - `sudo`: run it as root through sudo (the login user need not be trusted and nothing needs
- *   a signature: root opens the store itself). `password` undefined means NOPASSWD sudo.
+ * - `sudo`: run it as root through `runner`, the `SudoRunner` of `@pideploy/ssh` for the same
+ *   session (`session.sudo()`): the login user need not be trusted and nothing needs a signature.
+ *   The runner owns the sudo prefix and feeds the password on stdin; it never reaches this package.
  */
-export type StoreAccess =
-  | { readonly mode: 'direct' }
-  | { readonly mode: 'sudo'; readonly password?: string | undefined };
+export type StoreAccess = { readonly mode: 'direct' } | { readonly mode: 'sudo'; readonly runner: RemoteSpawner };
+
+/** The spawner a store command runs with: the session itself, or the sudo runner. */
+export function storeSpawner(session: RemoteSpawner, access: StoreAccess): RemoteSpawner {
+  return access.mode === 'sudo' ? access.runner : session;
+}
 
 /** Where the remote Nix commands come from; both are for tests (a local chroot store). */
 export interface RemoteNixOptions {
@@ -43,48 +47,9 @@ export interface RemoteNixOptions {
   readonly remoteStore?: string | undefined;
 }
 
-/** Options of {@link serveCommand}. */
-export interface ServeCommandOptions extends RemoteNixOptions {
-  /** How to reach the store (default direct). */
-  readonly access?: StoreAccess | undefined;
-}
-
-/** The remote argv of the serve process and the bytes that must precede the protocol on stdin. */
-export interface ServeCommand {
-  /** Argv for the remote (the SSH layer quotes it). Never contains secrets. */
-  readonly argv: readonly string[];
-  /** What to write to stdin first (the sudo password line), or an empty buffer. Secret. */
-  readonly stdinPrefix: Buffer;
-}
-
-/**
- * Builds the remote command: `nix-store --serve --write`, through `sudo -S -p ''` with the
- * password as the first stdin line (sudo reads it byte by byte, so the protocol bytes that follow
- * reach nix-store untouched), or through `sudo -n` for NOPASSWD.
- * @throws PideployError `PIDEPLOY_USAGE` for a password containing a newline (sudo -S cannot take it).
- */
-export function serveCommand(options: ServeCommandOptions = {}): ServeCommand {
-  const serve = [options.remoteProgram ?? 'nix-store', '--serve', '--write', ...(options.remoteStore === undefined ? [] : ['--store', options.remoteStore])];
-  return storeAccessCommand(serve, options.access ?? { mode: 'direct' });
-}
-
-/**
- * Runs a remote argv with the given store access: as is (`direct`), through `sudo -n --`
- * (NOPASSWD), or through `sudo -k -S -p '' --` with the password as the first stdin line, so it
- * never appears in argv, env or logs (`-k`: sudo always reads exactly that one line).
- * @throws PideployError `PIDEPLOY_USAGE` for a password containing a newline (sudo -S cannot take it).
- */
-export function storeAccessCommand(argv: readonly string[], access: StoreAccess): ServeCommand {
-  if (access.mode === 'direct') return { argv: [...argv], stdinPrefix: Buffer.alloc(0) };
-  if (access.password === undefined) return { argv: ['sudo', '-n', '--', ...argv], stdinPrefix: Buffer.alloc(0) };
-  if (/[\r\n]/u.test(access.password)) {
-    throw new PideployError({
-      code: 'PIDEPLOY_USAGE',
-      message: 'the sudo password contains a line break, which sudo -S cannot read',
-      hint: 'a password file holds the password on its first line only',
-    });
-  }
-  return { argv: ['sudo', '-k', '-S', '-p', '', '--', ...argv], stdinPrefix: Buffer.from(`${access.password}\n`, 'utf8') };
+/** The remote argv of the serve process (the spawner of {@link storeSpawner} adds sudo). */
+export function serveCommand(options: RemoteNixOptions = {}): readonly string[] {
+  return [options.remoteProgram ?? 'nix-store', '--serve', '--write', ...(options.remoteStore === undefined ? [] : ['--store', options.remoteStore])];
 }
 
 /** What was going on when the serve process failed. */

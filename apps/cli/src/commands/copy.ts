@@ -72,7 +72,7 @@ export async function copyCommand(invocation: CommandInvocation): Promise<Comman
     if (password !== undefined) {
       // Finds root login / NOPASSWD / password and checks the password before anything is sent.
       const sudo = await session.sudo({ password, signal: invocation.context.signal });
-      access = sudo.mode === 'root' ? { mode: 'direct' } : sudo.mode === 'nopasswd' ? { mode: 'sudo' } : { mode: 'sudo', password };
+      access = sudo.mode === 'root' ? { mode: 'direct' } : { mode: 'sudo', runner: sudo };
     }
     const result = await copyClosure(
       {
