@@ -117,6 +117,9 @@ export async function createSudo(session: SshSession, options: CreateSudoOptions
   const maxAttempts = options.password !== undefined ? 1 : Math.max(1, options.maxAttempts ?? 3);
   for (let attempt = 1; attempt <= maxAttempts; attempt += 1) {
     const password = options.password ?? (await options.passwordProvider?.({ host: session.host.alias, user: session.host.user, attempt }));
+    // A provider with no further answer after a refused one (a password file or stdin is read
+    // once): the password was wrong, not missing.
+    if (password === undefined && attempt > 1) throw wrongPasswordError(session, attempt - 1, 'check the password file / stdin: it must hold the login user’s password on its first line');
     if (password === undefined) {
       throw new PideployError({
         code: SSH_ERROR_CODES.sudoPasswordRequired,
@@ -138,10 +141,14 @@ export async function createSudo(session: SshSession, options: CreateSudoOptions
     const stderr = redact(check.stderr);
     if (!isWrongPassword(stderr)) throw notAllowedError(session.display, session.host.user, stderr);
   }
-  throw new PideployError({
+  throw wrongPasswordError(session, maxAttempts, options.password !== undefined ? 'check the password file / stdin: it must hold the login user’s password on its first line' : 'check the password of the login user on that host');
+}
+
+function wrongPasswordError(session: SshSession, refused: number, hint: string): PideployError {
+  return new PideployError({
     code: SSH_ERROR_CODES.sudoPasswordWrong,
-    message: `sudo on ${session.display} rejected ${maxAttempts === 1 ? 'the password' : `${maxAttempts} passwords`} for ${session.host.user}`,
-    hint: options.password !== undefined ? 'check the password file / stdin: it must hold the login user’s password on its first line' : 'check the password of the login user on that host',
+    message: `sudo on ${session.display} rejected ${refused === 1 ? 'the password' : `${refused} passwords`} for ${session.host.user}`,
+    hint,
   });
 }
 

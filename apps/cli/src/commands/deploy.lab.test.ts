@@ -85,6 +85,20 @@ describeLab('pideploy deploy end to end (lab: trusted, untrusted and NOPASSWD ho
     expect(run.stdout).toContain('hostNmae');
   });
 
+  it('says a wrong password from --sudo-password-file was rejected (not that none was given), and changes nothing', async () => {
+    const wrongFile = path.join(path.dirname(passwordFile), 'wrong-password');
+    await writeFile(wrongFile, 'not-the-password\n', { mode: 0o600 });
+    const before = (await labExec('pi1', ['readlink', '/run/current-system'])).stdout;
+    const run = await pideploy(['deploy', 'pi1', '--sudo-password-file', wrongFile], project, env);
+    expect(run.code).toBe(1);
+    expect(run.stdout).toMatch(/^pi1 +FAILED/mu);
+    expect(run.stdout).toMatch(/^pi1: sudo on .* rejected the password for deploy$/mu);
+    expect(run.stdout).toMatch(/hint: check the password file \/ stdin/u);
+    expect(`${run.stdout}${run.stderr}`).not.toContain('none was given');
+    expect(`${run.stdout}${run.stderr}`).not.toContain('not-the-password');
+    expect((await labExec('pi1', ['readlink', '/run/current-system'])).stdout).toBe(before);
+  });
+
   it('refuses a hand-edited pins.nix before connecting anywhere (one line + hint, exit 1)', async () => {
     const pinsNix = path.join(project, 'pins.nix');
     const original = readFileSync(pinsNix, 'utf8');
