@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -21,6 +21,30 @@ describe('renderActivationScript', () => {
       status = (error as { status: number }).status;
     }
     expect(status).toBe(2);
+  });
+});
+
+describe('the script\'s helpers (run by a real sh: everything before the command dispatch, then a probe)', () => {
+  const script = renderActivationScript();
+  const definitions = script.slice(0, script.indexOf('[ $# -ge 1 ] || usage'));
+  const probe = (body: string, umask = '077') => execFileSync('sh', ['-c', `umask ${umask}\n${definitions}\n${body}`], { encoding: 'utf8', env: { PATH: '/usr/bin:/bin' } });
+
+  it('highest_generation finds the highest system-N-link without spawning ls/sed/sort (none: empty)', () => {
+    const profiles = mkdtempSync(path.join(os.tmpdir(), 'pideploy-profiles-'));
+    expect(probe(`profiles_dir=${profiles}; highest_generation; printf '[%s]' "$highest"`)).toBe('[]');
+    for (const name of ['system-2-link', 'system-10-link', 'system-9-link', 'system-x-link', 'system', 'other-99-link']) execFileSync('ln', ['-s', '/nonexistent', path.join(profiles, name)]);
+    expect(probe(`profiles_dir=${profiles}; highest_generation; printf '[%s]' "$highest"`)).toBe('[10]');
+  });
+
+  it('save_state writes one key=value line per field, a message with line breaks on one line, mode 644 whatever the caller\'s umask', () => {
+    const stateDir = mkdtempSync(path.join(os.tmpdir(), 'pideploy-state-'));
+    probe(`state_dir=${stateDir}; st_id=d1; st_state=failed; st_action=switch; st_message='first line
+second line'; save_state >/dev/null`);
+    const text = execFileSync('cat', [path.join(stateDir, 'd1.state')], { encoding: 'utf8' });
+    expect(parseActivationState(text)).toMatchObject({ id: 'd1', state: 'failed', action: 'switch', message: 'first line second line' });
+    expect(text.split('\n').filter(Boolean)).toHaveLength(13);
+    expect((statSync(path.join(stateDir, 'd1.state')).mode & 0o777).toString(8)).toBe('644');
+    expect(readdirSync(stateDir)).toEqual(['d1.state']);
   });
 });
 

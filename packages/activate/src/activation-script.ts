@@ -284,8 +284,14 @@ st_id=''; st_state=''; st_action=''; st_toplevel=''; st_bundle=''; st_previous_g
 st_previous_system=''; st_new_generation=''; st_rolled_back_to=''; st_exit_code=''; st_message=''
 st_deadline=''
 
+# Every process counts on a slow target (a Pi Zero forks in milliseconds, an emulated one in
+# tens): save_state runs two (date, mv); files get mode 644 from the umask.
+nl='
+'
 save_state() {
   tmp="$state_dir/$st_id.state.tmp.$$"
+  message=$st_message
+  case "$message" in *"$nl"*) message=$(printf '%s' "$message" | tr '\\n' ' ') ;; esac
   {
     printf 'id=%s\\n' "$st_id"
     printf 'state=%s\\n' "$st_state"
@@ -297,10 +303,10 @@ save_state() {
     printf 'new_generation=%s\\n' "$st_new_generation"
     printf 'rolled_back_to=%s\\n' "$st_rolled_back_to"
     printf 'exit_code=%s\\n' "$st_exit_code"
-    printf 'message=%s\\n' "$(printf '%s' "$st_message" | tr '\\n' ' ')"
+    printf 'message=%s\\n' "$message"
     printf 'updated=%s\\n' "$(now)"
     printf 'deadline=%s\\n' "$st_deadline"
-  } >"$tmp" && chmod 644 "$tmp" && mv -f "$tmp" "$state_dir/$st_id.state"
+  } >"$tmp" && mv -f "$tmp" "$state_dir/$st_id.state"
   echo "activate: $st_id: $st_state\${st_message:+ ($st_message)}"
 }
 
@@ -341,13 +347,20 @@ current_generation() {
   printf '%s' "\${link%-link}"
 }
 
+# Sets highest to the highest system-N-link number in the profiles directory ("" if none), without a process.
 highest_generation() {
-  ls "$profiles_dir" 2>/dev/null | sed -n 's/^system-\\([0-9][0-9]*\\)-link$/\\1/p' | sort -n | tail -n 1
+  highest=''
+  for link in "$profiles_dir"/system-*-link; do
+    number=\${link##*/system-}
+    number=\${number%-link}
+    case "$number" in ''|*[!0-9]*) continue ;; esac
+    if [ -z "$highest" ] || [ "$number" -gt "$highest" ]; then highest=$number; fi
+  done
 }
 
 move_gc_root() {
   root_target=\${st_bundle:-$st_toplevel}
-  mkdir -p "\${gc_root%/*}" || return 1
+  [ -d "\${gc_root%/*}" ] || mkdir -p "\${gc_root%/*}" || return 1
   nix-store --add-root "$gc_root" --indirect -r "$root_target" >/dev/null
 }
 
@@ -433,7 +446,8 @@ worker() {
   load_state "$st_id"
   st_previous_generation=$(current_generation)
   st_previous_system=$(readlink -e /run/current-system 2>/dev/null || true)
-  highest_before=$(highest_generation)
+  highest_generation
+  highest_before=$highest
   st_state=activating
   st_message="activating $st_toplevel ($st_action)"
   save_state
@@ -545,7 +559,7 @@ cmd_start() {
   if [ -n "$bundle" ] && [ ! -e "$bundle" ]; then die "the bundle $bundle is not in this host's store"; fi
   [ -n "$id" ] || id=$(date -u +%Y%m%dT%H%M%SZ)-$$
   valid_id "$id" || die "not a deployment id: $id"
-  mkdir -p "$state_dir" && chmod 755 "$state_dir" || die "cannot create $state_dir"
+  [ -d "$state_dir" ] || mkdir -p "$state_dir" || die "cannot create $state_dir"
   [ ! -e "$state_dir/$id.state" ] || die "deployment $id already exists"
   st_id=$id; st_action=$action; st_toplevel=$toplevel; st_bundle=$bundle
   st_state=starting; st_message="starting"
