@@ -228,7 +228,7 @@ export type WorkerLauncher = 'systemd-run' | 'setsid' | 'nohup';
  *
  * It runs nixos-rebuild's sequence (`nix-env -p /nix/var/nix/profiles/system --set P` for
  * switch/boot, then `P/bin/switch-to-configuration ACTION`) in a detached worker (`systemd-run`
- * where systemd runs, else `setsid nohup`), which rolls back at once on failure and, for
+ * where systemd runs, else `setsid`), which rolls back at once on failure and, for
  * switch/test with rollback, waits for `confirm` as a watchdog. It never evaluates or builds.
  */
 export function renderActivationScript(options: ActivationScriptOptions = {}): string {
@@ -283,6 +283,8 @@ valid_id() {
 st_id=''; st_state=''; st_action=''; st_toplevel=''; st_bundle=''; st_previous_generation=''
 st_previous_system=''; st_new_generation=''; st_rolled_back_to=''; st_exit_code=''; st_message=''
 st_deadline=''
+# A caller that has just read the clock sets st_updated, and save_state uses it instead of reading it again.
+st_updated=''
 
 # Every process counts on a slow target (a Pi Zero forks in milliseconds, an emulated one in
 # tens): save_state runs two (date, mv); files get mode 644 from the umask.
@@ -304,9 +306,10 @@ save_state() {
     printf 'rolled_back_to=%s\\n' "$st_rolled_back_to"
     printf 'exit_code=%s\\n' "$st_exit_code"
     printf 'message=%s\\n' "$message"
-    printf 'updated=%s\\n' "$(now)"
+    printf 'updated=%s\\n' "\${st_updated:-$(now)}"
     printf 'deadline=%s\\n' "$st_deadline"
   } >"$tmp" && mv -f "$tmp" "$state_dir/$st_id.state"
+  st_updated=''
   echo "activate: $st_id: $st_state\${st_message:+ ($st_message)}"
 }
 
@@ -444,8 +447,14 @@ roll_back() {
 worker() {
   st_action=$1; st_toplevel=$2; st_bundle=$3; st_id=$4; timeout=$5; rollback=$6; install_bootloader=$7
   load_state "$st_id"
+  cd / || return 1
   st_previous_generation=$(current_generation)
-  st_previous_system=$(readlink -e /run/current-system 2>/dev/null || true)
+  # The running system, resolved like readlink -e, by the shell itself (cd -P sets PWD to the physical path).
+  st_previous_system=''
+  if cd -P /run/current-system 2>/dev/null; then
+    st_previous_system=$PWD
+    cd / || return 1
+  fi
   highest_generation
   highest_before=$highest
   st_state=activating
@@ -492,22 +501,25 @@ worker() {
   fi
 
   # Magic rollback: a watchdog waits for "confirm" (or "abort"), else rolls back by itself.
+  # The verdict is an empty file named after it in this directory, which only its creator (mkdir) writes.
   decision="$state_dir/$st_id.decision"
-  st_deadline=$(( $(now) + timeout ))
+  st_updated=$(now)
+  st_deadline=$(( st_updated + timeout ))
   st_state=awaiting-confirmation
   st_message="activated; waiting up to \${timeout}s for confirmation"
   save_state
   while :; do
-    if [ -f "$decision/verdict" ]; then
-      verdict=$(cat "$decision/verdict")
-      case "$verdict" in
-        confirmed) return 0 ;;
-        aborted) roll_back rolled-back-unconfirmed "the deployer aborted (confirmation impossible or health check failed)"; return 1 ;;
-        timeout) roll_back rolled-back-unconfirmed "no confirmation within \${timeout}s"; return 1 ;;
-      esac
+    if [ -f "$decision/confirmed" ]; then
+      return 0
+    elif [ -f "$decision/aborted" ]; then
+      roll_back rolled-back-unconfirmed "the deployer aborted (confirmation impossible or health check failed)"
+      return 1
+    elif [ -f "$decision/timeout" ]; then
+      roll_back rolled-back-unconfirmed "no confirmation within \${timeout}s"
+      return 1
     elif [ ! -d "$decision" ] && [ "$(now)" -ge "$st_deadline" ]; then
       if mkdir "$decision" 2>/dev/null; then
-        echo timeout >"$decision/verdict"
+        : >"$decision/timeout"
         continue
       fi
     fi
@@ -566,6 +578,9 @@ cmd_start() {
   save_state >/dev/null
   log="$state_dir/$id.log"
   : >>"$log"
+  # Ignored SIGHUP is inherited: the worker survives the end of this sudo/SSH session even in the
+  # moment before setsid has detached it (what nohup would do, without its extra process).
+  trap '' HUP
   case "$(worker_launcher)" in
     systemd-run)
       systemd-run --collect --quiet --no-ask-password --unit "pideploy-activate-$id" --service-type=exec \\
@@ -574,7 +589,7 @@ cmd_start() {
         || die "systemd-run could not start the activation"
       ;;
     setsid)
-      setsid nohup /bin/sh "$self" __worker "$action" "$toplevel" "$bundle" "$id" "$timeout" "$rollback" "$install_bootloader" \\
+      setsid /bin/sh "$self" __worker "$action" "$toplevel" "$bundle" "$id" "$timeout" "$rollback" "$install_bootloader" \\
         </dev/null >>"$log" 2>&1 &
       ;;
     *)
@@ -610,7 +625,7 @@ cmd_decide() {
     return 0
   fi
   if [ "$st_state" = awaiting-confirmation ] && mkdir "$state_dir/$id.decision" 2>/dev/null; then
-    echo "$verdict" >"$state_dir/$id.decision/verdict.tmp" && mv -f "$state_dir/$id.decision/verdict.tmp" "$state_dir/$id.decision/verdict"
+    : >"$state_dir/$id.decision/$verdict"
     if [ "$verdict" = confirmed ]; then
       if move_gc_root; then
         st_state=confirmed
