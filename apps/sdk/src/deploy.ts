@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { PideployError, toPideployError, type ActivationAction, type DeployPhase, type PideployContext } from '@pideploy/core';
+import { createClosureQuery } from '@pideploy/nix';
 import { activateSystem, diffSystem, formatClosureDiff, type ActivationResult } from '@pideploy/activate';
 import { connectSsh, type SshSession, type SudoPasswordProvider } from '@pideploy/ssh';
 import { checkPinsFiles } from '@pideploy/pin';
@@ -148,6 +149,8 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
   };
 
   const localNixEnv = { ...process.env, ...(request.env ?? {}) } as NodeJS.ProcessEnv;
+  // Every host's bundle holds the same system: its closure is read from the local store once.
+  const closureOf = createClosureQuery({ env: localNixEnv, signal: context.signal });
 
   async function deployHost(host: ResolvedHost): Promise<HostDeployResult> {
     const phases: PhaseTiming[] = [];
@@ -185,7 +188,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
       result.bundle = bundle.outPath;
       const target = { target: host.target, session, connect, sudo: { password } };
       result.diff = await timed('diff', host.name, phases, context, async () => {
-        const diff = formatClosureDiff(await diffSystem(target, toplevel.outPath, context));
+        const diff = formatClosureDiff(await diffSystem(target, toplevel.outPath, context, { env: localNixEnv, closureQuery: closureOf }));
         for (const line of diff.split('\n').filter(Boolean)) context.reporter.emit({ type: 'log', level: 'info', message: `diff: ${line}`, host: host.name });
         return diff;
       });
@@ -194,7 +197,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
       const access: StoreAccess = sudo.mode === 'root' ? { mode: 'direct' } : { mode: 'sudo', runner: sudo };
       await timed('copy', host.name, phases, context, async () => {
         if (fleetCache === undefined) {
-          result.copy = await copyClosure({ host: host.name, session: session as SshSession, paths: [bundle.outPath], access, localNixEnv }, context);
+          result.copy = await copyClosure({ host: host.name, session: session as SshSession, paths: [bundle.outPath], closure: await closureOf([bundle.outPath]), access, localNixEnv }, context);
           return;
         }
         const pushed = await fleetCache.push([bundle.outPath], context);

@@ -3,7 +3,7 @@
  * ({@link renderActivationScript}) over `@pideploy/ssh`.
  */
 import { PideployError, shellJoin, shellQuote, tailLines, type ActivationAction, type PideployContext } from '@pideploy/core';
-import { parsePathInfoJson, queryClosurePathInfos } from '@pideploy/nix';
+import { parsePathInfoJson, queryClosurePathInfos, type ClosureQuery } from '@pideploy/nix';
 import { connectSsh, type ConnectSshOptions, type CreateSudoOptions, type SshSession, type SudoPasswordProvider, type SudoRunner } from '@pideploy/ssh';
 import {
   ACTIVATION_PROTOCOL_MARKER,
@@ -536,6 +536,8 @@ export async function systemStatus(target: ActivationTarget, context: PideployCo
 export interface DiffSystemOptions {
   /** Environment for the local `nix` (default: this process's). */
   readonly env?: NodeJS.ProcessEnv | undefined;
+  /** How the new system's closure is read locally (default: one `nix path-info --recursive`); a fleet shares one (`createClosureQuery` of @pideploy/nix). */
+  readonly closureQuery?: ClosureQuery | undefined;
 }
 
 /** The closure diff between the system the target runs and `newToplevel` (closure read locally). */
@@ -550,7 +552,7 @@ export async function diffSystem(target: ActivationTarget, newToplevel: string, 
     }
     return parsePathInfoJson(result.stdout);
   });
-  const next = await queryClosurePathInfos([newToplevel], { env: options.env, signal: context.signal });
+  const next = await (options.closureQuery ?? ((paths) => queryClosurePathInfos(paths, { env: options.env, signal: context.signal })))([newToplevel]);
   return diffClosures(
     running.map(({ path, narSize }) => ({ path, narSize })),
     next.map(({ path, narSize }) => ({ path, narSize })),

@@ -50,7 +50,7 @@ export {
   type FixedOutputPathInput,
   type ParsedStorePath,
 } from './store-path.js';
-export { parsePathInfoJson, queryClosurePathInfos, type StoreQueryOptions, type StorePathInfo } from './store-query.js';
+export { createClosureQuery, parsePathInfoJson, queryClosurePathInfos, type ClosureQuery, type StoreQueryOptions, type StorePathInfo } from './store-query.js';
 export { runProcess, type ProcessOutput, type RunProcessOptions } from './process.js';
 export { NO_SEARCH_PATH_ARGUMENTS, nixBuild, nixInstantiate, pinnedNixEnv, runStreamingCommand, type StreamingCommandOptions, type StreamingCommandResult } from './nix-cli.js';
 export { NIX_KEYWORDS, nixAttributeName, nixPath, nixString } from './nix-text.js';

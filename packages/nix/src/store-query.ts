@@ -106,6 +106,75 @@ export function parsePathInfoJson(text: string): StorePathInfo[] {
  *   `PIDEPLOY_MISSING_TOOL` without a `nix` command, `PIDEPLOY_STORE_QUERY_FAILED` otherwise.
  */
 export async function queryClosurePathInfos(paths: readonly string[], options: StoreQueryOptions = {}): Promise<StorePathInfo[]> {
+  return queryPathInfos(paths, true, options);
+}
+
+/** A closure query that remembers what it has learnt; see {@link createClosureQuery}. */
+export type ClosureQuery = (paths: readonly string[]) => Promise<StorePathInfo[]>;
+
+/**
+ * {@link queryClosurePathInfos} for one run that asks for many closures sharing most of their
+ * paths (a fleet: each host's bundle around the same system). A store path's info does not
+ * change while it is valid, so each is asked once: paths not yet known are asked without
+ * `--recursive` (a bundle alone), then only their references not yet known are asked with it
+ * (the shared system closure, once for the whole fleet). Concurrent calls share queries in
+ * flight. The result has the same paths as {@link queryClosurePathInfos} (its order is not Nix's).
+ */
+export function createClosureQuery(options: StoreQueryOptions = {}): ClosureQuery {
+  /** Paths whose whole closure is in `known`. */
+  const known = new Map<string, StorePathInfo>();
+  const inFlight = new Map<string, Promise<void>>();
+
+  /** Waits until every path is known, asking Nix (recursively or not) for those nobody asks for yet. */
+  const ensureKnown = async (paths: readonly string[], recursive: boolean): Promise<void> => {
+    const waits: Promise<void>[] = [];
+    const ask = [...new Set(paths)].filter((path) => {
+      if (known.has(path)) return false;
+      const pending = inFlight.get(path);
+      if (pending !== undefined) waits.push(pending);
+      return pending === undefined;
+    });
+    if (ask.length > 0) {
+      const job = (async () => {
+        if (recursive) {
+          for (const info of await queryPathInfos(ask, true, options)) known.set(info.path, info);
+          return;
+        }
+        const direct = await queryPathInfos(ask, false, options);
+        const asked = new Set(direct.map((info) => info.path));
+        await ensureKnown(direct.flatMap((info) => info.references.filter((reference) => !asked.has(reference))), true);
+        for (const info of direct) known.set(info.path, info);
+      })();
+      for (const path of ask) inFlight.set(path, job);
+      // Whatever the outcome, the next caller asks again rather than waiting on a settled job.
+      void job.then(
+        () => ask.forEach((path) => inFlight.delete(path)),
+        () => ask.forEach((path) => inFlight.delete(path)),
+      );
+      waits.push(job);
+    }
+    await Promise.all(waits);
+  };
+
+  return async (paths) => {
+    await ensureKnown(paths, false);
+    // A symlink to a store path (./result) is known under the path it points to: its closure is
+    // asked as such (rare; callers hand over store paths).
+    const unresolved = paths.filter((path) => !known.has(path));
+    const viaLinks = await queryPathInfos(unresolved, true, options);
+    for (const info of viaLinks) known.set(info.path, info);
+    const closure = new Map<string, StorePathInfo>();
+    const stack = [...paths.filter((path) => known.has(path)).map((path) => known.get(path) as StorePathInfo), ...viaLinks];
+    for (let info = stack.pop(); info !== undefined; info = stack.pop()) {
+      if (closure.has(info.path)) continue;
+      closure.set(info.path, info);
+      for (const reference of info.references) if (!closure.has(reference)) stack.push(known.get(reference) as StorePathInfo);
+    }
+    return [...closure.values()];
+  };
+}
+
+async function queryPathInfos(paths: readonly string[], recursive: boolean, options: StoreQueryOptions): Promise<StorePathInfo[]> {
   if (paths.length === 0) return [];
   const argv = [
     'nix',
@@ -113,7 +182,7 @@ export async function queryClosurePathInfos(paths: readonly string[], options: S
     'nix-command',
     'path-info',
     '--json',
-    '--recursive',
+    ...(recursive ? ['--recursive'] : []),
     ...(options.store === undefined ? [] : ['--store', options.store]),
     '--',
     ...paths,
