@@ -6,7 +6,7 @@ import { PideployError } from '@pideploy/core';
 import { labDown, labExec, labLocalNixEnv, labUp, type LabStatus } from '@pideploy/lab';
 import { describeLab } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { buildBundle, planBundle, renderPlannedBundleExpression, type BundleRequest } from './bundle.js';
+import { buildBundle, bundleBatchKey, instantiateBundles, planBundle, renderPlannedBundleExpression, type BundleRequest } from './bundle.js';
 
 const workDir = mkdtempSync(path.join(os.tmpdir(), 'pideploy-bundle-'));
 const nixEnv = labLocalNixEnv(path.join(workDir, 'cache'));
@@ -67,6 +67,34 @@ describeLab('bundles against real nix and a lab host', () => {
     // The self-contained expression (what `pideploy build --print-expr` prints) gives the same path.
     const printed = write('bundle.nix', renderPlannedBundleExpression(await planBundle(request), toplevelExpression(`${workDir}/configuration.nix`)));
     expect(run(['nix-build', '--no-out-link', printed], { NIX_PATH: '' })).toBe(bundle.outPath);
+  });
+
+  it('evaluates several hosts\' bundles in one nix-instantiate: the same derivations as each host\'s own expression', async () => {
+    write('hosts/pi3.nix', '{ ... }: { imports = [ ../modules/hw.nix ]; networking.hostName = "pi3"; }\n');
+    const hosts = [
+      { ...request, host: 'pi2' },
+      { ...request, host: 'pi3', configuration: path.join(workDir, 'hosts/pi3.nix'), projectDir: workDir },
+      { ...request, host: 'pi4' },
+    ];
+    const plans = await Promise.all(hosts.map((host) => planBundle(host)));
+    // A host with its own activation script: the script is then written per bundle, not once.
+    const ownScript = await planBundle({ ...request, host: 'pi5', activateScript: '#!@shell@\necho own script for @toplevel@ in @bundle@\n' });
+    const mixed = await instantiateBundles([plans[0]!, ownScript].map((plan) => ({ plan, toplevel: { drvPath } })), undefined, nixEnv);
+    expect(mixed[1]).toBe(run(['nix-instantiate', write('own-script.nix', renderPlannedBundleExpression(ownScript, `import ${drvPath}`))], { NIX_PATH: '' }));
+    expect(new Set(plans.map(bundleBatchKey)).size).toBe(1);
+    expect(bundleBatchKey(await planBundle({ ...request, system: 'x86_64-linux' }))).not.toBe(bundleBatchKey(plans[0]!));
+    const drvPaths = await instantiateBundles(plans.map((plan) => ({ plan, toplevel: { drvPath } })), undefined, nixEnv);
+    expect(drvPaths).toHaveLength(3);
+    for (const [index, plan] of plans.entries()) {
+      const own = write(`own-${index}.nix`, renderPlannedBundleExpression(plan, `import ${drvPath}`));
+      expect(run(['nix-instantiate', own], { NIX_PATH: '' })).toBe(drvPaths[index]);
+    }
+    // Built from the derivation alone (no evaluation), with the host's GC root; the wrapper entry works too.
+    const built = await buildBundle({ ...hosts[1]!, plan: plans[1], toplevel: { drvPath }, drvPath: drvPaths[1], stateDir: path.join(workDir, '.pideploy'), env: nixEnv });
+    expect(readFileSync(path.join(built.outPath, 'configuration.nix'), 'utf8')).toBe('import ./hosts/pi3.nix\n');
+    expect(built.manifest).toMatchObject({ host: 'pi3', configuration: { file: 'hosts/pi3.nix' } });
+    expect(readlinkSync(path.join(workDir, '.pideploy/gcroots/pi3-bundle'))).toBe(built.outPath);
+    expect(run(['nix-store', '-q', '--deriver', built.outPath])).toBe(drvPaths[1]);
   });
 
   it('rebuilds on the target from the bundle alone to the same toplevel, and activates by hand', async () => {

@@ -3,8 +3,10 @@ import path from 'node:path';
 import { PIDEPLOY_VERSION, PideployError, createBaseContext, tailLines, type PideployContext } from '@pideploy/core';
 import { NO_SEARCH_PATH_ARGUMENTS, pinnedNixEnv, runProcess, runStreamingCommand } from '@pideploy/nix';
 import {
+  bundlePackageSetKey,
   configurationEntry,
   renderBundleExpression,
+  renderBundleListExpression,
   type BundleBuildMode,
   type BundleManifest,
   type BundleManifestBase,
@@ -60,6 +62,8 @@ export interface BuildBundleRequest extends BundleRequest {
   readonly env?: Readonly<Record<string, string | undefined>> | undefined;
   /** The plan {@link planBundle} made for this same request, to skip collecting the files again. */
   readonly plan?: BundlePlan | undefined;
+  /** The bundle's derivation when {@link instantiateBundles} already evaluated it: only built (no evaluation). */
+  readonly drvPath?: string | undefined;
 }
 
 /** The bundle stage's artifact (`version: 1`). */
@@ -115,9 +119,8 @@ export async function planBundle(request: BundleRequest): Promise<BundlePlan> {
   };
 }
 
-/** The bundle expression for a plan and a toplevel expression (see {@link renderBundleExpression}). */
-export function renderPlannedBundleExpression(plan: BundlePlan, toplevelExpression: string): string {
-  return renderBundleExpression({
+function plannedExpressionInput(plan: BundlePlan, toplevelExpression: string) {
+  return {
     pinsFile: plan.request.pinsFile,
     pinName: plan.request.pinName,
     buildPlatform: plan.request.buildPlatform,
@@ -125,7 +128,48 @@ export function renderPlannedBundleExpression(plan: BundlePlan, toplevelExpressi
     files: plan.files,
     manifest: plan.manifest,
     activateScript: plan.request.activateScript,
-  });
+  };
+}
+
+/** The bundle expression for a plan and a toplevel expression (see {@link renderBundleExpression}). */
+export function renderPlannedBundleExpression(plan: BundlePlan, toplevelExpression: string): string {
+  return renderBundleExpression(plannedExpressionInput(plan, toplevelExpression));
+}
+
+/** Which bundles {@link instantiateBundles} can evaluate together (same pinned package set; pure). */
+export function bundleBatchKey(plan: BundlePlan): string {
+  return bundlePackageSetKey(plannedExpressionInput(plan, ''));
+}
+
+/** One bundle of {@link instantiateBundles}: its plan and the toplevel it is built around. */
+export interface BundleToInstantiate {
+  readonly plan: BundlePlan;
+  readonly toplevel: { readonly drvPath: string };
+}
+
+/**
+ * Evaluates several hosts' bundles in ONE `nix-instantiate` sharing one import of the pinned
+ * nixpkgs (for a fleet, evaluating nixpkgs per host is most of the bundle stage's work); returns
+ * each bundle's derivation, in order, for {@link buildBundle}'s `drvPath`. The derivations are
+ * the ones each host's own expression gives.
+ * @throws TypeError when the plans do not share one {@link bundleBatchKey};
+ *   PideployError `PIDEPLOY_BUNDLE_FAILED` when Nix cannot evaluate them.
+ */
+export async function instantiateBundles(bundles: readonly BundleToInstantiate[], context: PideployContext = createBaseContext(), env?: BuildBundleRequest['env']): Promise<string[]> {
+  const expression = renderBundleListExpression(bundles.map((bundle) => plannedExpressionInput(bundle.plan, `import ${nixPath(bundle.toplevel.drvPath)}`)));
+  // On stdin: a fleet's expression outgrows what one argument may hold (128 KiB on Linux).
+  const args = ['nix-instantiate', ...NO_SEARCH_PATH_ARGUMENTS, '-'];
+  const result = await runStreamingCommand(args, { env: pinnedNixEnv(env), signal: context.signal, input: expression });
+  const drvPaths = result.stdout.split('\n').filter((line) => line.endsWith('.drv'));
+  if (result.exitCode !== 0 || drvPaths.length !== bundles.length) {
+    throw new PideployError({
+      code: 'PIDEPLOY_BUNDLE_FAILED',
+      message: `evaluating the bundles of ${bundles.map((bundle) => bundle.plan.request.host).join(', ')} failed: ${(result.stderr.split('\n').find((line) => line.startsWith('error:')) ?? tailLines(result.stderr, 1)).replace(/^error:\s*/u, '')}`,
+      hint: 'build the hosts one at a time (pideploy build HOST) to see which one fails',
+      commandFailure: { command: args, exitCode: result.exitCode ?? undefined, stderrTail: tailLines(result.stderr) },
+    });
+  }
+  return drvPaths;
 }
 
 /**
@@ -145,8 +189,7 @@ export async function buildBundle(request: BuildBundleRequest, context: Pideploy
     ...NO_SEARCH_PATH_ARGUMENTS,
     ...(request.nixArguments ?? []),
     ...(gcRoot === undefined ? ['--no-out-link'] : ['--out-link', gcRoot]),
-    '-E',
-    expression,
+    ...(request.drvPath === undefined ? ['-E', expression] : [request.drvPath]),
   ];
   const result = await runStreamingCommand(args, { env: pinnedNixEnv(request.env), signal: context.signal });
   if (result.exitCode !== 0) {

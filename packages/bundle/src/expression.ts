@@ -79,8 +79,19 @@ export function nixValue(value: unknown): string {
   throw new TypeError(`nixValue: cannot express ${typeof value}`);
 }
 
+/** Names the bundle itself puts at its root; a configuration file may not take them. */
+export const BUNDLE_RESERVED_NAMES: readonly string[] = ['nixpkgs', 'toplevel', 'manifest.json', 'bin/activate'];
+
 /** Where the bundle's `configuration.nix` comes from: the file itself, or a one-line wrapper. */
 export function configurationEntry(files: ConfigurationFiles): { readonly relative: string; readonly needsWrapper: boolean } {
+  const clash = files.files.find((file) => BUNDLE_RESERVED_NAMES.some((reserved) => file === reserved || file.startsWith(`${reserved}/`)));
+  if (clash !== undefined) {
+    throw new PideployError({
+      code: 'PIDEPLOY_BUNDLE_NAME_CLASH',
+      message: `${path.join(files.root, clash)} is imported by the configuration, but the bundle keeps its own ${BUNDLE_RESERVED_NAMES.find((reserved) => clash === reserved || clash.startsWith(`${reserved}/`))} there`,
+      hint: `rename or move it (the bundle's root holds ${BUNDLE_RESERVED_NAMES.join(', ')})`,
+    });
+  }
   const relative = path.relative(files.root, files.configuration);
   if (relative === 'configuration.nix') return { relative, needsWrapper: false };
   if (files.files.includes('configuration.nix')) {
@@ -93,20 +104,37 @@ export function configurationEntry(files: ConfigurationFiles): { readonly relati
   return { relative, needsWrapper: true };
 }
 
+/** The Nix arguments of the pinned package set a bundle is built with (`import nixpkgs <this>`). */
+function packageSetArguments(input: BundleExpressionInput): string {
+  return input.manifest.buildMode === 'cross'
+    ? `{ localSystem = ${nixString(input.buildPlatform ?? 'x86_64-linux')}; crossSystem = ${nixString(input.manifest.system)}; }`
+    : `{ system = ${nixString(input.manifest.system)}; }`;
+}
+
+/** let-bindings of the pinned package set: `pins`, `nixpkgs`, `pkgs` (indented for a let). */
+function packageSetBindings(input: BundleExpressionInput): string[] {
+  return [
+    `  pins = import ${nixPath(input.pinsFile)};`,
+    `  nixpkgs = pins.${nixAttributeName(input.pinName ?? input.manifest.pin.name)};`,
+    `  pkgs = import nixpkgs ${packageSetArguments(input)};`,
+  ];
+}
+
 /**
- * The Nix expression of the bundle: one derivation (built with the pinned nixpkgs for the target
- * system) holding `configuration.nix` and its local files, `nixpkgs` → the pinned source,
- * `toplevel` → the system, `bin/activate` and `manifest.json`. Plain `nix-build` of it gives the
- * bundle path pideploy prints.
+ * Bundles built with the same pinned package set (same pins file and pin, system, build mode and
+ * build platform) can be evaluated together, sharing one `pkgs`: this key says which (pure).
  */
-export function renderBundleExpression(input: BundleExpressionInput): string {
+export function bundlePackageSetKey(input: BundleExpressionInput): string {
+  return JSON.stringify([input.pinsFile, input.pinName ?? input.manifest.pin.name, packageSetArguments(input)]);
+}
+
+/**
+ * The bundle's own part, given `nixpkgs` and `pkgs` in scope: its let-bindings and its derivation.
+ * `activateTemplate`: a Nix expression in scope holding the script text (default: the text itself).
+ */
+function bundleParts(input: BundleExpressionInput, activateTemplate?: string): { bindings: string[]; derivation: string[] } {
   const { manifest, files } = input;
-  const pinName = input.pinName ?? manifest.pin.name;
   const entry = configurationEntry(files);
-  const pkgsArguments =
-    manifest.buildMode === 'cross'
-      ? `{ localSystem = ${nixString(input.buildPlatform ?? 'x86_64-linux')}; crossSystem = ${nixString(manifest.system)}; }`
-      : `{ system = ${nixString(manifest.system)}; }`;
   // The filter keeps exactly the bundled files and the directories leading to them.
   const kept = new Set<string>();
   for (const file of files.files) {
@@ -119,45 +147,95 @@ export function renderBundleExpression(input: BundleExpressionInput): string {
   const keptList = [...kept].sort().map((item) => `      ${nixString(item)}`);
   const wrapper = entry.needsWrapper ? `import ./${entry.relative}\n` : '';
   const toplevelLines = input.toplevelExpression.trimEnd().split('\n').map((line) => (line === '' ? '' : `    ${line}`));
+  return {
+    bindings: [
+      '  toplevel = (',
+      ...toplevelLines,
+      '  );',
+      '  configurationSource = builtins.path {',
+      `    name = ${nixString(`pideploy-configuration-${manifest.host}`)};`,
+      `    path = ${nixPath(files.root)};`,
+      '    filter = path: type: builtins.elem path [',
+      ...keptList,
+      '    ];',
+      '  };',
+      `  manifest = builtins.toJSON (${nixValue(manifest)} // { toplevel = "\${toplevel}"; });`,
+      '  activate = builtins.replaceStrings [ "@shell@" "@toplevel@" "@bundle@" ] [ pkgs.runtimeShell "${toplevel}" (builtins.placeholder "out") ]',
+      `    ${activateTemplate ?? nixString(input.activateScript ?? ACTIVATE_SCRIPT_TEMPLATE)};`,
+      `  configurationWrapper = ${nixString(wrapper)};`,
+    ],
+    derivation: [
+      // The builder runs on the target platform (under emulation when building for a Pi on a PC),
+      // where every process is slow: the texts are written by the shell's own printf, and the
+      // configuration is copied last (no name clashes: configurationEntry refuses them), so five
+      // processes build it.
+      `pkgs.runCommand ${nixString(`pideploy-bundle-${manifest.host}`)} {`,
+      '  inherit manifest activate configurationWrapper;',
+      '  preferLocalBuild = true;',
+      '  allowSubstitutes = false;',
+      "} ''",
+      '  mkdir -p $out/bin',
+      '  printf \'%s\' "$manifest" > $out/manifest.json',
+      '  printf \'%s\' "$activate" > $out/bin/activate',
+      '  if [ -n "$configurationWrapper" ]; then printf \'%s\' "$configurationWrapper" > $out/configuration.nix; fi',
+      '  chmod 0555 $out/bin/activate',
+      '  ln -s ${nixpkgs} $out/nixpkgs',
+      '  ln -s ${toplevel} $out/toplevel',
+      '  cp -R ${configurationSource}/. $out/',
+      "''",
+    ],
+  };
+}
+
+/**
+ * The Nix expression of the bundle: one derivation (built with the pinned nixpkgs for the target
+ * system) holding `configuration.nix` and its local files, `nixpkgs` → the pinned source,
+ * `toplevel` → the system, `bin/activate` and `manifest.json`. Plain `nix-build` of it gives the
+ * bundle path pideploy prints.
+ */
+export function renderBundleExpression(input: BundleExpressionInput): string {
+  const { manifest } = input;
+  const parts = bundleParts(input);
   return [
     `# pideploy bundle of ${manifest.host} (${manifest.system}, ${manifest.buildMode}): configuration.nix and its local files,`,
     '# nixpkgs -> the pinned source, toplevel -> the system, bin/activate, manifest.json.',
     '# `nix-build` this expression to get the same store path pideploy prints.',
     'let',
-    `  pins = import ${nixPath(input.pinsFile)};`,
-    `  nixpkgs = pins.${nixAttributeName(pinName)};`,
-    `  pkgs = import nixpkgs ${pkgsArguments};`,
-    '  toplevel = (',
-    ...toplevelLines,
-    '  );',
-    '  configurationSource = builtins.path {',
-    `    name = ${nixString(`pideploy-configuration-${manifest.host}`)};`,
-    `    path = ${nixPath(files.root)};`,
-    '    filter = path: type: builtins.elem path [',
-    ...keptList,
-    '    ];',
-    '  };',
-    `  manifest = builtins.toJSON (${nixValue(manifest)} // { toplevel = "\${toplevel}"; });`,
-    '  activate = builtins.replaceStrings [ "@shell@" "@toplevel@" "@bundle@" ] [ pkgs.runtimeShell "${toplevel}" (builtins.placeholder "out") ]',
-    `    ${nixString(input.activateScript ?? ACTIVATE_SCRIPT_TEMPLATE)};`,
-    `  configurationWrapper = ${nixString(wrapper)};`,
+    ...packageSetBindings(input),
+    ...parts.bindings,
     'in',
-    `pkgs.runCommand ${nixString(`pideploy-bundle-${manifest.host}`)} {`,
-    '  inherit manifest activate configurationWrapper;',
-    '  passAsFile = [ "manifest" "activate" "configurationWrapper" ];',
-    '  preferLocalBuild = true;',
-    '  allowSubstitutes = false;',
-    "} ''",
-    '  mkdir -p $out/bin',
-    '  cp -R ${configurationSource}/. $out/',
-    '  chmod u+w $out',
-    '  if [ -s "$configurationWrapperPath" ]; then cp "$configurationWrapperPath" $out/configuration.nix; fi',
-    '  ln -s ${nixpkgs} $out/nixpkgs',
-    '  ln -s ${toplevel} $out/toplevel',
-    '  cp "$manifestPath" $out/manifest.json',
-    '  cp "$activatePath" $out/bin/activate',
-    '  chmod 0555 $out/bin/activate',
-    "''",
+    ...parts.derivation,
+    '',
+  ].join('\n');
+}
+
+/**
+ * Several bundles as one list expression, evaluated with ONE instance of their shared package set
+ * (a fleet's bundles: importing nixpkgs is most of a bundle's evaluation). Each element is the
+ * same derivation {@link renderBundleExpression} gives for that input.
+ * @throws TypeError when the inputs do not share one {@link bundlePackageSetKey}.
+ */
+export function renderBundleListExpression(inputs: readonly BundleExpressionInput[]): string {
+  const first = inputs[0];
+  if (first === undefined) throw new TypeError('renderBundleListExpression: no bundles');
+  const key = bundlePackageSetKey(first);
+  if (inputs.some((input) => bundlePackageSetKey(input) !== key)) throw new TypeError('renderBundleListExpression: the bundles do not share one package set');
+  const indent = (line: string) => (line === '' ? '' : `    ${line}`);
+  // The activation script (kilobytes) is written once when the bundles share it.
+  const scripts = new Set(inputs.map((input) => input.activateScript ?? ACTIVATE_SCRIPT_TEMPLATE));
+  const shared = scripts.size === 1 ? (scripts.values().next().value as string) : undefined;
+  return [
+    `# pideploy bundles of ${inputs.map((input) => input.manifest.host).join(', ')}, sharing one pinned package set.`,
+    'let',
+    ...packageSetBindings(first),
+    ...(shared === undefined ? [] : [`  activateTemplate = ${nixString(shared)};`]),
+    'in',
+    '[',
+    ...inputs.flatMap((input) => {
+      const parts = bundleParts(input, shared === undefined ? undefined : 'activateTemplate');
+      return ['  (let', ...parts.bindings.map(indent), '  in', ...parts.derivation.map(indent), '  )'];
+    }),
+    ']',
     '',
   ].join('\n');
 }

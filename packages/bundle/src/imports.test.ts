@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { nixValue } from './expression.js';
+import { configurationEntry, nixValue } from './expression.js';
 import { scanNixPathLiterals } from './imports.js';
 import { ACTIVATE_SCRIPT_TEMPLATE } from './activate-script.js';
 
@@ -41,5 +41,23 @@ describe('bundle text helpers', () => {
     const positions = order.map((snippet) => ACTIVATE_SCRIPT_TEMPLATE.indexOf(snippet));
     expect(positions.every((position) => position > 0)).toBe(true);
     expect([...positions].sort((a, b) => a - b)).toEqual(positions);
+  });
+});
+
+describe('configurationEntry', () => {
+  const files = (list: string[], configuration = 'configuration.nix') => ({ root: '/p', configuration: `/p/${configuration}`, files: list, searchPaths: [] });
+
+  it('uses configuration.nix as is, wraps another entry file', () => {
+    expect(configurationEntry(files(['configuration.nix', 'hw.nix']))).toEqual({ relative: 'configuration.nix', needsWrapper: false });
+    expect(configurationEntry(files(['hosts/pi.nix'], 'hosts/pi.nix'))).toEqual({ relative: 'hosts/pi.nix', needsWrapper: true });
+  });
+
+  it('refuses configuration files that take a name the bundle keeps for itself, with the file and a hint', () => {
+    for (const clash of ['manifest.json', 'nixpkgs', 'toplevel/x.nix', 'bin/activate']) {
+      expect(() => configurationEntry(files(['configuration.nix', clash]))).toThrow(expect.objectContaining({ code: 'PIDEPLOY_BUNDLE_NAME_CLASH', message: expect.stringContaining(`/p/${clash} is imported`), hint: expect.stringContaining('rename') }));
+    }
+    // Near names are fine.
+    expect(configurationEntry(files(['configuration.nix', 'bin/setup.nix', 'nixpkgs-overlay.nix'])).needsWrapper).toBe(false);
+    expect(() => configurationEntry(files(['hosts/pi.nix', 'configuration.nix'], 'hosts/pi.nix'))).toThrow(expect.objectContaining({ code: 'PIDEPLOY_BUNDLE_NAME_CLASH' }));
   });
 });

@@ -1,8 +1,11 @@
 export { ACTIVATE_SCRIPT_TEMPLATE, CURRENT_CONFIGURATION_ROOT, SYSTEM_PROFILE } from './activate-script.js';
 export {
+  BUNDLE_RESERVED_NAMES,
+  bundlePackageSetKey,
   configurationEntry,
   nixValue,
   renderBundleExpression,
+  renderBundleListExpression,
   type BundleBuildMode,
   type BundleExpressionInput,
   type BundleManifest,
@@ -19,11 +22,14 @@ export {
 } from './imports.js';
 export {
   buildBundle,
+  bundleBatchKey,
   configurationGitState,
+  instantiateBundles,
   planBundle,
   renderPlannedBundleExpression,
   type BuildBundleRequest,
   type BuildBundleResult,
   type BundlePlan,
+  type BundleToInstantiate,
   type BundleRequest,
 } from './bundle.js';
