@@ -10,7 +10,7 @@ import {
   type BuildToplevelResult,
   type RemoteBuilder,
 } from '@pideploy/build';
-import { buildBundle, planBundle, type BuildBundleResult, type BundlePlan, type BundleRequest } from '@pideploy/bundle';
+import { buildBundle, bundleBatchKey, instantiateBundles, planBundle, type BuildBundleResult, type BundlePlan, type BundleRequest } from '@pideploy/bundle';
 import { BUNDLE_ACTIVATE_SCRIPT } from './activate-script.js';
 import { readPinRecord } from './pins.js';
 
@@ -121,6 +121,68 @@ export function createHostBuilder(options: HostBuilderOptions): HostBuilder {
     return plan;
   };
 
+  // Bundles asked for in the same turn of the event loop (a fleet's hosts get their shared
+  // toplevel at the same moment) are evaluated together: one nix-instantiate per pinned package
+  // set instead of one evaluation of nixpkgs per host. Each is then built (and GC-rooted) on its
+  // own; a batch Nix cannot evaluate falls back to one evaluation per host, so each host gets
+  // its own error.
+  interface WaitingBundle {
+    readonly host: HostBuildSpec;
+    readonly toplevel: BuildToplevelResult;
+    readonly context: PideployContext;
+    readonly resolve: (result: BuildBundleResult) => void;
+    readonly reject: (error: unknown) => void;
+  }
+  interface PlannedBundle extends WaitingBundle {
+    readonly request: BundleRequest;
+    readonly plan: BundlePlan;
+  }
+  let waiting: WaitingBundle[] = [];
+  const buildOne = (entry: PlannedBundle, drvPath?: string) => {
+    buildBundle(
+      { ...entry.request, plan: entry.plan, toplevel: entry.toplevel, nixArguments: entry.toplevel.nixArguments, stateDir, env: options.env, drvPath },
+      entry.context,
+    ).then(entry.resolve, entry.reject);
+  };
+  const flushBundles = async () => {
+    const batch = waiting;
+    waiting = [];
+    const groups = new Map<string, PlannedBundle[]>();
+    for (const entry of batch) {
+      try {
+        const planned = { ...entry, request: await bundleRequest(entry.host), plan: await planFor(entry.host) };
+        const key = bundleBatchKey(planned.plan);
+        groups.set(key, [...(groups.get(key) ?? []), planned]);
+      } catch (error) {
+        entry.reject(error);
+      }
+    }
+    for (const group of groups.values()) {
+      const first = group[0] as PlannedBundle;
+      if (group.length === 1) {
+        buildOne(first);
+        continue;
+      }
+      instantiateBundles(
+        group.map((entry) => ({ plan: entry.plan, toplevel: entry.toplevel })),
+        first.context,
+        options.env,
+      ).then(
+        (drvPaths) =>
+          group.forEach((entry, index) => {
+            const others = group.filter((other) => other !== entry).map((other) => other.request.host);
+            entry.context.reporter.emit({ type: 'log', level: 'debug', host: entry.request.host, message: `bundle evaluated together with ${others.join(', ')} (one nix-instantiate)` });
+            buildOne(entry, drvPaths[index]);
+          }),
+        (error: unknown) =>
+          group.forEach((entry) => {
+            entry.context.reporter.emit({ type: 'log', level: 'debug', host: entry.request.host, message: `evaluating the bundles together failed, so one at a time: ${error instanceof Error ? error.message : String(error)}` });
+            buildOne(entry);
+          }),
+      );
+    }
+  };
+
   const builder: HostBuilder = {
     plan: planFor,
     buildToplevel: async (host, context = createBaseContext()) => {
@@ -150,8 +212,12 @@ export function createHostBuilder(options: HostBuilderOptions): HostBuilder {
       result.catch(() => toplevels.delete(key));
       return { toplevel: await result, sharedWith: undefined };
     },
-    bundle: async (host, toplevel, context = createBaseContext()) =>
-      buildBundle({ ...(await bundleRequest(host)), plan: await planFor(host), toplevel, nixArguments: toplevel.nixArguments, stateDir, env: options.env }, context),
+    // Queued synchronously, so hosts asking in the same turn share a batch however long their plans take.
+    bundle: (host, toplevel, context = createBaseContext()) =>
+      new Promise<BuildBundleResult>((resolve, reject) => {
+        waiting.push({ host, toplevel, context, resolve, reject });
+        if (waiting.length === 1) setImmediate(() => void flushBundles());
+      }),
     build: async (host, context = createBaseContext()) => {
       const { toplevel, sharedWith } = await builder.buildToplevel(host, context);
       return { host: host.name, toplevel, bundle: await builder.bundle(host, toplevel, context), sharedWith };

@@ -70,6 +70,24 @@ describeLab('a custom pipeline with the SDK: build once, canary first, then the 
     expect(order.indexOf('activate-end:pi1')).toBeLessThan(order.indexOf('copy-plan:pi2'));
   });
 
+  it('evaluates the bundles of hosts built at the same time in one nix-instantiate, each still its own', async () => {
+    const reporter = createCollectingReporter();
+    const context = createContext({ reporter });
+    const config = await loadConfig({ cwd: project });
+    const hosts = selectHosts(config, []);
+    const builds = await Promise.all(hosts.map((host) => hostBuilderFor(config).build(host, context)));
+    const shared = await Promise.all((() => {
+      const builder = hostBuilderFor(config);
+      return hosts.map((host) => builder.build(host, context));
+    })());
+    // The same bundles as built one by one, each with its host in the manifest and its own GC root.
+    expect(shared.map((build) => build.bundle.outPath)).toEqual(builds.map((build) => build.bundle.outPath));
+    expect(shared.map((build) => build.bundle.manifest.host)).toEqual(hosts.map((host) => host.name));
+    expect(new Set(shared.map((build) => build.bundle.outPath)).size).toBe(hosts.length);
+    const together = reporter.events.filter((event) => event.type === 'log' && event.message.includes('one nix-instantiate'));
+    expect(together.map((event) => event.type === 'log' && event.host).sort()).toEqual(hosts.map((host) => host.name).sort());
+  });
+
   it('asks one sudo password for hosts that share the login user, even deployed in parallel', async () => {
     const config = await loadConfig({ cwd: project });
     const asked: string[] = [];
