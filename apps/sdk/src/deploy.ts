@@ -188,6 +188,8 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
       result.bundle = bundle.outPath;
       const target = { target: host.target, session, connect, sudo: { password } };
       result.diff = await timed('diff', host.name, phases, context, async () => {
+        // The bundle's closure holds the system's: one local query serves this diff and the copy.
+        await closureOf([bundle.outPath]);
         const diff = formatClosureDiff(await diffSystem(target, toplevel.outPath, context, { env: localNixEnv, closureQuery: closureOf }));
         for (const line of diff.split('\n').filter(Boolean)) context.reporter.emit({ type: 'log', level: 'info', message: `diff: ${line}`, host: host.name });
         return diff;

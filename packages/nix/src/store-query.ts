@@ -115,54 +115,46 @@ export type ClosureQuery = (paths: readonly string[]) => Promise<StorePathInfo[]
 /**
  * {@link queryClosurePathInfos} for one run that asks for many closures sharing most of their
  * paths (a fleet: each host's bundle around the same system). A store path's info does not
- * change while it is valid, so each is asked once: paths not yet known are asked without
- * `--recursive` (a bundle alone), then only their references not yet known are asked with it
- * (the shared system closure, once for the whole fleet). Concurrent calls share queries in
- * flight. The result has the same paths as {@link queryClosurePathInfos} (its order is not Nix's).
+ * change while it is valid, so each is asked once: the first closure in one recursive query,
+ * later ones by asking the new paths alone (without `--recursive`: a bundle) and then, with it,
+ * only their references not yet known. Queries already running are waited for first, so hosts
+ * asking at the same moment share the system's closure. The result has the same paths as
+ * {@link queryClosurePathInfos} (its order is not Nix's).
  */
 export function createClosureQuery(options: StoreQueryOptions = {}): ClosureQuery {
-  /** Paths whose whole closure is in `known`. */
+  /** Paths whose whole closure is in it. */
   const known = new Map<string, StorePathInfo>();
-  const inFlight = new Map<string, Promise<void>>();
-
-  /** Waits until every path is known, asking Nix (recursively or not) for those nobody asks for yet. */
-  const ensureKnown = async (paths: readonly string[], recursive: boolean): Promise<void> => {
-    const waits: Promise<void>[] = [];
-    const ask = [...new Set(paths)].filter((path) => {
-      if (known.has(path)) return false;
-      const pending = inFlight.get(path);
-      if (pending !== undefined) waits.push(pending);
-      return pending === undefined;
-    });
-    if (ask.length > 0) {
-      const job = (async () => {
-        if (recursive) {
-          for (const info of await queryPathInfos(ask, true, options)) known.set(info.path, info);
-          return;
-        }
-        const direct = await queryPathInfos(ask, false, options);
-        const asked = new Set(direct.map((info) => info.path));
-        await ensureKnown(direct.flatMap((info) => info.references.filter((reference) => !asked.has(reference))), true);
-        for (const info of direct) known.set(info.path, info);
-      })();
-      for (const path of ask) inFlight.set(path, job);
-      // Whatever the outcome, the next caller asks again rather than waiting on a settled job.
-      void job.then(
-        () => ask.forEach((path) => inFlight.delete(path)),
-        () => ask.forEach((path) => inFlight.delete(path)),
-      );
-      waits.push(job);
-    }
-    await Promise.all(waits);
+  const running = new Set<Promise<unknown>>();
+  const track = <T>(query: Promise<T>): Promise<T> => {
+    running.add(query);
+    const done = () => running.delete(query);
+    query.then(done, done);
+    return query;
+  };
+  const learn = (infos: readonly StorePathInfo[]) => {
+    for (const info of infos) known.set(info.path, info);
   };
 
   return async (paths) => {
-    await ensureKnown(paths, false);
+    while (running.size > 0) await Promise.allSettled([...running]);
+    const unknown = [...new Set(paths)].filter((path) => !known.has(path));
+    let viaLinks: StorePathInfo[] = [];
+    if (unknown.length > 0 && known.size === 0) {
+      learn(await track(queryPathInfos(unknown, true, options)));
+    } else if (unknown.length > 0) {
+      const direct = await track(queryPathInfos(unknown, false, options));
+      const asked = new Set(direct.map((info) => info.path));
+      const missing = [...new Set(direct.flatMap((info) => info.references))].filter((reference) => !asked.has(reference) && !known.has(reference));
+      if (missing.length > 0) learn(await track(queryPathInfos(missing, true, options)));
+      learn(direct);
+    }
     // A symlink to a store path (./result) is known under the path it points to: its closure is
     // asked as such (rare; callers hand over store paths).
     const unresolved = paths.filter((path) => !known.has(path));
-    const viaLinks = await queryPathInfos(unresolved, true, options);
-    for (const info of viaLinks) known.set(info.path, info);
+    if (unresolved.length > 0) {
+      viaLinks = await track(queryPathInfos(unresolved, true, options));
+      learn(viaLinks);
+    }
     const closure = new Map<string, StorePathInfo>();
     const stack = [...paths.filter((path) => known.has(path)).map((path) => known.get(path) as StorePathInfo), ...viaLinks];
     for (let info = stack.pop(); info !== undefined; info = stack.pop()) {
