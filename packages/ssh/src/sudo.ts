@@ -101,9 +101,19 @@ export async function createSudo(session: SshSession, options: CreateSudoOptions
       return makeRunner(internal, 'password', SUDO_PASSWORD_PREFIX, Buffer.from(`${password}\n`, 'utf8'), redactor(password));
     }
   }
-  const identity = await session.exec(['id', '-u'], { signal, rejectOnFailure: true });
-  if (identity.stdout.trim() === '0') return makeRunner(internal, 'root', [], undefined);
-  const probe = await session.exec([...NO_PASSWORD_NEEDED], { signal });
+  // Who the login user is and whether sudo needs a password, in one round trip.
+  const probeArgv = ['sh', '-c', 'id -u && exec "$@"', 'sudo-probe', ...NO_PASSWORD_NEEDED];
+  const probe = await session.exec(probeArgv, { signal });
+  const uid = probe.stdout.split('\n')[0]?.trim() ?? '';
+  if (!/^\d+$/u.test(uid)) {
+    throw new PideployError({
+      code: SSH_ERROR_CODES.remoteCommandFailed,
+      message: `cannot tell which user logs in to ${session.display}: \`id -u\` printed ${JSON.stringify(uid)}${probe.stderr.trim() === '' ? '' : ` (${tailLines(probe.stderr, 1)})`}`,
+      hint: 'check that the login shell of the user runs commands (ssh HOST id -u)',
+      commandFailure: { command: probeArgv, ...(probe.exitCode === null ? {} : { exitCode: probe.exitCode }), stderrTail: tailLines(probe.stderr) },
+    });
+  }
+  if (uid === '0') return makeRunner(internal, 'root', [], undefined);
   if (probe.exitCode === 0) return makeRunner(internal, 'nopasswd', SUDO_NOPASSWD_PREFIX, undefined);
   if (probe.exitCode === 127 || /command not found|not found/iu.test(probe.stderr)) {
     throw new PideployError({
