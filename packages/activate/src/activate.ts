@@ -165,13 +165,12 @@ function remoteFailure(what: string, argv: readonly string[], result: { exitCode
   });
 }
 
-/** Makes the activation script runnable as root on the target; returns its path. */
-async function installScript(sudo: SudoRunner, session: SshSession, deployId: string, bundle: string | undefined): Promise<string> {
-  if (bundle !== undefined) {
-    const bundled = `${bundle}/bin/activate`;
-    const probe = await session.exec(['grep', '-qxF', ACTIVATION_PROTOCOL_MARKER, bundled]);
-    if (probe.exitCode === 0) return bundled;
-  }
+/**
+ * Makes the activation script runnable as root on the target; returns its path: the bundle's own
+ * `bin/activate` when it speaks this protocol (see {@link probeHost}), else an uploaded copy.
+ */
+async function installScript(sudo: SudoRunner, session: SshSession, deployId: string, bundledScript: string | undefined): Promise<string> {
+  if (bundledScript !== undefined) return bundledScript;
   const scriptPath = uploadedScriptPath(deployId);
   const argv = ['sh', '-c', 'umask 022 && mkdir -p "$1" && chmod 755 "$1" && cat >"$2.tmp" && chmod 755 "$2.tmp" && mv -f "$2.tmp" "$2"', 'install-activate', ACTIVATION_STATE_DIR, scriptPath];
   const result = await sudo.exec(argv, { stdin: renderActivationScript() });
@@ -185,11 +184,28 @@ async function readState(session: SshSession, deployId: string, signal: AbortSig
   return parseActivationState(result.stdout);
 }
 
-/** The target of a link, fully resolved; undefined when it (or what it points at) does not exist (`readlink -e`). */
-async function readLink(session: SshSession, path: string, signal: AbortSignal): Promise<string | undefined> {
-  const result = await session.exec(['readlink', '-e', path], { signal });
-  const text = result.stdout.trim();
-  return result.exitCode === 0 && text !== '' ? text : undefined;
+/**
+ * The targets of links, fully resolved (`readlink -e`), in one round trip; undefined where a link
+ * (or what it points at) does not exist. Store paths hold no line breaks: one line per link.
+ */
+async function readLinks(session: SshSession, paths: readonly string[], signal: AbortSignal): Promise<(string | undefined)[]> {
+  const result = await session.exec(['sh', '-c', 'for link; do printf \'%s\\n\' "$(readlink -e "$link")"; done', 'read-links', ...paths], { signal });
+  const lines = result.stdout.split('\n');
+  return paths.map((_, index) => (result.exitCode === 0 && (lines[index] ?? '') !== '' ? lines[index] : undefined));
+}
+
+/**
+ * What an activation needs to know before it starts, in ONE round trip (each is one over a slow
+ * link): the running system, the system profile's system, and the bundle's `bin/activate` if it
+ * speaks this protocol (its marker line).
+ */
+async function probeHost(session: SshSession, bundle: string | undefined, signal: AbortSignal): Promise<{ running: string | undefined; profile: string | undefined; bundledScript: string | undefined }> {
+  const bundled = bundle === undefined ? '' : `${bundle}/bin/activate`;
+  const script = 'printf \'%s\\n\' "$(readlink -e /run/current-system)" "$(readlink -e "$1")"; if [ -n "$2" ] && grep -qxF "$3" "$2" 2>/dev/null; then echo speaks-protocol; fi';
+  const result = await session.exec(['sh', '-c', script, 'probe-host', SYSTEM_PROFILE, bundled, ACTIVATION_PROTOCOL_MARKER], { signal });
+  if (result.exitCode !== 0) throw remoteFailure('reading the running system and profile', ['sh', '-c', script], result, session.display);
+  const [running = '', profile = '', protocol = ''] = result.stdout.split('\n');
+  return { running: running === '' ? undefined : running, profile: profile === '' ? undefined : profile, bundledScript: protocol === 'speaks-protocol' ? bundled : undefined };
 }
 
 /** Runs a health-check command on the target: undefined when it exits 0, else why not (one line naming the command). */
@@ -266,9 +282,8 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
     // One sudo (and its one password) before anything changes.
     let sudo = await session.sudo(sudoOptions);
 
+    const { running, profile, bundledScript } = await probeHost(session, input.bundle, signal);
     if (action !== 'dry-activate') {
-      const running = await readLink(session, '/run/current-system', signal);
-      const profile = await readLink(session, SYSTEM_PROFILE, signal);
       if (!canRollBack({ action, previousSystem: running, hadProfileGeneration: profile !== undefined })) {
         context.reporter.emit({
           type: 'log',
@@ -287,7 +302,7 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
     }
 
     const deployId = newDeployId();
-    const script = await installScript(sudo, session, deployId, input.bundle);
+    const script = await installScript(sudo, session, deployId, bundledScript);
     const startArgv = [
       script,
       ...activateArguments({
@@ -506,7 +521,7 @@ export async function systemStatus(target: ActivationTarget, context: PideployCo
   return withSession(target, context, async (session) => {
     const signal = context.signal;
     const generations = await listGenerations(session, signal);
-    const currentConfiguration = await readLink(session, CURRENT_CONFIGURATION_ROOT, signal);
+    const [currentConfiguration, runningSystem, bootedSystem, profileSystem] = await readLinks(session, [CURRENT_CONFIGURATION_ROOT, '/run/current-system', '/run/booted-system', SYSTEM_PROFILE], signal);
     let manifest: unknown;
     const manifestText = await session.exec(['cat', `${CURRENT_CONFIGURATION_ROOT}/manifest.json`], { signal });
     if (manifestText.exitCode === 0) {
@@ -521,9 +536,9 @@ export async function systemStatus(target: ActivationTarget, context: PideployCo
     const lastDeployment = newestName === '' ? undefined : await readState(session, newestName.replace(/\.state$/u, ''), signal);
     return {
       host: hostName(target),
-      runningSystem: await readLink(session, '/run/current-system', signal),
-      bootedSystem: await readLink(session, '/run/booted-system', signal),
-      profileSystem: await readLink(session, SYSTEM_PROFILE, signal),
+      runningSystem,
+      bootedSystem,
+      profileSystem,
       generations,
       currentConfiguration,
       manifest,
