@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { PideployError } from '@pideploy/core';
+import { PideployError, tailLines } from '@pideploy/core';
 
 /** Options of {@link runStreamingCommand} and the nix wrappers. */
 export interface StreamingCommandOptions {
@@ -7,12 +7,14 @@ export interface StreamingCommandOptions {
   readonly env?: Readonly<Record<string, string | undefined>> | undefined;
   /** Working directory. */
   readonly cwd?: string | undefined;
-  /** Text written to stdin (then closed); stdin is empty without it. */
-  readonly input?: string | undefined;
-  /** Kills the process (SIGTERM) when aborted. */
+  /** Bytes or text written to stdin (then closed); stdin is empty without it. */
+  readonly input?: string | Uint8Array | undefined;
+  /** Kills the process when aborted, and rejects with `PIDEPLOY_INTERRUPTED`. */
   readonly signal?: AbortSignal | undefined;
-  /** Kills the process after this many milliseconds. */
+  /** Kills the process after this many milliseconds (the result says `timedOut`). */
   readonly timeoutMs?: number | undefined;
+  /** The signal that stops the process on abort or timeout (default SIGTERM, which lets Nix clean up). */
+  readonly killSignal?: NodeJS.Signals | undefined;
   /** Receives each complete stderr line (without the newline) as it arrives. */
   readonly onStderrLine?: ((line: string) => void) | undefined;
 }
@@ -27,18 +29,22 @@ export interface StreamingCommandResult {
   readonly exitCode: number | null;
   /** The signal that ended the process, if any. */
   readonly signal: string | null;
+  /** The process was killed because it ran longer than `timeoutMs`. */
+  readonly timedOut: boolean;
 }
 
 /**
- * Runs argv (never a shell string) and resolves with its output and exit code; a non-zero
- * exit is NOT an error (callers interpret Nix's messages). stderr is also streamed line by
- * line to `onStderrLine`, for progress.
+ * Runs argv (never a shell string) and resolves with its output and exit code: the one place
+ * pideploy starts a local process. A non-zero exit is NOT an error here (callers interpret Nix's
+ * messages; {@link runProcess} turns it into one). stderr is also streamed line by line to
+ * `onStderrLine`, for progress.
  * @throws PideployError `PIDEPLOY_MISSING_TOOL` when the program is not installed,
- *   `PIDEPLOY_INTERRUPTED` when `signal` aborts it.
+ *   `PIDEPLOY_COMMAND_FAILED` when it cannot be started, `PIDEPLOY_INTERRUPTED` when `signal` aborts it.
  */
 export function runStreamingCommand(argv: readonly string[], options: StreamingCommandOptions = {}): Promise<StreamingCommandResult> {
   const [file, ...args] = argv;
   if (file === undefined) throw new TypeError('runStreamingCommand needs a non-empty argv');
+  const command = [...argv];
   return new Promise((resolve, reject) => {
     if (options.signal?.aborted === true) {
       reject(new PideployError({ code: 'PIDEPLOY_INTERRUPTED', message: `interrupted before ${file} started` }));
@@ -58,8 +64,16 @@ export function runStreamingCommand(argv: readonly string[], options: StreamingC
     const stderrChunks: Buffer[] = [];
     let pendingLine = '';
     let settled = false;
-    const timer = options.timeoutMs === undefined ? undefined : setTimeout(() => child.kill('SIGTERM'), options.timeoutMs);
-    const onAbort = (): void => void child.kill('SIGTERM');
+    let timedOut = false;
+    const killSignal = options.killSignal ?? 'SIGTERM';
+    const timer =
+      options.timeoutMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            timedOut = true;
+            child.kill(killSignal);
+          }, options.timeoutMs);
+    const onAbort = (): void => void child.kill(killSignal);
     options.signal?.addEventListener('abort', onAbort, { once: true });
     const cleanUp = (): void => {
       if (timer !== undefined) clearTimeout(timer);
@@ -73,7 +87,11 @@ export function runStreamingCommand(argv: readonly string[], options: StreamingC
       pendingLine = lines.pop() ?? '';
       for (const line of lines) options.onStderrLine(line);
     });
-    if (options.input !== undefined) child.stdin?.end(options.input);
+    if (options.input !== undefined) {
+      // A program that exits without reading its input must not crash pideploy with EPIPE.
+      child.stdin?.on('error', () => undefined);
+      child.stdin?.end(Buffer.from(options.input));
+    }
     child.on('error', (error: NodeJS.ErrnoException) => {
       cleanUp();
       if (settled) return;
@@ -85,8 +103,9 @@ export function runStreamingCommand(argv: readonly string[], options: StreamingC
               message: `${file} is not installed (or not on PATH)`,
               hint: file.startsWith('nix') ? 'install Nix (NixOS has it; Debian/Ubuntu: apt install nix-bin)' : `install the package that provides ${file}`,
               cause: error,
+              commandFailure: { command, stderrTail: '' },
             })
-          : error,
+          : new PideployError({ code: 'PIDEPLOY_COMMAND_FAILED', message: `could not run ${file}: ${error.message}`, cause: error, commandFailure: { command, stderrTail: '' } }),
       );
     });
     child.on('close', (exitCode, signal) => {
@@ -94,17 +113,13 @@ export function runStreamingCommand(argv: readonly string[], options: StreamingC
       if (settled) return;
       settled = true;
       if (pendingLine !== '' && options.onStderrLine !== undefined) options.onStderrLine(pendingLine);
+      const stderr = Buffer.concat(stderrChunks).toString('utf8');
       if (options.signal?.aborted === true) {
-        reject(new PideployError({ code: 'PIDEPLOY_INTERRUPTED', message: `interrupted: ${file} was stopped` }));
+        const failure = { command, exitCode: exitCode ?? undefined, signal: signal ?? undefined, stderrTail: tailLines(stderr) };
+        reject(new PideployError({ code: 'PIDEPLOY_INTERRUPTED', message: `interrupted: ${file} was stopped`, commandFailure: failure }));
         return;
       }
-      resolve({
-        command: [...argv],
-        stdout: Buffer.concat(stdoutChunks).toString('utf8'),
-        stderr: Buffer.concat(stderrChunks).toString('utf8'),
-        exitCode,
-        signal,
-      });
+      resolve({ command, stdout: Buffer.concat(stdoutChunks).toString('utf8'), stderr, exitCode, signal, timedOut });
     });
   });
 }

@@ -1,5 +1,5 @@
-import { spawn } from 'node:child_process';
 import { PideployError, tailLines } from '@pideploy/core';
+import { runStreamingCommand } from './nix-cli.js';
 
 /** Options of {@link runProcess}. */
 export interface RunProcessOptions {
@@ -31,6 +31,11 @@ export interface ProcessOutput {
   readonly exitCode: number;
 }
 
+/** `250 ms`, `30 s`. */
+function formatDuration(ms: number): string {
+  return ms < 1000 ? `${ms} ms` : `${Math.round(ms / 1000)} s`;
+}
+
 /** The most telling line of a failed command's output: the last one not indented as a continuation. */
 function lastMeaningfulLine(text: string): string {
   const lines = text.split('\n').filter((line) => line.trim() !== '');
@@ -47,112 +52,48 @@ function lastMeaningfulLine(text: string): string {
  *   `PIDEPLOY_MISSING_TOOL` (program not found), `PIDEPLOY_INTERRUPTED` (aborted by `signal`).
  */
 export async function runProcess(argv: readonly string[], options: RunProcessOptions = {}): Promise<ProcessOutput> {
-  const [file, ...args] = argv;
+  const [file] = argv;
   if (file === undefined) throw new TypeError('runProcess needs a non-empty argv');
-  if (options.signal?.aborted === true) {
-    throw new PideployError({ code: 'PIDEPLOY_INTERRUPTED', message: `${file} was not started: interrupted` });
-  }
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const [name, value] of Object.entries(options.env ?? {})) {
-    if (value === undefined) delete env[name];
-    else env[name] = value;
-  }
-  const command = [...argv];
-  return new Promise<ProcessOutput>((resolve, reject) => {
-    const stdout: Buffer[] = [];
-    const stderr: Buffer[] = [];
-    let timedOut = false;
-    let aborted = false;
-    let settled = false;
-    const child = spawn(file, args, { cwd: options.cwd, env, stdio: ['pipe', 'pipe', 'pipe'] });
-    const timer =
-      options.timeoutMs === undefined
-        ? undefined
-        : setTimeout(() => {
-            timedOut = true;
-            child.kill('SIGKILL');
-          }, options.timeoutMs);
-    const onAbort = (): void => {
-      aborted = true;
-      child.kill('SIGTERM');
-    };
-    options.signal?.addEventListener('abort', onAbort, { once: true });
-    const finish = (): void => {
-      if (timer !== undefined) clearTimeout(timer);
-      options.signal?.removeEventListener('abort', onAbort);
-    };
-    child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));
-    child.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));
-    child.stdin.on('error', () => undefined);
-    child.stdin.end(options.input === undefined ? undefined : Buffer.from(options.input));
-    child.on('error', (error: NodeJS.ErrnoException) => {
-      if (settled) return;
-      settled = true;
-      finish();
-      reject(
-        error.code === 'ENOENT'
-          ? new PideployError({
-              code: 'PIDEPLOY_MISSING_TOOL',
-              message: `${file} is not installed (or not on PATH)`,
-              hint: `install the package that provides ${file}`,
-              cause: error,
-              commandFailure: { command, stderrTail: '' },
-            })
-          : new PideployError({
-              code: 'PIDEPLOY_COMMAND_FAILED',
-              message: `could not run ${file}: ${error.message}`,
-              hint: options.failureHint,
-              cause: error,
-              commandFailure: { command, stderrTail: '' },
-            }),
-      );
-    });
-    child.on('close', (exitCode, signal) => {
-      if (settled) return;
-      settled = true;
-      finish();
-      const out = Buffer.concat(stdout).toString('utf8');
-      const err = Buffer.concat(stderr).toString('utf8');
-      const failure = { command, exitCode: exitCode ?? undefined, signal: signal ?? undefined, stderrTail: tailLines(err) };
-      if (aborted) {
-        reject(new PideployError({ code: 'PIDEPLOY_INTERRUPTED', message: `${file} was interrupted`, commandFailure: failure }));
-        return;
-      }
-      if (timedOut) {
-        reject(
-          new PideployError({
-            code: 'PIDEPLOY_COMMAND_FAILED',
-            message: `${options.failureMessage ?? file} did not finish within ${Math.round((options.timeoutMs ?? 0) / 1000)} s`,
-            hint: options.failureHint ?? 'try again; if it keeps happening, check the network',
-            isRetryable: true,
-            commandFailure: failure,
-          }),
-        );
-        return;
-      }
-      if (exitCode === null) {
-        reject(
-          new PideployError({
-            code: 'PIDEPLOY_COMMAND_FAILED',
-            message: `${options.failureMessage ?? `${file} failed`} (killed by ${signal ?? 'a signal'})`,
-            hint: options.failureHint,
-            commandFailure: failure,
-          }),
-        );
-        return;
-      }
-      if (exitCode !== 0 && options.allowNonZeroExit !== true) {
-        reject(
-          new PideployError({
-            code: 'PIDEPLOY_COMMAND_FAILED',
-            message: `${options.failureMessage ?? `${file} failed`} (exit ${exitCode}): ${lastMeaningfulLine(err || out)}`,
-            hint: options.failureHint,
-            commandFailure: failure,
-          }),
-        );
-        return;
-      }
-      resolve({ stdout: out, stderr: err, exitCode });
-    });
+  const result = await runStreamingCommand(argv, {
+    input: options.input,
+    cwd: options.cwd,
+    env: options.env,
+    signal: options.signal,
+    timeoutMs: options.timeoutMs,
+    killSignal: 'SIGKILL',
+  }).catch((error: unknown) => {
+    // Only the hint is the caller's to add to a failure to start.
+    if (PideployError.isInstance(error) && error.code === 'PIDEPLOY_COMMAND_FAILED' && options.failureHint !== undefined) {
+      throw new PideployError({ code: error.code, message: error.message, hint: options.failureHint, cause: error.cause, commandFailure: error.commandFailure });
+    }
+    throw error;
   });
+  const { stdout, stderr, exitCode, signal } = result;
+  const failure = { command: result.command, exitCode: exitCode ?? undefined, signal: signal ?? undefined, stderrTail: tailLines(stderr) };
+  if (result.timedOut) {
+    throw new PideployError({
+      code: 'PIDEPLOY_COMMAND_FAILED',
+      message: `${options.failureMessage ?? file} did not finish within ${formatDuration(options.timeoutMs ?? 0)}`,
+      hint: options.failureHint ?? 'try again; if it keeps happening, check the network',
+      isRetryable: true,
+      commandFailure: failure,
+    });
+  }
+  if (exitCode === null) {
+    throw new PideployError({
+      code: 'PIDEPLOY_COMMAND_FAILED',
+      message: `${options.failureMessage ?? `${file} failed`} (killed by ${signal ?? 'a signal'})`,
+      hint: options.failureHint,
+      commandFailure: failure,
+    });
+  }
+  if (exitCode !== 0 && options.allowNonZeroExit !== true) {
+    throw new PideployError({
+      code: 'PIDEPLOY_COMMAND_FAILED',
+      message: `${options.failureMessage ?? `${file} failed`} (exit ${exitCode}): ${lastMeaningfulLine(stderr || stdout)}`,
+      hint: options.failureHint,
+      commandFailure: failure,
+    });
+  }
+  return { stdout, stderr, exitCode };
 }

@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { runStreamingCommand } from './nix-cli.js';
 import { PideployError, tailLines } from '@pideploy/core';
 
 /** One store path's registration in a Nix store (what `nix path-info --json` reports). */
@@ -179,7 +179,7 @@ async function queryPathInfos(paths: readonly string[], recursive: boolean, opti
     '--',
     ...paths,
   ];
-  const result = await runNix(argv, options);
+  const result = await runStreamingCommand(argv, { env: options.env, signal: options.signal });
   if (result.exitCode !== 0) {
     const notValid = /path '([^']+)' is not valid|error: (?:getting status of|path) '?([^':]+)'?.*(?:No such file|does not exist)/u.exec(result.stderr);
     if (notValid !== null) {
@@ -200,32 +200,3 @@ async function queryPathInfos(paths: readonly string[], recursive: boolean, opti
   return parsePathInfoJson(result.stdout);
 }
 
-function runNix(argv: readonly string[], options: StoreQueryOptions): Promise<{ exitCode: number | null; stdout: string; stderr: string }> {
-  const [file, ...args] = argv as [string, ...string[]];
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, args, {
-      env: options.env ?? process.env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-      ...(options.signal === undefined ? {} : { signal: options.signal }),
-    });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
-    child.stderr.on('data', (chunk: Buffer) => err.push(chunk));
-    child.on('error', (error: NodeJS.ErrnoException) => {
-      if (error.code === 'ENOENT') {
-        reject(
-          new PideployError({
-            code: 'PIDEPLOY_MISSING_TOOL',
-            message: `${file} is not installed (needed to read the local Nix store)`,
-            hint: 'install Nix (Debian: apt install nix-bin)',
-            cause: error,
-          }),
-        );
-      } else if (error.name === 'AbortError') {
-        reject(new PideployError({ code: 'PIDEPLOY_INTERRUPTED', message: 'interrupted while querying the local Nix store', cause: error }));
-      } else reject(error);
-    });
-    child.on('close', (exitCode) => resolve({ exitCode, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') }));
-  });
-}
