@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
+import { PideployError } from '@pideploy/core';
 import { readSudoPasswordFromFile, readSudoPasswordFromStdin, type CreateSudoOptions, type SudoPasswordRequest } from '@pideploy/ssh';
 import type { CommandInvocation } from './command.js';
 import { stringFlag } from './flags.js';
@@ -64,12 +65,26 @@ function promptOnce(request: SudoPasswordRequest): Promise<string | undefined> {
   });
 }
 
+/**
+ * The password given for automation with `--sudo-password-file F` or `--sudo-password-stdin`
+ * (read once, kept in memory, never logged), or undefined.
+ * @throws PideployError `PIDEPLOY_USAGE` when both are given.
+ */
+export async function givenSudoPassword(invocation: CommandInvocation): Promise<string | undefined> {
+  const file = stringFlag(invocation, 'sudo-password-file');
+  const fromStdin = invocation.flags['sudo-password-stdin'] === true;
+  if (file !== undefined && fromStdin) {
+    throw new PideployError({ code: 'PIDEPLOY_USAGE', message: '--sudo-password-file and --sudo-password-stdin exclude each other', hint: 'give the password one way' });
+  }
+  if (file !== undefined) return readSudoPasswordFromFile(path.resolve(invocation.io.cwd, file));
+  if (fromStdin) return readSudoPasswordFromStdin(process.stdin);
+  return undefined;
+}
+
 /** Sudo options from `--sudo-password-file F` / `--sudo-password-stdin`, else a TTY prompt. */
 export async function sudoOptions(invocation: CommandInvocation): Promise<CreateSudoOptions> {
-  const file = stringFlag(invocation, 'sudo-password-file');
-  if (file !== undefined) return { password: await readSudoPasswordFromFile(path.resolve(invocation.io.cwd, file)) };
-  if (invocation.flags['sudo-password-stdin'] === true) return { password: await readSudoPasswordFromStdin(process.stdin) };
-  return { passwordProvider: askOnTerminal };
+  const password = await givenSudoPassword(invocation);
+  return password === undefined ? { passwordProvider: askOnTerminal } : { password };
 }
 
 

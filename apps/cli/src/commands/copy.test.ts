@@ -20,4 +20,12 @@ describe('pideploy copy (argument errors, no network)', () => {
     expect(await runCli(['copy', 'pi', '--path', '/nix/store/x', '--sudo-password-file', '/dev/null'], empty)).toBe(2);
     expect(empty.err()).toContain('the sudo password is empty');
   });
+
+  it('is the same refusal for every command that takes a sudo password', async () => {
+    for (const command of [['activate', 'pi', '--toplevel', '/nix/store/x'], ['rollback', 'pi']]) {
+      const io = createBufferIo();
+      expect(await runCli([...command, '--sudo-password-file', '/dev/null', '--sudo-password-stdin'], io)).toBe(2);
+      expect(io.err()).toMatch(/^pideploy: --sudo-password-file and --sudo-password-stdin exclude each other\nhint: give the password one way\n$/u);
+    }
+  });
 });

@@ -2,28 +2,17 @@ import { existsSync, realpathSync } from 'node:fs';
 import path from 'node:path';
 import { PideployError } from '@pideploy/core';
 import { loadConfigIfPresent } from '@pideploy/sdk';
-import { connectSsh, readSudoPasswordFromFile, readSudoPasswordFromStdin } from '@pideploy/ssh';
+import { connectSsh } from '@pideploy/ssh';
 import { copyClosure, describeCopyPlan, formatBytes, type CopyClosureResult, type StoreAccess } from '@pideploy/transport';
 import type { CommandInvocation, CommandResult } from '../command.js';
 import { stringFlag } from '../flags.js';
+import { givenSudoPassword } from '../sudo-password.js';
 
 
 function stringFlags(invocation: CommandInvocation, name: string): string[] {
   const value = invocation.flags[name];
   if (value === undefined) return [];
   return (Array.isArray(value) ? value : [value]).filter((item): item is string => typeof item === 'string');
-}
-
-/** The password given for automation, or undefined (read once for all hosts; never logged). */
-async function sudoPasswordOf(invocation: CommandInvocation): Promise<string | undefined> {
-  const file = stringFlag(invocation, 'sudo-password-file');
-  const fromStdin = invocation.flags['sudo-password-stdin'] === true;
-  if (file !== undefined && fromStdin) {
-    throw new PideployError({ code: 'PIDEPLOY_USAGE', message: '--sudo-password-file and --sudo-password-stdin exclude each other', hint: 'give the password one way' });
-  }
-  if (file !== undefined) return readSudoPasswordFromFile(path.resolve(invocation.io.cwd, file));
-  if (fromStdin) return readSudoPasswordFromStdin(process.stdin);
-  return undefined;
 }
 
 /**
@@ -41,7 +30,7 @@ export async function copyCommand(invocation: CommandInvocation): Promise<Comman
   const config =
     await loadConfigIfPresent({ cwd: invocation.io.cwd, configFile: invocation.global.config });
   const sshConfigFlag = stringFlag(invocation, 'ssh-config');
-  const password = await sudoPasswordOf(invocation);
+  const password = await givenSudoPassword(invocation);
   const results: CopyClosureResult[] = [];
   for (const host of hosts) {
     const configured = config?.hosts.find((item) => item.name === host);
