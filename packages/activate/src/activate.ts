@@ -2,7 +2,7 @@
  * The deployer side of activation: thin I/O shells around the target-side script
  * ({@link renderActivationScript}) over `@pideploy/ssh`.
  */
-import { PideployError, shellJoin, shellQuote, tailLines, type ActivationAction, type PideployContext } from '@pideploy/core';
+import { PideployError, shellJoin, tailLines, type ActivationAction, type PideployContext } from '@pideploy/core';
 import { parsePathInfoJson, queryClosurePathInfos, type ClosureQuery } from '@pideploy/nix';
 import { connectSsh, type ConnectSshOptions, type CreateSudoOptions, type SshSession, type SudoPasswordProvider, type SudoRunner } from '@pideploy/ssh';
 import {
@@ -182,16 +182,6 @@ async function readState(session: SshSession, deployId: string, signal: AbortSig
   const result = await session.exec(['cat', activationStatePath(deployId)], { signal });
   if (result.exitCode !== 0) return undefined;
   return parseActivationState(result.stdout);
-}
-
-/**
- * The targets of links, fully resolved (`readlink -e`), in one round trip; undefined where a link
- * (or what it points at) does not exist. Store paths hold no line breaks: one line per link.
- */
-async function readLinks(session: SshSession, paths: readonly string[], signal: AbortSignal): Promise<(string | undefined)[]> {
-  const result = await session.exec(['sh', '-c', 'for link; do printf \'%s\\n\' "$(readlink -e "$link")"; done', 'read-links', ...paths], { signal });
-  const lines = result.stdout.split('\n');
-  return paths.map((_, index) => (result.exitCode === 0 && (lines[index] ?? '') !== '' ? lines[index] : undefined));
 }
 
 /**
@@ -497,52 +487,82 @@ export interface SystemStatus {
   readonly lastDeployment: ActivationState | undefined;
 }
 
+/** Marks the start of a section in the status script's output. */
+const STATUS_SECTION = '@@pideploy-status';
+
 /**
- * The system profile's generations: `nix-env --list-generations` where the login user may lock the
- * profile (root), else the same listing read from the links themselves (name + link mtime).
+ * Everything `status` shows, read in ONE round trip (no sudo): the system profile's generations
+ * (`nix-env --list-generations` where the login user may lock the profile, else the same listing
+ * read from the links themselves: name + link mtime), the four links, the deployed bundle's
+ * manifest and the newest deployment state, each after a `@@pideploy-status NAME` line.
  */
-async function listGenerations(session: SshSession, signal: AbortSignal): Promise<readonly ProfileGeneration[]> {
-  const listing = await session.exec(['nix-env', '-p', SYSTEM_PROFILE, '--list-generations'], { signal });
-  if (listing.exitCode === 0) return parseGenerationList(listing.stdout);
-  const script = `cd ${shellQuote(SYSTEM_PROFILE.slice(0, SYSTEM_PROFILE.lastIndexOf('/')))} 2>/dev/null || exit 0
-current=$(readlink system 2>/dev/null)
-for link in system-*-link; do
-  [ -L "$link" ] || continue
-  number=\${link#system-}; number=\${number%-link}
-  mark=''; [ "$link" = "$current" ] && mark='   (current)'
-  printf '%4d   %s%s\n' "$number" "$(stat -c %y "$link" | cut -c 1-19)" "$mark"
-done | sort -n`;
-  const fallback = await session.exec({ command: shellJoin(['sh', '-c', script]) }, { signal });
-  return fallback.exitCode === 0 ? parseGenerationList(fallback.stdout) : [];
+const STATUS_SCRIPT = `profile=$1; gc_root=$2; state_dir=$3
+section() { printf '\\n%s %s\\n' '${STATUS_SECTION}' "$1"; }
+section generations
+if ! nix-env -p "$profile" --list-generations 2>/dev/null; then
+  (
+    cd "\${profile%/*}" 2>/dev/null || exit 0
+    current=$(readlink system 2>/dev/null)
+    for link in system-*-link; do
+      [ -L "$link" ] || continue
+      number=\${link#system-}; number=\${number%-link}
+      mark=''; [ "$link" = "$current" ] && mark='   (current)'
+      printf '%4d   %s%s\\n' "$number" "$(stat -c %y "$link" | cut -c 1-19)" "$mark"
+    done | sort -n
+  )
+fi
+section links
+for link in "$gc_root" /run/current-system /run/booted-system "$profile"; do printf '%s\\n' "$(readlink -e "$link")"; done
+section manifest
+cat "$gc_root/manifest.json" 2>/dev/null
+section last-deployment
+newest=$(ls -t "$state_dir" 2>/dev/null | grep '\\.state$' | head -n 1)
+if [ -n "$newest" ]; then cat "$state_dir/$newest"; fi
+`;
+
+/** The status script's output cut at its section lines. */
+function statusSections(stdout: string): Map<string, string> {
+  const sections = new Map<string, string>();
+  let name: string | undefined;
+  let lines: string[] = [];
+  const close = () => {
+    if (name !== undefined) sections.set(name, lines.join('\n').trim());
+  };
+  for (const line of stdout.split('\n')) {
+    if (line.startsWith(`${STATUS_SECTION} `)) {
+      close();
+      name = line.slice(STATUS_SECTION.length + 1);
+      lines = [];
+    } else lines.push(line);
+  }
+  close();
+  return sections;
 }
 
-/** Reads a target's running, booted and profile systems, generations, deployed bundle and last deployment (no sudo). */
+/** Reads a target's running, booted and profile systems, generations, deployed bundle and last deployment (no sudo, one round trip). */
 export async function systemStatus(target: ActivationTarget, context: PideployContext): Promise<SystemStatus> {
   return withSession(target, context, async (session) => {
-    const signal = context.signal;
-    const generations = await listGenerations(session, signal);
-    const [currentConfiguration, runningSystem, bootedSystem, profileSystem] = await readLinks(session, [CURRENT_CONFIGURATION_ROOT, '/run/current-system', '/run/booted-system', SYSTEM_PROFILE], signal);
+    const argv = ['sh', '-c', STATUS_SCRIPT, 'pideploy-status', SYSTEM_PROFILE, CURRENT_CONFIGURATION_ROOT, ACTIVATION_STATE_DIR];
+    const result = await session.exec(argv, { signal: context.signal });
+    const sections = statusSections(result.stdout);
+    if (result.exitCode !== 0 || !sections.has('last-deployment')) throw remoteFailure('reading the status', argv.slice(0, 2), result, session.display);
+    const [currentConfiguration, runningSystem, bootedSystem, profileSystem] = (sections.get('links') ?? '').split('\n').map((line) => (line === '' ? undefined : line));
     let manifest: unknown;
-    const manifestText = await session.exec(['cat', `${CURRENT_CONFIGURATION_ROOT}/manifest.json`], { signal });
-    if (manifestText.exitCode === 0) {
-      try {
-        manifest = JSON.parse(manifestText.stdout) as unknown;
-      } catch {
-        manifest = undefined;
-      }
+    try {
+      manifest = sections.get('manifest') ? (JSON.parse(sections.get('manifest') as string) as unknown) : undefined;
+    } catch {
+      manifest = undefined;
     }
-    const newest = await session.exec(['sh', '-c', `ls -t ${ACTIVATION_STATE_DIR} 2>/dev/null | grep '\\.state$' | head -n 1`], { signal });
-    const newestName = newest.stdout.trim();
-    const lastDeployment = newestName === '' ? undefined : await readState(session, newestName.replace(/\.state$/u, ''), signal);
+    const state = sections.get('last-deployment') ?? '';
     return {
       host: hostName(target),
       runningSystem,
       bootedSystem,
       profileSystem,
-      generations,
+      generations: parseGenerationList(sections.get('generations') ?? ''),
       currentConfiguration,
       manifest,
-      lastDeployment,
+      lastDeployment: state === '' ? undefined : parseActivationState(`${state}\n`),
     };
   });
 }
