@@ -88,6 +88,22 @@ describeLab('a custom pipeline with the SDK: build once, canary first, then the 
     expect(together.map((event) => event.type === 'log' && event.host).sort()).toEqual(hosts.map((host) => host.name).sort());
   });
 
+  it('falls back to one evaluation per host when the batch cannot be evaluated: only the broken bundle fails', async () => {
+    const reporter = createCollectingReporter();
+    const context = createContext({ reporter });
+    const config = await loadConfig({ cwd: project });
+    const builder = hostBuilderFor(config);
+    const [good, bad] = selectHosts(config, []);
+    if (good === undefined || bad === undefined) throw new Error('two hosts needed');
+    const { toplevel } = await builder.buildToplevel(good, context);
+    const missing = { ...toplevel, drvPath: `${path.dirname(toplevel.drvPath)}/00000000000000000000000000000000-missing.drv` };
+    const [built, broken] = await Promise.allSettled([builder.bundle(good, toplevel, context), builder.bundle(bad, missing, context)]);
+    expect(built).toMatchObject({ status: 'fulfilled', value: { host: good.name, manifest: { host: good.name, toplevel: toplevel.outPath } } });
+    expect(broken).toMatchObject({ status: 'rejected', reason: { code: 'PIDEPLOY_BUNDLE_FAILED', message: expect.stringContaining(`building the bundle of ${bad.name} failed`) } });
+    const fallbacks = reporter.events.filter((event) => event.type === 'log' && event.message.startsWith('evaluating the bundles together failed'));
+    expect(fallbacks.map((event) => event.type === 'log' && event.host).sort()).toEqual([good.name, bad.name].sort());
+  });
+
   it('asks one sudo password for hosts that share the login user, even deployed in parallel', async () => {
     const config = await loadConfig({ cwd: project });
     const asked: string[] = [];
