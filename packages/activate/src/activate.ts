@@ -86,7 +86,11 @@ export interface ActivateSystemInput extends ActivationTarget {
   readonly force?: boolean | undefined;
   /** `NIXOS_INSTALL_BOOTLOADER=1` (install, not just update, the boot loader). */
   readonly installBootloader?: boolean | undefined;
-  /** How often the state is polled, in ms (default 300). */
+  /**
+   * How often the state is polled, in ms (default 300). After the first 3 s each poll waits half
+   * as long again, up to 2 s: a long activation (minutes on a Pi) is not asked about hundreds of
+   * times over SSH.
+   */
   readonly pollIntervalMs?: number | undefined;
 }
 
@@ -101,6 +105,21 @@ export interface ActivationResult {
   readonly deployId: string | undefined;
   /** The final state file (not for skipped). */
   readonly state: ActivationState | undefined;
+}
+
+/** After this long an activation's state is polled less and less often, down to every {@link MAX_POLL_INTERVAL_MS}. */
+const POLL_BACKOFF_AFTER_MS = 3000;
+/** The longest wait between two polls of an activation's state. */
+const MAX_POLL_INTERVAL_MS = 2000;
+
+/**
+ * The wait before the next poll of an activation's state: the same for the first
+ * {@link POLL_BACKOFF_AFTER_MS}, then half as long again each time, up to
+ * {@link MAX_POLL_INTERVAL_MS} (never shorter than it was). Pure.
+ */
+export function nextPollInterval(currentMs: number, elapsedMs: number): number {
+  if (elapsedMs <= POLL_BACKOFF_AFTER_MS) return currentMs;
+  return Math.max(currentMs, Math.min(MAX_POLL_INTERVAL_MS, currentMs * 1.5));
 }
 
 const ERROR_CODES = {
@@ -263,7 +282,7 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
   const confirmTimeoutSeconds = input.rollback?.confirmTimeoutSeconds ?? DEFAULT_CONFIRM_TIMEOUT_SECONDS;
   const sudoOptions = sudoOptionsOf(input);
   const connect = { ...input.connect, signal };
-  const pollIntervalMs = input.pollIntervalMs ?? 300;
+  let pollIntervalMs = input.pollIntervalMs ?? 300;
 
   let session = input.session ?? (await connectSsh(input.target, connect, context));
   const ownedSessions: SshSession[] = input.session === undefined ? [session] : [];
@@ -343,6 +362,7 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
       }
       if (state !== undefined && (isFinalActivationState(state.state) || state.state === 'awaiting-confirmation')) break;
       await sleep(pollIntervalMs, signal);
+      pollIntervalMs = nextPollInterval(pollIntervalMs, performance.now() - started);
       if (signal.aborted) throw new PideployError({ code: 'PIDEPLOY_INTERRUPTED', message: `interrupted while activating ${host}` });
     }
 
