@@ -46,6 +46,16 @@ second line'; save_state >/dev/null`);
     expect((statSync(path.join(stateDir, 'd1.state')).mode & 0o777).toString(8)).toBe('644');
     expect(readdirSync(stateDir)).toEqual(['d1.state']);
   });
+
+  it('save_state uses a clock reading the caller just made once, then reads the clock again', () => {
+    const stateDir = mkdtempSync(path.join(os.tmpdir(), 'pideploy-state-'));
+    const read = () => parseActivationState(execFileSync('cat', [path.join(stateDir, 'd2.state')], { encoding: 'utf8' })).updated;
+    probe(`state_dir=${stateDir}; st_id=d2; st_state=starting; st_action=test; st_updated=12345; save_state >/dev/null`);
+    expect(read()).toBe(12345);
+    const before = Math.floor(Date.now() / 1000);
+    probe(`state_dir=${stateDir}; st_id=d2; st_state=starting; st_action=test; st_updated=12345; save_state >/dev/null; save_state >/dev/null`);
+    expect(read()).toBeGreaterThanOrEqual(before);
+  });
 });
 
 describe('the worker launcher choice (activate launcher)', () => {

@@ -292,6 +292,8 @@ nl='
 '
 save_state() {
   tmp="$state_dir/$st_id.state.tmp.$$"
+  updated=\${st_updated:-$(now)}
+  st_updated=''
   message=$st_message
   case "$message" in *"$nl"*) message=$(printf '%s' "$message" | tr '\\n' ' ') ;; esac
   {
@@ -306,10 +308,9 @@ save_state() {
     printf 'rolled_back_to=%s\\n' "$st_rolled_back_to"
     printf 'exit_code=%s\\n' "$st_exit_code"
     printf 'message=%s\\n' "$message"
-    printf 'updated=%s\\n' "\${st_updated:-$(now)}"
+    printf 'updated=%s\\n' "$updated"
     printf 'deadline=%s\\n' "$st_deadline"
   } >"$tmp" && mv -f "$tmp" "$state_dir/$st_id.state"
-  st_updated=''
   echo "activate: $st_id: $st_state\${st_message:+ ($st_message)}"
 }
 
