@@ -198,11 +198,12 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
       // Not root: the store commands run through this connection's validated sudo runner.
       const access: StoreAccess = sudo.mode === 'root' ? { mode: 'direct' } : { mode: 'sudo', runner: sudo };
       await timed('copy', host.name, phases, context, async () => {
+        const closure = await closureOf([bundle.outPath]);
         if (fleetCache === undefined) {
-          result.copy = await copyClosure({ host: host.name, session: session as SshSession, paths: [bundle.outPath], closure: await closureOf([bundle.outPath]), access, localNixEnv }, context);
+          result.copy = await copyClosure({ host: host.name, session: session as SshSession, paths: [bundle.outPath], closure, access, localNixEnv }, context);
           return;
         }
-        const pushed = await fleetCache.push([bundle.outPath], context);
+        const pushed = await fleetCache.push([bundle.outPath], closure, context);
         const substitute = await substituteFromCache(
           {
             host: host.name,

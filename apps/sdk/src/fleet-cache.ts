@@ -3,13 +3,17 @@ import { mkdir, readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { PideployError, type PideployContext } from '@pideploy/core';
+import type { StorePathInfo } from '@pideploy/nix';
 import { generateCacheKey, pushToBinaryCache, serveBinaryCache, type BinaryCacheServer, type PushToBinaryCacheResult } from '@pideploy/transport';
 import type { FleetCacheSettings } from './config.js';
 
 /** The fleet cache of one deploy: push (once per path), the URL hosts substitute from, the key they trust. */
 export interface FleetCache {
-  /** Pushes the closures of `paths` (what the cache lacks only); pushes run one at a time. */
-  push(paths: readonly string[], context: PideployContext): Promise<PushToBinaryCacheResult>;
+  /**
+   * Pushes the closures of `paths` (what the cache lacks only); pushes run one at a time.
+   * `closure`: their path infos when the caller has them (else asked from the local store).
+   */
+  push(paths: readonly string[], closure: readonly StorePathInfo[] | undefined, context: PideployContext): Promise<PushToBinaryCacheResult>;
   /** The cache URL: this machine's server (reached through each host's SSH tunnel) or the configured one. */
   readonly url: string;
   /** True when hosts reach {@link FleetCache.url} through their SSH connection (`ssh -R`). */
@@ -59,9 +63,9 @@ export async function openFleetCache(
   return {
     url: server?.url ?? (settings.url as string),
     tunnel: server !== undefined,
-    push: (paths, pushContext) => {
+    push: (paths, closure, pushContext) => {
       const pushed = queue.then(() =>
-        pushToBinaryCache({ paths, cacheDirectory: settings.directory, secretKeyFile, compression: settings.compression, localNixEnv: env }, pushContext),
+        pushToBinaryCache({ paths, closure, cacheDirectory: settings.directory, secretKeyFile, compression: settings.compression, localNixEnv: env }, pushContext),
       );
       queue = pushed.catch(() => undefined);
       return pushed;
