@@ -114,8 +114,8 @@ export interface PushToBinaryCacheResult {
  * fleet: `nix copy --to 'file://DIR?compression=…&secret-key=…'` writes each missing path as a
  * compressed NAR and a narinfo signed with the key. Paths already in the cache are not written
  * again; those lacking this key's signature (a cache reused after a key change) are signed
- * (`nix store sign`). Every narinfo of the closure is then checked to carry a valid signature of
- * the key. Emits `cache-push`.
+ * (`nix store sign`). Every narinfo of the closure then carries a valid signature of the key
+ * (those written or signed now are read back to check). Emits `cache-push`.
  * @throws PideployError `PIDEPLOY_CACHE_KEY_INVALID` (unreadable or foreign key file),
  *   `PIDEPLOY_CACHE_PUSH_FAILED`, `PIDEPLOY_STORE_PATH_NOT_VALID`, `PIDEPLOY_INTERRUPTED`.
  */
@@ -146,7 +146,9 @@ export async function pushToBinaryCache(input: PushToBinaryCacheInput, context: 
   if (plan.toPush.length > 0) await nix(['copy', '--to', storeUrl, '--', ...plan.toPush.map((info) => info.path)], `nix copy to ${cacheDirectory}`);
   if (unsigned.length > 0) await nix(['store', 'sign', '--store', `file://${cacheDirectory}`, '--key-file', secretKeyFile, '--', ...unsigned], `nix store sign in ${cacheDirectory}`);
 
-  const after = await readNarInfos(cacheDirectory, closure.map((info) => info.path));
+  // Only what this push wrote or re-signed is read again: the rest was checked in `before`.
+  const rewritten = await readNarInfos(cacheDirectory, [...plan.toPush.map((info) => info.path), ...unsigned]);
+  const after = new Map([...before, ...rewritten]);
   const bad = closure.filter((info) => {
     const narinfo = after.get(info.path);
     return narinfo === undefined || !hasValidSignature(narinfo, [publicKey]);
