@@ -10,7 +10,7 @@ import {
   type BuildToplevelResult,
   type RemoteBuilder,
 } from '@pideploy/build';
-import { buildBundle, bundleBatchKey, instantiateBundles, planBundle, type BuildBundleResult, type BundlePlan, type BundleRequest } from '@pideploy/bundle';
+import { buildBundle, bundleBatchKey, instantiateBundles, planBundle, planBundleForHost, type BuildBundleResult, type BundlePlan, type BundleRequest } from '@pideploy/bundle';
 import { BUNDLE_ACTIVATE_SCRIPT } from './activate-script.js';
 import { readPinRecord } from './pins.js';
 
@@ -107,10 +107,11 @@ export function createHostBuilder(options: HostBuilderOptions): HostBuilder {
     };
   };
 
-  // One plan per host and configuration (collecting files and the git state costs processes).
+  // One plan per configuration (collecting files and the git state costs processes); the other
+  // hosts of that configuration get it with their own name.
   const plans = new Map<string, Promise<BundlePlan>>();
-  const planFor = (host: HostBuildSpec): Promise<BundlePlan> => {
-    const key = JSON.stringify([host.name, toplevelBuildKey(host)]);
+  const planFor = async (host: HostBuildSpec): Promise<BundlePlan> => {
+    const key = toplevelBuildKey(host);
     let plan = plans.get(key);
     if (plan === undefined) {
       plan = bundleRequest(host).then(planBundle);
@@ -118,7 +119,7 @@ export function createHostBuilder(options: HostBuilderOptions): HostBuilder {
       // A failed plan (missing file) is not kept: fixing the file and asking again works.
       plan.catch(() => plans.delete(key));
     }
-    return plan;
+    return planBundleForHost(await plan, host.name);
   };
 
   // Bundles asked for in the same turn of the event loop (a fleet's hosts get their shared
@@ -134,13 +135,12 @@ export function createHostBuilder(options: HostBuilderOptions): HostBuilder {
     readonly reject: (error: unknown) => void;
   }
   interface PlannedBundle extends WaitingBundle {
-    readonly request: BundleRequest;
     readonly plan: BundlePlan;
   }
   let waiting: WaitingBundle[] = [];
   const buildOne = (entry: PlannedBundle, drvPath?: string) => {
     buildBundle(
-      { ...entry.request, plan: entry.plan, toplevel: entry.toplevel, nixArguments: entry.toplevel.nixArguments, stateDir, env: options.env, drvPath },
+      { ...entry.plan.request, plan: entry.plan, toplevel: entry.toplevel, nixArguments: entry.toplevel.nixArguments, stateDir, env: options.env, drvPath },
       entry.context,
     ).then(entry.resolve, entry.reject);
   };
@@ -150,7 +150,7 @@ export function createHostBuilder(options: HostBuilderOptions): HostBuilder {
     const groups = new Map<string, PlannedBundle[]>();
     for (const entry of batch) {
       try {
-        const planned = { ...entry, request: await bundleRequest(entry.host), plan: await planFor(entry.host) };
+        const planned = { ...entry, plan: await planFor(entry.host) };
         const key = bundleBatchKey(planned.plan);
         groups.set(key, [...(groups.get(key) ?? []), planned]);
       } catch (error) {
@@ -170,13 +170,13 @@ export function createHostBuilder(options: HostBuilderOptions): HostBuilder {
       ).then(
         (drvPaths) =>
           group.forEach((entry, index) => {
-            const others = group.filter((other) => other !== entry).map((other) => other.request.host);
-            entry.context.reporter.emit({ type: 'log', level: 'debug', host: entry.request.host, message: `bundle evaluated together with ${others.join(', ')} (one nix-instantiate)` });
+            const others = group.filter((other) => other !== entry).map((other) => other.host.name);
+            entry.context.reporter.emit({ type: 'log', level: 'debug', host: entry.host.name, message: `bundle evaluated together with ${others.join(', ')} (one nix-instantiate)` });
             buildOne(entry, drvPaths[index]);
           }),
         (error: unknown) =>
           group.forEach((entry) => {
-            entry.context.reporter.emit({ type: 'log', level: 'debug', host: entry.request.host, message: `evaluating the bundles together failed, so one at a time: ${error instanceof Error ? error.message : String(error)}` });
+            entry.context.reporter.emit({ type: 'log', level: 'debug', host: entry.host.name, message: `evaluating the bundles together failed, so one at a time: ${error instanceof Error ? error.message : String(error)}` });
             buildOne(entry);
           }),
       );

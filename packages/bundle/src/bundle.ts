@@ -131,6 +131,16 @@ function plannedExpressionInput(plan: BundlePlan, toplevelExpression: string) {
   };
 }
 
+/**
+ * The plan of another host with the same configuration, system, build mode and pin: the files and
+ * their git state are the same, only the host (its manifest's and its bundle's name) differs. Pure;
+ * a fleet collects a configuration's files once instead of once per host.
+ */
+export function planBundleForHost(plan: BundlePlan, host: string): BundlePlan {
+  if (plan.request.host === host) return plan;
+  return { request: { ...plan.request, host }, files: plan.files, manifest: { ...plan.manifest, host } };
+}
+
 /** The bundle expression for a plan and a toplevel expression (see {@link renderBundleExpression}). */
 export function renderPlannedBundleExpression(plan: BundlePlan, toplevelExpression: string): string {
   return renderBundleExpression(plannedExpressionInput(plan, toplevelExpression));

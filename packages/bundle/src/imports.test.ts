@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { planBundleForHost, type BundlePlan } from './bundle.js';
 import { configurationEntry, nixValue } from './expression.js';
 import { scanNixPathLiterals } from './imports.js';
 import { ACTIVATE_SCRIPT_TEMPLATE } from './activate-script.js';
@@ -59,5 +60,31 @@ describe('configurationEntry', () => {
     // Near names are fine.
     expect(configurationEntry(files(['configuration.nix', 'bin/setup.nix', 'nixpkgs-overlay.nix'])).needsWrapper).toBe(false);
     expect(() => configurationEntry(files(['hosts/pi.nix', 'configuration.nix'], 'hosts/pi.nix'))).toThrow(expect.objectContaining({ code: 'PIDEPLOY_BUNDLE_NAME_CLASH' }));
+  });
+});
+
+describe('planBundleForHost', () => {
+  const plan: BundlePlan = {
+    request: { host: 'pi1', system: 'aarch64-linux', buildMode: 'emulated', pinsFile: '/p/pins.nix', configuration: '/p/configuration.nix' },
+    files: { root: '/p', configuration: '/p/configuration.nix', files: ['configuration.nix', 'hw.nix'], searchPaths: [] },
+    manifest: {
+      version: 1,
+      host: 'pi1',
+      system: 'aarch64-linux',
+      buildMode: 'emulated',
+      pin: { name: 'nixpkgs', url: null, sha256: null, rev: null },
+      pideployVersion: '0.0.0',
+      configuration: { file: 'configuration.nix', gitRev: 'abc', dirty: false },
+      files: ['configuration.nix', 'hw.nix'],
+    },
+  };
+
+  it('gives another host the same files and git state under its own name, and leaves the original alone', () => {
+    const other = planBundleForHost(plan, 'pi2');
+    expect(other.request.host).toBe('pi2');
+    expect(other.manifest).toEqual({ ...plan.manifest, host: 'pi2' });
+    expect(other.files).toBe(plan.files);
+    expect(plan.manifest.host).toBe('pi1');
+    expect(planBundleForHost(plan, 'pi1')).toBe(plan);
   });
 });

@@ -26,6 +26,7 @@ export {
   configurationGitState,
   instantiateBundles,
   planBundle,
+  planBundleForHost,
   renderPlannedBundleExpression,
   type BuildBundleRequest,
   type BuildBundleResult,
