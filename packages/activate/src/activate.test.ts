@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { nextPollInterval } from './activate.js';
+import { createBaseContext } from '@pideploy/core';
+import type { SshSession } from '@pideploy/ssh';
+import { nextPollInterval, systemStatus } from './activate.js';
 
 describe('nextPollInterval', () => {
   it('keeps the interval for the first 3 s, then grows it by half each poll up to 2 s', () => {
@@ -27,5 +29,22 @@ describe('nextPollInterval', () => {
       interval = nextPollInterval(interval, elapsed);
     }
     expect(polls).toBeLessThan(45);
+  });
+});
+
+describe('a host command that fails', () => {
+  // A stand-in session (unit test): the status script's shell exits 1 with a message.
+  const failing = (stderr: string) =>
+    ({ display: 'deploy@pi1', host: { alias: 'pi1' }, exec: async () => ({ exitCode: 1, stdout: '', stderr, signal: null }) }) as unknown as SshSession;
+
+  it('says what failed on which host with the output, and what to do', async () => {
+    const error = await systemStatus({ target: 'pi1', session: failing('sh: 1: cannot open /run: Permission denied\n') }, createBaseContext()).catch((caught: unknown) => caught);
+    expect(error).toMatchObject({
+      code: 'PIDEPLOY_ACTIVATION_REMOTE_FAILED',
+      message: 'reading the status on deploy@pi1 failed (exit 1): sh: 1: cannot open /run: Permission denied',
+      hint: expect.stringContaining('--verbose'),
+    });
+    const silent = await systemStatus({ target: 'pi1', session: failing('') }, createBaseContext()).catch((caught: unknown) => caught);
+    expect(silent).toMatchObject({ message: 'reading the status on deploy@pi1 failed (exit 1)' });
   });
 });

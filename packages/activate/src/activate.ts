@@ -177,9 +177,11 @@ function hostName(target: ActivationTarget): string {
 }
 
 function remoteFailure(what: string, argv: readonly string[], result: { exitCode: number | null; stderr: string; stdout: string }, host: string): PideployError {
+  const output = tailLines(result.stderr || result.stdout, 3);
   return new PideployError({
     code: ERROR_CODES.remote,
-    message: `${what} on ${host} failed (exit ${result.exitCode ?? 'signal'}): ${tailLines(result.stderr || result.stdout, 3)}`,
+    message: `${what} on ${host} failed (exit ${result.exitCode ?? 'signal'})${output === '' ? '' : `: ${output}`}`,
+    hint: 'rerun with --verbose to see the command and its whole output; the host must run NixOS (or Nix) with a POSIX shell for the login user',
     commandFailure: { command: [...argv], ...(result.exitCode === null ? {} : { exitCode: result.exitCode }), stderrTail: tailLines(result.stderr) },
   });
 }
