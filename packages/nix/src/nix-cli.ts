@@ -105,7 +105,13 @@ export function runStreamingCommand(argv: readonly string[], options: StreamingC
               cause: error,
               commandFailure: { command, stderrTail: '' },
             })
-          : new PideployError({ code: 'PIDEPLOY_COMMAND_FAILED', message: `could not run ${file}: ${error.message}`, cause: error, commandFailure: { command, stderrTail: '' } }),
+          : new PideployError({
+              code: 'PIDEPLOY_COMMAND_FAILED',
+              message: `could not run ${file}: ${error.message}`,
+              hint: `check that ${file} is executable and that this machine can start processes (memory, process limits)`,
+              cause: error,
+              commandFailure: { command, stderrTail: '' },
+            }),
       );
     });
     child.on('close', (exitCode, signal) => {

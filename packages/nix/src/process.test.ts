@@ -1,4 +1,4 @@
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -39,6 +39,9 @@ describe('runStreamingCommand', () => {
   it('says which program is missing, kills on timeout (timedOut) and on abort (PIDEPLOY_INTERRUPTED)', async () => {
     await expect(runStreamingCommand(['pideploy-no-such-program'])).rejects.toMatchObject({ code: 'PIDEPLOY_MISSING_TOOL', message: 'pideploy-no-such-program is not installed (or not on PATH)' });
     await expect(runStreamingCommand(['nix-no-such-tool'])).rejects.toMatchObject({ hint: expect.stringContaining('install Nix') });
+    const notExecutable = path.join(mkdtempSync(path.join(os.tmpdir(), 'pideploy-process-')), 'tool');
+    writeFileSync(notExecutable, '#!/bin/sh\n', { mode: 0o644 });
+    await expect(runStreamingCommand([notExecutable])).rejects.toMatchObject({ code: 'PIDEPLOY_COMMAND_FAILED', message: expect.stringContaining(`could not run ${notExecutable}`), hint: expect.stringContaining('executable') });
     const slow = await runStreamingCommand(['sleep', '5'], { timeoutMs: 100 });
     expect(slow).toMatchObject({ timedOut: true, exitCode: null, signal: 'SIGTERM' });
     const controller = new AbortController();
