@@ -60,6 +60,15 @@ describeLab('pideploy lab (the CLI against the real lab)', () => {
     const exec = await pideploy(['lab', 'exec', 'pi1', '--', 'sh', '-c', 'hostname; exit 3']);
     expect(exec).toMatchObject({ stdout: 'pi1\n', code: 3 });
 
+    const hostInterface = planLabHost(1, resolveLabInstance()).hostInterface;
+    const qdisc = async () => (await execFileAsync('tc', ['qdisc', 'show', 'dev', hostInterface])).stdout;
+    const slow = await pideploy(['lab', 'link', 'pi1', '--rate-mbit', '100']);
+    expect(slow).toMatchObject({ stdout: 'pi1: what is sent to it is limited to 100 Mbit/s\n', code: 0 });
+    expect(await qdisc()).toMatch(/tbf .*rate 100Mbit/u);
+    const lifted = await pideploy(['lab', 'link', 'pi1', '--unshaped']);
+    expect(lifted).toMatchObject({ stdout: 'pi1: the link is no longer limited\n', code: 0 });
+    expect(await qdisc()).not.toContain('tbf');
+
     const unknown = await pideploy(['lab', 'exec', 'pi7', '--', 'true']);
     expect(unknown.code).toBe(1);
     expect(unknown.stderr).toContain('no lab host named "pi7" (the lab has pi1)');

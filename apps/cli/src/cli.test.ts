@@ -59,6 +59,17 @@ describe('runCli', () => {
     expect(io.err()).toContain('--hosts must be a whole number from 1 to 50, not "many"');
   });
 
+  it('lab link wants one host and exactly one of --rate-mbit N and --unshaped', async () => {
+    for (const argv of [['lab', 'link', 'pi1'], ['lab', 'link', 'pi1', '--rate-mbit', '5', '--unshaped'], ['lab', 'link', '--unshaped']]) {
+      const io = createBufferIo();
+      expect(await runCli([...argv, '--lab-dir', '/nonexistent/pideploy-test'], io)).toBe(2);
+      expect(io.err()).toBe('pideploy: lab link needs one host and either --rate-mbit N or --unshaped\nhint: pideploy lab link pi1 --rate-mbit 100   (later: pideploy lab link pi1 --unshaped)\n');
+    }
+    const io = createBufferIo();
+    expect(await runCli(['lab', 'link', 'pi1', '--rate-mbit', 'fast', '--lab-dir', '/nonexistent/pideploy-test'], io)).toBe(2);
+    expect(io.err()).toContain('--rate-mbit takes a whole number of Mbit/s of at least 1, not "fast"');
+  });
+
   it('reports errors as NDJSON on stdout with --json', async () => {
     const io = createBufferIo();
     expect(await runCli(['lab', 'exec', '--json'], io)).toBe(2);

@@ -63,6 +63,18 @@ export const COMMANDS: readonly CommandSpec[] = [
     load: async () => (await import('./commands/lab.js')).labExecCommand,
   },
   {
+    path: ['lab', 'link'],
+    usage: 'lab link <host> (--rate-mbit N | --unshaped)',
+    summary: 'limit how fast this machine sends to a lab host, as a slow link to a Pi would',
+    example: 'pideploy lab link pi1 --rate-mbit 100',
+    flags: {
+      'rate-mbit': { type: 'string', valueName: 'N', description: 'Mbit/s to allow (a Pi 3\'s Ethernet: 100)' },
+      unshaped: { type: 'boolean', description: 'lift the limit' },
+      ...labDirFlag,
+    },
+    load: async () => (await import('./commands/lab.js')).labLinkCommand,
+  },
+  {
     path: ['pin', 'add'],
     usage: 'pin add <name> (--github O/R (--branch B|--tag T|--rev R) | --url URL)',
     summary: 'resolve a source to a commit, hash it like fetchTarball, write pins.json + pins.nix',

@@ -219,6 +219,29 @@ export async function cutLabHostSshSessions(plan: LabHostPlan, hostLayout: LabHo
   return sessions.length;
 }
 
+/** Highest link rate {@link shapeLabHostLink} accepts, in Mbit/s (the veth itself does ~1.5 Gbit/s). */
+export const LAB_MAX_LINK_RATE_MBIT = 10_000;
+
+/**
+ * Limits the rate of what the deploying machine sends to the host (a token bucket on the root
+ * namespace's end of the veth; the lab-notes recipe), or removes the limit when `rateMbit` is
+ * undefined. Returns the rate now in force (undefined: unshaped).
+ */
+export async function shapeLabHostLink(plan: LabHostPlan, rateMbit: number | undefined): Promise<number | undefined> {
+  if (rateMbit === undefined) {
+    const current = await runCommand(['tc', 'qdisc', 'show', 'dev', plan.hostInterface]);
+    if (/\btbf\b/u.test(current.stdout)) {
+      await runCommand(['tc', 'qdisc', 'del', 'dev', plan.hostInterface, 'root'], { failureMessage: `could not remove the link limit of ${plan.name}` });
+    }
+    return undefined;
+  }
+  await runCommand(['tc', 'qdisc', 'replace', 'dev', plan.hostInterface, 'root', 'tbf', 'rate', `${rateMbit}mbit`, 'burst', '64kb', 'latency', '50ms'], {
+    failureMessage: `could not limit the link of ${plan.name} to ${rateMbit} Mbit/s`,
+    failureHint: 'the kernel needs the tbf queueing discipline (sch_tbf); `tc qdisc add … tbf` must work as root',
+  });
+  return rateMbit;
+}
+
 /** Stops the host and removes its network namespace (and so its veth pair). Files stay. */
 export async function stopLabHost(plan: LabHostPlan, hostLayout: LabHostLayout): Promise<void> {
   await stopLabHostProcesses(plan, hostLayout);

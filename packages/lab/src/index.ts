@@ -4,6 +4,7 @@ export {
   labDown,
   labExec,
   labCutSshSessions,
+  labShapeLink,
   labExecPrefix,
   labRebootHost,
   labStatus,
@@ -26,6 +27,7 @@ export {
   type LabHostSettings,
   type LabSudoMode,
 } from './host-plan.js';
+export { LAB_MAX_LINK_RATE_MBIT } from './hosts.js';
 export { DEFAULT_LAB_DIR, labLayout, resolveLabDir, type LabHostLayout, type LabLayout } from './layout.js';
 export { LAB_LOCAL_NIX_CONFIG, labLocalNixEnv } from './nix-env.js';
 export { runCommand, runCommandAllowingFailure, type CommandOutput, type RunCommandOptions } from './run.js';

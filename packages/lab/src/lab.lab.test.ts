@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -6,7 +7,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { LAB_SUDO_PASSWORD } from './host-plan.js';
-import { labCutSshSessions, labDown, labExec, labRebootHost, labStatus, labUp, type LabStatus } from './lab.js';
+import { labCutSshSessions, labDown, labExec, labRebootHost, labShapeLink, labStatus, labUp, type LabStatus } from './lab.js';
 import { describeLab } from './testing/index.js';
 
 const execFileAsync = promisify(execFile);
@@ -234,6 +235,24 @@ describeLab('the lab: real nix, sshd, sudo and a separate store per host', () =>
     expect(result.code).not.toBe(0);
     expect(result.stdout).toBe('');
     expect((await ssh('deploy@pi1', 'echo back')).stdout).toBe('back\n');
+  });
+
+  it('limits the link to a host to a given rate, and lifts the limit again', async () => {
+    const payload = randomBytes(4 * 1024 * 1024).toString('base64'); // 5.6 MB: 1.1 s at 40 Mbit/s
+    const secondsToSend = async () => {
+      const started = performance.now();
+      const result = await ssh('deploy@pi1', 'wc -c', payload);
+      expect(result.stdout.trim()).toBe(String(payload.length));
+      return (performance.now() - started) / 1000;
+    };
+    expect(await labShapeLink('pi1', { rateMbit: 40 })).toBe(40);
+    const shaped = await secondsToSend();
+    expect(shaped).toBeGreaterThan((payload.length * 8) / 40e6);
+    expect(await labShapeLink('pi1', { rateMbit: undefined })).toBeUndefined();
+    expect(await labShapeLink('pi1', { rateMbit: undefined })).toBeUndefined();
+    const unshaped = await secondsToSend();
+    expect(unshaped).toBeLessThan(shaped / 2);
+    await expect(labShapeLink('pi1', { rateMbit: 0 })).rejects.toMatchObject({ code: 'PIDEPLOY_USAGE', hint: expect.stringContaining('--rate-mbit') });
   });
 
   it('is idempotent: up again reuses running hosts, keeps their stores, and re-applies the knobs', async () => {

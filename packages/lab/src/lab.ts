@@ -19,6 +19,7 @@ import {
   type LabSudoMode,
 } from './host-plan.js';
 import {
+  LAB_MAX_LINK_RATE_MBIT,
   cutLabHostSshSessions,
   ensureLabHostNetwork,
   isLabHostRunning,
@@ -26,6 +27,7 @@ import {
   readLabHostProcesses,
   restartLabHostNixDaemon,
   runLabHostConsoleCommand,
+  shapeLabHostLink,
   startLabHost,
   stopLabHost,
   stopLabHostProcesses,
@@ -498,6 +500,25 @@ export async function labCutSshSessions(hostName: string, options: LabOptions = 
   assertRoot('cut-ssh');
   const { layout, plan } = await knownHost(hostName, options);
   return cutLabHostSshSessions(plan, layout.host(hostName));
+}
+
+/**
+ * Limits how fast the deploying machine can send to a lab host, as a slow link to a real Pi
+ * would (`{ rateMbit: 100 }` ≈ a Pi 3's Ethernet), or lifts the limit (`{ rateMbit: undefined }`).
+ * Lasts until the host's network is made anew (`lab down`). Returns the rate in force.
+ */
+export async function labShapeLink(hostName: string, link: { readonly rateMbit: number | undefined }, options: LabOptions = {}): Promise<number | undefined> {
+  assertRoot('link');
+  const { rateMbit } = link;
+  if (rateMbit !== undefined && !(Number.isInteger(rateMbit) && rateMbit >= 1 && rateMbit <= LAB_MAX_LINK_RATE_MBIT)) {
+    throw new PideployError({
+      code: 'PIDEPLOY_USAGE',
+      message: `a lab link rate must be a whole number of Mbit/s from 1 to ${LAB_MAX_LINK_RATE_MBIT}, not ${String(rateMbit)}`,
+      hint: 'pideploy lab link pi1 --rate-mbit 100',
+    });
+  }
+  const { plan } = await knownHost(hostName, options);
+  return shapeLabHostLink(plan, rateMbit);
 }
 
 async function knownHost(hostName: string, options: LabOptions) {

@@ -140,7 +140,7 @@ async function sendPaths(
     }
   })();
   replies.catch(() => undefined);
-  const writer = new BatchedWriter(remote);
+  const writer = new BatchedWriter(remote, watch.stopped);
   for (const info of plan.toSend) {
     watch.path = info.path;
     const narHashHex = formatHash(parseHash(info.narHash, { expectedAlgorithm: 'sha256' }).digest, 'hex');
@@ -189,7 +189,11 @@ class BatchedWriter {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
 
-  constructor(private readonly remote: ServeProcess) {}
+  /** `stopped` ends a wait for the channel to drain (the copy failed elsewhere), so the NAR stream closes its files. */
+  constructor(
+    private readonly remote: ServeProcess,
+    private readonly stopped: AbortSignal,
+  ) {}
 
   async write(bytes: Buffer): Promise<void> {
     if (this.pendingBytes === 0 && bytes.length >= WRITE_BATCH_BYTES) return this.writeNow(bytes);
@@ -207,7 +211,7 @@ class BatchedWriter {
   }
 
   private async writeNow(bytes: Buffer): Promise<void> {
-    if (!this.remote.stdin.write(bytes)) await once(this.remote.stdin, 'drain');
+    if (!this.remote.stdin.write(bytes)) await once(this.remote.stdin, 'drain', { signal: this.stopped });
   }
 }
 
@@ -228,6 +232,8 @@ interface ServeWatch {
   pathsCopied: number;
   pathsToSend: number | undefined;
   done: boolean;
+  /** Aborted once the copy is over, however it ended: nothing may wait on the channel after that. */
+  readonly stopped: AbortSignal;
   /** Races `promise` against the process failing (exit, sudo refusing the password, abort). */
   guard<T>(promise: Promise<T>, exitExpected?: boolean): Promise<T>;
   failure(exitCode: number | null): PideployError;
@@ -243,12 +249,14 @@ function watchServeProcess(remote: ServeProcess, host: string, access: StoreAcce
   });
   failed.catch(() => undefined);
   let exitExpected = false;
+  const stop = new AbortController();
   const watch: ServeWatch = {
     phase: 'connect',
     path: undefined,
     pathsCopied: 0,
     pathsToSend: undefined,
     done: false,
+    stopped: stop.signal,
     async guard<T>(promise: Promise<T>, expectExit = false): Promise<T> {
       exitExpected = expectExit;
       try {
@@ -275,6 +283,7 @@ function watchServeProcess(remote: ServeProcess, host: string, access: StoreAcce
       });
     },
     dispose() {
+      stop.abort();
       signal.removeEventListener('abort', onAbort);
       remote.stderr.off('data', onStderr);
     },

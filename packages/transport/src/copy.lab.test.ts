@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { createBaseContext, createCollectingReporter, PideployError, type DeployEvent } from '@pideploy/core';
-import { LAB_SUDO_PASSWORD, labCutSshSessions, labDown, labExec, labStatus, labUp, type LabHostStatus, type LabStatus } from '@pideploy/lab';
+import { LAB_SUDO_PASSWORD, labCutSshSessions, labDown, labExec, labShapeLink, labStatus, labUp, type LabHostStatus, type LabStatus } from '@pideploy/lab';
 import { describeLab } from '@pideploy/lab/testing';
 import { queryClosurePathInfos } from '@pideploy/nix';
 import { connectSsh, createSudo, type CreateSudoOptions, type SshSession } from '@pideploy/ssh';
@@ -159,8 +159,13 @@ describeLab('@pideploy/transport: copy closures to lab hosts over one SSH connec
         }
       },
     };
+    // A 150 Mbit/s link: the 64 MiB path takes ~3.6 s, so the cut (at 16 MiB, progress is
+    // reported every 250 ms) lands mid-path on any machine; unshaped, it could all be sent first.
+    await labShapeLink('pi1', { rateMbit: 150 }, { instance });
     const session = await connect('pi1');
-    const failure = await copyClosure({ host: 'pi1', session, paths: [big], localNixEnv: nixEnv }, createBaseContext({ reporter })).catch((error: unknown) => error);
+    const failure = await copyClosure({ host: 'pi1', session, paths: [big], localNixEnv: nixEnv }, createBaseContext({ reporter }))
+      .catch((error: unknown) => error)
+      .finally(() => labShapeLink('pi1', { rateMbit: undefined }, { instance }));
     await session[Symbol.asyncDispose]();
     expect(cut).toBe(true);
     expect(failure).toMatchObject({ code: 'PIDEPLOY_COPY_CONNECTION_LOST', isRetryable: true, hint: expect.stringContaining('sends only what is still missing') });

@@ -1,6 +1,7 @@
 import { PideployError } from '@pideploy/core';
-import { labDown, labExec, labStatus, labUp, parseHostCount, type LabStatus } from '@pideploy/lab';
+import { labDown, labExec, labShapeLink, labStatus, labUp, parseHostCount, type LabStatus } from '@pideploy/lab';
 import type { CommandInvocation, CommandResult } from '../command.js';
+import { integerFlag } from '../flags.js';
 
 function labDirOf(invocation: CommandInvocation): string | undefined {
   const value = invocation.flags['lab-dir'];
@@ -73,4 +74,23 @@ export async function labExecCommand(invocation: CommandInvocation): Promise<Com
   // Output passes through byte for byte (no added newline); --json wraps it in the result instead.
   if (!invocation.global.json) invocation.io.stdout.write(result.stdout);
   return { value: result, text: '', exitCode: result.exitCode };
+}
+
+/** `pideploy lab link <host> (--rate-mbit N | --unshaped)`: a slow link to a lab host, or none. */
+export async function labLinkCommand(invocation: CommandInvocation): Promise<CommandResult> {
+  const [host, ...extra] = invocation.positionals;
+  const rateMbit = integerFlag(invocation, 'rate-mbit', { min: 1, unit: 'Mbit/s' });
+  const unshaped = invocation.flags['unshaped'] === true;
+  if (host === undefined || extra.length > 0 || (rateMbit === undefined) === !unshaped) {
+    throw new PideployError({
+      code: 'PIDEPLOY_USAGE',
+      message: 'lab link needs one host and either --rate-mbit N or --unshaped',
+      hint: 'pideploy lab link pi1 --rate-mbit 100   (later: pideploy lab link pi1 --unshaped)',
+    });
+  }
+  const rate = await labShapeLink(host, { rateMbit }, { labDir: labDirOf(invocation) });
+  return {
+    value: { host, rateMbit: rate ?? null },
+    text: rate === undefined ? `${host}: the link is no longer limited` : `${host}: what is sent to it is limited to ${rate} Mbit/s`,
+  };
 }
