@@ -16,7 +16,7 @@ describe('shell completion', () => {
     expect(top.out().split('\n')).toEqual(expect.arrayContaining(['deploy', 'lab', 'pin', 'init']));
     const lab = createBufferIo();
     await runCli(['__complete', 'lab'], lab);
-    expect(lab.out()).toBe('down\nexec\nstatus\nup\n');
+    expect(lab.out()).toBe('down\nexec\nlink\nstatus\nup\n');
     const up = createBufferIo();
     await runCli(['__complete', 'lab', 'up'], up);
     expect(up.out().split('\n')).toEqual(expect.arrayContaining(['--hosts', '--untrusted', '--json']));
