@@ -47,6 +47,25 @@ second line'; save_state >/dev/null`);
     expect(readdirSync(stateDir)).toEqual(['d1.state']);
   });
 
+  it('read_clock asks the shell where it keeps the time (bash: $EPOCHSECONDS), else one date process (dash); an EPOCHSECONDS from the environment is not trusted', () => {
+    const tools = mkdtempSync(path.join(os.tmpdir(), 'pideploy-fake-date-'));
+    writeFileSync(path.join(tools, 'date'), '#!/bin/sh\necho 42\n');
+    chmodSync(path.join(tools, 'date'), 0o755);
+    const clockUnder = (shell: string) =>
+      Number(execFileSync(shell, ['-c', `${definitions}\nread_clock; printf '%s' "$clock"`], { encoding: 'utf8', env: { PATH: `${tools}:/usr/bin:/bin`, EPOCHSECONDS: '7' } }));
+    expect(clockUnder('dash')).toBe(42);
+    const now = Math.floor(Date.now() / 1000);
+    expect(Math.abs(clockUnder('bash') - now)).toBeLessThanOrEqual(2);
+  });
+
+  it('read_generation sets the system profile\'s generation number with one readlink ("" without a profile)', () => {
+    const profiles = mkdtempSync(path.join(os.tmpdir(), 'pideploy-profiles-'));
+    const profile = path.join(profiles, 'system');
+    expect(probe(`profile=${profile}; read_generation; printf '[%s]' "$generation"`)).toBe('[]');
+    execFileSync('ln', ['-s', 'system-17-link', profile]);
+    expect(probe(`profile=${profile}; read_generation; printf '[%s]' "$generation"`)).toBe('[17]');
+  });
+
   it('save_state uses a clock reading the caller just made once, then reads the clock again', () => {
     const stateDir = mkdtempSync(path.join(os.tmpdir(), 'pideploy-state-'));
     const read = () => parseActivationState(execFileSync('cat', [path.join(stateDir, 'd2.state')], { encoding: 'utf8' })).updated;

@@ -270,7 +270,18 @@ die() {
   exit 1
 }
 
-now() { date +%s; }
+# Sets clock to the Unix time: from the shell itself where it keeps one (bash 5 and busybox ash
+# have $EPOCHSECONDS and ignore assignments to it), else from one date process.
+EPOCHSECONDS=0
+if [ "$EPOCHSECONDS" != 0 ]; then shell_clock=1; else shell_clock=0; fi
+read_clock() {
+  if [ "$shell_clock" = 1 ]; then clock=$EPOCHSECONDS; else clock=$(date +%s); fi
+}
+
+# Root? bash knows ($EUID) without asking id.
+is_root() {
+  [ "\${EUID:-$(id -u)}" = 0 ]
+}
 
 valid_id() {
   case "$1" in
@@ -292,7 +303,12 @@ nl='
 '
 save_state() {
   tmp="$state_dir/$st_id.state.tmp.$$"
-  updated=\${st_updated:-$(now)}
+  if [ -n "$st_updated" ]; then
+    updated=$st_updated
+  else
+    read_clock
+    updated=$clock
+  fi
   st_updated=''
   message=$st_message
   case "$message" in *"$nl"*) message=$(printf '%s' "$message" | tr '\\n' ' ') ;; esac
@@ -344,11 +360,13 @@ is_final() {
 }
 
 # --- profile generations -------------------------------------------------------------------------
-current_generation() {
+# Sets generation to the system profile's current generation number ("" if none): one readlink.
+read_generation() {
+  generation=''
   link=$(readlink "$profile" 2>/dev/null) || return 0
   link=\${link##*/}
   link=\${link#system-}
-  printf '%s' "\${link%-link}"
+  generation=\${link%-link}
 }
 
 # Sets highest to the highest system-N-link number in the profiles directory ("" if none), without a process.
@@ -386,7 +404,8 @@ restore_profile() {
   else
     nix-env -p "$profile" --set "$st_previous_system" || return 1
   fi
-  st_rolled_back_to=$(current_generation)
+  read_generation
+  st_rolled_back_to=$generation
   if [ -n "$st_new_generation" ] && [ "$st_new_generation" != "$st_rolled_back_to" ] \\
     && [ "$st_new_generation" -gt "\${highest_before:-0}" ]; then
     nix-env -p "$profile" --delete-generations "$st_new_generation" || true
@@ -430,7 +449,8 @@ roll_back() {
     test)
       activate_system "$st_previous_system" test || ok=0
       if [ "$ok" = 1 ] && [ "$(readlink -f "$profile" 2>/dev/null)" = "$st_previous_system" ]; then
-        st_rolled_back_to=$(current_generation)
+        read_generation
+        st_rolled_back_to=$generation
       fi
       ;;
   esac
@@ -449,7 +469,8 @@ worker() {
   st_action=$1; st_toplevel=$2; st_bundle=$3; st_id=$4; timeout=$5; rollback=$6; install_bootloader=$7
   load_state "$st_id"
   cd / || return 1
-  st_previous_generation=$(current_generation)
+  read_generation
+  st_previous_generation=$generation
   # The running system, resolved like readlink -e, by the shell itself (cd -P sets PWD to the physical path).
   st_previous_system=''
   if cd -P /run/current-system 2>/dev/null; then
@@ -469,7 +490,8 @@ worker() {
       save_state
       return 1
     fi
-    st_new_generation=$(current_generation)
+    read_generation
+    st_new_generation=$generation
     save_state
   fi
 
@@ -504,7 +526,8 @@ worker() {
   # Magic rollback: a watchdog waits for "confirm" (or "abort"), else rolls back by itself.
   # The verdict is an empty file named after it in this directory, which only its creator (mkdir) writes.
   decision="$state_dir/$st_id.decision"
-  st_updated=$(now)
+  read_clock
+  st_updated=$clock
   st_deadline=$(( st_updated + timeout ))
   st_state=awaiting-confirmation
   st_message="activated; waiting up to \${timeout}s for confirmation"
@@ -518,7 +541,7 @@ worker() {
     elif [ -f "$decision/timeout" ]; then
       roll_back rolled-back-unconfirmed "no confirmation within \${timeout}s"
       return 1
-    elif [ ! -d "$decision" ] && [ "$(now)" -ge "$st_deadline" ]; then
+    elif [ ! -d "$decision" ] && read_clock && [ "$clock" -ge "$st_deadline" ]; then
       if mkdir "$decision" 2>/dev/null; then
         : >"$decision/timeout"
         continue
@@ -532,13 +555,13 @@ worker() {
 # How the worker is detached from this SSH session: a transient systemd unit where systemd is the
 # running init (out of the session's cgroup, as nixos-rebuild does), else a new session (setsid),
 # else just nohup.
-worker_launcher() {
+pick_launcher() {
   if [ -d "$systemd_runtime_dir" ] && command -v systemd-run >/dev/null 2>&1; then
-    echo systemd-run
+    launcher=systemd-run
   elif command -v setsid >/dev/null 2>&1; then
-    echo setsid
+    launcher=setsid
   else
-    echo nohup
+    launcher=nohup
   fi
 }
 
@@ -566,7 +589,7 @@ cmd_start() {
     # magic rollback only when asked for.
     if [ "$wait_for_it" = 1 ] && [ "$timeout_given" = 0 ]; then rollback=0; fi
   fi
-  [ "$(id -u)" = 0 ] || die "must run as root (sudo)"
+  is_root || die "must run as root (sudo)"
   case "$toplevel" in /nix/store/*) ;; *) die "--toplevel must be a store path, not $toplevel" ;; esac
   [ -x "$toplevel/bin/switch-to-configuration" ] || die "$toplevel/bin/switch-to-configuration is missing: copy the system's closure first"
   if [ -n "$bundle" ] && [ ! -e "$bundle" ]; then die "the bundle $bundle is not in this host's store"; fi
@@ -582,7 +605,8 @@ cmd_start() {
   # Ignored SIGHUP is inherited: the worker survives the end of this sudo/SSH session even in the
   # moment before setsid has detached it (what nohup would do, without its extra process).
   trap '' HUP
-  case "$(worker_launcher)" in
+  pick_launcher
+  case "$launcher" in
     systemd-run)
       systemd-run --collect --quiet --no-ask-password --unit "pideploy-activate-$id" --service-type=exec \\
         -p StandardOutput="append:$log" -p StandardError="append:$log" \\
@@ -619,7 +643,7 @@ cmd_decide() {
   verdict=$1
   id=$2
   valid_id "$id" || die "not a deployment id: $id"
-  [ "$(id -u)" = 0 ] || die "must run as root (sudo)"
+  is_root || die "must run as root (sudo)"
   load_state "$id"
   if [ "$verdict" = confirmed ] && [ "$st_state" = confirmed ]; then
     echo "activate: $id: confirmed"
@@ -665,15 +689,17 @@ cmd_rollback() {
       *) usage ;;
     esac
   done
-  [ "$(id -u)" = 0 ] || die "must run as root (sudo)"
+  is_root || die "must run as root (sudo)"
   if [ -n "$to" ]; then
     case "$to" in *[!0-9]*) die "--to takes a generation number, not $to" ;; esac
     nix-env -p "$profile" --switch-generation "$to" || die "cannot switch the profile to generation $to"
   else
     nix-env -p "$profile" --rollback || die "cannot roll the profile back"
   fi
-  "$profile/bin/switch-to-configuration" switch || die "switch-to-configuration switch of generation $(current_generation) failed"
-  echo "activate: now on generation $(current_generation) ($(readlink -f "$profile"))"
+  read_generation
+  "$profile/bin/switch-to-configuration" switch || die "switch-to-configuration switch of generation $generation failed"
+  read_generation
+  echo "activate: now on generation $generation ($(readlink -f "$profile"))"
 }
 
 [ $# -ge 1 ] || usage
@@ -685,7 +711,7 @@ case "$command" in
   abort) [ $# -eq 1 ] || usage; cmd_decide aborted "$1" ;;
   status) cmd_status "$@" ;;
   rollback) cmd_rollback "$@" ;;
-  launcher) [ $# -eq 0 ] || usage; worker_launcher ;;
+  launcher) [ $# -eq 0 ] || usage; pick_launcher; echo "$launcher" ;;
   __worker) [ $# -eq 7 ] || usage; worker "$@" ;;
   -h|--help|help) usage ;;
   *) usage ;;
