@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { PideployError } from '@pideploy/core';
 import { createBufferIo } from './io.js';
 import { createRenderer, describeEvent, progressBar, shouldRenderLive } from './render.js';
+import { beginPrompt } from './terminal.js';
 
 describe('createRenderer', () => {
   it('writes NDJSON events, result and error on stdout with --json, nothing human on stdout', () => {
@@ -28,6 +29,30 @@ describe('createRenderer', () => {
     expect(err.startsWith('[pi1] copying  [██████████░░░░░░░░░░] 512 B/1.0 KiB 256 B/s ETA 2.0 s')).toBe(true);
     expect(err).toContain('\r\u001b[K[pi1] hello\n[pi1] copying');
     expect(err.endsWith('\r\u001b[K[pi1] copied 2 path(s), 1.0 KiB in 4.0 s\n')).toBe(true);
+  });
+
+  it('holds everything back while a password prompt is on screen, then writes it in order without redrawing the old progress line', () => {
+    const io = createBufferIo();
+    const renderer = createRenderer(io, { json: false, verbose: false, live: true });
+    renderer.emit({ type: 'build-progress', built: 1, total: 4 });
+    const before = io.err();
+    expect(before).toContain('1/4');
+    const endPrompt = beginPrompt(io.stderr);
+    expect(io.err()).toBe(`${before}\r\u001b[K`); // the progress line goes before the question
+    renderer.emit({ type: 'log', level: 'info', message: 'built while asking', host: 'pi1' });
+    renderer.emit({ type: 'build-progress', built: 2, total: 4 });
+    expect(io.err()).toBe(`${before}\r\u001b[K`);
+    endPrompt();
+    const after = io.err().slice(before.length + 4);
+    expect(after.startsWith('[pi1] built while asking\n')).toBe(true);
+    expect(after).toContain('2/4');
+    expect(after).not.toContain('1/4');
+    // Without a progress line on screen, a prompt erases nothing.
+    const quiet = createBufferIo();
+    const quietRenderer = createRenderer(quiet, { json: false, verbose: false, live: true });
+    quietRenderer.emit({ type: 'log', level: 'info', message: 'just a line', host: 'pi1' });
+    beginPrompt(quiet.stderr)();
+    expect(quiet.err()).toBe('[pi1] just a line\n');
   });
 
   it('keeps progress out of append-only logs unless --verbose, then one line per 10 %', () => {

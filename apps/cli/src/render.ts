@@ -1,5 +1,6 @@
 import type { DeployEvent, PideployError, Reporter } from '@pideploy/core';
 import type { CliIo } from './io.js';
+import { promptCount, setProgressLineOnScreen, writeWhenTerminalFree } from './terminal.js';
 
 /** How events and results are shown: human lines on stderr, or NDJSON on stdout (`--json`). */
 export interface Renderer extends Reporter {
@@ -32,19 +33,27 @@ export function createRenderer(io: CliIo, options: RendererOptions): Renderer {
   const writeJsonLine = (value: unknown): void => void io.stdout.write(`${JSON.stringify(value)}\n`);
   const live = options.live ?? shouldRenderLive(io);
   let statusLine = '';
+  // A password prompt cleared the line the progress was on (and output waited for its answer).
+  let promptsSeen = promptCount();
   const lastStepShown = new Map<string, number>();
   const clearStatus = (): void => {
+    if (promptsSeen !== promptCount()) {
+      promptsSeen = promptCount();
+      statusLine = '';
+    }
     if (statusLine !== '') io.stderr.write('\r\u001b[K');
+    setProgressLineOnScreen(false);
   };
   const redrawStatus = (): void => {
     if (statusLine !== '') io.stderr.write(statusLine);
+    setProgressLineOnScreen(statusLine !== '');
   };
   const writeLine = (line: string): void => {
     clearStatus();
     io.stderr.write(`${line}\n`);
     redrawStatus();
   };
-  return {
+  const renderer: Renderer = {
     emit(event: DeployEvent): void {
       if (options.json) {
         writeJsonLine({ event });
@@ -96,6 +105,11 @@ export function createRenderer(io: CliIo, options: RendererOptions): Renderer {
         io.stderr.write(`command: ${command.join(' ')} (exit ${exitCode ?? 'signal'})\n${stderrTail}\n`);
       }
     },
+  };
+  return {
+    emit: (event) => writeWhenTerminalFree(() => renderer.emit(event)),
+    result: (value, humanText) => writeWhenTerminalFree(() => renderer.result(value, humanText)),
+    failure: (error, verbose) => writeWhenTerminalFree(() => renderer.failure(error, verbose)),
   };
 }
 

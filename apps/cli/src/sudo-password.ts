@@ -4,6 +4,7 @@ import { PideployError } from '@pideploy/core';
 import { readSudoPasswordFromFile, readSudoPasswordFromStdin, type CreateSudoOptions, type SudoPasswordRequest } from '@pideploy/ssh';
 import type { CommandInvocation } from './command.js';
 import { stringFlag } from './flags.js';
+import { beginPrompt } from './terminal.js';
 
 
 /**
@@ -32,6 +33,8 @@ function promptOnce(request: SudoPasswordRequest): Promise<string | undefined> {
     // Echo off BEFORE the prompt shows (as getpass does): keys typed the moment it appears must
     // not reach a terminal that still echoes.
     input.setRawMode(true);
+    // The build runs meanwhile: its progress line goes, and its output waits for the answer.
+    const endPrompt = beginPrompt(process.stderr);
     if (request.attempt > 1) process.stderr.write('Sorry, try again.\n');
     process.stderr.write(`[sudo] password for ${request.user}@${request.host}: `);
     input.resume();
@@ -60,6 +63,7 @@ function promptOnce(request: SudoPasswordRequest): Promise<string | undefined> {
       input.setRawMode(false);
       input.pause();
       process.stderr.write('\n');
+      endPrompt();
     };
     input.on('data', onData);
   });

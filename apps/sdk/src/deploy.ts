@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { PideployError, toPideployError, type ActivationAction, type DeployPhase, type PideployContext } from '@pideploy/core';
@@ -122,8 +123,9 @@ export function hostBuilderFor(config: ResolvedConfig, env?: Readonly<Record<str
 
 /**
  * Deploys hosts end to end: for each host it opens ONE SSH connection and checks sudo (asking
- * the password once, validated before any slow work), builds the toplevel here (once per
- * distinct configuration, shared by the hosts that have it) and the host's bundle,
+ * the password once, at the start, validated before anything is copied or changed) while it
+ * builds the toplevel here (once per distinct configuration, shared by the hosts that have it),
+ * then the host's bundle,
  * shows the closure diff against what the host runs, copies the missing paths over that same
  * connection, and activates with magic rollback. A failing host does not stop the others; the
  * result says per host what happened and how long each phase took.
@@ -149,6 +151,11 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
   };
 
   const localNixEnv = { ...process.env, ...(request.env ?? {}) } as NodeJS.ProcessEnv;
+  // Builds started for hosts whose connection then failed are not waited for: stopped once every host is done.
+  const buildsNoLongerNeeded = new AbortController();
+  const buildSignal = AbortSignal.any([context.signal, buildsNoLongerNeeded.signal]);
+  setMaxListeners(0, buildSignal);
+  const buildContext: PideployContext = { ...context, signal: buildSignal };
   // Every host's bundle holds the same system: its closure is read from the local store once.
   const closureOf = createClosureQuery({ env: localNixEnv, signal: context.signal });
 
@@ -164,6 +171,12 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
       activation?: ActivationResult;
       diff?: string;
     } = {};
+    // The build does not wait for the connection (nor the connection for the build): the SSH
+    // login and the sudo password check run while Nix evaluates and builds, so the prompt still
+    // comes first and a no-op redeploy costs max(evaluation, login) instead of their sum. A
+    // build that no host needs any more (its connection failed) is stopped at the end.
+    const building = builder.buildToplevel(host, buildContext);
+    building.catch(() => undefined);
     try {
       const connect = { ...(host.sshConfig === undefined ? {} : { sshConfigFile: host.sshConfig }), acceptNewHostKey: request.acceptNewHostKey === true, compress: request.compress === true };
       let password: string | undefined;
@@ -181,7 +194,8 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
           },
         });
       });
-      const { toplevel, sharedWith } = await timed('build', host.name, phases, context, () => builder.buildToplevel(host, context));
+      // The build phase is the time this host still waited for its system after connecting.
+      const { toplevel, sharedWith } = await timed('build', host.name, phases, context, () => building);
       result.toplevel = toplevel.outPath;
       if (sharedWith !== undefined) result.sharedBuildWith = sharedWith;
       const bundle = await timed('bundle', host.name, phases, context, () => builder.bundle(host, toplevel, context));
@@ -253,6 +267,9 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
     context.signal.aborted
       ? { host: host.name, ok: false, error: new PideployError({ code: 'PIDEPLOY_INTERRUPTED', message: 'interrupted before this host was started' }), phases: [] }
       : await deployHost(host),
-  ).finally(() => fleetCache?.close());
+  ).finally(() => {
+    buildsNoLongerNeeded.abort();
+    return fleetCache?.close();
+  });
   return { version: 1, results, ok: results.every((item) => item.ok) };
 }

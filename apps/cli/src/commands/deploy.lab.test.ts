@@ -99,6 +99,31 @@ describeLab('pideploy deploy end to end (lab: trusted, untrusted and NOPASSWD ho
     expect((await labExec('pi1', ['readlink', '/run/current-system'])).stdout).toBe(before);
   });
 
+  it('checks the password while the system builds: a wrong one fails at once, and the build started meanwhile is stopped', async () => {
+    const salt = `slow-${Date.now()}`;
+    await writeFile(path.join(project, 'slow.nix'), `{ pkgs, ... }: { imports = [ ./hardware-configuration.nix ]; system.stateVersion = "24.05"; environment.systemPackages = [ (pkgs.runCommand "${salt}" { } "sleep 40; mkdir $out") ]; }\n`);
+    const configFile = path.join(project, 'pideploy.json');
+    const config = JSON.parse(readFileSync(configFile, 'utf8')) as { hosts: Record<string, unknown> };
+    config.hosts['slow'] = { ...(config.hosts['pi1'] as object), configuration: './slow.nix', tags: ['slow'] };
+    await writeFile(configFile, `${JSON.stringify(config, null, 2)}\n`);
+    const wrongFile = path.join(path.dirname(passwordFile), 'wrong-password');
+    await writeFile(wrongFile, 'not-the-password\n', { mode: 0o600 });
+    const started = performance.now();
+    const run = await pideploy(['deploy', 'slow', '--sudo-password-file', wrongFile, '--json'], project, env);
+    const seconds = (performance.now() - started) / 1000;
+    expect(run.code).toBe(1);
+    const events = run.stdout.trim().split('\n').map((line) => JSON.parse(line) as { event?: { type: string; phase?: string }; result?: { results: { error?: { code: string } }[] } });
+    expect(events.at(-1)?.result?.results[0]?.error?.code).toBe('PIDEPLOY_SUDO_PASSWORD_WRONG');
+    // The build had started with the login (its phase never began: the host failed first)…
+    expect(events.some((line) => line.event?.type === 'build-start')).toBe(true);
+    expect(events.some((line) => line.event?.type === 'phase-start' && line.event.phase === 'build')).toBe(false);
+    // …and was not waited for (it takes 40 s), nor left running.
+    expect(seconds).toBeLessThan(20);
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const builders = await execFileAsync('pgrep', ['-f', salt]).then((found) => found.stdout.trim(), () => '');
+    expect(builders).toBe('');
+  });
+
   it('refuses a hand-edited pins.nix before connecting anywhere (one line + hint, exit 1)', async () => {
     const pinsNix = path.join(project, 'pins.nix');
     const original = readFileSync(pinsNix, 'utf8');
