@@ -200,7 +200,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
       if (sharedWith !== undefined) result.sharedBuildWith = sharedWith;
       const bundle = await timed('bundle', host.name, phases, context, () => builder.bundle(host, toplevel, context));
       result.bundle = bundle.outPath;
-      const target = { target: host.target, session, connect, sudo: { password } };
+      const target = { target: host.target, session, connect, sudo: { password }, name: host.name };
       result.diff = await timed('diff', host.name, phases, context, async () => {
         // The bundle's closure holds the system's: one local query serves this diff and the copy.
         await closureOf([bundle.outPath]);

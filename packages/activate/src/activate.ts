@@ -39,6 +39,8 @@ export interface ActivationTarget {
    * connections (see {@link rememberSudoPassword}), so one prompt serves activate + confirm.
    */
   readonly sudo?: CreateSudoOptions | undefined;
+  /** What events, results and errors call this host (default: the SSH alias or the target), e.g. its pideploy.json name. */
+  readonly name?: string | undefined;
 }
 
 /**
@@ -173,7 +175,7 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
 }
 
 function hostName(target: ActivationTarget): string {
-  return target.session?.host.alias ?? target.target;
+  return target.name ?? target.session?.host.alias ?? target.target;
 }
 
 function remoteFailure(what: string, argv: readonly string[], result: { exitCode: number | null; stderr: string; stdout: string }, host: string): PideployError {

@@ -1,4 +1,4 @@
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
@@ -9,8 +9,7 @@ import { promisify } from 'node:util';
 import { LAB_SUDO_PASSWORD, labDown, labExec, labUp, type LabStatus } from '@pideploy/lab';
 import { buildLabSystem, describeLab } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { shellJoin } from '@pideploy/core';
-import { BUILT_PIDEPLOY_BIN, runBuiltPideploy } from '../testing/built-cli.js';
+import { runBuiltPideploy, runBuiltPideployOnTerminal } from '../testing/built-cli.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -154,32 +153,7 @@ describeLab('pideploy activate / status against lab hosts (real sshd, sudo, nix)
     }
   }, 180_000);
 
-  /**
-   * Runs `pideploy ARGS` on a new pseudo-terminal (util-linux script(1)): its stdout is what the
-   * terminal shows, and `keys[n]` is "typed" once the n-th sudo prompt shows, as a person would
-   * (typed earlier, the terminal itself would still echo it).
-   */
-  async function onTerminal(args: readonly string[], keys: readonly string[]): Promise<{ transcript: string; exitCode: number | null; ms: number }> {
-    const command = shellJoin([process.execPath, BUILT_PIDEPLOY_BIN, ...args]);
-    const terminal = spawn('script', ['-q', '-e', '-c', command, '/dev/null'], { env: { ...env, TERM: 'xterm' }, stdio: ['pipe', 'pipe', 'pipe'] });
-    let transcript = '';
-    let prompts = 0;
-    terminal.stdout.on('data', (chunk: Buffer) => {
-      transcript += chunk.toString('utf8');
-      const shown = transcript.split('[sudo] password for deploy@pi1: ').length - 1;
-      for (; prompts < shown; prompts += 1) if (keys[prompts] !== undefined) terminal.stdin.write(keys[prompts]);
-    });
-    const started = Date.now();
-    const exitCode = await new Promise<number | null>((resolve) => {
-      const timer = setTimeout(() => terminal.kill('SIGKILL'), 60_000);
-      terminal.on('close', (code) => {
-        clearTimeout(timer);
-        resolve(code);
-      });
-    });
-    terminal.stdin.end();
-    return { transcript, exitCode, ms: Date.now() - started };
-  }
+  const onTerminal = (args: readonly string[], keys: readonly string[]) => runBuiltPideployOnTerminal(args, { env, prompt: '[sudo] password for deploy@pi1: ', keys });
 
   it('on a real terminal the sudo password is asked exactly once, not echoed, and serves activate + confirmation', async () => {
     const { transcript, exitCode, ms } = await onTerminal(['activate', 'deploy@pi1', '--ssh-config', status.sshConfig, '--toplevel', systems['tty']!, '--confirm-timeout', '20'], [`${LAB_SUDO_PASSWORD}\r`]);

@@ -8,6 +8,7 @@ import { promisify } from 'node:util';
 import { LAB_SUDO_PASSWORD, labDown, labExec, labUp, type LabStatus } from '@pideploy/lab';
 import { describeLab } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { runBuiltPideployOnTerminal } from '../testing/built-cli.js';
 
 const execFileAsync = promisify(execFile);
 const bin = fileURLToPath(new URL('../../dist/bin.js', import.meta.url));
@@ -122,6 +123,31 @@ describeLab('pideploy deploy end to end (lab: trusted, untrusted and NOPASSWD ho
     await new Promise((resolve) => setTimeout(resolve, 1000));
     const builders = await execFileAsync('pgrep', ['-f', salt]).then((found) => found.stdout.trim(), () => '');
     expect(builders).toBe('');
+  });
+
+  it('on a real terminal the prompt is not drawn over while the system builds; what the build said meanwhile follows the answer', async () => {
+    const salt = `tty-${Date.now()}`;
+    await writeFile(path.join(project, 'tty.nix'), `{ pkgs, ... }: { imports = [ ./hardware-configuration.nix ]; system.stateVersion = "24.05"; environment.systemPackages = [ (pkgs.runCommand "${salt}" { } "sleep 3; mkdir $out") ]; }\n`);
+    const configFile = path.join(project, 'pideploy.json');
+    const config = JSON.parse(readFileSync(configFile, 'utf8')) as { hosts: Record<string, { configuration: string }> };
+    config.hosts['tty'] = { ...(config.hosts['pi1'] as { configuration: string }), configuration: './tty.nix' };
+    await writeFile(configFile, `${JSON.stringify(config, null, 2)}\n`);
+    const prompt = '[sudo] password for deploy@pi1: ';
+    // Live progress (no CI), and the answer typed 2 s after the prompt shows: the build runs meanwhile.
+    const run = await runBuiltPideployOnTerminal(['deploy', 'tty'], { env: { ...env, CI: '' }, cwd: project, prompt, keys: [`${LAB_SUDO_PASSWORD}\r`], typeDelayMs: 2000 });
+    console.log(`pty transcript (${run.ms} ms, exit ${run.exitCode}):\n${run.transcript}`);
+    expect(run.exitCode).toBe(0);
+    const promptAt = run.transcript.indexOf(prompt);
+    expect(promptAt).toBeGreaterThanOrEqual(0);
+    expect(run.transcript.split(prompt)).toHaveLength(2);
+    // Nothing between the question and the end of its answer line, and the build's lines come after it.
+    expect(run.transcript.slice(promptAt + prompt.length, promptAt + prompt.length + 2)).toBe('\r\n');
+    expect(run.transcript.indexOf(salt, promptAt)).toBeGreaterThan(promptAt);
+    expect(run.transcript).not.toContain(LAB_SUDO_PASSWORD);
+    expect(run.transcript).toMatch(/^tty +confirmed/mu);
+    // Every line names the host as pideploy.json does, also the activation's (its SSH alias is pi1).
+    expect(run.transcript).toContain('[tty] switch /nix/store/');
+    expect(run.transcript).not.toMatch(/^\[pi1\]/mu);
   });
 
   it('refuses a hand-edited pins.nix before connecting anywhere (one line + hint, exit 1)', async () => {

@@ -2,9 +2,10 @@
  * Helpers for the CLI's lab tests: they run the BUILT `pideploy` (`dist/bin.js`, so `pnpm build`
  * first), as a user would, in a child process.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { shellJoin } from '@pideploy/core';
 
 const execFileAsync = promisify(execFile);
 
@@ -27,4 +28,48 @@ export async function runBuiltPideploy(args: readonly string[], options: { reado
     const failure = error as { stdout: string; stderr: string; code: number };
     return { stdout: failure.stdout, stderr: failure.stderr, code: failure.code };
   }
+}
+
+/** Options of {@link runBuiltPideployOnTerminal}. */
+export interface TerminalRunOptions {
+  readonly env: NodeJS.ProcessEnv;
+  readonly cwd?: string | undefined;
+  /** The prompt text to answer, e.g. `[sudo] password for deploy@pi1: `. */
+  readonly prompt: string;
+  /** `keys[n]` is typed once the n-th prompt shows. */
+  readonly keys: readonly string[];
+  /** How long the "person" takes to type an answer (default: at once). */
+  readonly typeDelayMs?: number | undefined;
+}
+
+/**
+ * Runs the built `pideploy ARGS` on a new pseudo-terminal (util-linux script(1)): its stdout is
+ * what the terminal shows, and `keys[n]` is "typed" once the n-th prompt shows, as a person would
+ * (typed earlier, the terminal itself would still echo it). Killed after 60 s.
+ */
+export async function runBuiltPideployOnTerminal(args: readonly string[], options: TerminalRunOptions): Promise<{ transcript: string; exitCode: number | null; ms: number }> {
+  const command = shellJoin([process.execPath, BUILT_PIDEPLOY_BIN, ...args]);
+  const terminal = spawn('script', ['-q', '-e', '-c', command, '/dev/null'], { env: { ...options.env, TERM: 'xterm' }, cwd: options.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
+  let transcript = '';
+  let prompts = 0;
+  terminal.stdout.on('data', (chunk: Buffer) => {
+    transcript += chunk.toString('utf8');
+    const shown = transcript.split(options.prompt).length - 1;
+    for (; prompts < shown; prompts += 1) {
+      const key = options.keys[prompts];
+      if (key === undefined) continue;
+      if (options.typeDelayMs === undefined) terminal.stdin.write(key);
+      else setTimeout(() => terminal.stdin.write(key), options.typeDelayMs);
+    }
+  });
+  const started = Date.now();
+  const exitCode = await new Promise<number | null>((resolve) => {
+    const timer = setTimeout(() => terminal.kill('SIGKILL'), 60_000);
+    terminal.on('close', (code) => {
+      clearTimeout(timer);
+      resolve(code);
+    });
+  });
+  terminal.stdin.end();
+  return { transcript, exitCode, ms: Date.now() - started };
 }
