@@ -1,34 +1,60 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createBaseContext } from '@pideploy/core';
 import type { SshSession } from '@pideploy/ssh';
-import { nextPollInterval, systemStatus } from './activate.js';
+import { stateWaitCommand, stateWaitRound, systemStatus } from './activate.js';
 
-describe('nextPollInterval', () => {
-  it('keeps the interval for the first 3 s, then grows it by half each poll up to 2 s', () => {
-    expect(nextPollInterval(300, 2900)).toBe(300);
-    const schedule: number[] = [];
-    let interval = 300;
-    for (let poll = 0; poll < 8; poll += 1) {
-      interval = nextPollInterval(interval, 3100 + poll * 1000);
-      schedule.push(Math.round(interval));
-    }
-    expect(schedule).toEqual([450, 675, 1013, 1519, 2000, 2000, 2000, 2000]);
+describe('stateWaitRound', () => {
+  it('looks every 0.1 s for the first 3 s, then every 0.5 s; a round lasts 10 s either way', () => {
+    expect(stateWaitRound(0)).toEqual({ everySeconds: '0.1', looks: 100 });
+    expect(stateWaitRound(2999)).toEqual({ everySeconds: '0.1', looks: 100 });
+    expect(stateWaitRound(3000)).toEqual({ everySeconds: '0.5', looks: 20 });
+    for (const round of [stateWaitRound(0), stateWaitRound(60_000)]) expect(Number(round.everySeconds) * round.looks).toBe(10);
   });
 
-  it('never shortens an interval the caller chose longer than the cap', () => {
-    expect(nextPollInterval(5000, 60_000)).toBe(5000);
-  });
-
-  it('asks a 60 s activation far fewer than the 200 times a fixed 300 ms would', () => {
+  it('a 60 s activation costs 6 SSH commands (one per round), not the 200 a 300 ms poll would', () => {
     let elapsed = 0;
-    let interval = 300;
-    let polls = 0;
+    let commands = 0;
     while (elapsed < 60_000) {
-      elapsed += interval;
-      polls += 1;
-      interval = nextPollInterval(interval, elapsed);
+      const round = stateWaitRound(elapsed);
+      elapsed += Number(round.everySeconds) * round.looks * 1000;
+      commands += 1;
     }
-    expect(polls).toBeLessThan(45);
+    expect(commands).toBe(6);
+  });
+});
+
+describe('the wait for an activation\'s state, run by a real sh', () => {
+  const stateFile = () => path.join(mkdtempSync(path.join(os.tmpdir(), 'pideploy-wait-')), 'd1.state');
+  const stateText = (state: string) => `id=d1\nstate=${state}\naction=switch\n`;
+  const run = (argv: readonly string[]) =>
+    new Promise<{ code: number | null; stdout: string; ms: number }>((resolve) => {
+      const started = Date.now();
+      execFile(argv[0] as string, argv.slice(1), (error, stdout) => resolve({ code: error === null ? 0 : (error.code as number), stdout, ms: Date.now() - started }));
+    });
+
+  it('returns within a look of the state becoming final, and prints the state file', async () => {
+    const file = stateFile();
+    writeFileSync(file, stateText('activating'));
+    setTimeout(() => writeFileSync(file, stateText('awaiting-confirmation')), 500);
+    const result = await run(stateWaitCommand(file, { everySeconds: '0.1', looks: 100 }));
+    expect(result.code).toBe(0);
+    expect(result.stdout).toBe(stateText('awaiting-confirmation'));
+    expect(result.ms).toBeGreaterThanOrEqual(450);
+    expect(result.ms).toBeLessThan(1500);
+  });
+
+  it('ends the round after its looks while the activation still runs; fails when there is no state file', async () => {
+    const file = stateFile();
+    writeFileSync(file, stateText('activating'));
+    const round = await run(stateWaitCommand(file, { everySeconds: '0.1', looks: 5 }));
+    expect(round.code).toBe(0);
+    expect(round.stdout).toBe(stateText('activating'));
+    expect(round.ms).toBeLessThan(2000);
+    expect((await run(stateWaitCommand(`${file}.missing`, { everySeconds: '0.1', looks: 5 }))).code).not.toBe(0);
   });
 });
 

@@ -88,12 +88,6 @@ export interface ActivateSystemInput extends ActivationTarget {
   readonly force?: boolean | undefined;
   /** `NIXOS_INSTALL_BOOTLOADER=1` (install, not just update, the boot loader). */
   readonly installBootloader?: boolean | undefined;
-  /**
-   * How often the state is polled, in ms (default 300). After the first 3 s each poll waits half
-   * as long again, up to 2 s: a long activation (minutes on a Pi) is not asked about hundreds of
-   * times over SSH.
-   */
-  readonly pollIntervalMs?: number | undefined;
 }
 
 /** What {@link activateSystem} did. */
@@ -109,20 +103,40 @@ export interface ActivationResult {
   readonly state: ActivationState | undefined;
 }
 
-/** After this long an activation's state is polled less and less often, down to every {@link MAX_POLL_INTERVAL_MS}. */
-const POLL_BACKOFF_AFTER_MS = 3000;
-/** The longest wait between two polls of an activation's state. */
-const MAX_POLL_INTERVAL_MS = 2000;
+/** One wait on the target for an activation's state: how often it looks, and how many times at most. */
+export interface StateWaitRound {
+  /** Seconds between two looks at the state file (a `sleep` argument: fractions work with coreutils and busybox). */
+  readonly everySeconds: string;
+  /** Looks before the round ends and pideploy asks again (so a round lasts about 10 s). */
+  readonly looks: number;
+}
 
 /**
- * The wait before the next poll of an activation's state: the same for the first
- * {@link POLL_BACKOFF_AFTER_MS}, then half as long again each time, up to
- * {@link MAX_POLL_INTERVAL_MS} (never shorter than it was). Pure.
+ * How the target waits for an activation that has run `elapsedMs` so far: it looks at the state
+ * file every 0.1 s for the first 3 s (a lab or small system is done by then: seen within 0.1 s),
+ * then every 0.5 s (a Pi's real activation takes tens of seconds: 2 `sleep`s a second there, and
+ * one SSH round trip per 10 s instead of one per poll). Pure.
  */
-export function nextPollInterval(currentMs: number, elapsedMs: number): number {
-  if (elapsedMs <= POLL_BACKOFF_AFTER_MS) return currentMs;
-  return Math.max(currentMs, Math.min(MAX_POLL_INTERVAL_MS, currentMs * 1.5));
+export function stateWaitRound(elapsedMs: number): StateWaitRound {
+  return elapsedMs < 3000 ? { everySeconds: '0.1', looks: 100 } : { everySeconds: '0.5', looks: 20 };
 }
+
+/**
+ * Waits ON THE TARGET until the state file says the activation is over or awaits confirmation (or
+ * the round ends), then prints it: one SSH command instead of a poll every few hundred ms. A
+ * `sleep` without fractions (POSIX) makes each look wait 1 s instead.
+ */
+const WAIT_FOR_STATE_SCRIPT = [
+  'f=$1; every=$2; looks=$3; i=0',
+  'while :; do',
+  '  s=',
+  '  if [ -f "$f" ]; then while IFS= read -r line; do case $line in state=*) s=${line#state=}; break ;; esac; done <"$f"; fi',
+  '  case $s in starting|activating|rolling-back) ;; *) break ;; esac',
+  '  i=$((i + 1)); [ "$i" -lt "$looks" ] || break',
+  '  sleep "$every" 2>/dev/null || sleep 1',
+  'done',
+  'exec cat "$f"',
+].join('\n');
 
 const ERROR_CODES = {
   failed: 'PIDEPLOY_ACTIVATION_FAILED',
@@ -199,6 +213,17 @@ async function installScript(sudo: SudoRunner, session: SshSession, deployId: st
   const result = await sudo.exec(argv, { stdin: renderActivationScript() });
   if (result.exitCode !== 0) throw remoteFailure('uploading the activation script', argv, result, session.display);
   return scriptPath;
+}
+
+/** The command that waits on the target for the state file `stateFile` (see {@link stateWaitRound}); exits non-zero without one. */
+export function stateWaitCommand(stateFile: string, round: StateWaitRound): string[] {
+  return ['sh', '-c', WAIT_FOR_STATE_SCRIPT, 'wait-for-state', stateFile, round.everySeconds, String(round.looks)];
+}
+
+async function waitForState(session: SshSession, deployId: string, round: StateWaitRound, signal: AbortSignal): Promise<ActivationState | undefined> {
+  const result = await session.exec(stateWaitCommand(activationStatePath(deployId), round), { signal });
+  if (result.exitCode !== 0) return undefined;
+  return parseActivationState(result.stdout);
 }
 
 async function readState(session: SshSession, deployId: string, signal: AbortSignal): Promise<ActivationState | undefined> {
@@ -286,7 +311,6 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
   const confirmTimeoutSeconds = input.rollback?.confirmTimeoutSeconds ?? DEFAULT_CONFIRM_TIMEOUT_SECONDS;
   const sudoOptions = sudoOptionsOf(input);
   const connect = { ...input.connect, signal };
-  let pollIntervalMs = input.pollIntervalMs ?? 300;
 
   let session = input.session ?? (await connectSsh(input.target, connect, context));
   const ownedSessions: SshSession[] = input.session === undefined ? [session] : [];
@@ -334,13 +358,13 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
     // Emitted once the activation runs detached on the target (from here on, a dropped link cannot stop it).
     context.reporter.emit({ type: 'activate-start', host, action, toplevel: input.toplevel });
 
-    // Poll the state; a dropped connection is replaced (the activation goes on regardless).
+    // The target waits for the outcome and then says it; a dropped connection is replaced (the activation goes on regardless).
     let state: ActivationState | undefined;
     let reconnects = 0;
     for (;;) {
       try {
         if (session.closed) throw new Error('connection closed');
-        state = await readState(session, deployId, signal);
+        state = await waitForState(session, deployId, stateWaitRound(performance.now() - started), signal);
       } catch (error) {
         // Only a lost connection is worth reconnecting for; a state file that cannot be read stays so.
         if (signal.aborted || (PideployError.isInstance(error) && error.code === ACTIVATION_UNREADABLE)) throw error;
@@ -365,8 +389,8 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
         continue;
       }
       if (state !== undefined && (isFinalActivationState(state.state) || state.state === 'awaiting-confirmation')) break;
-      await sleep(pollIntervalMs, signal);
-      pollIntervalMs = nextPollInterval(pollIntervalMs, performance.now() - started);
+      // No state file (yet): the target had nothing to wait on, so this side waits a little.
+      if (state === undefined) await sleep(300, signal);
       if (signal.aborted) throw new PideployError({ code: 'PIDEPLOY_INTERRUPTED', message: `interrupted while activating ${host}` });
     }
 
