@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { createBaseContext, type PideployContext } from '@pideploy/core';
+import { createBaseContext, PideployError, type PideployContext } from '@pideploy/core';
 import {
   DEFAULT_PIN_NAME,
   buildToplevel,
@@ -53,7 +53,11 @@ export interface HostBuild {
 export interface HostBuilder {
   /** Checks the host's configuration files (missing, outside the project) without running Nix. */
   plan(host: HostBuildSpec): Promise<BundlePlan>;
-  /** The toplevel only: built once per distinct configuration, shared by every host asking for it. */
+  /**
+   * The toplevel only: built once per distinct configuration, shared by every host asking for it.
+   * A caller whose `context.signal` aborts stops waiting; the build itself stops once no caller
+   * waits for it any more.
+   */
   buildToplevel(host: HostBuildSpec, context?: PideployContext): Promise<{ toplevel: BuildToplevelResult; sharedWith: string | undefined }>;
   /** The host's own bundle around a toplevel built by {@link HostBuilder.buildToplevel}. */
   bundle(host: HostBuildSpec, toplevel: BuildToplevelResult, context?: PideployContext): Promise<BuildBundleResult>;
@@ -87,7 +91,45 @@ export function toplevelBuildKey(host: HostBuildSpec): string {
 export function createHostBuilder(options: HostBuilderOptions): HostBuilder {
   const pinName = options.pinName ?? DEFAULT_PIN_NAME;
   const stateDir = options.stateDir ?? path.join(options.projectDir, '.pideploy');
-  const toplevels = new Map<string, { owner: string; result: Promise<BuildToplevelResult> }>();
+  /** A build in progress or done: who started it, and how many callers still wait for it. */
+  interface SharedBuild {
+    readonly key: string;
+    readonly owner: string;
+    readonly result: Promise<BuildToplevelResult>;
+    readonly stop: AbortController;
+    waiting: number;
+    settled: boolean;
+  }
+  const toplevels = new Map<string, SharedBuild>();
+  /**
+   * Waits for `build` on behalf of a caller. When the caller's signal aborts: the last caller
+   * stops the build and gets its own (interrupted) error; any other caller just stops waiting.
+   */
+  const waitFor = async (build: SharedBuild, signal: AbortSignal, host: string): Promise<BuildToplevelResult> => {
+    build.waiting += 1;
+    let giveUp: () => void = () => undefined;
+    const gaveUp = new Promise<never>((_, reject) => {
+      giveUp = () => reject(new PideployError({ code: 'PIDEPLOY_INTERRUPTED', message: `stopped waiting for the build of ${host}`, cause: signal.reason }));
+    });
+    const onAbort = () => {
+      build.waiting -= 1;
+      if (build.waiting > 0 || build.settled) {
+        giveUp();
+        return;
+      }
+      // Nobody waits any more: the build stops (a host asking for this configuration later starts a new one).
+      if (toplevels.get(build.key) === build) toplevels.delete(build.key);
+      build.stop.abort(signal.reason);
+    };
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      return await Promise.race([build.result, gaveUp]);
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+    }
+  };
+
   let pinRecord: ReturnType<typeof readPinRecord> | undefined;
 
   const bundleRequest = async (host: HostBuildSpec): Promise<BundleRequest> => {
@@ -190,8 +232,9 @@ export function createHostBuilder(options: HostBuilderOptions): HostBuilder {
       const existing = toplevels.get(key);
       if (existing !== undefined) {
         context.reporter.emit({ type: 'log', level: 'info', host: host.name, message: `same configuration as ${existing.owner}: its build is reused` });
-        return { toplevel: await existing.result, sharedWith: existing.owner };
+        return { toplevel: await waitFor(existing, context.signal, host.name), sharedWith: existing.owner };
       }
+      const stop = new AbortController();
       const result = buildToplevel(
         {
           host: host.name,
@@ -205,12 +248,19 @@ export function createHostBuilder(options: HostBuilderOptions): HostBuilder {
           stateDir,
           env: options.env,
         },
-        context,
+        { reporter: context.reporter, signal: stop.signal },
       );
-      toplevels.set(key, { owner: host.name, result });
-      // A failed build is not cached: the next host (or a retry) builds again.
-      result.catch(() => toplevels.delete(key));
-      return { toplevel: await result, sharedWith: undefined };
+      const build: SharedBuild = { key, owner: host.name, result, stop, waiting: 0, settled: false };
+      toplevels.set(key, build);
+      // A failed (or stopped) build is not cached: the next host (or a retry) builds again.
+      result.then(
+        () => (build.settled = true),
+        () => {
+          build.settled = true;
+          if (toplevels.get(key) === build) toplevels.delete(key);
+        },
+      );
+      return { toplevel: await waitFor(build, context.signal, host.name), sharedWith: undefined };
     },
     // Queued synchronously, so hosts asking in the same turn share a batch however long their plans take.
     bundle: (host, toplevel, context = createBaseContext()) =>

@@ -151,11 +151,6 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
   };
 
   const localNixEnv = { ...process.env, ...(request.env ?? {}) } as NodeJS.ProcessEnv;
-  // Builds started for hosts whose connection then failed are not waited for: stopped once every host is done.
-  const buildsNoLongerNeeded = new AbortController();
-  const buildSignal = AbortSignal.any([context.signal, buildsNoLongerNeeded.signal]);
-  setMaxListeners(0, buildSignal);
-  const buildContext: PideployContext = { ...context, signal: buildSignal };
   // Every host's bundle holds the same system: its closure is read from the local store once.
   const closureOf = createClosureQuery({ env: localNixEnv, signal: context.signal });
 
@@ -173,9 +168,12 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
     } = {};
     // The build does not wait for the connection (nor the connection for the build): the SSH
     // login and the sudo password check run while Nix evaluates and builds, so the prompt still
-    // comes first and a no-op redeploy costs max(evaluation, login) instead of their sum. A
-    // build that no host needs any more (its connection failed) is stopped at the end.
-    const building = builder.buildToplevel(host, buildContext);
+    // comes first and a no-op redeploy costs max(evaluation, login) instead of their sum. A host
+    // that fails first stops waiting for its build (which stops if no other host waits for it).
+    const hostDone = new AbortController();
+    const hostSignal = AbortSignal.any([context.signal, hostDone.signal]);
+    setMaxListeners(0, hostSignal);
+    const building = builder.buildToplevel(host, { ...context, signal: hostSignal });
     building.catch(() => undefined);
     try {
       const connect = { ...(host.sshConfig === undefined ? {} : { sshConfigFile: host.sshConfig }), acceptNewHostKey: request.acceptNewHostKey === true, compress: request.compress === true };
@@ -253,6 +251,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
       context.reporter.emit({ type: 'log', level: 'warn', message: `${failure.message}${failure.hint === undefined ? '' : ` (hint: ${failure.hint})`}`, host: host.name });
       return { host: host.name, ok: false, ...result, error: failure, phases };
     } finally {
+      hostDone.abort();
       await session?.close();
     }
   }
@@ -267,9 +266,6 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
     context.signal.aborted
       ? { host: host.name, ok: false, error: new PideployError({ code: 'PIDEPLOY_INTERRUPTED', message: 'interrupted before this host was started' }), phases: [] }
       : await deployHost(host),
-  ).finally(() => {
-    buildsNoLongerNeeded.abort();
-    return fleetCache?.close();
-  });
+  ).finally(() => fleetCache?.close());
   return { version: 1, results, ok: results.every((item) => item.ok) };
 }

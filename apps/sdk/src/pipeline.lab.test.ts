@@ -1,11 +1,16 @@
+import { execFile } from 'node:child_process';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { LAB_SUDO_PASSWORD, labDown, labExec, labUp, type LabStatus } from '@pideploy/lab';
 import { describeLab } from '@pideploy/lab/testing';
 import { createCollectingReporter } from '@pideploy/core';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { activate, createContext, deploy, hostBuilderFor, loadConfig, pin, selectHosts, ssh, transport } from './index.js';
+
+/** What a command on this machine printed ('' when it failed). */
+const outputOf = async (argv: readonly string[]) => await promisify(execFile)(argv[0] as string, argv.slice(1)).then((found) => found.stdout.trim(), () => '');
 
 describeLab('a custom pipeline with the SDK: build once, canary first, then the rest (the README example)', () => {
   let status: LabStatus;
@@ -115,4 +120,44 @@ describeLab('a custom pipeline with the SDK: build once, canary first, then the 
     expect(result.results).toHaveLength(3);
     expect(asked).toHaveLength(1);
   });
+  it('a shared build stops only when no host waits for it any more; a later host starts a new one', async () => {
+    const salt = `shared-${Date.now()}`;
+    await writeFile(path.join(project, 'slow.nix'), `{ pkgs, ... }: { environment.systemPackages = [ (pkgs.runCommand "${salt}" { } "sleep 57; mkdir $out") ]; system.stateVersion = "24.05"; }\n`);
+    const config = await loadConfig({ cwd: project });
+    const [base] = selectHosts(config, ['pi2']);
+    if (base === undefined) throw new Error('no pi2');
+    const slow = (name: string) => ({ ...base, name, configuration: path.join(project, 'slow.nix') });
+    const builder = hostBuilderFor(config);
+    // The derivation's builder, under qemu here: `busybox sleep 57` (no other test sleeps 57 s).
+    const builderRunning = async () => (await outputOf(['pgrep', '-f', 'busybox sleep 57'])) !== '';
+    const waitUntil = async (condition: () => Promise<boolean>, ms: number) => {
+      const started = Date.now();
+      while (Date.now() - started < ms) {
+        if (await condition()) return true;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      return false;
+    };
+    const first = new AbortController();
+    const second = new AbortController();
+    const a = builder.buildToplevel(slow('a'), createContext({ signal: first.signal }));
+    const b = builder.buildToplevel(slow('b'), createContext({ signal: second.signal }));
+    expect(await waitUntil(builderRunning, 30_000)).toBe(true);
+    // One of two gives up: it stops waiting, the build goes on for the other.
+    first.abort();
+    await expect(a).rejects.toMatchObject({ code: 'PIDEPLOY_INTERRUPTED' });
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    expect(await builderRunning()).toBe(true);
+    // The last one gives up: the build stops.
+    second.abort();
+    await expect(b).rejects.toMatchObject({ code: 'PIDEPLOY_INTERRUPTED' });
+    expect(await waitUntil(async () => !(await builderRunning()), 10_000)).toBe(true);
+    // A host asking afterwards gets a new build, not the stopped one.
+    const third = new AbortController();
+    const c = builder.buildToplevel(slow('c'), createContext({ signal: third.signal }));
+    expect(await waitUntil(builderRunning, 30_000)).toBe(true);
+    third.abort();
+    await expect(c).rejects.toMatchObject({ code: 'PIDEPLOY_INTERRUPTED' });
+    expect(await waitUntil(async () => !(await builderRunning()), 10_000)).toBe(true);
+  }, 120_000);
 });
