@@ -9,12 +9,12 @@ export interface StreamingCommandOptions {
   readonly cwd?: string | undefined;
   /** Bytes or text written to stdin (then closed); stdin is empty without it. */
   readonly input?: string | Uint8Array | undefined;
-  /** Kills the process when aborted, and rejects with `PIDEPLOY_INTERRUPTED`. */
+  /** Stops the process (SIGTERM, so Nix can clean up) when aborted, and rejects with `PIDEPLOY_INTERRUPTED`. */
   readonly signal?: AbortSignal | undefined;
   /** Kills the process after this many milliseconds (the result says `timedOut`). */
   readonly timeoutMs?: number | undefined;
-  /** The signal that stops the process on abort or timeout (default SIGTERM, which lets Nix clean up). */
-  readonly killSignal?: NodeJS.Signals | undefined;
+  /** The signal that stops the process after `timeoutMs` (default SIGTERM, which lets Nix clean up). */
+  readonly timeoutSignal?: NodeJS.Signals | undefined;
   /** Receives each complete stderr line (without the newline) as it arrives. */
   readonly onStderrLine?: ((line: string) => void) | undefined;
 }
@@ -65,15 +65,15 @@ export function runStreamingCommand(argv: readonly string[], options: StreamingC
     let pendingLine = '';
     let settled = false;
     let timedOut = false;
-    const killSignal = options.killSignal ?? 'SIGTERM';
+    const timeoutSignal = options.timeoutSignal ?? 'SIGTERM';
     const timer =
       options.timeoutMs === undefined
         ? undefined
         : setTimeout(() => {
             timedOut = true;
-            child.kill(killSignal);
+            child.kill(timeoutSignal);
           }, options.timeoutMs);
-    const onAbort = (): void => void child.kill(killSignal);
+    const onAbort = (): void => void child.kill('SIGTERM');
     options.signal?.addEventListener('abort', onAbort, { once: true });
     const cleanUp = (): void => {
       if (timer !== undefined) clearTimeout(timer);

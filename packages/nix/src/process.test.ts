@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -71,9 +71,13 @@ describe('runProcess', () => {
   it('kills a command past its time limit (retryable), reports a kill by a signal, and an interruption', async () => {
     await expect(runProcess(['sleep', '5'], { timeoutMs: 100 })).rejects.toMatchObject({ code: 'PIDEPLOY_COMMAND_FAILED', isRetryable: true, message: 'sleep did not finish within 100 ms' });
     await expect(runProcess(['sh', '-c', 'kill -9 $$'])).rejects.toMatchObject({ code: 'PIDEPLOY_COMMAND_FAILED', message: 'sh failed (killed by SIGKILL)' });
+    // An interruption stops the command with SIGTERM (its TERM trap runs: Nix gets to clean up); only a timeout kills.
+    const cleanedUp = path.join(mkdtempSync(path.join(os.tmpdir(), 'pideploy-process-')), 'cleaned-up');
     const controller = new AbortController();
-    setTimeout(() => controller.abort(), 100);
-    await expect(runProcess(['sleep', '5'], { signal: controller.signal })).rejects.toMatchObject({ code: 'PIDEPLOY_INTERRUPTED' });
+    setTimeout(() => controller.abort(), 300);
+    await expect(runProcess(['sh', '-c', 'trap "touch \"$0\"; exit 1" TERM; while :; do sleep 0.05; done', cleanedUp], { signal: controller.signal })).rejects.toMatchObject({ code: 'PIDEPLOY_INTERRUPTED' });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(existsSync(cleanedUp)).toBe(true);
     await expect(runProcess(['pideploy-no-such-program'])).rejects.toMatchObject({ code: 'PIDEPLOY_MISSING_TOOL' });
   });
 });

@@ -60,7 +60,7 @@ export async function runProcess(argv: readonly string[], options: RunProcessOpt
     env: options.env,
     signal: options.signal,
     timeoutMs: options.timeoutMs,
-    killSignal: 'SIGKILL',
+    timeoutSignal: 'SIGKILL',
   }).catch((error: unknown) => {
     // Only the hint is the caller's to add to a failure to start.
     if (PideployError.isInstance(error) && error.code === 'PIDEPLOY_COMMAND_FAILED' && options.failureHint !== undefined) {
