@@ -25,8 +25,8 @@ export interface StorePathInfo {
 
 /** Options of {@link queryClosurePathInfos}. */
 export interface StoreQueryOptions {
-  /** Environment for nix (default: this process's). */
-  readonly env?: NodeJS.ProcessEnv | undefined;
+  /** Environment variables for nix, merged over this process's environment (`undefined` values remove a variable). */
+  readonly env?: Readonly<Record<string, string | undefined>> | undefined;
   /** Cancels the query. */
   readonly signal?: AbortSignal | undefined;
   /** Query another store (`--store URL`), e.g. a chroot store in tests. */
@@ -160,7 +160,13 @@ export function createClosureQuery(options: StoreQueryOptions = {}): ClosureQuer
     for (let info = stack.pop(); info !== undefined; info = stack.pop()) {
       if (closure.has(info.path)) continue;
       closure.set(info.path, info);
-      for (const reference of info.references) if (!closure.has(reference)) stack.push(known.get(reference) as StorePathInfo);
+      for (const reference of info.references) {
+        if (closure.has(reference)) continue;
+        const referenced = known.get(reference);
+        // Every path in `known` has its whole closure there; a gap would send an incomplete closure.
+        if (referenced === undefined) throw new Error(`closure query: ${info.path} refers to ${reference}, which was never queried`);
+        stack.push(referenced);
+      }
     }
     return [...closure.values()];
   };
