@@ -75,7 +75,7 @@ describe('runProcess', () => {
     const cleanedUp = path.join(mkdtempSync(path.join(os.tmpdir(), 'pideploy-process-')), 'cleaned-up');
     const controller = new AbortController();
     setTimeout(() => controller.abort(), 300);
-    await expect(runProcess(['sh', '-c', 'trap "touch \"$0\"; exit 1" TERM; while :; do sleep 0.05; done', cleanedUp], { signal: controller.signal })).rejects.toMatchObject({ code: 'PIDEPLOY_INTERRUPTED' });
+    await expect(runProcess(['sh', '-c', `trap 'touch "$0"; exit 1' TERM; while :; do sleep 0.05; done`, cleanedUp], { signal: controller.signal })).rejects.toMatchObject({ code: 'PIDEPLOY_INTERRUPTED' });
     await new Promise((resolve) => setTimeout(resolve, 200));
     expect(existsSync(cleanedUp)).toBe(true);
     await expect(runProcess(['pideploy-no-such-program'])).rejects.toMatchObject({ code: 'PIDEPLOY_MISSING_TOOL' });
