@@ -8,14 +8,18 @@ import type { SshSession } from '@pideploy/ssh';
 import { stateWaitCommand, stateWaitRound, systemStatus } from './activate.js';
 
 describe('stateWaitRound', () => {
-  it('looks every 0.1 s for the first 3 s, then every 0.5 s; a round lasts 10 s either way', () => {
-    expect(stateWaitRound(0)).toEqual({ everySeconds: '0.1', looks: 100 });
-    expect(stateWaitRound(2999)).toEqual({ everySeconds: '0.1', looks: 100 });
+  it('looks every 0.1 s until the 3 s mark, then every 0.5 s in rounds of 10 s', () => {
+    const lasts = (round: { everySeconds: string; looks: number }) => Number(round.everySeconds) * round.looks * 1000;
+    for (const elapsed of [0, 1234, 2950]) {
+      expect(stateWaitRound(elapsed).everySeconds).toBe('0.1');
+      expect(elapsed + lasts(stateWaitRound(elapsed))).toBeGreaterThanOrEqual(3000);
+      expect(elapsed + lasts(stateWaitRound(elapsed))).toBeLessThan(3100);
+    }
     expect(stateWaitRound(3000)).toEqual({ everySeconds: '0.5', looks: 20 });
-    for (const round of [stateWaitRound(0), stateWaitRound(60_000)]) expect(Number(round.everySeconds) * round.looks).toBe(10);
+    expect(lasts(stateWaitRound(60_000))).toBe(10_000);
   });
 
-  it('a 60 s activation costs 6 SSH commands (one per round), not the 200 a 300 ms poll would', () => {
+  it('a 60 s activation costs 7 SSH commands (one per round), not the 200 a 300 ms poll would', () => {
     let elapsed = 0;
     let commands = 0;
     while (elapsed < 60_000) {
@@ -23,7 +27,7 @@ describe('stateWaitRound', () => {
       elapsed += Number(round.everySeconds) * round.looks * 1000;
       commands += 1;
     }
-    expect(commands).toBe(6);
+    expect(commands).toBe(7);
   });
 });
 

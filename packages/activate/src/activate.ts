@@ -16,6 +16,7 @@ import {
   activationStatePath,
   canRollBack,
   isFinalActivationState,
+  RUNNING_STATES_PATTERN,
   newDeployId,
   parseActivationState,
   renderActivationScript,
@@ -107,7 +108,7 @@ export interface ActivationResult {
 export interface StateWaitRound {
   /** Seconds between two looks at the state file (a `sleep` argument: fractions work with coreutils and busybox). */
   readonly everySeconds: string;
-  /** Looks before the round ends and pideploy asks again (so a round lasts about 10 s). */
+  /** Looks before the round ends and pideploy asks again (a round lasts up to 10 s; the first ends at the 3 s mark). */
   readonly looks: number;
 }
 
@@ -118,7 +119,7 @@ export interface StateWaitRound {
  * one SSH round trip per 10 s instead of one per poll). Pure.
  */
 export function stateWaitRound(elapsedMs: number): StateWaitRound {
-  return elapsedMs < 3000 ? { everySeconds: '0.1', looks: 100 } : { everySeconds: '0.5', looks: 20 };
+  return elapsedMs < 3000 ? { everySeconds: '0.1', looks: Math.max(1, Math.ceil((3000 - elapsedMs) / 100)) } : { everySeconds: '0.5', looks: 20 };
 }
 
 /**
@@ -131,7 +132,7 @@ const WAIT_FOR_STATE_SCRIPT = [
   'while :; do',
   '  s=',
   '  if [ -f "$f" ]; then while IFS= read -r line; do case $line in state=*) s=${line#state=}; break ;; esac; done <"$f"; fi',
-  '  case $s in starting|activating|rolling-back) ;; *) break ;; esac',
+  `  case $s in ${RUNNING_STATES_PATTERN}) ;; *) break ;; esac`,
   '  i=$((i + 1)); [ "$i" -lt "$looks" ] || break',
   '  sleep "$every" 2>/dev/null || sleep 1',
   'done',

@@ -59,7 +59,14 @@ export interface ActivationState {
 }
 
 const FINAL_STATES: ReadonlySet<ActivationStateName> = new Set(['succeeded', 'confirmed', 'failed-rolled-back', 'rolled-back-unconfirmed', 'failed']);
-const STATE_NAMES: ReadonlySet<string> = new Set([...FINAL_STATES, 'starting', 'activating', 'rolling-back', 'awaiting-confirmation']);
+/** States while the activation (or a rollback) is still running: neither final nor awaiting confirmation. */
+const RUNNING_STATES: readonly ActivationStateName[] = ['starting', 'activating', 'rolling-back'];
+const STATE_NAMES: ReadonlySet<string> = new Set([...FINAL_STATES, ...RUNNING_STATES, 'awaiting-confirmation']);
+
+/** A shell `case` pattern matching the final states (`succeeded|confirmed|…`). */
+export const FINAL_STATES_PATTERN = [...FINAL_STATES].join('|');
+/** A shell `case` pattern matching the states of a still-running activation (`starting|activating|rolling-back`). */
+export const RUNNING_STATES_PATTERN = RUNNING_STATES.join('|');
 const ACTIONS: ReadonlySet<string> = new Set(['switch', 'boot', 'test', 'dry-activate']);
 
 /** True for states after which nothing changes any more. */
@@ -278,9 +285,9 @@ read_clock() {
   if [ "$shell_clock" = 1 ]; then clock=$EPOCHSECONDS; else clock=$(date +%s); fi
 }
 
-# Root? bash knows ($EUID) without asking id.
+# Root? bash knows ($EUID, read-only there) without asking id; elsewhere an EUID could come from the environment.
 is_root() {
-  [ "\${EUID:-$(id -u)}" = 0 ]
+  if [ -n "\${BASH_VERSION:-}" ]; then [ "$EUID" = 0 ]; else [ "$(id -u)" = 0 ]; fi
 }
 
 valid_id() {
@@ -354,7 +361,7 @@ load_state() {
 
 is_final() {
   case "$1" in
-    succeeded|confirmed|failed-rolled-back|rolled-back-unconfirmed|failed) return 0 ;;
+    ${FINAL_STATES_PATTERN}) return 0 ;;
   esac
   return 1
 }
