@@ -37,7 +37,7 @@ describe('createRenderer', () => {
     renderer.emit({ type: 'build-progress', built: 1, total: 4 });
     const before = io.err();
     expect(before).toContain('1/4');
-    const endPrompt = beginPrompt(io.stderr);
+    const endPrompt = beginPrompt();
     expect(io.err()).toBe(`${before}\r\u001b[K`); // the progress line goes before the question
     renderer.emit({ type: 'log', level: 'info', message: 'built while asking', host: 'pi1' });
     renderer.emit({ type: 'build-progress', built: 2, total: 4 });
@@ -51,7 +51,7 @@ describe('createRenderer', () => {
     const quiet = createBufferIo();
     const quietRenderer = createRenderer(quiet, { json: false, verbose: false, live: true });
     quietRenderer.emit({ type: 'log', level: 'info', message: 'just a line', host: 'pi1' });
-    beginPrompt(quiet.stderr)();
+    beginPrompt()();
     expect(quiet.err()).toBe('[pi1] just a line\n');
   });
 

@@ -1,6 +1,6 @@
 import type { DeployEvent, PideployError, Reporter } from '@pideploy/core';
 import type { CliIo } from './io.js';
-import { promptCount, setProgressLineOnScreen, writeWhenTerminalFree } from './terminal.js';
+import { setProgressLineEraser, writeWhenTerminalFree } from './terminal.js';
 
 /** How events and results are shown: human lines on stderr, or NDJSON on stdout (`--json`). */
 export interface Renderer extends Reporter {
@@ -33,20 +33,19 @@ export function createRenderer(io: CliIo, options: RendererOptions): Renderer {
   const writeJsonLine = (value: unknown): void => void io.stdout.write(`${JSON.stringify(value)}\n`);
   const live = options.live ?? shouldRenderLive(io);
   let statusLine = '';
-  // A password prompt cleared the line the progress was on (and output waited for its answer).
-  let promptsSeen = promptCount();
   const lastStepShown = new Map<string, number>();
   const clearStatus = (): void => {
-    if (promptsSeen !== promptCount()) {
-      promptsSeen = promptCount();
-      statusLine = '';
-    }
     if (statusLine !== '') io.stderr.write('\r\u001b[K');
-    setProgressLineOnScreen(false);
+    setProgressLineEraser(undefined);
+  };
+  // A password prompt takes the line: the progress goes and is drawn again with the next progress event.
+  const eraseForPrompt = (): void => {
+    clearStatus();
+    statusLine = '';
   };
   const redrawStatus = (): void => {
     if (statusLine !== '') io.stderr.write(statusLine);
-    setProgressLineOnScreen(statusLine !== '');
+    setProgressLineEraser(statusLine === '' ? undefined : eraseForPrompt);
   };
   const writeLine = (line: string): void => {
     clearStatus();

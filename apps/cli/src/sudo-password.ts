@@ -34,7 +34,7 @@ function promptOnce(request: SudoPasswordRequest): Promise<string | undefined> {
     // not reach a terminal that still echoes.
     input.setRawMode(true);
     // The build runs meanwhile: its progress line goes, and its output waits for the answer.
-    const endPrompt = beginPrompt(process.stderr);
+    const endPrompt = beginPrompt();
     if (request.attempt > 1) process.stderr.write('Sorry, try again.\n');
     process.stderr.write(`[sudo] password for ${request.user}@${request.host}: `);
     input.resume();

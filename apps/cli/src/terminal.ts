@@ -4,9 +4,8 @@
  * prompt is answered: nothing is drawn over the question, and nothing lands inside the answer line.
  */
 let prompting = false;
-let promptsShown = 0;
-let progressLineOnScreen = false;
 const heldBack: (() => void)[] = [];
+let eraseProgressLine: (() => void) | undefined;
 
 /** Runs `write` now, or right after the password prompt on screen has been answered. */
 export function writeWhenTerminalFree(write: () => void): void {
@@ -14,24 +13,18 @@ export function writeWhenTerminalFree(write: () => void): void {
   else write();
 }
 
-/** How many prompts have taken the terminal so far (a progress line drawn before one is gone). */
-export function promptCount(): number {
-  return promptsShown;
-}
-
-/** The renderer says whether its progress line (no newline yet) is what the cursor sits after. */
-export function setProgressLineOnScreen(onScreen: boolean): void {
-  progressLineOnScreen = onScreen;
+/** The renderer hands over how to erase the progress line the cursor now sits after (undefined: none is). */
+export function setProgressLineEraser(erase: (() => void) | undefined): void {
+  eraseProgressLine = erase;
 }
 
 /**
- * Marks a prompt as on screen until the returned function is called; output held meanwhile then
- * follows in order. A progress line the cursor sits after is erased from `stream` first.
+ * Marks a prompt as on screen until the returned function is called: a progress line is erased
+ * first, and output held meanwhile follows in order once it is answered.
  */
-export function beginPrompt(stream: { write(text: string): unknown }): () => void {
-  if (progressLineOnScreen) stream.write('\r\u001b[K');
-  progressLineOnScreen = false;
-  promptsShown += 1;
+export function beginPrompt(): () => void {
+  eraseProgressLine?.();
+  eraseProgressLine = undefined;
   prompting = true;
   return () => {
     prompting = false;
