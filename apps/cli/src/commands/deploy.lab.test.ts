@@ -102,27 +102,37 @@ describeLab('pideploy deploy end to end (lab: trusted, untrusted and NOPASSWD ho
 
   it('checks the password while the system builds: a wrong one fails at once, and the build started meanwhile is stopped', async () => {
     const salt = `slow-${Date.now()}`;
-    await writeFile(path.join(project, 'slow.nix'), `{ pkgs, ... }: { imports = [ ./hardware-configuration.nix ]; system.stateVersion = "24.05"; environment.systemPackages = [ (pkgs.runCommand "${salt}" { } "sleep 40; mkdir $out") ]; }\n`);
+    await writeFile(path.join(project, 'slow.nix'), `{ pkgs, ... }: { imports = [ ./hardware-configuration.nix ]; system.stateVersion = "24.05"; environment.systemPackages = [ (pkgs.runCommand "${salt}" { } "sleep 41; mkdir $out") ]; }\n`);
     const configFile = path.join(project, 'pideploy.json');
     const config = JSON.parse(readFileSync(configFile, 'utf8')) as { hosts: Record<string, unknown> };
     config.hosts['slow'] = { ...(config.hosts['pi1'] as object), configuration: './slow.nix', tags: ['slow'] };
     await writeFile(configFile, `${JSON.stringify(config, null, 2)}\n`);
     const wrongFile = path.join(path.dirname(passwordFile), 'wrong-password');
     await writeFile(wrongFile, 'not-the-password\n', { mode: 0o600 });
+    // The derivation's builder, under qemu here: `busybox sleep 41` (no other test sleeps 41 s).
+    const builderRunning = async () => (await execFileAsync('pgrep', ['-f', 'busybox sleep 41']).then((found) => found.stdout.trim(), () => '')) !== '';
+    let builderSeen = false;
     const started = performance.now();
-    const run = await pideploy(['deploy', 'slow', '--sudo-password-file', wrongFile, '--json'], project, env);
+    const deploying = pideploy(['deploy', 'slow', '--sudo-password-file', wrongFile, '--json'], project, env);
+    let finished = false;
+    void deploying.finally(() => (finished = true));
+    while (!finished) {
+      builderSeen ||= await builderRunning();
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const run = await deploying;
     const seconds = (performance.now() - started) / 1000;
     expect(run.code).toBe(1);
     const events = run.stdout.trim().split('\n').map((line) => JSON.parse(line) as { event?: { type: string; phase?: string }; result?: { results: { error?: { code: string } }[] } });
     expect(events.at(-1)?.result?.results[0]?.error?.code).toBe('PIDEPLOY_SUDO_PASSWORD_WRONG');
-    // The build had started with the login (its phase never began: the host failed first)…
+    // The build ran while the password was checked (its phase never began: the host failed first)…
     expect(events.some((line) => line.event?.type === 'build-start')).toBe(true);
+    expect(builderSeen).toBe(true);
     expect(events.some((line) => line.event?.type === 'phase-start' && line.event.phase === 'build')).toBe(false);
     // …and was not waited for (it takes 40 s), nor left running.
     expect(seconds).toBeLessThan(20);
     await new Promise((resolve) => setTimeout(resolve, 1000));
-    const builders = await execFileAsync('pgrep', ['-f', salt]).then((found) => found.stdout.trim(), () => '');
-    expect(builders).toBe('');
+    expect(await builderRunning()).toBe(false);
   });
 
   it('on a real terminal the prompt is not drawn over while the system builds; what the build said meanwhile follows the answer', async () => {
