@@ -148,8 +148,9 @@ export function findConfigFile(start: string): string {
  * walking up from `cwd`, else undefined.
  */
 export async function loadConfigIfPresent(options: LoadConfigOptions = {}): Promise<ResolvedConfig | undefined> {
-  if (options.configFile === undefined && findConfigFileIfAny(options.cwd ?? process.cwd()) === undefined) return undefined;
-  return loadConfig(options);
+  if (options.configFile !== undefined) return loadConfig(options);
+  const found = findConfigFileIfAny(options.cwd ?? process.cwd());
+  return found === undefined ? undefined : loadConfig({ ...options, configFile: found });
 }
 
 /** Loads, validates and resolves pideploy.json. Every error names the file, the JSON path and the fix. */

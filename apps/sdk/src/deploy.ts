@@ -1,4 +1,3 @@
-import { setMaxListeners } from 'node:events';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { PideployError, toPideployError, type ActivationAction, type DeployPhase, type PideployContext } from '@pideploy/core';
@@ -172,7 +171,6 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
     // that fails first stops waiting for its build (which stops if no other host waits for it).
     const hostDone = new AbortController();
     const hostSignal = AbortSignal.any([context.signal, hostDone.signal]);
-    setMaxListeners(0, hostSignal);
     const building = builder.buildToplevel(host, { ...context, signal: hostSignal });
     building.catch(() => undefined);
     try {

@@ -24,6 +24,7 @@ function resolveTarget(invocation: CommandInvocation, config: ResolvedConfig | u
       acceptNewHostKey: invocation.flags['accept-new-host-key'] === true,
     },
     sudo,
+    name: configured?.name,
   };
 }
 

@@ -1,11 +1,10 @@
 import { PideployError } from '@pideploy/core';
 import { labDown, labExec, labShapeLink, labStatus, labUp, parseHostCount, type LabStatus } from '@pideploy/lab';
 import type { CommandInvocation, CommandResult } from '../command.js';
-import { integerFlag } from '../flags.js';
+import { integerFlag, stringFlag } from '../flags.js';
 
 function labDirOf(invocation: CommandInvocation): string | undefined {
-  const value = invocation.flags['lab-dir'];
-  return typeof value === 'string' ? value : undefined;
+  return stringFlag(invocation, 'lab-dir');
 }
 
 /** Human summary of a lab: one line per host plus how to reach it. */
