@@ -90,15 +90,3 @@ export async function sudoOptions(invocation: CommandInvocation): Promise<Create
   const password = await givenSudoPassword(invocation);
   return password === undefined ? { passwordProvider: askOnTerminal } : { password };
 }
-
-
-/** The same choice as a password provider (for stages that ask per sudo realm, like deploy). */
-export async function sudoPasswordProvider(invocation: CommandInvocation): Promise<(request: SudoPasswordRequest) => Promise<string | undefined>> {
-  const options = await sudoOptions(invocation);
-  if (options.password !== undefined) {
-    const password = options.password;
-    // A given password is tried once: asking again would only repeat the same wrong answer.
-    return async (request) => (request.attempt === 1 ? password : undefined);
-  }
-  return options.passwordProvider ?? (async () => undefined);
-}

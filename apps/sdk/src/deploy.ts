@@ -33,6 +33,8 @@ export interface DeployRequest {
    * answer validated at once and kept in memory only.
    */
   readonly sudoPasswordProvider?: SudoPasswordProvider | undefined;
+  /** A sudo password known in advance (a file, stdin): used for every host that needs one, tried once (a wrong one is not asked again). */
+  readonly sudoPassword?: string | undefined;
   /** Compress the SSH connections (zlib), for slow links. */
   readonly compress?: boolean | undefined;
   /** Trust and record host keys seen for the first time (a changed key is always refused). */
@@ -183,6 +185,10 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
         const ask = askOncePer(opened.host.user);
         // session.sudo() keeps the validated runner: the copy and the activation on this
         // connection reuse it instead of detecting and validating sudo again.
+        if (request.sudoPassword !== undefined) {
+          password = request.sudoPassword;
+          return opened.sudo({ password });
+        }
         return opened.sudo({
           passwordProvider: async (question) => {
             password = await ask(question);

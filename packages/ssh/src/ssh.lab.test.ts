@@ -200,7 +200,7 @@ describeLab('@pideploy/ssh against lab hosts (real sshd, sudo with use_pty)', ()
     // A password given up front (file / stdin) is tried once.
     const once = await capture(() => connectSsh('pi1', base, context).then((other) => other.sudo({ password: 'nope' }).finally(() => other.close()))).catch((caught: unknown) => caught);
     expect(once).toMatchObject({ code: 'PIDEPLOY_SUDO_PASSWORD_WRONG' });
-    // A provider that answers once (deploy's password file / stdin) and then has nothing more:
+    // A provider that answers once and then has nothing more (a person who gives up):
     // the answer was refused, which is not "no password given".
     const answeredOnce = await capture(() =>
       connectSsh('pi1', base, context).then((other) => other.sudo({ passwordProvider: async ({ attempt }) => (attempt === 1 ? 'nope' : undefined) }).finally(() => other.close())),

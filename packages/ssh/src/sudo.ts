@@ -127,9 +127,8 @@ export async function createSudo(session: SshSession, options: CreateSudoOptions
   const maxAttempts = options.password !== undefined ? 1 : Math.max(1, options.maxAttempts ?? 3);
   for (let attempt = 1; attempt <= maxAttempts; attempt += 1) {
     const password = options.password ?? (await options.passwordProvider?.({ host: session.host.alias, user: session.host.user, attempt }));
-    // A provider with no further answer after a refused one (a password file or stdin is read
-    // once): the password was wrong, not missing.
-    if (password === undefined && attempt > 1) throw wrongPasswordError(session, attempt - 1, 'check the password file / stdin: it must hold the login user’s password on its first line');
+    // A provider with no further answer after a refused one: the password was wrong, not missing.
+    if (password === undefined && attempt > 1) throw wrongPasswordError(session, attempt - 1, 'check the password of the login user on that host');
     if (password === undefined) {
       throw new PideployError({
         code: SSH_ERROR_CODES.sudoPasswordRequired,

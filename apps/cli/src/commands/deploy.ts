@@ -2,7 +2,7 @@ import { PideployError, type ActivationAction } from '@pideploy/core';
 import { deploy, loadConfig, selectHosts, type DeployResult } from '@pideploy/sdk';
 import type { CommandInvocation, CommandResult } from '../command.js';
 import { formatDuration } from '../render.js';
-import { sudoPasswordProvider } from '../sudo-password.js';
+import { sudoOptions } from '../sudo-password.js';
 import { integerFlag, stringFlag } from '../flags.js';
 
 const ACTIONS: readonly ActivationAction[] = ['switch', 'boot', 'test', 'dry-activate'];
@@ -46,6 +46,8 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
   }
   // pideploy.json's cache section turns the fleet cache on; --cache without one uses the defaults.
   const useCache = invocation.flags['no-cache'] !== true && (invocation.flags['cache'] === true || config.cacheEnabled);
+  // A password from a file or stdin is used as given (and tried once); otherwise deploy asks on the terminal per login.
+  const sudo = await sudoOptions(invocation);
   const result = await deploy(
     {
       config,
@@ -58,7 +60,8 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
       dryRun: invocation.flags['dry-run'] === true,
       acceptNewHostKey: invocation.flags['accept-new-host-key'] === true,
       compress: invocation.flags['compress'] === true,
-      sudoPasswordProvider: await sudoPasswordProvider(invocation),
+      sudoPassword: sudo.password,
+      sudoPasswordProvider: sudo.passwordProvider,
       env: invocation.io.env,
       cache: useCache ? config.cache : undefined,
     },
