@@ -13,13 +13,13 @@ export {
   createBuildLogTracker,
   derivationName,
   parseNixLogLine,
-  stripAnsi,
   type BuildLogSummary,
   type BuildLogTracker,
   type BuildLogTrackerOptions,
   type NixLogEntry,
 } from './internal-json.js';
-export { DOCTOR_HINT, nixErrorHeadline, nixErrorLocation, translateNixFailure, type NixFailureContext } from './nix-errors.js';
+export { nixErrorHeadline, stripAnsi } from '@pideploy/nix';
+export { DOCTOR_HINT, nixErrorLocation, translateNixFailure, type NixFailureContext } from './nix-errors.js';
 export { buildModeArguments, parseRemoteBuilder, renderBuildersSpec, type RemoteBuilder } from './builders.js';
 export {
   binfmtMatchesSystem,

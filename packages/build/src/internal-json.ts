@@ -1,4 +1,5 @@
 import type { DeployEvent } from '@pideploy/core';
+import { stripAnsi } from '@pideploy/nix';
 
 /** Nix's activity types (`src/libutil/logging.hh`, stable since Nix 2.0). */
 export const NixActivityType = {
@@ -37,14 +38,6 @@ export type NixLogEntry =
   | { readonly action: 'msg'; readonly level: number; readonly msg: string }
   /** A stderr line that is not `@nix {…}` (builders' raw output, warnings of old Nix). */
   | { readonly action: 'text'; readonly text: string };
-
-// eslint-disable-next-line no-control-regex -- Nix colours its messages with ANSI escapes
-const ANSI = /\u001b\[[0-9;]*[A-Za-z]/gu;
-
-/** Removes the ANSI colour escapes Nix puts in messages. */
-export function stripAnsi(text: string): string {
-  return text.replace(ANSI, '');
-}
 
 /** Parses one stderr line of `nix-build --log-format internal-json` (undefined for empty lines). */
 export function parseNixLogLine(line: string): NixLogEntry | undefined {

@@ -1,5 +1,5 @@
 import { PideployError, tailLines } from '@pideploy/core';
-import { stripAnsi } from './internal-json.js';
+import { nixErrorHeadline, stripAnsi } from '@pideploy/nix';
 
 /** The hint every "this machine cannot build for the Pi" error ends with. */
 export const DOCTOR_HINT = 'run `pideploy doctor` for the exact fix';
@@ -12,13 +12,6 @@ export function nixErrorLocation(text: string): string | undefined {
   return inFile === null ? undefined : inFile[1];
 }
 
-/** The first `error: …` line of Nix's output, without the prefix (or the last line). */
-export function nixErrorHeadline(text: string): string {
-  const lines = stripAnsi(text).split('\n');
-  const errorLine = lines.find((line) => line.startsWith('error:'));
-  const headline = (errorLine ?? lines.filter((line) => line.trim() !== '').pop() ?? '').replace(/^error:\s*/u, '').trim();
-  return headline.replace(/\s*Definition values:$/u, '');
-}
 
 /** Options of {@link translateNixFailure}. */
 export interface NixFailureContext {

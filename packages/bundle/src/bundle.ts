@@ -1,7 +1,7 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PIDEPLOY_VERSION, PideployError, createBaseContext, tailLines, type PideployContext } from '@pideploy/core';
-import { NO_SEARCH_PATH_ARGUMENTS, pinnedNixEnv, runProcess, runStreamingCommand } from '@pideploy/nix';
+import { NO_SEARCH_PATH_ARGUMENTS, nixErrorHeadline, pinnedNixEnv, runProcess, runStreamingCommand } from '@pideploy/nix';
 import {
   bundlePackageSetKey,
   configurationEntry,
@@ -174,7 +174,7 @@ export async function instantiateBundles(bundles: readonly BundleToInstantiate[]
   if (result.exitCode !== 0 || drvPaths.length !== bundles.length) {
     throw new PideployError({
       code: 'PIDEPLOY_BUNDLE_FAILED',
-      message: `evaluating the bundles of ${bundles.map((bundle) => bundle.plan.request.host).join(', ')} failed: ${(result.stderr.split('\n').find((line) => line.startsWith('error:')) ?? tailLines(result.stderr, 1)).replace(/^error:\s*/u, '')}`,
+      message: `evaluating the bundles of ${bundles.map((bundle) => bundle.plan.request.host).join(', ')} failed: ${nixErrorHeadline(result.stderr)}`,
       hint: 'build the hosts one at a time (pideploy build HOST) to see which one fails',
       commandFailure: { command: args, exitCode: result.exitCode ?? undefined, stderrTail: tailLines(result.stderr) },
     });
@@ -186,7 +186,7 @@ export async function instantiateBundles(bundles: readonly BundleToInstantiate[]
  * Builds the host's bundle around an already built toplevel (`import <drvPath>`: no second
  * evaluation of the NixOS configuration; same path as the self-contained expression) and roots
  * it at `<stateDir>/gcroots/<host>-bundle`.
- * @throws PideployError `PIDEPLOY_BUNDLE_MISSING_FILE`, `PIDEPLOY_BUNDLE_OUTSIDE_PROJECT`, `PIDEPLOY_BUNDLE_FAILED`.
+ * @throws PideployError `PIDEPLOY_BUNDLE_MISSING_FILE`, `PIDEPLOY_BUNDLE_OUTSIDE_PROJECT`, `PIDEPLOY_BUNDLE_NAME_CLASH`, `PIDEPLOY_BUNDLE_FAILED`.
  */
 export async function buildBundle(request: BuildBundleRequest, context: PideployContext = createBaseContext()): Promise<BuildBundleResult> {
   const started = Date.now();
@@ -206,7 +206,7 @@ export async function buildBundle(request: BuildBundleRequest, context: Pideploy
     const failed = /builder for '([^']+)' failed/u.exec(result.stderr)?.[1];
     throw new PideployError({
       code: 'PIDEPLOY_BUNDLE_FAILED',
-      message: `building the bundle of ${request.host} failed: ${(result.stderr.split('\n').find((line) => line.startsWith('error:')) ?? tailLines(result.stderr, 1)).replace(/^error:\s*/u, '')}`,
+      message: `building the bundle of ${request.host} failed: ${nixErrorHeadline(result.stderr)}`,
       hint: failed === undefined ? 'rerun with --verbose to see Nix\'s output' : `see the log with: nix log ${failed}`,
       commandFailure: { command: args, exitCode: result.exitCode ?? undefined, stderrTail: tailLines(result.stderr) },
     });

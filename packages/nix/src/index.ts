@@ -54,3 +54,4 @@ export { createClosureQuery, parsePathInfoJson, queryClosurePathInfos, type Clos
 export { runProcess, type ProcessOutput, type RunProcessOptions } from './process.js';
 export { NO_SEARCH_PATH_ARGUMENTS, nixBuild, nixInstantiate, pinnedNixEnv, runStreamingCommand, type StreamingCommandOptions, type StreamingCommandResult } from './nix-cli.js';
 export { NIX_KEYWORDS, nixAttributeName, nixPath, nixString } from './nix-text.js';
+export { nixErrorHeadline, stripAnsi } from './nix-messages.js';
