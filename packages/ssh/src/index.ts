@@ -41,6 +41,7 @@ export { forwardRefusedError, type RemoteForwardOptions, type RemotePortForward 
 export { PREFERRED_CIPHERS, connectSsh, orderHostKeyAlgorithms, type ConnectSshOptions, type PassphraseProvider, type PassphraseRequest, type SshSession } from './session.js';
 export {
   SUDO_NOPASSWD_PREFIX,
+  SUDO_WRONG_PASSWORD,
   SUDO_PASSWORD_PREFIX,
   createSudo,
   readSudoPasswordFromFile,

@@ -72,8 +72,11 @@ export const SUDO_NOPASSWD_PREFIX: readonly string[] = ['sudo', '-n', '--'];
 const NO_PASSWORD_NEEDED: readonly string[] = ['sudo', '-n', '-k', 'true'];
 const VALIDATE: readonly string[] = ['sudo', '-k', '-S', '-p', '', '-v'];
 
+/** What sudo (`sudo -S`) says when the password is wrong, in any stage's remote stderr. */
+export const SUDO_WRONG_PASSWORD = /incorrect password|Sorry, try again|no password was provided|Authentication failure/iu;
+
 function isWrongPassword(stderr: string): boolean {
-  return /incorrect password|Sorry, try again|no password was provided|Authentication failure/iu.test(stderr);
+  return SUDO_WRONG_PASSWORD.test(stderr);
 }
 
 function notAllowedError(display: string, user: string, stderr: string): PideployError {

@@ -148,7 +148,7 @@ describe('parseSubstituteProgress', () => {
 });
 
 describe('classifySubstituteFailure (stderr recorded from Nix 2.8 on a lab host)', () => {
-  const base: SubstituteFailure = { host: 'pi1', cacheUrl: 'http://127.0.0.1:18600', keyNames: ['fleet-1'], stderr: '', exitCode: 1, access: { mode: 'direct' }, tunnel: true };
+  const base: SubstituteFailure = { host: 'pi1', cacheUrl: 'http://127.0.0.1:18600', keyNames: ['fleet-1'], stderr: '', exitCode: 1, tunnel: true };
   const classify = (stderr: string, extra: Partial<SubstituteFailure> = {}) => classifySubstituteFailure({ ...base, stderr, ...extra });
 
   it('a cache signed by another key', () => {
@@ -203,7 +203,7 @@ error: path '${TOP}' is required, but there is no substituter that can build it`
 don't know how to build these paths:
   ${TOP}
 error: build of '${TOP}' failed`)).toMatchObject({ code: 'PIDEPLOY_CACHE_UNTRUSTED_USER' });
-    const wrong = classify('Sorry, try again.\nsudo: no password was provided\nsudo: 1 incorrect password attempt\n', { access: { mode: 'sudo', runner: { spawn: () => Promise.reject(new Error('not used')) } } });
+    const wrong = classify('Sorry, try again.\nsudo: no password was provided\nsudo: 1 incorrect password attempt\n');
     expect(wrong).toMatchObject({ code: 'PIDEPLOY_SUDO_PASSWORD_WRONG', message: 'sudo on pi1 rejected the password; nothing was fetched' });
   });
 

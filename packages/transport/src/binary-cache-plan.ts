@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { PideployError } from '@pideploy/core';
 import { planCopy, type ClosurePathInfo, type CopyPlan } from './closure-plan.js';
-import { classifySudoFailure, lastLine, remoteFailureMaker, type RemoteNixOptions, type StoreAccess } from './remote-serve.js';
+import { classifySudoFailure, lastLine, remoteFailureMaker, type RemoteNixOptions } from './remote-serve.js';
 
 /**
  * Pure planning of the fleet cache: store URLs, which paths to push, which HTTP paths a cache
@@ -199,8 +199,6 @@ export interface SubstituteFailure {
   readonly stderr: string;
   /** Its exit code; null when the connection dropped. */
   readonly exitCode: number | null;
-  /** How the store was reached. */
-  readonly access: StoreAccess;
   /** Whether the cache was reached through an SSH tunnel. */
   readonly tunnel: boolean;
 }

@@ -178,7 +178,6 @@ export async function substituteFromCache(input: SubstituteFromCacheInput, conte
         keyNames: publicKeys.map((key) => key.name),
         stderr,
         exitCode: exit.exitCode,
-        access,
         tunnel: forward !== undefined,
       });
     }

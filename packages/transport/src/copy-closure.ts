@@ -1,13 +1,13 @@
 import { once } from 'node:events';
 import { PideployError, type PideployContext } from '@pideploy/core';
 import { dumpPathToNar, formatHash, parseHash, queryClosurePathInfos, type StorePathInfo } from '@pideploy/nix';
+import { SUDO_WRONG_PASSWORD } from '@pideploy/ssh';
 import { planCopy, type CopyPlan } from './closure-plan.js';
 import { TransferMeter } from './progress.js';
 import {
   classifyServeFailure,
   serveCommand,
   storeSpawner,
-  SUDO_WRONG_PASSWORD,
   type RemoteNixOptions,
   type RemoteSpawner,
   type ServeFailurePhase,
@@ -70,7 +70,7 @@ export async function copyClosure(input: CopyClosureInput, context: PideployCont
   const argv = serveCommand({ remoteProgram: input.remoteProgram, remoteStore: input.remoteStore });
   throwIfAborted(context.signal, input.host);
   const remote = await storeSpawner(input.session, access).spawn(argv, { signal: context.signal });
-  const watch = watchServeProcess(remote, input.host, access, context.signal);
+  const watch = watchServeProcess(remote, input.host, context.signal);
   try {
     // Hello and the validity query go out together: the server answers the hello as soon as it
     // has read the magic, so this costs one round trip.
@@ -241,7 +241,7 @@ interface ServeWatch {
 }
 
 /** Watches stderr and exit of the serve process and turns failures into classified errors. */
-function watchServeProcess(remote: ServeProcess, host: string, access: StoreAccess, signal: AbortSignal): ServeWatch {
+function watchServeProcess(remote: ServeProcess, host: string, signal: AbortSignal): ServeWatch {
   let stderr = '';
   let rejectFailed: (error: unknown) => void = () => undefined;
   const failed = new Promise<never>((_, reject) => {
@@ -276,7 +276,6 @@ function watchServeProcess(remote: ServeProcess, host: string, access: StoreAcce
         phase: watch.phase,
         stderr: stderr.trim(),
         exitCode,
-        access,
         path: watch.path,
         pathsCopied: watch.pathsCopied,
         pathsToSend: watch.pathsToSend,

@@ -52,7 +52,6 @@ describeLab('@pideploy/transport: copy closures to lab hosts over one SSH connec
   async function connect(target: string): Promise<SshSession> {
     return connectSsh(target, { sshConfigFile: lab.sshConfig, agent: false }, createBaseContext());
   }
-  /** One `pideploy copy`-like run: connect, copy, close; returns the result, events and logins. */
   /** One copy over a new login; `sudo` makes the sudo runner on that session (without it: direct). */
   async function copyOnce(host: LabHostStatus, target: string, input: Omit<CopyClosureInput, 'session' | 'host' | 'access'> & { sudo?: CreateSudoOptions }) {
     const before = logins(host);
@@ -162,11 +161,13 @@ describeLab('@pideploy/transport: copy closures to lab hosts over one SSH connec
     // A 150 Mbit/s link: the 64 MiB path takes ~3.6 s, so the cut (at 16 MiB, progress is
     // reported every 250 ms) lands mid-path on any machine; unshaped, it could all be sent first.
     await labShapeLink('pi1', { rateMbit: 150 }, { instance });
-    const session = await connect('pi1');
-    const failure = await copyClosure({ host: 'pi1', session, paths: [big], localNixEnv: nixEnv }, createBaseContext({ reporter }))
-      .catch((error: unknown) => error)
-      .finally(() => labShapeLink('pi1', { rateMbit: undefined }, { instance }));
-    await session[Symbol.asyncDispose]();
+    let failure: unknown;
+    try {
+      await using session = await connect('pi1');
+      failure = await copyClosure({ host: 'pi1', session, paths: [big], localNixEnv: nixEnv }, createBaseContext({ reporter })).catch((error: unknown) => error);
+    } finally {
+      await labShapeLink('pi1', { rateMbit: undefined }, { instance });
+    }
     expect(cut).toBe(true);
     expect(failure).toMatchObject({ code: 'PIDEPLOY_COPY_CONNECTION_LOST', isRetryable: true, hint: expect.stringContaining('sends only what is still missing') });
     expect((failure as Error).message).toContain(big);

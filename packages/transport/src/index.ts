@@ -21,7 +21,6 @@ export {
 export { describeCopyPlan, formatBytes, planCopy, sortClosure, type ClosurePathInfo, type CopyPlan } from './closure-plan.js';
 export { TransferMeter, type TransferMeterOptions, type TransferSnapshot } from './progress.js';
 export {
-  SUDO_WRONG_PASSWORD,
   classifyServeFailure,
   classifySudoFailure,
   serveCommand,

@@ -27,7 +27,7 @@ export async function queryValidPaths(session: RemoteSpawner, paths: readonly st
   remote.stdin.on('error', () => undefined);
   const failure = async () => {
     const exit = await remote.exit;
-    return classifyServeFailure({ host: options.host, phase: 'query', stderr: stderr.trim(), exitCode: exit.exitCode, access: { mode: 'direct' } });
+    return classifyServeFailure({ host: options.host, phase: 'query', stderr: stderr.trim(), exitCode: exit.exitCode });
   };
   try {
     remote.stdin.write(Buffer.concat([encodeClientHello(), encodeQueryValidPaths({ lock: false, substitute: false, paths })]));

@@ -13,7 +13,7 @@ describe('serveCommand and storeSpawner', () => {
 });
 
 describe('classifyServeFailure (stderr as Nix 2.8 and sudo print it)', () => {
-  const base: ServeFailure = { host: 'pi1', phase: 'send', stderr: '', exitCode: 1, access: { mode: 'direct' }, path: '/nix/store/x-a', pathsCopied: 3, pathsToSend: 10 };
+  const base: ServeFailure = { host: 'pi1', phase: 'send', stderr: '', exitCode: 1, path: '/nix/store/x-a', pathsCopied: 3, pathsToSend: 10 };
   const cases: [string, Partial<ServeFailure>, string, RegExp][] = [
     ['wrong password', { phase: 'connect', stderr: 'Sorry, try again.\nsudo: no password was provided\nsudo: 1 incorrect password attempt' }, 'PIDEPLOY_SUDO_PASSWORD_WRONG', /nothing was copied/u],
     ['NOPASSWD missing', { phase: 'connect', stderr: 'sudo: a password is required' }, 'PIDEPLOY_SUDO_PASSWORD_REQUIRED', /needs a password/u],

@@ -1,6 +1,6 @@
 import type { Readable, Writable } from 'node:stream';
 import { PideployError, tailLines } from '@pideploy/core';
-import { SSH_ERROR_CODES } from '@pideploy/ssh';
+import { SSH_ERROR_CODES, SUDO_WRONG_PASSWORD } from '@pideploy/ssh';
 
 /**
  * A running remote command with byte streams: what `SshSession.spawn` of `@pideploy/ssh`
@@ -64,7 +64,6 @@ export interface ServeFailure {
   readonly stderr: string;
   /** Exit code, null when the connection dropped or a signal ended it. */
   readonly exitCode: number | null;
-  readonly access: StoreAccess;
   /** The path being sent (phase `send`). */
   readonly path?: string | undefined;
   /** Paths completely copied before the failure. */
@@ -74,9 +73,6 @@ export interface ServeFailure {
 }
 
 const RERUN_HINT = 'nothing half-copied is registered on the target; run the same command again and it sends only what is still missing';
-
-/** Sudo's answers to a wrong password (`sudo -S`). */
-export const SUDO_WRONG_PASSWORD = /Sorry, try again|incorrect password attempt|no password was provided|Authentication failure/u;
 
 /**
  * Sudo's refusals in a remote command's stderr (wrong password, password needed, user not
