@@ -219,7 +219,7 @@ export async function cutLabHostSshSessions(plan: LabHostPlan, hostLayout: LabHo
   return sessions.length;
 }
 
-/** Highest link rate {@link shapeLabHostLink} accepts, in Mbit/s (the veth itself does ~1.5 Gbit/s). */
+/** Highest link rate `labShapeLink` accepts, in Mbit/s (the veth itself does ~1.5 Gbit/s). */
 export const LAB_MAX_LINK_RATE_MBIT = 10_000;
 
 /**
@@ -229,9 +229,15 @@ export const LAB_MAX_LINK_RATE_MBIT = 10_000;
  */
 export async function shapeLabHostLink(plan: LabHostPlan, rateMbit: number | undefined): Promise<number | undefined> {
   if (rateMbit === undefined) {
-    const current = await runCommand(['tc', 'qdisc', 'show', 'dev', plan.hostInterface]);
+    const current = await runCommand(['tc', 'qdisc', 'show', 'dev', plan.hostInterface], {
+      failureMessage: `could not read the link of ${plan.name}`,
+      failureHint: `is the lab host up? (pideploy lab status; pideploy lab up brings it back)`,
+    });
     if (/\btbf\b/u.test(current.stdout)) {
-      await runCommand(['tc', 'qdisc', 'del', 'dev', plan.hostInterface, 'root'], { failureMessage: `could not remove the link limit of ${plan.name}` });
+      await runCommand(['tc', 'qdisc', 'del', 'dev', plan.hostInterface, 'root'], {
+        failureMessage: `could not remove the link limit of ${plan.name}`,
+        failureHint: `pideploy lab down removes it with the host's network`,
+      });
     }
     return undefined;
   }

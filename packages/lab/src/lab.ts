@@ -505,7 +505,7 @@ export async function labCutSshSessions(hostName: string, options: LabOptions = 
 /**
  * Limits how fast the deploying machine can send to a lab host, as a slow link to a real Pi
  * would (`{ rateMbit: 100 }` ≈ a Pi 3's Ethernet), or lifts the limit (`{ rateMbit: undefined }`).
- * Lasts until the host's network is made anew (`lab down`). Returns the rate in force.
+ * Lasts until the host's network is made anew (`lab down`, or `lab up` restarting the host). Returns the rate in force.
  */
 export async function labShapeLink(hostName: string, link: { readonly rateMbit: number | undefined }, options: LabOptions = {}): Promise<number | undefined> {
   assertRoot('link');
