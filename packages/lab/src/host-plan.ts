@@ -145,11 +145,19 @@ trusted-users = ${settings.trusted ? 'root @wheel' : 'root'}
 `;
 }
 
+/**
+ * Where sudo logs the deploy user's commands inside a lab host (root's home, outside the store):
+ * one line per command run through sudo (`COMMAND=…`, `COMMAND=validate` for `sudo -v`) and per
+ * refused password, so tests count what a deployment asked of sudo.
+ */
+export const LAB_SUDO_LOG = '/root/sudo.log';
+
 /** The deploy user's sudoers drop-in. */
 export function renderSudoers(settings: LabHostSettings): string {
   const tag = settings.sudo === 'nopasswd' ? 'NOPASSWD: ' : '';
   return `# written by pideploy lab
 Defaults:${LAB_DEPLOY_USER} lecture=never
+Defaults:${LAB_DEPLOY_USER} logfile=${LAB_SUDO_LOG}, loglinelen=0
 ${LAB_DEPLOY_USER} ALL=(ALL:ALL) ${tag}ALL
 `;
 }

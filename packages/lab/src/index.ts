@@ -19,6 +19,7 @@ export {
   LAB_DEPLOY_USER,
   LAB_MAX_HOSTS,
   LAB_MAX_INSTANCES,
+  LAB_SUDO_LOG,
   LAB_SUDO_PASSWORD,
   parseHostCount,
   planLabHost,

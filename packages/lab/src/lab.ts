@@ -8,6 +8,7 @@ import { createFixtureRepository } from './git-repo.js';
 import {
   LAB_DEPLOY_USER,
   LAB_MAX_HOSTS,
+  LAB_SUDO_LOG,
   LAB_SUDO_PASSWORD,
   labHostIndex,
   planLabHost,
@@ -101,6 +102,8 @@ export interface LabHostStatus {
   readonly running: boolean;
   /** sshd's log (LogLevel VERBOSE): count `Accepted publickey` lines to count logins. */
   readonly sshdLog: string;
+  /** sudo's log of the deploy user's commands (see `LAB_SUDO_LOG`), seen from this machine. */
+  readonly sudoLog: string;
   readonly nixDaemonLog: string;
   /** The host's own nix store, seen from this machine. */
   readonly storeDir: string;
@@ -410,6 +413,7 @@ export async function labStatus(options: LabOptions = {}): Promise<LabStatus> {
         storeSizeMiB: settings.storeSizeMiB ?? null,
         running: isLabHostRunning(hostLayout),
         sshdLog: hostLayout.sshdLog,
+        sudoLog: path.join(hostLayout.rootHome, LAB_SUDO_LOG.slice('/root/'.length)),
         nixDaemonLog: path.join(hostLayout.root, 'nix-daemon.log'),
         storeDir: path.join(hostLayout.nix, 'store'),
         netns: plan.netns,
