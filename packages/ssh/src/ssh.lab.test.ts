@@ -1,6 +1,6 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -206,6 +206,48 @@ describeLab('@pideploy/ssh against lab hosts (real sshd, sudo with use_pty)', ()
       connectSsh('pi1', base, context).then((other) => other.sudo({ passwordProvider: async ({ attempt }) => (attempt === 1 ? 'nope' : undefined) }).finally(() => other.close())),
     ).catch((caught: unknown) => caught);
     expect(answeredOnce).toMatchObject({ code: 'PIDEPLOY_SUDO_PASSWORD_WRONG', message: expect.stringMatching(/rejected the password for deploy$/u) });
+  });
+
+  it('proves each password with the caller’s first root command instead of sudo -v, asking again after a refusal', async () => {
+    const sudoLog = () => (existsSync(pi1.sudoLog) ? readFileSync(pi1.sudoLog, 'utf8').split('\n').filter(Boolean) : []);
+    const logBefore = sudoLog().length;
+    const asked: number[] = [];
+    const proofs: string[] = [];
+    await using session = await connectSsh('pi1', base, context);
+    const sudo = await capture(() =>
+      session.sudo({
+        passwordProvider: async ({ attempt }) => (asked.push(attempt), attempt === 1 ? 'not-the-password' : LAB_SUDO_PASSWORD),
+        proveWith: async (runner) => {
+          const result = await runner.exec(['sh', '-c', 'echo proven-as-$(id -u)']);
+          proofs.push(result.exitCode === 0 ? result.stdout.trim() : `refused: ${result.stderr}`);
+          if (result.exitCode !== 0) throw new PideployError({ code: 'PIDEPLOY_SUDO_PASSWORD_WRONG', message: 'refused' });
+        },
+      }),
+    );
+    expect(sudo.mode).toBe('password');
+    expect(asked).toEqual([1, 2]);
+    expect(proofs[0]).toMatch(/^refused: .*(?:incorrect password|Sorry, try again)/u);
+    expect(proofs[0]).not.toContain('not-the-password');
+    expect(proofs[1]).toBe('proven-as-0');
+    // sudo's own log: the probe, the refused try, the proof; no separate validation.
+    const logged = sudoLog().slice(logBefore);
+    expect(logged.some((line) => line.includes('COMMAND=validate'))).toBe(false);
+    expect(logged.filter((line) => /COMMAND=\S*sh -c 'echo proven-as/u.test(line))).toHaveLength(2);
+    expect(logged.filter((line) => line.includes('incorrect password attempt'))).toHaveLength(1);
+    // Any other failure of the proof ends createSudo with it, without asking again.
+    await using other = await connectSsh('pi1', base, context);
+    const failure = await createSudo(other, {
+      password: LAB_SUDO_PASSWORD,
+      proveWith: async () => {
+        throw new PideployError({ code: 'PIDEPLOY_REMOTE_NIX_MISSING', message: 'no nix-store' });
+      },
+    }).catch((caught: unknown) => caught);
+    expect(failure).toMatchObject({ code: 'PIDEPLOY_REMOTE_NIX_MISSING' });
+    // NOPASSWD hosts run it too, once.
+    await using nopasswd = await connectSsh('pi2', base, context);
+    let proofsOnPi2 = 0;
+    await createSudo(nopasswd, { passwordProvider: async () => expect.fail('NOPASSWD must not ask'), proveWith: async () => void (proofsOnPi2 += 1) });
+    expect(proofsOnPi2).toBe(1);
   });
 
   it('with the mode known from an earlier connection, checks nothing first: the first sudo command proves the password', async () => {

@@ -40,6 +40,15 @@ export interface CreateSudoOptions {
    * The first command run through sudo then proves sudo works: with a wrong password it fails.
    */
   readonly assumeMode?: SudoMode | undefined;
+  /**
+   * The first root command the caller needs anyway, run with the runner as soon as it is known
+   * (every mode). For a password host it replaces the separate check (`sudo -k -S -v`): each
+   * password tried is proven by this command instead, so the host hashes the password once less
+   * per connection. Throwing a PideployError with code `PIDEPLOY_SUDO_PASSWORD_WRONG` means the
+   * password was refused (the next one is asked, up to `maxAttempts`); any other error ends
+   * `createSudo` with that error. Whatever it started is the caller's to keep (or stop) from here.
+   */
+  readonly proveWith?: ((runner: SudoRunner) => Promise<void>) | undefined;
 }
 
 /** Runs commands as root on one session, feeding the validated password from memory each time. */
@@ -90,18 +99,23 @@ function notAllowedError(display: string, user: string, stderr: string): Pideplo
 
 /**
  * Finds out how the session's user becomes root and, for a password host, gets the password once
- * and checks it at once (`sudo -k -S -p '' -v`, the password on that channel's stdin only). The
+ * and checks it at once (`sudo -k -S -p '' -v`, or the caller's `proveWith` command; the password
+ * on that channel's stdin only). The
  * password then lives only in this object's memory: never in argv, env, events or errors.
  */
 export async function createSudo(session: SshSession, options: CreateSudoOptions = {}): Promise<SudoRunner> {
   const internal = session as SessionWithSecretExec;
   const signal = options.signal;
-  if (options.assumeMode === 'root') return makeRunner(internal, 'root', [], undefined);
-  if (options.assumeMode === 'nopasswd') return makeRunner(internal, 'nopasswd', SUDO_NOPASSWD_PREFIX, undefined);
+  const proven = async (runner: SudoRunner): Promise<SudoRunner> => {
+    await options.proveWith?.(runner);
+    return runner;
+  };
+  if (options.assumeMode === 'root') return proven(makeRunner(internal, 'root', [], undefined));
+  if (options.assumeMode === 'nopasswd') return proven(makeRunner(internal, 'nopasswd', SUDO_NOPASSWD_PREFIX, undefined));
   if (options.assumeMode === 'password') {
     const password = options.password ?? (await options.passwordProvider?.({ host: session.host.alias, user: session.host.user, attempt: 1 }));
     if (password !== undefined && !/[\r\n\0]/u.test(password)) {
-      return makeRunner(internal, 'password', SUDO_PASSWORD_PREFIX, Buffer.from(`${password}\n`, 'utf8'), redactor(password));
+      return proven(makeRunner(internal, 'password', SUDO_PASSWORD_PREFIX, Buffer.from(`${password}\n`, 'utf8'), redactor(password)));
     }
   }
   // Who the login user is and whether sudo needs a password, in one round trip.
@@ -116,8 +130,8 @@ export async function createSudo(session: SshSession, options: CreateSudoOptions
       commandFailure: { command: probeArgv, ...(probe.exitCode === null ? {} : { exitCode: probe.exitCode }), stderrTail: tailLines(probe.stderr) },
     });
   }
-  if (uid === '0') return makeRunner(internal, 'root', [], undefined);
-  if (probe.exitCode === 0) return makeRunner(internal, 'nopasswd', SUDO_NOPASSWD_PREFIX, undefined);
+  if (uid === '0') return proven(makeRunner(internal, 'root', [], undefined));
+  if (probe.exitCode === 0) return proven(makeRunner(internal, 'nopasswd', SUDO_NOPASSWD_PREFIX, undefined));
   if (probe.exitCode === 127 || /command not found|not found/iu.test(probe.stderr)) {
     throw new PideployError({
       code: SSH_ERROR_CODES.sudoNotAllowed,
@@ -148,8 +162,18 @@ export async function createSudo(session: SshSession, options: CreateSudoOptions
     }
     const secretLine = Buffer.from(`${password}\n`, 'utf8');
     const redact = redactor(password);
+    const runner = makeRunner(internal, 'password', SUDO_PASSWORD_PREFIX, secretLine, redact);
+    if (options.proveWith !== undefined) {
+      try {
+        await options.proveWith(runner);
+        return runner;
+      } catch (error) {
+        if (PideployError.isInstance(error) && error.code === SSH_ERROR_CODES.sudoPasswordWrong) continue;
+        throw error;
+      }
+    }
     const check = (await internal[EXEC_WITH_SECRET]([...VALIDATE], secretLine, { signal, redact })) as ExecResult<string>;
-    if (check.exitCode === 0) return makeRunner(internal, 'password', SUDO_PASSWORD_PREFIX, secretLine, redact);
+    if (check.exitCode === 0) return runner;
     const stderr = redact(check.stderr);
     if (!isWrongPassword(stderr)) throw notAllowedError(session.display, session.host.user, stderr);
   }
