@@ -31,6 +31,11 @@ export interface CopyClosureInput extends RemoteNixOptions {
   readonly closure?: readonly StorePathInfo[] | undefined;
   /** How the remote nix-store gets write access (default `direct`: root or a trusted user). */
   readonly access?: StoreAccess | undefined;
+  /**
+   * A connection from {@link openServeConnection} to use instead of starting one (then `session`
+   * and `access` are not used). The copy closes it when it ends, however it ends.
+   */
+  readonly connection?: ServeConnection | undefined;
   /** Let the target substitute missing paths from its own binary caches first. */
   readonly substituteOnDestination?: boolean | undefined;
   /** Environment for the local nix query (default this process's). */
@@ -65,21 +70,17 @@ const STDERR_KEEP = 16 * 1024;
  */
 export async function copyClosure(input: CopyClosureInput, context: PideployContext): Promise<CopyClosureResult> {
   const startedAt = performance.now();
-  const access = input.access ?? { mode: 'direct' };
   const closure = input.closure ?? (await queryClosurePathInfos(input.paths, { env: input.localNixEnv, signal: context.signal }));
-  const argv = serveCommand({ remoteProgram: input.remoteProgram, remoteStore: input.remoteStore });
   throwIfAborted(context.signal, input.host);
-  const remote = await storeSpawner(input.session, access).spawn(argv, { signal: context.signal });
-  const watch = watchServeProcess(remote, input.host, context.signal);
+  // A connection opened earlier (openServeConnection, e.g. while proving the sudo password) is
+  // greeted already; a new one sends its hello together with the query: one round trip either way.
+  const connection = input.connection ?? (await startServeConnection(input, context));
+  const state = stateOf(connection);
+  const { remote, reader, watch } = state;
   try {
-    // Hello and the validity query go out together: the server answers the hello as soon as it
-    // has read the magic, so this costs one round trip.
     const paths = closure.map((info) => info.path);
-    watch.phase = 'connect';
-    remote.stdin.write(encodeClientHello());
     remote.stdin.write(encodeQueryValidPaths({ lock: true, substitute: input.substituteOnDestination === true, paths }));
-    const reader = new ServeReader(remote.stdout);
-    await watch.guard(reader.readServerHello());
+    await watch.guard(state.greeted);
     watch.phase = 'query';
     const valid = await watch.guard(reader.readStrings('the valid paths'));
     const plan = planCopy(closure, valid);
@@ -112,9 +113,94 @@ export async function copyClosure(input: CopyClosureInput, context: PideployCont
       durationMs,
     };
   } finally {
-    watch.dispose();
-    if (!watch.done) remote.kill('KILL');
+    connection.close();
   }
+}
+
+/** Input of {@link openServeConnection}. */
+export interface OpenServeConnectionInput extends RemoteNixOptions {
+  /** Name of the target in messages. */
+  readonly host: string;
+  /** The one connection to the target (an `SshSession`); one channel is opened on it. */
+  readonly session: RemoteSpawner;
+  /** How the remote nix-store gets write access (default `direct`: root or a trusted user). */
+  readonly access?: StoreAccess | undefined;
+}
+
+/**
+ * A `nix-store --serve --write` running on the target and greeted (see {@link openServeConnection}),
+ * waiting for {@link copyClosure}, which uses it once and closes it.
+ */
+export interface ServeConnection {
+  /** The server's protocol version (e.g. 0x207). */
+  readonly serverVersion: number;
+  /** Stops the remote process and closes its channel (nothing is half-registered); idempotent. */
+  close(): void;
+}
+
+interface ServeConnectionState {
+  readonly remote: ServeProcess;
+  readonly reader: ServeReader;
+  readonly watch: ServeWatch;
+  /** Settles when the server's hello was read (rejects with the classified failure). */
+  readonly greeted: Promise<number>;
+}
+
+/** The streams behind each open connection (kept out of the public type). */
+const connectionStates = new WeakMap<ServeConnection, ServeConnectionState>();
+
+function stateOf(connection: ServeConnection): ServeConnectionState {
+  const state = connectionStates.get(connection);
+  if (state === undefined) throw new TypeError('not a connection from openServeConnection');
+  return state;
+}
+
+/**
+ * Starts `nix-store --serve --write` on the target (through sudo with `access`) and waits for its
+ * hello, ahead of the copy: through sudo that proves the password (the `proveWith` of
+ * `@pideploy/ssh`'s `createSudo`), so a deployment checks it once, with the command it needs anyway.
+ * Hand the connection to {@link copyClosure} (`connection`), or close it.
+ * @throws PideployError classified like a copy's failures: `PIDEPLOY_SUDO_PASSWORD_WRONG`,
+ *   `PIDEPLOY_REMOTE_NIX_MISSING`, `PIDEPLOY_INTERRUPTED` …
+ */
+export async function openServeConnection(input: OpenServeConnectionInput, context: PideployContext): Promise<ServeConnection> {
+  throwIfAborted(context.signal, input.host);
+  const connection = await startServeConnection(input, context);
+  try {
+    const state = stateOf(connection);
+    await state.watch.guard(state.greeted);
+  } catch (error) {
+    connection.close();
+    throw error;
+  }
+  return connection;
+}
+
+/** Spawns the serve process and sends the client hello; the server's hello is read in the background. */
+async function startServeConnection(input: OpenServeConnectionInput, context: PideployContext): Promise<ServeConnection> {
+  const argv = serveCommand({ remoteProgram: input.remoteProgram, remoteStore: input.remoteStore });
+  const remote = await storeSpawner(input.session, input.access ?? { mode: 'direct' }).spawn(argv, { signal: context.signal });
+  const watch = watchServeProcess(remote, input.host, context.signal);
+  const reader = new ServeReader(remote.stdout);
+  watch.phase = 'connect';
+  remote.stdin.write(encodeClientHello());
+  let serverVersion = 0;
+  const greeted = reader.readServerHello().then((version) => (serverVersion = version));
+  greeted.catch(() => undefined);
+  const connection: ServeConnection = {
+    get serverVersion() {
+      return serverVersion;
+    },
+    close() {
+      watch.dispose();
+      if (!watch.done) {
+        watch.done = true;
+        remote.kill('KILL');
+      }
+    },
+  };
+  connectionStates.set(connection, { remote, reader, watch, greeted });
+  return connection;
 }
 
 async function sendPaths(

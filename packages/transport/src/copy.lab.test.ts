@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { createBaseContext, createCollectingReporter, PideployError, type DeployEvent } from '@pideploy/core';
 import { LAB_SUDO_PASSWORD, labCutSshSessions, labDown, labExec, labShapeLink, labStatus, labUp, type LabHostStatus, type LabStatus } from '@pideploy/lab';
@@ -7,7 +7,7 @@ import { describeLab } from '@pideploy/lab/testing';
 import { queryClosurePathInfos } from '@pideploy/nix';
 import { connectSsh, createSudo, type CreateSudoOptions, type SshSession } from '@pideploy/ssh';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { copyClosure, type CopyClosureInput } from './copy-closure.js';
+import { copyClosure, openServeConnection, type CopyClosureInput, type ServeConnection } from './copy-closure.js';
 import type { StoreAccess } from './remote-serve.js';
 
 /*
@@ -136,6 +136,46 @@ describeLab('@pideploy/transport: copy closures to lab hosts over one SSH connec
     expect(JSON.stringify(failure)).not.toContain('not-the-password');
     expect(((failure as { events: DeployEvent[] }).events ?? []).filter((event) => event.type === 'copy-progress')).toEqual([]);
     expect(await validOn(pi2, smallClosure)).toEqual(smallClosure.map(() => false));
+  });
+
+  it('a serve connection opened ahead proves the sudo password (no sudo -v), waits, and carries the copy later', async () => {
+    await forget(pi2, smallClosure);
+    const sudoLog = () => (existsSync(pi2.sudoLog) ? readFileSync(pi2.sudoLog, 'utf8').split('\n').filter(Boolean) : []);
+    const logBefore = sudoLog().length;
+    const before = logins(pi2);
+    const reporter = createCollectingReporter();
+    const context = createBaseContext({ reporter });
+    const asked: number[] = [];
+    let connection: ServeConnection | undefined;
+    await using session = await connect('pi2');
+    const sudo = await createSudo(session, {
+      passwordProvider: async ({ attempt }) => (asked.push(attempt), attempt === 1 ? 'not-the-password' : LAB_SUDO_PASSWORD),
+      proveWith: async (runner) => {
+        connection = await openServeConnection({ host: 'pi2', session, access: { mode: 'sudo', runner } }, context);
+      },
+    });
+    expect(sudo.mode).toBe('password');
+    expect(asked).toEqual([1, 2]);
+    expect(connection?.serverVersion).toBe(0x207);
+    // Idle, as while the system builds here; nothing was sent yet.
+    await settle();
+    expect(await validOn(pi2, smallClosure)).toEqual(smallClosure.map(() => false));
+    const result = await copyClosure({ host: 'pi2', session, paths: [small], connection, localNixEnv: nixEnv }, context);
+    expect(result.pathsSent).toHaveLength(31);
+    expect(await validOn(pi2, smallClosure)).toEqual(smallClosure.map(() => true));
+    await settle();
+    expect(logins(pi2) - before).toBe(1);
+    // sudo's log: the serve command that carried the copy and nothing else run as root (no
+    // validation; the refused try is not logged, as the channel was closed at sudo's "try again").
+    const logged = sudoLog().slice(logBefore);
+    expect(logged.filter((line) => line.includes('COMMAND=validate'))).toEqual([]);
+    expect(logged.filter((line) => !line.includes('a password is required')).map((line) => line.slice(line.indexOf('COMMAND=')))).toEqual(['COMMAND=/usr/bin/nix-store --serve --write']);
+    // A wrong password given up front: the connection fails to open with the sudo error, nothing runs.
+    await using other = await connect('pi2');
+    const wrong = await createSudo(other, { assumeMode: 'password', password: 'not-the-password' });
+    const failure = await openServeConnection({ host: 'pi2', session: other, access: { mode: 'sudo', runner: wrong } }, context).catch((error: unknown) => error);
+    expect(failure).toMatchObject({ code: 'PIDEPLOY_SUDO_PASSWORD_WRONG' });
+    expect(JSON.stringify(failure)).not.toContain('not-the-password');
   });
 
   it('root login: copies directly', async () => {

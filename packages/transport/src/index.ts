@@ -32,7 +32,7 @@ export {
   type ServeProcess,
   type StoreAccess,
 } from './remote-serve.js';
-export { copyClosure, type CopyClosureInput, type CopyClosureResult } from './copy-closure.js';
+export { copyClosure, openServeConnection, type CopyClosureInput, type CopyClosureResult, type OpenServeConnectionInput, type ServeConnection } from './copy-closure.js';
 export {
   CACHE_COMPRESSIONS,
   DEFAULT_CACHE_COMPRESSION,
