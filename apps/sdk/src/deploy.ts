@@ -3,9 +3,9 @@ import path from 'node:path';
 import { PideployError, toPideployError, type ActivationAction, type DeployPhase, type PideployContext } from '@pideploy/core';
 import { createClosureQuery } from '@pideploy/nix';
 import { activateSystem, diffSystem, formatClosureDiff, type ActivationResult } from '@pideploy/activate';
-import { connectSsh, type SshSession, type SudoPasswordProvider } from '@pideploy/ssh';
+import { connectSsh, type SshSession, type SudoPasswordProvider, type SudoRunner } from '@pideploy/ssh';
 import { checkPinsFiles } from '@pideploy/pin';
-import { copyClosure, substituteFromCache, type CopyClosureResult, type StoreAccess, type SubstituteFromCacheResult } from '@pideploy/transport';
+import { copyClosure, openServeConnection, substituteFromCache, type CopyClosureResult, type ServeConnection, type StoreAccess, type SubstituteFromCacheResult } from '@pideploy/transport';
 import { createHostBuilder, type HostBuilder } from './build-hosts.js';
 import type { FleetCacheSettings, ResolvedConfig, ResolvedHost } from './config.js';
 import { openFleetCache, type FleetCache } from './fleet-cache.js';
@@ -171,6 +171,9 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
     // login and the sudo password check run while Nix evaluates and builds, so the prompt still
     // comes first and a no-op redeploy costs max(evaluation, login) instead of their sum. A host
     // that fails first stops waiting for its build (which stops if no other host waits for it).
+    // The copy goes over this host's SSH connection (not the fleet cache, not a dry run).
+    const copiesOverSsh = fleetCache === undefined && request.dryRun !== true;
+    let serve: ServeConnection | undefined;
     const hostDone = new AbortController();
     const hostSignal = AbortSignal.any([context.signal, hostDone.signal]);
     const building = builder.buildToplevel(host, { ...context, signal: hostSignal });
@@ -183,17 +186,26 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
         session = opened;
         // The sudo realm is the login user: hosts logged into as the same user share one prompt.
         const ask = askOncePer(opened.host.user);
+        // The copy's root `nix-store --serve --write` starts now and its hello proves the password:
+        // no separate `sudo -v`, so the host checks (hashes) the password once less per deployment.
+        const proveWith = copiesOverSsh
+          ? async (runner: SudoRunner) => {
+              const access: StoreAccess = runner.mode === 'root' ? { mode: 'direct' } : { mode: 'sudo', runner };
+              serve = await openServeConnection({ host: host.name, session: opened, access }, { ...context, signal: hostSignal });
+            }
+          : undefined;
         // session.sudo() keeps the validated runner: the copy and the activation on this
         // connection reuse it instead of detecting and validating sudo again.
         if (request.sudoPassword !== undefined) {
           password = request.sudoPassword;
-          return opened.sudo({ password });
+          return opened.sudo({ password, proveWith });
         }
         return opened.sudo({
           passwordProvider: async (question) => {
             password = await ask(question);
             return password;
           },
+          proveWith,
         });
       });
       // The build phase is the time this host still waited for its system after connecting.
@@ -216,7 +228,9 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
       await timed('copy', host.name, phases, context, async () => {
         const closure = await closureOf([bundle.outPath]);
         if (fleetCache === undefined) {
-          result.copy = await copyClosure({ host: host.name, session: session as SshSession, paths: [bundle.outPath], closure, access, localNixEnv }, context);
+          const connection = serve;
+          serve = undefined;
+          result.copy = await copyClosure({ host: host.name, session: session as SshSession, paths: [bundle.outPath], closure, access, connection, localNixEnv }, context);
           return;
         }
         const pushed = await fleetCache.push([bundle.outPath], closure, context);
@@ -256,6 +270,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
       return { host: host.name, ok: false, ...result, error: failure, phases };
     } finally {
       hostDone.abort();
+      serve?.close();
       await session?.close();
     }
   }
