@@ -14,7 +14,18 @@ import {
   type ServeProcess,
   type StoreAccess,
 } from './remote-serve.js';
-import { encodeAddToStoreNarHeader, encodeClientHello, encodeQueryValidPaths, ServeReader, ServeStreamEnded, serveProtocolError } from './serve-protocol.js';
+import {
+  encodeAddToStoreNarHeader,
+  encodeClientHello,
+  encodeQueryClosure,
+  encodeQueryPathInfos,
+  encodeQueryValidPaths,
+  readPathInfos,
+  ServeReader,
+  ServeStreamEnded,
+  serveProtocolError,
+  type ServePathInfo,
+} from './serve-protocol.js';
 
 /** Input of {@link copyClosure}. */
 export interface CopyClosureInput extends RemoteNixOptions {
@@ -78,6 +89,9 @@ export async function copyClosure(input: CopyClosureInput, context: PideployCont
   const state = stateOf(connection);
   const { remote, reader, watch } = state;
   try {
+    // Queries asked on this connection before (the running system's closure) are answered first;
+    // the guard ends the wait when the process fails meanwhile (a refused sudo password, an exit).
+    await watch.guard(state.idle().catch(() => undefined));
     const paths = closure.map((info) => info.path);
     remote.stdin.write(encodeQueryValidPaths({ lock: true, substitute: input.substituteOnDestination === true, paths }));
     await watch.guard(state.greeted);
@@ -134,6 +148,12 @@ export interface OpenServeConnectionInput extends RemoteNixOptions {
 export interface ServeConnection {
   /** The server's protocol version (e.g. 0x207). */
   readonly serverVersion: number;
+  /**
+   * The closure of `paths` in the target's store with each path's registration (NAR size, hash,
+   * references): `cmdQueryClosure` then `cmdQueryPathInfos`, two round trips, no process started
+   * on the target. Queries run one at a time, before the copy.
+   */
+  queryClosure(paths: readonly string[]): Promise<ServePathInfo[]>;
   /** Stops the remote process and closes its channel (nothing is half-registered); idempotent. */
   close(): void;
 }
@@ -144,6 +164,8 @@ interface ServeConnectionState {
   readonly watch: ServeWatch;
   /** Settles when the server's hello was read (rejects with the classified failure). */
   readonly greeted: Promise<number>;
+  /** Settles when the queries asked so far are answered. */
+  idle(): Promise<unknown>;
 }
 
 /** The streams behind each open connection (kept out of the public type). */
@@ -187,9 +209,22 @@ async function startServeConnection(input: OpenServeConnectionInput, context: Pi
   let serverVersion = 0;
   const greeted = reader.readServerHello().then((version) => (serverVersion = version));
   greeted.catch(() => undefined);
+  let queue: Promise<unknown> = greeted;
   const connection: ServeConnection = {
     get serverVersion() {
       return serverVersion;
+    },
+    queryClosure(paths) {
+      const answer = watch.guard(queue).then(async () => {
+        if (watch.done) throw new TypeError('the serve connection is closed');
+        watch.phase = 'query';
+        remote.stdin.write(encodeQueryClosure(paths));
+        const closure = await watch.guard(reader.readStrings('the closure'));
+        remote.stdin.write(encodeQueryPathInfos(closure));
+        return watch.guard(readPathInfos(reader));
+      });
+      queue = answer.catch(() => undefined);
+      return answer;
     },
     close() {
       watch.dispose();
@@ -199,7 +234,7 @@ async function startServeConnection(input: OpenServeConnectionInput, context: Pi
       }
     },
   };
-  connectionStates.set(connection, { remote, reader, watch, greeted });
+  connectionStates.set(connection, { remote, reader, watch, greeted, idle: () => queue });
   return connection;
 }
 

@@ -4,7 +4,7 @@ import { promisify } from 'node:util';
 import { createBaseContext, createCollectingReporter, PideployError, type DeployEvent } from '@pideploy/core';
 import { LAB_SUDO_PASSWORD, labCutSshSessions, labDown, labExec, labShapeLink, labStatus, labUp, type LabHostStatus, type LabStatus } from '@pideploy/lab';
 import { describeLab } from '@pideploy/lab/testing';
-import { queryClosurePathInfos } from '@pideploy/nix';
+import { formatHash, parseHash, queryClosurePathInfos } from '@pideploy/nix';
 import { connectSsh, createSudo, type CreateSudoOptions, type SshSession } from '@pideploy/ssh';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { copyClosure, openServeConnection, type CopyClosureInput, type ServeConnection } from './copy-closure.js';
@@ -176,6 +176,28 @@ describeLab('@pideploy/transport: copy closures to lab hosts over one SSH connec
     const failure = await openServeConnection({ host: 'pi2', session: other, access: { mode: 'sudo', runner: wrong } }, context).catch((error: unknown) => error);
     expect(failure).toMatchObject({ code: 'PIDEPLOY_SUDO_PASSWORD_WRONG' });
     expect(JSON.stringify(failure)).not.toContain('not-the-password');
+  });
+
+  it('a serve connection reads a closure with its registrations as the target’s nix path-info does, then still copies', async () => {
+    await copyOnce(pi1, 'pi1', { paths: [small] });
+    await using session = await connect('pi1');
+    const connection = await openServeConnection({ host: 'pi1', session }, createBaseContext());
+    const [closure, again] = await Promise.all([connection.queryClosure([small]), connection.queryClosure([smallClosure.at(-1) as string])]);
+    const local = await queryClosurePathInfos([small], { env: nixEnv });
+    // What the target's own nix says about the same paths (nix path-info there, through the console).
+    const onTarget = JSON.parse((await labExec('pi1', ['nix', 'path-info', '--json', '--recursive', small], { instance })).stdout) as { path: string; narSize: number; narHash: string; references: string[] }[];
+    expect(closure.map((info) => info.path).sort()).toEqual([...smallClosure].sort());
+    for (const info of closure) {
+      const there = onTarget.find((entry) => entry.path === info.path);
+      expect(info.narSize).toBe(there?.narSize);
+      expect(formatHash(parseHash(info.narHash).digest, 'hex')).toBe(formatHash(parseHash(there?.narHash ?? '').digest, 'hex'));
+      expect([...info.references].sort()).toEqual([...(there?.references ?? [])].sort());
+      expect(info.narSize).toBe(local.find((entry) => entry.path === info.path)?.narSize);
+    }
+    expect(again.map((info) => info.path)).toEqual([smallClosure.at(-1)]);
+    const copied = await copyClosure({ host: 'pi1', session, paths: [small], connection, localNixEnv: nixEnv }, createBaseContext());
+    expect(copied).toMatchObject({ pathsSent: [], bytesSent: 0 });
+    expect(copied.pathsPresent).toHaveLength(31);
   });
 
   it('root login: copies directly', async () => {

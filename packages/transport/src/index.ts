@@ -9,14 +9,18 @@ export {
   decodeClientStream,
   encodeAddToStoreNarHeader,
   encodeClientHello,
+  encodeQueryClosure,
+  encodeQueryPathInfos,
   encodeQueryValidPaths,
   encodeString,
   encodeStrings,
   encodeU64,
+  readPathInfos,
   serveProtocolError,
   type AddToStoreNarRequest,
   type DecodedClientRequest,
   type QueryValidPathsRequest,
+  type ServePathInfo,
 } from './serve-protocol.js';
 export { describeCopyPlan, formatBytes, planCopy, sortClosure, type ClosurePathInfo, type CopyPlan } from './closure-plan.js';
 export { TransferMeter, type TransferMeterOptions, type TransferSnapshot } from './progress.js';

@@ -15,7 +15,7 @@ export const SERVE_PROTOCOL_VERSION = 0x207;
 /** The lowest server version pideploy accepts: 2.5, the first with `cmdAddToStoreNar`. */
 export const SERVE_PROTOCOL_MIN_SERVER_VERSION = 0x205;
 
-/** Command codes of the serve protocol (only 1 and 9 are used for copying to a target). */
+/** Command codes of the serve protocol (1 and 9 copy to a target; 7 and 2 read what it has). */
 export const ServeCommand = {
   queryValidPaths: 1,
   queryPathInfos: 2,
@@ -51,6 +51,50 @@ export function encodeStrings(values: readonly (string | Uint8Array)[]): Buffer 
 /** The client's opening: magic and version, sent together (the server answers after the magic). */
 export function encodeClientHello(version: number = SERVE_PROTOCOL_VERSION): Buffer {
   return Buffer.concat([encodeU64(SERVE_MAGIC_CLIENT), encodeU64(version)]);
+}
+
+/** `cmdQueryClosure`: the reply is `strs` of the closure of `paths` (with their outputs when `includeOutputs`). */
+export function encodeQueryClosure(paths: readonly string[], includeOutputs = false): Buffer {
+  return Buffer.concat([encodeU64(ServeCommand.queryClosure), encodeU64(includeOutputs), encodeStrings(sortedPaths(paths))]);
+}
+
+/** `cmdQueryPathInfos`: the reply is read by {@link readPathInfos}. */
+export function encodeQueryPathInfos(paths: readonly string[]): Buffer {
+  return Buffer.concat([encodeU64(ServeCommand.queryPathInfos), encodeStrings(sortedPaths(paths))]);
+}
+
+/** One path's registration as `cmdQueryPathInfos` gives it (to a client of minor version ≥ 4). */
+export interface ServePathInfo {
+  readonly path: string;
+  /** "" when none is known. */
+  readonly deriver: string;
+  readonly references: readonly string[];
+  readonly narSize: number;
+  /** `sha256:<nix32>`. */
+  readonly narHash: string;
+  /** "" for input-addressed paths. */
+  readonly contentAddress: string;
+  readonly signatures: readonly string[];
+}
+
+/**
+ * Reads the reply of `cmdQueryPathInfos`: one record per VALID path asked for (the server skips
+ * the others), ended by an empty path.
+ */
+export async function readPathInfos(reader: ServeReader): Promise<ServePathInfo[]> {
+  const infos: ServePathInfo[] = [];
+  for (;;) {
+    const path = await reader.readString('a path info (or the end of them)');
+    if (path === '') return infos;
+    const deriver = await reader.readString('the deriver');
+    const references = await reader.readStrings('the references');
+    await reader.readU64('the download size');
+    const narSize = await reader.readU64('the NAR size');
+    const narHash = await reader.readString('the NAR hash');
+    const contentAddress = await reader.readString('the content address');
+    const signatures = await reader.readStrings('the signatures');
+    infos.push({ path, deriver, references, narSize, narHash, contentAddress, signatures });
+  }
 }
 
 /** Arguments of `cmdQueryValidPaths`. */
