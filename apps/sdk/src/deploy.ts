@@ -100,6 +100,14 @@ async function timed<T>(phase: DeployPhase, host: string | undefined, phases: Ph
   }
 }
 
+/** The closure of the system a host runs (empty when it runs none): one readlink there, then its serve connection's queries. */
+async function readRunningClosure(session: SshSession, serve: ServeConnection, signal: AbortSignal): Promise<readonly { path: string; narSize: number }[]> {
+  const link = await session.exec(['readlink', '-e', '/run/current-system'], { signal });
+  const running = link.stdout.trim();
+  if (link.exitCode !== 0 || running === '') return [];
+  return serve.queryClosure([running]);
+}
+
 /** pins.nix, generated beside the pins lock that pideploy.json names. */
 function pinsNixOf(config: ResolvedConfig): string {
   return path.join(path.dirname(config.pinsFile), 'pins.nix');
@@ -208,6 +216,10 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
           proveWith,
         });
       });
+      // What the host runs is read while the system builds, over the serve connection (no nix
+      // process on the host): the diff then waits for nothing on the host.
+      const runningClosure = serve === undefined ? undefined : readRunningClosure(session as SshSession, serve, hostSignal);
+      runningClosure?.catch(() => undefined);
       // The build phase is the time this host still waited for its system after connecting.
       const { toplevel, sharedWith } = await timed('build', host.name, phases, context, () => building);
       result.toplevel = toplevel.outPath;
@@ -218,7 +230,9 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
       result.diff = await timed('diff', host.name, phases, context, async () => {
         // The bundle's closure holds the system's: one local query serves this diff and the copy.
         await closureOf([bundle.outPath]);
-        const diff = formatClosureDiff(await diffSystem(target, toplevel.outPath, context, { env: localNixEnv, closureQuery: closureOf }));
+        const diff = formatClosureDiff(
+          await diffSystem(target, toplevel.outPath, context, { env: localNixEnv, closureQuery: closureOf, runningClosure: runningClosure === undefined ? undefined : () => runningClosure }),
+        );
         for (const line of diff.split('\n').filter(Boolean)) context.reporter.emit({ type: 'log', level: 'info', message: `diff: ${line}`, host: host.name });
         return diff;
       });

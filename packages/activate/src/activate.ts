@@ -3,7 +3,7 @@
  * ({@link renderActivationScript}) over `@pideploy/ssh`.
  */
 import { PideployError, shellJoin, tailLines, type ActivationAction, type PideployContext } from '@pideploy/core';
-import { parsePathInfoJson, queryClosurePathInfos, type ClosureQuery } from '@pideploy/nix';
+import { parsePathInfoJson, queryClosurePathInfos, type ClosureQuery, type StorePathInfo } from '@pideploy/nix';
 import { connectSsh, type ConnectSshOptions, type CreateSudoOptions, type SshSession, type SudoPasswordProvider, type SudoRunner } from '@pideploy/ssh';
 import {
   ACTIVATION_PROTOCOL_MARKER,
@@ -622,11 +622,17 @@ export interface DiffSystemOptions {
   readonly env?: NodeJS.ProcessEnv | undefined;
   /** How the new system's closure is read locally (default: one `nix path-info --recursive`); a fleet shares one (`createClosureQuery` of @pideploy/nix). */
   readonly closureQuery?: ClosureQuery | undefined;
+  /**
+   * The closure of the system the target runs, when the caller reads it another way (a deployment
+   * asks its open `nix-store --serve` connection while the system builds); default: one
+   * `nix path-info --recursive /run/current-system` on the target.
+   */
+  readonly runningClosure?: (() => Promise<readonly { readonly path: string; readonly narSize: number }[]>) | undefined;
 }
 
-/** The closure diff between the system the target runs and `newToplevel` (closure read locally). */
-export async function diffSystem(target: ActivationTarget, newToplevel: string, context: PideployContext, options: DiffSystemOptions = {}): Promise<ClosureDiff> {
-  const running = await withSession(target, context, async (session) => {
+/** The closure of `/run/current-system` on the target (empty when it runs none): one `nix path-info` there. */
+async function readRunningClosure(target: ActivationTarget, context: PideployContext): Promise<StorePathInfo[]> {
+  return withSession(target, context, async (session) => {
     const argv = ['nix', '--extra-experimental-features', 'nix-command', 'path-info', '--json', '--recursive', '/run/current-system'];
     const result = await session.exec(argv, { signal: context.signal });
     if (result.exitCode !== 0) {
@@ -636,6 +642,11 @@ export async function diffSystem(target: ActivationTarget, newToplevel: string, 
     }
     return parsePathInfoJson(result.stdout);
   });
+}
+
+/** The closure diff between the system the target runs and `newToplevel` (closure read locally). */
+export async function diffSystem(target: ActivationTarget, newToplevel: string, context: PideployContext, options: DiffSystemOptions = {}): Promise<ClosureDiff> {
+  const running = options.runningClosure !== undefined ? await options.runningClosure() : await readRunningClosure(target, context);
   const next = await (options.closureQuery ?? ((paths) => queryClosurePathInfos(paths, { env: options.env, signal: context.signal })))([newToplevel]);
   return diffClosures(
     running.map(({ path, narSize }) => ({ path, narSize })),
