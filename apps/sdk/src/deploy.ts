@@ -104,6 +104,8 @@ async function timed<T>(phase: DeployPhase, host: string | undefined, phases: Ph
 async function readRunningClosure(session: SshSession, serve: ServeConnection, signal: AbortSignal): Promise<readonly { path: string; narSize: number }[]> {
   const link = await session.exec(['readlink', '-e', '/run/current-system'], { signal });
   const running = link.stdout.trim();
+  // Exit 1: no running system (a fresh host). No exit code: the channel dropped, which is no answer.
+  if (link.exitCode === null) throw new PideployError({ code: 'PIDEPLOY_SSH_CONNECTION_FAILED', message: 'reading /run/current-system: the channel closed without an answer', hint: 'check the connection to the host and deploy again' });
   if (link.exitCode !== 0 || running === '') return [];
   return serve.queryClosure([running]);
 }
@@ -230,8 +232,11 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
       result.diff = await timed('diff', host.name, phases, context, async () => {
         // The bundle's closure holds the system's: one local query serves this diff and the copy.
         await closureOf([bundle.outPath]);
+        // Read over the serve connection during the build; if that failed (the connection dropped
+        // while idle), the diff asks the host itself.
+        const running = await runningClosure?.catch(() => undefined);
         const diff = formatClosureDiff(
-          await diffSystem(target, toplevel.outPath, context, { env: localNixEnv, closureQuery: closureOf, runningClosure: runningClosure === undefined ? undefined : () => runningClosure }),
+          await diffSystem(target, toplevel.outPath, context, { env: localNixEnv, closureQuery: closureOf, runningClosure: running === undefined ? undefined : async () => running }),
         );
         for (const line of diff.split('\n').filter(Boolean)) context.reporter.emit({ type: 'log', level: 'info', message: `diff: ${line}`, host: host.name });
         return diff;
@@ -242,7 +247,9 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
       await timed('copy', host.name, phases, context, async () => {
         const closure = await closureOf([bundle.outPath]);
         if (fleetCache === undefined) {
-          const connection = serve;
+          // The connection opened at login, unless it ended while idle (then the copy starts a new one).
+          const connection = serve?.isOpen === true ? serve : undefined;
+          if (connection === undefined) serve?.close();
           serve = undefined;
           result.copy = await copyClosure({ host: host.name, session: session as SshSession, paths: [bundle.outPath], closure, access, connection, localNixEnv }, context);
           return;

@@ -1,11 +1,12 @@
 import { once } from 'node:events';
 import { PideployError, type PideployContext } from '@pideploy/core';
 import { dumpPathToNar, formatHash, parseHash, queryClosurePathInfos, type StorePathInfo } from '@pideploy/nix';
-import { SUDO_WRONG_PASSWORD } from '@pideploy/ssh';
+import { SSH_ERROR_CODES, SUDO_WRONG_PASSWORD } from '@pideploy/ssh';
 import { planCopy, type CopyPlan } from './closure-plan.js';
 import { TransferMeter } from './progress.js';
 import {
   classifyServeFailure,
+  lastLine,
   serveCommand,
   storeSpawner,
   type RemoteNixOptions,
@@ -81,17 +82,23 @@ const STDERR_KEEP = 16 * 1024;
  */
 export async function copyClosure(input: CopyClosureInput, context: PideployContext): Promise<CopyClosureResult> {
   const startedAt = performance.now();
-  const closure = input.closure ?? (await queryClosurePathInfos(input.paths, { env: input.localNixEnv, signal: context.signal }));
-  throwIfAborted(context.signal, input.host);
+  let closure: readonly StorePathInfo[];
+  try {
+    closure = input.closure ?? (await queryClosurePathInfos(input.paths, { env: input.localNixEnv, signal: context.signal }));
+    throwIfAborted(context.signal, input.host);
+  } catch (error) {
+    input.connection?.close();
+    throw error;
+  }
   // A connection opened earlier (openServeConnection, e.g. while proving the sudo password) is
   // greeted already; a new one sends its hello together with the query: one round trip either way.
   const connection = input.connection ?? (await startServeConnection(input, context));
   const state = stateOf(connection);
   const { remote, reader, watch } = state;
   try {
-    // Queries asked on this connection before (the running system's closure) are answered first;
-    // the guard ends the wait when the process fails meanwhile (a refused sudo password, an exit).
-    await watch.guard(state.idle().catch(() => undefined));
+    // Queries asked on a given connection before (the running system's closure) are answered
+    // first; the guard ends the wait when the process fails meanwhile (an exit, a drop).
+    if (input.connection !== undefined) await watch.guard(state.idle().catch(() => undefined));
     const paths = closure.map((info) => info.path);
     remote.stdin.write(encodeQueryValidPaths({ lock: true, substitute: input.substituteOnDestination === true, paths }));
     await watch.guard(state.greeted);
@@ -139,6 +146,8 @@ export interface OpenServeConnectionInput extends RemoteNixOptions {
   readonly session: RemoteSpawner;
   /** How the remote nix-store gets write access (default `direct`: root or a trusted user). */
   readonly access?: StoreAccess | undefined;
+  /** How long to wait for the server's hello ({@link DEFAULT_HELLO_TIMEOUT_MS}). */
+  readonly helloTimeoutMs?: number | undefined;
 }
 
 /**
@@ -154,6 +163,8 @@ export interface ServeConnection {
    * on the target. Queries run one at a time, before the copy.
    */
   queryClosure(paths: readonly string[]): Promise<ServePathInfo[]>;
+  /** False once the remote process ended or failed (e.g. dropped while idle): start a new one then. */
+  readonly isOpen: boolean;
   /** Stops the remote process and closes its channel (nothing is half-registered); idempotent. */
   close(): void;
 }
@@ -188,15 +199,42 @@ function stateOf(connection: ServeConnection): ServeConnectionState {
 export async function openServeConnection(input: OpenServeConnectionInput, context: PideployContext): Promise<ServeConnection> {
   throwIfAborted(context.signal, input.host);
   const connection = await startServeConnection(input, context);
+  const state = stateOf(connection);
+  // sudo that refuses a password in words pideploy does not know (insults, a translation,
+  // sudo-rs), or PAM asking something else (a one-time code), would wait for input forever.
+  const timeoutMs = input.helloTimeoutMs ?? DEFAULT_HELLO_TIMEOUT_MS;
+  let timer: NodeJS.Timeout | undefined;
+  const silent = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const said = lastLine(state.watch.stderr());
+      reject(
+        new PideployError({
+          code: input.access?.mode === 'sudo' ? SSH_ERROR_CODES.sudoNotAllowed : 'PIDEPLOY_COPY_FAILED',
+          message: `nix-store --serve on ${input.host} did not answer within ${Math.round(timeoutMs / 1000)} s${input.access?.mode === 'sudo' ? ' (started through sudo)' : ''}${said === '' ? '' : `: ${said}`}`,
+          hint:
+            input.access?.mode === 'sudo'
+              ? 'sudo may have refused the password in other words, or asks for more than it (a one-time code); check that `sudo -k -S -p "" -v` with the password alone works on the host'
+              : 'check that nix-store --serve starts on the host (ssh HOST nix-store --version)',
+        }),
+      );
+    }, timeoutMs);
+  });
+  silent.catch(() => undefined);
   try {
-    const state = stateOf(connection);
-    await state.watch.guard(state.greeted);
+    await state.watch.guard(Promise.race([state.greeted, silent]));
   } catch (error) {
     connection.close();
     throw error;
+  } finally {
+    clearTimeout(timer);
   }
+  // Whatever goes wrong from here (an idle drop, a query) is no longer about starting it.
+  state.watch.phase = 'query';
   return connection;
 }
+
+/** How long {@link openServeConnection} waits for the server's hello by default. */
+export const DEFAULT_HELLO_TIMEOUT_MS = 30_000;
 
 /** Spawns the serve process and sends the client hello; the server's hello is read in the background. */
 async function startServeConnection(input: OpenServeConnectionInput, context: PideployContext): Promise<ServeConnection> {
@@ -210,9 +248,14 @@ async function startServeConnection(input: OpenServeConnectionInput, context: Pi
   const greeted = reader.readServerHello().then((version) => (serverVersion = version));
   greeted.catch(() => undefined);
   let queue: Promise<unknown> = greeted;
+  let ended = false;
+  void remote.exit.then(() => (ended = true));
   const connection: ServeConnection = {
     get serverVersion() {
       return serverVersion;
+    },
+    get isOpen() {
+      return !ended && !watch.done && !watch.failed;
     },
     queryClosure(paths) {
       const answer = watch.guard(queue).then(async () => {
@@ -358,6 +401,10 @@ interface ServeWatch {
   /** Races `promise` against the process failing (exit, sudo refusing the password, abort). */
   guard<T>(promise: Promise<T>, exitExpected?: boolean): Promise<T>;
   failure(exitCode: number | null): PideployError;
+  /** The remote's stderr so far (its tail). */
+  stderr(): string;
+  /** True once a failure was seen (the process exited early, sudo refused, an abort). */
+  readonly failed: boolean;
   dispose(): void;
 }
 
@@ -365,8 +412,12 @@ interface ServeWatch {
 function watchServeProcess(remote: ServeProcess, host: string, signal: AbortSignal): ServeWatch {
   let stderr = '';
   let rejectFailed: (error: unknown) => void = () => undefined;
+  let hasFailed = false;
   const failed = new Promise<never>((_, reject) => {
-    rejectFailed = reject;
+    rejectFailed = (error) => {
+      hasFailed = true;
+      reject(error);
+    };
   });
   failed.catch(() => undefined);
   let exitExpected = false;
@@ -401,6 +452,10 @@ function watchServeProcess(remote: ServeProcess, host: string, signal: AbortSign
         pathsCopied: watch.pathsCopied,
         pathsToSend: watch.pathsToSend,
       });
+    },
+    stderr: () => stderr.trim(),
+    get failed() {
+      return hasFailed;
     },
     dispose() {
       stop.abort();

@@ -200,6 +200,20 @@ describeLab('@pideploy/transport: copy closures to lab hosts over one SSH connec
     expect(copied.pathsPresent).toHaveLength(31);
   });
 
+  it('a serve process that never answers fails after the hello timeout with a hint, through sudo too', async () => {
+    // A stand-in for sudo asking something pideploy cannot answer: a "nix-store" that stays silent.
+    const stub = await labExec('pi2', ['sh', '-c', 'printf "#!/bin/sh\\nexec sleep 60\\n" > /tmp/silent-serve && chmod 755 /tmp/silent-serve'], { instance });
+    expect(stub.exitCode, stub.stderr).toBe(0);
+    await using session = await connect('pi2');
+    const started = performance.now();
+    const direct = await openServeConnection({ host: 'pi2', session, remoteProgram: '/tmp/silent-serve', helloTimeoutMs: 1000 }, createBaseContext()).catch((error: unknown) => error);
+    expect(direct).toMatchObject({ code: 'PIDEPLOY_COPY_FAILED', message: expect.stringContaining('did not answer within 1 s'), hint: expect.stringContaining('nix-store --version') });
+    expect(performance.now() - started).toBeLessThan(5000);
+    const runner = await createSudo(session, { assumeMode: 'password', password: LAB_SUDO_PASSWORD });
+    const viaSudo = await openServeConnection({ host: 'pi2', session, access: { mode: 'sudo', runner }, remoteProgram: '/tmp/silent-serve', helloTimeoutMs: 1000 }, createBaseContext()).catch((error: unknown) => error);
+    expect(viaSudo).toMatchObject({ code: 'PIDEPLOY_SUDO_NOT_ALLOWED', message: expect.stringContaining('(started through sudo)'), hint: expect.stringContaining('one-time code') });
+  });
+
   it('root login: copies directly', async () => {
     await forget(pi2, smallClosure);
     const asRoot = await copyOnce(pi2, 'root@pi2', { paths: [small] });
