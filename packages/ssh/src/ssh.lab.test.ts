@@ -1,13 +1,13 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { createBaseContext, createCollectingReporter, PideployError } from '@pideploy/core';
 import { LAB_SUDO_PASSWORD, labDown, labStatus, labUp, type LabHostStatus, type LabStatus } from '@pideploy/lab';
-import { describeLab } from '@pideploy/lab/testing';
+import { describeLab, sudoLogFrom } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { connectSsh, type ConnectSshOptions } from './session.js';
 import { sshFingerprint } from './known-hosts.js';
@@ -209,8 +209,7 @@ describeLab('@pideploy/ssh against lab hosts (real sshd, sudo with use_pty)', ()
   });
 
   it('proves each password with the caller’s first root command instead of sudo -v, asking again after a refusal', async () => {
-    const sudoLog = () => (existsSync(pi1.sudoLog) ? readFileSync(pi1.sudoLog, 'utf8').split('\n').filter(Boolean) : []);
-    const logBefore = sudoLog().length;
+    const sudoRan = sudoLogFrom(pi1);
     const asked: number[] = [];
     const proofs: string[] = [];
     await using session = await connectSsh('pi1', base, context);
@@ -230,7 +229,7 @@ describeLab('@pideploy/ssh against lab hosts (real sshd, sudo with use_pty)', ()
     expect(proofs[0]).not.toContain('not-the-password');
     expect(proofs[1]).toBe('proven-as-0');
     // sudo's own log: the probe, the refused try, the proof; no separate validation.
-    const logged = sudoLog().slice(logBefore);
+    const logged = sudoRan();
     expect(logged.some((line) => line.includes('COMMAND=validate'))).toBe(false);
     expect(logged.filter((line) => /COMMAND=\S*sh -c 'echo proven-as/u.test(line))).toHaveLength(2);
     expect(logged.filter((line) => line.includes('incorrect password attempt'))).toHaveLength(1);

@@ -1,9 +1,9 @@
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { createBaseContext, createCollectingReporter, PideployError, type DeployEvent } from '@pideploy/core';
 import { LAB_SUDO_PASSWORD, labCutSshSessions, labDown, labExec, labShapeLink, labStatus, labUp, type LabHostStatus, type LabStatus } from '@pideploy/lab';
-import { describeLab } from '@pideploy/lab/testing';
+import { describeLab, sudoCommandsOf, sudoLogFrom } from '@pideploy/lab/testing';
 import { formatHash, parseHash, queryClosurePathInfos } from '@pideploy/nix';
 import { connectSsh, createSudo, type CreateSudoOptions, type SshSession } from '@pideploy/ssh';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -140,8 +140,7 @@ describeLab('@pideploy/transport: copy closures to lab hosts over one SSH connec
 
   it('a serve connection opened ahead proves the sudo password (no sudo -v), waits, and carries the copy later', async () => {
     await forget(pi2, smallClosure);
-    const sudoLog = () => (existsSync(pi2.sudoLog) ? readFileSync(pi2.sudoLog, 'utf8').split('\n').filter(Boolean) : []);
-    const logBefore = sudoLog().length;
+    const sudoRan = sudoLogFrom(pi2);
     const before = logins(pi2);
     const reporter = createCollectingReporter();
     const context = createBaseContext({ reporter });
@@ -167,9 +166,9 @@ describeLab('@pideploy/transport: copy closures to lab hosts over one SSH connec
     expect(logins(pi2) - before).toBe(1);
     // sudo's log: the serve command that carried the copy and nothing else run as root (no
     // validation; the refused try is not logged, as the channel was closed at sudo's "try again").
-    const logged = sudoLog().slice(logBefore);
+    const logged = sudoRan();
     expect(logged.filter((line) => line.includes('COMMAND=validate'))).toEqual([]);
-    expect(logged.filter((line) => !line.includes('a password is required')).map((line) => line.slice(line.indexOf('COMMAND=')))).toEqual(['COMMAND=/usr/bin/nix-store --serve --write']);
+    expect(sudoCommandsOf(logged)).toEqual(['/usr/bin/nix-store --serve --write']);
     // A wrong password given up front: the connection fails to open with the sudo error, nothing runs.
     await using other = await connect('pi2');
     const wrong = await createSudo(other, { assumeMode: 'password', password: 'not-the-password' });

@@ -1,12 +1,12 @@
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { LAB_SUDO_PASSWORD, labDown, labExec, labUp, type LabHostStatus, type LabStatus } from '@pideploy/lab';
-import { describeLab } from '@pideploy/lab/testing';
+import { describeLab, sudoCommandsOf, sudoLogFrom } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { runBuiltPideployOnTerminal } from '../testing/built-cli.js';
 
@@ -25,15 +25,6 @@ async function pideploy(args: readonly string[], cwd: string, env: NodeJS.Proces
 
 function logins(sshdLog: string): number {
   return readFileSync(sshdLog, 'utf8').split('\n').filter((line) => line.includes('Accepted publickey')).length;
-}
-
-/** The commands sudo ran with a password (its log's COMMAND= of accepted lines; the NOPASSWD probe's refusal left out). */
-function sudoCommands(sudoLog: string): string[] {
-  if (!existsSync(sudoLog)) return [];
-  return readFileSync(sudoLog, 'utf8')
-    .split('\n')
-    .filter((line) => line.includes('COMMAND=') && !line.includes('a password is required'))
-    .map((line) => line.slice(line.indexOf('COMMAND=') + 'COMMAND='.length));
 }
 
 describeLab('pideploy deploy end to end (lab: trusted, untrusted and NOPASSWD hosts)', () => {
@@ -58,7 +49,7 @@ describeLab('pideploy deploy end to end (lab: trusted, untrusted and NOPASSWD ho
   it('deploys three hosts in parallel with one password, then a redeploy is a no-op', async () => {
     const loginsBefore = status.hosts.map((host) => logins(host.sshdLog));
     const pi1 = status.hosts[0] as LabHostStatus;
-    const sudoLogBefore = sudoCommands(pi1.sudoLog).length;
+    const sudoRan = sudoLogFrom(pi1);
     const first = await pideploy(['deploy', '--parallel', '3', '--sudo-password-file', passwordFile, '--json'], project, env);
     const lines = first.stdout.trim().split('\n').map((line) => JSON.parse(line) as { event?: { type: string }; result?: { ok: boolean; results: { host: string; ok: boolean; toplevel: string; bundle: string; activation: { outcome: string; deployId: string } }[] } });
     const result = lines.at(-1)?.result;
@@ -78,7 +69,7 @@ describeLab('pideploy deploy end to end (lab: trusted, untrusted and NOPASSWD ho
     expect(status.hosts.map((host, index) => logins(host.sshdLog) - (loginsBefore[index] ?? 0))).toEqual([2, 2, 2]);
     // What ran as root on the password host, in sudo's own log: three commands, each proving the
     // password (the copy's serve process proves it at connect time: no separate sudo -v).
-    expect(sudoCommands(pi1.sudoLog).slice(sudoLogBefore).map((command) => command.replace(/\/nix\/store\/\S+\/bin\/activate/u, 'activate').replace(/ --.*$/u, ''))).toEqual([
+    expect(sudoCommandsOf(sudoRan()).map((command) => command.replace(/\/nix\/store\/\S+\/bin\/activate/u, 'activate').replace(/ --.*$/u, ''))).toEqual([
       '/usr/bin/nix-store',
       'activate switch',
       `activate confirm ${result?.results.find((host) => host.host === 'pi1')?.activation.deployId ?? '?'}`,

@@ -1,4 +1,4 @@
-import { accessSync, constants } from 'node:fs';
+import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'vitest';
@@ -90,4 +90,24 @@ export async function buildLabSystem(lab: LabStatus, options: BuildLabSystemOpti
   const expression = `let nixpkgs = builtins.fetchTarball { url = "${revision.url}"; sha256 = "${sha256}"; };
     in (import "\${nixpkgs}/nixos" { configuration = ${file}; system = "${options.system ?? 'x86_64-linux'}"; }).config.system.build.toplevel`;
   return (await runCommand(['nix-build', '--no-out-link', '-E', expression], { env, cwd: options.workDir })).stdout.trim();
+}
+
+/** The lines of a lab host's sudo log (`sudoLog` of its status); none before sudo first ran there. */
+function sudoLogLines(host: { readonly sudoLog: string }): string[] {
+  return existsSync(host.sudoLog) ? readFileSync(host.sudoLog, 'utf8').split('\n').filter(Boolean) : [];
+}
+
+/**
+ * Marks the end of a lab host's sudo log now and returns a reader of the lines written after it:
+ * `const sudoRan = sudoLogFrom(host); …; expect(sudoRan())…`. Each line is one command run through
+ * sudo (`… ; COMMAND=…`, `COMMAND=validate` for `sudo -v`) or a refusal (`a password is required`).
+ */
+export function sudoLogFrom(host: { readonly sudoLog: string }): () => string[] {
+  const before = sudoLogLines(host).length;
+  return () => sudoLogLines(host).slice(before);
+}
+
+/** The commands of sudo log lines (what follows `COMMAND=`), without the refusals of `sudo -n` probes ("a password is required"). */
+export function sudoCommandsOf(lines: readonly string[]): string[] {
+  return lines.filter((line) => line.includes('COMMAND=') && !line.includes('a password is required')).map((line) => line.slice(line.indexOf('COMMAND=') + 'COMMAND='.length));
 }
