@@ -1,11 +1,11 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { PideployError, toPideployError, type ActivationAction, type DeployPhase, type PideployContext } from '@pideploy/core';
-import { createClosureQuery } from '@pideploy/nix';
+import { createClosureQuery, type StorePathInfo } from '@pideploy/nix';
 import { activateSystem, diffSystem, formatClosureDiff, type ActivationResult } from '@pideploy/activate';
 import { connectSsh, type SshSession, type SudoPasswordProvider, type SudoRunner } from '@pideploy/ssh';
 import { checkPinsFiles } from '@pideploy/pin';
-import { copyClosure, openServeConnection, substituteFromCache, type CopyClosureResult, type ServeConnection, type StoreAccess, type SubstituteFromCacheResult } from '@pideploy/transport';
+import { copyClosure, openServeConnection, storeAccessFor, substituteFromCache, type CopyClosureResult, type ServeConnection, type SubstituteFromCacheResult } from '@pideploy/transport';
 import { createHostBuilder, type HostBuilder } from './build-hosts.js';
 import type { FleetCacheSettings, ResolvedConfig, ResolvedHost } from './config.js';
 import { openFleetCache, type FleetCache } from './fleet-cache.js';
@@ -101,7 +101,7 @@ async function timed<T>(phase: DeployPhase, host: string | undefined, phases: Ph
 }
 
 /** The closure of the system a host runs (empty when it runs none): one readlink there, then its serve connection's queries. */
-async function readRunningClosure(session: SshSession, serve: ServeConnection, signal: AbortSignal): Promise<readonly { path: string; narSize: number }[]> {
+async function readRunningClosureOverServe(session: SshSession, serve: ServeConnection, signal: AbortSignal): Promise<readonly { path: string; narSize: number }[]> {
   const link = await session.exec(['readlink', '-e', '/run/current-system'], { signal });
   const running = link.stdout.trim();
   // Exit 1: no running system (a fresh host). No exit code: the channel dropped, which is no answer.
@@ -200,17 +200,15 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
         // no separate `sudo -v`, so the host checks (hashes) the password once less per deployment.
         const proveWith = copiesOverSsh
           ? async (runner: SudoRunner) => {
-              const access: StoreAccess = runner.mode === 'root' ? { mode: 'direct' } : { mode: 'sudo', runner };
-              serve = await openServeConnection({ host: host.name, session: opened, access }, { ...context, signal: hostSignal });
+              serve = await openServeConnection({ host: host.name, session: opened, access: storeAccessFor(runner) }, { ...context, signal: hostSignal });
             }
           : undefined;
         // session.sudo() keeps the validated runner: the copy and the activation on this
-        // connection reuse it instead of detecting and validating sudo again.
-        if (request.sudoPassword !== undefined) {
-          password = request.sudoPassword;
-          return opened.sudo({ password, proveWith });
-        }
+        // connection reuse it instead of detecting and validating sudo again. A given password
+        // is used instead of the provider and tried once.
+        password = request.sudoPassword;
         return opened.sudo({
+          password,
           passwordProvider: async (question) => {
             password = await ask(question);
             return password;
@@ -220,7 +218,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
       });
       // What the host runs is read while the system builds, over the serve connection (no nix
       // process on the host): the diff then waits for nothing on the host.
-      const runningClosure = serve === undefined ? undefined : readRunningClosure(session as SshSession, serve, hostSignal);
+      const runningClosure = serve === undefined ? undefined : readRunningClosureOverServe(session as SshSession, serve, hostSignal);
       runningClosure?.catch(() => undefined);
       // The build phase is the time this host still waited for its system after connecting.
       const { toplevel, sharedWith } = await timed('build', host.name, phases, context, () => building);
@@ -229,9 +227,10 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
       const bundle = await timed('bundle', host.name, phases, context, () => builder.bundle(host, toplevel, context));
       result.bundle = bundle.outPath;
       const target = { target: host.target, session, connect, sudo: { password }, name: host.name };
+      let bundleClosure: StorePathInfo[] | undefined;
       result.diff = await timed('diff', host.name, phases, context, async () => {
         // The bundle's closure holds the system's: one local query serves this diff and the copy.
-        await closureOf([bundle.outPath]);
+        bundleClosure = await closureOf([bundle.outPath]);
         // Read over the serve connection during the build; if that failed (the connection dropped
         // while idle), the diff asks the host itself.
         const running = await runningClosure?.catch(() => undefined);
@@ -243,9 +242,9 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
       });
       if (request.dryRun === true) return { host: host.name, ok: true, ...result, phases };
       // Not root: the store commands run through this connection's validated sudo runner.
-      const access: StoreAccess = sudo.mode === 'root' ? { mode: 'direct' } : { mode: 'sudo', runner: sudo };
+      const access = storeAccessFor(sudo);
       await timed('copy', host.name, phases, context, async () => {
-        const closure = await closureOf([bundle.outPath]);
+        const closure = bundleClosure ?? (await closureOf([bundle.outPath]));
         if (fleetCache === undefined) {
           // The connection opened at login, unless it ended while idle (then the copy starts a new one).
           const connection = serve?.isOpen === true ? serve : undefined;

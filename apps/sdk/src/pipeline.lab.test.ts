@@ -47,7 +47,7 @@ describeLab('a custom pipeline with the SDK: build once, canary first, then the 
     await using session = await ssh.connectSsh(canary.target, { sshConfigFile: canary.sshConfig }, context);
     const sudo = await ssh.createSudo(session, { passwordProvider: sudoPasswordProvider });
     const password = await sudoPasswordProvider();
-    const access = sudo.mode === 'root' ? ({ mode: 'direct' } as const) : ({ mode: 'sudo', runner: sudo } as const);
+    const access = transport.storeAccessFor(sudo);
     await transport.copyClosure({ host: canary.name, session, paths: [built.bundle.outPath], access }, context);
     const switched = await activate.activateSystem(
       { target: canary.target, session, connect: { sshConfigFile: canary.sshConfig }, sudo: { password }, toplevel: built.toplevel.outPath, bundle: built.bundle.outPath },

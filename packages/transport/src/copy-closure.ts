@@ -48,6 +48,8 @@ export interface CopyClosureInput extends RemoteNixOptions {
    * and `access` are not used). The copy closes it when it ends, however it ends.
    */
   readonly connection?: ServeConnection | undefined;
+  /** How long a new serve process may take to answer its hello ({@link DEFAULT_HELLO_TIMEOUT_MS}). */
+  readonly helloTimeoutMs?: number | undefined;
   /** Let the target substitute missing paths from its own binary caches first. */
   readonly substituteOnDestination?: boolean | undefined;
   /** Environment for the local nix query (default this process's). */
@@ -200,33 +202,11 @@ export async function openServeConnection(input: OpenServeConnectionInput, conte
   throwIfAborted(context.signal, input.host);
   const connection = await startServeConnection(input, context);
   const state = stateOf(connection);
-  // sudo that refuses a password in words pideploy does not know (insults, a translation,
-  // sudo-rs), or PAM asking something else (a one-time code), would wait for input forever.
-  const timeoutMs = input.helloTimeoutMs ?? DEFAULT_HELLO_TIMEOUT_MS;
-  let timer: NodeJS.Timeout | undefined;
-  const silent = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      const said = lastLine(state.watch.stderr());
-      reject(
-        new PideployError({
-          code: input.access?.mode === 'sudo' ? SSH_ERROR_CODES.sudoNotAllowed : 'PIDEPLOY_COPY_FAILED',
-          message: `nix-store --serve on ${input.host} did not answer within ${Math.round(timeoutMs / 1000)} s${input.access?.mode === 'sudo' ? ' (started through sudo)' : ''}${said === '' ? '' : `: ${said}`}`,
-          hint:
-            input.access?.mode === 'sudo'
-              ? 'sudo may have refused the password in other words, or asks for more than it (a one-time code); check that `sudo -k -S -p "" -v` with the password alone works on the host'
-              : 'check that nix-store --serve starts on the host (ssh HOST nix-store --version)',
-        }),
-      );
-    }, timeoutMs);
-  });
-  silent.catch(() => undefined);
   try {
-    await state.watch.guard(Promise.race([state.greeted, silent]));
+    await state.watch.guard(state.greeted);
   } catch (error) {
     connection.close();
     throw error;
-  } finally {
-    clearTimeout(timer);
   }
   // Whatever goes wrong from here (an idle drop, a query) is no longer about starting it.
   state.watch.phase = 'query';
@@ -245,7 +225,28 @@ async function startServeConnection(input: OpenServeConnectionInput, context: Pi
   watch.phase = 'connect';
   remote.stdin.write(encodeClientHello());
   let serverVersion = 0;
-  const greeted = reader.readServerHello().then((version) => (serverVersion = version));
+  // sudo that refuses a password in words pideploy does not know (insults, a translation,
+  // sudo-rs), or PAM asking something else (a one-time code), would wait for input forever.
+  const timeoutMs = input.helloTimeoutMs ?? DEFAULT_HELLO_TIMEOUT_MS;
+  const throughSudo = input.access?.mode === 'sudo';
+  let timer: NodeJS.Timeout | undefined;
+  const silent = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const said = lastLine(watch.stderr());
+      reject(
+        new PideployError({
+          code: throughSudo ? SSH_ERROR_CODES.sudoNotAllowed : 'PIDEPLOY_COPY_FAILED',
+          message: `nix-store --serve on ${input.host} did not answer within ${Math.round(timeoutMs / 1000)} s${throughSudo ? ' (started through sudo)' : ''}${said === '' ? '' : `: ${said}`}`,
+          hint: throughSudo
+            ? 'sudo may have refused the password in other words, or asks for more than it (a one-time code); check that `sudo -k -S -p "" -v` with the password alone works on the host'
+            : 'check that nix-store --serve starts on the host (ssh HOST nix-store --version)',
+        }),
+      );
+    }, timeoutMs);
+  });
+  const greeted = Promise.race([reader.readServerHello(), silent])
+    .then((version) => (serverVersion = version))
+    .finally(() => clearTimeout(timer));
   greeted.catch(() => undefined);
   let queue: Promise<unknown> = greeted;
   let ended = false;
@@ -270,6 +271,7 @@ async function startServeConnection(input: OpenServeConnectionInput, context: Pi
       return answer;
     },
     close() {
+      clearTimeout(timer);
       watch.dispose();
       if (!watch.done) {
         watch.done = true;

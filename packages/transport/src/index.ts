@@ -28,6 +28,7 @@ export {
   classifyServeFailure,
   classifySudoFailure,
   serveCommand,
+  storeAccessFor,
   storeSpawner,
   type RemoteNixOptions,
   type RemoteSpawner,

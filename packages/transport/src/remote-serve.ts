@@ -34,6 +34,11 @@ export interface RemoteSpawner {
  */
 export type StoreAccess = { readonly mode: 'direct' } | { readonly mode: 'sudo'; readonly runner: RemoteSpawner };
 
+/** How store commands reach root through a session's sudo runner (`session.sudo()`): directly when the login user is root. */
+export function storeAccessFor(runner: RemoteSpawner & { readonly mode: string }): StoreAccess {
+  return runner.mode === 'root' ? { mode: 'direct' } : { mode: 'sudo', runner };
+}
+
 /** The spawner a store command runs with: the session itself, or the sudo runner. */
 export function storeSpawner(session: RemoteSpawner, access: StoreAccess): RemoteSpawner {
   return access.mode === 'sudo' ? access.runner : session;

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { PideployError } from '@pideploy/core';
 import { loadConfigIfPresent } from '@pideploy/sdk';
 import { connectSsh } from '@pideploy/ssh';
-import { copyClosure, describeCopyPlan, formatBytes, type CopyClosureResult, type StoreAccess } from '@pideploy/transport';
+import { copyClosure, describeCopyPlan, formatBytes, storeAccessFor, type CopyClosureResult, type StoreAccess } from '@pideploy/transport';
 import type { CommandInvocation, CommandResult } from '../command.js';
 import { stringFlag } from '../flags.js';
 import { givenSudoPassword } from '../sudo-password.js';
@@ -61,7 +61,7 @@ export async function copyCommand(invocation: CommandInvocation): Promise<Comman
     if (password !== undefined) {
       // Finds root login / NOPASSWD / password and checks the password before anything is sent.
       const sudo = await session.sudo({ password, signal: invocation.context.signal });
-      access = sudo.mode === 'root' ? { mode: 'direct' } : { mode: 'sudo', runner: sudo };
+      access = storeAccessFor(sudo);
     }
     const result = await copyClosure(
       {
