@@ -1,8 +1,9 @@
 import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PideployError, toPideployError, type ActivationAction, type DeployPhase, type PideployContext } from '@pideploy/core';
 import { createClosureQuery, type StorePathInfo } from '@pideploy/nix';
-import { activateSystem, diffSystem, formatClosureDiff, type ActivationResult } from '@pideploy/activate';
+import { activateSystem, diffSystem, formatClosureDiff, readHostSystems, speaksActivationProtocol, type ActivationResult, type HostSystems } from '@pideploy/activate';
 import { connectSsh, type SshSession, type SudoPasswordProvider, type SudoRunner } from '@pideploy/ssh';
 import { checkPinsFiles } from '@pideploy/pin';
 import { copyClosure, openServeConnection, storeAccessFor, substituteFromCache, type CopyClosureResult, type ServeConnection, type SubstituteFromCacheResult } from '@pideploy/transport';
@@ -100,14 +101,19 @@ async function timed<T>(phase: DeployPhase, host: string | undefined, phases: Ph
   }
 }
 
-/** The closure of the system a host runs (empty when it runs none): one readlink there, then its serve connection's queries. */
-async function readRunningClosureOverServe(session: SshSession, serve: ServeConnection, signal: AbortSignal): Promise<readonly { path: string; narSize: number }[]> {
-  const link = await session.exec(['readlink', '-e', '/run/current-system'], { signal });
-  const running = link.stdout.trim();
-  // Exit 1: no running system (a fresh host). No exit code: the channel dropped, which is no answer.
-  if (link.exitCode === null) throw new PideployError({ code: 'PIDEPLOY_SSH_CONNECTION_FAILED', message: 'reading /run/current-system: the channel closed without an answer', hint: 'check the connection to the host and deploy again' });
-  if (link.exitCode !== 0 || running === '') return [];
-  return serve.queryClosure([running]);
+/** What a host runs and boots (one command there), and the closure of what it runs over its serve connection (empty when it runs none). */
+async function readRunningSystemOverServe(session: SshSession, serve: ServeConnection, signal: AbortSignal): Promise<{ systems: HostSystems; closure: readonly { path: string; narSize: number }[] }> {
+  const systems = await readHostSystems(session, signal);
+  return { systems, closure: systems.running === undefined ? [] : await serve.queryClosure([systems.running]) };
+}
+
+/** Whether a locally built bundle's `bin/activate` speaks the activation stage's protocol (then the host need not be asked). */
+async function bundleSpeaksProtocol(bundle: string): Promise<boolean> {
+  try {
+    return speaksActivationProtocol(await readFile(path.join(bundle, 'bin', 'activate'), 'utf8'));
+  } catch {
+    return false;
+  }
 }
 
 /** pins.nix, generated beside the pins lock that pideploy.json names. */
@@ -216,10 +222,10 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
           proveWith,
         });
       });
-      // What the host runs is read while the system builds, over the serve connection (no nix
-      // process on the host): the diff then waits for nothing on the host.
-      const runningClosure = serve === undefined ? undefined : readRunningClosureOverServe(session as SshSession, serve, hostSignal);
-      runningClosure?.catch(() => undefined);
+      // What the host runs is read while the system builds, its closure over the serve connection
+      // (no nix process on the host): the diff and the activation's start then wait for nothing on the host.
+      const runningSystem = serve === undefined ? undefined : readRunningSystemOverServe(session as SshSession, serve, hostSignal);
+      runningSystem?.catch(() => undefined);
       // The build phase is the time this host still waited for its system after connecting.
       const { toplevel, sharedWith } = await timed('build', host.name, phases, context, () => building);
       result.toplevel = toplevel.outPath;
@@ -233,9 +239,9 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
         bundleClosure = await closureOf([bundle.outPath]);
         // Read over the serve connection during the build; if that failed (the connection dropped
         // while idle), the diff asks the host itself.
-        const running = await runningClosure?.catch(() => undefined);
+        const running = await runningSystem?.catch(() => undefined);
         const diff = formatClosureDiff(
-          await diffSystem(target, toplevel.outPath, context, { env: localNixEnv, closureQuery: closureOf, runningClosure: running === undefined ? undefined : async () => running }),
+          await diffSystem(target, toplevel.outPath, context, { env: localNixEnv, closureQuery: closureOf, runningClosure: running === undefined ? undefined : async () => running.closure }),
         );
         for (const line of diff.split('\n').filter(Boolean)) context.reporter.emit({ type: 'log', level: 'info', message: `diff: ${line}`, host: host.name });
         return diff;
@@ -270,7 +276,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
         );
         result.cache = { pathsPushed: pushed.pathsPushed.length, fileBytesPushed: pushed.fileBytesPushed, substitute };
       });
-      result.activation = await timed('activate', host.name, phases, context, () =>
+      result.activation = await timed('activate', host.name, phases, context, async () =>
         activateSystem(
           {
             ...target,
@@ -279,6 +285,9 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
             action: request.action ?? 'switch',
             rollback: { enabled: request.rollback, confirmTimeoutSeconds: request.confirmTimeoutSeconds },
             force: request.force,
+            // Read while the system built (a failed read leaves the activation to read it itself).
+            hostSystems: (await runningSystem?.catch(() => undefined))?.systems,
+            bundleSpeaksProtocol: await bundleSpeaksProtocol(bundle.outPath),
           },
           context,
         ),

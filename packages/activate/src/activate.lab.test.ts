@@ -9,7 +9,7 @@ import { LAB_SUDO_PASSWORD, labCutSshSessions, labDown, labExec, labUp, type Lab
 import { buildLabSystem, describeLab } from '@pideploy/lab/testing';
 import { connectSsh, type SudoPasswordRequest } from '@pideploy/ssh';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { activateSystem, diffSystem, rollbackSystem, systemStatus, type ActivationTarget } from './activate.js';
+import { activateSystem, diffSystem, readHostSystems, rollbackSystem, stateFromDecisionOutput, systemStatus, type ActivationTarget } from './activate.js';
 import { activateArguments, activationStatePath, parseActivationState, renderActivationScript, uploadedScriptPath } from './activation-script.js';
 
 const execFileAsync = promisify(execFile);
@@ -104,6 +104,23 @@ describeLab('activation on lab hosts: profile, switch-to-configuration, magic ro
     const again = await activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['next']! }, context);
     expect(again.outcome).toBe('skipped');
     expect(prompts).toHaveLength(1);
+
+    // The confirmation printed the final state (no `cat` after it): asked again by hand, it prints it once more.
+    const byHand = await labExec('pi1', [uploadedScriptPath(second.deployId!), 'confirm', second.deployId!], { instance });
+    expect(byHand.exitCode).toBe(0);
+    expect(stateFromDecisionOutput(byHand.stdout)).toEqual(second.state);
+
+    // What a caller read earlier (readHostSystems, one command without sudo) is used as is: told
+    // that pi1 runs `base`, the activation of `base` is skipped without asking pi1, which runs `next`.
+    const session = await connectSsh('deploy@pi1', labTarget('deploy@pi1').connect!, context);
+    try {
+      expect(await readHostSystems(session)).toEqual({ running: systems['next'], profile: systems['next'] });
+    } finally {
+      await session.close();
+    }
+    const told = await activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['base']!, hostSystems: { running: systems['base'], profile: systems['base'] } }, context);
+    expect(told.outcome).toBe('skipped');
+    expect(await running('pi1')).toBe(systems['next']);
   }, 120_000);
 
   it('boot sets the profile only; test changes the running system only; dry-activate changes nothing', async () => {

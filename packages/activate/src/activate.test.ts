@@ -5,7 +5,8 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createBaseContext } from '@pideploy/core';
 import type { SshSession } from '@pideploy/ssh';
-import { stateWaitCommand, stateWaitRound, systemStatus } from './activate.js';
+import { speaksActivationProtocol, stateFromDecisionOutput, stateWaitCommand, stateWaitRound, systemStatus } from './activate.js';
+import { renderActivationScript } from './activation-script.js';
 
 describe('stateWaitRound', () => {
   it('looks every 0.1 s until the 3 s mark, then every 0.5 s in rounds of 10 s', () => {
@@ -76,5 +77,19 @@ describe('a host command that fails', () => {
     });
     const silent = await systemStatus({ target: 'pi1', session: failing('') }, createBaseContext()).catch((caught: unknown) => caught);
     expect(silent).toMatchObject({ message: 'reading the status on deploy@pi1 failed (exit 1)' });
+  });
+});
+
+describe('what the activation learns from its commands\' own output', () => {
+  it('reads the state file `activate confirm|abort` print after their marker, and nothing without one (an older script)', () => {
+    const output = 'activate: d1: confirmed (confirmed; /etc/nixos/current-configuration -> /nix/store/b)\n@@pideploy-state\nid=d1\nstate=confirmed\naction=switch\ntoplevel=/nix/store/t\nnew_generation=4\n';
+    expect(stateFromDecisionOutput(output)).toMatchObject({ id: 'd1', state: 'confirmed', action: 'switch', toplevel: '/nix/store/t', newGeneration: 4 });
+    expect(stateFromDecisionOutput('activate: d1: confirmed\n')).toBeUndefined();
+    expect(() => stateFromDecisionOutput('@@pideploy-state\nnot a state line\n')).toThrow(/cannot read the activation state/u);
+  });
+
+  it('recognises a script that speaks the protocol by its marker line', () => {
+    expect(speaksActivationProtocol(renderActivationScript({ shebang: '#!/nix/store/x-bash/bin/sh' }))).toBe(true);
+    expect(speaksActivationProtocol('#!/bin/sh\n# pideploy bundle activation (generated)\n')).toBe(false);
   });
 });

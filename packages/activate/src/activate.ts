@@ -17,6 +17,7 @@ import {
   canRollBack,
   isFinalActivationState,
   RUNNING_STATES_PATTERN,
+  STATE_OUTPUT_MARKER,
   newDeployId,
   parseActivationState,
   renderActivationScript,
@@ -89,6 +90,26 @@ export interface ActivateSystemInput extends ActivationTarget {
   readonly force?: boolean | undefined;
   /** `NIXOS_INSTALL_BOOTLOADER=1` (install, not just update, the boot loader). */
   readonly installBootloader?: boolean | undefined;
+  /**
+   * What the host runs, read by the caller earlier in the same deployment with
+   * {@link readHostSystems} (a deployment does it while the system builds): the activation then
+   * starts without reading it again. Default: read it first (one round trip).
+   */
+  readonly hostSystems?: HostSystems | undefined;
+  /**
+   * The bundle's `bin/activate` is this stage's script (the caller checked, e.g. with
+   * {@link speaksActivationProtocol} on the local copy): it is run without looking at it on the
+   * host first. Only used with {@link ActivateSystemInput.hostSystems}.
+   */
+  readonly bundleSpeaksProtocol?: boolean | undefined;
+}
+
+/** The systems a host runs and boots (undefined: none). */
+export interface HostSystems {
+  /** `/run/current-system`, resolved. */
+  readonly running: string | undefined;
+  /** The system profile's system (what boots next), resolved. */
+  readonly profile: string | undefined;
 }
 
 /** What {@link activateSystem} did. */
@@ -233,18 +254,40 @@ async function readState(session: SshSession, deployId: string, signal: AbortSig
   return parseActivationState(result.stdout);
 }
 
+/** The state file `activate confirm|abort` print after their marker line (undefined: none, e.g. an older script). */
+export function stateFromDecisionOutput(stdout: string): ActivationState | undefined {
+  const lines = stdout.split('\n');
+  const marker = lines.lastIndexOf(STATE_OUTPUT_MARKER);
+  if (marker < 0) return undefined;
+  return parseActivationState(lines.slice(marker + 1).join('\n'));
+}
+
 /**
  * What an activation needs to know before it starts, in ONE round trip (each is one over a slow
  * link): the running system, the system profile's system, and the bundle's `bin/activate` if it
  * speaks this protocol (its marker line).
  */
-async function probeHost(session: SshSession, bundle: string | undefined, signal: AbortSignal): Promise<{ running: string | undefined; profile: string | undefined; bundledScript: string | undefined }> {
+async function probeHost(session: SshSession, bundle: string | undefined, signal: AbortSignal): Promise<HostSystems & { bundledScript: string | undefined }> {
   const bundled = bundle === undefined ? '' : `${bundle}/bin/activate`;
   const script = 'printf \'%s\\n\' "$(readlink -e /run/current-system)" "$(readlink -e "$1")"; if [ -n "$2" ] && grep -qxF "$3" "$2" 2>/dev/null; then echo speaks-protocol; fi';
   const result = await session.exec(['sh', '-c', script, 'probe-host', SYSTEM_PROFILE, bundled, ACTIVATION_PROTOCOL_MARKER], { signal });
   if (result.exitCode !== 0) throw remoteFailure('reading the running system and profile', ['sh', '-c', script], result, session.display);
   const [running = '', profile = '', protocol = ''] = result.stdout.split('\n');
   return { running: running === '' ? undefined : running, profile: profile === '' ? undefined : profile, bundledScript: protocol === 'speaks-protocol' ? bundled : undefined };
+}
+
+/**
+ * Reads what a host runs (`/run/current-system`) and boots next (the system profile), in one
+ * command and without sudo, for {@link ActivateSystemInput.hostSystems}.
+ */
+export async function readHostSystems(session: SshSession, signal?: AbortSignal): Promise<HostSystems> {
+  const { running, profile } = await probeHost(session, undefined, signal ?? new AbortController().signal);
+  return { running, profile };
+}
+
+/** Whether an activation script text speaks this stage's protocol (a bundle's `bin/activate`, read where it was built). */
+export function speaksActivationProtocol(scriptText: string): boolean {
+  return scriptText.split('\n').includes(ACTIVATION_PROTOCOL_MARKER);
 }
 
 /** Runs a health-check command on the target: undefined when it exits 0, else why not (one line naming the command). */
@@ -320,7 +363,11 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
     // One sudo (and its one password) before anything changes.
     let sudo = await session.sudo(sudoOptions);
 
-    const { running, profile, bundledScript } = await probeHost(session, input.bundle, signal);
+    // Known from earlier in this deployment (and a bundle known to speak the protocol): no round trip.
+    const known = input.hostSystems !== undefined && (input.bundle === undefined || input.bundleSpeaksProtocol === true);
+    const { running, profile, bundledScript } = known
+      ? { ...input.hostSystems, bundledScript: input.bundle === undefined ? undefined : `${input.bundle}/bin/activate` }
+      : await probeHost(session, input.bundle, signal);
     if (action !== 'dry-activate') {
       if (!canRollBack({ action, previousSystem: running, hadProfileGeneration: profile !== undefined })) {
         context.reporter.emit({
@@ -417,6 +464,7 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
     let problem: string | undefined;
     let healthCheckFailed = false;
     let confirmSession: SshSession | undefined;
+    let confirmedState: ActivationState | undefined;
     try {
       confirmSession = await connectSsh(input.target, connect, context);
       ownedSessions.push(confirmSession);
@@ -430,13 +478,15 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
       if (problem === undefined) {
         const confirm = await confirmSudo.exec([script, 'confirm', deployId], { signal });
         if (confirm.exitCode !== 0) problem = `the confirmation was refused: ${tailLines(confirm.stdout + confirm.stderr, 1)}`;
+        else confirmedState = stateFromDecisionOutput(confirm.stdout);
       }
     } catch (error) {
       problem = `a new SSH login (or sudo) to ${host} failed after activation: ${error instanceof Error ? error.message : String(error)}`;
     }
 
     if (problem === undefined && confirmSession !== undefined) {
-      const confirmed = await readState(confirmSession, deployId, signal);
+      // The confirmation printed the final state (an older script did not: then it is read).
+      const confirmed = confirmedState ?? (await readState(confirmSession, deployId, signal));
       context.reporter.emit({ type: 'phase-end', phase: 'confirm', host, ok: true, durationMs: performance.now() - confirmStarted });
       context.reporter.emit({ type: 'activate-end', host, action, ok: true, durationMs: performance.now() - started });
       return { host, action, toplevel: input.toplevel, outcome: 'confirmed', deployId, state: confirmed ?? state };
@@ -449,8 +499,8 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
     let final: ActivationState | undefined;
     try {
       if (!session.closed) {
-        await sudo.exec([script, 'abort', deployId], { signal });
-        final = await readState(session, deployId, signal);
+        const aborted = await sudo.exec([script, 'abort', deployId], { signal });
+        final = stateFromDecisionOutput(aborted.stdout) ?? (await readState(session, deployId, signal));
       }
     } catch {
       final = undefined;

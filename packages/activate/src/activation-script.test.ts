@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -47,15 +47,42 @@ second line'; save_state >/dev/null`);
     expect(readdirSync(stateDir)).toEqual(['d1.state']);
   });
 
-  it('read_clock asks the shell where it keeps the time (bash: $EPOCHSECONDS), else one date process (dash); an EPOCHSECONDS from the environment is not trusted', () => {
-    const tools = mkdtempSync(path.join(os.tmpdir(), 'pideploy-fake-date-'));
-    writeFileSync(path.join(tools, 'date'), '#!/bin/sh\necho 42\n');
-    chmodSync(path.join(tools, 'date'), 0o755);
-    const clockUnder = (shell: string) =>
-      Number(execFileSync(shell, ['-c', `${definitions}\nread_clock; printf '%s' "$clock"`], { encoding: 'utf8', env: { PATH: `${tools}:/usr/bin:/bin`, EPOCHSECONDS: '7' } }));
-    expect(clockUnder('dash')).toBe(42);
-    const now = Math.floor(Date.now() / 1000);
-    expect(Math.abs(clockUnder('bash') - now)).toBeLessThanOrEqual(2);
+  /** A stand-in `name` printing `output` that leaves a file behind when called. */
+  const recordingTool = (name: string, output: string) => {
+    const tools = mkdtempSync(path.join(os.tmpdir(), `pideploy-fake-${name}-`));
+    const called = path.join(tools, `${name}-was-called`);
+    writeFileSync(path.join(tools, name), `#!/bin/sh\n: >${called}\necho ${output}\n`);
+    chmodSync(path.join(tools, name), 0o755);
+    return { tools, called };
+  };
+  /** Runs `body` after the script's definitions under `shell`, with `tools` first on PATH and the kernel's files in `procDir`. */
+  const underShell = (shell: string, tools: string, procDir: string, body: string, env: Record<string, string>) =>
+    execFileSync(shell, ['-c', `${definitions}\nproc_dir=${procDir}\n${body}`], { encoding: 'utf8', env: { PATH: `${tools}:/usr/bin:/bin`, ...env } });
+
+  it('read_clock asks the shell (bash: $EPOCHSECONDS), else the kernel (dash: /proc, no process), else one date process; an EPOCHSECONDS from the environment is not trusted', () => {
+    const { tools, called } = recordingTool('date', '42');
+    const clockUnder = (shell: string, procDir = '/proc') =>
+      Number(underShell(shell, tools, procDir, 'read_clock; first=$clock; read_clock; printf \'%s %s\' "$first" "$clock"', { EPOCHSECONDS: '7' }).split(' ')[1]);
+    const now = () => Math.floor(Date.now() / 1000);
+    // dash has no clock of its own: boot time + uptime from /proc, within 2 s of the real time, without date.
+    expect(Math.abs(clockUnder('dash') - now())).toBeLessThanOrEqual(2);
+    expect(existsSync(called)).toBe(false);
+    expect(Math.abs(clockUnder('bash') - now())).toBeLessThanOrEqual(2);
+    expect(existsSync(called)).toBe(false);
+    // Without a readable /proc: one date process.
+    expect(clockUnder('dash', path.join(tools, 'no-proc'))).toBe(42);
+    expect(existsSync(called)).toBe(true);
+  });
+
+  it('is_root reads the effective uid from /proc (no id process; an EUID from the environment is not trusted, bash would take it), else asks id', () => {
+    const { tools, called } = recordingTool('id', '0');
+    const rootUnder = (shell: string, procDir = '/proc') => underShell(shell, tools, procDir, 'if is_root; then echo yes; else echo no; fi', { EUID: '12345' }).trim();
+    const expected = process.geteuid?.() === 0 ? 'yes' : 'no';
+    expect(rootUnder('dash')).toBe(expected);
+    expect(rootUnder('bash')).toBe(expected);
+    expect(existsSync(called)).toBe(false);
+    expect(rootUnder('dash', path.join(tools, 'no-proc'))).toBe('yes');
+    expect(existsSync(called)).toBe(true);
   });
 
   it('read_generation sets the system profile\'s generation number with one readlink ("" without a profile)', () => {
@@ -73,7 +100,8 @@ second line'; save_state >/dev/null`);
     expect(read()).toBe(12345);
     const before = Math.floor(Date.now() / 1000);
     probe(`state_dir=${stateDir}; st_id=d2; st_state=starting; st_action=test; st_updated=12345; save_state >/dev/null; save_state >/dev/null`);
-    expect(read()).toBeGreaterThanOrEqual(before);
+    // The shell's clock (boot time + uptime under dash) is within 2 s of the real one.
+    expect(read()).toBeGreaterThanOrEqual(before - 2);
   });
 });
 

@@ -13,6 +13,8 @@ export const SYSTEM_PROFILE = '/nix/var/nix/profiles/system';
 export const CURRENT_CONFIGURATION_ROOT = '/etc/nixos/current-configuration';
 /** A line the script carries, so a bundle's `bin/activate` can be recognised as speaking this protocol. */
 export const ACTIVATION_PROTOCOL_MARKER = '# pideploy-activate-protocol: 1';
+/** The line after which `activate confirm|abort` print the deployment's state file. */
+export const STATE_OUTPUT_MARKER = '@@pideploy-state';
 /** Default seconds the target waits for `confirm` before it rolls back by itself. */
 export const DEFAULT_CONFIRM_TIMEOUT_SECONDS = 30;
 
@@ -256,6 +258,8 @@ profiles_dir=\${profile%/*}
 state_dir=${ACTIVATION_STATE_DIR}
 gc_root=${CURRENT_CONFIGURATION_ROOT}
 systemd_runtime_dir=${systemdRuntimeDirectory}
+# The kernel's view of this host (Linux procfs): the clock and the effective uid without a process.
+proc_dir=/proc
 
 self=$0
 case "$self" in
@@ -277,17 +281,43 @@ die() {
   exit 1
 }
 
-# Sets clock to the Unix time: from the shell itself where it keeps one (bash 5 and busybox ash
-# have $EPOCHSECONDS and ignore assignments to it), else from one date process.
+# Sets clock to the Unix time without a process where it can: from the shell itself where it
+# keeps one (bash 5 and busybox ash have $EPOCHSECONDS and ignore assignments to it), else from
+# the kernel (boot time from /proc/stat, read once, plus /proc/uptime: within 2 s of date +%s,
+# and steady if the clock is stepped meanwhile), else from one date process.
 EPOCHSECONDS=0
 if [ "$EPOCHSECONDS" != 0 ]; then shell_clock=1; else shell_clock=0; fi
+boot_time=''
 read_clock() {
-  if [ "$shell_clock" = 1 ]; then clock=$EPOCHSECONDS; else clock=$(date +%s); fi
+  if [ "$shell_clock" = 1 ]; then clock=$EPOCHSECONDS; return 0; fi
+  if [ -z "$boot_time" ]; then
+    boot_time=none
+    if [ -r "$proc_dir/stat" ]; then
+      while read -r key value rest; do
+        [ "$key" = btime ] || continue
+        case "$value" in ''|*[!0-9]*) ;; *) boot_time=$value ;; esac
+        break
+      done <"$proc_dir/stat"
+    fi
+  fi
+  up=''
+  if [ "$boot_time" != none ] && [ -r "$proc_dir/uptime" ]; then read -r up rest <"$proc_dir/uptime"; fi
+  up=\${up%%.*}
+  case "$up" in
+    ''|*[!0-9]*) clock=$(date +%s) ;;
+    *) clock=$((boot_time + up)) ;;
+  esac
 }
 
-# Root? bash knows ($EUID, read-only there) without asking id; elsewhere an EUID could come from the environment.
+# Root? The effective uid from the kernel (/proc/self/status of this shell: no process), else id.
+# Not $EUID: bash takes it from the environment when it is there.
 is_root() {
-  if [ -n "\${BASH_VERSION:-}" ]; then [ "$EUID" = 0 ]; else [ "$(id -u)" = 0 ]; fi
+  if [ -r "$proc_dir/self/status" ]; then
+    while read -r key real effective rest; do
+      if [ "$key" = Uid: ]; then [ "$effective" = 0 ]; return; fi
+    done <"$proc_dir/self/status"
+  fi
+  [ "$(id -u)" = 0 ]
 }
 
 valid_id() {
@@ -305,7 +335,8 @@ st_deadline=''
 st_updated=''
 
 # Every process counts on a slow target (a Pi Zero forks in milliseconds, an emulated one in
-# tens): save_state runs two (date, mv); files get mode 644 from the umask.
+# tens): save_state runs one (mv; date only where neither the shell nor /proc tells the time);
+# files get mode 644 from the umask.
 nl='
 '
 save_state() {
@@ -646,6 +677,15 @@ cmd_start() {
 }
 
 # Decides the fate of a deployment awaiting confirmation. $1: confirmed|aborted, $2: id.
+# Prints the state file of deployment $1 after a ${STATE_OUTPUT_MARKER} line (by the shell itself:
+# no cat), so the deployer gets the outcome without another command.
+print_state() {
+  echo '${STATE_OUTPUT_MARKER}'
+  while IFS= read -r line; do printf '%s\\n' "$line"; done <"$state_dir/$1.state"
+}
+
+# Decides the fate of a deployment awaiting confirmation, then prints its state file (print_state).
+# $1: confirmed|aborted, $2: id.
 cmd_decide() {
   verdict=$1
   id=$2
@@ -654,6 +694,7 @@ cmd_decide() {
   load_state "$id"
   if [ "$verdict" = confirmed ] && [ "$st_state" = confirmed ]; then
     echo "activate: $id: confirmed"
+    print_state "$id"
     return 0
   fi
   if [ "$st_state" = awaiting-confirmation ] && mkdir "$state_dir/$id.decision" 2>/dev/null; then
@@ -667,11 +708,13 @@ cmd_decide() {
         st_message="confirmed, but the GC root $gc_root could not be set"
       fi
       save_state
+      print_state "$id"
       return 0
     fi
   fi
   while load_state "$id" && ! is_final "$st_state"; do sleep 1; done
   echo "activate: $id: $st_state ($st_message)"
+  print_state "$id"
   [ "$verdict" = aborted ] && [ "$st_state" != confirmed ] && return 0
   return 1
 }
