@@ -61,9 +61,10 @@ describeWithNix('createClosureQuery (real nix path-info)', () => {
     const [second, third] = await Promise.all([query([bundles[1] as string]), query([bundles[2] as string])]);
     expect(second.map((info) => info.path).sort()).toEqual(expected[1]?.map((info) => info.path).sort());
     expect(third.map((info) => info.path).sort()).toEqual(expected[2]?.map((info) => info.path).sort());
-    // Each further bundle costs one non-recursive query; only its own new source is asked recursively.
-    expect(nixCalls().filter((line) => !line.includes('--recursive'))).toHaveLength(2);
-    expect(nixCalls().filter((line) => line.includes('--recursive'))).toHaveLength(2);
+    // Bundles asked at the same moment are asked together: one non-recursive query for both, and
+    // one recursive query for their own new sources (never the system again).
+    expect(nixCalls().filter((line) => !line.includes('--recursive'))).toHaveLength(1);
+    expect(nixCalls().filter((line) => line.includes('--recursive'))).toHaveLength(1);
     expect(nixCalls().some((line) => line.includes('--recursive') && line.includes(system))).toBe(false);
 
     writeFileSync(calls, '');
@@ -84,5 +85,16 @@ describeWithNix('createClosureQuery (real nix path-info)', () => {
     writeFileSync(calls, '');
     await expect(query([missing])).rejects.toMatchObject({ code: 'PIDEPLOY_STORE_PATH_NOT_VALID' });
     expect(nixCalls()).toHaveLength(1);
+  });
+
+  it('a path not in the store, asked together with good ones, fails only its own caller', async () => {
+    const query = createClosureQuery({ env });
+    const missing = `${path.dirname(system)}/00000000000000000000000000000000-not-there`;
+    writeFileSync(calls, '');
+    const [good, bad] = await Promise.allSettled([query([bundles[0] as string]), query([missing])]);
+    expect(bad).toMatchObject({ status: 'rejected', reason: { code: 'PIDEPLOY_STORE_PATH_NOT_VALID' } });
+    expect(good.status === 'fulfilled' ? good.value.map((info) => info.path).sort() : good.reason).toEqual((await queryClosurePathInfos([bundles[0] as string], { env })).map((info) => info.path).sort());
+    // The batch (refused), then each caller alone.
+    expect(nixCalls()).toHaveLength(4);
   });
 });

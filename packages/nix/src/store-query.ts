@@ -135,10 +135,9 @@ export function createClosureQuery(options: StoreQueryOptions = {}): ClosureQuer
     for (const info of infos) known.set(info.path, info);
   };
 
-  return async (paths) => {
-    while (running.size > 0) await Promise.allSettled([...running]);
+  /** Learns the closures of `paths` (see above). */
+  const learnClosures = async (paths: readonly string[]) => {
     const unknown = [...new Set(paths)].filter((path) => !known.has(path));
-    let viaLinks: StorePathInfo[] = [];
     if (unknown.length > 0 && known.size === 0) {
       learn(await track(queryPathInfos(unknown, true, options)));
     } else if (unknown.length > 0) {
@@ -148,6 +147,38 @@ export function createClosureQuery(options: StoreQueryOptions = {}): ClosureQuer
       if (missing.length > 0) learn(await track(queryPathInfos(missing, true, options)));
       learn(direct);
     }
+  };
+  /**
+   * The paths asked for in the same turn of the event loop (a fleet's hosts get their bundles at
+   * the same moment), learnt together: one nix process for all of them. Undefined once started.
+   */
+  let batch: { readonly paths: Set<string>; callers: number; readonly learnt: Promise<void> } | undefined;
+  const learnTogether = async (paths: readonly string[]): Promise<void> => {
+    if (batch === undefined) {
+      const next = { paths: new Set<string>(), callers: 0, learnt: Promise.resolve() };
+      next.learnt = new Promise<void>((resolve) => setImmediate(resolve)).then(async () => {
+        while (running.size > 0) await Promise.allSettled([...running]);
+        if (batch === next) batch = undefined;
+        await learnClosures([...next.paths]);
+      });
+      batch = next;
+    }
+    const joined = batch;
+    for (const path of paths) joined.paths.add(path);
+    joined.callers += 1;
+    try {
+      await joined.learnt;
+    } catch (error) {
+      // One path Nix refuses fails the whole batch: then each caller asks alone, for its own error.
+      if (joined.callers === 1) throw error;
+      while (running.size > 0) await Promise.allSettled([...running]);
+      await learnClosures(paths);
+    }
+  };
+
+  return async (paths) => {
+    await learnTogether(paths);
+    let viaLinks: StorePathInfo[] = [];
     // A symlink to a store path (./result) is known under the path it points to: its closure is
     // asked as such (rare; callers hand over store paths).
     const unresolved = paths.filter((path) => !known.has(path));
