@@ -10,7 +10,7 @@ import {
   type BuildToplevelResult,
   type RemoteBuilder,
 } from '@pideploy/build';
-import { buildBundle, bundleBatchKey, instantiateBundles, planBundle, planBundleForHost, type BuildBundleResult, type BundlePlan, type BundleRequest } from '@pideploy/bundle';
+import { buildBundle, buildBundles, bundleBatchKey, instantiateBundles, planBundle, planBundleForHost, type BuildBundleResult, type BundlePlan, type BundleRequest } from '@pideploy/bundle';
 import { BUNDLE_ACTIVATE_SCRIPT } from './activate-script.js';
 import { readPinRecord } from './pins.js';
 
@@ -166,9 +166,9 @@ export function createHostBuilder(options: HostBuilderOptions): HostBuilder {
 
   // Bundles asked for in the same turn of the event loop (a fleet's hosts get their shared
   // toplevel at the same moment) are evaluated together: one nix-instantiate per pinned package
-  // set instead of one evaluation of nixpkgs per host. Each is then built (and GC-rooted) on its
-  // own; a batch Nix cannot evaluate falls back to one evaluation per host, so each host gets
-  // its own error.
+  // set instead of one evaluation of nixpkgs per host, then built together (one nix-build, see
+  // buildBundles); a batch Nix cannot evaluate or build falls back to one evaluation or build per
+  // host, so each host gets its own error.
   interface WaitingBundle {
     readonly host: HostBuildSpec;
     readonly toplevel: BuildToplevelResult;
@@ -185,6 +185,21 @@ export function createHostBuilder(options: HostBuilderOptions): HostBuilder {
       { ...entry.plan.request, plan: entry.plan, toplevel: entry.toplevel, nixArguments: entry.toplevel.nixArguments, stateDir, env: options.env, drvPath },
       entry.context,
     ).then(entry.resolve, entry.reject);
+  };
+  // A batch Nix cannot build falls back to one build per host, so each host gets its own error.
+  const buildTogether = (together: readonly { entry: PlannedBundle; drvPath: string | undefined }[]) => {
+    const context = (together[0] as { entry: PlannedBundle }).entry.context;
+    buildBundles(
+      together.map(({ entry, drvPath }) => ({ ...entry.plan.request, plan: entry.plan, toplevel: entry.toplevel, nixArguments: entry.toplevel.nixArguments, stateDir, env: options.env, drvPath })),
+      context,
+    ).then(
+      (results) => together.forEach(({ entry }, index) => entry.resolve(results[index] as BuildBundleResult)),
+      (error: unknown) =>
+        together.forEach(({ entry, drvPath }) => {
+          entry.context.reporter.emit({ type: 'log', level: 'debug', host: entry.host.name, message: `building the bundles together failed, so one at a time: ${error instanceof Error ? error.message : String(error)}` });
+          buildOne(entry, drvPath);
+        }),
+    );
   };
   const flushBundles = async () => {
     const batch = waiting;
@@ -210,12 +225,21 @@ export function createHostBuilder(options: HostBuilderOptions): HostBuilder {
         first.context,
         options.env,
       ).then(
-        (drvPaths) =>
-          group.forEach((entry, index) => {
+        (drvPaths) => {
+          group.forEach((entry) => {
             const others = group.filter((other) => other !== entry).map((other) => other.host.name);
             entry.context.reporter.emit({ type: 'log', level: 'debug', host: entry.host.name, message: `bundle evaluated together with ${others.join(', ')} (one nix-instantiate)` });
-            buildOne(entry, drvPaths[index]);
-          }),
+          });
+          // Built together too (one nix-build), per cancellation signal and nix arguments.
+          const builds = new Map<AbortSignal, Map<string, { entry: PlannedBundle; drvPath: string | undefined }[]>>();
+          group.forEach((entry, index) => {
+            const bySignal = builds.get(entry.context.signal) ?? new Map<string, { entry: PlannedBundle; drvPath: string | undefined }[]>();
+            builds.set(entry.context.signal, bySignal);
+            const key = JSON.stringify(entry.toplevel.nixArguments);
+            bySignal.set(key, [...(bySignal.get(key) ?? []), { entry, drvPath: drvPaths[index] }]);
+          });
+          for (const together of [...builds.values()].flatMap((bySignal) => [...bySignal.values()])) buildTogether(together);
+        },
         (error: unknown) =>
           group.forEach((entry) => {
             entry.context.reporter.emit({ type: 'log', level: 'debug', host: entry.host.name, message: `evaluating the bundles together failed, so one at a time: ${error instanceof Error ? error.message : String(error)}` });

@@ -1,12 +1,12 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { PideployError } from '@pideploy/core';
 import { labDown, labExec, labLocalNixEnv, labUp, type LabStatus } from '@pideploy/lab';
 import { describeLab } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { buildBundle, bundleBatchKey, instantiateBundles, planBundle, renderPlannedBundleExpression, type BundleRequest } from './bundle.js';
+import { buildBundle, buildBundles, bundleBatchKey, instantiateBundles, planBundle, renderPlannedBundleExpression, type BundleRequest } from './bundle.js';
 
 const workDir = mkdtempSync(path.join(os.tmpdir(), 'pideploy-bundle-'));
 const nixEnv = labLocalNixEnv(path.join(workDir, 'cache'));
@@ -69,7 +69,7 @@ describeLab('bundles against real nix and a lab host', () => {
     expect(run(['nix-build', '--no-out-link', printed], { NIX_PATH: '' })).toBe(bundle.outPath);
   });
 
-  it('evaluates several hosts\' bundles in one nix-instantiate: the same derivations as each host\'s own expression', async () => {
+  it('evaluates several hosts\' bundles in one nix-instantiate and builds them in one nix-build: the same derivations as each host\'s own expression', async () => {
     write('hosts/pi3.nix', '{ ... }: { imports = [ ../modules/hw.nix ]; networking.hostName = "pi3"; }\n');
     const hosts = [
       { ...request, host: 'pi2' },
@@ -95,6 +95,34 @@ describeLab('bundles against real nix and a lab host', () => {
     expect(built.manifest).toMatchObject({ host: 'pi3', configuration: { file: 'hosts/pi3.nix' } });
     expect(readlinkSync(path.join(workDir, '.pideploy/gcroots/pi3-bundle'))).toBe(built.outPath);
     expect(run(['nix-store', '-q', '--deriver', built.outPath])).toBe(drvPaths[1]);
+
+    // Built together: one nix-build, the same bundles, each host's root pointing at a root
+    // nix-build registered; a host built alone later takes its root back and the batch root it
+    // left is deleted (the GC may then take that bundle).
+    const stateDir = path.join(workDir, '.pideploy-batch');
+    const together = await buildBundles(
+      hosts.map((host, index) => ({ ...host, plan: plans[index], toplevel: { drvPath }, drvPath: drvPaths[index], stateDir, env: nixEnv })),
+    );
+    expect(together.map((bundle) => run(['nix-store', '-q', '--deriver', bundle.outPath]))).toEqual(drvPaths);
+    expect(together.map((bundle) => bundle.manifest.host)).toEqual(hosts.map((host) => host.host));
+    const gcroots = path.join(stateDir, 'gcroots');
+    const registered = run(['nix-store', '--gc', '--print-roots']).split('\n');
+    const batchRoots = () => readdirSync(path.join(gcroots, 'bundles')).map((name) => path.join(gcroots, 'bundles', name));
+    expect(batchRoots()).toHaveLength(3);
+    for (const bundle of together) {
+      expect(readlinkSync(bundle.gcRoot!)).toBe(bundle.outPath);
+      // Kept by a root nix-build registered.
+      const root = batchRoots().find((link) => readlinkSync(link) === bundle.outPath);
+      expect(registered).toContain(`${root} -> ${bundle.outPath}`);
+    }
+    // pi2 built alone after a change: nix-build takes its link over; the batch root of its old bundle goes.
+    write('hosts/pi2-changed.nix', '{ ... }: { imports = [ ../modules/hw.nix ]; environment.etc."changed".text = "yes"; }\n');
+    const changedPlan = await planBundle({ ...hosts[0]!, configuration: path.join(workDir, 'hosts/pi2-changed.nix'), projectDir: workDir });
+    const alone = await buildBundle({ ...changedPlan.request, plan: changedPlan, toplevel: { drvPath }, stateDir, env: nixEnv });
+    expect(alone.outPath).not.toBe(together[0]!.outPath);
+    expect(readlinkSync(alone.gcRoot!)).toBe(alone.outPath);
+    expect(run(['nix-store', '--gc', '--print-roots']).split('\n')).toContain(`${alone.gcRoot} -> ${alone.outPath}`);
+    expect(batchRoots().map((link) => readlinkSync(link)).sort()).toEqual([together[1]!.outPath, together[2]!.outPath].sort());
   });
 
   it('rebuilds on the target from the bundle alone to the same toplevel, and activates by hand', async () => {

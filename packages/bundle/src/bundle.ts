@@ -1,4 +1,5 @@
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, readlink, rename, rm, symlink } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { PIDEPLOY_VERSION, PideployError, createBaseContext, tailLines, type PideployContext } from '@pideploy/core';
 import { NO_SEARCH_PATH_ARGUMENTS, nixErrorHeadline, pinnedNixEnv, runProcess, runStreamingCommand } from '@pideploy/nix';
@@ -182,6 +183,111 @@ export async function instantiateBundles(bundles: readonly BundleToInstantiate[]
   return drvPaths;
 }
 
+/** Where {@link buildBundles} keeps the GC roots of bundles built together (`<stateDir>/gcroots/bundles/`). */
+const BATCH_ROOTS_DIRECTORY = 'bundles';
+
+/** A host's bundle root (`<stateDir>/gcroots/<host>-bundle`). */
+function bundleRootPath(stateDir: string, host: string): string {
+  return path.join(stateDir, 'gcroots', `${host}-bundle`);
+}
+
+/** Makes `link` a symlink to `target`, replacing what was there in one step (rename). */
+async function replaceSymlink(target: string, link: string): Promise<void> {
+  const temporary = `${link}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+  await symlink(target, temporary);
+  await rename(temporary, link);
+}
+
+/**
+ * Deletes the roots of bundles built together whose bundle no host's `<host>-bundle` points at any
+ * more (the host was built since, alone or in another batch), so the GC can take those bundles.
+ */
+async function pruneBatchRoots(gcroots: string): Promise<void> {
+  const names = await readdir(gcroots).catch(() => [] as string[]);
+  const used = new Set<string>();
+  for (const name of names.filter((entry) => entry.endsWith('-bundle'))) {
+    const target = await readlink(path.join(gcroots, name)).catch(() => undefined);
+    if (target !== undefined) used.add(target);
+  }
+  const batchDirectory = path.join(gcroots, BATCH_ROOTS_DIRECTORY);
+  for (const entry of await readdir(batchDirectory).catch(() => [] as string[])) {
+    const target = await readlink(path.join(batchDirectory, entry)).catch(() => undefined);
+    if (target === undefined || !used.has(target)) await rm(path.join(batchDirectory, entry), { force: true });
+  }
+}
+
+/**
+ * Builds several hosts' bundles, already evaluated by {@link instantiateBundles} (each request's
+ * `drvPath`), in ONE `nix-build` (its derivations built in parallel) instead of one per host: a
+ * fleet saves a Nix process per host. The GC roots are the ones that nix-build registers, in
+ * `<stateDir>/gcroots/bundles/` (`<batch>`, `<batch>-2` …); each host's `<stateDir>/gcroots/<host>-bundle`
+ * is a plain link to its bundle beside them (a later nix-build of the host alone replaces it with
+ * a root of its own), and batch roots of bundles no host links to any more are deleted. One
+ * request is {@link buildBundle}.
+ * @throws TypeError when a request has no `drvPath` or they differ in `stateDir`, `env` or
+ *   `nixArguments`; PideployError `PIDEPLOY_BUNDLE_FAILED` when Nix cannot build them (build the
+ *   hosts one at a time to see which one fails).
+ */
+export async function buildBundles(requests: readonly BuildBundleRequest[], context: PideployContext = createBaseContext()): Promise<BuildBundleResult[]> {
+  const first = requests[0];
+  if (first === undefined) return [];
+  if (requests.length === 1) return [await buildBundle(first, context)];
+  const drvPaths = requests.map((request) => {
+    if (request.drvPath === undefined) throw new TypeError(`buildBundles: the bundle of ${request.host} is not evaluated (no drvPath)`);
+    return request.drvPath;
+  });
+  const sameSetting = (request: BuildBundleRequest) =>
+    request.stateDir === first.stateDir && request.env === first.env && JSON.stringify(request.nixArguments ?? []) === JSON.stringify(first.nixArguments ?? []);
+  if (!requests.every(sameSetting)) throw new TypeError('buildBundles: the requests must share stateDir, env and nixArguments');
+  const started = Date.now();
+  const gcroots = first.stateDir === undefined ? undefined : path.join(first.stateDir, 'gcroots');
+  const batchName = `${new Date().toISOString().replace(/[-:.]/gu, '')}-${randomBytes(3).toString('hex')}`;
+  const batchLink = gcroots === undefined ? undefined : path.join(gcroots, BATCH_ROOTS_DIRECTORY, batchName);
+  if (batchLink !== undefined) await mkdir(path.dirname(batchLink), { recursive: true });
+  const args = [
+    'nix-build',
+    ...NO_SEARCH_PATH_ARGUMENTS,
+    ...(first.nixArguments ?? []),
+    // As many builds at once as separate nix-build processes would run.
+    '--max-jobs',
+    String(requests.length),
+    ...(batchLink === undefined ? ['--no-out-link'] : ['--out-link', batchLink]),
+    ...drvPaths,
+  ];
+  const result = await runStreamingCommand(args, { env: pinnedNixEnv(first.env), signal: context.signal });
+  const outPaths = result.stdout.trim().split('\n').filter((line) => line.startsWith('/'));
+  if (result.exitCode !== 0 || outPaths.length !== requests.length) {
+    throw new PideployError({
+      code: 'PIDEPLOY_BUNDLE_FAILED',
+      message: `building the bundles of ${requests.map((request) => request.host).join(', ')} failed: ${nixErrorHeadline(result.stderr)}`,
+      hint: 'build the hosts one at a time (pideploy build HOST) to see which one fails',
+      commandFailure: { command: args, exitCode: result.exitCode ?? undefined, stderrTail: tailLines(result.stderr) },
+    });
+  }
+  const durationMs = Date.now() - started;
+  const results = await Promise.all(
+    requests.map(async (request, index) => {
+      // nix-build names its roots <link>, <link>-2, <link>-3 … in the order of the derivations.
+      const batchRoot = index === 0 ? batchName : `${batchName}-${index + 1}`;
+      const gcRoot = gcroots === undefined ? undefined : bundleRootPath(first.stateDir as string, request.host);
+      const outPath = outPaths[index] as string;
+      if (gcRoot !== undefined) {
+        // Into the store, so that nix-build (which replaces only such links) can take it over later.
+        const registered = await readlink(path.join(gcroots as string, BATCH_ROOTS_DIRECTORY, batchRoot));
+        if (registered !== outPath) throw new Error(`buildBundles: nix-build's root ${batchRoot} points at ${registered}, not at ${outPath}`);
+        await replaceSymlink(outPath, gcRoot);
+      }
+      const manifest = JSON.parse(await readFile(path.join(outPath, 'manifest.json'), 'utf8')) as BundleManifest;
+      const plan = request.plan ?? (await planBundle(request));
+      context.reporter.emit({ type: 'log', level: 'debug', host: request.host, message: `bundle ${outPath} in ${durationMs} ms (one nix-build with ${requests.length - 1} other host(s))` });
+      const built: BuildBundleResult = { version: 1, host: request.host, outPath, gcRoot, manifest, expression: renderPlannedBundleExpression(plan, `import ${nixPath(request.toplevel.drvPath)}`), durationMs };
+      return built;
+    }),
+  );
+  if (gcroots !== undefined) await pruneBatchRoots(gcroots);
+  return results;
+}
+
 /**
  * Builds the host's bundle around an already built toplevel (`import <drvPath>`: no second
  * evaluation of the NixOS configuration; same path as the self-contained expression) and roots
@@ -192,7 +298,7 @@ export async function buildBundle(request: BuildBundleRequest, context: Pideploy
   const started = Date.now();
   const plan = request.plan ?? (await planBundle(request));
   const expression = renderPlannedBundleExpression(plan, `import ${nixPath(request.toplevel.drvPath)}`);
-  const gcRoot = request.stateDir === undefined ? undefined : path.join(request.stateDir, 'gcroots', `${request.host}-bundle`);
+  const gcRoot = request.stateDir === undefined ? undefined : bundleRootPath(request.stateDir, request.host);
   if (gcRoot !== undefined) await mkdir(path.dirname(gcRoot), { recursive: true });
   const args = [
     'nix-build',
@@ -213,6 +319,8 @@ export async function buildBundle(request: BuildBundleRequest, context: Pideploy
   }
   const outPath = result.stdout.trim().split('\n').pop() ?? '';
   const manifest = JSON.parse(await readFile(path.join(outPath, 'manifest.json'), 'utf8')) as BundleManifest;
+  // This host's root is nix-build's own now: a batch root it pointed at may go.
+  if (gcRoot !== undefined) await pruneBatchRoots(path.dirname(gcRoot));
   const durationMs = Date.now() - started;
   context.reporter.emit({ type: 'log', level: 'debug', host: request.host, message: `bundle ${outPath} in ${durationMs} ms` });
   return { version: 1, host: request.host, outPath, gcRoot, manifest, expression, durationMs };

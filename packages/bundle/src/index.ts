@@ -22,6 +22,7 @@ export {
 } from './imports.js';
 export {
   buildBundle,
+  buildBundles,
   bundleBatchKey,
   configurationGitState,
   instantiateBundles,
