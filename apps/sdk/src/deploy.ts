@@ -101,10 +101,10 @@ async function timed<T>(phase: DeployPhase, host: string | undefined, phases: Ph
   }
 }
 
-/** What a host runs and boots (one command there), and the closure of what it runs over its serve connection (empty when it runs none). */
-async function readRunningSystemOverServe(session: SshSession, serve: ServeConnection, signal: AbortSignal): Promise<{ systems: HostSystems; closure: readonly { path: string; narSize: number }[] }> {
-  const systems = await readHostSystems(session, signal);
-  return { systems, closure: systems.running === undefined ? [] : await serve.queryClosure([systems.running]) };
+/** The closure of the system a host runs (empty when it runs none), over its serve connection. */
+async function runningClosureOverServe(systems: Promise<HostSystems>, serve: ServeConnection): Promise<readonly { path: string; narSize: number }[]> {
+  const { running } = await systems;
+  return running === undefined ? [] : serve.queryClosure([running]);
 }
 
 /** Whether a locally built bundle's `bin/activate` speaks the activation stage's protocol (then the host need not be asked). */
@@ -224,8 +224,10 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
       });
       // What the host runs is read while the system builds, its closure over the serve connection
       // (no nix process on the host): the diff and the activation's start then wait for nothing on the host.
-      const runningSystem = serve === undefined ? undefined : readRunningSystemOverServe(session as SshSession, serve, hostSignal);
-      runningSystem?.catch(() => undefined);
+      const hostSystems = serve === undefined ? undefined : readHostSystems(session as SshSession, hostSignal);
+      const runningClosure = serve === undefined || hostSystems === undefined ? undefined : runningClosureOverServe(hostSystems, serve);
+      hostSystems?.catch(() => undefined);
+      runningClosure?.catch(() => undefined);
       // The build phase is the time this host still waited for its system after connecting.
       const { toplevel, sharedWith } = await timed('build', host.name, phases, context, () => building);
       result.toplevel = toplevel.outPath;
@@ -239,9 +241,9 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
         bundleClosure = await closureOf([bundle.outPath]);
         // Read over the serve connection during the build; if that failed (the connection dropped
         // while idle), the diff asks the host itself.
-        const running = await runningSystem?.catch(() => undefined);
+        const running = await runningClosure?.catch(() => undefined);
         const diff = formatClosureDiff(
-          await diffSystem(target, toplevel.outPath, context, { env: localNixEnv, closureQuery: closureOf, runningClosure: running === undefined ? undefined : async () => running.closure }),
+          await diffSystem(target, toplevel.outPath, context, { env: localNixEnv, closureQuery: closureOf, runningClosure: running === undefined ? undefined : async () => running }),
         );
         for (const line of diff.split('\n').filter(Boolean)) context.reporter.emit({ type: 'log', level: 'info', message: `diff: ${line}`, host: host.name });
         return diff;
@@ -286,7 +288,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
             rollback: { enabled: request.rollback, confirmTimeoutSeconds: request.confirmTimeoutSeconds },
             force: request.force,
             // Read while the system built (a failed read leaves the activation to read it itself).
-            hostSystems: (await runningSystem?.catch(() => undefined))?.systems,
+            hostSystems: await hostSystems?.catch(() => undefined),
             bundleSpeaksProtocol: await bundleSpeaksProtocol(bundle.outPath),
           },
           context,

@@ -254,6 +254,15 @@ async function readState(session: SshSession, deployId: string, signal: AbortSig
   return parseActivationState(result.stdout);
 }
 
+/** {@link stateFromDecisionOutput}, undefined for output it cannot read (the state file is then read, which says what is wrong). */
+function printedState(stdout: string): ActivationState | undefined {
+  try {
+    return stateFromDecisionOutput(stdout);
+  } catch {
+    return undefined;
+  }
+}
+
 /** The state file `activate confirm|abort` print after their marker line (undefined: none, e.g. an older script). */
 export function stateFromDecisionOutput(stdout: string): ActivationState | undefined {
   const lines = stdout.split('\n');
@@ -478,7 +487,7 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
       if (problem === undefined) {
         const confirm = await confirmSudo.exec([script, 'confirm', deployId], { signal });
         if (confirm.exitCode !== 0) problem = `the confirmation was refused: ${tailLines(confirm.stdout + confirm.stderr, 1)}`;
-        else confirmedState = stateFromDecisionOutput(confirm.stdout);
+        else confirmedState = printedState(confirm.stdout);
       }
     } catch (error) {
       problem = `a new SSH login (or sudo) to ${host} failed after activation: ${error instanceof Error ? error.message : String(error)}`;
@@ -500,7 +509,7 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
     try {
       if (!session.closed) {
         const aborted = await sudo.exec([script, 'abort', deployId], { signal });
-        final = stateFromDecisionOutput(aborted.stdout) ?? (await readState(session, deployId, signal));
+        final = printedState(aborted.stdout) ?? (await readState(session, deployId, signal));
       }
     } catch {
       final = undefined;

@@ -676,7 +676,6 @@ cmd_start() {
   esac
 }
 
-# Decides the fate of a deployment awaiting confirmation. $1: confirmed|aborted, $2: id.
 # Prints the state file of deployment $1 after a ${STATE_OUTPUT_MARKER} line (by the shell itself:
 # no cat), so the deployer gets the outcome without another command.
 print_state() {

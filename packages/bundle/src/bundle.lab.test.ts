@@ -1,12 +1,12 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, lutimesSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { PideployError } from '@pideploy/core';
 import { labDown, labExec, labLocalNixEnv, labUp, type LabStatus } from '@pideploy/lab';
 import { describeLab } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { buildBundle, buildBundles, bundleBatchKey, instantiateBundles, planBundle, renderPlannedBundleExpression, type BundleRequest } from './bundle.js';
+import { BATCH_ROOT_MIN_AGE_MS, buildBundle, buildBundles, bundleBatchKey, instantiateBundles, planBundle, renderPlannedBundleExpression, type BundleRequest } from './bundle.js';
 
 const workDir = mkdtempSync(path.join(os.tmpdir(), 'pideploy-bundle-'));
 const nixEnv = labLocalNixEnv(path.join(workDir, 'cache'));
@@ -122,6 +122,11 @@ describeLab('bundles against real nix and a lab host', () => {
     expect(alone.outPath).not.toBe(together[0]!.outPath);
     expect(readlinkSync(alone.gcRoot!)).toBe(alone.outPath);
     expect(run(['nix-store', '--gc', '--print-roots']).split('\n')).toContain(`${alone.gcRoot} -> ${alone.outPath}`);
+    // Young batch roots stay (another build may not have linked its hosts yet); old ones nobody links to go.
+    expect(batchRoots()).toHaveLength(3);
+    const old = new Date(Date.now() - BATCH_ROOT_MIN_AGE_MS - 60_000);
+    for (const link of batchRoots()) lutimesSync(link, old, old);
+    await buildBundle({ ...changedPlan.request, plan: changedPlan, toplevel: { drvPath }, stateDir, env: nixEnv });
     expect(batchRoots().map((link) => readlinkSync(link)).sort()).toEqual([together[1]!.outPath, together[2]!.outPath].sort());
   });
 

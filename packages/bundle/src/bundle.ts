@@ -1,4 +1,4 @@
-import { mkdir, readdir, readFile, readlink, rename, rm, symlink } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, readlink, rename, rm, symlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { PIDEPLOY_VERSION, PideployError, createBaseContext, tailLines, type PideployContext } from '@pideploy/core';
@@ -199,8 +199,15 @@ async function replaceSymlink(target: string, link: string): Promise<void> {
 }
 
 /**
+ * Batch roots younger than this are never pruned: another build (a second group of this run, or
+ * another pideploy) may have made them and not yet linked its hosts to them.
+ */
+export const BATCH_ROOT_MIN_AGE_MS = 10 * 60 * 1000;
+
+/**
  * Deletes the roots of bundles built together whose bundle no host's `<host>-bundle` points at any
- * more (the host was built since, alone or in another batch), so the GC can take those bundles.
+ * more (the host was built since, alone or in another batch), so the GC can take those bundles;
+ * only roots older than {@link BATCH_ROOT_MIN_AGE_MS}.
  */
 async function pruneBatchRoots(gcroots: string): Promise<void> {
   const names = await readdir(gcroots).catch(() => [] as string[]);
@@ -211,8 +218,10 @@ async function pruneBatchRoots(gcroots: string): Promise<void> {
   }
   const batchDirectory = path.join(gcroots, BATCH_ROOTS_DIRECTORY);
   for (const entry of await readdir(batchDirectory).catch(() => [] as string[])) {
-    const target = await readlink(path.join(batchDirectory, entry)).catch(() => undefined);
-    if (target === undefined || !used.has(target)) await rm(path.join(batchDirectory, entry), { force: true });
+    const link = path.join(batchDirectory, entry);
+    const [target, stat] = await Promise.all([readlink(link).catch(() => undefined), lstat(link).catch(() => undefined)]);
+    if (stat === undefined || Date.now() - stat.mtimeMs < BATCH_ROOT_MIN_AGE_MS) continue;
+    if (target === undefined || !used.has(target)) await rm(link, { force: true });
   }
 }
 
@@ -221,9 +230,10 @@ async function pruneBatchRoots(gcroots: string): Promise<void> {
  * `drvPath`), in ONE `nix-build` (its derivations built in parallel) instead of one per host: a
  * fleet saves a Nix process per host. The GC roots are the ones that nix-build registers, in
  * `<stateDir>/gcroots/bundles/` (`<batch>`, `<batch>-2` …); each host's `<stateDir>/gcroots/<host>-bundle`
- * is a plain link to its bundle beside them (a later nix-build of the host alone replaces it with
- * a root of its own), and batch roots of bundles no host links to any more are deleted. One
- * request is {@link buildBundle}.
+ * is a link into the store beside them (a root too where nix-build once made it, since Nix roots
+ * that path; a later nix-build of the host alone takes it over), and batch roots of bundles no
+ * host links to any more are deleted once older than {@link BATCH_ROOT_MIN_AGE_MS}. One request is
+ * {@link buildBundle}.
  * @throws TypeError when a request has no `drvPath` or they differ in `stateDir`, `env` or
  *   `nixArguments`; PideployError `PIDEPLOY_BUNDLE_FAILED` when Nix cannot build them (build the
  *   hosts one at a time to see which one fails).
@@ -248,9 +258,9 @@ export async function buildBundles(requests: readonly BuildBundleRequest[], cont
     'nix-build',
     ...NO_SEARCH_PATH_ARGUMENTS,
     ...(first.nixArguments ?? []),
-    // As many builds at once as separate nix-build processes would run.
-    '--max-jobs',
-    String(requests.length),
+    // As many builds at once as separate nix-build processes would run, unless the build mode
+    // decides (builders mode: --max-jobs 0, nothing built here).
+    ...(first.nixArguments?.some((argument) => argument === '--max-jobs' || argument === '-j') === true ? [] : ['--max-jobs', String(requests.length)]),
     ...(batchLink === undefined ? ['--no-out-link'] : ['--out-link', batchLink]),
     ...drvPaths,
   ];

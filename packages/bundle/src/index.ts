@@ -21,6 +21,7 @@ export {
   type NixPathScan,
 } from './imports.js';
 export {
+  BATCH_ROOT_MIN_AGE_MS,
   buildBundle,
   buildBundles,
   bundleBatchKey,
