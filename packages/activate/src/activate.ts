@@ -93,7 +93,9 @@ export interface ActivateSystemInput extends ActivationTarget {
   /**
    * What the host runs, read by the caller earlier in the same deployment with
    * {@link readHostSystems} (a deployment does it while the system builds): the activation then
-   * starts without reading it again. Default: read it first (one round trip).
+   * starts without reading it again. It is trusted as read: the "already runs it" skip and the
+   * rollback warning use it (the worker itself reads what runs when it starts, so a rollback is
+   * always to the real previous system). Default: read it first (one round trip).
    */
   readonly hostSystems?: HostSystems | undefined;
   /**
@@ -261,6 +263,13 @@ function printedState(stdout: string): ActivationState | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** What `activate confirm|abort` said before the state file they print (all of it from an older script). */
+export function withoutPrintedState(stdout: string): string {
+  const lines = stdout.split('\n');
+  const marker = lines.lastIndexOf(STATE_OUTPUT_MARKER);
+  return marker < 0 ? stdout : lines.slice(0, marker).join('\n');
 }
 
 /** The state file `activate confirm|abort` print after their marker line (undefined: none, e.g. an older script). */
@@ -486,7 +495,7 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
       healthCheckFailed = problem !== undefined;
       if (problem === undefined) {
         const confirm = await confirmSudo.exec([script, 'confirm', deployId], { signal });
-        if (confirm.exitCode !== 0) problem = `the confirmation was refused: ${tailLines(confirm.stdout + confirm.stderr, 1)}`;
+        if (confirm.exitCode !== 0) problem = `the confirmation was refused: ${tailLines(withoutPrintedState(confirm.stdout) + confirm.stderr, 1)}`;
         else confirmedState = printedState(confirm.stdout);
       }
     } catch (error) {

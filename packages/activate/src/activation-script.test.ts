@@ -1,9 +1,10 @@
 import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { activateArguments, canRollBack, newDeployId, parseActivationState, renderActivationScript, stateCanRollBack, DEPLOY_ID_PATTERN, isFinalActivationState } from './activation-script.js';
+import { stateFromDecisionOutput, withoutPrintedState } from './activate.js';
 
 describe('renderActivationScript', () => {
   it('is valid POSIX sh (dash -n) and carries the protocol marker', () => {
@@ -83,6 +84,22 @@ second line'; save_state >/dev/null`);
     expect(existsSync(called)).toBe(false);
     expect(rootUnder('dash', path.join(tools, 'no-proc'))).toBe('yes');
     expect(existsSync(called)).toBe(true);
+  });
+
+  it('a refused confirmation (the deployment already rolled back) says why, then prints the state file: the deployer reads both from that one output', () => {
+    const stateDir = mkdtempSync(path.join(os.tmpdir(), 'pideploy-state-'));
+    // The uid check reads the kernel's view: a stand-in /proc says root, whoever runs the test.
+    const proc = mkdtempSync(path.join(os.tmpdir(), 'pideploy-proc-'));
+    mkdirSync(path.join(proc, 'self'));
+    writeFileSync(path.join(proc, 'self', 'status'), 'Name:\tsh\nUid:\t0\t0\t0\t0\n');
+    probe(`state_dir=${stateDir}; st_id=d3; st_state=failed-rolled-back; st_action=switch; st_toplevel=/nix/store/t; st_message='switch-to-configuration switch exited 1; rolled back'; save_state >/dev/null`);
+    const output = probe(`state_dir=${stateDir}; proc_dir=${proc}; cmd_decide confirmed d3; echo "status $?"`);
+    expect(output.trim().split('\n').at(-1)).toBe('status 1');
+    const printed = output.slice(0, output.lastIndexOf('status 1'));
+    expect(stateFromDecisionOutput(printed)).toEqual(parseActivationState(readFileSync(path.join(stateDir, 'd3.state'), 'utf8')));
+    const said = withoutPrintedState(printed).trim();
+    expect(said).toContain('failed-rolled-back (switch-to-configuration switch exited 1; rolled back)');
+    expect(said).not.toContain('deadline=');
   });
 
   it('read_generation sets the system profile\'s generation number with one readlink ("" without a profile)', () => {
