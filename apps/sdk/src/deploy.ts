@@ -224,7 +224,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
       });
       // What the host runs is read while the system builds, its closure over the serve connection
       // (no nix process on the host): the diff and the activation's start then wait for nothing on the host.
-      const hostSystems = serve === undefined ? undefined : readHostSystems(session as SshSession, hostSignal);
+      const hostSystems = request.dryRun === true ? undefined : readHostSystems(session as SshSession, hostSignal);
       const runningClosure = serve === undefined || hostSystems === undefined ? undefined : runningClosureOverServe(hostSystems, serve);
       hostSystems?.catch(() => undefined);
       runningClosure?.catch(() => undefined);

@@ -210,14 +210,16 @@ export const BATCH_ROOT_MIN_AGE_MS = 10 * 60 * 1000;
  * only roots older than {@link BATCH_ROOT_MIN_AGE_MS}.
  */
 async function pruneBatchRoots(gcroots: string): Promise<void> {
+  const batchDirectory = path.join(gcroots, BATCH_ROOTS_DIRECTORY);
+  const batchRoots = await readdir(batchDirectory).catch(() => [] as string[]);
+  if (batchRoots.length === 0) return;
   const names = await readdir(gcroots).catch(() => [] as string[]);
   const used = new Set<string>();
   for (const name of names.filter((entry) => entry.endsWith('-bundle'))) {
     const target = await readlink(path.join(gcroots, name)).catch(() => undefined);
     if (target !== undefined) used.add(target);
   }
-  const batchDirectory = path.join(gcroots, BATCH_ROOTS_DIRECTORY);
-  for (const entry of await readdir(batchDirectory).catch(() => [] as string[])) {
+  for (const entry of batchRoots) {
     const link = path.join(batchDirectory, entry);
     const [target, stat] = await Promise.all([readlink(link).catch(() => undefined), lstat(link).catch(() => undefined)]);
     if (stat === undefined || Date.now() - stat.mtimeMs < BATCH_ROOT_MIN_AGE_MS) continue;

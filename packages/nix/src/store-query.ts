@@ -153,6 +153,8 @@ export function createClosureQuery(options: StoreQueryOptions = {}): ClosureQuer
    * the same moment), learnt together: one nix process for all of them. Undefined once started.
    */
   let batch: { readonly paths: Set<string>; callers: number; readonly learnt: Promise<void> } | undefined;
+  /** Callers of a refused batch asking again alone, in turn. */
+  let retries: Promise<void> = Promise.resolve();
   const learnTogether = async (paths: readonly string[]): Promise<void> => {
     if (batch === undefined) {
       const next = { paths: new Set<string>(), callers: 0, learnt: Promise.resolve() };
@@ -171,8 +173,13 @@ export function createClosureQuery(options: StoreQueryOptions = {}): ClosureQuer
     } catch (error) {
       // One path Nix refuses fails the whole batch: then each caller asks alone, for its own error.
       if (joined.callers === 1) throw error;
-      while (running.size > 0) await Promise.allSettled([...running]);
-      await learnClosures(paths);
+      // One after another: the first to succeed teaches the others the shared closure.
+      const alone = retries.then(async () => {
+        while (running.size > 0) await Promise.allSettled([...running]);
+        await learnClosures(paths);
+      });
+      retries = alone.catch(() => undefined);
+      await alone;
     }
   };
 
