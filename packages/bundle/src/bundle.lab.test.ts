@@ -69,6 +69,26 @@ describeLab('bundles against real nix and a lab host', () => {
     expect(run(['nix-build', '--no-out-link', printed], { NIX_PATH: '' })).toBe(bundle.outPath);
   });
 
+  it('builds an emulated bundle on this machine, not under qemu, with the target\'s shell in bin/activate; builders mode keeps it on the target', async () => {
+    const here = JSON.parse(run(['nix-instantiate', '--eval', '-E', 'builtins.currentSystem'])) as string;
+    expect(here).not.toBe('aarch64-linux');
+    const systemOf = (drv: string) => (JSON.parse(run(['nix', 'show-derivation', drv])) as Record<string, { system: string }>)[drv]!.system;
+    const toplevelShell = readFileSync(path.join(run(['nix-store', '-q', '--outputs', drvPath]), 'bin/switch-to-configuration'), 'utf8').split('\n')[0];
+    const local = await buildBundle({ ...request, host: 'pi-local', buildPlatform: here, toplevel: { drvPath }, env: nixEnv });
+    const localDrv = run(['nix-store', '-q', '--deriver', local.outPath]);
+    expect(systemOf(localDrv)).toBe(here);
+    // The script still runs on the Pi: its interpreter is the target's shell (the toplevel's).
+    expect(readFileSync(path.join(local.outPath, 'bin/activate'), 'utf8').split('\n')[0]).toBe(toplevelShell);
+    expect(toplevelShell).toMatch(/aarch64/u);
+    // Without a build platform (the library's default) and in builders mode, the builder is the target's.
+    const [targetDrv, buildersDrv] = await instantiateBundles(
+      [await planBundle({ ...request, host: 'pi-target' }), await planBundle({ ...request, host: 'pi-builders', buildMode: 'builders', buildPlatform: here })].map((plan) => ({ plan, toplevel: { drvPath } })),
+      undefined,
+      nixEnv,
+    );
+    expect([systemOf(targetDrv!), systemOf(buildersDrv!)]).toEqual(['aarch64-linux', 'aarch64-linux']);
+  });
+
   it('evaluates several hosts\' bundles in one nix-instantiate and builds them in one nix-build: the same derivations as each host\'s own expression', async () => {
     write('hosts/pi3.nix', '{ ... }: { imports = [ ../modules/hw.nix ]; networking.hostName = "pi3"; }\n');
     const hosts = [

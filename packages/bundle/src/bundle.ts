@@ -22,7 +22,7 @@ export interface BundleRequest {
   /** Target system (`aarch64-linux`). */
   readonly system: string;
   readonly buildMode: BundleBuildMode;
-  /** `cross`: this machine's system. */
+  /** This machine's system: cross mode's build platform, and where an emulated bundle's builder runs (see `bundleBuilderSystem`). */
   readonly buildPlatform?: string | undefined;
   /** Absolute path of pins.nix. */
   readonly pinsFile: string;

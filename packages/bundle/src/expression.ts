@@ -46,7 +46,7 @@ export interface BundleExpressionInput {
   readonly pinsFile: string;
   /** Attribute of pins.nix holding nixpkgs (default `nixpkgs`). */
   readonly pinName?: string | undefined;
-  /** `cross`: the bundle derivation is built with the cross package set (build → host). */
+  /** This machine's system. `cross`: the cross package set's build platform; `emulated`: where the bundle's builder runs (see {@link bundleBuilderSystem}). */
   readonly buildPlatform?: string | undefined;
   /**
    * Nix text evaluating to the toplevel derivation: the build stage's expression (self-contained,
@@ -111,12 +111,25 @@ function packageSetArguments(input: BundleExpressionInput): string {
     : `{ system = ${nixString(input.manifest.system)}; }`;
 }
 
-/** let-bindings of the pinned package set: `pins`, `nixpkgs`, `pkgs` (indented for a let). */
+/**
+ * The system the bundle's builder runs on, when it is not the target's: in emulated mode, this
+ * machine's (the bundle only writes text and links, so nothing of it needs the target's CPU, and
+ * under qemu every process of a builder is slow: with real nixpkgs, bash sourcing stdenv's setup).
+ * Cross mode's package set already builds on this machine; builders mode builds nothing here.
+ */
+export function bundleBuilderSystem(input: Pick<BundleExpressionInput, 'buildPlatform' | 'manifest'>): string | undefined {
+  const { buildPlatform, manifest } = input;
+  return manifest.buildMode === 'emulated' && buildPlatform !== undefined && buildPlatform !== manifest.system ? buildPlatform : undefined;
+}
+
+/** let-bindings of the pinned package set: `pins`, `nixpkgs`, `pkgs`, and `buildPkgs` when the builder runs elsewhere (indented for a let). */
 function packageSetBindings(input: BundleExpressionInput): string[] {
+  const builderSystem = bundleBuilderSystem(input);
   return [
     `  pins = import ${nixPath(input.pinsFile)};`,
     `  nixpkgs = pins.${nixAttributeName(input.pinName ?? input.manifest.pin.name)};`,
     `  pkgs = import nixpkgs ${packageSetArguments(input)};`,
+    ...(builderSystem === undefined ? [] : [`  buildPkgs = import nixpkgs { system = ${nixString(builderSystem)}; };`]),
   ];
 }
 
@@ -125,7 +138,7 @@ function packageSetBindings(input: BundleExpressionInput): string[] {
  * build platform) can be evaluated together, sharing one `pkgs`: this key says which (pure).
  */
 export function bundlePackageSetKey(input: BundleExpressionInput): string {
-  return JSON.stringify([input.pinsFile, input.pinName ?? input.manifest.pin.name, packageSetArguments(input)]);
+  return JSON.stringify([input.pinsFile, input.pinName ?? input.manifest.pin.name, packageSetArguments(input), bundleBuilderSystem(input) ?? null]);
 }
 
 /**
@@ -165,11 +178,11 @@ function bundleParts(input: BundleExpressionInput, activateTemplate?: string): {
       `  configurationWrapper = ${nixString(wrapper)};`,
     ],
     derivation: [
-      // The builder runs on the target platform (under emulation when building for a Pi on a PC),
-      // where every process is slow: the texts are written by the shell's own printf, and the
-      // configuration is copied last (no name clashes: configurationEntry refuses them), so five
-      // processes build it.
-      `pkgs.runCommand ${nixString(`pideploy-bundle-${manifest.host}`)} {`,
+      // The builder runs on this machine in emulated and cross mode (bundleBuilderSystem), on the
+      // target only for remote builders. Few processes wherever it runs: the texts are written by
+      // the shell's own printf, and the configuration is copied last (no name clashes:
+      // configurationEntry refuses them), so five processes build it.
+      `${bundleBuilderSystem(input) === undefined ? 'pkgs' : 'buildPkgs'}.runCommand ${nixString(`pideploy-bundle-${manifest.host}`)} {`,
       '  inherit manifest activate configurationWrapper;',
       '  preferLocalBuild = true;',
       '  allowSubstitutes = false;',

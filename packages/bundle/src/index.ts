@@ -1,6 +1,7 @@
 export { ACTIVATE_SCRIPT_TEMPLATE, CURRENT_CONFIGURATION_ROOT, SYSTEM_PROFILE } from './activate-script.js';
 export {
   BUNDLE_RESERVED_NAMES,
+  bundleBuilderSystem,
   bundlePackageSetKey,
   configurationEntry,
   nixValue,
