@@ -3,9 +3,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createBaseContext, createCollectingReporter, type DeployEvent } from '@pideploy/core';
-import { queryClosurePathInfos } from '@pideploy/nix';
+import { formatHash, parseHash, queryClosurePathInfos } from '@pideploy/nix';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { copyClosure } from './copy-closure.js';
+import { copyClosure, openServeConnection } from './copy-closure.js';
+import { queryValidPaths } from './query-valid-paths.js';
 import type { RemoteSpawner, ServeProcess } from './remote-serve.js';
 import { describeNix, LOCAL_NIX_ENV, localSpawner } from './test-support/local-serve.js';
 import { vectorsDir } from './test-support/vectors.js';
@@ -110,6 +111,39 @@ describeNix('copyClosure into a real nix-store --serve --write (local chroot sto
     expect(validIn(store, [dep, big])).toEqual([true, true]);
     expect(events.some((event) => event.type === 'copy-progress')).toBe(true);
   }, 120_000);
+
+  it('answers queries over the same serve connection: valid paths read-only, then a running closure before the copy', async () => {
+    const store = path.join(work, 'store-query');
+    const session = localSpawner();
+    const closure = await queryClosurePathInfos([demo], { env: LOCAL_NIX_ENV });
+    const dep = closure.find((info) => info.path !== demo)?.path as string;
+    const none = '/nix/store/00000000000000000000000000000000-not-there';
+    expect(await queryValidPaths(session, [demo, dep, none], { host: 'local', remoteStore: store })).toEqual([]);
+    await copyClosure({ host: 'local', session, paths: [dep], remoteStore: store, localNixEnv: LOCAL_NIX_ENV }, createBaseContext());
+    // Read-only: no --write (the login user may run it without sudo).
+    expect((await queryValidPaths(session, [demo, dep, none], { host: 'local', remoteStore: store })).sort()).toEqual([dep]);
+    expect(session.commands.filter((command) => !command.includes('--write'))).toEqual([
+      ['nix-store', '--serve', '--store', store],
+      ['nix-store', '--serve', '--store', store],
+    ]);
+
+    // An opened connection answers what the target has (its registration) and then copies the rest.
+    const connection = await openServeConnection({ host: 'local', session, remoteStore: store }, createBaseContext());
+    expect(connection.serverVersion).toBeGreaterThanOrEqual(0x200);
+    const running = await connection.queryClosure([dep]);
+    const localDep = closure.find((info) => info.path === dep);
+    const hex = (hash: string | undefined) => formatHash(parseHash(hash ?? '', { expectedAlgorithm: 'sha256' }).digest, 'hex');
+    expect(running.map((info) => [info.path, hex(info.narHash), info.narSize])).toEqual([[dep, hex(localDep?.narHash), localDep?.narSize]]);
+    const copied = await copyClosure({ host: 'local', session, paths: [demo], remoteStore: store, localNixEnv: LOCAL_NIX_ENV, connection }, createBaseContext());
+    expect(copied).toMatchObject({ pathsSent: [demo], pathsPresent: [dep] });
+    expect(connection.isOpen).toBe(false);
+  });
+
+  it('classifies a missing remote nix-store for a read-only query', async () => {
+    await expect(
+      queryValidPaths(localSpawner({ ...LOCAL_NIX_ENV, PATH: '/nonexistent' }), [demo], { host: 'local', remoteProgram: 'nix-store-that-is-not-there' }),
+    ).rejects.toMatchObject({ code: expect.stringMatching(/^PIDEPLOY_(REMOTE_NIX_MISSING|COPY_FAILED)$/u) });
+  });
 
   it('reports a path missing from the local store before connecting', async () => {
     const session = localSpawner();

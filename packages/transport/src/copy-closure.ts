@@ -94,7 +94,7 @@ export async function copyClosure(input: CopyClosureInput, context: PideployCont
   }
   // A connection opened earlier (openServeConnection, e.g. while proving the sudo password) is
   // greeted already; a new one sends its hello together with the query: one round trip either way.
-  const connection = input.connection ?? (await startServeConnection(input, context));
+  const connection = input.connection ?? (await startServeConnection(input, context.signal));
   const state = stateOf(connection);
   const { remote, reader, watch } = state;
   try {
@@ -117,14 +117,7 @@ export async function copyClosure(input: CopyClosureInput, context: PideployCont
     watch.phase = 'send';
     watch.pathsToSend = plan.toSend.length;
     await watch.guard(sendPaths(plan, remote, reader, watch, input.host, context));
-    watch.phase = 'finish';
-    remote.stdin.end();
-    // Read stdout to its end: an SSH channel only closes (and reports its exit) once it is consumed.
-    const trailing = await watch.guard(reader.readToEnd(), true);
-    if (trailing.length > 0) throw serveProtocolError(`${input.host} sent ${trailing.length} unexpected bytes after the copy`);
-    const exit = await watch.guard(remote.exit, true);
-    if (exit.exitCode !== 0) throw watch.failure(exit.exitCode);
-    watch.done = true;
+    await finishServe(state, input.host, 'the copy');
     const durationMs = Math.round(performance.now() - startedAt);
     context.reporter.emit({ type: 'copy-end', host: input.host, pathsSent: plan.toSend.length, bytesSent: plan.bytesToSend, durationMs });
     return {
@@ -150,6 +143,11 @@ export interface OpenServeConnectionInput extends RemoteNixOptions {
   readonly access?: StoreAccess | undefined;
   /** How long to wait for the server's hello ({@link DEFAULT_HELLO_TIMEOUT_MS}). */
   readonly helloTimeoutMs?: number | undefined;
+  /**
+   * `false`: a read-only `nix-store --serve` (queries only; the login user may run it without
+   * sudo, e.g. with `access` left `direct`). Default true (`--write`, for {@link copyClosure}).
+   */
+  readonly write?: boolean | undefined;
 }
 
 /**
@@ -171,7 +169,7 @@ export interface ServeConnection {
   close(): void;
 }
 
-interface ServeConnectionState {
+export interface ServeConnectionState {
   readonly remote: ServeProcess;
   readonly reader: ServeReader;
   readonly watch: ServeWatch;
@@ -184,7 +182,8 @@ interface ServeConnectionState {
 /** The streams behind each open connection (kept out of the public type). */
 const connectionStates = new WeakMap<ServeConnection, ServeConnectionState>();
 
-function stateOf(connection: ServeConnection): ServeConnectionState {
+/** The streams of a connection from {@link startServeConnection} (internal to this package). */
+export function stateOf(connection: ServeConnection): ServeConnectionState {
   const state = connectionStates.get(connection);
   if (state === undefined) throw new TypeError('not a connection from openServeConnection');
   return state;
@@ -200,7 +199,7 @@ function stateOf(connection: ServeConnection): ServeConnectionState {
  */
 export async function openServeConnection(input: OpenServeConnectionInput, context: PideployContext): Promise<ServeConnection> {
   throwIfAborted(context.signal, input.host);
-  const connection = await startServeConnection(input, context);
+  const connection = await startServeConnection(input, context.signal);
   const state = stateOf(connection);
   try {
     await state.watch.guard(state.greeted);
@@ -216,11 +215,15 @@ export async function openServeConnection(input: OpenServeConnectionInput, conte
 /** How long {@link openServeConnection} waits for the server's hello by default. */
 export const DEFAULT_HELLO_TIMEOUT_MS = 30_000;
 
-/** Spawns the serve process and sends the client hello; the server's hello is read in the background. */
-async function startServeConnection(input: OpenServeConnectionInput, context: PideployContext): Promise<ServeConnection> {
-  const argv = serveCommand({ remoteProgram: input.remoteProgram, remoteStore: input.remoteStore });
-  const remote = await storeSpawner(input.session, input.access ?? { mode: 'direct' }).spawn(argv, { signal: context.signal });
-  const watch = watchServeProcess(remote, input.host, context.signal);
+/**
+ * Spawns the serve process and sends the client hello; the server's hello is read in the
+ * background (`greeted`). Internal to this package: {@link copyClosure} and `queryValidPaths`
+ * write their first query right behind the hello (one round trip).
+ */
+export async function startServeConnection(input: OpenServeConnectionInput, signal: AbortSignal): Promise<ServeConnection> {
+  const argv = serveCommand({ remoteProgram: input.remoteProgram, remoteStore: input.remoteStore }, input.write ?? true);
+  const remote = await storeSpawner(input.session, input.access ?? { mode: 'direct' }).spawn(argv, { signal });
+  const watch = watchServeProcess(remote, input.host, signal, argv);
   const reader = new ServeReader(remote.stdout);
   watch.phase = 'connect';
   remote.stdin.write(encodeClientHello());
@@ -381,6 +384,21 @@ class BatchedWriter {
   }
 }
 
+/**
+ * Ends a serve session cleanly: EOF to the server, its stdout read to the end (an SSH channel only
+ * closes, and reports its exit, once consumed), nothing unexpected after `after`, exit 0.
+ */
+export async function finishServe(state: ServeConnectionState, host: string, after: string): Promise<void> {
+  const { remote, reader, watch } = state;
+  watch.phase = 'finish';
+  remote.stdin.end();
+  const trailing = await watch.guard(reader.readToEnd(), true);
+  if (trailing.length > 0) throw serveProtocolError(`${host} sent ${trailing.length} unexpected bytes after ${after}`);
+  const exit = await watch.guard(remote.exit, true);
+  if (exit.exitCode !== 0) throw watch.failure(exit.exitCode);
+  watch.done = true;
+}
+
 function throwIfAborted(signal: AbortSignal, host: string): void {
   if (signal.aborted) {
     throw new PideployError({
@@ -392,7 +410,7 @@ function throwIfAborted(signal: AbortSignal, host: string): void {
   }
 }
 
-interface ServeWatch {
+export interface ServeWatch {
   phase: ServeFailurePhase;
   path: string | undefined;
   pathsCopied: number;
@@ -411,7 +429,7 @@ interface ServeWatch {
 }
 
 /** Watches stderr and exit of the serve process and turns failures into classified errors. */
-function watchServeProcess(remote: ServeProcess, host: string, signal: AbortSignal): ServeWatch {
+function watchServeProcess(remote: ServeProcess, host: string, signal: AbortSignal, command: readonly string[]): ServeWatch {
   let stderr = '';
   let rejectFailed: (error: unknown) => void = () => undefined;
   let hasFailed = false;
@@ -453,6 +471,7 @@ function watchServeProcess(remote: ServeProcess, host: string, signal: AbortSign
         path: watch.path,
         pathsCopied: watch.pathsCopied,
         pathsToSend: watch.pathsToSend,
+        command,
       });
     },
     stderr: () => stderr.trim(),

@@ -52,9 +52,12 @@ export interface RemoteNixOptions {
   readonly remoteStore?: string | undefined;
 }
 
-/** The remote argv of the serve process (the spawner of {@link storeSpawner} adds sudo). */
-export function serveCommand(options: RemoteNixOptions = {}): readonly string[] {
-  return [options.remoteProgram ?? 'nix-store', '--serve', '--write', ...(options.remoteStore === undefined ? [] : ['--store', options.remoteStore])];
+/**
+ * The remote argv of the serve process (the spawner of {@link storeSpawner} adds sudo); `write:
+ * false` gives a read-only server (queries only, which the login user may run without sudo).
+ */
+export function serveCommand(options: RemoteNixOptions = {}, write = true): readonly string[] {
+  return [options.remoteProgram ?? 'nix-store', '--serve', ...(write ? ['--write'] : []), ...(options.remoteStore === undefined ? [] : ['--store', options.remoteStore])];
 }
 
 /** What was going on when the serve process failed. */
@@ -75,6 +78,8 @@ export interface ServeFailure {
   readonly pathsCopied?: number | undefined;
   /** Paths the copy had to send. */
   readonly pathsToSend?: number | undefined;
+  /** The remote command, for the error's record (default {@link serveCommand}'s). */
+  readonly command?: readonly string[] | undefined;
 }
 
 const RERUN_HINT = 'nothing half-copied is registered on the target; run the same command again and it sends only what is still missing';
@@ -128,7 +133,7 @@ export function classifyServeFailure(failure: ServeFailure): PideployError {
   const { host, stderr } = failure;
   const progress =
     failure.pathsToSend !== undefined ? ` (${failure.pathsCopied ?? 0} of ${failure.pathsToSend} paths copied)` : '';
-  const make = remoteFailureMaker(['nix-store', '--serve', '--write'], failure.exitCode, stderr);
+  const make = remoteFailureMaker(failure.command ?? serveCommand(), failure.exitCode, stderr);
   const sudo = classifySudoFailure(host, stderr, 'nothing was copied');
   if (sudo !== undefined) return make(sudo.code, sudo.message, sudo.hint);
   if (/lacks a valid signature/u.test(stderr)) {
