@@ -1,3 +1,4 @@
+import path from 'node:path';
 import { PideployError, shellQuote } from '@pideploy/core';
 
 /**
@@ -147,10 +148,22 @@ trusted-users = ${settings.trusted ? 'root @wheel' : 'root'}
 
 /**
  * Where sudo logs the deploy user's commands inside a lab host (root's home, outside the store):
- * one line per command run through sudo (`COMMAND=…`, `COMMAND=validate` for `sudo -v`) and per
- * refused password, so tests count what a deployment asked of sudo.
+ * one line per command run through sudo (`COMMAND=…`) and per refused password, so tests count
+ * what a deployment asked of sudo. A successful `sudo -v` runs no command and logs nothing here:
+ * {@link LAB_SUDO_PASSWORD_CHECK_LOG} shows it.
  */
 export const LAB_SUDO_LOG = '/root/sudo.log';
+
+/**
+ * One line per password check sudo asks PAM for inside a lab host (a `pam_exec` hook first in
+ * `/etc/pam.d/sudo`'s auth stack, so refused passwords count too): the user, then sudo's own argv
+ * (never the password: sudo reads it from stdin). Tests count how often a deployment made the host
+ * check (hash) the password, `sudo -v` included.
+ */
+export const LAB_SUDO_PASSWORD_CHECK_LOG = '/root/sudo-password-checks.log';
+
+/** The `pam_exec` hook that appends to {@link LAB_SUDO_PASSWORD_CHECK_LOG} (root-only, outside the store). */
+export const LAB_SUDO_PASSWORD_CHECK_HOOK = '/etc/pideploy-lab/sudo-password-check';
 
 /** The deploy user's sudoers drop-in. */
 export function renderSudoers(settings: LabHostSettings): string {
@@ -202,6 +215,16 @@ install -d -m 755 /etc/sudoers.d
 install -m 440 /dev/stdin /etc/sudoers.d/pideploy-lab <<'SUDOERS'
 ${renderSudoers(settings)}SUDOERS
 visudo -cq -f /etc/sudoers.d/pideploy-lab
+install -d -m 755 ${q(path.posix.dirname(LAB_SUDO_PASSWORD_CHECK_HOOK))}
+install -m 755 /dev/stdin ${q(LAB_SUDO_PASSWORD_CHECK_HOOK)} <<'HOOK'
+#!/bin/sh
+# written by pideploy lab: pam_exec (auth) runs this for every password check of sudo; $PPID is sudo
+[ "$PAM_TYPE" = auth ] || exit 0
+{ printf '%s ' "$PAM_USER"; /usr/bin/tr '\\000' ' ' </proc/$PPID/cmdline; echo; } >>${q(LAB_SUDO_PASSWORD_CHECK_LOG)}
+exit 0
+HOOK
+# seteuid: run the hook as root (sudo's effective uid), not as the calling user
+grep -q pideploy-lab /etc/pam.d/sudo || sed -i -e '1a # pideploy-lab: log each password check' -e '1a auth optional pam_exec.so quiet seteuid ${LAB_SUDO_PASSWORD_CHECK_HOOK}' /etc/pam.d/sudo
 install -d -m 700 -o ${user} -g ${user} /home/${user}/.ssh
 install -m 600 -o ${user} -g ${user} ${q(paths.clientPublicKey)} /home/${user}/.ssh/authorized_keys
 install -d -m 700 /root/.ssh

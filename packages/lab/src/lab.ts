@@ -9,6 +9,7 @@ import {
   LAB_DEPLOY_USER,
   LAB_MAX_HOSTS,
   LAB_SUDO_LOG,
+  LAB_SUDO_PASSWORD_CHECK_LOG,
   LAB_SUDO_PASSWORD,
   labHostIndex,
   planLabHost,
@@ -104,6 +105,8 @@ export interface LabHostStatus {
   readonly sshdLog: string;
   /** sudo's log of the deploy user's commands (see `LAB_SUDO_LOG`), seen from this machine. */
   readonly sudoLog: string;
+  /** One line per password check of sudo (see `LAB_SUDO_PASSWORD_CHECK_LOG`), seen from this machine. */
+  readonly sudoPasswordChecks: string;
   readonly nixDaemonLog: string;
   /** The host's own nix store, seen from this machine. */
   readonly storeDir: string;
@@ -414,6 +417,7 @@ export async function labStatus(options: LabOptions = {}): Promise<LabStatus> {
         running: isLabHostRunning(hostLayout),
         sshdLog: hostLayout.sshdLog,
         sudoLog: path.join(hostLayout.rootHome, LAB_SUDO_LOG.slice('/root/'.length)),
+        sudoPasswordChecks: path.join(hostLayout.rootHome, LAB_SUDO_PASSWORD_CHECK_LOG.slice('/root/'.length)),
         nixDaemonLog: path.join(hostLayout.root, 'nix-daemon.log'),
         storeDir: path.join(hostLayout.nix, 'store'),
         netns: plan.netns,

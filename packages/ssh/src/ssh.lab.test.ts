@@ -7,7 +7,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { createBaseContext, createCollectingReporter, PideployError } from '@pideploy/core';
 import { LAB_SUDO_PASSWORD, labDown, labStatus, labUp, type LabHostStatus, type LabStatus } from '@pideploy/lab';
-import { describeLab, sudoLogFrom } from '@pideploy/lab/testing';
+import { describeLab, sudoLogFrom, sudoPasswordChecksFrom } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { connectSsh, type ConnectSshOptions } from './session.js';
 import { sshFingerprint } from './known-hosts.js';
@@ -183,6 +183,7 @@ describeLab('@pideploy/ssh against lab hosts (real sshd, sudo with use_pty)', ()
 
   it('asks the sudo password once for many sudo commands; three wrong ones fail clearly', async () => {
     const asked: number[] = [];
+    const passwordChecks = sudoPasswordChecksFrom(pi1);
     {
       await using session = await connectSsh('pi1', base, context);
       const sudo = await capture(() => session.sudo({ passwordProvider: async ({ attempt }) => (asked.push(attempt), LAB_SUDO_PASSWORD) }));
@@ -191,6 +192,8 @@ describeLab('@pideploy/ssh against lab hosts (real sshd, sudo with use_pty)', ()
       expect(await session.sudo()).toBe(sudo);
     }
     expect(asked).toEqual([1]);
+    // Without a command to prove it, the password is checked by sudo -v; every command checks it again (-k).
+    expect(passwordChecks()).toEqual(['deploy sudo -k -S -p  -v', ...Array.from({ length: 4 }, () => 'deploy sudo -k -S -p  -- whoami')]);
 
     const wrongAsked: number[] = [];
     await using session = await connectSsh('pi1', base, context);
@@ -210,6 +213,7 @@ describeLab('@pideploy/ssh against lab hosts (real sshd, sudo with use_pty)', ()
 
   it('proves each password with the caller’s first root command instead of sudo -v, asking again after a refusal', async () => {
     const sudoRan = sudoLogFrom(pi1);
+    const passwordChecks = sudoPasswordChecksFrom(pi1);
     const asked: number[] = [];
     const proofs: string[] = [];
     await using session = await connectSsh('pi1', base, context);
@@ -230,7 +234,11 @@ describeLab('@pideploy/ssh against lab hosts (real sshd, sudo with use_pty)', ()
     expect(proofs[1]).toBe('proven-as-0');
     // sudo's own log: the probe, the refused try, the proof; no separate validation.
     const logged = sudoRan();
-    expect(logged.some((line) => line.includes('COMMAND=validate'))).toBe(false);
+    // Every password check came from the proving command (the refused one checks twice: sudo asks
+    // again and finds stdin at its end): no sudo -v.
+    const checks = passwordChecks();
+    expect(checks.length).toBeGreaterThanOrEqual(2);
+    expect(checks.filter((line) => !/^deploy sudo -k -S -p {2}-- sh -c echo proven-as/u.test(line))).toEqual([]);
     expect(logged.filter((line) => /COMMAND=\S*sh -c 'echo proven-as/u.test(line))).toHaveLength(2);
     expect(logged.filter((line) => line.includes('incorrect password attempt'))).toHaveLength(1);
     // Any other failure of the proof ends createSudo with it, without asking again.

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { createBaseContext, createCollectingReporter, PideployError, type DeployEvent } from '@pideploy/core';
 import { LAB_SUDO_PASSWORD, labCutSshSessions, labDown, labExec, labShapeLink, labStatus, labUp, type LabHostStatus, type LabStatus } from '@pideploy/lab';
-import { describeLab, sudoCommandsOf, sudoLogFrom } from '@pideploy/lab/testing';
+import { describeLab, sudoCommandsOf, sudoLogFrom, sudoPasswordChecksFrom } from '@pideploy/lab/testing';
 import { formatHash, parseHash, queryClosurePathInfos } from '@pideploy/nix';
 import { connectSsh, createSudo, type CreateSudoOptions, type SshSession } from '@pideploy/ssh';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -141,6 +141,7 @@ describeLab('@pideploy/transport: copy closures to lab hosts over one SSH connec
   it('a serve connection opened ahead proves the sudo password (no sudo -v), waits, and carries the copy later', async () => {
     await forget(pi2, smallClosure);
     const sudoRan = sudoLogFrom(pi2);
+    const passwordChecks = sudoPasswordChecksFrom(pi2);
     const before = logins(pi2);
     const reporter = createCollectingReporter();
     const context = createBaseContext({ reporter });
@@ -164,11 +165,14 @@ describeLab('@pideploy/transport: copy closures to lab hosts over one SSH connec
     expect(await validOn(pi2, smallClosure)).toEqual(smallClosure.map(() => true));
     await settle();
     expect(logins(pi2) - before).toBe(1);
-    // sudo's log: the serve command that carried the copy and nothing else run as root (no
-    // validation; the refused try is not logged, as the channel was closed at sudo's "try again").
+    // sudo's log: the serve command that carried the copy and nothing else run as root (the
+    // refused try is not logged, as the channel was closed at sudo's "try again"); every password
+    // check came from a serve command (no sudo -v).
     const logged = sudoRan();
-    expect(logged.filter((line) => line.includes('COMMAND=validate'))).toEqual([]);
     expect(sudoCommandsOf(logged)).toEqual(['/usr/bin/nix-store --serve --write']);
+    const checks = passwordChecks();
+    expect(checks.length).toBeGreaterThanOrEqual(2);
+    expect(checks.filter((line) => line !== 'deploy sudo -k -S -p  -- nix-store --serve --write')).toEqual([]);
     // A wrong password given up front: the connection fails to open with the sudo error, nothing runs.
     await using other = await connect('pi2');
     const wrong = await createSudo(other, { assumeMode: 'password', password: 'not-the-password' });

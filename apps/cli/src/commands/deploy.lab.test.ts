@@ -6,7 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { LAB_SUDO_PASSWORD, labDown, labExec, labUp, type LabHostStatus, type LabStatus } from '@pideploy/lab';
-import { describeLab, sudoCommandsOf, sudoLogFrom } from '@pideploy/lab/testing';
+import { describeLab, sudoCommandsOf, sudoLogFrom, sudoPasswordChecksFrom } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { runBuiltPideployOnTerminal } from '../testing/built-cli.js';
 
@@ -50,6 +50,7 @@ describeLab('pideploy deploy end to end (lab: trusted, untrusted and NOPASSWD ho
     const loginsBefore = status.hosts.map((host) => logins(host.sshdLog));
     const pi1 = status.hosts[0] as LabHostStatus;
     const sudoRan = sudoLogFrom(pi1);
+    const passwordChecks = sudoPasswordChecksFrom(pi1);
     const first = await pideploy(['deploy', '--parallel', '3', '--sudo-password-file', passwordFile, '--json'], project, env);
     const lines = first.stdout.trim().split('\n').map((line) => JSON.parse(line) as { event?: { type: string }; result?: { ok: boolean; results: { host: string; ok: boolean; toplevel: string; bundle: string; activation: { outcome: string; deployId: string } }[] } });
     const result = lines.at(-1)?.result;
@@ -73,6 +74,12 @@ describeLab('pideploy deploy end to end (lab: trusted, untrusted and NOPASSWD ho
       '/usr/bin/nix-store',
       'activate switch',
       `activate confirm ${result?.results.find((host) => host.host === 'pi1')?.activation.deployId ?? '?'}`,
+    ]);
+    // The host checked the password exactly once per root command: no sudo -v anywhere.
+    expect(passwordChecks().map((line) => line.replace(/\/nix\/store\/\S+\/bin\/activate/u, 'activate').replace(/ --[a-z].*$/u, ''))).toEqual([
+      'deploy sudo -k -S -p  -- nix-store',
+      'deploy sudo -k -S -p  -- activate switch',
+      `deploy sudo -k -S -p  -- activate confirm ${result?.results.find((host) => host.host === 'pi1')?.activation.deployId ?? '?'}`,
     ]);
 
     const again = await pideploy(['deploy', 'pi1', '--sudo-password-file', passwordFile, '--json'], project, env);

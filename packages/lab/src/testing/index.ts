@@ -92,19 +92,34 @@ export async function buildLabSystem(lab: LabStatus, options: BuildLabSystemOpti
   return (await runCommand(['nix-build', '--no-out-link', '-E', expression], { env, cwd: options.workDir })).stdout.trim();
 }
 
-/** The lines of a lab host's sudo log (`sudoLog` of its status); none before sudo first ran there. */
-function sudoLogLines(host: { readonly sudoLog: string }): string[] {
-  return existsSync(host.sudoLog) ? readFileSync(host.sudoLog, 'utf8').split('\n').filter(Boolean) : [];
+/** The lines of a log file; none before it exists. */
+function logLines(file: string): string[] {
+  return existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean) : [];
+}
+
+/** Marks the end of a log file now and returns a reader of the lines written after it. */
+function linesFrom(file: string): () => string[] {
+  const before = logLines(file).length;
+  return () => logLines(file).slice(before);
 }
 
 /**
  * Marks the end of a lab host's sudo log now and returns a reader of the lines written after it:
  * `const sudoRan = sudoLogFrom(host); …; expect(sudoRan())…`. Each line is one command run through
- * sudo (`… ; COMMAND=…`, `COMMAND=validate` for `sudo -v`) or a refusal (`a password is required`).
+ * sudo (`… ; COMMAND=…`) or a refusal (`a password is required`); a successful `sudo -v` runs no
+ * command and is not in it (see {@link sudoPasswordChecksFrom}).
  */
 export function sudoLogFrom(host: { readonly sudoLog: string }): () => string[] {
-  const before = sudoLogLines(host).length;
-  return () => sudoLogLines(host).slice(before);
+  return linesFrom(host.sudoLog);
+}
+
+/**
+ * Like {@link sudoLogFrom} for the host's password checks (`sudoPasswordChecks` of its status): one
+ * line per password sudo had PAM check, right or wrong, `sudo -v` included: `deploy sudo -k -S -p  -v`.
+ */
+export function sudoPasswordChecksFrom(host: { readonly sudoPasswordChecks: string }): () => string[] {
+  const read = linesFrom(host.sudoPasswordChecks);
+  return () => read().map((line) => line.trimEnd());
 }
 
 /** The commands of sudo log lines (what follows `COMMAND=`), without the refusals of `sudo -n` probes ("a password is required"). */
