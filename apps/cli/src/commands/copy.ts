@@ -3,7 +3,7 @@ import path from 'node:path';
 import { PideployError } from '@pideploy/core';
 import { loadConfigIfPresent } from '@pideploy/sdk';
 import { connectSsh } from '@pideploy/ssh';
-import { copyClosure, describeCopyPlan, formatBytes, storeAccessFor, type CopyClosureResult, type StoreAccess } from '@pideploy/transport';
+import { copyClosure, describeCopyPlan, formatBytes, openServeConnection, storeAccessFor, type CopyClosureResult, type ServeConnection, type StoreAccess } from '@pideploy/transport';
 import type { CommandInvocation, CommandResult } from '../command.js';
 import { stringFlag } from '../flags.js';
 import { givenSudoPassword } from '../sudo-password.js';
@@ -58,9 +58,17 @@ export async function copyCommand(invocation: CommandInvocation): Promise<Comman
       invocation.context,
     );
     let access: StoreAccess = { mode: 'direct' };
+    let connection: ServeConnection | undefined;
     if (password !== undefined) {
-      // Finds root login / NOPASSWD / password and checks the password before anything is sent.
-      const sudo = await session.sudo({ password, signal: invocation.context.signal });
+      // Finds root login / NOPASSWD / password; the copy's root serve process, started now, proves
+      // the password before anything is sent (no separate `sudo -v`: one password check per host).
+      const sudo = await session.sudo({
+        password,
+        signal: invocation.context.signal,
+        proveWith: async (runner) => {
+          connection = await openServeConnection({ host, session, access: storeAccessFor(runner) }, invocation.context);
+        },
+      });
       access = storeAccessFor(sudo);
     }
     const result = await copyClosure(
@@ -69,6 +77,7 @@ export async function copyCommand(invocation: CommandInvocation): Promise<Comman
         session,
         paths: paths.map((item) => (item.startsWith('/') ? item : path.resolve(invocation.io.cwd, item))),
         access,
+        connection,
         substituteOnDestination: invocation.flags['substitute-on-destination'] === true,
       },
       invocation.context,

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { LAB_SUDO_PASSWORD, labDown, labExec, labUp, type LabStatus } from '@pideploy/lab';
-import { describeLab } from '@pideploy/lab/testing';
+import { describeLab, sudoCommandsOf, sudoLogFrom, sudoPasswordChecksFrom } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
 const execFileAsync = promisify(execFile);
@@ -65,11 +65,16 @@ describeLab('pideploy init --lab && pideploy build pi1 (real nix, the lab mini-n
     await writeFile(passwordFile, `${LAB_SUDO_PASSWORD}\n`, { mode: 0o600 });
     const sshdLog = status.hosts[0]?.sshdLog ?? '';
     const loginsBefore = readFileSync(sshdLog, 'utf8').split('Accepted publickey').length;
+    const sudoRan = sudoLogFrom(status.hosts[0]!);
+    const passwordChecks = sudoPasswordChecksFrom(status.hosts[0]!);
     const copy = await pideploy(['copy', 'pi1', '--sudo-password-file', passwordFile], project, env);
     expect(copy.stderr).not.toContain('pideploy:');
     expect(copy.code).toBe(0);
     expect(copy.stdout).toMatch(/^pi1: \d+ path/u);
     expect(readFileSync(sshdLog, 'utf8').split('Accepted publickey').length - loginsBefore).toBe(1);
+    // One root command, which proved the password too: one password check, no separate sudo -v.
+    expect(sudoCommandsOf(sudoRan())).toEqual(['/usr/bin/nix-store --serve --write']);
+    expect(passwordChecks()).toEqual(['deploy sudo -k -S -p  -- nix-store --serve --write']);
     const toplevel = (await labExec('pi1', ['readlink', '-f', `${bundle}/toplevel`])).stdout.trim();
     const activation = await pideploy(
       ['activate', 'pi1', '--toplevel', toplevel, '--bundle', bundle, '--sudo-password-file', passwordFile, '--confirm-timeout', '20'],
