@@ -87,7 +87,8 @@ function cpuJiffies(): { busy: number; total: number } {
 const median = (values: readonly number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] as number;
 
 it('deploy: no-op redeploy, 10 hosts vs 1, CLI cold start', async () => {
-  const lab: LabStatus = await labUp({ instance, hosts: HOSTS });
+  // The hosts as a real one: no hook logging sudo's password checks (tests use it).
+  const lab: LabStatus = await labUp({ instance, hosts: HOSTS, recordSudoPasswordChecks: false });
   const env = { ...process.env, ...lab.env, PIDEPLOY_LAB_INSTANCE: String(instance) };
   const project = await mkdtemp(path.join(os.tmpdir(), 'pideploy-bench-deploy-'));
   await run(process.execPath, [bin, 'init', project, '--lab', '--force'], { env });

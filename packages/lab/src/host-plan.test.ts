@@ -8,6 +8,7 @@ import {
   renderEnvFile,
   resolveLabInstance,
   renderKnownHosts,
+  renderProvisionScript,
   renderRemoteNixConf,
   renderSshConfig,
   renderSudoers,
@@ -59,6 +60,16 @@ describe('rendered lab files', () => {
       // Real visudo checks the syntax (reads the file from stdin).
       execFileSync('visudo', ['-c', '-q', '-f', '-'], { input: text });
     }
+  });
+
+  it('hooks sudo\'s password checks into PAM unless told not to (benchmarks), in a script sh accepts', () => {
+    const paths = { root: '/lab/pi1', etc: '/lab/pi1/etc', nix: '/lab/pi1/nix', home: '/lab/pi1/home', rootHome: '/lab/pi1/root', run: '/lab/pi1/run', clientPublicKey: '/lab/ssh/id.pub' };
+    const recording = renderProvisionScript(plans[0]!, paths, { trusted: true, sudo: 'password' });
+    const silent = renderProvisionScript(plans[0]!, paths, { trusted: true, sudo: 'password', recordSudoPasswordChecks: false });
+    expect(recording).toContain("1a auth optional pam_exec.so quiet seteuid /etc/pideploy-lab/sudo-password-check'");
+    expect(silent).not.toContain('pam_exec');
+    expect(silent).toContain("sed -i '/pideploy-lab/d' /etc/pam.d/sudo\nrm -f /etc/pideploy-lab/sudo-password-check\n");
+    for (const script of [recording, silent]) execFileSync('sh', ['-n', '-c', script]);
   });
 
   it('pins host keys under alias and address, and points every host at the lab key', () => {

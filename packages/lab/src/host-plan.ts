@@ -29,6 +29,8 @@ export interface LabHostSettings {
    * start) to test "target out of space". Unset: the store lives on disk and survives restarts.
    */
   readonly storeSizeMiB?: number | undefined;
+  /** Log each sudo password check ({@link LAB_SUDO_PASSWORD_CHECK_LOG}; default true). */
+  readonly recordSudoPasswordChecks?: boolean | undefined;
 }
 
 /** Everything about one lab host that follows from its index. */
@@ -194,6 +196,26 @@ export interface LabHostPaths {
 }
 
 /**
+ * Provisioning lines for {@link LAB_SUDO_PASSWORD_CHECK_LOG}: the hook and its line first in
+ * `/etc/pam.d/sudo`'s auth stack (idempotent), or, when not recording, the removal of both.
+ */
+function sudoPasswordCheckSetup(record: boolean): string {
+  const q = shellQuote;
+  if (!record) return `sed -i '/pideploy-lab/d' /etc/pam.d/sudo\nrm -f ${q(LAB_SUDO_PASSWORD_CHECK_HOOK)}\n`;
+  return `install -d -m 755 ${q(path.posix.dirname(LAB_SUDO_PASSWORD_CHECK_HOOK))}
+install -m 755 /dev/stdin ${q(LAB_SUDO_PASSWORD_CHECK_HOOK)} <<'HOOK'
+#!/bin/sh
+# written by pideploy lab: PAM runs this (auth) for every password check of sudo; $PPID is sudo
+[ "$PAM_TYPE" = auth ] || exit 0
+{ printf '%s ' "$PAM_USER"; /usr/bin/tr '\\000' ' ' </proc/$PPID/cmdline; echo; } >>${q(LAB_SUDO_PASSWORD_CHECK_LOG)}
+exit 0
+HOOK
+# seteuid: run the hook as root (sudo's effective uid), not as the calling user
+grep -q pideploy-lab /etc/pam.d/sudo || sed -i -e '1a # pideploy-lab: log each password check' -e '1a auth optional pam_exec.so quiet seteuid ${LAB_SUDO_PASSWORD_CHECK_HOOK}' /etc/pam.d/sudo
+`;
+}
+
+/**
  * The script run once per `lab up` in a private mount namespace with the host's directories bound
  * over `/etc`, `/home`, `/root`, `/nix`: creates the deploy user, sets the password, sudoers,
  * authorised keys, and initialises the empty store. Idempotent. The password arrives on stdin.
@@ -215,17 +237,7 @@ install -d -m 755 /etc/sudoers.d
 install -m 440 /dev/stdin /etc/sudoers.d/pideploy-lab <<'SUDOERS'
 ${renderSudoers(settings)}SUDOERS
 visudo -cq -f /etc/sudoers.d/pideploy-lab
-install -d -m 755 ${q(path.posix.dirname(LAB_SUDO_PASSWORD_CHECK_HOOK))}
-install -m 755 /dev/stdin ${q(LAB_SUDO_PASSWORD_CHECK_HOOK)} <<'HOOK'
-#!/bin/sh
-# written by pideploy lab: pam_exec (auth) runs this for every password check of sudo; $PPID is sudo
-[ "$PAM_TYPE" = auth ] || exit 0
-{ printf '%s ' "$PAM_USER"; /usr/bin/tr '\\000' ' ' </proc/$PPID/cmdline; echo; } >>${q(LAB_SUDO_PASSWORD_CHECK_LOG)}
-exit 0
-HOOK
-# seteuid: run the hook as root (sudo's effective uid), not as the calling user
-grep -q pideploy-lab /etc/pam.d/sudo || sed -i -e '1a # pideploy-lab: log each password check' -e '1a auth optional pam_exec.so quiet seteuid ${LAB_SUDO_PASSWORD_CHECK_HOOK}' /etc/pam.d/sudo
-install -d -m 700 -o ${user} -g ${user} /home/${user}/.ssh
+${sudoPasswordCheckSetup(settings.recordSudoPasswordChecks !== false)}install -d -m 700 -o ${user} -g ${user} /home/${user}/.ssh
 install -m 600 -o ${user} -g ${user} ${q(paths.clientPublicKey)} /home/${user}/.ssh/authorized_keys
 install -d -m 700 /root/.ssh
 install -m 600 ${q(paths.clientPublicKey)} /root/.ssh/authorized_keys

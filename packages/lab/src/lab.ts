@@ -78,6 +78,11 @@ export interface LabUpOptions extends LabOptions {
     | undefined;
   /** Port of the GitHub stand-in on 127.0.0.1 (default {@link DEFAULT_ARCHIVE_PORT} + instance). */
   readonly archivePort?: number | undefined;
+  /**
+   * Log every sudo password check on the hosts (`sudoPasswordChecks`; default true). Each check
+   * then also starts a small hook (about 5 ms of a host's CPU): benchmarks turn it off.
+   */
+  readonly recordSudoPasswordChecks?: boolean | undefined;
 }
 
 /** One lab host as `lab status` describes it: all a test or script needs to drive and observe it. */
@@ -105,7 +110,7 @@ export interface LabHostStatus {
   readonly sshdLog: string;
   /** sudo's log of the deploy user's commands (see `LAB_SUDO_LOG`), seen from this machine. */
   readonly sudoLog: string;
-  /** One line per password check of sudo (see `LAB_SUDO_PASSWORD_CHECK_LOG`), seen from this machine. */
+  /** One line per password check of sudo (see `LAB_SUDO_PASSWORD_CHECK_LOG`; unless `labUp` was told not to record them), seen from this machine. */
   readonly sudoPasswordChecks: string;
   readonly nixDaemonLog: string;
   /** The host's own nix store, seen from this machine. */
@@ -331,7 +336,7 @@ export async function labUp(options: LabUpOptions = {}, context: PideployContext
     : await publishMiniNixpkgs(layout);
   await ensureArchiveServer(layout, archivePort);
 
-  const hostSettings: Record<string, { index: number; trusted: boolean; sudo: LabSudoMode; storeSizeMiB?: number }> = {
+  const hostSettings: Record<string, { index: number; trusted: boolean; sudo: LabSudoMode; storeSizeMiB?: number; recordSudoPasswordChecks?: boolean }> = {
     ...(previous?.hosts ?? {}),
   };
   const plans: LabHostPlan[] = [];
@@ -343,6 +348,7 @@ export async function labUp(options: LabUpOptions = {}, context: PideployContext
       trusted: override?.trusted ?? !(options.untrusted ?? false),
       sudo: override?.sudo ?? (options.nopasswd === true ? 'nopasswd' : 'password'),
       ...(override?.storeSizeMiB === undefined ? {} : { storeSizeMiB: override.storeSizeMiB }),
+      recordSudoPasswordChecks: options.recordSudoPasswordChecks ?? true,
     };
     plans.push(plan);
   }
