@@ -10,6 +10,7 @@ import {
   type BuildToplevelResult,
   type RemoteBuilder,
 } from '@pideploy/build';
+import { projectStateDir } from '@pideploy/nix';
 import { buildBundle, buildBundles, bundleBatchKey, instantiateBundles, planBundle, planBundleForHost, type BuildBundleResult, type BundlePlan, type BundleRequest } from '@pideploy/bundle';
 import { BUNDLE_ACTIVATE_SCRIPT } from './activate-script.js';
 import { readPinRecord } from './pins.js';
@@ -90,7 +91,7 @@ export function toplevelBuildKey(host: HostBuildSpec): string {
  */
 export function createHostBuilder(options: HostBuilderOptions): HostBuilder {
   const pinName = options.pinName ?? DEFAULT_PIN_NAME;
-  const stateDir = options.stateDir ?? path.join(options.projectDir, '.pideploy');
+  const stateDir = options.stateDir ?? projectStateDir(options.projectDir);
   /** A build in progress or done: who started it, and how many callers still wait for it. */
   interface SharedBuild {
     readonly key: string;

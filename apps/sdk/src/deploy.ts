@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PideployError, toPideployError, type ActivationAction, type DeployPhase, type PideployContext } from '@pideploy/core';
-import { createClosureQuery, type StorePathInfo } from '@pideploy/nix';
+import { createClosureQuery, projectStateDir, type StorePathInfo } from '@pideploy/nix';
 import { activateSystem, diffSystem, formatClosureDiff, readHostSystems, speaksActivationProtocol, type ActivationResult, type HostSystems } from '@pideploy/activate';
 import { connectSsh, type SshSession, type SudoPasswordProvider, type SudoRunner } from '@pideploy/ssh';
 import { checkPinsFiles } from '@pideploy/pin';
@@ -310,7 +310,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
   const fleetCache: FleetCache | undefined =
     request.cache === undefined || request.dryRun === true
       ? undefined
-      : await openFleetCache(request.cache, path.join(request.config.directory, '.pideploy'), localNixEnv, context);
+      : await openFleetCache(request.cache, projectStateDir(request.config.directory), localNixEnv, context);
   const results = await mapConcurrently(request.hosts, request.parallel ?? 1, async (host) =>
     // Cancelled (Ctrl-C): hosts not yet started are left alone and reported as such.
     context.signal.aborted

@@ -27,6 +27,8 @@ export {
   type HostBuilderOptions,
 } from './build-hosts.js';
 export { mapConcurrently } from './concurrency.js';
+/** `<projectDir>/.pideploy`, where builds root their results (`@pideploy/build`'s `gcRootPath`). */
+export { projectStateDir } from '@pideploy/nix';
 export { defaultCacheKeyName, openFleetCache, type FleetCache } from './fleet-cache.js';
 export {
   deploy,

@@ -1,7 +1,7 @@
 import { mkdir, readlink } from 'node:fs/promises';
 import path from 'node:path';
 import { PideployError, createBaseContext, tailLines, type PideployContext } from '@pideploy/core';
-import { NO_SEARCH_PATH_ARGUMENTS, nixBuild, nixInstantiate, pinnedNixEnv } from '@pideploy/nix';
+import { NO_SEARCH_PATH_ARGUMENTS, gcRootPath, nixBuild, nixInstantiate, pinnedNixEnv } from '@pideploy/nix';
 import { buildModeArguments, type RemoteBuilder } from './builders.js';
 import {
   checkBinfmt,
@@ -64,10 +64,8 @@ export interface BuildToplevelResult {
   readonly durationMs: number;
 }
 
-/** `<stateDir>/gcroots/<host>-<what>`. */
-export function gcRootPath(stateDir: string, host: string, what: string): string {
-  return path.join(stateDir, 'gcroots', `${host}-${what}`);
-}
+/** `<stateDir>/gcroots/<host>-<what>` (`@pideploy/nix`'s, where every stage roots its results). */
+export { gcRootPath };
 
 /**
  * The checks an emulated build needs before any work: a binfmt handler and `extra-platforms`

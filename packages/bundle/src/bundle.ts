@@ -2,7 +2,7 @@ import { lstat, mkdir, readdir, readFile, readlink, rename, rm, symlink } from '
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { PIDEPLOY_VERSION, PideployError, createBaseContext, tailLines, type PideployContext } from '@pideploy/core';
-import { NO_SEARCH_PATH_ARGUMENTS, nixErrorHeadline, pinnedNixEnv, runProcess, runStreamingCommand } from '@pideploy/nix';
+import { NO_SEARCH_PATH_ARGUMENTS, gcRootPath, nixErrorHeadline, pinnedNixEnv, runProcess, runStreamingCommand } from '@pideploy/nix';
 import {
   bundlePackageSetKey,
   configurationEntry,
@@ -186,10 +186,6 @@ export async function instantiateBundles(bundles: readonly BundleToInstantiate[]
 /** Where {@link buildBundles} keeps the GC roots of bundles built together (`<stateDir>/gcroots/bundles/`). */
 const BATCH_ROOTS_DIRECTORY = 'bundles';
 
-/** A host's bundle root (`<stateDir>/gcroots/<host>-bundle`). */
-function bundleRootPath(stateDir: string, host: string): string {
-  return path.join(stateDir, 'gcroots', `${host}-bundle`);
-}
 
 /** Makes `link` a symlink to `target`, replacing what was there in one step (rename). */
 async function replaceSymlink(target: string, link: string): Promise<void> {
@@ -281,7 +277,7 @@ export async function buildBundles(requests: readonly BuildBundleRequest[], cont
     requests.map(async (request, index) => {
       // nix-build names its roots <link>, <link>-2, <link>-3 … in the order of the derivations.
       const batchRoot = index === 0 ? batchName : `${batchName}-${index + 1}`;
-      const gcRoot = gcroots === undefined ? undefined : bundleRootPath(first.stateDir as string, request.host);
+      const gcRoot = gcroots === undefined ? undefined : gcRootPath(first.stateDir as string, request.host, 'bundle');
       const outPath = outPaths[index] as string;
       if (gcRoot !== undefined) {
         // Into the store, so that nix-build (which replaces only such links) can take it over later.
@@ -310,7 +306,7 @@ export async function buildBundle(request: BuildBundleRequest, context: Pideploy
   const started = Date.now();
   const plan = request.plan ?? (await planBundle(request));
   const expression = renderPlannedBundleExpression(plan, `import ${nixPath(request.toplevel.drvPath)}`);
-  const gcRoot = request.stateDir === undefined ? undefined : bundleRootPath(request.stateDir, request.host);
+  const gcRoot = request.stateDir === undefined ? undefined : gcRootPath(request.stateDir, request.host, 'bundle');
   if (gcRoot !== undefined) await mkdir(path.dirname(gcRoot), { recursive: true });
   const args = [
     'nix-build',

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import path from 'node:path';
 import { PideployError, tailLines } from '@pideploy/core';
 
 /** Options of {@link runStreamingCommand} and the nix wrappers. */
@@ -149,6 +150,19 @@ export function nixInstantiate(args: readonly string[], options: StreamingComman
 /** The environment every pinned evaluation gets: no NIX_PATH (evaluation is pinned or fails). */
 export function pinnedNixEnv(env: Readonly<Record<string, string | undefined>> = {}): Record<string, string | undefined> {
   return { ...env, NIX_PATH: '' };
+}
+
+/** A project's state directory, beside its pideploy.json: `<projectDir>/.pideploy`. */
+export function projectStateDir(projectDir: string): string {
+  return path.join(projectDir, '.pideploy');
+}
+
+/**
+ * Where a host's build result is rooted for the garbage collector: `<stateDir>/gcroots/<host>-<what>`
+ * (`pi1-toplevel`, `pi1-toplevel.drv`, `pi1-bundle`). The stages write them; commands read them.
+ */
+export function gcRootPath(stateDir: string, host: string, what: string): string {
+  return path.join(stateDir, 'gcroots', `${host}-${what}`);
 }
 
 /** Arguments that keep any nix.conf `nix-path` out of evaluation (with {@link pinnedNixEnv}). */

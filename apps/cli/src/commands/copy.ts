@@ -1,7 +1,8 @@
 import { existsSync, realpathSync } from 'node:fs';
 import path from 'node:path';
 import { PideployError } from '@pideploy/core';
-import { loadConfigIfPresent } from '@pideploy/sdk';
+import { gcRootPath } from '@pideploy/build';
+import { loadConfigIfPresent, projectStateDir } from '@pideploy/sdk';
 import { connectSsh } from '@pideploy/ssh';
 import { copyClosure, describeCopyPlan, formatBytes, openServeConnection, storeAccessFor, type CopyClosureResult, type ServeConnection, type StoreAccess } from '@pideploy/transport';
 import type { CommandInvocation, CommandResult } from '../command.js';
@@ -36,7 +37,7 @@ export async function copyCommand(invocation: CommandInvocation): Promise<Comman
     const configured = config?.hosts.find((item) => item.name === host);
     let paths = givenPaths;
     if (paths.length === 0) {
-      const builtBundle = config === undefined ? undefined : path.join(config.directory, '.pideploy', 'gcroots', `${host}-bundle`);
+      const builtBundle = config === undefined ? undefined : gcRootPath(projectStateDir(config.directory), host, 'bundle');
       if (configured === undefined || builtBundle === undefined || !existsSync(builtBundle)) {
         throw new PideployError({
           code: 'PIDEPLOY_USAGE',
