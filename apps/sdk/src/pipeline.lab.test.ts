@@ -1,16 +1,13 @@
-import { execFile } from 'node:child_process';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { LAB_SUDO_PASSWORD, labDown, labExec, labUp, type LabStatus } from '@pideploy/lab';
-import { describeLab } from '@pideploy/lab/testing';
+import { describeLab, isProcessRunning } from '@pideploy/lab/testing';
 import { createCollectingReporter } from '@pideploy/core';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { activate, createContext, deploy, hostBuilderFor, loadConfig, pin, selectHosts, ssh, transport } from './index.js';
 
 /** What a command on this machine printed ('' when it failed). */
-const outputOf = async (argv: readonly string[]) => await promisify(execFile)(argv[0] as string, argv.slice(1)).then((found) => found.stdout.trim(), () => '');
 
 describeLab('a custom pipeline with the SDK: build once, canary first, then the rest (the README example)', () => {
   let status: LabStatus;
@@ -129,7 +126,7 @@ describeLab('a custom pipeline with the SDK: build once, canary first, then the 
     const slow = (name: string) => ({ ...base, name, configuration: path.join(project, 'slow.nix') });
     const builder = hostBuilderFor(config);
     // The derivation's builder, under qemu here: `busybox sleep 57` (no other test sleeps 57 s).
-    const builderRunning = async () => (await outputOf(['pgrep', '-f', 'busybox sleep 57'])) !== '';
+    const builderRunning = () => isProcessRunning('busybox sleep 57');
     const waitUntil = async (condition: () => Promise<boolean>, ms: number) => {
       const started = Date.now();
       while (Date.now() - started < ms) {

@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { LAB_SUDO_PASSWORD } from './host-plan.js';
 import { labCutSshSessions, labDown, labExec, labRebootHost, labShapeLink, labStatus, labUp, type LabStatus } from './lab.js';
-import { describeLab } from './testing/index.js';
+import { describeLab, sshLoginCount } from './testing/index.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -34,8 +34,7 @@ async function run(
 }
 
 function countLogins(sshdLog: string): number {
-  if (!existsSync(sshdLog)) return 0;
-  return readFileSync(sshdLog, 'utf8').split('\n').filter((line) => line.includes('Accepted publickey')).length;
+  return sshLoginCount({ sshdLog });
 }
 
 describeLab('the lab: real nix, sshd, sudo and a separate store per host', () => {

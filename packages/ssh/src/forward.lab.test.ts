@@ -1,8 +1,7 @@
-import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { createBaseContext } from '@pideploy/core';
 import { labDown, labUp, type LabStatus } from '@pideploy/lab';
-import { describeLab } from '@pideploy/lab/testing';
+import { describeLab, sshLoginCount } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { connectSsh, type SshSession } from './session.js';
 
@@ -23,7 +22,7 @@ describeLab('remote port forwarding over the one SSH session', () => {
     await labDown();
   });
 
-  const logins = () => (readFileSync(lab.hosts[0]?.sshdLog as string, 'utf8').match(/Accepted publickey/gu) ?? []).length;
+  const logins = () => sshLoginCount(lab.hosts[0]!);
   const connect = () => connectSsh('deploy@pi1', { sshConfigFile: lab.sshConfig, agent: false }, createBaseContext());
 
   /** A local server that answers each line with `${tag}:${LINE}`, on 127.0.0.1:<free port>. */

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { createBaseContext, createCollectingReporter, PideployError } from '@pideploy/core';
 import { LAB_SUDO_PASSWORD, labDown, labStatus, labUp, type LabHostStatus, type LabStatus } from '@pideploy/lab';
-import { describeLab, sudoLogFrom, sudoPasswordChecksFrom } from '@pideploy/lab/testing';
+import { describeLab, sshLoginCount, sudoLogFrom, sudoPasswordChecksFrom } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { connectSsh, type ConnectSshOptions } from './session.js';
 import { sshFingerprint } from './known-hosts.js';
@@ -36,7 +36,7 @@ describeLab('@pideploy/ssh against lab hosts (real sshd, sudo with use_pty)', ()
     }
   }
 
-  const logins = (host: LabHostStatus) => (readFileSync(host.sshdLog, 'utf8').match(/Accepted publickey/gu) ?? []).length;
+  const logins = (host: LabHostStatus) => sshLoginCount(host);
   const hostPublicKey = (host: LabHostStatus) => {
     const line = readFileSync(path.join(lab.labDir, 'hosts', host.name, 'etc', 'ssh', 'ssh_host_ed25519_key.pub'), 'utf8');
     return Buffer.from(line.split(' ')[1] as string, 'base64');

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { createBaseContext, createCollectingReporter, type DeployEvent } from '@pideploy/core';
 import { LAB_SUDO_PASSWORD, labDown, labExec, labStatus, labUp, planLabHost, type LabHostStatus, type LabStatus } from '@pideploy/lab';
-import { describeLab } from '@pideploy/lab/testing';
+import { describeLab, sshLoginCount } from '@pideploy/lab/testing';
 import { queryClosurePathInfos } from '@pideploy/nix';
 import { connectSsh, createSudo, type CreateSudoOptions } from '@pideploy/ssh';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -45,7 +45,7 @@ describeLab('@pideploy/transport: fleet cache — push once, every host substitu
   };
 
   const host = (name: string) => hosts.find((candidate) => candidate.name === name) as LabHostStatus;
-  const logins = (name: string) => (readFileSync(host(name).sshdLog, 'utf8').match(/Accepted publickey/gu) ?? []).length;
+  const logins = (name: string) => sshLoginCount(host(name));
   const settle = () => new Promise((resolve) => setTimeout(resolve, 300));
   async function forget(name: string, paths: readonly string[]): Promise<void> {
     const result = await labExec(name, ['nix-store', '--delete', ...paths], { instance });

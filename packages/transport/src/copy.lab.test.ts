@@ -1,9 +1,8 @@
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { createBaseContext, createCollectingReporter, PideployError, type DeployEvent } from '@pideploy/core';
 import { LAB_SUDO_PASSWORD, labCutSshSessions, labDown, labExec, labShapeLink, labStatus, labUp, type LabHostStatus, type LabStatus } from '@pideploy/lab';
-import { describeLab, sudoCommandsOf, sudoLogFrom, sudoPasswordChecksFrom } from '@pideploy/lab/testing';
+import { describeLab, sshLoginCount, sudoCommandsOf, sudoLogFrom, sudoPasswordChecksFrom } from '@pideploy/lab/testing';
 import { formatHash, parseHash, queryClosurePathInfos } from '@pideploy/nix';
 import { connectSsh, createSudo, type CreateSudoOptions, type SshSession } from '@pideploy/ssh';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -30,7 +29,7 @@ describeLab('@pideploy/transport: copy closures to lab hosts over one SSH connec
   let smallClosure: string[];
   let bigClosure: string[];
 
-  const logins = (host: LabHostStatus) => (readFileSync(host.sshdLog, 'utf8').match(/Accepted publickey/gu) ?? []).length;
+  const logins = (host: LabHostStatus) => sshLoginCount(host);
   const settle = () => new Promise((resolve) => setTimeout(resolve, 300));
 
   async function nixBuild(expression: string): Promise<string> {

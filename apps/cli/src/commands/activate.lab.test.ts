@@ -1,5 +1,4 @@
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -7,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { LAB_SUDO_PASSWORD, labDown, labExec, labUp, type LabStatus } from '@pideploy/lab';
-import { buildLabSystem, describeLab } from '@pideploy/lab/testing';
+import { buildLabSystem, describeLab, sshLoginCount } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { runBuiltPideploy, runBuiltPideployOnTerminal } from '../testing/built-cli.js';
 
@@ -50,8 +49,7 @@ describeLab('pideploy activate / status against lab hosts (real sshd, sudo, nix)
     const sshConfig = path.join(workDir, 'ssh_config');
     await writeFile(sshConfig, `ConnectTimeout ${connectTimeout}\nInclude ${status.sshConfig}\n`);
     const frozen = status.hosts.find((host) => host.name === 'pi3')!.pids.sshd!;
-    const pi1Log = status.hosts.find((host) => host.name === 'pi1')!.sshdLog;
-    const logins = () => readFileSync(pi1Log, 'utf8').split('Accepted publickey').length;
+    const logins = () => sshLoginCount(status.hosts.find((host) => host.name === 'pi1')!);
     const loginsBefore = logins();
     process.kill(frozen, 'SIGSTOP');
     try {

@@ -6,8 +6,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { LAB_SUDO_PASSWORD, labDown, labExec, labUp, type LabStatus } from '@pideploy/lab';
-import { describeLab } from '@pideploy/lab/testing';
+import { describeLab, sshLoginCount } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { runBuiltPideploy } from '../testing/built-cli.js';
 
 const execFileAsync = promisify(execFile);
 const bin = fileURLToPath(new URL('../../dist/bin.js', import.meta.url));
@@ -24,20 +25,13 @@ interface HostResult {
 }
 
 async function pideploy(args: readonly string[], cwd: string, env: NodeJS.ProcessEnv): Promise<{ stdout: string; stderr: string; code: number; results: readonly HostResult[] }> {
-  const run = await new Promise<{ stdout: string; stderr: string; code: number }>((resolve) => {
-    const child = execFile(process.execPath, [bin, ...args], { cwd, env, maxBuffer: 64 << 20 }, (error, stdout, stderr) => {
-      resolve({ stdout, stderr, code: error === null ? 0 : Number((error as { code?: number }).code ?? 1) });
-    });
-    child.stdin?.end(`${LAB_SUDO_PASSWORD}\n`);
-  });
+  const run = await runBuiltPideploy(args, { cwd, env, input: `${LAB_SUDO_PASSWORD}\n` });
   const last = run.stdout.trim().split('\n').at(-1) ?? '';
   const results = last.startsWith('{"result"') ? (JSON.parse(last) as { result: { results: HostResult[] } }).result.results : [];
   return { ...run, results };
 }
 
-function logins(sshdLog: string): number {
-  return readFileSync(sshdLog, 'utf8').split('\n').filter((line) => line.includes('Accepted publickey')).length;
-}
+const logins = (sshdLog: string) => sshLoginCount({ sshdLog });
 
 describeLab('pideploy deploy --cache: push once to a signed binary cache, hosts substitute from it', () => {
   let status: LabStatus;

@@ -1,31 +1,15 @@
-import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { LAB_SUDO_PASSWORD, labDown, labExec, labUp, type LabHostStatus, type LabStatus } from '@pideploy/lab';
-import { describeLab, sudoCommandsOf, sudoLogFrom, sudoPasswordChecksFrom } from '@pideploy/lab/testing';
+import { describeLab, isProcessRunning, sshLoginCount, sudoCommandsOf, sudoLogFrom, sudoPasswordChecksFrom } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { runBuiltPideployOnTerminal } from '../testing/built-cli.js';
+import { runBuiltPideploy, runBuiltPideployOnTerminal } from '../testing/built-cli.js';
 
-const execFileAsync = promisify(execFile);
-const bin = fileURLToPath(new URL('../../dist/bin.js', import.meta.url));
+const pideploy = (args: readonly string[], cwd: string, env: NodeJS.ProcessEnv) => runBuiltPideploy(args, { cwd, env });
 
-async function pideploy(args: readonly string[], cwd: string, env: NodeJS.ProcessEnv): Promise<{ stdout: string; stderr: string; code: number }> {
-  try {
-    const { stdout, stderr } = await execFileAsync(process.execPath, [bin, ...args], { cwd, env, maxBuffer: 16 << 20 });
-    return { stdout, stderr, code: 0 };
-  } catch (error) {
-    const failure = error as { stdout: string; stderr: string; code: number };
-    return { stdout: failure.stdout, stderr: failure.stderr, code: failure.code };
-  }
-}
-
-function logins(sshdLog: string): number {
-  return readFileSync(sshdLog, 'utf8').split('\n').filter((line) => line.includes('Accepted publickey')).length;
-}
+const logins = (sshdLog: string) => sshLoginCount({ sshdLog });
 
 describeLab('pideploy deploy end to end (lab: trusted, untrusted and NOPASSWD hosts)', () => {
   let status: LabStatus;
@@ -126,7 +110,7 @@ describeLab('pideploy deploy end to end (lab: trusted, untrusted and NOPASSWD ho
     const wrongFile = path.join(path.dirname(passwordFile), 'wrong-password');
     await writeFile(wrongFile, 'not-the-password\n', { mode: 0o600 });
     // The derivation's builder, under qemu here: `busybox sleep 41` (no other test sleeps 41 s).
-    const builderRunning = async () => (await execFileAsync('pgrep', ['-f', 'busybox sleep 41']).then((found) => found.stdout.trim(), () => '')) !== '';
+    const builderRunning = () => isProcessRunning('busybox sleep 41');
     let builderSeen = false;
     const started = performance.now();
     const deploying = pideploy(['deploy', 'slow', '--sudo-password-file', wrongFile, '--json'], project, env);

@@ -8,6 +8,7 @@ import { promisify } from 'node:util';
 import { LAB_SUDO_PASSWORD, labDown, labExec, labUp, type LabStatus } from '@pideploy/lab';
 import { describeLab } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { runBuiltPideploy } from '../testing/built-cli.js';
 
 const execFileAsync = promisify(execFile);
 const bin = fileURLToPath(new URL('../../dist/bin.js', import.meta.url));
@@ -29,14 +30,7 @@ interface Line {
 }
 
 /** Runs the CLI with the sudo password on stdin (what `--sudo-password-stdin` reads). */
-async function pideploy(args: readonly string[], cwd: string, env: NodeJS.ProcessEnv): Promise<{ stdout: string; stderr: string; code: number }> {
-  return await new Promise((resolve) => {
-    const child = execFile(process.execPath, [bin, ...args], { cwd, env, maxBuffer: 64 << 20 }, (error, stdout, stderr) => {
-      resolve({ stdout, stderr, code: error === null ? 0 : Number((error as { code?: number }).code ?? 1) });
-    });
-    child.stdin?.end(`${LAB_SUDO_PASSWORD}\n`);
-  });
-}
+const pideploy = (args: readonly string[], cwd: string, env: NodeJS.ProcessEnv) => runBuiltPideploy(args, { cwd, env, input: `${LAB_SUDO_PASSWORD}\n` });
 
 describeLab('pideploy deploy on a fleet: 10 hosts, --parallel 5, tags, one host down', () => {
   let status: LabStatus;

@@ -1,26 +1,15 @@
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { labDown, labUp } from '@pideploy/lab';
 import { describeLab } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { runBuiltPideploy } from '../testing/built-cli.js';
 
-const execFileAsync = promisify(execFile);
-const bin = fileURLToPath(new URL('../../dist/bin.js', import.meta.url));
 
-async function pideploy(args: readonly string[]): Promise<{ stdout: string; stderr: string; code: number }> {
-  try {
-    const { stdout, stderr } = await execFileAsync(process.execPath, [bin, ...args]);
-    return { stdout, stderr, code: 0 };
-  } catch (error) {
-    const failure = error as { stdout: string; stderr: string; code: number };
-    return { stdout: failure.stdout, stderr: failure.stderr, code: failure.code };
-  }
-}
+const pideploy = (args: readonly string[]) => runBuiltPideploy(args);
 
 describeLab('host keys from the CLI: never accepted silently', () => {
   let sshConfig: string;

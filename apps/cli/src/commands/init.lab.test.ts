@@ -1,26 +1,15 @@
-import { execFile, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, readdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { LAB_SUDO_PASSWORD, labDown, labExec, labUp, type LabStatus } from '@pideploy/lab';
-import { describeLab, sudoCommandsOf, sudoLogFrom, sudoPasswordChecksFrom } from '@pideploy/lab/testing';
+import { describeLab, sshLoginCount, sudoCommandsOf, sudoLogFrom, sudoPasswordChecksFrom } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { runBuiltPideploy } from '../testing/built-cli.js';
 
-const execFileAsync = promisify(execFile);
-const bin = fileURLToPath(new URL('../../dist/bin.js', import.meta.url));
 
-async function pideploy(args: readonly string[], cwd: string, env: NodeJS.ProcessEnv): Promise<{ stdout: string; stderr: string; code: number }> {
-  try {
-    const { stdout, stderr } = await execFileAsync(process.execPath, [bin, ...args], { cwd, env });
-    return { stdout, stderr, code: 0 };
-  } catch (error) {
-    const failure = error as { stdout: string; stderr: string; code: number };
-    return { stdout: failure.stdout, stderr: failure.stderr, code: failure.code };
-  }
-}
+const pideploy = (args: readonly string[], cwd: string, env: NodeJS.ProcessEnv) => runBuiltPideploy(args, { cwd, env });
 
 describeLab('pideploy init --lab && pideploy build pi1 (real nix, the lab mini-nixpkgs)', () => {
   let status: LabStatus;
@@ -63,15 +52,14 @@ describeLab('pideploy init --lab && pideploy build pi1 (real nix, the lab mini-n
     // Copy the built bundle with the transport stage: `pideploy copy pi1` takes it from `pideploy build`.
     const passwordFile = path.join(workDir, 'sudo-password');
     await writeFile(passwordFile, `${LAB_SUDO_PASSWORD}\n`, { mode: 0o600 });
-    const sshdLog = status.hosts[0]?.sshdLog ?? '';
-    const loginsBefore = readFileSync(sshdLog, 'utf8').split('Accepted publickey').length;
+    const loginsBefore = sshLoginCount(status.hosts[0]!);
     const sudoRan = sudoLogFrom(status.hosts[0]!);
     const passwordChecks = sudoPasswordChecksFrom(status.hosts[0]!);
     const copy = await pideploy(['copy', 'pi1', '--sudo-password-file', passwordFile], project, env);
     expect(copy.stderr).not.toContain('pideploy:');
     expect(copy.code).toBe(0);
     expect(copy.stdout).toMatch(/^pi1: \d+ path/u);
-    expect(readFileSync(sshdLog, 'utf8').split('Accepted publickey').length - loginsBefore).toBe(1);
+    expect(sshLoginCount(status.hosts[0]!) - loginsBefore).toBe(1);
     // One root command, which proved the password too: one password check, no separate sudo -v.
     expect(sudoCommandsOf(sudoRan())).toEqual(['/usr/bin/nix-store --serve --write']);
     expect(passwordChecks()).toEqual(['deploy sudo -k -S -p  -- nix-store --serve --write']);

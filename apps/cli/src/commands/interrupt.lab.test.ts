@@ -5,7 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { LAB_SUDO_PASSWORD, labDown, labExec, labUp, type LabStatus } from '@pideploy/lab';
-import { describeLab } from '@pideploy/lab/testing';
+import { describeLab, isProcessRunning } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
 const execFileAsync = promisify(execFile);
@@ -41,7 +41,7 @@ describeLab('Ctrl-C during pideploy deploy', () => {
     let stdout = '';
     let stderr = '';
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    const builderRunning = async () => (await execFileAsync('pgrep', ['-f', BUILDER]).then((found) => found.stdout.trim(), () => '')) !== '';
+    const builderRunning = () => isProcessRunning(BUILDER);
     let interruptedAt = 0;
     let builderSeen = false;
     child.stdout.on('data', (chunk: Buffer) => {

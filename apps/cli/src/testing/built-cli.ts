@@ -4,10 +4,7 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { shellJoin } from '@pideploy/core';
-
-const execFileAsync = promisify(execFile);
 
 /** The built `pideploy` entry point. */
 export const BUILT_PIDEPLOY_BIN = fileURLToPath(new URL('../../dist/bin.js', import.meta.url));
@@ -19,15 +16,20 @@ export interface PideployRun {
   readonly code: number;
 }
 
-/** Runs `pideploy ARGS` (the built binary, this Node) and returns its output and exit code; never throws for a non-zero exit. */
-export async function runBuiltPideploy(args: readonly string[], options: { readonly env?: NodeJS.ProcessEnv; readonly cwd?: string } = {}): Promise<PideployRun> {
-  try {
-    const { stdout, stderr } = await execFileAsync(process.execPath, [BUILT_PIDEPLOY_BIN, ...args], { env: options.env, cwd: options.cwd, maxBuffer: 16 << 20 });
-    return { stdout, stderr, code: 0 };
-  } catch (error) {
-    const failure = error as { stdout: string; stderr: string; code: number };
-    return { stdout: failure.stdout, stderr: failure.stderr, code: failure.code };
-  }
+/**
+ * Runs `pideploy ARGS` (the built binary, this Node) and returns its output and exit code; never
+ * throws for a non-zero exit. `input` is written to its stdin (e.g. for `--sudo-password-stdin`).
+ */
+export async function runBuiltPideploy(
+  args: readonly string[],
+  options: { readonly env?: NodeJS.ProcessEnv | undefined; readonly cwd?: string | undefined; readonly input?: string | undefined } = {},
+): Promise<PideployRun> {
+  return await new Promise((resolve) => {
+    const child = execFile(process.execPath, [BUILT_PIDEPLOY_BIN, ...args], { env: options.env, cwd: options.cwd, maxBuffer: 64 << 20 }, (error, stdout, stderr) => {
+      resolve({ stdout, stderr, code: error === null ? 0 : typeof (error as { code?: unknown }).code === 'number' ? ((error as { code: number }).code) : 1 });
+    });
+    child.stdin?.end(options.input ?? '');
+  });
 }
 
 /** Options of {@link runBuiltPideployOnTerminal}. */

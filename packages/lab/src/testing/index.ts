@@ -3,7 +3,7 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'vitest';
 import type { LabStatus } from '../lab.js';
-import { runCommand } from '../run.js';
+import { runCommand, runCommandAllowingFailure } from '../run.js';
 
 /**
  * Test helpers for lab tests (`*.lab.test.ts`) of every pideploy package
@@ -101,6 +101,19 @@ function logLines(file: string): string[] {
 function linesFrom(file: string): () => string[] {
   const before = logLines(file).length;
   return () => logLines(file).slice(before);
+}
+
+/**
+ * Whether a process whose command line contains `pattern` runs on this machine (`pgrep -f`): a lab
+ * build's builder (e.g. `busybox sleep 41`), to see that an interrupted deployment stopped it.
+ */
+export async function isProcessRunning(pattern: string): Promise<boolean> {
+  return (await runCommandAllowingFailure(['pgrep', '-f', pattern])).exitCode === 0;
+}
+
+/** How many SSH logins a lab host has accepted so far (`Accepted publickey` in its sshd log, `sshdLog` of its status). */
+export function sshLoginCount(host: { readonly sshdLog: string }): number {
+  return logLines(host.sshdLog).filter((line) => line.includes('Accepted publickey')).length;
 }
 
 /**
