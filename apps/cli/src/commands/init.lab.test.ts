@@ -48,6 +48,13 @@ describeLab('pideploy init --lab && pideploy build pi1 (real nix, the lab mini-n
     const activate = readFileSync(path.join(bundle, 'bin', 'activate'), 'utf8');
     expect(activate).toContain('# pideploy-activate-protocol: 1');
     expect(activate).toContain(`bundle=${bundle}`);
+    // What --print-expr prints builds the same bundle with plain nix-build (its builder runs here, not under qemu).
+    const printed = await pideploy(['build', 'pi1', '--print-expr'], project, env);
+    expect(printed.code).toBe(0);
+    expect(printed.stdout).toContain('buildPkgs.runCommand');
+    const expressionFile = path.join(workDir, 'bundle-pi1.nix');
+    await writeFile(expressionFile, printed.stdout);
+    expect(spawnSync('nix-build', ['--no-out-link', expressionFile], { env: { ...env, NIX_PATH: '' }, encoding: 'utf8' }).stdout.trim()).toBe(bundle);
 
     // Copy the built bundle with the transport stage: `pideploy copy pi1` takes it from `pideploy build`.
     const passwordFile = path.join(workDir, 'sudo-password');
