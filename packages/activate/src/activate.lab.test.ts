@@ -212,6 +212,48 @@ describeLab('activation on lab hosts: profile, switch-to-configuration, magic ro
     expect(reported.lastDeployment?.state).toBe('rolled-back-unconfirmed');
   }, 120_000);
 
+  it('one deployment at a time: a host awaiting the confirmation of another deployment does not "already run" it; a new activation is refused (busy), changes nothing, and goes ahead once that one is aborted', async () => {
+    const context = createBaseContext();
+    await using root = await connectSsh('root@pi1', labTarget('root@pi1').connect!, context);
+    const id = 'pending-test-1';
+    const script = uploadedScriptPath(id);
+    expect((await root.exec(['sh', '-c', 'mkdir -p /run/pideploy && cat > "$1"', 'sh', script], { stdin: renderActivationScript() })).exitCode).toBe(0);
+    // An interrupted deployment: activated, nobody confirms it (it would roll back in 5 minutes).
+    const start = await root.exec(['sh', script, ...activateArguments({ action: 'switch', toplevel: systems['cut']!, deployId: id, rollback: true, confirmTimeoutSeconds: 300, noWait: true })]);
+    expect(start.exitCode).toBe(0);
+    const stateOf = async () => parseActivationState(await onConsole('pi1', `cat ${activationStatePath(id)}`)).state;
+    const waitingSince = Date.now();
+    while ((await stateOf()) !== 'awaiting-confirmation') {
+      expect(Date.now() - waitingSince).toBeLessThan(20_000);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    expect(await running('pi1')).toBe(systems['cut']);
+    {
+      await using deploy = await connectSsh('deploy@pi1', labTarget('deploy@pi1').connect!, context);
+      expect(await readHostSystems(deploy)).toEqual({ running: systems['cut'], profile: systems['cut'], busyWith: { id, state: 'awaiting-confirmation' } });
+    }
+    // Whatever fails below, the pending deployment must not outlive this test (the next ones use pi1).
+    await using _pending = { [Symbol.asyncDispose]: async () => void (await root.exec(['sh', script, 'abort', id]).catch(() => undefined)) };
+    // Deploying the same system again is not skipped as done: the host would roll it back by itself.
+    const refused = await activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['cut']! }, context).catch((error: unknown) => error);
+    expect(refused).toMatchObject({
+      code: 'PIDEPLOY_ACTIVATION_BUSY',
+      message: expect.stringMatching(new RegExp(`^deploy@pi1 is busy, nothing was changed: deployment ${id} is awaiting-confirmation on this host`, 'u')),
+      hint: expect.stringContaining(`abort ${id}`),
+    });
+    // Nor is another system activated over it (its watchdog would later roll that back).
+    const other = await activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['next']!, force: true }, context).catch((error: unknown) => error);
+    expect(other).toMatchObject({ code: 'PIDEPLOY_ACTIVATION_BUSY' });
+    expect([await stateOf(), await running('pi1')]).toEqual(['awaiting-confirmation', systems['cut']]);
+    // Ended (aborted: rolled back to next), the host takes the next deployment.
+    expect((await root.exec(['sh', script, 'abort', id])).exitCode).toBe(0);
+    expect(await running('pi1')).toBe(systems['next']);
+    const after = await activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['cut']! }, context);
+    expect(after.outcome).toBe('confirmed');
+    expect(await running('pi1')).toBe(systems['cut']);
+    expect((await activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['next']! }, context)).outcome).toBe('confirmed');
+  }, 120_000);
+
   it('SSH sessions cut right after the activation started: it completes on the host and status reports it', async () => {
     const context = createBaseContext({
       reporter: {

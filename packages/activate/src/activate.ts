@@ -6,6 +6,7 @@ import { PideployError, shellJoin, tailLines, type ActivationAction, type Pidepl
 import { parsePathInfoJson, queryClosurePathInfos, type ClosureQuery, type StorePathInfo } from '@pideploy/nix';
 import { connectSsh, type ConnectSshOptions, type CreateSudoOptions, type SshSession, type SudoPasswordProvider, type SudoRunner } from '@pideploy/ssh';
 import {
+  ACTIVATION_BUSY_EXIT_CODE,
   ACTIVATION_PROTOCOL_MARKER,
   ACTIVATION_UNREADABLE,
   ACTIVATION_STATE_DIR,
@@ -112,6 +113,12 @@ export interface HostSystems {
   readonly running: string | undefined;
   /** The system profile's system (what boots next), resolved. */
   readonly profile: string | undefined;
+  /**
+   * The deployment that has the host now (its state is not final: activating, or awaiting its
+   * confirmation), if any: then the host does not count as running anything for good, and a
+   * new activation is refused until that one ends.
+   */
+  readonly busyWith?: { readonly id: string; readonly state: string } | undefined;
 }
 
 /** What {@link activateSystem} did. */
@@ -169,6 +176,7 @@ const ERROR_CODES = {
   remote: 'PIDEPLOY_ACTIVATION_REMOTE_FAILED',
   rollbackImpossible: 'PIDEPLOY_ROLLBACK_IMPOSSIBLE',
   unreadable: ACTIVATION_UNREADABLE,
+  busy: 'PIDEPLOY_ACTIVATION_BUSY',
 } as const;
 
 /** Error codes this package raises. */
@@ -287,11 +295,18 @@ export function stateFromDecisionOutput(stdout: string): ActivationState | undef
  */
 async function probeHost(session: SshSession, bundle: string | undefined, signal: AbortSignal): Promise<HostSystems & { bundledScript: string | undefined }> {
   const bundled = bundle === undefined ? '' : `${bundle}/bin/activate`;
-  const script = 'printf \'%s\\n\' "$(readlink -e /run/current-system)" "$(readlink -e "$1")"; if [ -n "$2" ] && grep -qxF "$3" "$2" 2>/dev/null; then echo speaks-protocol; fi';
-  const result = await session.exec(['sh', '-c', script, 'probe-host', SYSTEM_PROFILE, bundled, ACTIVATION_PROTOCOL_MARKER], { signal });
+  // Also who has the host (the activation script's lock, see take_host): its deployment id and state, read by the shell.
+  const script = [
+    'h=$(readlink "$4/active" 2>/dev/null) || h=; h=${h%.state}; s=',
+    'if [ -n "$h" ] && [ -f "$4/$h.state" ]; then while IFS= read -r l; do case $l in state=*) s=${l#state=}; break ;; esac; done <"$4/$h.state"; fi',
+    'printf \'%s\\n\' "$(readlink -e /run/current-system)" "$(readlink -e "$1")" "$h" "$s"',
+    'if [ -n "$2" ] && grep -qxF "$3" "$2" 2>/dev/null; then echo speaks-protocol; fi',
+  ].join('\n');
+  const result = await session.exec(['sh', '-c', script, 'probe-host', SYSTEM_PROFILE, bundled, ACTIVATION_PROTOCOL_MARKER, ACTIVATION_STATE_DIR], { signal });
   if (result.exitCode !== 0) throw remoteFailure('reading the running system and profile', ['sh', '-c', script], result, session.display);
-  const [running = '', profile = '', protocol = ''] = result.stdout.split('\n');
-  return { running: running === '' ? undefined : running, profile: profile === '' ? undefined : profile, bundledScript: protocol === 'speaks-protocol' ? bundled : undefined };
+  const [running = '', profile = '', holder = '', holderState = '', protocol = ''] = result.stdout.split('\n');
+  const busy = holder !== '' && holderState !== '' && !isFinalActivationState(holderState) ? { busyWith: { id: holder, state: holderState } } : {};
+  return { running: running === '' ? undefined : running, profile: profile === '' ? undefined : profile, ...busy, bundledScript: protocol === 'speaks-protocol' ? bundled : undefined };
 }
 
 /**
@@ -299,8 +314,8 @@ async function probeHost(session: SshSession, bundle: string | undefined, signal
  * command and without sudo, for {@link ActivateSystemInput.hostSystems}.
  */
 export async function readHostSystems(session: SshSession, signal?: AbortSignal): Promise<HostSystems> {
-  const { running, profile } = await probeHost(session, undefined, signal ?? new AbortController().signal);
-  return { running, profile };
+  const { bundledScript: _, ...systems } = await probeHost(session, undefined, signal ?? new AbortController().signal);
+  return systems;
 }
 
 /** Whether an activation script text speaks this stage's protocol (a bundle's `bin/activate`, read where it was built). */
@@ -334,6 +349,21 @@ async function checkUrl(url: string, timeoutMs: number): Promise<string | undefi
     const cause = error instanceof Error && error.cause instanceof Error ? error.cause : error;
     return `the health check ${url} could not be fetched: ${cause instanceof Error ? cause.message : String(cause)}`;
   }
+}
+
+/** The script refused to start: another deployment has the host (take_host). Nothing was changed. */
+function busyError(host: string, stderr: string, command: readonly string[]): PideployError {
+  const said = (/^activate: busy: (.*)$/mu.exec(stderr)?.[1] ?? 'another deployment has the host').replace(/ \(if nothing runs it any more, remove [^)]*\)$/u, '');
+  const holder = /deployment (\S+) is /u.exec(said)?.[1];
+  return new PideployError({
+    code: ERROR_CODES.busy,
+    message: `${host} is busy, nothing was changed: ${said}`,
+    hint:
+      holder === undefined
+        ? `try again in a moment (\`pideploy status ${host}\`)`
+        : `wait until ${holder} ends (unconfirmed, it rolls back by itself at its deadline), or end it on the host with its bundle's script: sudo …/bin/activate confirm|abort ${holder}; if no activation runs any more, remove ${ACTIVATION_STATE_DIR}/active`,
+    commandFailure: { command, exitCode: ACTIVATION_BUSY_EXIT_CODE, stderrTail: tailLines(stderr) },
+  });
 }
 
 function describeRollback(state: ActivationState): string {
@@ -383,7 +413,7 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
 
     // Known from earlier in this deployment (and a bundle known to speak the protocol): no round trip.
     const known = input.hostSystems !== undefined && (input.bundle === undefined || input.bundleSpeaksProtocol === true);
-    const { running, profile, bundledScript } = known
+    const { running, profile, busyWith, bundledScript } = known
       ? { ...input.hostSystems, bundledScript: input.bundle === undefined ? undefined : `${input.bundle}/bin/activate` }
       : await probeHost(session, input.bundle, signal);
     if (action !== 'dry-activate') {
@@ -395,8 +425,11 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
           message: `${host} runs no system (no /run/current-system)${action === 'test' ? '' : ' and has no system profile generation'}: if this activation fails or is not confirmed, there is nothing to roll back to`,
         });
       }
+      // A host another deployment still has (e.g. an interrupted one awaiting its confirmation, which
+      // would roll back by itself) does not run anything for good: the start below is refused then.
       const already =
         input.force !== true &&
+        busyWith === undefined &&
         (action === 'boot' ? profile === input.toplevel : action === 'test' ? running === input.toplevel : running === input.toplevel && profile === input.toplevel);
       if (already) {
         context.reporter.emit({ type: 'log', level: 'info', host, message: `${host} already runs ${input.toplevel}; nothing to do (--force to activate again)` });
@@ -420,6 +453,7 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
       }),
     ];
     const start = await sudo.exec(startArgv, { signal });
+    if (start.exitCode === ACTIVATION_BUSY_EXIT_CODE && /^activate: busy: /mu.test(start.stderr)) throw busyError(host, start.stderr, startArgv);
     if (start.exitCode !== 0) throw remoteFailure('starting the activation', startArgv, start, session.display);
     // Emitted once the activation runs detached on the target (from here on, a dropped link cannot stop it).
     context.reporter.emit({ type: 'activate-start', host, action, toplevel: input.toplevel });

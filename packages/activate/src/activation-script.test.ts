@@ -1,5 +1,5 @@
-import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -100,6 +100,42 @@ second line'; save_state >/dev/null`);
     const said = withoutPrintedState(printed).trim();
     expect(said).toContain('failed-rolled-back (switch-to-configuration switch exited 1; rolled back)');
     expect(said).not.toContain('deadline=');
+  });
+
+  it('take_host gives the host to one deployment at a time: another start is refused (exit 3, naming it) until its state is final; a lock left behind is taken over', () => {
+    const stateDir = mkdtempSync(path.join(os.tmpdir(), 'pideploy-state-'));
+    const active = path.join(stateDir, 'active');
+    const held = () => (lstatSync(active, { throwIfNoEntry: false }) === undefined ? undefined : readlinkSync(active));
+    for (const shell of ['dash', 'bash']) {
+      const run = (body: string) => spawnSync(shell, ['-c', `${definitions}\nstate_dir=${stateDir}\n${body}`], { encoding: 'utf8', env: { PATH: '/usr/bin:/bin' } });
+      // d1 takes the host and awaits its confirmation.
+      expect(run('id=d1; take_host && echo took').stdout).toBe('took\n');
+      expect(held()).toBe('d1.state');
+      run('st_id=d1; st_state=awaiting-confirmation; st_deadline=$(( $(date +%s) + 600 )); save_state >/dev/null');
+      const refused = run('id=d2; take_host; echo took');
+      expect([refused.status, refused.stdout]).toEqual([3, '']);
+      // (bash may also say what it thought of ~/.bashrc: node gives it a socket for stdin, as sshd would.)
+      expect(refused.stderr).toMatch(/^activate: busy: deployment d1 is awaiting-confirmation on this host \(confirmation deadline \d+\); one deployment at a time/mu);
+      // Another deployment's final state does not give the host away; d1's does.
+      run('st_id=d2; st_state=failed; save_state >/dev/null');
+      expect(held()).toBe('d1.state');
+      run('load_state d1; st_state=confirmed; save_state >/dev/null');
+      expect(held()).toBeUndefined();
+      // A link that outlived its deployment (final state) is taken over, and nothing of that state leaks into the new one.
+      symlinkSync('d1.state', active);
+      expect(run('id=d3; take_host && printf "[%s|%s|%s]" "$st_id" "$st_state" "$st_deadline"').stdout).toBe('[||]');
+      expect(held()).toBe('d3.state');
+      // Still starting (no deadline): refused. Awaiting confirmation a minute past its deadline: its watchdog is gone, taken over.
+      run('st_id=d3; st_state=starting; save_state >/dev/null');
+      expect(run('id=d4; take_host').status).toBe(3);
+      run('st_id=d3; st_state=awaiting-confirmation; st_deadline=$(( $(date +%s) - 120 )); save_state >/dev/null');
+      const takenOver = run('id=d4; take_host && echo took');
+      expect(takenOver.stdout).toBe('took\n');
+      expect(takenOver.stderr).toContain('deployment d3 was left awaiting confirmation past its deadline');
+      expect(held()).toBe('d4.state');
+      run('st_id=d4; st_state=succeeded; save_state >/dev/null');
+      expect(held()).toBeUndefined();
+    }
   });
 
   it('read_generation sets the system profile\'s generation number with one readlink ("" without a profile)', () => {

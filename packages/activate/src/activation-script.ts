@@ -7,6 +7,8 @@ import { PideployError, shellQuote, type ActivationAction } from '@pideploy/core
 
 /** Where the script keeps logs, state and (when uploaded) itself. */
 export const ACTIVATION_STATE_DIR = '/run/pideploy';
+/** The exit code of a start refused because another deployment has the host (its state is not final yet). */
+export const ACTIVATION_BUSY_EXIT_CODE = 3;
 /** The system profile nixos-rebuild sets. */
 export const SYSTEM_PROFILE = '/nix/var/nix/profiles/system';
 /** The GC root that keeps the deployed bundle (or toplevel) alive on the target. */
@@ -72,8 +74,8 @@ export const RUNNING_STATES_PATTERN = RUNNING_STATES.join('|');
 const ACTIONS: ReadonlySet<string> = new Set(['switch', 'boot', 'test', 'dry-activate']);
 
 /** True for states after which nothing changes any more. */
-export function isFinalActivationState(state: ActivationStateName): boolean {
-  return FINAL_STATES.has(state);
+export function isFinalActivationState(state: string): boolean {
+  return (FINAL_STATES as ReadonlySet<string>).has(state);
 }
 
 /** What a rollback needs to know about the host as it was when a deployment started. */
@@ -239,6 +241,8 @@ export type WorkerLauncher = 'systemd-run' | 'setsid' | 'nohup';
  * switch/boot, then `P/bin/switch-to-configuration ACTION`) in a detached worker (`systemd-run`
  * where systemd runs, else `setsid`), which rolls back at once on failure and, for
  * switch/test with rollback, waits for `confirm` as a watchdog. It never evaluates or builds.
+ * One deployment at a time: while another one's state is not final, a start exits
+ * {@link ACTIVATION_BUSY_EXIT_CODE} saying which (`activate: busy: …`).
  */
 export function renderActivationScript(options: ActivationScriptOptions = {}): string {
   const defaultToplevel = options.defaultToplevel === undefined ? "''" : shellQuote(options.defaultToplevel);
@@ -365,7 +369,15 @@ save_state() {
     printf 'updated=%s\\n' "$updated"
     printf 'deadline=%s\\n' "$st_deadline"
   } >"$tmp" && mv -f "$tmp" "$state_dir/$st_id.state"
+  # A final state gives the host back (take_host), if this deployment has it.
+  if is_final "$st_state" && [ "$state_dir/active" -ef "$state_dir/$st_id.state" ]; then rm -f "$state_dir/active"; fi
   echo "activate: $st_id: $st_state\${st_message:+ ($st_message)}"
+}
+
+reset_state() {
+  st_id=''; st_state=''; st_action=''; st_toplevel=''; st_bundle=''; st_previous_generation=''
+  st_previous_system=''; st_new_generation=''; st_rolled_back_to=''; st_exit_code=''; st_message=''
+  st_deadline=''; st_updated=''
 }
 
 load_state() {
@@ -395,6 +407,36 @@ is_final() {
     ${FINAL_STATES_PATTERN}) return 0 ;;
   esac
   return 1
+}
+
+# --- one deployment at a time ----------------------------------------------------------------------
+# $state_dir/active links to the state file of the deployment that has this host, until that state
+# is final (save_state then removes the link). A second deployment meanwhile would activate over
+# the first, and the first one's watchdog could later roll back what the second had confirmed.
+# Takes the host for deployment $id (one ln), or says which deployment has it and exits ${ACTIVATION_BUSY_EXIT_CODE}.
+take_host() {
+  lock="$state_dir/active"
+  ln -s "$id.state" "$lock" 2>/dev/null && return 0
+  holder=$(readlink "$lock" 2>/dev/null) || holder=''
+  holder=\${holder%.state}
+  if valid_id "$holder" && [ -f "$state_dir/$holder.state" ]; then
+    load_state "$holder"
+    if ! is_final "$st_state"; then
+      # Awaiting confirmation a minute past its deadline: its watchdog (which looks every second) is gone.
+      read_clock
+      case "$st_deadline" in ''|*[!0-9]*) overdue=0 ;; *) overdue=$(( clock > st_deadline + 60 )) ;; esac
+      if [ "$st_state" != awaiting-confirmation ] || [ "$overdue" != 1 ]; then
+        echo "activate: busy: deployment $holder is $st_state on this host\${st_deadline:+ (confirmation deadline $st_deadline)}; one deployment at a time (if nothing runs it any more, remove $lock)" >&2
+        exit ${ACTIVATION_BUSY_EXIT_CODE}
+      fi
+      echo "activate: deployment $holder was left awaiting confirmation past its deadline (its watchdog is gone); taking the host over" >&2
+    fi
+    reset_state
+  fi
+  # Left behind by a deployment that is over (or whose state is gone): take it over.
+  rm -f "$lock" && ln -s "$id.state" "$lock" 2>/dev/null && return 0
+  echo "activate: busy: another deployment took this host just now; one deployment at a time" >&2
+  exit ${ACTIVATION_BUSY_EXIT_CODE}
 }
 
 # --- profile generations -------------------------------------------------------------------------
@@ -635,6 +677,7 @@ cmd_start() {
   valid_id "$id" || die "not a deployment id: $id"
   [ -d "$state_dir" ] || mkdir -p "$state_dir" || die "cannot create $state_dir"
   [ ! -e "$state_dir/$id.state" ] || die "deployment $id already exists"
+  take_host
   st_id=$id; st_action=$action; st_toplevel=$toplevel; st_bundle=$bundle
   st_state=starting; st_message="starting"
   save_state >/dev/null
@@ -649,7 +692,7 @@ cmd_start() {
       systemd-run --collect --quiet --no-ask-password --unit "pideploy-activate-$id" --service-type=exec \\
         -p StandardOutput="append:$log" -p StandardError="append:$log" \\
         /bin/sh "$self" __worker "$action" "$toplevel" "$bundle" "$id" "$timeout" "$rollback" "$install_bootloader" \\
-        || die "systemd-run could not start the activation"
+        || { st_state=failed; st_message="systemd-run could not start the activation"; save_state >/dev/null; die "$st_message"; }
       ;;
     setsid)
       setsid /bin/sh "$self" __worker "$action" "$toplevel" "$bundle" "$id" "$timeout" "$rollback" "$install_bootloader" \\

@@ -10,6 +10,7 @@ export {
 } from './closure-diff.js';
 export { parseGenerationList, previousGeneration, type ProfileGeneration } from './generations.js';
 export {
+  ACTIVATION_BUSY_EXIT_CODE,
   ACTIVATION_PROTOCOL_MARKER,
   ACTIVATION_STATE_DIR,
   CURRENT_CONFIGURATION_ROOT,
