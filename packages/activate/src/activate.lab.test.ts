@@ -244,6 +244,8 @@ describeLab('activation on lab hosts: profile, switch-to-configuration, magic ro
     // Nor is another system activated over it (its watchdog would later roll that back).
     const other = await activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['next']!, force: true }, context).catch((error: unknown) => error);
     expect(other).toMatchObject({ code: 'PIDEPLOY_ACTIVATION_BUSY' });
+    // Nor a rollback of the profile (the watchdog would then roll back over it).
+    expect(await rollbackSystem(labTarget('deploy@pi1'), {}, context).catch((error: unknown) => error)).toMatchObject({ code: 'PIDEPLOY_ACTIVATION_BUSY' });
     expect([await stateOf(), await running('pi1')]).toEqual(['awaiting-confirmation', systems['cut']]);
     // Ended (aborted: rolled back to next), the host takes the next deployment.
     expect((await root.exec(['sh', script, 'abort', id])).exitCode).toBe(0);

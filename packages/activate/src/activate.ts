@@ -606,6 +606,7 @@ export async function rollbackSystem(target: ActivationTarget, options: Rollback
     const script = await installScript(sudo, session, newDeployId(), undefined);
     const argv = [script, 'rollback', ...(options.to === undefined ? [] : ['--to', String(options.to)])];
     const result = await sudo.exec(argv, { signal: context.signal });
+    if (result.exitCode === ACTIVATION_BUSY_EXIT_CODE && /^activate: busy: /mu.test(result.stderr)) throw busyError(hostName(target), result.stderr, argv);
     if (result.exitCode !== 0) {
       throw new PideployError({
         code: ERROR_CODES.failed,

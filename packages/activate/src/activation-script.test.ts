@@ -116,6 +116,13 @@ second line'; save_state >/dev/null`);
       expect([refused.status, refused.stdout]).toEqual([3, '']);
       // (bash may also say what it thought of ~/.bashrc: node gives it a socket for stdin, as sshd would.)
       expect(refused.stderr).toMatch(/^activate: busy: deployment d1 is awaiting-confirmation on this host \(confirmation deadline \d+\); one deployment at a time/mu);
+      // Nor does a rollback go ahead meanwhile (as root: a stand-in /proc says so; nix-env is never reached).
+      const proc = mkdtempSync(path.join(os.tmpdir(), 'pideploy-proc-'));
+      mkdirSync(path.join(proc, 'self'));
+      writeFileSync(path.join(proc, 'self', 'status'), 'Name:\tsh\nUid:\t0\t0\t0\t0\n');
+      const rollback = run(`proc_dir=${proc}; cmd_rollback; echo rolled`);
+      expect([rollback.status, rollback.stdout]).toEqual([3, '']);
+      expect(rollback.stderr).toMatch(/^activate: busy: deployment d1 is awaiting-confirmation/mu);
       // Another deployment's final state does not give the host away; d1's does.
       run('st_id=d2; st_state=failed; save_state >/dev/null');
       expect(held()).toBe('d1.state');
@@ -131,7 +138,7 @@ second line'; save_state >/dev/null`);
       run('st_id=d3; st_state=awaiting-confirmation; st_deadline=$(( $(date +%s) - 120 )); save_state >/dev/null');
       const takenOver = run('id=d4; take_host && echo took');
       expect(takenOver.stdout).toBe('took\n');
-      expect(takenOver.stderr).toContain('deployment d3 was left awaiting confirmation past its deadline');
+      expect(takenOver.stderr).toContain('deployment d3 was left awaiting confirmation past its deadline (its watchdog is gone); going ahead');
       expect(held()).toBe('d4.state');
       run('st_id=d4; st_state=succeeded; save_state >/dev/null');
       expect(held()).toBeUndefined();

@@ -417,6 +417,17 @@ is_final() {
 take_host() {
   lock="$state_dir/active"
   ln -s "$id.state" "$lock" 2>/dev/null && return 0
+  refuse_if_busy
+  # Left behind by a deployment that is over (or whose state is gone): take it over.
+  rm -f "$lock" && ln -s "$id.state" "$lock" 2>/dev/null && return 0
+  echo "activate: busy: another deployment took this host just now; one deployment at a time" >&2
+  exit ${ACTIVATION_BUSY_EXIT_CODE}
+}
+
+# Exits ${ACTIVATION_BUSY_EXIT_CODE} saying so when the deployment $state_dir/active links to still has the host; returns when
+# it is over, gone, or awaiting confirmation a minute past its deadline (its watchdog is gone).
+refuse_if_busy() {
+  lock="$state_dir/active"
   holder=$(readlink "$lock" 2>/dev/null) || holder=''
   holder=\${holder%.state}
   if valid_id "$holder" && [ -f "$state_dir/$holder.state" ]; then
@@ -429,14 +440,10 @@ take_host() {
         echo "activate: busy: deployment $holder is $st_state on this host\${st_deadline:+ (confirmation deadline $st_deadline)}; one deployment at a time (if nothing runs it any more, remove $lock)" >&2
         exit ${ACTIVATION_BUSY_EXIT_CODE}
       fi
-      echo "activate: deployment $holder was left awaiting confirmation past its deadline (its watchdog is gone); taking the host over" >&2
+      echo "activate: deployment $holder was left awaiting confirmation past its deadline (its watchdog is gone); going ahead" >&2
     fi
     reset_state
   fi
-  # Left behind by a deployment that is over (or whose state is gone): take it over.
-  rm -f "$lock" && ln -s "$id.state" "$lock" 2>/dev/null && return 0
-  echo "activate: busy: another deployment took this host just now; one deployment at a time" >&2
-  exit ${ACTIVATION_BUSY_EXIT_CODE}
 }
 
 # --- profile generations -------------------------------------------------------------------------
@@ -782,6 +789,8 @@ cmd_rollback() {
     esac
   done
   is_root || die "must run as root (sudo)"
+  # Not under a deployment that has the host (it would roll back or confirm over this).
+  if [ -L "$state_dir/active" ]; then refuse_if_busy; fi
   if [ -n "$to" ]; then
     case "$to" in *[!0-9]*) die "--to takes a generation number, not $to" ;; esac
     nix-env -p "$profile" --switch-generation "$to" || die "cannot switch the profile to generation $to"
