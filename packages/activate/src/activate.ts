@@ -295,9 +295,11 @@ export function stateFromDecisionOutput(stdout: string): ActivationState | undef
  */
 async function probeHost(session: SshSession, bundle: string | undefined, signal: AbortSignal): Promise<HostSystems & { bundledScript: string | undefined }> {
   const bundled = bundle === undefined ? '' : `${bundle}/bin/activate`;
-  // Also who has the host (the activation script's lock, see take_host): its deployment id and state, read by the shell.
+  // Also who has the host (the activation script's highest active.N, see take_host): its deployment id and state, read by the shell.
   const script = [
-    'h=$(readlink "$4/active" 2>/dev/null) || h=; h=${h%.state}; s=',
+    'n=0; h=; s=',
+    'for f in "$4"/active.*; do k=${f##*/active.}; case $k in \'\'|*[!0-9]*) continue ;; esac; if [ "$k" -gt "$n" ]; then n=$k; fi; done',
+    'if [ "$n" -gt 0 ]; then read -r h <"$4/active.$n" || h=; fi',
     'if [ -n "$h" ] && [ -f "$4/$h.state" ]; then while IFS= read -r l; do case $l in state=*) s=${l#state=}; break ;; esac; done <"$4/$h.state"; fi',
     'printf \'%s\\n\' "$(readlink -e /run/current-system)" "$(readlink -e "$1")" "$h" "$s"',
     'if [ -n "$2" ] && grep -qxF "$3" "$2" 2>/dev/null; then echo speaks-protocol; fi',
@@ -353,15 +355,18 @@ async function checkUrl(url: string, timeoutMs: number): Promise<string | undefi
 
 /** The script refused to start: another deployment has the host (take_host). Nothing was changed. */
 function busyError(host: string, stderr: string, command: readonly string[]): PideployError {
-  const said = (/^activate: busy: (.*)$/mu.exec(stderr)?.[1] ?? 'another deployment has the host').replace(/ \(if nothing runs it any more, remove [^)]*\)$/u, '');
+  const line = /^activate: busy: (.*)$/mu.exec(stderr)?.[1] ?? 'another deployment has the host';
+  const lock = / \(if nothing runs it any more, remove (\S+)\)$/u.exec(line);
+  const said = lock === null ? line : line.slice(0, lock.index);
   const holder = /deployment (\S+) is /u.exec(said)?.[1];
+  const stale = lock === null ? '' : `; if nothing runs it any more, remove ${lock[1]} on the host`;
   return new PideployError({
     code: ERROR_CODES.busy,
     message: `${host} is busy, nothing was changed: ${said}`,
     hint:
       holder === undefined
-        ? `try again in a moment (\`pideploy status ${host}\`)`
-        : `wait until ${holder} ends (unconfirmed, it rolls back by itself at its deadline), or end it on the host with its bundle's script: sudo …/bin/activate confirm|abort ${holder}; if no activation runs any more, remove ${ACTIVATION_STATE_DIR}/active`,
+        ? `try again in a moment (\`pideploy status ${host}\`)${stale}`
+        : `wait until ${holder} ends (unconfirmed, it rolls back by itself at its deadline), or end it on the host with its bundle's script: sudo …/bin/activate confirm|abort ${holder}${stale}`,
     commandFailure: { command, exitCode: ACTIVATION_BUSY_EXIT_CODE, stderrTail: tailLines(stderr) },
   });
 }

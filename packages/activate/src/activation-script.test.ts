@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -102,46 +102,53 @@ second line'; save_state >/dev/null`);
     expect(said).not.toContain('deadline=');
   });
 
-  it('take_host gives the host to one deployment at a time: another start is refused (exit 3, naming it) until its state is final; a lock left behind is taken over', () => {
-    const stateDir = mkdtempSync(path.join(os.tmpdir(), 'pideploy-state-'));
-    const active = path.join(stateDir, 'active');
-    const held = () => (lstatSync(active, { throwIfNoEntry: false }) === undefined ? undefined : readlinkSync(active));
+  it('take_host gives the host to one deployment at a time: another start (or a rollback) is refused (exit 3, naming it) until its state is final; no process', () => {
     for (const shell of ['dash', 'bash']) {
+      const stateDir = mkdtempSync(path.join(os.tmpdir(), 'pideploy-state-'));
       const run = (body: string) => spawnSync(shell, ['-c', `${definitions}\nstate_dir=${stateDir}\n${body}`], { encoding: 'utf8', env: { PATH: '/usr/bin:/bin' } });
+      // Taking the host runs no process: with nothing on the PATH (no mkdir, ln, rm, readlink) it works the same.
+      const take = (id: string, after = '') => run(`PATH=/nonexistent; id=${id}; take_host${after}`);
+      const locks = () => readdirSync(stateDir).filter((name) => name.startsWith('active.')).sort();
+      const holder = () => { const newest = locks().sort((a, b) => Number(a.slice(7)) - Number(b.slice(7))).at(-1); return newest === undefined ? undefined : readFileSync(path.join(stateDir, newest), 'utf8'); };
+      const later = Math.floor(Date.now() / 1000) + 600;
       // d1 takes the host and awaits its confirmation.
-      expect(run('id=d1; take_host && echo took').stdout).toBe('took\n');
-      expect(held()).toBe('d1.state');
-      run('st_id=d1; st_state=awaiting-confirmation; st_deadline=$(( $(date +%s) + 600 )); save_state >/dev/null');
-      const refused = run('id=d2; take_host; echo took');
+      expect(take('d1', ' && echo took').stdout).toBe('took\n');
+      expect([locks(), holder()]).toEqual([['active.1'], 'd1\n']);
+      run(`st_id=d1; st_state=awaiting-confirmation; st_deadline=${later}; save_state >/dev/null`);
+      const refused = take('d2', '; echo took');
       expect([refused.status, refused.stdout]).toEqual([3, '']);
       // (bash may also say what it thought of ~/.bashrc: node gives it a socket for stdin, as sshd would.)
-      expect(refused.stderr).toMatch(/^activate: busy: deployment d1 is awaiting-confirmation on this host \(confirmation deadline \d+\); one deployment at a time/mu);
-      // Nor does a rollback go ahead meanwhile (as root: a stand-in /proc says so; nix-env is never reached).
+      expect(refused.stderr).toMatch(new RegExp(`^activate: busy: deployment d1 is awaiting-confirmation on this host \\(confirmation deadline ${later}\\); one deployment at a time \\(if nothing runs it any more, remove ${stateDir}/active.1\\)$`, 'mu'));
+      // Nor does a rollback go ahead meanwhile (as root: a stand-in /proc says so).
       const proc = mkdtempSync(path.join(os.tmpdir(), 'pideploy-proc-'));
       mkdirSync(path.join(proc, 'self'));
       writeFileSync(path.join(proc, 'self', 'status'), 'Name:\tsh\nUid:\t0\t0\t0\t0\n');
       const rollback = run(`proc_dir=${proc}; cmd_rollback; echo rolled`);
       expect([rollback.status, rollback.stdout]).toEqual([3, '']);
       expect(rollback.stderr).toMatch(/^activate: busy: deployment d1 is awaiting-confirmation/mu);
-      // Another deployment's final state does not give the host away; d1's does.
-      run('st_id=d2; st_state=failed; save_state >/dev/null');
-      expect(held()).toBe('d1.state');
+      // Once d1's state is final the host is free: the next start takes it, and nothing of d1's state leaks into its own.
       run('load_state d1; st_state=confirmed; save_state >/dev/null');
-      expect(held()).toBeUndefined();
-      // A link that outlived its deployment (final state) is taken over, and nothing of that state leaks into the new one.
-      symlinkSync('d1.state', active);
-      expect(run('id=d3; take_host && printf "[%s|%s|%s]" "$st_id" "$st_state" "$st_deadline"').stdout).toBe('[||]');
-      expect(held()).toBe('d3.state');
-      // Still starting (no deadline): refused. Awaiting confirmation a minute past its deadline: its watchdog is gone, taken over.
+      expect(take('d3', ' && printf "[%s|%s|%s]" "$st_id" "$st_state" "$st_deadline"').stdout).toBe('[||]');
+      expect([locks(), holder()]).toEqual([['active.1', 'active.2'], 'd3\n']);
+      // Still starting (no deadline): refused; a lock whose id is not written yet: refused.
       run('st_id=d3; st_state=starting; save_state >/dev/null');
-      expect(run('id=d4; take_host').status).toBe(3);
-      run('st_id=d3; st_state=awaiting-confirmation; st_deadline=$(( $(date +%s) - 120 )); save_state >/dev/null');
-      const takenOver = run('id=d4; take_host && echo took');
+      expect(take('d4').status).toBe(3);
+      writeFileSync(path.join(stateDir, 'active.3'), '');
+      expect(take('d4').stderr).toMatch(/^activate: busy: another deployment is starting on this host/mu);
+      expect(take('d4').status).toBe(3);
+      // Awaiting confirmation a minute past its deadline: its watchdog is gone, the host is taken over.
+      writeFileSync(path.join(stateDir, 'active.3'), 'd3\n');
+      run(`st_id=d3; st_state=awaiting-confirmation; st_deadline=${later - 720}; save_state >/dev/null`);
+      const takenOver = take('d4', ' && echo took');
       expect(takenOver.stdout).toBe('took\n');
       expect(takenOver.stderr).toContain('deployment d3 was left awaiting confirmation past its deadline (its watchdog is gone); going ahead');
-      expect(held()).toBe('d4.state');
+      expect([locks(), holder()]).toEqual([['active.1', 'active.2', 'active.3', 'active.4'], 'd4\n']);
+      // Of two starts that both saw active.4's deployment over, only one creates active.5 (O_EXCL).
       run('st_id=d4; st_state=succeeded; save_state >/dev/null');
-      expect(held()).toBeUndefined();
+      writeFileSync(path.join(stateDir, 'active.5'), 'd5\n');
+      const late = run('id=d6; read_lock; lock_number=4; set -C; if { printf "%s\\n" "$id" >"$state_dir/active.5"; } 2>/dev/null; then echo took; else echo lost; fi');
+      expect(late.stdout).toBe('lost\n');
+      expect(readFileSync(path.join(stateDir, 'active.5'), 'utf8')).toBe('d5\n');
     }
   });
 

@@ -369,8 +369,6 @@ save_state() {
     printf 'updated=%s\\n' "$updated"
     printf 'deadline=%s\\n' "$st_deadline"
   } >"$tmp" && mv -f "$tmp" "$state_dir/$st_id.state"
-  # A final state gives the host back (take_host), if this deployment has it.
-  if is_final "$st_state" && [ "$state_dir/active" -ef "$state_dir/$st_id.state" ]; then rm -f "$state_dir/active"; fi
   echo "activate: $st_id: $st_state\${st_message:+ ($st_message)}"
 }
 
@@ -410,30 +408,47 @@ is_final() {
 }
 
 # --- one deployment at a time ----------------------------------------------------------------------
-# $state_dir/active links to the state file of the deployment that has this host, until that state
-# is final (save_state then removes the link). A second deployment meanwhile would activate over
-# the first, and the first one's watchdog could later roll back what the second had confirmed.
-# Takes the host for deployment $id (one ln), or says which deployment has it and exits ${ACTIVATION_BUSY_EXIT_CODE}.
+# The deployment that has this host is named in the highest-numbered $state_dir/active.N; it has
+# the host until its state is final. A second deployment meanwhile would activate over the first,
+# and the first one's watchdog could later roll back what the second had confirmed. Taking the host
+# creates active.N+1 exclusively (noclobber: O_EXCL, so of two starts at once only one can), and
+# nothing has to give it back: all by the shell itself, no process (/run is emptied at boot).
+
+# Sets lock to the highest active.N ("" if none) and holder to the deployment it names.
+read_lock() {
+  lock=''; holder=''; lock_number=0
+  for candidate in "$state_dir"/active.*; do
+    number=\${candidate##*/active.}
+    case "$number" in ''|*[!0-9]*) continue ;; esac
+    if [ "$number" -gt "$lock_number" ]; then lock_number=$number; lock=$candidate; fi
+  done
+  if [ -n "$lock" ]; then read -r holder <"$lock" || holder=''; fi
+}
+
+# Takes the host for deployment $id, or says which deployment has it and exits ${ACTIVATION_BUSY_EXIT_CODE}.
 take_host() {
-  lock="$state_dir/active"
-  ln -s "$id.state" "$lock" 2>/dev/null && return 0
   refuse_if_busy
-  # Left behind by a deployment that is over (or whose state is gone): take it over.
-  rm -f "$lock" && ln -s "$id.state" "$lock" 2>/dev/null && return 0
+  set -C
+  if { printf '%s\n' "$id" >"$state_dir/active.$((lock_number + 1))"; } 2>/dev/null; then set +C; return 0; fi
+  set +C
   echo "activate: busy: another deployment took this host just now; one deployment at a time" >&2
   exit ${ACTIVATION_BUSY_EXIT_CODE}
 }
 
-# Exits ${ACTIVATION_BUSY_EXIT_CODE} saying so when the deployment $state_dir/active links to still has the host; returns when
-# it is over, gone, or awaiting confirmation a minute past its deadline (its watchdog is gone).
+# Exits ${ACTIVATION_BUSY_EXIT_CODE} saying so while the deployment named by the lock (read_lock) has the host; returns
+# when there is none, it is over or gone, or it awaits confirmation a minute past its deadline
+# (its watchdog, which looks every second, is gone).
 refuse_if_busy() {
-  lock="$state_dir/active"
-  holder=$(readlink "$lock" 2>/dev/null) || holder=''
-  holder=\${holder%.state}
+  read_lock
+  [ -n "$lock" ] || return 0
+  if [ -z "$holder" ]; then
+    # Created a moment ago, its deployment id not written yet.
+    echo "activate: busy: another deployment is starting on this host; one deployment at a time (if nothing runs it any more, remove $lock)" >&2
+    exit ${ACTIVATION_BUSY_EXIT_CODE}
+  fi
   if valid_id "$holder" && [ -f "$state_dir/$holder.state" ]; then
     load_state "$holder"
     if ! is_final "$st_state"; then
-      # Awaiting confirmation a minute past its deadline: its watchdog (which looks every second) is gone.
       read_clock
       case "$st_deadline" in ''|*[!0-9]*) overdue=0 ;; *) overdue=$(( clock > st_deadline + 60 )) ;; esac
       if [ "$st_state" != awaiting-confirmation ] || [ "$overdue" != 1 ]; then
@@ -790,7 +805,7 @@ cmd_rollback() {
   done
   is_root || die "must run as root (sudo)"
   # Not under a deployment that has the host (it would roll back or confirm over this).
-  if [ -L "$state_dir/active" ]; then refuse_if_busy; fi
+  refuse_if_busy
   if [ -n "$to" ]; then
     case "$to" in *[!0-9]*) die "--to takes a generation number, not $to" ;; esac
     nix-env -p "$profile" --switch-generation "$to" || die "cannot switch the profile to generation $to"
