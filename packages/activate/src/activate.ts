@@ -357,7 +357,8 @@ async function checkUrl(url: string, timeoutMs: number): Promise<string | undefi
 function busyError(host: string, stderr: string, command: readonly string[]): PideployError {
   const line = /^activate: busy: (.*)$/mu.exec(stderr)?.[1] ?? 'another deployment has the host';
   const lock = / \(if nothing runs it any more, remove (\S+)\)$/u.exec(line);
-  const said = lock === null ? line : line.slice(0, lock.index);
+  // The script gives the deadline in Unix seconds (the host's clock): say it as a time.
+  const said = (lock === null ? line : line.slice(0, lock.index)).replace(/\(confirmation deadline (\d+)\)/u, (_, seconds: string) => `(confirmation deadline ${new Date(Number(seconds) * 1000).toISOString().replace(/\.\d+Z$/u, 'Z')} by the host's clock)`);
   const holder = /deployment (\S+) is /u.exec(said)?.[1];
   const stale = lock === null ? '' : `; if nothing runs it any more, remove ${lock[1]} on the host`;
   return new PideployError({
