@@ -10,6 +10,7 @@ import {
   ACTIVATION_PROTOCOL_MARKER,
   ACTIVATION_UNREADABLE,
   ACTIVATION_STATE_DIR,
+  READ_LOCK_FUNCTION,
   CURRENT_CONFIGURATION_ROOT,
   DEFAULT_CONFIRM_TIMEOUT_SECONDS,
   SYSTEM_PROFILE,
@@ -295,13 +296,12 @@ export function stateFromDecisionOutput(stdout: string): ActivationState | undef
  */
 async function probeHost(session: SshSession, bundle: string | undefined, signal: AbortSignal): Promise<HostSystems & { bundledScript: string | undefined }> {
   const bundled = bundle === undefined ? '' : `${bundle}/bin/activate`;
-  // Also who has the host (the activation script's highest active.N, see take_host): its deployment id and state, read by the shell.
+  // Also who has the host (the activation script's own read_lock, see take_host): its deployment id and state, read by the shell.
   const script = [
-    'n=0; h=; s=',
-    'for f in "$4"/active.*; do k=${f##*/active.}; case $k in \'\'|*[!0-9]*) continue ;; esac; if [ "$k" -gt "$n" ]; then n=$k; fi; done',
-    'if [ "$n" -gt 0 ]; then read -r h <"$4/active.$n" || h=; fi',
-    'if [ -n "$h" ] && [ -f "$4/$h.state" ]; then while IFS= read -r l; do case $l in state=*) s=${l#state=}; break ;; esac; done <"$4/$h.state"; fi',
-    'printf \'%s\\n\' "$(readlink -e /run/current-system)" "$(readlink -e "$1")" "$h" "$s"',
+    READ_LOCK_FUNCTION,
+    'state_dir=$4; read_lock; s=',
+    'if [ -n "$holder" ] && [ -f "$4/$holder.state" ]; then while IFS= read -r l; do case $l in state=*) s=${l#state=}; break ;; esac; done <"$4/$holder.state"; fi',
+    'printf \'%s\\n\' "$(readlink -e /run/current-system)" "$(readlink -e "$1")" "$holder" "$s"',
     'if [ -n "$2" ] && grep -qxF "$3" "$2" 2>/dev/null; then echo speaks-protocol; fi',
   ].join('\n');
   const result = await session.exec(['sh', '-c', script, 'probe-host', SYSTEM_PROFILE, bundled, ACTIVATION_PROTOCOL_MARKER, ACTIVATION_STATE_DIR], { signal });
@@ -353,8 +353,10 @@ async function checkUrl(url: string, timeoutMs: number): Promise<string | undefi
   }
 }
 
-/** The script refused to start: another deployment has the host (take_host). Nothing was changed. */
-function busyError(host: string, stderr: string, command: readonly string[]): PideployError {
+/** The script's refusal to run while another deployment has the host (take_host, refuse_if_busy), as an error; undefined for any other result. Nothing was changed. */
+function busyErrorOf(host: string, result: { readonly exitCode: number | null; readonly stderr: string }, command: readonly string[]): PideployError | undefined {
+  if (result.exitCode !== ACTIVATION_BUSY_EXIT_CODE || !/^activate: busy: /mu.test(result.stderr)) return undefined;
+  const stderr = result.stderr;
   const line = /^activate: busy: (.*)$/mu.exec(stderr)?.[1] ?? 'another deployment has the host';
   const lock = / \(if nothing runs it any more, remove (\S+)\)$/u.exec(line);
   // The script gives the deadline in Unix seconds (the host's clock): say it as a time.
@@ -459,7 +461,8 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
       }),
     ];
     const start = await sudo.exec(startArgv, { signal });
-    if (start.exitCode === ACTIVATION_BUSY_EXIT_CODE && /^activate: busy: /mu.test(start.stderr)) throw busyError(host, start.stderr, startArgv);
+    const busy = busyErrorOf(host, start, startArgv);
+    if (busy !== undefined) throw busy;
     if (start.exitCode !== 0) throw remoteFailure('starting the activation', startArgv, start, session.display);
     // Emitted once the activation runs detached on the target (from here on, a dropped link cannot stop it).
     context.reporter.emit({ type: 'activate-start', host, action, toplevel: input.toplevel });
@@ -612,7 +615,8 @@ export async function rollbackSystem(target: ActivationTarget, options: Rollback
     const script = await installScript(sudo, session, newDeployId(), undefined);
     const argv = [script, 'rollback', ...(options.to === undefined ? [] : ['--to', String(options.to)])];
     const result = await sudo.exec(argv, { signal: context.signal });
-    if (result.exitCode === ACTIVATION_BUSY_EXIT_CODE && /^activate: busy: /mu.test(result.stderr)) throw busyError(hostName(target), result.stderr, argv);
+    const busy = busyErrorOf(hostName(target), result, argv);
+    if (busy !== undefined) throw busy;
     if (result.exitCode !== 0) {
       throw new PideployError({
         code: ERROR_CODES.failed,

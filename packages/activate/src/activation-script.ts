@@ -225,6 +225,22 @@ export const SYSTEMD_RUNTIME_DIRECTORY = '/run/systemd/system';
 export type WorkerLauncher = 'systemd-run' | 'setsid' | 'nohup';
 
 /**
+ * Shell function `read_lock` (POSIX sh, builtins only): sets `lock` to the newest
+ * `$state_dir/active.N` ("" if none), `lock_number` to its N (0) and `holder` to the deployment it
+ * names. The activation script takes the host with it; `readHostSystems` reads who has it with it.
+ */
+export const READ_LOCK_FUNCTION = `# Sets lock to the highest active.N ("" if none) and holder to the deployment it names.
+read_lock() {
+  lock=''; holder=''; lock_number=0
+  for candidate in "$state_dir"/active.*; do
+    number=\${candidate##*/active.}
+    case "$number" in ''|*[!0-9]*) continue ;; esac
+    if [ "$number" -gt "$lock_number" ]; then lock_number=$number; lock=$candidate; fi
+  done
+  if [ -n "$lock" ]; then read -r holder <"$lock" || holder=''; fi
+}`;
+
+/**
  * The activation script. Usage (as root):
  *
  * ```
@@ -332,11 +348,14 @@ valid_id() {
 }
 
 # --- state file: key=value lines, replaced atomically -------------------------------------------
-st_id=''; st_state=''; st_action=''; st_toplevel=''; st_bundle=''; st_previous_generation=''
-st_previous_system=''; st_new_generation=''; st_rolled_back_to=''; st_exit_code=''; st_message=''
-st_deadline=''
+# The deployment's fields, empty to begin with (and again after take_host looked at another one's).
 # A caller that has just read the clock sets st_updated, and save_state uses it instead of reading it again.
-st_updated=''
+reset_state() {
+  st_id=''; st_state=''; st_action=''; st_toplevel=''; st_bundle=''; st_previous_generation=''
+  st_previous_system=''; st_new_generation=''; st_rolled_back_to=''; st_exit_code=''; st_message=''
+  st_deadline=''; st_updated=''
+}
+reset_state
 
 # Every process counts on a slow target (a Pi Zero forks in milliseconds, an emulated one in
 # tens): save_state runs one (mv; date only where neither the shell nor /proc tells the time);
@@ -372,11 +391,6 @@ save_state() {
   echo "activate: $st_id: $st_state\${st_message:+ ($st_message)}"
 }
 
-reset_state() {
-  st_id=''; st_state=''; st_action=''; st_toplevel=''; st_bundle=''; st_previous_generation=''
-  st_previous_system=''; st_new_generation=''; st_rolled_back_to=''; st_exit_code=''; st_message=''
-  st_deadline=''; st_updated=''
-}
 
 load_state() {
   file="$state_dir/$1.state"
@@ -414,16 +428,7 @@ is_final() {
 # creates active.N+1 exclusively (noclobber: O_EXCL, so of two starts at once only one can), and
 # nothing has to give it back: all by the shell itself, no process (/run is emptied at boot).
 
-# Sets lock to the highest active.N ("" if none) and holder to the deployment it names.
-read_lock() {
-  lock=''; holder=''; lock_number=0
-  for candidate in "$state_dir"/active.*; do
-    number=\${candidate##*/active.}
-    case "$number" in ''|*[!0-9]*) continue ;; esac
-    if [ "$number" -gt "$lock_number" ]; then lock_number=$number; lock=$candidate; fi
-  done
-  if [ -n "$lock" ]; then read -r holder <"$lock" || holder=''; fi
-}
+${READ_LOCK_FUNCTION}
 
 # Takes the host for deployment $id, or says which deployment has it and exits ${ACTIVATION_BUSY_EXIT_CODE}.
 take_host() {
