@@ -241,8 +241,9 @@ describeLab('activation on lab hosts: profile, switch-to-configuration, magic ro
     const refused = await activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['cut']! }, context).catch((error: unknown) => error);
     expect(refused).toMatchObject({
       code: 'PIDEPLOY_ACTIVATION_BUSY',
-      message: expect.stringMatching(new RegExp(`^deploy@pi1 is busy, nothing was changed: deployment ${id} is awaiting-confirmation on this host \\(confirmation deadline \\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\dZ by the host's clock\\); one deployment at a time$`, 'u')),
-      hint: expect.stringContaining(`abort ${id}`),
+      message: expect.stringMatching(new RegExp(`^deploy@pi1 is busy, nothing was changed: deployment ${id} is awaiting-confirmation there \\(confirmation deadline \\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\dZ by the host's clock\\); one deployment at a time$`, 'u')),
+      // The script that started it (uploaded: no bundle) is the one to confirm or abort it with.
+      hint: expect.stringContaining(`sudo ${script} confirm ${id} (keep it) or abort ${id} (roll it back)`),
     });
     // Nor is another system activated over it (its watchdog would later roll that back).
     const other = await activateSystem({ ...labTarget('deploy@pi1'), toplevel: before, force: true }, context).catch((error: unknown) => error);

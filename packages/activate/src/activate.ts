@@ -7,6 +7,7 @@ import { parsePathInfoJson, queryClosurePathInfos, type ClosureQuery, type Store
 import { connectSsh, type ConnectSshOptions, type CreateSudoOptions, type SshSession, type SudoPasswordProvider, type SudoRunner } from '@pideploy/ssh';
 import {
   ACTIVATION_BUSY_EXIT_CODE,
+  BUSY_OUTPUT_MARKER,
   ACTIVATION_PROTOCOL_MARKER,
   ACTIVATION_UNREADABLE,
   ACTIVATION_STATE_DIR,
@@ -299,8 +300,9 @@ async function probeHost(session: SshSession, bundle: string | undefined, signal
   // Also who has the host (the activation script's own read_lock, see take_host): its deployment id and state, read by the shell.
   const script = [
     READ_LOCK_FUNCTION,
+    // A holder whose first state is not written yet is starting (as the script's refuse_if_busy says).
     'state_dir=$4; read_lock; s=',
-    'if [ -n "$holder" ] && [ -f "$4/$holder.state" ]; then while IFS= read -r l; do case $l in state=*) s=${l#state=}; break ;; esac; done <"$4/$holder.state"; fi',
+    'if [ -n "$holder" ]; then s=starting; if [ -f "$4/$holder.state" ]; then while IFS= read -r l; do case $l in state=*) s=${l#state=}; break ;; esac; done <"$4/$holder.state"; fi; fi',
     'printf \'%s\\n\' "$(readlink -e /run/current-system)" "$(readlink -e "$1")" "$holder" "$s"',
     'if [ -n "$2" ] && grep -qxF "$3" "$2" 2>/dev/null; then echo speaks-protocol; fi',
   ].join('\n');
@@ -353,24 +355,29 @@ async function checkUrl(url: string, timeoutMs: number): Promise<string | undefi
   }
 }
 
-/** The script's refusal to run while another deployment has the host (take_host, refuse_if_busy), as an error; undefined for any other result. Nothing was changed. */
+/**
+ * The script's refusal to run while another deployment has the host (take_host, refuse_if_busy:
+ * exit {@link ACTIVATION_BUSY_EXIT_CODE} and a {@link BUSY_OUTPUT_MARKER} line of fields) as an
+ * error saying what to do in that deployment's state; undefined for any other result.
+ */
 function busyErrorOf(host: string, result: { readonly exitCode: number | null; readonly stderr: string }, command: readonly string[]): PideployError | undefined {
-  if (result.exitCode !== ACTIVATION_BUSY_EXIT_CODE || !/^activate: busy: /mu.test(result.stderr)) return undefined;
-  const stderr = result.stderr;
-  const line = /^activate: busy: (.*)$/mu.exec(stderr)?.[1] ?? 'another deployment has the host';
-  const lock = / \(if nothing runs it any more, remove (\S+)\)$/u.exec(line);
-  // The script gives the deadline in Unix seconds (the host's clock): say it as a time.
-  const said = (lock === null ? line : line.slice(0, lock.index)).replace(/\(confirmation deadline (\d+)\)/u, (_, seconds: string) => `(confirmation deadline ${new Date(Number(seconds) * 1000).toISOString().replace(/\.\d+Z$/u, 'Z')} by the host's clock)`);
-  const holder = /deployment (\S+) is /u.exec(said)?.[1];
-  const stale = lock === null ? '' : `; if nothing runs it any more, remove ${lock[1]} on the host`;
+  if (result.exitCode !== ACTIVATION_BUSY_EXIT_CODE) return undefined;
+  const fields = new RegExp(`^${BUSY_OUTPUT_MARKER} id=(\\S*) state=(\\S*) deadline=(\\S*) bundle=(\\S*) lock=(\\S*)$`, 'mu').exec(result.stderr);
+  if (fields === null) return undefined;
+  const [, id = '', state = '', deadline = '', bundle = '', lock = ''] = fields;
+  const who = id === '' ? 'another deployment' : `deployment ${id}`;
+  // The deadline is in Unix seconds by the host's clock: said as a time.
+  const until = /^\d+$/u.test(deadline) ? ` (confirmation deadline ${new Date(Number(deadline) * 1000).toISOString().replace(/\.\d+Z$/u, 'Z')} by the host's clock)` : '';
+  const script = bundle === '' ? uploadedScriptPath(id) : `${bundle}/bin/activate`;
+  const hint =
+    state === 'awaiting-confirmation' && id !== ''
+      ? `wait until it ends (unconfirmed, it rolls back by itself at its deadline), or end it now on the host: sudo ${script} confirm ${id} (keep it) or abort ${id} (roll it back)`
+      : `wait until it ends${id === '' ? '' : ` (its log: ${ACTIVATION_STATE_DIR}/${id}.log on the host)`}; if nothing runs it any more, remove ${lock} on the host`;
   return new PideployError({
     code: ERROR_CODES.busy,
-    message: `${host} is busy, nothing was changed: ${said}`,
-    hint:
-      holder === undefined
-        ? `try again in a moment (\`pideploy status ${host}\`)${stale}`
-        : `wait until ${holder} ends (unconfirmed, it rolls back by itself at its deadline), or end it on the host with its bundle's script: sudo …/bin/activate confirm|abort ${holder}${stale}`,
-    commandFailure: { command, exitCode: ACTIVATION_BUSY_EXIT_CODE, stderrTail: tailLines(stderr) },
+    message: `${host} is busy, nothing was changed: ${who} is ${state} there${until}; one deployment at a time`,
+    hint,
+    commandFailure: { command, exitCode: ACTIVATION_BUSY_EXIT_CODE, stderrTail: tailLines(result.stderr) },
   });
 }
 

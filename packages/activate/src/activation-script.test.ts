@@ -107,18 +107,20 @@ second line'; save_state >/dev/null`);
       const stateDir = mkdtempSync(path.join(os.tmpdir(), 'pideploy-state-'));
       const run = (body: string) => spawnSync(shell, ['-c', `${definitions}\nstate_dir=${stateDir}\n${body}`], { encoding: 'utf8', env: { PATH: '/usr/bin:/bin' } });
       // Taking the host runs no process: with nothing on the PATH (no mkdir, ln, rm, readlink) it works the same.
-      const take = (id: string, after = '') => run(`PATH=/nonexistent; id=${id}; take_host${after}`);
+      const take = (id: string, after = '', before = '') => run(`${before}\nPATH=/nonexistent; id=${id}; take_host${after}`);
       const locks = () => readdirSync(stateDir).filter((name) => name.startsWith('active.')).sort();
       const holder = () => { const newest = locks().sort((a, b) => Number(a.slice(7)) - Number(b.slice(7))).at(-1); return newest === undefined ? undefined : readFileSync(path.join(stateDir, newest), 'utf8'); };
       const later = Math.floor(Date.now() / 1000) + 600;
       // d1 takes the host and awaits its confirmation.
       expect(take('d1', ' && echo took').stdout).toBe('took\n');
       expect([locks(), holder()]).toEqual([['active.1'], 'd1\n']);
-      run(`st_id=d1; st_state=awaiting-confirmation; st_deadline=${later}; save_state >/dev/null`);
+      run(`st_id=d1; st_state=awaiting-confirmation; st_bundle=/nix/store/b-bundle; st_deadline=${later}; save_state >/dev/null`);
       const refused = take('d2', '; echo took');
       expect([refused.status, refused.stdout]).toEqual([3, '']);
       // (bash may also say what it thought of ~/.bashrc: node gives it a socket for stdin, as sshd would.)
       expect(refused.stderr).toMatch(new RegExp(`^activate: busy: deployment d1 is awaiting-confirmation on this host \\(confirmation deadline ${later}\\); one deployment at a time \\(if nothing runs it any more, remove ${stateDir}/active.1\\)$`, 'mu'));
+      // … and the fields the deployer reads (its bundle: what to run confirm or abort with).
+      expect(refused.stderr).toMatch(new RegExp(`^@@pideploy-busy id=d1 state=awaiting-confirmation deadline=${later} bundle=/nix/store/b-bundle lock=${stateDir}/active.1$`, 'mu'));
       // Nor does a rollback go ahead meanwhile (as root: a stand-in /proc says so).
       const proc = mkdtempSync(path.join(os.tmpdir(), 'pideploy-proc-'));
       mkdirSync(path.join(proc, 'self'));
@@ -143,12 +145,21 @@ second line'; save_state >/dev/null`);
       expect(takenOver.stdout).toBe('took\n');
       expect(takenOver.stderr).toContain('deployment d3 was left awaiting confirmation past its deadline (its watchdog is gone); going ahead');
       expect([locks(), holder()]).toEqual([['active.1', 'active.2', 'active.3', 'active.4'], 'd4\n']);
-      // Of two starts that both saw active.4's deployment over, only one creates active.5 (O_EXCL).
-      run('st_id=d4; st_state=succeeded; save_state >/dev/null');
+      // A holder whose first state is not written yet is starting: busy, not free.
       writeFileSync(path.join(stateDir, 'active.5'), 'd5\n');
-      const late = run('id=d6; read_lock; lock_number=4; set -C; if { printf "%s\\n" "$id" >"$state_dir/active.5"; } 2>/dev/null; then echo took; else echo lost; fi');
-      expect(late.stdout).toBe('lost\n');
-      expect(readFileSync(path.join(stateDir, 'active.5'), 'utf8')).toBe('d5\n');
+      const early = take('d6');
+      expect([early.status, early.stderr]).toEqual([3, expect.stringMatching(/^activate: busy: deployment d5 is starting on this host/mu)]);
+      // Of two starts that both saw the host free (refuse_if_busy returned), only one creates the next lock (O_EXCL).
+      run('st_id=d5; st_state=succeeded; save_state >/dev/null');
+      writeFileSync(path.join(stateDir, 'active.6'), 'd6\n');
+      const late = take('d7', '; echo took', 'refuse_if_busy() { lock_number=5; }');
+      expect([late.status, late.stdout]).toEqual([3, '']);
+      expect(late.stderr).toMatch(new RegExp(`^@@pideploy-busy id= state=starting deadline= bundle= lock=${stateDir}/active.6$`, 'mu'));
+      expect(readFileSync(path.join(stateDir, 'active.6'), 'utf8')).toBe('d6\n');
+      // A lock that cannot be created at all (here: the state directory is a file, which stops root too) is an error, not "busy".
+      const notADirectory = path.join(stateDir, 'd1.state');
+      const denied = spawnSync(shell, ['-c', `${definitions}\nstate_dir=${notADirectory}\nid=d8; take_host`], { encoding: 'utf8', env: { PATH: '/usr/bin:/bin' } });
+      expect([denied.status, denied.stderr]).toEqual([1, expect.stringMatching(new RegExp(`^activate: cannot create ${notADirectory}/active.1 `, 'mu'))]);
     }
   });
 

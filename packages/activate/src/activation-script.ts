@@ -9,6 +9,8 @@ import { PideployError, shellQuote, type ActivationAction } from '@pideploy/core
 export const ACTIVATION_STATE_DIR = '/run/pideploy';
 /** The exit code of a start refused because another deployment has the host (its state is not final yet). */
 export const ACTIVATION_BUSY_EXIT_CODE = 3;
+/** Starts the stderr line in which a refused start names the deployment that has the host (`id= state= deadline= bundle= lock=`). */
+export const BUSY_OUTPUT_MARKER = '@@pideploy-busy';
 /** The system profile nixos-rebuild sets. */
 export const SYSTEM_PROFILE = '/nix/var/nix/profiles/system';
 /** The GC root that keeps the deployed bundle (or toplevel) alive on the target. */
@@ -433,37 +435,43 @@ ${READ_LOCK_FUNCTION}
 # Takes the host for deployment $id, or says which deployment has it and exits ${ACTIVATION_BUSY_EXIT_CODE}.
 take_host() {
   refuse_if_busy
+  next_lock="$state_dir/active.$((lock_number + 1))"
   set -C
-  if { printf '%s\n' "$id" >"$state_dir/active.$((lock_number + 1))"; } 2>/dev/null; then set +C; return 0; fi
+  if { printf '%s\\n' "$id" >"$next_lock"; } 2>/dev/null; then set +C; return 0; fi
   set +C
-  echo "activate: busy: another deployment took this host just now; one deployment at a time" >&2
+  [ -e "$next_lock" ] || die "cannot create $next_lock (no space, or no permission in $state_dir?)"
+  # Another start created it first.
+  lock=$next_lock
+  busy '' starting '' ''
+}
+
+# Says which deployment has the host and exits ${ACTIVATION_BUSY_EXIT_CODE}: a sentence for people, then a
+# ${BUSY_OUTPUT_MARKER} line of fields for the deployer. $1 id ("" unknown), $2 its state, $3 its
+# confirmation deadline (Unix seconds, or ""), $4 its bundle (or "").
+busy() {
+  if [ -n "$1" ]; then who="deployment $1"; else who="another deployment"; fi
+  echo "activate: busy: $who is $2 on this host\${3:+ (confirmation deadline $3)}; one deployment at a time (if nothing runs it any more, remove $lock)" >&2
+  printf '%s id=%s state=%s deadline=%s bundle=%s lock=%s\\n' '${BUSY_OUTPUT_MARKER}' "$1" "$2" "$3" "$4" "$lock" >&2
   exit ${ACTIVATION_BUSY_EXIT_CODE}
 }
 
-# Exits ${ACTIVATION_BUSY_EXIT_CODE} saying so while the deployment named by the lock (read_lock) has the host; returns
-# when there is none, it is over or gone, or it awaits confirmation a minute past its deadline
-# (its watchdog, which looks every second, is gone).
+# Exits ${ACTIVATION_BUSY_EXIT_CODE} (busy) while the deployment named by the lock (read_lock) has the host: also while
+# its id or first state is not written yet. Returns when there is none, it is over, or it awaits
+# confirmation a minute past its deadline (its watchdog, which looks every second, is gone).
 refuse_if_busy() {
   read_lock
   [ -n "$lock" ] || return 0
-  if [ -z "$holder" ]; then
-    # Created a moment ago, its deployment id not written yet.
-    echo "activate: busy: another deployment is starting on this host; one deployment at a time (if nothing runs it any more, remove $lock)" >&2
-    exit ${ACTIVATION_BUSY_EXIT_CODE}
+  # Created a moment ago: its id or its first state not written yet.
+  valid_id "$holder" || busy '' starting '' ''
+  [ -f "$state_dir/$holder.state" ] || busy "$holder" starting '' ''
+  load_state "$holder"
+  if ! is_final "$st_state"; then
+    read_clock
+    case "$st_deadline" in ''|*[!0-9]*) overdue=0 ;; *) overdue=$(( clock > st_deadline + 60 )) ;; esac
+    if [ "$st_state" != awaiting-confirmation ] || [ "$overdue" != 1 ]; then busy "$holder" "$st_state" "$st_deadline" "$st_bundle"; fi
+    echo "activate: deployment $holder was left awaiting confirmation past its deadline (its watchdog is gone); going ahead" >&2
   fi
-  if valid_id "$holder" && [ -f "$state_dir/$holder.state" ]; then
-    load_state "$holder"
-    if ! is_final "$st_state"; then
-      read_clock
-      case "$st_deadline" in ''|*[!0-9]*) overdue=0 ;; *) overdue=$(( clock > st_deadline + 60 )) ;; esac
-      if [ "$st_state" != awaiting-confirmation ] || [ "$overdue" != 1 ]; then
-        echo "activate: busy: deployment $holder is $st_state on this host\${st_deadline:+ (confirmation deadline $st_deadline)}; one deployment at a time (if nothing runs it any more, remove $lock)" >&2
-        exit ${ACTIVATION_BUSY_EXIT_CODE}
-      fi
-      echo "activate: deployment $holder was left awaiting confirmation past its deadline (its watchdog is gone); going ahead" >&2
-    fi
-    reset_state
-  fi
+  reset_state
 }
 
 # --- profile generations -------------------------------------------------------------------------

@@ -11,6 +11,7 @@ export {
 export { parseGenerationList, previousGeneration, type ProfileGeneration } from './generations.js';
 export {
   ACTIVATION_BUSY_EXIT_CODE,
+  BUSY_OUTPUT_MARKER,
   ACTIVATION_PROTOCOL_MARKER,
   ACTIVATION_STATE_DIR,
   CURRENT_CONFIGURATION_ROOT,
