@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { PideployError } from '@pideploy/core';
 import { planCopy, type ClosurePathInfo, type CopyPlan } from './closure-plan.js';
-import { classifySudoFailure, lastLine, remoteFailureMaker, type RemoteNixOptions } from './remote-serve.js';
+import { REMOTE_NIX_MISSING, classifySudoFailure, lastLine, remoteFailureMaker, type RemoteNixOptions } from './remote-serve.js';
 
 /**
  * Pure planning of the fleet cache: store URLs, which paths to push, which HTTP paths a cache
@@ -256,7 +256,7 @@ export function classifySubstituteFailure(failure: SubstituteFailure): PideployE
       'push the closure to the cache again (pushToBinaryCache writes what is missing) before substituting',
     );
   }
-  if (/(?:nix-store|sudo)(?:: command)? not found|No such file or directory.*nix-store/u.test(stderr)) {
+  if (REMOTE_NIX_MISSING.test(stderr)) {
     return make('PIDEPLOY_REMOTE_NIX_MISSING', `nix-store is not on the PATH of non-interactive SSH sessions on ${host}`, 'install Nix on the target (it runs NixOS?), or make nix-store reachable through PATH');
   }
   if (failure.exitCode === null) {

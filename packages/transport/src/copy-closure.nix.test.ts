@@ -140,9 +140,10 @@ describeNix('copyClosure into a real nix-store --serve --write (local chroot sto
   });
 
   it('classifies a missing remote nix-store for a read-only query', async () => {
-    await expect(
-      queryValidPaths(localSpawner({ ...LOCAL_NIX_ENV, PATH: '/nonexistent' }), [demo], { host: 'local', remoteProgram: 'nix-store-that-is-not-there' }),
-    ).rejects.toMatchObject({ code: expect.stringMatching(/^PIDEPLOY_(REMOTE_NIX_MISSING|COPY_FAILED)$/u) });
+    // Through a real shell without nix-store on its PATH, as a login shell on a host without Nix runs it.
+    const inner = localSpawner({ ...LOCAL_NIX_ENV, PATH: '/nonexistent' });
+    const withoutNix: RemoteSpawner = { spawn: (command) => inner.spawn(['/bin/sh', '-c', '"$@"', 'sh', ...command]) };
+    await expect(queryValidPaths(withoutNix, [demo], { host: 'local' })).rejects.toMatchObject({ code: 'PIDEPLOY_REMOTE_NIX_MISSING' });
   });
 
   it('reports a path missing from the local store before connecting', async () => {

@@ -82,6 +82,12 @@ export interface ServeFailure {
   readonly command?: readonly string[] | undefined;
 }
 
+/**
+ * A remote shell saying nix-store (or sudo) is not there: bash's `nix-store: command not found`,
+ * dash's and busybox's `nix-store: not found`, or a missing file.
+ */
+export const REMOTE_NIX_MISSING = /(?:nix-store|sudo)(?:: command)?:? not found|No such file or directory.*nix-store/u;
+
 const RERUN_HINT = 'nothing half-copied is registered on the target; run the same command again and it sends only what is still missing';
 
 /**
@@ -149,7 +155,7 @@ export function classifyServeFailure(failure: ServeFailure): PideployError {
   if (/hash mismatch importing path/u.test(stderr)) {
     return make('PIDEPLOY_COPY_HASH_MISMATCH', `${host} rejected ${failure.path ?? 'a path'}: its contents do not match the local store's NAR hash`, 'the local store is damaged: run nix-store --verify --check-contents --repair here');
   }
-  if (/(?:nix-store|sudo)(?:: command)? not found|No such file or directory.*nix-store/u.test(stderr)) {
+  if (REMOTE_NIX_MISSING.test(stderr)) {
     return make('PIDEPLOY_REMOTE_NIX_MISSING', `nix-store is not on the PATH of non-interactive SSH sessions on ${host}`, 'install Nix on the target (it runs NixOS?), or make nix-store reachable through PATH');
   }
   if (/cannot connect to socket|daemon-socket/u.test(stderr)) {
