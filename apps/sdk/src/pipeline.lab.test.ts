@@ -7,8 +7,6 @@ import { createCollectingReporter } from '@pideploy/core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { activate, createContext, deploy, hostBuilderFor, loadConfig, pin, selectHosts, ssh, transport } from './index.js';
 
-/** What a command on this machine printed ('' when it failed). */
-
 describeLab('a custom pipeline with the SDK: build once, canary first, then the rest (the README example)', () => {
   let status: LabStatus;
   let project: string;

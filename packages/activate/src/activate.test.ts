@@ -20,7 +20,7 @@ describe('stateWaitRound', () => {
     expect(lasts(stateWaitRound(60_000))).toBe(10_000);
   });
 
-  it('a 60 s activation costs 7 SSH commands (one per round), not the 200 a 300 ms poll would', () => {
+  it('stateWaitRound plans a 60 s activation in 7 rounds (the deployer sends one SSH command per round), not the 200 polls of a 300 ms poll', () => {
     let elapsed = 0;
     let commands = 0;
     while (elapsed < 60_000) {

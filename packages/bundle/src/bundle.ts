@@ -2,7 +2,7 @@ import { lstat, mkdir, readdir, readFile, readlink, rename, rm, symlink } from '
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { PIDEPLOY_VERSION, PideployError, createBaseContext, tailLines, type PideployContext } from '@pideploy/core';
-import { NO_SEARCH_PATH_ARGUMENTS, gcRootPath, nixErrorHeadline, pinnedNixEnv, runProcess, runStreamingCommand } from '@pideploy/nix';
+import { NO_SEARCH_PATH_ARGUMENTS, gcRootPath, gcRootsDir, nixErrorHeadline, pinnedNixEnv, runProcess, runStreamingCommand } from '@pideploy/nix';
 import {
   bundlePackageSetKey,
   configurationEntry,
@@ -248,7 +248,7 @@ export async function buildBundles(requests: readonly BuildBundleRequest[], cont
     request.stateDir === first.stateDir && request.env === first.env && JSON.stringify(request.nixArguments ?? []) === JSON.stringify(first.nixArguments ?? []);
   if (!requests.every(sameSetting)) throw new TypeError('buildBundles: the requests must share stateDir, env and nixArguments');
   const started = Date.now();
-  const gcroots = first.stateDir === undefined ? undefined : path.join(first.stateDir, 'gcroots');
+  const gcroots = first.stateDir === undefined ? undefined : gcRootsDir(first.stateDir);
   const batchName = `${new Date().toISOString().replace(/[-:.]/gu, '')}-${randomBytes(3).toString('hex')}`;
   const batchLink = gcroots === undefined ? undefined : path.join(gcroots, BATCH_ROOTS_DIRECTORY, batchName);
   if (batchLink !== undefined) await mkdir(path.dirname(batchLink), { recursive: true });

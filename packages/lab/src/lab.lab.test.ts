@@ -33,10 +33,6 @@ async function run(
   }
 }
 
-function countLogins(sshdLog: string): number {
-  return sshLoginCount({ sshdLog });
-}
-
 describeLab('the lab: real nix, sshd, sudo and a separate store per host', () => {
   let status: LabStatus;
   let firstUpSeconds = 0;
@@ -175,7 +171,7 @@ describeLab('the lab: real nix, sshd, sudo and a separate store per host', () =>
     const toplevel = await buildToplevel('aarch64-linux', './configuration.nix');
     await run(['nix-copy-closure', '--to', 'deploy@pi1', toplevel], { env: nixEnv });
     const sshdLog = status.hosts[0]?.sshdLog ?? '';
-    const loginsBefore = countLogins(sshdLog);
+    const loginsBefore = sshLoginCount({ sshdLog });
     const activation = await ssh(
       'deploy@pi1',
       `sudo -S -p '' sh -c 'nix-env -p /nix/var/nix/profiles/system --set ${toplevel} && ${toplevel}/bin/switch-to-configuration switch'`,
@@ -183,7 +179,7 @@ describeLab('the lab: real nix, sshd, sudo and a separate store per host', () =>
     );
     expect(activation.stderr).not.toContain('rror');
     expect(activation.code).toBe(0);
-    expect(countLogins(sshdLog)).toBe(loginsBefore + 1);
+    expect(sshLoginCount({ sshdLog })).toBe(loginsBefore + 1);
     const current = await labExec('pi1', ['readlink', '/run/current-system']);
     expect(current.stdout.trim()).toBe(toplevel);
     const profile = await labExec('pi1', ['readlink', '-f', '/nix/var/nix/profiles/system']);

@@ -336,7 +336,7 @@ export async function labUp(options: LabUpOptions = {}, context: PideployContext
     : await publishMiniNixpkgs(layout);
   await ensureArchiveServer(layout, archivePort);
 
-  const hostSettings: Record<string, { index: number; trusted: boolean; sudo: LabSudoMode; storeSizeMiB?: number; recordSudoPasswordChecks?: boolean }> = {
+  const hostSettings: Record<string, { index: number; trusted: boolean; sudo: LabSudoMode; storeSizeMiB?: number }> = {
     ...(previous?.hosts ?? {}),
   };
   const plans: LabHostPlan[] = [];
@@ -348,7 +348,6 @@ export async function labUp(options: LabUpOptions = {}, context: PideployContext
       trusted: override?.trusted ?? !(options.untrusted ?? false),
       sudo: override?.sudo ?? (options.nopasswd === true ? 'nopasswd' : 'password'),
       ...(override?.storeSizeMiB === undefined ? {} : { storeSizeMiB: override.storeSizeMiB }),
-      recordSudoPasswordChecks: options.recordSudoPasswordChecks ?? true,
     };
     plans.push(plan);
   }
@@ -372,7 +371,8 @@ export async function labUp(options: LabUpOptions = {}, context: PideployContext
     // running host asked for another size is stopped and started again with it.
     const previousSize = previous?.hosts[plan.name]?.storeSizeMiB;
     if (previousSize !== settings.storeSizeMiB && isLabHostRunning(hostLayout)) await stopLabHost(plan, hostLayout);
-    const { nixConfChanged } = await provisionLabHost(plan, hostLayout, settings, clientPublicKey);
+    // Whether sudo's password checks are logged is this `up`'s choice (not a host setting kept in the state file).
+    const { nixConfChanged } = await provisionLabHost(plan, hostLayout, { ...settings, recordSudoPasswordChecks: options.recordSudoPasswordChecks ?? true }, clientPublicKey);
     await ensureLabHostNetwork(plan);
     const { alreadyRunning } = await startLabHost(plan, hostLayout, clientPublicKey, settings);
     if (alreadyRunning && nixConfChanged) await restartLabHostNixDaemon(hostLayout);

@@ -10,7 +10,7 @@ export interface LabStateFile {
   readonly instance: number;
   /** Hosts by name with their knobs. */
   readonly hosts: Readonly<
-    Record<string, { readonly index: number; readonly trusted: boolean; readonly sudo: LabSudoMode; readonly storeSizeMiB?: number; readonly recordSudoPasswordChecks?: boolean }>
+    Record<string, { readonly index: number; readonly trusted: boolean; readonly sudo: LabSudoMode; readonly storeSizeMiB?: number }>
   >;
   /** What the lab did to binfmt_misc (so `down` undoes only that). */
   readonly binfmt: { readonly registeredByLab: boolean; readonly mountedByLab: boolean };

@@ -162,7 +162,12 @@ export function projectStateDir(projectDir: string): string {
  * (`pi1-toplevel`, `pi1-toplevel.drv`, `pi1-bundle`). The stages write them; commands read them.
  */
 export function gcRootPath(stateDir: string, host: string, what: string): string {
-  return path.join(stateDir, 'gcroots', `${host}-${what}`);
+  return path.join(gcRootsDir(stateDir), `${host}-${what}`);
+}
+
+/** The directory of a project's GC roots, `<stateDir>/gcroots` ({@link gcRootPath}'s). */
+export function gcRootsDir(stateDir: string): string {
+  return path.join(stateDir, 'gcroots');
 }
 
 /** Arguments that keep any nix.conf `nix-path` out of evaluation (with {@link pinnedNixEnv}). */

@@ -1,17 +1,11 @@
-import { execFile } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { mkdtemp, rename, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { LAB_SUDO_PASSWORD, labDown, labExec, labUp, type LabStatus } from '@pideploy/lab';
 import { describeLab, sshLoginCount } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { runBuiltPideploy } from '../testing/built-cli.js';
-
-const execFileAsync = promisify(execFile);
-const bin = fileURLToPath(new URL('../../dist/bin.js', import.meta.url));
 
 interface HostResult {
   readonly host: string;
@@ -31,8 +25,6 @@ async function pideploy(args: readonly string[], cwd: string, env: NodeJS.Proces
   return { ...run, results };
 }
 
-const logins = (sshdLog: string) => sshLoginCount({ sshdLog });
-
 describeLab('pideploy deploy --cache: push once to a signed binary cache, hosts substitute from it', () => {
   let status: LabStatus;
   let project: string;
@@ -42,7 +34,7 @@ describeLab('pideploy deploy --cache: push once to a signed binary cache, hosts 
     status = await labUp({ hosts: 3, hostSettings: { pi2: { trusted: false }, pi3: { sudo: 'nopasswd' } } });
     env = { ...process.env, ...status.env };
     project = await mkdtemp(path.join(os.tmpdir(), 'pideploy-cache-deploy-'));
-    await execFileAsync(process.execPath, [bin, 'init', project, '--lab', '--force'], { env: process.env });
+    expect((await runBuiltPideploy(['init', project, '--lab', '--force'], { env: process.env })).code).toBe(0);
     await rename(path.join(project, 'configuration.nix'), path.join(project, 'common.nix'));
   });
   afterAll(async () => {
@@ -51,7 +43,7 @@ describeLab('pideploy deploy --cache: push once to a signed binary cache, hosts 
 
   it('deploys three hosts (trusted, untrusted with a sudo password, NOPASSWD) through the cache, then only the change', async () => {
     await configure(`first-${Date.now()}`);
-    const loginsBefore = status.hosts.map((host) => logins(host.sshdLog));
+    const loginsBefore = status.hosts.map((host) => sshLoginCount(host));
     const first = await pideploy(['deploy', '--cache', '--parallel', '3', '--sudo-password-stdin', '--json'], project, env);
     expect(first.code, first.stderr + first.stdout.slice(-3000)).toBe(0);
     expect(first.results.map((host) => [host.host, host.activation?.outcome])).toEqual([
@@ -79,7 +71,7 @@ describeLab('pideploy deploy --cache: push once to a signed binary cache, hosts 
     expect(readFileSync(path.join(cacheDir, narinfos[0] as string), 'utf8')).toMatch(/^Sig: pideploy-[^:]+-1:/mu);
     const keyFiles = readdirSync(path.join(project, '.pideploy', 'cache-key')).sort();
     expect(keyFiles).toHaveLength(2);
-    expect(status.hosts.map((host, index) => logins(host.sshdLog) - (loginsBefore[index] ?? 0))).toEqual([2, 2, 2]);
+    expect(status.hosts.map((host, index) => sshLoginCount(host) - (loginsBefore[index] ?? 0))).toEqual([2, 2, 2]);
 
     // A changed configuration: only the new paths go into the cache and to the hosts; same key.
     const publicKey = readFileSync(path.join(project, '.pideploy', 'cache-key', keyFiles.find((name) => name.endsWith('.public')) as string), 'utf8');
@@ -114,12 +106,12 @@ describeLab('pideploy deploy --cache: push once to a signed binary cache, hosts 
       expect(viaCopy.results[0]?.copy).toBeDefined();
 
       await writeFile(configFile, JSON.stringify({ ...config, cache: { secretKeyFile: './no-such.secret' } }));
-      const loginsBefore = logins(status.hosts[0]?.sshdLog ?? '');
+      const loginsBefore = sshLoginCount(status.hosts[0]!);
       const broken = await pideploy(['deploy', 'pi1', '--sudo-password-stdin'], project, env);
       expect(broken.code).toBe(1);
       expect(broken.stderr).toMatch(/^pideploy: cannot read the cache signing key .*no-such\.secret: ENOENT$/mu);
       expect(broken.stderr).toMatch(/^hint: fix cache\.secretKeyFile/mu);
-      expect(logins(status.hosts[0]?.sshdLog ?? '')).toBe(loginsBefore);
+      expect(sshLoginCount(status.hosts[0]!)).toBe(loginsBefore);
     } finally {
       await writeFile(configFile, original);
     }

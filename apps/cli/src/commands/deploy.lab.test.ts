@@ -9,8 +9,6 @@ import { runBuiltPideploy, runBuiltPideployOnTerminal } from '../testing/built-c
 
 const pideploy = (args: readonly string[], cwd: string, env: NodeJS.ProcessEnv) => runBuiltPideploy(args, { cwd, env });
 
-const logins = (sshdLog: string) => sshLoginCount({ sshdLog });
-
 describeLab('pideploy deploy end to end (lab: trusted, untrusted and NOPASSWD hosts)', () => {
   let status: LabStatus;
   let project: string;
@@ -31,7 +29,7 @@ describeLab('pideploy deploy end to end (lab: trusted, untrusted and NOPASSWD ho
   });
 
   it('deploys three hosts in parallel with one password, then a redeploy is a no-op', async () => {
-    const loginsBefore = status.hosts.map((host) => logins(host.sshdLog));
+    const loginsBefore = status.hosts.map((host) => sshLoginCount(host));
     const pi1 = status.hosts[0] as LabHostStatus;
     const sudoRan = sudoLogFrom(pi1);
     const passwordChecks = sudoPasswordChecksFrom(pi1);
@@ -51,7 +49,7 @@ describeLab('pideploy deploy end to end (lab: trusted, untrusted and NOPASSWD ho
       expect((await labExec(host.host, ['readlink', '-f', '/etc/nixos/current-configuration'])).stdout.trim()).toBe(host.bundle);
     }
     // One login for build+copy+activate, one more for the magic-rollback confirmation.
-    expect(status.hosts.map((host, index) => logins(host.sshdLog) - (loginsBefore[index] ?? 0))).toEqual([2, 2, 2]);
+    expect(status.hosts.map((host, index) => sshLoginCount(host) - (loginsBefore[index] ?? 0))).toEqual([2, 2, 2]);
     // What ran as root on the password host, in sudo's own log: three commands, each proving the
     // password (the copy's serve process proves it at connect time: no separate sudo -v).
     expect(sudoCommandsOf(sudoRan()).map((command) => command.replace(/\/nix\/store\/\S+\/bin\/activate/u, 'activate').replace(/ --.*$/u, ''))).toEqual([
@@ -163,14 +161,14 @@ describeLab('pideploy deploy end to end (lab: trusted, untrusted and NOPASSWD ho
   it('refuses a hand-edited pins.nix before connecting anywhere (one line + hint, exit 1)', async () => {
     const pinsNix = path.join(project, 'pins.nix');
     const original = readFileSync(pinsNix, 'utf8');
-    const loginsBefore = status.hosts.map((host) => logins(host.sshdLog));
+    const loginsBefore = status.hosts.map((host) => sshLoginCount(host));
     try {
       await writeFile(pinsNix, original.replace('sha256 = "', 'sha256 = "1'));
       const run = await pideploy(['deploy', 'pi1', '--sudo-password-file', passwordFile], project, env);
       expect(run.code).toBe(1);
       expect(run.stderr).toMatch(/^pideploy: .*pins\.nix does not match pins\.json/mu);
       expect(run.stderr).toMatch(/^hint: /mu);
-      expect(status.hosts.map((host) => logins(host.sshdLog))).toEqual(loginsBefore);
+      expect(status.hosts.map((host) => sshLoginCount(host))).toEqual(loginsBefore);
     } finally {
       await writeFile(pinsNix, original);
     }

@@ -1,17 +1,11 @@
-import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rename, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { LAB_SUDO_PASSWORD, labDown, labExec, labUp, type LabStatus } from '@pideploy/lab';
 import { describeLab } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { runBuiltPideploy } from '../testing/built-cli.js';
-
-const execFileAsync = promisify(execFile);
-const bin = fileURLToPath(new URL('../../dist/bin.js', import.meta.url));
 
 interface Line {
   readonly event?: { readonly type: string; readonly host?: string; readonly phase?: string };
@@ -40,8 +34,8 @@ describeLab('pideploy deploy on a fleet: 10 hosts, --parallel 5, tags, one host 
     status = await labUp({ hosts: 10 });
     env = { ...process.env, ...status.env };
     project = await mkdtemp(path.join(os.tmpdir(), 'pideploy-fleet-'));
-    const init = await execFileAsync(process.execPath, [bin, 'init', project, '--lab', '--force'], { env: process.env });
-    expect(init.stderr).not.toContain('pideploy:');
+    const init = await runBuiltPideploy(['init', project, '--lab', '--force'], { env: process.env });
+    expect([init.code, init.stderr]).toEqual([0, expect.not.stringContaining('pideploy:')]);
     // Two configurations: pi1-pi8 share one ("fleet"), pi9 has its own ("kiosk"); pi10 is down.
     await rename(path.join(project, 'configuration.nix'), path.join(project, 'common.nix'));
     await writeFile(path.join(project, 'configuration.nix'), '{ ... }: { imports = [ ./common.nix ]; }\n');

@@ -1,15 +1,12 @@
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtemp, rename, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { LAB_SUDO_PASSWORD, labDown, labExec, labUp, type LabStatus } from '@pideploy/lab';
 import { describeLab, isProcessRunning } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { BUILT_PIDEPLOY_BIN, runBuiltPideploy } from '../testing/built-cli.js';
 
-const execFileAsync = promisify(execFile);
-const bin = fileURLToPath(new URL('../../dist/bin.js', import.meta.url));
 /** The slow derivation's builder (aarch64 busybox under qemu). */
 const BUILDER = 'busybox sleep 60';
 
@@ -21,7 +18,7 @@ describeLab('Ctrl-C during pideploy deploy', () => {
     status = await labUp({ hosts: 2 });
     env = { ...process.env, ...status.env };
     project = await mkdtemp(path.join(os.tmpdir(), 'pideploy-interrupt-'));
-    await execFileAsync(process.execPath, [bin, 'init', project, '--lab', '--force'], { env: process.env });
+    expect((await runBuiltPideploy(['init', project, '--lab', '--force'], { env: process.env })).code).toBe(0);
     await rename(path.join(project, 'configuration.nix'), path.join(project, 'common.nix'));
   });
   afterAll(async () => {
@@ -36,7 +33,7 @@ describeLab('Ctrl-C during pideploy deploy', () => {
       `{ pkgs, ... }: { imports = [ ./common.nix ]; environment.systemPackages = [ (pkgs.runCommand "${salt}" { } "sleep 60; mkdir $out") ]; }\n`,
     );
     const before = await Promise.all(['pi1', 'pi2'].map(async (host) => (await labExec(host, ['readlink', '-e', '/run/current-system'])).stdout.trim()));
-    const child = spawn(process.execPath, [bin, 'deploy', 'pi1', 'pi2', '--sudo-password-stdin', '--json'], { cwd: project, env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BUILT_PIDEPLOY_BIN, 'deploy', 'pi1', 'pi2', '--sudo-password-stdin', '--json'], { cwd: project, env, stdio: ['pipe', 'pipe', 'pipe'] });
     child.stdin.end(`${LAB_SUDO_PASSWORD}\n`);
     let stdout = '';
     let stderr = '';
