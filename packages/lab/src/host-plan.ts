@@ -237,6 +237,8 @@ install -d -m 755 /etc/sudoers.d
 install -m 440 /dev/stdin /etc/sudoers.d/pideploy-lab <<'SUDOERS'
 ${renderSudoers(settings)}SUDOERS
 visudo -cq -f /etc/sudoers.d/pideploy-lab
+# As on NixOS, a login runs no update-motd.d scripts (Debian's pam_motd runs them: five processes per SSH login).
+[ ! -f /etc/pam.d/sshd ] || sed -i '/^session.*pam_motd.so.*motd.dynamic/d' /etc/pam.d/sshd
 ${sudoPasswordCheckSetup(settings.recordSudoPasswordChecks !== false)}install -d -m 700 -o ${user} -g ${user} /home/${user}/.ssh
 install -m 600 -o ${user} -g ${user} ${q(paths.clientPublicKey)} /home/${user}/.ssh/authorized_keys
 install -d -m 700 /root/.ssh
