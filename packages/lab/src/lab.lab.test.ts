@@ -110,7 +110,7 @@ describeLab('the lab: real nix, sshd, sudo and a separate store per host', () =>
   });
 
   it('reaches hosts as deploy and root through the lab ssh_config, each with its own hostname and users', async () => {
-    const deploy = await ssh('deploy@pi1', 'id -un; hostname; nix-store --version; test -d /etc/nixos && echo has-etc-nixos; if grep -q motd.dynamic /etc/pam.d/sshd; then echo runs-update-motd; fi');
+    const deploy = await ssh('deploy@pi1', 'id -un; hostname; nix-store --version; test -d /etc/nixos && echo has-etc-nixos; if grep -q "^session.*motd.dynamic" /etc/pam.d/sshd; then echo runs-update-motd; fi');
     // As on NixOS, a login runs no update-motd.d scripts (Debian's pam_motd line with motd=/run/motd.dynamic is gone).
     expect(deploy.stdout.split('\n')).toEqual(['deploy', 'pi1', 'nix-store (Nix) 2.8.0', 'has-etc-nixos', '']);
     const root = await ssh('root@pi2', 'id -u; hostname');
