@@ -287,6 +287,10 @@ describeLab('activation on lab hosts: profile, switch-to-configuration, magic ro
     const rolled = await rollbackSystem(labTarget('deploy@pi1'), { to: target.number }, context);
     expect(rolled.generation).toBe(target.number);
     expect(await running('pi1')).toBe(await profile('pi1'));
+    // Recorded like a deployment (it held the host while it switched): status shows it.
+    const after = await systemStatus(labTarget('deploy@pi1'), context);
+    expect(after.lastDeployment).toMatchObject({ state: 'succeeded', action: 'switch', newGeneration: target.number, message: `rolled back by hand to generation ${target.number}` });
+    expect(after.lastDeployment?.id).toMatch(/-rollback-\d+$/u);
     const diff = await diffSystem(labTarget('deploy@pi1'), systems['next']!, context, { env });
     expect(diff.pathsAdded.length + diff.pathsRemoved.length).toBeGreaterThanOrEqual(0);
   }, 120_000);

@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -161,6 +161,55 @@ second line'; save_state >/dev/null`);
       const notADirectory = path.join(stateDir, 'd1.state');
       const denied = spawnSync(shell, ['-c', `${definitions}\nstate_dir=${notADirectory}\nid=d8; take_host`], { encoding: 'utf8', env: { PATH: '/usr/bin:/bin' } });
       expect([denied.status, denied.stderr]).toEqual([1, expect.stringMatching(new RegExp(`^activate: cannot create ${notADirectory}/active.1 `, 'mu'))]);
+    }
+  });
+
+  it('a rollback by hand holds the host like a deployment: a start meanwhile is refused; its state file says what it did, and a failed one frees the host too', () => {
+    for (const shell of ['dash', 'bash']) {
+      const root = mkdtempSync(path.join(os.tmpdir(), 'pideploy-rollback-'));
+      const [stateDir, profiles, tools, proc] = ['run', 'profiles', 'tools', 'proc'].map((name) => path.join(root, name)) as [string, string, string, string];
+      for (const directory of [stateDir, profiles, tools, path.join(proc, 'self')]) mkdirSync(directory, { recursive: true });
+      writeFileSync(path.join(proc, 'self', 'status'), 'Name:\tsh\nUid:\t0\t0\t0\t0\n');
+      const definitionsFile = path.join(root, 'definitions.sh');
+      writeFileSync(definitionsFile, definitions);
+      // Generation 1's switch-to-configuration tries to start another deployment while the rollback switches to it.
+      for (const generation of [1, 2]) {
+        const system = path.join(root, `system-${generation}`);
+        mkdirSync(path.join(system, 'bin'), { recursive: true });
+        writeFileSync(
+          path.join(system, 'bin', 'switch-to-configuration'),
+          `#!/bin/sh\n${shell} -c '. ${definitionsFile}; state_dir=${stateDir}; id=d9; take_host' 2>${root}/concurrent.err; echo $? >${root}/concurrent.status\n`,
+        );
+        chmodSync(path.join(system, 'bin', 'switch-to-configuration'), 0o755);
+        execFileSync('ln', ['-s', system, path.join(profiles, `system-${generation}-link`)]);
+      }
+      execFileSync('ln', ['-s', 'system-2-link', path.join(profiles, 'system')]);
+      // nix-env -p PROFILE --switch-generation N: fails for a generation that does not exist, as the real one does.
+      writeFileSync(path.join(tools, 'nix-env'), '#!/bin/sh\n[ -e "${2%/*}/system-$4-link" ] || { echo "error: generation $4 does not exist" >&2; exit 1; }\nln -sfn "system-$4-link" "$2"\n');
+      chmodSync(path.join(tools, 'nix-env'), 0o755);
+      const rollBack = (to: number) =>
+        spawnSync(shell, ['-c', `${definitions}\nstate_dir=${stateDir}; proc_dir=${proc}; profile=${profiles}/system; profiles_dir=${profiles}; PATH=${tools}:/usr/bin:/bin\ncmd_rollback --to ${to}`], {
+          encoding: 'utf8',
+          env: { PATH: '/usr/bin:/bin' },
+        });
+      const states = () => readdirSync(stateDir).filter((name) => name.endsWith('.state')).map((name) => parseActivationState(readFileSync(path.join(stateDir, name), 'utf8')));
+
+      const rolled = rollBack(1);
+      expect([rolled.status, rolled.stdout]).toEqual([0, `activate: now on generation 1 (${root}/system-1)\n`]);
+      const [state] = states();
+      expect(state).toMatchObject({ state: 'succeeded', action: 'switch', toplevel: `${root}/system-1`, previousGeneration: 2, newGeneration: 1, exitCode: 0, message: 'rolled back by hand to generation 1' });
+      expect(state?.id).toMatch(/^\d{8}T\d{6}Z-rollback-\d+$/u);
+      expect(readFileSync(path.join(stateDir, 'active.1'), 'utf8')).toBe(`${state?.id}\n`);
+      // The start made while it switched was refused, naming the rollback.
+      expect(readFileSync(path.join(root, 'concurrent.status'), 'utf8')).toBe('3\n');
+      expect(readFileSync(path.join(root, 'concurrent.err'), 'utf8')).toMatch(new RegExp(`^activate: busy: deployment ${state?.id} is activating on this host`, 'mu'));
+
+      // A rollback that fails says so in its state, and that final state frees the host.
+      const failed = rollBack(7);
+      expect([failed.status, failed.stderr]).toEqual([1, expect.stringContaining('activate: cannot switch the profile to generation 7')]);
+      expect(states().find((each) => each.id !== state?.id)).toMatchObject({ state: 'failed', message: 'cannot switch the profile to generation 7' });
+      expect(readlinkSync(path.join(profiles, 'system'))).toBe('system-1-link');
+      expect(spawnSync(shell, ['-c', `${definitions}\nstate_dir=${stateDir}; id=d10; take_host && echo took`], { encoding: 'utf8', env: { PATH: '/usr/bin:/bin' } }).stdout).toBe('took\n');
     }
   });
 

@@ -251,7 +251,8 @@ read_lock() {
  * activate confirm ID      keep the deployment (magic rollback) and GC-root its bundle
  * activate abort ID        give up waiting: roll back now
  * activate status [ID]     print the state file (the newest deployment without ID)
- * activate rollback [--to N]   switch the system profile to generation N (default: the previous one)
+ * activate rollback [--to N]   switch the system profile to generation N (default: the previous one),
+ *                              holding the host like a deployment (recorded as `<time>-rollback-<pid>`)
  * activate launcher        print how the worker would be started: systemd-run | setsid | nohup
  * ```
  *
@@ -808,6 +809,16 @@ cmd_status() {
   fi
 }
 
+# A rollback by hand is recorded and holds the host like a deployment (its state file, action
+# switch), so that no start goes ahead while it switches, and \`status\` shows it afterwards.
+# $1: why it failed (the state says so, then the script exits 1).
+rollback_failed() {
+  st_state=failed
+  st_message=$1
+  save_state >/dev/null
+  die "$1"
+}
+
 cmd_rollback() {
   to=''
   while [ $# -gt 0 ]; do
@@ -816,19 +827,34 @@ cmd_rollback() {
       *) usage ;;
     esac
   done
+  case "$to" in *[!0-9]*) die "--to takes a generation number, not $to" ;; esac
   is_root || die "must run as root (sudo)"
-  # Not under a deployment that has the host (it would roll back or confirm over this).
-  refuse_if_busy
+  [ -d "$state_dir" ] || mkdir -p "$state_dir" || die "cannot create $state_dir"
+  id=$(date -u +%Y%m%dT%H%M%SZ)-rollback-$$
+  # Refused while a deployment has the host (it would roll back or confirm over this); else it is ours.
+  take_host
+  read_generation
+  st_id=$id; st_action=switch; st_previous_generation=$generation; st_previous_system=''
+  if cd -P /run/current-system 2>/dev/null; then
+    st_previous_system=$PWD
+    cd / || die "cannot change to /"
+  fi
+  st_state=activating; st_message="rolling back by hand\${to:+ to generation $to}"
+  save_state >/dev/null
   if [ -n "$to" ]; then
-    case "$to" in *[!0-9]*) die "--to takes a generation number, not $to" ;; esac
-    nix-env -p "$profile" --switch-generation "$to" || die "cannot switch the profile to generation $to"
+    nix-env -p "$profile" --switch-generation "$to" || rollback_failed "cannot switch the profile to generation $to"
   else
-    nix-env -p "$profile" --rollback || die "cannot roll the profile back"
+    nix-env -p "$profile" --rollback || rollback_failed "cannot roll the profile back"
   fi
   read_generation
-  "$profile/bin/switch-to-configuration" switch || die "switch-to-configuration switch of generation $generation failed"
-  read_generation
-  echo "activate: now on generation $generation ($(readlink -f "$profile"))"
+  st_new_generation=$generation
+  st_toplevel=$(readlink -f "$profile")
+  "$profile/bin/switch-to-configuration" switch
+  st_exit_code=$?
+  [ "$st_exit_code" = 0 ] || rollback_failed "switch-to-configuration switch of generation $generation failed"
+  st_state=succeeded; st_message="rolled back by hand to generation $generation"
+  save_state >/dev/null
+  echo "activate: now on generation $generation ($st_toplevel)"
 }
 
 [ $# -ge 1 ] || usage
