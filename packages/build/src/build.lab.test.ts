@@ -150,7 +150,7 @@ describeLab('buildToplevel against real nix and the lab', () => {
     expect(broken.commandFailure?.stderrTail).toContain('last-words');
     expect(broken.hint).toContain('nix log');
 
-    // No extra-platforms: the doctor's fix comes before any evaluation or build.
+    // No extra-platforms: the doctor's fix, before any build (the evaluation running meanwhile is stopped, and its result does not matter).
     const withoutEmulation = { ...nixEnv, NIX_CONFIG: (nixEnv['NIX_CONFIG'] ?? '').replace('extra-platforms = aarch64-linux', '') };
     const noEmulation = await failure(buildToplevel(request('configuration.nix', { env: withoutEmulation })));
     expect(noEmulation.code).toBe('PIDEPLOY_BUILD_NO_EMULATION');

@@ -92,8 +92,8 @@ export async function preflightEmulation(
  * Builds the host's `config.system.build.toplevel` from the pinned nixpkgs: evaluates the
  * generated expression once (`nix-instantiate`, NIX_PATH empty), then realises the derivation
  * with `nix-build --log-format internal-json`, emitting `build-start`, `build-progress`
- * (built M of N, current derivation) and `build-end`. Emulated builds first check binfmt and
- * extra-platforms and fail with the doctor's fix before any work.
+ * (built M of N, current derivation) and `build-end`. Emulated builds check binfmt and
+ * extra-platforms while Nix evaluates, and fail with the doctor's fix before building anything.
  * @throws PideployError `PIDEPLOY_BUILD_NO_EMULATION`, `PIDEPLOY_BUILD_UNPINNED`,
  *   `PIDEPLOY_BUILD_MISSING_FILE`, `PIDEPLOY_BUILD_EVAL_FAILED`, `PIDEPLOY_BUILD_FAILED`.
  */
@@ -103,17 +103,25 @@ export async function buildToplevel(request: BuildToplevelRequest, context: Pide
   const env = pinnedNixEnv(request.env);
   const emit = context.reporter.emit.bind(context.reporter);
 
-  if (request.mode === 'emulated' && request.skipPreflight !== true) {
-    const failed = await preflightEmulation(request.system, env, context.signal);
-    if (failed.length > 0) {
-      const fix = failed[0]?.fix;
-      throw new PideployError({
-        code: 'PIDEPLOY_BUILD_NO_EMULATION',
-        message: `this machine cannot build ${request.system} under emulation: ${failed.map((check) => check.detail).join('; ')}`,
-        hint: `${DOCTOR_HINT}; NixOS: ${fix?.nixos ?? ''}; Debian/Ubuntu: ${fix?.debian ?? ''}`,
-      });
-    }
-  }
+  // The emulation check (binfmt, extra-platforms: a `nix show-config`) runs while Nix evaluates,
+  // which needs no emulation: it is off the critical path, and a failure stops the evaluation and
+  // wins over whatever the evaluation said.
+  const evaluation = new AbortController();
+  const evaluationSignal = AbortSignal.any([context.signal, evaluation.signal]);
+  const preflight =
+    request.mode === 'emulated' && request.skipPreflight !== true
+      ? preflightEmulation(request.system, env, context.signal).then((failed) => {
+          if (failed.length === 0) return;
+          evaluation.abort();
+          const fix = failed[0]?.fix;
+          throw new PideployError({
+            code: 'PIDEPLOY_BUILD_NO_EMULATION',
+            message: `this machine cannot build ${request.system} under emulation: ${failed.map((check) => check.detail).join('; ')}`,
+            hint: `${DOCTOR_HINT}; NixOS: ${fix?.nixos ?? ''}; Debian/Ubuntu: ${fix?.debian ?? ''}`,
+          });
+        })
+      : Promise.resolve();
+  preflight.catch(() => undefined);
 
   const expression = renderBuildExpression({
     pinsFile: request.pinsFile,
@@ -132,7 +140,11 @@ export async function buildToplevel(request: BuildToplevelRequest, context: Pide
     '-E',
     expression,
   ];
-  const instantiated = await nixInstantiate(instantiateArgs, { env, signal: context.signal });
+  const instantiated = await nixInstantiate(instantiateArgs, { env, signal: evaluationSignal }).catch(async (error: unknown) => {
+    await preflight;
+    throw error;
+  });
+  await preflight;
   if (instantiated.exitCode !== 0) {
     const error = translateNixFailure({
       command: instantiated.command,
