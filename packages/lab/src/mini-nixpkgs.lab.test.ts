@@ -109,6 +109,11 @@ describeLab('mini-nixpkgs: NixOS interface, module system and builds with real n
     await writeFile(path.join(workDir, 'broken-ssh.nix'), '{ ... }: { imports = [ ./configuration.nix ]; lab.breakSsh = true; }\n');
     await writeFile(path.join(workDir, 'failing.nix'), '{ ... }: { imports = [ ./configuration.nix ]; lab.failActivation = true; }\n');
     await writeFile(path.join(workDir, 'minimal.nix'), '{ ... }: { networking.hostName = "pi"; }\n');
+    await writeFile(path.join(workDir, 'shape-file.nix'), '{ ... }: { networking.hostName = "pi"; environment.etc."lab-shape".text = "a file\\n"; }\n');
+    await writeFile(
+      path.join(workDir, 'shape-directory.nix'),
+      '{ ... }: { networking.hostName = "pi"; environment.etc."lab-shape/inner".text = "inside\\n"; environment.etc."lab-shape/copied" = { text = "copied\\n"; mode = "0600"; }; }\n',
+    );
   });
 
   afterAll(async () => {
@@ -285,6 +290,23 @@ describeLab('mini-nixpkgs: NixOS interface, module system and builds with real n
     // This machine's own /etc and /run were not touched.
     expect(existsSync('/etc/lab-activations.log')).toBe(false);
     expect(existsSync('/etc/static')).toBe(false);
+  });
+
+  it('turns an /etc entry that was a file into a directory as NixOS does: the old link goes, the store is never written', async () => {
+    const scratch = path.join(workDir, 'scratch-shape');
+    const asFile = await toplevel('x86_64-linux', `${workDir}/shape-file.nix`);
+    const asDirectory = await toplevel('x86_64-linux', `${workDir}/shape-directory.nix`);
+    const first = await inScratchHost(scratch, `${asFile}/bin/switch-to-configuration switch; echo "exit=$?"; readlink /etc/lab-shape; cat /etc/lab-shape`);
+    expect(first.stdout).toBe('exit=0\n/etc/static/lab-shape\na file\n');
+    const second = await inScratchHost(
+      scratch,
+      `${asDirectory}/bin/switch-to-configuration switch; echo "exit=$?"; test -d /etc/lab-shape && ! test -L /etc/lab-shape && echo real-directory; readlink /etc/lab-shape/inner; cat /etc/lab-shape/inner /etc/lab-shape/copied; stat -c %a /etc/lab-shape/copied; test -L /etc/lab-shape/copied || echo copied-file`,
+    );
+    expect(second.stdout).toBe('exit=0\nreal-directory\n/etc/static/lab-shape/inner\ninside\ncopied\n600\ncopied-file\n');
+    expect(second.stderr).toContain('removing obsolete symlink /etc/lab-shape...');
+    // The earlier generation's etc tree in the store is as it was built.
+    expect(await readlink(path.join(asFile, 'etc', 'lab-shape'))).toMatch(/^\/nix\/store\//u);
+    expect(await readlink(path.join(asDirectory, 'etc', 'lab-shape', 'inner'))).toMatch(/^\/nix\/store\//u);
   });
 
   it('provides the trivial builders with nixpkgs signatures, for x86_64-linux and (under qemu) aarch64-linux', async () => {
