@@ -21,6 +21,7 @@ import {
   isFinalActivationState,
   RUNNING_STATES_PATTERN,
   STATE_OUTPUT_MARKER,
+  ROLLBACK_ID_PATTERN,
   newDeployId,
   parseActivationState,
   renderActivationScript,
@@ -360,7 +361,7 @@ async function checkUrl(url: string, timeoutMs: number): Promise<string | undefi
  * exit {@link ACTIVATION_BUSY_EXIT_CODE} and a {@link BUSY_OUTPUT_MARKER} line of fields) as an
  * error saying what to do in that deployment's state; undefined for any other result.
  */
-function busyErrorOf(host: string, result: { readonly exitCode: number | null; readonly stderr: string }, command: readonly string[]): PideployError | undefined {
+export function busyErrorOf(host: string, result: { readonly exitCode: number | null; readonly stderr: string }, command: readonly string[]): PideployError | undefined {
   if (result.exitCode !== ACTIVATION_BUSY_EXIT_CODE) return undefined;
   const fields = new RegExp(`^${BUSY_OUTPUT_MARKER} id=(\\S*) state=(\\S*) deadline=(\\S*) bundle=(\\S*) lock=(\\S*)$`, 'mu').exec(result.stderr);
   if (fields === null) return undefined;
@@ -372,7 +373,9 @@ function busyErrorOf(host: string, result: { readonly exitCode: number | null; r
   const hint =
     state === 'awaiting-confirmation' && id !== ''
       ? `wait until it ends (unconfirmed, it rolls back by itself at its deadline), or end it now on the host: sudo ${script} confirm ${id} (keep it) or abort ${id} (roll it back)`
-      : `wait until it ends${id === '' ? '' : ` (its log: ${ACTIVATION_STATE_DIR}/${id}.log on the host)`}; if nothing runs it any more, remove ${lock} on the host`;
+      : ROLLBACK_ID_PATTERN.test(id)
+        ? `a rollback by hand runs there: wait until it ends (pideploy status ${host} shows it); if nothing runs it any more, remove ${lock} on the host`
+        : `wait until it ends${id === '' ? '' : ` (its log: ${ACTIVATION_STATE_DIR}/${id}.log on the host)`}; if nothing runs it any more, remove ${lock} on the host`;
   return new PideployError({
     code: ERROR_CODES.busy,
     message: `${host} is busy, nothing was changed: ${who} is ${state} there${until}; one deployment at a time`,

@@ -3,7 +3,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSyn
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { activateArguments, canRollBack, newDeployId, parseActivationState, renderActivationScript, stateCanRollBack, DEPLOY_ID_PATTERN, isFinalActivationState } from './activation-script.js';
+import { activateArguments, canRollBack, newDeployId, parseActivationState, renderActivationScript, stateCanRollBack, DEPLOY_ID_PATTERN, ROLLBACK_ID_PATTERN, isFinalActivationState } from './activation-script.js';
 import { stateFromDecisionOutput, withoutPrintedState } from './activate.js';
 
 describe('renderActivationScript', () => {
@@ -198,7 +198,8 @@ second line'; save_state >/dev/null`);
       expect([rolled.status, rolled.stdout]).toEqual([0, `activate: now on generation 1 (${root}/system-1)\n`]);
       const [state] = states();
       expect(state).toMatchObject({ state: 'succeeded', action: 'switch', toplevel: `${root}/system-1`, previousGeneration: 2, newGeneration: 1, exitCode: 0, message: 'rolled back by hand to generation 1' });
-      expect(state?.id).toMatch(/^\d{8}T\d{6}Z-rollback-\d+$/u);
+      expect(state?.id).toMatch(ROLLBACK_ID_PATTERN);
+      expect(state?.id).toMatch(DEPLOY_ID_PATTERN);
       expect(readFileSync(path.join(stateDir, 'active.1'), 'utf8')).toBe(`${state?.id}\n`);
       // The start made while it switched was refused, naming the rollback.
       expect(readFileSync(path.join(root, 'concurrent.status'), 'utf8')).toBe('3\n');
@@ -210,6 +211,15 @@ second line'; save_state >/dev/null`);
       expect(states().find((each) => each.id !== state?.id)).toMatchObject({ state: 'failed', message: 'cannot switch the profile to generation 7' });
       expect(readlinkSync(path.join(profiles, 'system'))).toBe('system-1-link');
       expect(spawnSync(shell, ['-c', `${definitions}\nstate_dir=${stateDir}; id=d10; take_host && echo took`], { encoding: 'utf8', env: { PATH: '/usr/bin:/bin' } }).stdout).toBe('took\n');
+      spawnSync(shell, ['-c', `${definitions}\nstate_dir=${stateDir}; st_id=d10; st_state=succeeded; st_action=switch; save_state >/dev/null`], { env: { PATH: '/usr/bin:/bin' } });
+
+      // Interrupted (here: TERM while switch-to-configuration runs) it says so in its state, which frees the host.
+      writeFileSync(path.join(root, 'system-1', 'bin', 'switch-to-configuration'), '#!/bin/sh\nkill -TERM $PPID\nsleep 0.2\n');
+      const interrupted = rollBack(1);
+      expect([interrupted.status, interrupted.stderr]).toEqual([1, expect.stringContaining('activate: interrupted while rolling back')]);
+      expect(states().filter((each) => each.state !== 'succeeded' && each.state !== 'failed')).toEqual([]);
+      expect(states().some((each) => each.message.startsWith('interrupted while rolling back'))).toBe(true);
+      expect(spawnSync(shell, ['-c', `${definitions}\nstate_dir=${stateDir}; id=d11; take_host && echo took`], { encoding: 'utf8', env: { PATH: '/usr/bin:/bin' } }).stdout).toBe('took\n');
     }
   });
 

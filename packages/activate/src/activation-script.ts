@@ -106,6 +106,9 @@ export function stateCanRollBack(state: ActivationState): boolean {
   return canRollBack({ action: state.action, previousSystem: state.previousSystem, hadProfileGeneration: state.previousGeneration !== undefined });
 }
 
+/** Ids of rollbacks by hand (`activate rollback`), which hold the host like a deployment: `<time>-rollback-<pid>`. */
+export const ROLLBACK_ID_PATTERN = /^\d{8}T\d{6}Z-rollback-\d+$/u;
+
 /** Deployment ids: what the script accepts as a file-name component and a systemd unit suffix. */
 export const DEPLOY_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/u;
 
@@ -831,8 +834,13 @@ cmd_rollback() {
   is_root || die "must run as root (sudo)"
   [ -d "$state_dir" ] || mkdir -p "$state_dir" || die "cannot create $state_dir"
   id=$(date -u +%Y%m%dT%H%M%SZ)-rollback-$$
+  valid_id "$id" || die "cannot make a deployment id for the rollback (date failed?)"
   # Refused while a deployment has the host (it would roll back or confirm over this); else it is ours.
   take_host
+  # Losing its SSH session does not stop it halfway (as the detached worker goes on); an interrupted
+  # one (Ctrl-C, kill) says so in its state, which frees the host.
+  trap '' HUP PIPE
+  trap 'rollback_failed "interrupted while rolling back: check what the host runs (activate status, pideploy status)"' INT TERM
   read_generation
   st_id=$id; st_action=switch; st_previous_generation=$generation; st_previous_system=''
   if cd -P /run/current-system 2>/dev/null; then
