@@ -81,7 +81,8 @@ describeLab('mini-nixpkgs: NixOS interface, module system and builds with real n
       ['home', '/home'],
       ['nix-var', '/nix/var/nix'],
     ];
-    const mounts = scratchMounts.map(([from, to]) => `mount --bind ${shellQuote(path.join(scratch, from))} ${to}`).join(' && ');
+    // The store read-only, as on NixOS: a script that writes into a store path fails instead of changing this machine's store.
+    const mounts = [...scratchMounts.map(([from, to]) => `mount --bind ${shellQuote(path.join(scratch, from))} ${to}`), 'mount --bind /nix/store /nix/store', 'mount -o remount,bind,ro /nix/store'].join(' && ');
     // The scratch /etc has /etc/NIXOS, this machine's has not: never run the script unless the mounts took.
     return runCommandAllowingFailure(['unshare', '--mount', '--propagation', 'private', 'sh', '-c', `set -e; ${mounts}; test -f /etc/NIXOS; set +e; ${script}`]);
   }
@@ -300,9 +301,9 @@ describeLab('mini-nixpkgs: NixOS interface, module system and builds with real n
     expect(first.stdout).toBe('exit=0\n/etc/static/lab-shape\na file\n');
     const second = await inScratchHost(
       scratch,
-      `${asDirectory}/bin/switch-to-configuration switch; echo "exit=$?"; test -d /etc/lab-shape && ! test -L /etc/lab-shape && echo real-directory; readlink /etc/lab-shape/inner; cat /etc/lab-shape/inner /etc/lab-shape/copied; stat -c %a /etc/lab-shape/copied; test -L /etc/lab-shape/copied || echo copied-file`,
+      `touch ${asDirectory}/written 2>/dev/null || echo store-read-only; ${asDirectory}/bin/switch-to-configuration switch; echo "exit=$?"; test -d /etc/lab-shape && ! test -L /etc/lab-shape && echo real-directory; readlink /etc/lab-shape/inner; cat /etc/lab-shape/inner /etc/lab-shape/copied; stat -c %a /etc/lab-shape/copied; test -L /etc/lab-shape/copied || echo copied-file`,
     );
-    expect(second.stdout).toBe('exit=0\nreal-directory\n/etc/static/lab-shape/inner\ninside\ncopied\n600\ncopied-file\n');
+    expect(second.stdout).toBe('store-read-only\nexit=0\nreal-directory\n/etc/static/lab-shape/inner\ninside\ncopied\n600\ncopied-file\n');
     expect(second.stderr).toContain('removing obsolete symlink /etc/lab-shape...');
     // The earlier generation's etc tree in the store is as it was built.
     expect(await readlink(path.join(asFile, 'etc', 'lab-shape'))).toMatch(/^\/nix\/store\//u);
