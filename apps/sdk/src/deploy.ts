@@ -197,9 +197,16 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
     try {
       const connect = { ...(host.sshConfig === undefined ? {} : { sshConfigFile: host.sshConfig }), acceptNewHostKey: request.acceptNewHostKey === true, compress: request.compress === true };
       let password: string | undefined;
+      let hostSystems: Promise<HostSystems> | undefined;
       const sudo = await timed('connect', host.name, phases, context, async () => {
         const opened = await connectSsh(host.target, connect, context);
         session = opened;
+        // What the host runs and boots (a read as the login user) goes on a channel of its own
+        // beside the sudo detection: one round trip less before the copy can start.
+        if (request.dryRun !== true) {
+          hostSystems = readHostSystems(opened, hostSignal);
+          hostSystems.catch(() => undefined);
+        }
         // The sudo realm is the login user: hosts logged into as the same user share one prompt.
         const ask = askOncePer(opened.host.user);
         // The copy's root `nix-store --serve --write` starts now and its hello proves the password:
@@ -224,9 +231,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
       });
       // What the host runs is read while the system builds, its closure over the serve connection
       // (no nix process on the host): the diff and the activation's start then wait for nothing on the host.
-      const hostSystems = request.dryRun === true ? undefined : readHostSystems(session as SshSession, hostSignal);
       const runningClosure = serve === undefined || hostSystems === undefined ? undefined : runningClosureOverServe(hostSystems, serve);
-      hostSystems?.catch(() => undefined);
       runningClosure?.catch(() => undefined);
       // The build phase is the time this host still waited for its system after connecting.
       const { toplevel, sharedWith } = await timed('build', host.name, phases, context, () => building);
