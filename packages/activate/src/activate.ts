@@ -21,7 +21,6 @@ import {
   isFinalActivationState,
   RUNNING_STATES_PATTERN,
   STATE_OUTPUT_MARKER,
-  ROLLBACK_ID_PATTERN,
   newDeployId,
   parseActivationState,
   renderActivationScript,
@@ -117,9 +116,9 @@ export interface HostSystems {
   /** The system profile's system (what boots next), resolved. */
   readonly profile: string | undefined;
   /**
-   * The deployment that has the host now (its state is not final: activating, or awaiting its
-   * confirmation), if any: then the host does not count as running anything for good, and a
-   * new activation is refused until that one ends.
+   * The deployment that has the host now (its state is not final: starting, activating, or
+   * awaiting its confirmation; `id` is "" while the lock names none yet), if any: then the host does
+   * not count as running anything for good, and a new activation is refused until that one ends.
    */
   readonly busyWith?: { readonly id: string; readonly state: string } | undefined;
 }
@@ -303,14 +302,16 @@ async function probeHost(session: SshSession, bundle: string | undefined, signal
     READ_LOCK_FUNCTION,
     // A holder whose first state is not written yet is starting (as the script's refuse_if_busy says).
     'state_dir=$4; read_lock; s=',
-    'if [ -n "$holder" ]; then s=starting; if [ -f "$4/$holder.state" ]; then while IFS= read -r l; do case $l in state=*) s=${l#state=}; break ;; esac; done <"$4/$holder.state"; fi; fi',
+    // (Stricter than the script: a holder it would take over, overdue or cut off while starting, still
+    // counts here; then nothing is skipped as "already running", and the start itself decides.)
+    'if [ -n "$lock" ]; then s=starting; if [ -n "$holder" ] && [ -f "$4/$holder.state" ]; then while IFS= read -r l; do case $l in state=*) s=${l#state=}; break ;; esac; done <"$4/$holder.state"; fi; fi',
     'printf \'%s\\n\' "$(readlink -e /run/current-system)" "$(readlink -e "$1")" "$holder" "$s"',
     'if [ -n "$2" ] && grep -qxF "$3" "$2" 2>/dev/null; then echo speaks-protocol; fi',
   ].join('\n');
   const result = await session.exec(['sh', '-c', script, 'probe-host', SYSTEM_PROFILE, bundled, ACTIVATION_PROTOCOL_MARKER, ACTIVATION_STATE_DIR], { signal });
   if (result.exitCode !== 0) throw remoteFailure('reading the running system and profile', ['sh', '-c', script], result, session.display);
   const [running = '', profile = '', holder = '', holderState = '', protocol = ''] = result.stdout.split('\n');
-  const busy = holder !== '' && holderState !== '' && !isFinalActivationState(holderState) ? { busyWith: { id: holder, state: holderState } } : {};
+  const busy = holderState !== '' && !isFinalActivationState(holderState) ? { busyWith: { id: holder, state: holderState } } : {};
   return { running: running === '' ? undefined : running, profile: profile === '' ? undefined : profile, ...busy, bundledScript: protocol === 'speaks-protocol' ? bundled : undefined };
 }
 
@@ -363,9 +364,11 @@ async function checkUrl(url: string, timeoutMs: number): Promise<string | undefi
  */
 export function busyErrorOf(host: string, result: { readonly exitCode: number | null; readonly stderr: string }, command: readonly string[]): PideployError | undefined {
   if (result.exitCode !== ACTIVATION_BUSY_EXIT_CODE) return undefined;
-  const fields = new RegExp(`^${BUSY_OUTPUT_MARKER} id=(\\S*) state=(\\S*) deadline=(\\S*) bundle=(\\S*) lock=(\\S*)$`, 'mu').exec(result.stderr);
+  const fields = new RegExp(`^${BUSY_OUTPUT_MARKER} id=(\\S*) state=(\\S*) deadline=(\\S*) bundle=(\\S*)(?: log=(\\S*))? lock=(\\S*)$`, 'mu').exec(result.stderr);
   if (fields === null) return undefined;
-  const [, id = '', state = '', deadline = '', bundle = '', lock = ''] = fields;
+  const [, id = '', state = '', deadline = '', bundle = '', log, lock = ''] = fields;
+  // An older script names no log: a deployment's is then where the script keeps them.
+  const logFile = log ?? (id === '' ? '' : `${ACTIVATION_STATE_DIR}/${id}.log`);
   const who = id === '' ? 'another deployment' : `deployment ${id}`;
   // The deadline is in Unix seconds by the host's clock: said as a time.
   const until = /^\d+$/u.test(deadline) ? ` (confirmation deadline ${new Date(Number(deadline) * 1000).toISOString().replace(/\.\d+Z$/u, 'Z')} by the host's clock)` : '';
@@ -373,9 +376,7 @@ export function busyErrorOf(host: string, result: { readonly exitCode: number | 
   const hint =
     state === 'awaiting-confirmation' && id !== ''
       ? `wait until it ends (unconfirmed, it rolls back by itself at its deadline), or end it now on the host: sudo ${script} confirm ${id} (keep it) or abort ${id} (roll it back)`
-      : ROLLBACK_ID_PATTERN.test(id)
-        ? `a rollback by hand runs there: wait until it ends (pideploy status ${host} shows it); if nothing runs it any more, remove ${lock} on the host`
-        : `wait until it ends${id === '' ? '' : ` (its log: ${ACTIVATION_STATE_DIR}/${id}.log on the host)`}; if nothing runs it any more, remove ${lock} on the host`;
+      : `wait until it ends (${logFile === '' ? `pideploy status ${host} shows it` : `its log: ${logFile} on the host`}); if nothing runs it any more, remove ${lock} on the host`;
   return new PideployError({
     code: ERROR_CODES.busy,
     message: `${host} is busy, nothing was changed: ${who} is ${state} there${until}; one deployment at a time`,
@@ -474,6 +475,10 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
     const busy = busyErrorOf(host, start, startArgv);
     if (busy !== undefined) throw busy;
     if (start.exitCode !== 0) throw remoteFailure('starting the activation', startArgv, start, session.display);
+    // What the script said on the way (e.g. that it took over from a deployment left behind).
+    for (const line of start.stderr.split('\n')) {
+      if (line.startsWith('activate: ')) context.reporter.emit({ type: 'log', level: 'warn', host, message: `${host}: ${line.slice('activate: '.length)}` });
+    }
     // Emitted once the activation runs detached on the target (from here on, a dropped link cannot stop it).
     context.reporter.emit({ type: 'activate-start', host, action, toplevel: input.toplevel });
 

@@ -3,8 +3,8 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSyn
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { activateArguments, canRollBack, newDeployId, parseActivationState, renderActivationScript, stateCanRollBack, DEPLOY_ID_PATTERN, ROLLBACK_ID_PATTERN, isFinalActivationState } from './activation-script.js';
-import { stateFromDecisionOutput, withoutPrintedState } from './activate.js';
+import { activateArguments, canRollBack, newDeployId, parseActivationState, renderActivationScript, stateCanRollBack, DEPLOY_ID_PATTERN, isFinalActivationState } from './activation-script.js';
+import { busyErrorOf, stateFromDecisionOutput, withoutPrintedState } from './activate.js';
 
 describe('renderActivationScript', () => {
   it('is valid POSIX sh (dash -n) and carries the protocol marker', () => {
@@ -121,7 +121,13 @@ second line'; save_state >/dev/null`);
       // (bash may also say what it thought of ~/.bashrc: node gives it a socket for stdin, as sshd would.)
       expect(refused.stderr).toMatch(new RegExp(`^activate: busy: deployment d1 is awaiting-confirmation on this host \\(confirmation deadline ${later}\\); one deployment at a time \\(if nothing runs it any more, remove ${stateDir}/active.1\\)$`, 'mu'));
       // … and the fields the deployer reads (its bundle: what to run confirm or abort with).
-      expect(refused.stderr).toMatch(new RegExp(`^@@pideploy-busy id=d1 state=awaiting-confirmation deadline=${later} bundle=/nix/store/b-bundle lock=${stateDir}/active.1$`, 'mu'));
+      expect(refused.stderr).toMatch(new RegExp(`^@@pideploy-busy id=d1 state=awaiting-confirmation deadline=${later} bundle=/nix/store/b-bundle log= lock=${stateDir}/active.1$`, 'mu'));
+      // The deployer's error from exactly that output: how to end d1 with its own bundle's script.
+      expect(busyErrorOf('pi1', { exitCode: refused.status, stderr: refused.stderr }, ['activate', 'switch'])).toMatchObject({
+        code: 'PIDEPLOY_ACTIVATION_BUSY',
+        message: expect.stringMatching(/^pi1 is busy, nothing was changed: deployment d1 is awaiting-confirmation there \(confirmation deadline \S+Z by the host's clock\)/u),
+        hint: expect.stringContaining('sudo /nix/store/b-bundle/bin/activate confirm d1 (keep it) or abort d1 (roll it back)'),
+      });
       // Nor does a rollback go ahead meanwhile (as root: a stand-in /proc says so).
       const proc = mkdtempSync(path.join(os.tmpdir(), 'pideploy-proc-'));
       mkdirSync(path.join(proc, 'self'));
@@ -133,9 +139,19 @@ second line'; save_state >/dev/null`);
       run('load_state d1; st_state=confirmed; save_state >/dev/null');
       expect(take('d3', ' && printf "[%s|%s|%s]" "$st_id" "$st_state" "$st_deadline"').stdout).toBe('[||]');
       expect([locks(), holder()]).toEqual([['active.1', 'active.2'], 'd3\n']);
-      // Still starting (no deadline): refused; a lock whose id is not written yet: refused.
+      // Still starting (no deadline): refused, pointing at its log where it has one.
       run('st_id=d3; st_state=starting; save_state >/dev/null');
-      expect(take('d4').status).toBe(3);
+      writeFileSync(path.join(stateDir, 'd3.log'), '');
+      const starting = take('d4');
+      expect(starting.status).toBe(3);
+      expect(busyErrorOf('pi1', { exitCode: starting.status, stderr: starting.stderr }, ['activate', 'switch'])?.hint).toBe(
+        `wait until it ends (its log: ${stateDir}/d3.log on the host); if nothing runs it any more, remove ${stateDir}/active.2 on the host`,
+      );
+      // "starting" a minute after it said so: its start was cut off before the worker ran, the host is taken over.
+      const cutOff = take('d4', ' && echo took', `st_id=d3; st_state=starting; st_updated=$(( $(date +%s) - 120 )); save_state >/dev/null`);
+      expect([cutOff.stdout, cutOff.stderr]).toEqual(['took\n', expect.stringContaining('deployment d3 never got past starting (its start was cut off before the activation ran); going ahead')]);
+      expect([locks(), holder()]).toEqual([['active.1', 'active.2', 'active.3'], 'd4\n']);
+      // A lock whose id is not written yet: refused.
       writeFileSync(path.join(stateDir, 'active.3'), '');
       expect(take('d4').stderr).toMatch(/^activate: busy: another deployment is starting on this host/mu);
       expect(take('d4').status).toBe(3);
@@ -155,7 +171,7 @@ second line'; save_state >/dev/null`);
       writeFileSync(path.join(stateDir, 'active.6'), 'd6\n');
       const late = take('d7', '; echo took', 'refuse_if_busy() { lock_number=5; }');
       expect([late.status, late.stdout]).toEqual([3, '']);
-      expect(late.stderr).toMatch(new RegExp(`^@@pideploy-busy id= state=starting deadline= bundle= lock=${stateDir}/active.6$`, 'mu'));
+      expect(late.stderr).toMatch(new RegExp(`^@@pideploy-busy id= state=starting deadline= bundle= log= lock=${stateDir}/active.6$`, 'mu'));
       expect(readFileSync(path.join(stateDir, 'active.6'), 'utf8')).toBe('d6\n');
       // A lock that cannot be created at all (here: the state directory is a file, which stops root too) is an error, not "busy".
       const notADirectory = path.join(stateDir, 'd1.state');
@@ -198,12 +214,15 @@ second line'; save_state >/dev/null`);
       expect([rolled.status, rolled.stdout]).toEqual([0, `activate: now on generation 1 (${root}/system-1)\n`]);
       const [state] = states();
       expect(state).toMatchObject({ state: 'succeeded', action: 'switch', toplevel: `${root}/system-1`, previousGeneration: 2, newGeneration: 1, exitCode: 0, message: 'rolled back by hand to generation 1' });
-      expect(state?.id).toMatch(ROLLBACK_ID_PATTERN);
+      expect(state?.id).toMatch(/^\d{8}T\d{6}Z-rollback-\d+$/u);
       expect(state?.id).toMatch(DEPLOY_ID_PATTERN);
       expect(readFileSync(path.join(stateDir, 'active.1'), 'utf8')).toBe(`${state?.id}\n`);
       // The start made while it switched was refused, naming the rollback.
       expect(readFileSync(path.join(root, 'concurrent.status'), 'utf8')).toBe('3\n');
-      expect(readFileSync(path.join(root, 'concurrent.err'), 'utf8')).toMatch(new RegExp(`^activate: busy: deployment ${state?.id} is activating on this host`, 'mu'));
+      const concurrent = { exitCode: Number(readFileSync(path.join(root, 'concurrent.status'), 'utf8')), stderr: readFileSync(path.join(root, 'concurrent.err'), 'utf8') };
+      expect(concurrent.stderr).toMatch(new RegExp(`^activate: busy: deployment ${state?.id} is activating on this host`, 'mu'));
+      // A rollback keeps no log (its output goes to whoever runs it): the deployer's hint says where to look instead.
+      expect(busyErrorOf('pi1', concurrent, ['activate', 'switch'])?.hint).toBe(`wait until it ends (pideploy status pi1 shows it); if nothing runs it any more, remove ${stateDir}/active.1 on the host`);
 
       // A rollback that fails says so in its state, and that final state frees the host.
       const failed = rollBack(7);

@@ -9,7 +9,7 @@ import { PideployError, shellQuote, type ActivationAction } from '@pideploy/core
 export const ACTIVATION_STATE_DIR = '/run/pideploy';
 /** The exit code of a start refused because another deployment has the host (its state is not final yet). */
 export const ACTIVATION_BUSY_EXIT_CODE = 3;
-/** Starts the stderr line in which a refused start names the deployment that has the host (`id= state= deadline= bundle= lock=`). */
+/** Starts the stderr line in which a refused start names the deployment that has the host (`id= state= deadline= bundle= log= lock=`; `log=` is empty where it keeps none, and older scripts leave it out). */
 export const BUSY_OUTPUT_MARKER = '@@pideploy-busy';
 /** The system profile nixos-rebuild sets. */
 export const SYSTEM_PROFILE = '/nix/var/nix/profiles/system';
@@ -105,9 +105,6 @@ export function canRollBack(basis: RollbackBasis): boolean {
 export function stateCanRollBack(state: ActivationState): boolean {
   return canRollBack({ action: state.action, previousSystem: state.previousSystem, hadProfileGeneration: state.previousGeneration !== undefined });
 }
-
-/** Ids of rollbacks by hand (`activate rollback`), which hold the host like a deployment: `<time>-rollback-<pid>`. */
-export const ROLLBACK_ID_PATTERN = /^\d{8}T\d{6}Z-rollback-\d+$/u;
 
 /** Deployment ids: what the script accepts as a file-name component and a systemd unit suffix. */
 export const DEPLOY_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/u;
@@ -359,7 +356,7 @@ valid_id() {
 reset_state() {
   st_id=''; st_state=''; st_action=''; st_toplevel=''; st_bundle=''; st_previous_generation=''
   st_previous_system=''; st_new_generation=''; st_rolled_back_to=''; st_exit_code=''; st_message=''
-  st_deadline=''; st_updated=''
+  st_deadline=''; st_updated=''; st_saved_at=''
 }
 reset_state
 
@@ -416,6 +413,7 @@ load_state() {
       exit_code=*) st_exit_code=$value ;;
       message=*) st_message=$value ;;
       deadline=*) st_deadline=$value ;;
+      updated=*) st_saved_at=$value ;;
     esac
   done <"$file"
 }
@@ -454,14 +452,18 @@ take_host() {
 # confirmation deadline (Unix seconds, or ""), $4 its bundle (or "").
 busy() {
   if [ -n "$1" ]; then who="deployment $1"; else who="another deployment"; fi
+  # Its log, where it has one (a rollback by hand has none: its output goes to whoever runs it).
+  busy_log=''
+  if [ -n "$1" ] && [ -f "$state_dir/$1.log" ]; then busy_log="$state_dir/$1.log"; fi
   echo "activate: busy: $who is $2 on this host\${3:+ (confirmation deadline $3)}; one deployment at a time (if nothing runs it any more, remove $lock)" >&2
-  printf '%s id=%s state=%s deadline=%s bundle=%s lock=%s\\n' '${BUSY_OUTPUT_MARKER}' "$1" "$2" "$3" "$4" "$lock" >&2
+  printf '%s id=%s state=%s deadline=%s bundle=%s log=%s lock=%s\\n' '${BUSY_OUTPUT_MARKER}' "$1" "$2" "$3" "$4" "$busy_log" "$lock" >&2
   exit ${ACTIVATION_BUSY_EXIT_CODE}
 }
 
 # Exits ${ACTIVATION_BUSY_EXIT_CODE} (busy) while the deployment named by the lock (read_lock) has the host: also while
-# its id or first state is not written yet. Returns when there is none, it is over, or it awaits
-# confirmation a minute past its deadline (its watchdog, which looks every second, is gone).
+# its id or first state is not written yet. Returns when there is none, it is over, it awaits
+# confirmation a minute past its deadline (its watchdog, which looks every second, is gone), or it
+# is still "starting" a minute after it said so (its start was cut off before the worker ran).
 refuse_if_busy() {
   read_lock
   [ -n "$lock" ] || return 0
@@ -472,8 +474,14 @@ refuse_if_busy() {
   if ! is_final "$st_state"; then
     read_clock
     case "$st_deadline" in ''|*[!0-9]*) overdue=0 ;; *) overdue=$(( clock > st_deadline + 60 )) ;; esac
-    if [ "$st_state" != awaiting-confirmation ] || [ "$overdue" != 1 ]; then busy "$holder" "$st_state" "$st_deadline" "$st_bundle"; fi
-    echo "activate: deployment $holder was left awaiting confirmation past its deadline (its watchdog is gone); going ahead" >&2
+    case "$st_saved_at" in ''|*[!0-9]*) stale=0 ;; *) stale=$(( clock > st_saved_at + 60 )) ;; esac
+    if [ "$st_state" = awaiting-confirmation ] && [ "$overdue" = 1 ]; then
+      echo "activate: deployment $holder was left awaiting confirmation past its deadline (its watchdog is gone); going ahead" >&2
+    elif [ "$st_state" = starting ] && [ "$stale" = 1 ]; then
+      echo "activate: deployment $holder never got past starting (its start was cut off before the activation ran); going ahead" >&2
+    else
+      busy "$holder" "$st_state" "$st_deadline" "$st_bundle"
+    fi
   fi
   reset_state
 }
@@ -716,15 +724,18 @@ cmd_start() {
   valid_id "$id" || die "not a deployment id: $id"
   [ -d "$state_dir" ] || mkdir -p "$state_dir" || die "cannot create $state_dir"
   [ ! -e "$state_dir/$id.state" ] || die "deployment $id already exists"
-  take_host
+  # Ignored SIGHUP is inherited: neither this start (once it has the host) nor the worker stops at
+  # the end of this sudo/SSH session, even in the moment before setsid has detached the worker
+  # (what nohup would do, without its extra process).
+  trap '' HUP
+  # A dry run changes nothing: it waits for no one's turn, and holds none (it still does not run
+  # while another deployment is under way).
+  if [ "$action" = dry-activate ]; then refuse_if_busy; else take_host; fi
   st_id=$id; st_action=$action; st_toplevel=$toplevel; st_bundle=$bundle
   st_state=starting; st_message="starting"
   save_state >/dev/null
   log="$state_dir/$id.log"
   : >>"$log"
-  # Ignored SIGHUP is inherited: the worker survives the end of this sudo/SSH session even in the
-  # moment before setsid has detached it (what nohup would do, without its extra process).
-  trap '' HUP
   pick_launcher
   case "$launcher" in
     systemd-run)
@@ -836,13 +847,14 @@ cmd_rollback() {
   id=$(date -u +%Y%m%dT%H%M%SZ)-rollback-$$
   valid_id "$id" || die "cannot make a deployment id for the rollback (date failed?)"
   # Refused while a deployment has the host (it would roll back or confirm over this); else it is ours.
+  trap '' HUP PIPE
   take_host
+  st_id=$id; st_action=switch
   # Losing its SSH session does not stop it halfway (as the detached worker goes on); an interrupted
   # one (Ctrl-C, kill) says so in its state, which frees the host.
-  trap '' HUP PIPE
   trap 'rollback_failed "interrupted while rolling back: check what the host runs (activate status, pideploy status)"' INT TERM
   read_generation
-  st_id=$id; st_action=switch; st_previous_generation=$generation; st_previous_system=''
+  st_previous_generation=$generation; st_previous_system=''
   if cd -P /run/current-system 2>/dev/null; then
     st_previous_system=$PWD
     cd / || die "cannot change to /"
