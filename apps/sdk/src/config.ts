@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { PideployError } from '@pideploy/core';
+import { projectStateDir } from '@pideploy/nix';
 import { Ajv, type ErrorObject } from 'ajv';
 
 /** The file name pideploy looks for, walking up from the working directory. */
@@ -205,7 +206,7 @@ function resolveConfig(config: ConfigFile, file: string): ResolvedConfig {
     directory,
     pinsFile: path.resolve(directory, config.pins ?? 'pins.json'),
     cache: {
-      directory: path.resolve(directory, config.cache?.directory ?? '.pideploy/cache'),
+      directory: config.cache?.directory === undefined ? path.resolve(projectStateDir(directory), 'cache') : path.resolve(directory, config.cache.directory),
       keyName: config.cache?.keyName,
       secretKeyFile: config.cache?.secretKeyFile === undefined ? undefined : path.resolve(directory, config.cache.secretKeyFile),
       url: config.cache?.url,

@@ -27,7 +27,7 @@ export {
   type HostBuilderOptions,
 } from './build-hosts.js';
 export { mapConcurrently } from './concurrency.js';
-/** `<projectDir>/.pideploy`, where builds root their results (`@pideploy/build`'s `gcRootPath`). */
+/** `<projectDir>/.pideploy`, where builds root their results (`@pideploy/nix`'s `gcRootPath`) and the fleet cache lives by default. */
 export { projectStateDir } from '@pideploy/nix';
 export { defaultCacheKeyName, openFleetCache, type FleetCache } from './fleet-cache.js';
 export {
