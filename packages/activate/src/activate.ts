@@ -275,19 +275,22 @@ function printedState(stdout: string): ActivationState | undefined {
   }
 }
 
-/** What `activate confirm|abort` said before the state file they print (all of it from an older script). */
-export function withoutPrintedState(stdout: string): string {
+/** `activate confirm|abort` output cut at its last {@link STATE_OUTPUT_MARKER} line: what it said, and the state file after it (undefined: none, e.g. an older script). */
+function splitDecisionOutput(stdout: string): { readonly said: string; readonly stateText: string | undefined } {
   const lines = stdout.split('\n');
   const marker = lines.lastIndexOf(STATE_OUTPUT_MARKER);
-  return marker < 0 ? stdout : lines.slice(0, marker).join('\n');
+  return marker < 0 ? { said: stdout, stateText: undefined } : { said: lines.slice(0, marker).join('\n'), stateText: lines.slice(marker + 1).join('\n') };
+}
+
+/** What `activate confirm|abort` said before the state file they print (all of it from an older script). */
+export function withoutPrintedState(stdout: string): string {
+  return splitDecisionOutput(stdout).said;
 }
 
 /** The state file `activate confirm|abort` print after their marker line (undefined: none, e.g. an older script). */
 export function stateFromDecisionOutput(stdout: string): ActivationState | undefined {
-  const lines = stdout.split('\n');
-  const marker = lines.lastIndexOf(STATE_OUTPUT_MARKER);
-  if (marker < 0) return undefined;
-  return parseActivationState(lines.slice(marker + 1).join('\n'));
+  const { stateText } = splitDecisionOutput(stdout);
+  return stateText === undefined ? undefined : parseActivationState(stateText);
 }
 
 /**
