@@ -285,11 +285,8 @@ export async function buildBundles(requests: readonly BuildBundleRequest[], cont
         if (registered !== outPath) throw new Error(`buildBundles: nix-build's root ${batchRoot} points at ${registered}, not at ${outPath}`);
         await replaceSymlink(outPath, gcRoot);
       }
-      const manifest = JSON.parse(await readFile(path.join(outPath, 'manifest.json'), 'utf8')) as BundleManifest;
-      const plan = request.plan ?? (await planBundle(request));
-      context.reporter.emit({ type: 'log', level: 'debug', host: request.host, message: `bundle ${outPath} in ${durationMs} ms (one nix-build with ${requests.length - 1} other host(s))` });
-      const built: BuildBundleResult = { version: 1, host: request.host, outPath, gcRoot, manifest, expression: renderPlannedBundleExpression(plan, `import ${nixPath(request.toplevel.drvPath)}`), durationMs };
-      return built;
+      const expression = renderPlannedBundleExpression(request.plan ?? (await planBundle(request)), `import ${nixPath(request.toplevel.drvPath)}`);
+      return builtBundle(request, { outPath, gcRoot, expression, durationMs }, context, ` (one nix-build with ${requests.length - 1} other host(s))`);
     }),
   );
   if (gcroots !== undefined) await pruneBatchRoots(gcroots);
@@ -326,10 +323,19 @@ export async function buildBundle(request: BuildBundleRequest, context: Pideploy
     });
   }
   const outPath = result.stdout.trim().split('\n').pop() ?? '';
-  const manifest = JSON.parse(await readFile(path.join(outPath, 'manifest.json'), 'utf8')) as BundleManifest;
   // This host's root is nix-build's own now: a batch root it pointed at may go.
   if (gcRoot !== undefined) await pruneBatchRoots(path.dirname(gcRoot));
-  const durationMs = Date.now() - started;
-  context.reporter.emit({ type: 'log', level: 'debug', host: request.host, message: `bundle ${outPath} in ${durationMs} ms` });
-  return { version: 1, host: request.host, outPath, gcRoot, manifest, expression, durationMs };
+  return builtBundle(request, { outPath, gcRoot, expression, durationMs: Date.now() - started }, context, '');
+}
+
+/** The result for a bundle nix-build has built: its manifest read back from the store. */
+async function builtBundle(
+  request: BuildBundleRequest,
+  built: { readonly outPath: string; readonly gcRoot: string | undefined; readonly expression: string; readonly durationMs: number },
+  context: PideployContext,
+  how: string,
+): Promise<BuildBundleResult> {
+  const manifest = JSON.parse(await readFile(path.join(built.outPath, 'manifest.json'), 'utf8')) as BundleManifest;
+  context.reporter.emit({ type: 'log', level: 'debug', host: request.host, message: `bundle ${built.outPath} in ${built.durationMs} ms${how}` });
+  return { version: 1, host: request.host, manifest, ...built };
 }
