@@ -643,8 +643,9 @@ export async function rollbackSystem(target: ActivationTarget, options: Rollback
         commandFailure: { command: argv, ...(result.exitCode === null ? {} : { exitCode: result.exitCode }), stderrTail: tailLines(result.stderr) },
       });
     }
-    const status = await systemStatus({ ...target, session }, context);
-    return { host: hostName(target), generation: status.generations.find((generation) => generation.current)?.number, runningSystem: status.runningSystem };
+    // The script ends with its state file: the generation it switched to and the system now running.
+    const state = stateFromDecisionOutput(result.stdout);
+    return { host: hostName(target), generation: state?.newGeneration, runningSystem: state?.toplevel };
   });
 }
 

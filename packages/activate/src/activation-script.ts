@@ -875,6 +875,7 @@ cmd_rollback() {
   st_state=succeeded; st_message="rolled back by hand to generation $generation"
   save_state >/dev/null
   echo "activate: now on generation $generation ($st_toplevel)"
+  print_state "$id"
 }
 
 [ $# -ge 1 ] || usage
