@@ -25,6 +25,7 @@ import {
   parseActivationState,
   renderActivationScript,
   stateCanRollBack,
+  scriptCommand,
   uploadedScriptPath,
   type ActivationState,
 } from './activation-script.js';
@@ -461,8 +462,7 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
 
     const deployId = newDeployId();
     const script = await installScript(sudo, session, deployId, bundledScript);
-    const startArgv = [
-      script,
+    const startArgv = scriptCommand(script, [
       ...activateArguments({
         action,
         toplevel: input.toplevel,
@@ -473,7 +473,7 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
         installBootloader: input.installBootloader,
         noWait: true,
       }),
-    ];
+    ]);
     const start = await sudo.exec(startArgv, { signal });
     const busy = busyErrorOf(host, start, startArgv);
     if (busy !== undefined) throw busy;
@@ -555,7 +555,7 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
       if (problem === undefined && input.healthChecks?.url !== undefined) problem = await checkUrl(input.healthChecks.url, timeoutMs);
       healthCheckFailed = problem !== undefined;
       if (problem === undefined) {
-        const confirm = await confirmSudo.exec([script, 'confirm', deployId], { signal });
+        const confirm = await confirmSudo.exec(scriptCommand(script, ['confirm', deployId]), { signal });
         if (confirm.exitCode !== 0) problem = `the confirmation was refused: ${tailLines(withoutPrintedState(confirm.stdout) + confirm.stderr, 1)}`;
         else confirmedState = printedState(confirm.stdout);
       }
@@ -578,7 +578,7 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
     let final: ActivationState | undefined;
     try {
       if (!session.closed) {
-        const aborted = await sudo.exec([script, 'abort', deployId], { signal });
+        const aborted = await sudo.exec(scriptCommand(script, ['abort', deployId]), { signal });
         final = printedState(aborted.stdout) ?? (await readState(session, deployId, signal));
       }
     } catch {
@@ -631,7 +631,7 @@ export async function rollbackSystem(target: ActivationTarget, options: Rollback
   return withSession(target, context, async (session) => {
     const sudo = await session.sudo(sudoOptionsOf(target));
     const script = await installScript(sudo, session, newDeployId(), undefined);
-    const argv = [script, 'rollback', ...(options.to === undefined ? [] : ['--to', String(options.to)])];
+    const argv = scriptCommand(script, ['rollback', ...(options.to === undefined ? [] : ['--to', String(options.to)])]);
     const result = await sudo.exec(argv, { signal: context.signal });
     const busy = busyErrorOf(hostName(target), result, argv);
     if (busy !== undefined) throw busy;

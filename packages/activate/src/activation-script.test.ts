@@ -3,7 +3,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSyn
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { activateArguments, canRollBack, newDeployId, parseActivationState, renderActivationScript, stateCanRollBack, DEPLOY_ID_PATTERN, isFinalActivationState } from './activation-script.js';
+import { activateArguments, canRollBack, scriptCommand, newDeployId, parseActivationState, renderActivationScript, stateCanRollBack, DEPLOY_ID_PATTERN, isFinalActivationState } from './activation-script.js';
 import { busyErrorOf, stateFromDecisionOutput, withoutPrintedState } from './activate.js';
 
 describe('renderActivationScript', () => {
@@ -286,6 +286,21 @@ describe('the worker launcher choice (activate launcher)', () => {
 
   it('is setsid without a running systemd, even where systemd-run is installed', () => {
     expect(launcher(path.join(scratch, 'absent'), tools)).toBe('setsid');
+  });
+});
+
+describe('scriptCommand', () => {
+  it('runs the script with the host\'s /bin/sh, whatever interpreter its first line names', () => {
+    const scratch = mkdtempSync(path.join(os.tmpdir(), 'pideploy-script-command-'));
+    // A bundle's first line names the target's shell, which may not run on the machine at hand
+    // (an aarch64 store path on this x86_64 test machine): /bin/sh runs it all the same.
+    const script = path.join(scratch, 'activate');
+    writeFileSync(script, renderActivationScript({ shebang: '#!/nix/store/00000000000000000000000000000000-no-such-shell/bin/sh', systemdRuntimeDirectory: path.join(scratch, 'absent') }));
+    const [shell, ...args] = scriptCommand(script, ['launcher']);
+    expect(shell).toBe('/bin/sh');
+    expect(args).toEqual([script, 'launcher']);
+    expect(execFileSync(shell as string, args, { encoding: 'utf8', env: { PATH: '/usr/bin:/bin' } }).trim()).toBe('setsid');
+    expect(spawnSync(script, ['launcher'], { encoding: 'utf8' }).error).toBeDefined();
   });
 });
 

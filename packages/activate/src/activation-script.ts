@@ -21,6 +21,11 @@ export const ACTIVATION_PROTOCOL_MARKER = '# pideploy-activate-protocol: 1';
 export const STATE_OUTPUT_MARKER = '@@pideploy-state';
 /** Default seconds the target waits for `confirm` before it rolls back by itself. */
 export const DEFAULT_CONFIRM_TIMEOUT_SECONDS = 30;
+/**
+ * The shell pideploy runs the activation script with (`sudo /bin/sh SCRIPT start …`): the one its
+ * detached worker runs under too. Every NixOS has it (`environment.binsh`).
+ */
+export const ACTIVATION_SHELL = '/bin/sh';
 
 /**
  * States a deployment goes through. In progress: `starting`, `activating`, `rolling-back`,
@@ -193,6 +198,11 @@ export function activateArguments(input: ActivateArguments): string[] {
   if (input.installBootloader === true) argv.push('--install-bootloader');
   if (input.noWait === true) argv.push('--no-wait');
   return argv;
+}
+
+/** The command that runs the activation script `script` with {@link ACTIVATION_SHELL}: `/bin/sh SCRIPT ARGS…`. Pure. */
+export function scriptCommand(script: string, args: readonly string[]): string[] {
+  return [ACTIVATION_SHELL, script, ...args];
 }
 
 /** Path of the uploaded script for one deployment. */

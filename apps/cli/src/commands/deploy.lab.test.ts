@@ -54,14 +54,14 @@ describeLab('pideploy deploy end to end (lab: trusted, untrusted and NOPASSWD ho
     // password (the copy's serve process proves it at connect time: no separate sudo -v).
     expect(sudoCommandsOf(sudoRan()).map((command) => command.replace(/\/nix\/store\/\S+\/bin\/activate/u, 'activate').replace(/ --.*$/u, ''))).toEqual([
       '/usr/bin/nix-store',
-      'activate switch',
-      `activate confirm ${result?.results.find((host) => host.host === 'pi1')?.activation.deployId ?? '?'}`,
+      '/bin/sh activate switch',
+      `/bin/sh activate confirm ${result?.results.find((host) => host.host === 'pi1')?.activation.deployId ?? '?'}`,
     ]);
     // The host checked the password exactly once per root command: no sudo -v anywhere.
     expect(passwordChecks().map((line) => line.replace(/\/nix\/store\/\S+\/bin\/activate/u, 'activate').replace(/ --[a-z].*$/u, ''))).toEqual([
       'deploy sudo -k -S -p  -- nix-store',
-      'deploy sudo -k -S -p  -- activate switch',
-      `deploy sudo -k -S -p  -- activate confirm ${result?.results.find((host) => host.host === 'pi1')?.activation.deployId ?? '?'}`,
+      'deploy sudo -k -S -p  -- /bin/sh activate switch',
+      `deploy sudo -k -S -p  -- /bin/sh activate confirm ${result?.results.find((host) => host.host === 'pi1')?.activation.deployId ?? '?'}`,
     ]);
 
     const again = await pideploy(['deploy', 'pi1', '--sudo-password-file', passwordFile, '--json'], project, env);
