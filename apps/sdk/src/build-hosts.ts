@@ -169,7 +169,8 @@ export function createHostBuilder(options: HostBuilderOptions): HostBuilder {
   // toplevel at the same moment) are evaluated together: one nix-instantiate per pinned package
   // set instead of one evaluation of nixpkgs per host, then built together (one nix-build, see
   // buildBundles); a batch Nix cannot evaluate or build falls back to one evaluation or build per
-  // host, so each host gets its own error.
+  // host, so each host gets its own error. Hosts that ask while a batch of their package set is
+  // under way wait for it and then go together (see startBatch).
   interface WaitingBundle {
     readonly host: HostBuildSpec;
     readonly toplevel: BuildToplevelResult;
@@ -202,52 +203,84 @@ export function createHostBuilder(options: HostBuilderOptions): HostBuilder {
         }),
     );
   };
+  // A batch Nix is evaluating or building per package set; hosts that ask meanwhile (their login
+  // ended after the shared build) wait for it and then go together as the next batch, instead of
+  // one evaluation of nixpkgs each.
+  const running = new Set<string>();
+  const queued = new Map<string, PlannedBundle[]>();
+  const startBatch = (key: string) => {
+    const group = queued.get(key) ?? [];
+    queued.delete(key);
+    if (group.length === 0) return;
+    running.add(key);
+    let unsettled = group.length;
+    const settled = () => {
+      unsettled -= 1;
+      if (unsettled > 0) return;
+      running.delete(key);
+      startBatch(key);
+    };
+    const entries = group.map((entry) => ({
+      ...entry,
+      resolve: (result: BuildBundleResult) => {
+        entry.resolve(result);
+        settled();
+      },
+      reject: (error: unknown) => {
+        entry.reject(error);
+        settled();
+      },
+    }));
+    buildBatch(entries);
+  };
+  const buildBatch = (group: readonly PlannedBundle[]) => {
+    const first = group[0] as PlannedBundle;
+    if (group.length === 1) {
+      buildOne(first);
+      return;
+    }
+    instantiateBundles(
+      group.map((entry) => ({ plan: entry.plan, toplevel: entry.toplevel })),
+      first.context,
+      options.env,
+    ).then(
+      (drvPaths) => {
+        group.forEach((entry) => {
+          const others = group.filter((other) => other !== entry).map((other) => other.host.name);
+          entry.context.reporter.emit({ type: 'log', level: 'debug', host: entry.host.name, message: `bundle evaluated together with ${others.join(', ')} (one nix-instantiate)` });
+        });
+        // Built together too (one nix-build), per cancellation signal and nix arguments.
+        const builds = new Map<AbortSignal, Map<string, { entry: PlannedBundle; drvPath: string | undefined }[]>>();
+        group.forEach((entry, index) => {
+          const bySignal = builds.get(entry.context.signal) ?? new Map<string, { entry: PlannedBundle; drvPath: string | undefined }[]>();
+          builds.set(entry.context.signal, bySignal);
+          const key = JSON.stringify(entry.toplevel.nixArguments);
+          bySignal.set(key, [...(bySignal.get(key) ?? []), { entry, drvPath: drvPaths[index] }]);
+        });
+        for (const together of [...builds.values()].flatMap((bySignal) => [...bySignal.values()])) buildTogether(together);
+      },
+      (error: unknown) =>
+        group.forEach((entry) => {
+          entry.context.reporter.emit({ type: 'log', level: 'debug', host: entry.host.name, message: `evaluating the bundles together failed, so one at a time: ${error instanceof Error ? error.message : String(error)}` });
+          buildOne(entry);
+        }),
+    );
+  };
   const flushBundles = async () => {
     const batch = waiting;
     waiting = [];
-    const groups = new Map<string, PlannedBundle[]>();
+    const keys = new Set<string>();
     for (const entry of batch) {
       try {
         const planned = { ...entry, plan: await planFor(entry.host) };
         const key = bundleBatchKey(planned.plan);
-        groups.set(key, [...(groups.get(key) ?? []), planned]);
+        queued.set(key, [...(queued.get(key) ?? []), planned]);
+        keys.add(key);
       } catch (error) {
         entry.reject(error);
       }
     }
-    for (const group of groups.values()) {
-      const first = group[0] as PlannedBundle;
-      if (group.length === 1) {
-        buildOne(first);
-        continue;
-      }
-      instantiateBundles(
-        group.map((entry) => ({ plan: entry.plan, toplevel: entry.toplevel })),
-        first.context,
-        options.env,
-      ).then(
-        (drvPaths) => {
-          group.forEach((entry) => {
-            const others = group.filter((other) => other !== entry).map((other) => other.host.name);
-            entry.context.reporter.emit({ type: 'log', level: 'debug', host: entry.host.name, message: `bundle evaluated together with ${others.join(', ')} (one nix-instantiate)` });
-          });
-          // Built together too (one nix-build), per cancellation signal and nix arguments.
-          const builds = new Map<AbortSignal, Map<string, { entry: PlannedBundle; drvPath: string | undefined }[]>>();
-          group.forEach((entry, index) => {
-            const bySignal = builds.get(entry.context.signal) ?? new Map<string, { entry: PlannedBundle; drvPath: string | undefined }[]>();
-            builds.set(entry.context.signal, bySignal);
-            const key = JSON.stringify(entry.toplevel.nixArguments);
-            bySignal.set(key, [...(bySignal.get(key) ?? []), { entry, drvPath: drvPaths[index] }]);
-          });
-          for (const together of [...builds.values()].flatMap((bySignal) => [...bySignal.values()])) buildTogether(together);
-        },
-        (error: unknown) =>
-          group.forEach((entry) => {
-            entry.context.reporter.emit({ type: 'log', level: 'debug', host: entry.host.name, message: `evaluating the bundles together failed, so one at a time: ${error instanceof Error ? error.message : String(error)}` });
-            buildOne(entry);
-          }),
-      );
-    }
+    for (const key of keys) if (!running.has(key)) startBatch(key);
   };
 
   const builder: HostBuilder = {

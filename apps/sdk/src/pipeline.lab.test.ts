@@ -88,6 +88,30 @@ describeLab('a custom pipeline with the SDK: build once, canary first, then the 
     expect(together.map((event) => event.type === 'log' && event.host).sort()).toEqual(hosts.map((host) => host.name).sort());
   });
 
+  it('makes hosts that ask while a bundle is being built wait for it, then evaluates theirs together', async () => {
+    const reporter = createCollectingReporter();
+    const context = createContext({ reporter });
+    const config = await loadConfig({ cwd: project });
+    const builder = hostBuilderFor(config);
+    const [first, second, third] = selectHosts(config, []);
+    if (first === undefined || second === undefined || third === undefined) throw new Error('three hosts needed');
+    const { toplevel } = await builder.buildToplevel(first, context);
+    const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+    // The first host's bundle starts alone; the others ask later, one by one (their logins ended
+    // after the shared build), while it is being evaluated.
+    const bundles = [builder.bundle(first, toplevel, context)];
+    await nextTurn();
+    await nextTurn();
+    bundles.push(builder.bundle(second, toplevel, context));
+    await nextTurn();
+    await nextTurn();
+    bundles.push(builder.bundle(third, toplevel, context));
+    const built = await Promise.all(bundles);
+    expect(built.map((bundle) => bundle.manifest.host)).toEqual([first.name, second.name, third.name]);
+    const together = reporter.events.flatMap((event) => (event.type === 'log' && event.message.includes('one nix-instantiate') ? [`${event.host}: ${event.message}`] : []));
+    expect(together.sort()).toEqual([`${second.name}: bundle evaluated together with ${third.name} (one nix-instantiate)`, `${third.name}: bundle evaluated together with ${second.name} (one nix-instantiate)`]);
+  });
+
   it('falls back to one evaluation per host when the batch cannot be evaluated: only the broken bundle fails', async () => {
     const reporter = createCollectingReporter();
     const context = createContext({ reporter });
