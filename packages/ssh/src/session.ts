@@ -5,6 +5,7 @@ import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import { PideployError, shellJoin, type PideployContext } from '@pideploy/core';
 import ssh2, { type AnyAuthMethod, type ClientChannel, type ConnectConfig, type ParsedKey } from 'ssh2';
+import { coalesceWritesPerTick } from './coalesce-writes.js';
 import { SSH_ERROR_CODES, classifySshError, interruptedError, type ConnectionDescription } from './errors.js';
 import {
   checkHostKey,
@@ -403,14 +404,14 @@ async function openClient(input: OpenClientInput): Promise<OpenedClient> {
       },
     };
     if (socket === undefined) {
-      client.connect({ ...config, sock: input.stream as never });
+      client.connect({ ...config, sock: coalesceWritesPerTick(input.stream as Duplex) as never });
       return;
     }
     socket.once('error', (error) => fail(error));
     socket.once('connect', () => {
       if (settled) return;
       socket.setNoDelay(true);
-      client.connect({ ...config, sock: socket as never });
+      client.connect({ ...config, sock: coalesceWritesPerTick(socket) as never });
     });
   });
 }
