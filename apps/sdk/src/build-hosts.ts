@@ -182,89 +182,83 @@ export function createHostBuilder(options: HostBuilderOptions): HostBuilder {
     readonly plan: BundlePlan;
   }
   let waiting: WaitingBundle[] = [];
-  const buildOne = (entry: PlannedBundle, drvPath?: string) => {
+  // Each of these settles when every host it was given has its bundle or its error.
+  const buildOne = (entry: PlannedBundle, drvPath?: string): Promise<void> =>
     buildBundle(
       { ...entry.plan.request, plan: entry.plan, toplevel: entry.toplevel, nixArguments: entry.toplevel.nixArguments, stateDir, env: options.env, drvPath },
       entry.context,
     ).then(entry.resolve, entry.reject);
-  };
   // A batch Nix cannot build falls back to one build per host, so each host gets its own error.
-  const buildTogether = (together: readonly { entry: PlannedBundle; drvPath: string | undefined }[]) => {
+  const buildTogether = (together: readonly { entry: PlannedBundle; drvPath: string | undefined }[]): Promise<unknown> => {
     const context = (together[0] as { entry: PlannedBundle }).entry.context;
-    buildBundles(
+    return buildBundles(
       together.map(({ entry, drvPath }) => ({ ...entry.plan.request, plan: entry.plan, toplevel: entry.toplevel, nixArguments: entry.toplevel.nixArguments, stateDir, env: options.env, drvPath })),
       context,
     ).then(
       (results) => together.forEach(({ entry }, index) => entry.resolve(results[index] as BuildBundleResult)),
       (error: unknown) =>
-        together.forEach(({ entry, drvPath }) => {
-          entry.context.reporter.emit({ type: 'log', level: 'debug', host: entry.host.name, message: `building the bundles together failed, so one at a time: ${error instanceof Error ? error.message : String(error)}` });
-          buildOne(entry, drvPath);
-        }),
+        Promise.all(
+          together.map(({ entry, drvPath }) => {
+            entry.context.reporter.emit({ type: 'log', level: 'debug', host: entry.host.name, message: `building the bundles together failed, so one at a time: ${error instanceof Error ? error.message : String(error)}` });
+            return buildOne(entry, drvPath);
+          }),
+        ),
     );
+  };
+  const buildBatch = async (group: readonly PlannedBundle[]): Promise<unknown> => {
+    const first = group[0] as PlannedBundle;
+    if (group.length === 1) return buildOne(first);
+    let drvPaths: (string | undefined)[];
+    try {
+      drvPaths = await instantiateBundles(
+        group.map((entry) => ({ plan: entry.plan, toplevel: entry.toplevel })),
+        first.context,
+        options.env,
+      );
+    } catch (error) {
+      return Promise.all(
+        group.map((entry) => {
+          entry.context.reporter.emit({ type: 'log', level: 'debug', host: entry.host.name, message: `evaluating the bundles together failed, so one at a time: ${error instanceof Error ? error.message : String(error)}` });
+          return buildOne(entry);
+        }),
+      );
+    }
+    group.forEach((entry) => {
+      const others = group.filter((other) => other !== entry).map((other) => other.host.name);
+      entry.context.reporter.emit({ type: 'log', level: 'debug', host: entry.host.name, message: `bundle evaluated together with ${others.join(', ')} (one nix-instantiate)` });
+    });
+    // Built together too (one nix-build), per cancellation signal and nix arguments.
+    const builds = new Map<AbortSignal, Map<string, { entry: PlannedBundle; drvPath: string | undefined }[]>>();
+    group.forEach((entry, index) => {
+      const bySignal = builds.get(entry.context.signal) ?? new Map<string, { entry: PlannedBundle; drvPath: string | undefined }[]>();
+      builds.set(entry.context.signal, bySignal);
+      const key = JSON.stringify(entry.toplevel.nixArguments);
+      bySignal.set(key, [...(bySignal.get(key) ?? []), { entry, drvPath: drvPaths[index] }]);
+    });
+    return Promise.all([...builds.values()].flatMap((bySignal) => [...bySignal.values()]).map(buildTogether));
   };
   // A batch Nix is evaluating or building per package set; hosts that ask meanwhile (their login
   // ended after the shared build) wait for it and then go together as the next batch, instead of
-  // one evaluation of nixpkgs each.
+  // one evaluation of nixpkgs each. A host stopped while it waited is not built.
   const running = new Set<string>();
   const queued = new Map<string, PlannedBundle[]>();
   const startBatch = (key: string) => {
-    const group = queued.get(key) ?? [];
+    const group: PlannedBundle[] = [];
+    for (const entry of queued.get(key) ?? []) {
+      if (!entry.context.signal.aborted) group.push(entry);
+      else entry.reject(new PideployError({ code: 'PIDEPLOY_INTERRUPTED', message: `stopped waiting to bundle ${entry.host.name}`, cause: entry.context.signal.reason }));
+    }
     queued.delete(key);
     if (group.length === 0) return;
     running.add(key);
-    let unsettled = group.length;
-    const settled = () => {
-      unsettled -= 1;
-      if (unsettled > 0) return;
-      running.delete(key);
-      startBatch(key);
-    };
-    const entries = group.map((entry) => ({
-      ...entry,
-      resolve: (result: BuildBundleResult) => {
-        entry.resolve(result);
-        settled();
-      },
-      reject: (error: unknown) => {
-        entry.reject(error);
-        settled();
-      },
-    }));
-    buildBatch(entries);
-  };
-  const buildBatch = (group: readonly PlannedBundle[]) => {
-    const first = group[0] as PlannedBundle;
-    if (group.length === 1) {
-      buildOne(first);
-      return;
-    }
-    instantiateBundles(
-      group.map((entry) => ({ plan: entry.plan, toplevel: entry.toplevel })),
-      first.context,
-      options.env,
-    ).then(
-      (drvPaths) => {
-        group.forEach((entry) => {
-          const others = group.filter((other) => other !== entry).map((other) => other.host.name);
-          entry.context.reporter.emit({ type: 'log', level: 'debug', host: entry.host.name, message: `bundle evaluated together with ${others.join(', ')} (one nix-instantiate)` });
-        });
-        // Built together too (one nix-build), per cancellation signal and nix arguments.
-        const builds = new Map<AbortSignal, Map<string, { entry: PlannedBundle; drvPath: string | undefined }[]>>();
-        group.forEach((entry, index) => {
-          const bySignal = builds.get(entry.context.signal) ?? new Map<string, { entry: PlannedBundle; drvPath: string | undefined }[]>();
-          builds.set(entry.context.signal, bySignal);
-          const key = JSON.stringify(entry.toplevel.nixArguments);
-          bySignal.set(key, [...(bySignal.get(key) ?? []), { entry, drvPath: drvPaths[index] }]);
-        });
-        for (const together of [...builds.values()].flatMap((bySignal) => [...bySignal.values()])) buildTogether(together);
-      },
-      (error: unknown) =>
-        group.forEach((entry) => {
-          entry.context.reporter.emit({ type: 'log', level: 'debug', host: entry.host.name, message: `evaluating the bundles together failed, so one at a time: ${error instanceof Error ? error.message : String(error)}` });
-          buildOne(entry);
-        }),
-    );
+    // Whatever happens in the batch (even a reporter that throws), its hosts get an answer and the
+    // package set is free again for the next batch.
+    buildBatch(group)
+      .catch((error: unknown) => group.forEach((entry) => entry.reject(error)))
+      .finally(() => {
+        running.delete(key);
+        startBatch(key);
+      });
   };
   const flushBundles = async () => {
     const batch = waiting;
