@@ -56,13 +56,4 @@ describe('coalesceWritesPerTick', () => {
     expect(calls).toEqual([['ab', 'cdef']]);
     expect(written).toEqual(['ab', 'cdef']);
   });
-
-  it('without it, the same writes are one call each (what it saves)', async () => {
-    const { stream, calls } = recordingStream();
-    stream.write('len');
-    stream.write('ciphertext');
-    stream.write('mac');
-    await settle();
-    expect(calls.length).toBeGreaterThan(1);
-  });
 });

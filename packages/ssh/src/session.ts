@@ -404,7 +404,7 @@ async function openClient(input: OpenClientInput): Promise<OpenedClient> {
       },
     };
     if (socket === undefined) {
-      client.connect({ ...config, sock: coalesceWritesPerTick(input.stream as Duplex) as never });
+      client.connect({ ...config, sock: input.stream as never });
       return;
     }
     socket.once('error', (error) => fail(error));
