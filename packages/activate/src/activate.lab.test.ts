@@ -222,6 +222,8 @@ describeLab('activation on lab hosts: profile, switch-to-configuration, magic ro
     const before = systems['next']!;
     expect((await root.exec(['sh', '-c', 'mkdir -p /run/pideploy && cat > "$1"', 'sh', script], { stdin: renderActivationScript() })).exitCode).toBe(0);
     // An interrupted deployment: activated, nobody confirms it (it would roll back in 5 minutes).
+    // Whatever fails from here on, the pending deployment must not outlive this test (the next ones use pi1).
+    await using _pending = { [Symbol.asyncDispose]: async () => void (await root.exec(['sh', script, 'abort', id]).catch(() => undefined)) };
     const start = await root.exec(['sh', script, ...activateArguments({ action: 'switch', toplevel: systems['cut']!, deployId: id, rollback: true, confirmTimeoutSeconds: 300, noWait: true })]);
     expect(start.exitCode).toBe(0);
     const stateOf = async () => parseActivationState(await onConsole('pi1', `cat ${activationStatePath(id)}`)).state;
@@ -235,8 +237,6 @@ describeLab('activation on lab hosts: profile, switch-to-configuration, magic ro
       await using deploy = await connectSsh('deploy@pi1', labTarget('deploy@pi1').connect!, context);
       expect(await readHostSystems(deploy)).toEqual({ running: systems['cut'], profile: systems['cut'], busyWith: { id, state: 'awaiting-confirmation' } });
     }
-    // Whatever fails below, the pending deployment must not outlive this test (the next ones use pi1).
-    await using _pending = { [Symbol.asyncDispose]: async () => void (await root.exec(['sh', script, 'abort', id]).catch(() => undefined)) };
     // Deploying the same system again is not skipped as done: the host would roll it back by itself.
     const refused = await activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['cut']! }, context).catch((error: unknown) => error);
     expect(refused).toMatchObject({

@@ -107,8 +107,9 @@ second line'; save_state >/dev/null`);
     for (const shell of ['dash', 'bash']) {
       const stateDir = mkdtempSync(path.join(os.tmpdir(), 'pideploy-state-'));
       const run = (body: string) => spawnSync(shell, ['-c', `${definitions}\nstate_dir=${stateDir}\n${body}`], { encoding: 'utf8', env: { PATH: '/usr/bin:/bin' } });
-      // Taking the host runs no process: with nothing on the PATH (no mkdir, ln, rm, readlink) it works the same.
-      const take = (id: string, after = '', before = '') => run(`${before}\nPATH=/nonexistent; id=${id}; take_host${after}`);
+      // Taking a free host runs no process: with nothing on the PATH (no mkdir, ln, rm, readlink) it
+      // works the same. Taking one over writes the state of the deployment it ends (mv).
+      const take = (id: string, after = '', before = '', pathDirs = '/nonexistent') => run(`${before}\nPATH=${pathDirs}; id=${id}; take_host${after}`);
       const locks = () => readdirSync(stateDir).filter((name) => name.startsWith('active.')).sort();
       const holder = () => { const newest = locks().sort((a, b) => Number(a.slice(7)) - Number(b.slice(7))).at(-1); return newest === undefined ? undefined : readFileSync(path.join(stateDir, newest), 'utf8'); };
       const later = Math.floor(Date.now() / 1000) + 600;
@@ -148,9 +149,11 @@ second line'; save_state >/dev/null`);
         `wait until it ends (its log: ${stateDir}/d3.log on the host); if nothing runs it any more, remove ${stateDir}/active.2 on the host`,
       );
       // "starting" a minute after it said so: its start was cut off before the worker ran, the host is taken over.
-      const cutOff = take('d4', ' && echo took', `st_id=d3; st_state=starting; st_updated=$(( $(date +%s) - 120 )); save_state >/dev/null`);
+      const cutOff = take('d4', ' && echo took', `st_id=d3; st_state=starting; st_updated=$(( $(date +%s) - 120 )); save_state >/dev/null`, '/usr/bin:/bin');
       expect([cutOff.stdout, cutOff.stderr]).toEqual(['took\n', expect.stringContaining('deployment d3 never got past starting (its start was cut off before the activation ran); going ahead')]);
       expect([locks(), holder()]).toEqual([['active.1', 'active.2', 'active.3'], 'd4\n']);
+      // The deployment taken over is over for good, and says who took the host.
+      expect(readFileSync(path.join(stateDir, 'd3.state'), 'utf8')).toMatch(/^state=failed\n(?:.*\n)*message=left starting; deployment d4 took the host over\n/mu);
       // A lock whose id is not written yet: refused.
       writeFileSync(path.join(stateDir, 'active.3'), '');
       expect(take('d4').stderr).toMatch(/^activate: busy: another deployment is starting on this host/mu);
@@ -158,10 +161,14 @@ second line'; save_state >/dev/null`);
       // Awaiting confirmation a minute past its deadline: its watchdog is gone, the host is taken over.
       writeFileSync(path.join(stateDir, 'active.3'), 'd3\n');
       run(`st_id=d3; st_state=awaiting-confirmation; st_deadline=${later - 720}; save_state >/dev/null`);
-      const takenOver = take('d4', ' && echo took');
+      const takenOver = take('d4', ' && echo took', '', '/usr/bin:/bin');
       expect(takenOver.stdout).toBe('took\n');
       expect(takenOver.stderr).toContain('deployment d3 was left awaiting confirmation past its deadline (its watchdog is gone); going ahead');
       expect([locks(), holder()]).toEqual([['active.1', 'active.2', 'active.3', 'active.4'], 'd4\n']);
+      // A late `confirm d3` (what its busy hint said to run) no longer confirms it: it is failed.
+      expect(readFileSync(path.join(stateDir, 'd3.state'), 'utf8')).toMatch(/^state=failed\n(?:.*\n)*message=left awaiting-confirmation; deployment d4 took the host over\n/mu);
+      const late3 = run(`proc_dir=${proc}; cmd_decide confirmed d3`);
+      expect([late3.status, late3.stdout.split('\n')[0]]).toEqual([1, 'activate: d3: failed (left awaiting-confirmation; deployment d4 took the host over)']);
       // A holder whose first state is not written yet is starting: busy, not free.
       writeFileSync(path.join(stateDir, 'active.5'), 'd5\n');
       const early = take('d6');

@@ -449,7 +449,19 @@ take_host() {
   refuse_if_busy
   next_lock="$state_dir/active.$((lock_number + 1))"
   set -C
-  if { printf '%s\\n' "$id" >"$next_lock"; } 2>/dev/null; then set +C; return 0; fi
+  if { printf '%s\\n' "$id" >"$next_lock"; } 2>/dev/null; then
+    set +C
+    # The deployment taken over ends here: a late confirm or abort of it (what its busy hint said)
+    # must not act on a host that another deployment has now.
+    if [ -n "$taken_over" ]; then
+      load_state "$taken_over"
+      st_message="left $st_state; deployment $id took the host over"
+      st_state=failed
+      save_state >/dev/null
+      reset_state
+    fi
+    return 0
+  fi
   set +C
   [ -e "$next_lock" ] || die "cannot create $next_lock (no space, or no permission in $state_dir?)"
   # Another start created it first.
@@ -475,6 +487,7 @@ busy() {
 # confirmation a minute past its deadline (its watchdog, which looks every second, is gone), or it
 # is still "starting" a minute after it said so (its start was cut off before the worker ran).
 refuse_if_busy() {
+  taken_over=''
   read_lock
   [ -n "$lock" ] || return 0
   # Created a moment ago: its id or its first state not written yet.
@@ -487,8 +500,10 @@ refuse_if_busy() {
     case "$st_saved_at" in ''|*[!0-9]*) stale=0 ;; *) stale=$(( clock > st_saved_at + 60 )) ;; esac
     if [ "$st_state" = awaiting-confirmation ] && [ "$overdue" = 1 ]; then
       echo "activate: deployment $holder was left awaiting confirmation past its deadline (its watchdog is gone); going ahead" >&2
+      taken_over=$holder
     elif [ "$st_state" = starting ] && [ "$stale" = 1 ]; then
       echo "activate: deployment $holder never got past starting (its start was cut off before the activation ran); going ahead" >&2
+      taken_over=$holder
     else
       busy "$holder" "$st_state" "$st_deadline" "$st_bundle"
     fi
