@@ -1,6 +1,6 @@
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { mkdtemp, rename, writeFile } from 'node:fs/promises';
+import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -189,5 +189,7 @@ it('deploy: no-op redeploy, 10 hosts vs 1, CLI cold start', async () => {
   console.table(rows);
   writeFileSync(new URL('./results.json', import.meta.url), `${JSON.stringify({ version: 1, runs: RUNS, date: new Date().toISOString(), rows }, null, 2)}\n`);
   expect(Math.max(...noop.bytesSent)).toBe(0);
+  // The project and its GC roots (one per host and bundle batch): the store may collect them now.
+  await rm(project, { recursive: true, force: true });
   if (instance !== 0 || process.env['CI'] !== undefined) await labDown({ instance });
 });

@@ -12,7 +12,8 @@ const workDir = mkdtempSync(path.join(os.tmpdir(), 'pideploy-bundle-'));
 const nixEnv = labLocalNixEnv(path.join(workDir, 'cache'));
 let lab: LabStatus;
 const run = (argv: string[], extraEnv: Record<string, string> = {}) =>
-  execFileSync(argv[0]!, argv.slice(1), { env: { ...process.env, ...nixEnv, ...lab.env, ...extraEnv }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+  // (--print-roots lists every root on the machine: more than execFileSync's 1 MiB on a busy one.)
+  execFileSync(argv[0]!, argv.slice(1), { env: { ...process.env, ...nixEnv, ...lab.env, ...extraEnv }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 256 << 20 }).trim();
 const write = (name: string, text: string): string => {
   const file = path.join(workDir, name);
   mkdirSync(path.dirname(file), { recursive: true });

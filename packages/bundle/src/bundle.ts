@@ -324,7 +324,7 @@ export async function buildBundle(request: BuildBundleRequest, context: Pideploy
   }
   const outPath = result.stdout.trim().split('\n').pop() ?? '';
   // This host's root is nix-build's own now: a batch root it pointed at may go.
-  if (gcRoot !== undefined) await pruneBatchRoots(path.dirname(gcRoot));
+  if (request.stateDir !== undefined) await pruneBatchRoots(gcRootsDir(request.stateDir));
   return builtBundle(request, { outPath, gcRoot, expression, durationMs: Date.now() - started }, context, '');
 }
 
