@@ -164,6 +164,9 @@ export const LAB_SUDO_LOG = '/root/sudo.log';
  */
 export const LAB_SUDO_PASSWORD_CHECK_LOG = '/root/sudo-password-checks.log';
 
+/** What a password check line names when its sudo was gone before the hook read its command line. */
+export const LAB_SUDO_EXITED_ARGV = '(sudo exited before its command line was read)';
+
 /** The `pam_exec` hook that appends to {@link LAB_SUDO_PASSWORD_CHECK_LOG} (root-only, outside the store). */
 export const LAB_SUDO_PASSWORD_CHECK_HOOK = '/etc/pideploy-lab/sudo-password-check';
 
@@ -207,7 +210,9 @@ install -m 755 /dev/stdin ${q(LAB_SUDO_PASSWORD_CHECK_HOOK)} <<'HOOK'
 #!/bin/sh
 # written by pideploy lab: PAM runs this (auth) for every password check of sudo; $PPID is sudo
 [ "$PAM_TYPE" = auth ] || exit 0
-{ printf '%s ' "$PAM_USER"; /usr/bin/tr '\\000' ' ' </proc/$PPID/cmdline; echo; } >>${q(LAB_SUDO_PASSWORD_CHECK_LOG)}
+# One write per line; a sudo killed meanwhile (its SSH channel closed) has no command line left.
+argv=$(/usr/bin/tr '\\000' ' ' </proc/$PPID/cmdline 2>/dev/null)
+printf '%s %s\\n' "$PAM_USER" "\${argv:-${LAB_SUDO_EXITED_ARGV}}" >>${q(LAB_SUDO_PASSWORD_CHECK_LOG)}
 exit 0
 HOOK
 # seteuid: run the hook as root (sudo's effective uid), not as the calling user
