@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import { createBaseContext, createCollectingReporter, PideployError, type DeployEvent } from '@pideploy/core';
 import { LAB_SUDO_PASSWORD, labCutSshSessions, labDown, labExec, labUp, type LabStatus } from '@pideploy/lab';
 import { buildLabSystem, describeLab } from '@pideploy/lab/testing';
-import { connectSsh, type SudoPasswordRequest } from '@pideploy/ssh';
+import { connectSsh, type SshSession, type SudoPasswordRequest } from '@pideploy/ssh';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { activateSystem, diffSystem, readHostSystems, rollbackSystem, stateFromDecisionOutput, systemStatus, type ActivationTarget } from './activate.js';
 import { activateArguments, activationStatePath, parseActivationState, renderActivationScript, uploadedScriptPath } from './activation-script.js';
@@ -65,6 +65,8 @@ describeLab('activation on lab hosts: profile, switch-to-configuration, magic ro
     systems['fail'] = await build('fail', 'lab.failActivation = true;');
     systems['breakSsh'] = await build('break-ssh', 'lab.breakSsh = true;');
     systems['cut'] = await build('cut', '');
+    systems['slow'] = await build('slow', 'lab.activationSeconds = 3;');
+    systems['slower'] = await build('slower', 'lab.activationSeconds = 12;');
     bundle = (
       await run(
         ['nix-build', '--no-out-link', '-E', `derivation { name = "pideploy-bundle"; system = "x86_64-linux"; builder = "/bin/sh"; PATH = "/usr/bin:/bin";
@@ -260,20 +262,56 @@ describeLab('activation on lab hosts: profile, switch-to-configuration, magic ro
     expect((await activateSystem({ ...labTarget('deploy@pi1'), toplevel: before }, context)).outcome).toBe('confirmed');
   }, 120_000);
 
-  it('SSH sessions cut right after the activation started: it completes on the host and status reports it', async () => {
-    const context = createBaseContext({
-      reporter: {
-        emit: (event) => {
-          if (event.type === 'activate-start') void labCutSshSessions('pi1', { instance });
-        },
-      },
-    });
-    const result = await activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['cut']!, bundle, rollback: { enabled: false } }, context);
+  it('SSH sessions cut while the start waits for a slow activation: it completes on the host, the deployer reconnects for its outcome, and status reports it', async () => {
+    const reporter = createCollectingReporter();
+    const activating = activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['slow']!, bundle, rollback: { enabled: false } }, createBaseContext({ reporter }));
+    // Cut once the worker activates (switch-to-configuration waits 3 s) while the start waits for its outcome.
+    const stateOf = `grep -l '^toplevel=${systems['slow']}$' /run/pideploy/*.state 2>/dev/null | head -n 1 | xargs -r grep '^state='`;
+    for (let tries = 0; (await onConsole('pi1', stateOf)) !== 'state=activating'; tries += 1) {
+      expect(tries).toBeLessThan(100);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    await labCutSshSessions('pi1', { instance });
+    const result = await activating;
     expect(result.outcome).toBe('succeeded');
+    expect(reporter.events).toContainEqual(expect.objectContaining({ type: 'log', level: 'warn', message: 'connection to deploy@pi1 lost during activation; reconnecting' }));
+    expect(reporter.events.filter((event: DeployEvent) => event.type === 'activate-start')).toHaveLength(1);
     const reported = await systemStatus(labTarget('deploy@pi1'), createBaseContext());
-    expect(reported.runningSystem).toBe(systems['cut']);
+    expect(reported.runningSystem).toBe(systems['slow']);
     expect(reported.lastDeployment?.state).toBe('succeeded');
-    expect(reported.lastDeployment?.toplevel).toBe(systems['cut']);
+    expect(reported.lastDeployment?.toplevel).toBe(systems['slow']);
+  }, 120_000);
+
+  it('a short activation\'s outcome comes with its start; a longer one (12 s, past the start\'s 10 s) through the FIFO wait, soon after it ends; then it is confirmed', async () => {
+    const commands: string[][] = [];
+    // The session as it is, except that the commands run without sudo are written down.
+    const observed = (session: SshSession): SshSession =>
+      new Proxy(session, {
+        get(target, property) {
+          if (property === 'exec') {
+            return (command: readonly string[], options?: object) => {
+              commands.push([...command]);
+              return target.exec(command, options);
+            };
+          }
+          const value: unknown = Reflect.get(target, property, target);
+          return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+        },
+      });
+    await using session = await connectSsh('deploy@pi1', labTarget('deploy@pi1').connect!, createBaseContext());
+    const quick = await activateSystem({ ...labTarget('deploy@pi1'), session: observed(session), toplevel: systems['next']!, bundle, rollback: { confirmTimeoutSeconds: 20 } }, createBaseContext());
+    expect(quick.outcome).toBe('confirmed');
+    expect(commands.filter((command) => command.includes('wait-for-state'))).toEqual([]);
+
+    const started = performance.now();
+    const slow = await activateSystem({ ...labTarget('deploy@pi1'), session: observed(session), toplevel: systems['slower']!, bundle, rollback: { confirmTimeoutSeconds: 20 } }, createBaseContext());
+    const seconds = (performance.now() - started) / 1000;
+    expect(slow.outcome).toBe('confirmed');
+    expect(commands.filter((command) => command.includes('wait-for-state')).length).toBeGreaterThanOrEqual(1);
+    // 12 s of switch-to-configuration, plus the start, the confirmation and the lab's own steps.
+    expect(seconds).toBeGreaterThanOrEqual(12);
+    expect(seconds).toBeLessThan(16);
+    expect(await running('pi1')).toBe(systems['slower']);
   }, 120_000);
 
   it('status lists generations and the bundle manifest; rollback --to goes back', async () => {

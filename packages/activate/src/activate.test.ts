@@ -1,5 +1,5 @@
-import { execFile } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { closeSync, constants, mkdtempSync, openSync, writeFileSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -63,6 +63,60 @@ describe('the wait for an activation\'s state, run by a real sh', () => {
     expect(result.stdout).toBe(stateText('awaiting-confirmation'));
     expect(result.ms).toBeGreaterThanOrEqual(450);
     expect(result.ms).toBeLessThan(1500);
+  });
+
+  /** A state file with the deployment's wake FIFO beside it, as the activation script makes them. */
+  const stateFileWithFifo = () => {
+    const file = stateFile();
+    execFileSync('mkfifo', ['-m', '600', file.replace(/\.state$/u, '.wake')]);
+    return file;
+  };
+  /** What the script's save_state does after each state change: one line into the FIFO, opened read-write (never blocks). */
+  const wake = (file: string, line = '\n') => {
+    const fd = openSync(file.replace(/\.state$/u, '.wake'), constants.O_RDWR | constants.O_NONBLOCK);
+    writeSync(fd, line);
+    closeSync(fd);
+  };
+  const inShell = (shell: string, argv: readonly string[]) => [shell, ...argv.slice(1)];
+
+  for (const shell of ['dash', 'bash']) {
+    it(`${shell}: is woken through the deployment's FIFO as the state changes, not at its next look`, async () => {
+      const file = stateFileWithFifo();
+      writeFileSync(file, stateText('activating'));
+      setTimeout(() => {
+        writeFileSync(file, stateText('awaiting-confirmation'));
+        wake(file);
+      }, 300);
+      // Looking every 5 s, it would see the change after 5 s.
+      const result = await run(inShell(shell, stateWaitCommand(file, { everySeconds: '5', looks: 2 })));
+      expect(result).toMatchObject({ code: 0, stdout: stateText('awaiting-confirmation') });
+      expect(result.ms).toBeGreaterThanOrEqual(250);
+      expect(result.ms).toBeLessThan(1000);
+    });
+
+    it(`${shell}: a wake that changes nothing keeps it waiting; the round ends at its deadline, and no timer outlives it`, async () => {
+      const file = stateFileWithFifo();
+      writeFileSync(file, stateText('activating'));
+      setTimeout(() => wake(file), 200);
+      const round = await run(inShell(shell, stateWaitCommand(file, { everySeconds: '0.5', looks: 2 })));
+      expect(round).toMatchObject({ code: 0, stdout: stateText('activating') });
+      expect(round.ms).toBeGreaterThanOrEqual(900);
+      expect(round.ms).toBeLessThan(3000);
+      // The timer (a subshell with the waiter's command line) is gone within its last second's sleep.
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      const left = await new Promise<string>((resolve) => execFile('pgrep', ['-f', file], (_error, stdout) => resolve(stdout)));
+      expect(left).toBe('');
+    });
+  }
+
+  it('two waiters on one FIFO (a reconnect): neither outlasts its own deadline by more than a second, even when the other took its timeout line (one may end early: the deployer asks again)', async () => {
+    const file = stateFileWithFifo();
+    writeFileSync(file, stateText('activating'));
+    const rounds = await Promise.all([run(stateWaitCommand(file, { everySeconds: '0.5', looks: 2 })), run(stateWaitCommand(file, { everySeconds: '0.5', looks: 4 }))]);
+    for (const round of rounds) expect(round).toMatchObject({ code: 0, stdout: stateText('activating') });
+    // Deadlines 1 s and 2 s; a stolen timeout line is written again a second later.
+    expect(rounds[0]!.ms).toBeLessThan(1000 + 1500);
+    expect(rounds[1]!.ms).toBeLessThan(2000 + 1500);
   });
 
   it('ends the round after its looks while the activation still runs; fails when there is no state file', async () => {

@@ -6,6 +6,7 @@ import { PideployError, shellJoin, tailLines, type ActivationAction, type Pidepl
 import { parsePathInfoJson, queryClosurePathInfos, type ClosureQuery, type StorePathInfo } from '@pideploy/nix';
 import { connectSsh, type ConnectSshOptions, type CreateSudoOptions, type SshSession, type SudoPasswordProvider, type SudoRunner } from '@pideploy/ssh';
 import {
+  AWAIT_STATE_FUNCTION,
   ACTIVATION_BUSY_EXIT_CODE,
   BUSY_OUTPUT_MARKER,
   ACTIVATION_PROTOCOL_MARKER,
@@ -19,7 +20,6 @@ import {
   activationStatePath,
   canRollBack,
   isFinalActivationState,
-  RUNNING_STATES_PATTERN,
   STATE_OUTPUT_MARKER,
   newDeployId,
   parseActivationState,
@@ -157,20 +157,13 @@ export function stateWaitRound(elapsedMs: number): StateWaitRound {
 
 /**
  * Waits ON THE TARGET until the state file says the activation is over or awaits confirmation (or
- * the round ends), then prints it: one SSH command instead of a poll every few hundred ms. A
- * `sleep` without fractions (POSIX) makes each look wait 1 s instead.
+ * the round ends), then prints it: one SSH command instead of a poll every few hundred ms. Woken
+ * by the deployment's FIFO at once where the login user may open it ({@link AWAIT_STATE_FUNCTION}),
+ * else it looks every so often (a `sleep` without fractions, POSIX, makes each look wait 1 s).
  */
-const WAIT_FOR_STATE_SCRIPT = [
-  'f=$1; every=$2; looks=$3; i=0',
-  'while :; do',
-  '  s=',
-  '  if [ -f "$f" ]; then while IFS= read -r line; do case $line in state=*) s=${line#state=}; break ;; esac; done <"$f"; fi',
-  `  case $s in ${RUNNING_STATES_PATTERN}) ;; *) break ;; esac`,
-  '  i=$((i + 1)); [ "$i" -lt "$looks" ] || break',
-  '  sleep "$every" 2>/dev/null || sleep 1',
-  'done',
-  'exec cat "$f"',
-].join('\n');
+const WAIT_FOR_STATE_SCRIPT = `${AWAIT_STATE_FUNCTION}
+await_state "$1" "$2" "$3" "$4" "$5"
+exec cat "$1"`;
 
 const ERROR_CODES = {
   failed: 'PIDEPLOY_ACTIVATION_FAILED',
@@ -181,6 +174,12 @@ const ERROR_CODES = {
   unreadable: ACTIVATION_UNREADABLE,
   busy: 'PIDEPLOY_ACTIVATION_BUSY',
 } as const;
+
+/**
+ * How long the activation's start waits for the outcome (or the confirmation to be asked for)
+ * before it returns and the deployer waits in rounds (one round's length, see {@link stateWaitRound}).
+ */
+const START_WAIT_SECONDS = 10;
 
 /** Error codes this package raises. */
 export const ACTIVATE_ERROR_CODES = ERROR_CODES;
@@ -250,9 +249,14 @@ async function installScript(sudo: SudoRunner, session: SshSession, deployId: st
   return scriptPath;
 }
 
-/** The command that waits on the target for the state file `stateFile` (see {@link stateWaitRound}); exits non-zero without one. */
-export function stateWaitCommand(stateFile: string, round: StateWaitRound): string[] {
-  return ['sh', '-c', WAIT_FOR_STATE_SCRIPT, 'wait-for-state', stateFile, round.everySeconds, String(round.looks)];
+/**
+ * The command that waits on the target for the state file `stateFile` for one round (see
+ * {@link stateWaitRound}), woken through the FIFO `wakeFile` (default: the state file's, see
+ * {@link activationWakePath}) where it may open it; exits non-zero without a state file.
+ */
+export function stateWaitCommand(stateFile: string, round: StateWaitRound, wakeFile = `${stateFile.replace(/\.state$/u, '')}.wake`): string[] {
+  const seconds = Math.max(1, Math.ceil(Number(round.everySeconds) * round.looks));
+  return ['sh', '-c', WAIT_FOR_STATE_SCRIPT, 'wait-for-state', stateFile, wakeFile, String(seconds), round.everySeconds, String(round.looks)];
 }
 
 async function waitForState(session: SshSession, deployId: string, round: StateWaitRound, signal: AbortSignal): Promise<ActivationState | undefined> {
@@ -471,24 +475,36 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
         rollback,
         confirmTimeoutSeconds,
         installBootloader: input.installBootloader,
-        noWait: true,
+        waitStateSeconds: START_WAIT_SECONDS,
       }),
     ]);
     const start = await sudo.exec(startArgv, { signal });
-    const busy = busyErrorOf(host, start, startArgv);
-    if (busy !== undefined) throw busy;
-    if (start.exitCode !== 0) throw remoteFailure('starting the activation', startArgv, start, session.display);
-    // What the script said on the way (e.g. that it took over from a deployment left behind).
-    for (const line of start.stderr.split('\n')) {
-      if (line.startsWith('activate: ')) context.reporter.emit({ type: 'log', level: 'warn', host, message: `${host}: ${line.slice('activate: '.length)}` });
+    // The connection dropped while the start waited for the outcome: the activation may well run
+    // (the start ignores SIGHUP before it takes the host); the rounds below find out from its state.
+    const startUnanswered = start.exitCode === null && session.closed && !signal.aborted;
+    if (!startUnanswered) {
+      const busy = busyErrorOf(host, start, startArgv);
+      if (busy !== undefined) throw busy;
+      if (start.exitCode !== 0) throw remoteFailure('starting the activation', startArgv, start, session.display);
+      // What the script said on the way (e.g. that it took over from a deployment left behind).
+      for (const line of start.stderr.split('\n')) {
+        if (line.startsWith('activate: ')) context.reporter.emit({ type: 'log', level: 'warn', host, message: `${host}: ${line.slice('activate: '.length)}` });
+      }
     }
     // Emitted once the activation runs detached on the target (from here on, a dropped link cannot stop it).
-    context.reporter.emit({ type: 'activate-start', host, action, toplevel: input.toplevel });
+    let announced = false;
+    const announce = () => {
+      if (!announced) context.reporter.emit({ type: 'activate-start', host, action, toplevel: input.toplevel });
+      announced = true;
+    };
+    if (!startUnanswered) announce();
 
-    // The target waits for the outcome and then says it; a dropped connection is replaced (the activation goes on regardless).
-    let state: ActivationState | undefined;
+    // The start waited for the outcome (a short activation's comes with it); else the target waits
+    // for it in rounds and then says it; a dropped connection is replaced (the activation goes on regardless).
+    let state: ActivationState | undefined = startUnanswered ? undefined : printedState(start.stdout);
     let reconnects = 0;
-    for (;;) {
+    let stateless = 0;
+    while (state === undefined || !(isFinalActivationState(state.state) || state.state === 'awaiting-confirmation')) {
       try {
         if (session.closed) throw new Error('connection closed');
         state = await waitForState(session, deployId, stateWaitRound(performance.now() - started), signal);
@@ -515,9 +531,23 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
         }
         continue;
       }
+      if (state !== undefined) announce();
       if (state !== undefined && (isFinalActivationState(state.state) || state.state === 'awaiting-confirmation')) break;
-      // No state file (yet): the target had nothing to wait on, so this side waits a little.
-      if (state === undefined) await sleep(300, signal);
+      // No state file: a start that went unanswered did not get as far as taking the host; else
+      // the state is gone (/run is emptied at boot) or, just once, not readable yet.
+      if (state === undefined) {
+        stateless += 1;
+        if (startUnanswered || stateless >= 3) {
+          throw new PideployError({
+            code: ERROR_CODES.lost,
+            message: startUnanswered
+              ? `lost the connection to ${host} while starting activation ${deployId}, which did not start (the host has no state for it)`
+              : `the state of activation ${deployId} is gone from ${host} (${activationStatePath(deployId)}; did the host reboot?)`,
+            hint: `see what the host runs with \`pideploy status ${host}\`, then deploy again`,
+          });
+        }
+        await sleep(300, signal);
+      }
       if (signal.aborted) throw new PideployError({ code: 'PIDEPLOY_INTERRUPTED', message: `interrupted while activating ${host}` });
     }
 

@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -46,6 +46,24 @@ second line'; save_state >/dev/null`);
     expect(text.split('\n').filter(Boolean)).toHaveLength(13);
     expect((statSync(path.join(stateDir, 'd1.state')).mode & 0o777).toString(8)).toBe('644');
     expect(readdirSync(stateDir)).toEqual(['d1.state']);
+  });
+
+  it('save_state wakes the waiters through the deployment\'s FIFO with one line, and never blocks without a reader', () => {
+    const stateDir = mkdtempSync(path.join(os.tmpdir(), 'pideploy-state-'));
+    const fifo = path.join(stateDir, 'd1.wake');
+    execFileSync('mkfifo', ['-m', '600', fifo]);
+    // Nobody reads: the line is dropped (a waiter reads the state file after opening the FIFO). A blocking write would time out here.
+    execFileSync('sh', ['-c', `${definitions}\nstate_dir=${stateDir}; st_id=d1; st_state=activating; st_action=switch; save_state >/dev/null`], { timeout: 5000, env: { PATH: '/usr/bin:/bin' } });
+    // A waiter holds it open: one line per state change.
+    const reader = openSync(fifo, constants.O_RDWR | constants.O_NONBLOCK);
+    try {
+      probe(`state_dir=${stateDir}; st_id=d1; st_state=activating; st_action=switch; save_state >/dev/null; st_state=awaiting-confirmation; save_state >/dev/null`);
+      const buffer = Buffer.alloc(16);
+      expect(buffer.subarray(0, readSync(reader, buffer)).toString()).toBe('\n\n');
+    } finally {
+      closeSync(reader);
+    }
+    expect(readdirSync(stateDir).sort()).toEqual(['d1.state', 'd1.wake']);
   });
 
   /** A stand-in `name` printing `output` that leaves a file behind when called. */
@@ -319,6 +337,10 @@ describe('activateArguments', () => {
     expect(activateArguments({ action: 'boot', toplevel: '/nix/store/x-sys', deployId: 'a1', rollback: false, installBootloader: true })).toEqual([
       'boot', '--toplevel', '/nix/store/x-sys', '--deploy-id', 'a1', '--no-rollback', '--install-bootloader',
     ]);
+    expect(activateArguments({ action: 'test', toplevel: '/nix/store/x-sys', deployId: 'a1', rollback: true, waitStateSeconds: 10 })).toEqual([
+      'test', '--toplevel', '/nix/store/x-sys', '--deploy-id', 'a1', '--confirm-timeout', '30', '--wait-state', '10',
+    ]);
+    expect(() => activateArguments({ action: 'test', toplevel: '/nix/store/x-sys', deployId: 'a1', rollback: true, waitStateSeconds: 1.5 })).toThrow(/not a number of seconds/u);
   });
 
   it('rejects ids that could escape the state directory or a unit name', () => {

@@ -184,8 +184,14 @@ export interface ActivateArguments {
   /** Ask for confirmation and roll back without it (only switch/test ask). */
   readonly rollback: boolean;
   readonly installBootloader?: boolean | undefined;
-  /** Return once the worker is detached, instead of following it (what the deployer does). */
+  /** Return once the worker is detached, instead of following it. */
   readonly noWait?: boolean | undefined;
+  /**
+   * Return once the deployment awaits confirmation or is over, or after this many seconds, and
+   * print its state file after {@link STATE_OUTPUT_MARKER} (what the deployer does: the outcome
+   * of a short activation comes with the start). Implies {@link noWait}'s exit status: 0 once started.
+   */
+  readonly waitStateSeconds?: number | undefined;
 }
 
 /** The argument vector after the script path for starting an activation. */
@@ -197,6 +203,10 @@ export function activateArguments(input: ActivateArguments): string[] {
   else argv.push('--no-rollback');
   if (input.installBootloader === true) argv.push('--install-bootloader');
   if (input.noWait === true) argv.push('--no-wait');
+  if (input.waitStateSeconds !== undefined) {
+    if (!Number.isInteger(input.waitStateSeconds) || input.waitStateSeconds < 0) throw new TypeError(`not a number of seconds: ${input.waitStateSeconds}`);
+    argv.push('--wait-state', String(input.waitStateSeconds));
+  }
   return argv;
 }
 
@@ -252,12 +262,63 @@ read_lock() {
   if [ -n "$lock" ]; then read -r holder <"$lock" || holder=''; fi
 }`;
 
+/** Path of the FIFO through which a deployment's state changes wake those waiting for them (see {@link AWAIT_STATE_FUNCTION}). */
+export function activationWakePath(deployId: string): string {
+  return `${ACTIVATION_STATE_DIR}/${deployId}.wake`;
+}
+
+/**
+ * Shell functions (POSIX sh) `await_state FILE WAKE SECONDS EVERY LOOKS`: returns once the state
+ * file FILE says the deployment is over or awaits confirmation, or after SECONDS, with
+ * `awaited_state` set to the state it read last ("" without a state file). The activation script
+ * writes a line to the FIFO WAKE at every state change; a caller who may open it (root, or the
+ * user who started the deployment through sudo) is woken by it at once, without polling. Opening
+ * it before reading FILE misses no change. Otherwise it looks at FILE every EVERY seconds, LOOKS
+ * times at most. The deadline is a line `timeout` that a background timer writes to the FIFO
+ * (again every second while the caller's shell lives, in case another waiter took it).
+ */
+export const AWAIT_STATE_FUNCTION = `# Sets awaited_state to the state= line of the state file $1 ("" without one), by the shell itself.
+read_state_name() {
+  awaited_state=''
+  if [ -f "$1" ]; then
+    while IFS= read -r state_line; do
+      case $state_line in state=*) awaited_state=\${state_line#state=}; break ;; esac
+    done <"$1"
+  fi
+}
+
+# await_state FILE WAKE SECONDS EVERY LOOKS (see AWAIT_STATE_FUNCTION in @pideploy/activate).
+await_state() {
+  if [ -p "$2" ] && [ -r "$2" ] && [ -w "$2" ]; then
+    exec 3<>"$2"
+    { sleep "$3"; while kill -0 $$ 2>/dev/null; do printf 'timeout\\n' 1<>"$2"; sleep 1; done; } </dev/null >/dev/null 2>&1 3>&- &
+    wake_timer=$!
+    while :; do
+      read_state_name "$1"
+      case $awaited_state in ${RUNNING_STATES_PATTERN}) ;; *) break ;; esac
+      IFS= read -r woken <&3 || break
+      if [ "$woken" = timeout ]; then read_state_name "$1"; break; fi
+    done
+    kill "$wake_timer" 2>/dev/null
+    exec 3<&-
+    return 0
+  fi
+  looks_done=0
+  while :; do
+    read_state_name "$1"
+    case $awaited_state in ${RUNNING_STATES_PATTERN}) ;; *) break ;; esac
+    looks_done=$((looks_done + 1)); [ "$looks_done" -lt "$5" ] || break
+    sleep "$4" 2>/dev/null || sleep 1
+  done
+  return 0
+}`;
+
 /**
  * The activation script. Usage (as root):
  *
  * ```
  * activate <switch|boot|test|dry-activate> --toplevel P [--bundle B] [--deploy-id ID]
- *          [--confirm-timeout S] [--no-rollback] [--install-bootloader] [--no-wait]
+ *          [--confirm-timeout S] [--no-rollback] [--install-bootloader] [--no-wait | --wait-state S]
  * activate confirm ID      keep the deployment (magic rollback) and GC-root its bundle
  * activate abort ID        give up waiting: roll back now
  * activate status [ID]     print the state file (the newest deployment without ID)
@@ -270,6 +331,9 @@ read_lock() {
  * switch/boot, then `P/bin/switch-to-configuration ACTION`) in a detached worker (`systemd-run`
  * where systemd runs, else `setsid`), which rolls back at once on failure and, for
  * switch/test with rollback, waits for `confirm` as a watchdog. It never evaluates or builds.
+ * A start waits for the worker's state changes through a FIFO (see {@link AWAIT_STATE_FUNCTION}):
+ * `--no-wait` returns once the worker runs; `--wait-state S` once it awaits confirmation or is
+ * over, or after S seconds, printing the state file.
  * One deployment at a time: while another one's state is not final, a start exits
  * {@link ACTIVATION_BUSY_EXIT_CODE} saying which (`activate: busy: …`).
  */
@@ -303,7 +367,7 @@ esac
 usage() {
   cat >&2 <<'EOF'
 usage: activate <switch|boot|test|dry-activate> --toplevel P [--bundle B] [--deploy-id ID]
-                [--confirm-timeout S] [--no-rollback] [--install-bootloader] [--no-wait]
+                [--confirm-timeout S] [--no-rollback] [--install-bootloader] [--no-wait | --wait-state S]
        activate confirm ID | abort ID | status [ID] | rollback [--to N] | launcher
 EOF
   exit 2
@@ -401,8 +465,15 @@ save_state() {
     printf 'updated=%s\\n' "$updated"
     printf 'deadline=%s\\n' "$st_deadline"
   } >"$tmp" && mv -f "$tmp" "$state_dir/$st_id.state"
+  # Wakes whoever waits for this deployment (await_state). Opened read-write, the FIFO never
+  # blocks: without a reader the line is dropped, which costs nothing (a reader reads the state
+  # file after opening it).
+  wake_file="$state_dir/$st_id.wake"
+  if [ -p "$wake_file" ]; then { printf '\\n' 1<>"$wake_file"; } 2>/dev/null; fi
   echo "activate: $st_id: $st_state\${st_message:+ ($st_message)}"
 }
+
+${AWAIT_STATE_FUNCTION}
 
 
 load_state() {
@@ -720,7 +791,7 @@ pick_launcher() {
 cmd_start() {
   action=$1
   shift
-  toplevel=${defaultToplevel}; bundle=${defaultBundle}; id=''; timeout=${DEFAULT_CONFIRM_TIMEOUT_SECONDS}; timeout_given=0; rollback=''; install_bootloader=''; wait_for_it=1
+  toplevel=${defaultToplevel}; bundle=${defaultBundle}; id=''; timeout=${DEFAULT_CONFIRM_TIMEOUT_SECONDS}; timeout_given=0; rollback=''; install_bootloader=''; wait_for_it=1; wait_state=
   while [ $# -gt 0 ]; do
     case "$1" in
       --toplevel) [ $# -ge 2 ] || usage; toplevel=$2; shift 2 ;;
@@ -730,11 +801,13 @@ cmd_start() {
       --no-rollback) rollback=0; shift ;;
       --install-bootloader) install_bootloader=1; shift ;;
       --no-wait) wait_for_it=0; shift ;;
+      --wait-state) [ $# -ge 2 ] || usage; wait_state=$2; wait_for_it=0; shift 2 ;;
       *) usage ;;
     esac
   done
   [ -n "$toplevel" ] || usage
   case "$timeout" in ''|*[!0-9]*) die "--confirm-timeout takes whole seconds, not $timeout" ;; esac
+  case "$wait_state" in *[!0-9]*) die "--wait-state takes whole seconds, not $wait_state" ;; esac
   if [ -z "$rollback" ]; then
     case "$action" in switch|test) rollback=1 ;; *) rollback=0 ;; esac
     # Run by hand (waiting, no --confirm-timeout) nobody can confirm from a new connection:
@@ -757,6 +830,12 @@ cmd_start() {
   # while another deployment is under way).
   if [ "$action" = dry-activate ]; then refuse_if_busy; else take_host; fi
   st_id=$id; st_action=$action; st_toplevel=$toplevel; st_bundle=$bundle
+  # The FIFO that wakes waiters at every state change (await_state): the deploying user's (sudo's
+  # caller), so that its own SSH logins can wait on it too. Without it they look every so often.
+  wake="$state_dir/$id.wake"
+  if mkfifo -m 600 "$wake" 2>/dev/null; then
+    case "\${SUDO_UID:-}" in ''|0|*[!0-9]*) ;; *) chown "$SUDO_UID" "$wake" 2>/dev/null || true ;; esac
+  fi
   st_state=starting; st_message="starting"
   save_state >/dev/null
   log="$state_dir/$id.log"
@@ -779,11 +858,19 @@ cmd_start() {
       ;;
   esac
   echo "activate: started deployment $id (log: $log)"
-  [ "$wait_for_it" = 1 ] || exit 0
+  if [ "$wait_for_it" = 0 ]; then
+    # --wait-state S: the deployer gets the outcome (or that confirmation is awaited) with this
+    # command, when it comes within S seconds; else the state then.
+    if [ -n "$wait_state" ]; then
+      await_state "$state_dir/$id.state" "$wake" "$wait_state" 0.1 "$((wait_state * 10))"
+      print_state "$id"
+    fi
+    exit 0
+  fi
   while :; do
+    await_state "$state_dir/$id.state" "$wake" 10 1 10
     load_state "$id"
     if is_final "$st_state" || [ "$st_state" = awaiting-confirmation ]; then break; fi
-    sleep 1
   done
   cat "$log" >&2
   echo "activate: $id: $st_state ($st_message)"

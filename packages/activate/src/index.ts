@@ -23,6 +23,7 @@ export {
   SYSTEM_PROFILE,
   activateArguments,
   activationStatePath,
+  activationWakePath,
   canRollBack,
   isFinalActivationState,
   newDeployId,
