@@ -156,5 +156,7 @@ describe('what the activation learns from its commands\' own output', () => {
   it('recognises a script that speaks the protocol by its marker line', () => {
     expect(speaksActivationProtocol(renderActivationScript({ shebang: '#!/nix/store/x-bash/bin/sh' }))).toBe(true);
     expect(speaksActivationProtocol('#!/bin/sh\n# pideploy bundle activation (generated)\n')).toBe(false);
+    // A bundle of protocol 1 knows no --wait-state: the current script is uploaded instead.
+    expect(speaksActivationProtocol('#!/bin/sh\n# pideploy-activate-protocol: 1\n')).toBe(false);
   });
 });

@@ -9,7 +9,7 @@ import { busyErrorOf, stateFromDecisionOutput, withoutPrintedState } from './act
 describe('renderActivationScript', () => {
   it('is valid POSIX sh (dash -n) and carries the protocol marker', () => {
     const script = renderActivationScript();
-    expect(script.split('\n')[1]).toBe('# pideploy-activate-protocol: 1');
+    expect(script.split('\n')[1]).toBe('# pideploy-activate-protocol: 2');
     expect(() => execFileSync('sh', ['-n'], { input: script })).not.toThrow();
   });
 

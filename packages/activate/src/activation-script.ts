@@ -15,8 +15,12 @@ export const BUSY_OUTPUT_MARKER = '@@pideploy-busy';
 export const SYSTEM_PROFILE = '/nix/var/nix/profiles/system';
 /** The GC root that keeps the deployed bundle (or toplevel) alive on the target. */
 export const CURRENT_CONFIGURATION_ROOT = '/etc/nixos/current-configuration';
-/** A line the script carries, so a bundle's `bin/activate` can be recognised as speaking this protocol. */
-export const ACTIVATION_PROTOCOL_MARKER = '# pideploy-activate-protocol: 1';
+/**
+ * A line the script carries, so a bundle's `bin/activate` can be recognised as speaking this
+ * protocol. 2: the start takes `--wait-state` and keeps the wake FIFO; a bundle of an older
+ * protocol gets the current script uploaded instead.
+ */
+export const ACTIVATION_PROTOCOL_MARKER = '# pideploy-activate-protocol: 2';
 /** The line after which `activate confirm|abort` print the deployment's state file. */
 export const STATE_OUTPUT_MARKER = '@@pideploy-state';
 /** Default seconds the target waits for `confirm` before it rolls back by itself. */
