@@ -1,12 +1,23 @@
 import { execFile, execFileSync } from 'node:child_process';
-import { closeSync, constants, mkdtempSync, openSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, constants, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { createBaseContext } from '@pideploy/core';
 import type { SshSession } from '@pideploy/ssh';
 import { busyErrorOf, speaksActivationProtocol, stateFromDecisionOutput, stateWaitCommand, stateWaitRound, systemStatus } from './activate.js';
 import { renderActivationScript } from './activation-script.js';
+
+/** Temporary directories of this file's tests, removed when they are done. */
+const temporaryDirectories: string[] = [];
+function temporaryDirectory(prefix: string): string {
+  const directory = mkdtempSync(prefix);
+  temporaryDirectories.push(directory);
+  return directory;
+}
+afterAll(() => {
+  for (const directory of temporaryDirectories) rmSync(directory, { recursive: true, force: true });
+});
 
 describe('busyErrorOf', () => {
   // (The script's own refusals are read in activation-script.test.ts; these are the lines it never prints.)
@@ -46,7 +57,7 @@ describe('stateWaitRound', () => {
 });
 
 describe('the wait for an activation\'s state, run by a real sh', () => {
-  const stateFile = () => path.join(mkdtempSync(path.join(os.tmpdir(), 'pideploy-wait-')), 'd1.state');
+  const stateFile = () => path.join(temporaryDirectory(path.join(os.tmpdir(), 'pideploy-wait-')), 'd1.state');
   const stateText = (state: string) => `id=d1\nstate=${state}\naction=switch\n`;
   const run = (argv: readonly string[]) =>
     new Promise<{ code: number | null; stdout: string; ms: number }>((resolve) => {

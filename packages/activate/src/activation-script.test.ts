@@ -1,10 +1,21 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, closeSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, statSync, writeFileSync } from 'node:fs';
+import {chmodSync, closeSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { activateArguments, canRollBack, scriptCommand, newDeployId, parseActivationState, renderActivationScript, stateCanRollBack, DEPLOY_ID_PATTERN, isFinalActivationState } from './activation-script.js';
 import { busyErrorOf, stateFromDecisionOutput, withoutPrintedState } from './activate.js';
+
+/** Temporary directories of this file's tests, removed when they are done. */
+const temporaryDirectories: string[] = [];
+function temporaryDirectory(prefix: string): string {
+  const directory = mkdtempSync(prefix);
+  temporaryDirectories.push(directory);
+  return directory;
+}
+afterAll(() => {
+  for (const directory of temporaryDirectories) rmSync(directory, { recursive: true, force: true });
+});
 
 describe('renderActivationScript', () => {
   it('is valid POSIX sh (dash -n) and carries the protocol marker', () => {
@@ -31,14 +42,14 @@ describe('the script\'s helpers (run by a real sh: everything before the command
   const probe = (body: string, umask = '077') => execFileSync('sh', ['-c', `umask ${umask}\n${definitions}\n${body}`], { encoding: 'utf8', env: { PATH: '/usr/bin:/bin' } });
 
   it('highest_generation finds the highest system-N-link without spawning ls/sed/sort (none: empty)', () => {
-    const profiles = mkdtempSync(path.join(os.tmpdir(), 'pideploy-profiles-'));
+    const profiles = temporaryDirectory(path.join(os.tmpdir(), 'pideploy-profiles-'));
     expect(probe(`profiles_dir=${profiles}; highest_generation; printf '[%s]' "$highest"`)).toBe('[]');
     for (const name of ['system-2-link', 'system-10-link', 'system-9-link', 'system-x-link', 'system', 'other-99-link']) execFileSync('ln', ['-s', '/nonexistent', path.join(profiles, name)]);
     expect(probe(`profiles_dir=${profiles}; highest_generation; printf '[%s]' "$highest"`)).toBe('[10]');
   });
 
   it('save_state writes one key=value line per field, a message with line breaks on one line, mode 644 whatever the caller\'s umask', () => {
-    const stateDir = mkdtempSync(path.join(os.tmpdir(), 'pideploy-state-'));
+    const stateDir = temporaryDirectory(path.join(os.tmpdir(), 'pideploy-state-'));
     probe(`state_dir=${stateDir}; st_id=d1; st_state=failed; st_action=switch; st_message='first line
 second line'; save_state >/dev/null`);
     const text = execFileSync('cat', [path.join(stateDir, 'd1.state')], { encoding: 'utf8' });
@@ -49,7 +60,7 @@ second line'; save_state >/dev/null`);
   });
 
   it('save_state wakes the waiters through the deployment\'s FIFO with one line, and never blocks without a reader', () => {
-    const stateDir = mkdtempSync(path.join(os.tmpdir(), 'pideploy-state-'));
+    const stateDir = temporaryDirectory(path.join(os.tmpdir(), 'pideploy-state-'));
     const fifo = path.join(stateDir, 'd1.wake');
     execFileSync('mkfifo', ['-m', '600', fifo]);
     // Nobody reads: the line is dropped (a waiter reads the state file after opening the FIFO). A blocking write would time out here.
@@ -68,7 +79,7 @@ second line'; save_state >/dev/null`);
 
   /** A stand-in `name` printing `output` that leaves a file behind when called. */
   const recordingTool = (name: string, output: string) => {
-    const tools = mkdtempSync(path.join(os.tmpdir(), `pideploy-fake-${name}-`));
+    const tools = temporaryDirectory(path.join(os.tmpdir(), `pideploy-fake-${name}-`));
     const called = path.join(tools, `${name}-was-called`);
     writeFileSync(path.join(tools, name), `#!/bin/sh\n: >${called}\necho ${output}\n`);
     chmodSync(path.join(tools, name), 0o755);
@@ -106,9 +117,9 @@ second line'; save_state >/dev/null`);
   });
 
   it('a refused confirmation (the deployment already rolled back) says why, then prints the state file: the deployer reads both from that one output', () => {
-    const stateDir = mkdtempSync(path.join(os.tmpdir(), 'pideploy-state-'));
+    const stateDir = temporaryDirectory(path.join(os.tmpdir(), 'pideploy-state-'));
     // The uid check reads the kernel's view: a stand-in /proc says root, whoever runs the test.
-    const proc = mkdtempSync(path.join(os.tmpdir(), 'pideploy-proc-'));
+    const proc = temporaryDirectory(path.join(os.tmpdir(), 'pideploy-proc-'));
     mkdirSync(path.join(proc, 'self'));
     writeFileSync(path.join(proc, 'self', 'status'), 'Name:\tsh\nUid:\t0\t0\t0\t0\n');
     probe(`state_dir=${stateDir}; st_id=d3; st_state=failed-rolled-back; st_action=switch; st_toplevel=/nix/store/t; st_message='switch-to-configuration switch exited 1; rolled back'; save_state >/dev/null`);
@@ -123,7 +134,7 @@ second line'; save_state >/dev/null`);
 
   it('take_host gives the host to one deployment at a time: another start (or a rollback) is refused (exit 3, naming it) until its state is final; no process', () => {
     for (const shell of ['dash', 'bash']) {
-      const stateDir = mkdtempSync(path.join(os.tmpdir(), 'pideploy-state-'));
+      const stateDir = temporaryDirectory(path.join(os.tmpdir(), 'pideploy-state-'));
       const run = (body: string) => spawnSync(shell, ['-c', `${definitions}\nstate_dir=${stateDir}\n${body}`], { encoding: 'utf8', env: { PATH: '/usr/bin:/bin' } });
       // Taking a free host runs no process: with nothing on the PATH (no mkdir, ln, rm, readlink) it
       // works the same. Taking one over writes the state of the deployment it ends (mv).
@@ -148,7 +159,7 @@ second line'; save_state >/dev/null`);
         hint: expect.stringContaining('sudo /nix/store/b-bundle/bin/activate confirm d1 (keep it) or abort d1 (roll it back)'),
       });
       // Nor does a rollback go ahead meanwhile (as root: a stand-in /proc says so).
-      const proc = mkdtempSync(path.join(os.tmpdir(), 'pideploy-proc-'));
+      const proc = temporaryDirectory(path.join(os.tmpdir(), 'pideploy-proc-'));
       mkdirSync(path.join(proc, 'self'));
       writeFileSync(path.join(proc, 'self', 'status'), 'Name:\tsh\nUid:\t0\t0\t0\t0\n');
       const rollback = run(`proc_dir=${proc}; cmd_rollback; echo rolled`);
@@ -207,7 +218,7 @@ second line'; save_state >/dev/null`);
 
   it('a rollback by hand holds the host like a deployment: a start meanwhile is refused; its state file says what it did, and a failed one frees the host too', () => {
     for (const shell of ['dash', 'bash']) {
-      const root = mkdtempSync(path.join(os.tmpdir(), 'pideploy-rollback-'));
+      const root = temporaryDirectory(path.join(os.tmpdir(), 'pideploy-rollback-'));
       const [stateDir, profiles, tools, proc] = ['run', 'profiles', 'tools', 'proc'].map((name) => path.join(root, name)) as [string, string, string, string];
       for (const directory of [stateDir, profiles, tools, path.join(proc, 'self')]) mkdirSync(directory, { recursive: true });
       writeFileSync(path.join(proc, 'self', 'status'), 'Name:\tsh\nUid:\t0\t0\t0\t0\n');
@@ -270,7 +281,7 @@ second line'; save_state >/dev/null`);
   });
 
   it('read_generation sets the system profile\'s generation number with one readlink ("" without a profile)', () => {
-    const profiles = mkdtempSync(path.join(os.tmpdir(), 'pideploy-profiles-'));
+    const profiles = temporaryDirectory(path.join(os.tmpdir(), 'pideploy-profiles-'));
     const profile = path.join(profiles, 'system');
     expect(probe(`profile=${profile}; read_generation; printf '[%s]' "$generation"`)).toBe('[]');
     execFileSync('ln', ['-s', 'system-17-link', profile]);
@@ -278,7 +289,7 @@ second line'; save_state >/dev/null`);
   });
 
   it('save_state uses a clock reading the caller just made once, then reads the clock again', () => {
-    const stateDir = mkdtempSync(path.join(os.tmpdir(), 'pideploy-state-'));
+    const stateDir = temporaryDirectory(path.join(os.tmpdir(), 'pideploy-state-'));
     const read = () => parseActivationState(execFileSync('cat', [path.join(stateDir, 'd2.state')], { encoding: 'utf8' })).updated;
     probe(`state_dir=${stateDir}; st_id=d2; st_state=starting; st_action=test; st_updated=12345; save_state >/dev/null`);
     expect(read()).toBe(12345);
@@ -297,7 +308,7 @@ describe('the worker launcher choice (activate launcher)', () => {
       encoding: 'utf8',
       env: { PATH: `${pathPrefix}:/usr/bin:/bin` },
     }).trim();
-  const scratch = mkdtempSync(path.join(os.tmpdir(), 'pideploy-launcher-'));
+  const scratch = temporaryDirectory(path.join(os.tmpdir(), 'pideploy-launcher-'));
   const tools = path.join(scratch, 'bin');
   const systemdDir = path.join(scratch, 'run-systemd-system');
   execFileSync('mkdir', ['-p', tools, systemdDir]);
@@ -316,7 +327,7 @@ describe('the worker launcher choice (activate launcher)', () => {
 
 describe('scriptCommand', () => {
   it('runs the script with the host\'s /bin/sh, whatever interpreter its first line names', () => {
-    const scratch = mkdtempSync(path.join(os.tmpdir(), 'pideploy-script-command-'));
+    const scratch = temporaryDirectory(path.join(os.tmpdir(), 'pideploy-script-command-'));
     // A bundle's first line names the target's shell, which may not run on the machine at hand
     // (an aarch64 store path on this x86_64 test machine): /bin/sh runs it all the same.
     const script = path.join(scratch, 'activate');

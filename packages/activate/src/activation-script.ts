@@ -278,8 +278,10 @@ export function activationWakePath(deployId: string): string {
  * writes a line to the FIFO WAKE at every state change; a caller who may open it (root, or the
  * user who started the deployment through sudo) is woken by it at once, without polling. Opening
  * it before reading FILE misses no change. Otherwise it looks at FILE every EVERY seconds, LOOKS
- * times at most. The deadline is a line `timeout` that a background timer writes to the FIFO
- * (again every second while the caller's shell lives, in case another waiter took it).
+ * times at most. Every message is one newline, so that several waiters (a reconnect leaves two)
+ * each read whole ones: the deadline is kept by the clock (`/proc/uptime`), and a background timer
+ * writes one at the deadline and again every second while the caller's shell lives (in case
+ * another waiter took it). Without `/proc/uptime` any wake ends the round.
  */
 export const AWAIT_STATE_FUNCTION = `# Sets awaited_state to the state= line of the state file $1 ("" without one), by the shell itself.
 read_state_name() {
@@ -291,17 +293,39 @@ read_state_name() {
   fi
 }
 
+# Sets now_cs to the time since boot in hundredths of a second, by the shell itself ("" without /proc/uptime).
+read_uptime() {
+  now_cs=''
+  if [ -r /proc/uptime ]; then
+    read -r uptime_text uptime_rest </proc/uptime
+    case $uptime_text in
+      *[0-9].[0-9][0-9])
+        now_cs=\${uptime_text%.*}\${uptime_text#*.}
+        while :; do case $now_cs in 0?*) now_cs=\${now_cs#0} ;; *) break ;; esac; done
+        ;;
+    esac
+  fi
+}
+
 # await_state FILE WAKE SECONDS EVERY LOOKS (see AWAIT_STATE_FUNCTION in @pideploy/activate).
 await_state() {
   if [ -p "$2" ] && [ -r "$2" ] && [ -w "$2" ]; then
+    read_uptime
+    deadline_cs=''
+    if [ -n "$now_cs" ]; then deadline_cs=$((now_cs + $3 * 100)); fi
     exec 3<>"$2"
-    { sleep "$3"; while kill -0 $$ 2>/dev/null; do printf 'timeout\\n' 1<>"$2"; sleep 1; done; } </dev/null >/dev/null 2>&1 3>&- &
+    # Every message is one byte (a newline): of several waiters, each read gets a whole one.
+    { sleep "$3"; while kill -0 $$ 2>/dev/null; do printf '\\n' 1<>"$2"; sleep 1; done; } </dev/null >/dev/null 2>&1 3>&- &
     wake_timer=$!
     while :; do
       read_state_name "$1"
       case $awaited_state in ${RUNNING_STATES_PATTERN}) ;; *) break ;; esac
       IFS= read -r woken <&3 || break
-      if [ "$woken" = timeout ]; then read_state_name "$1"; break; fi
+      read_uptime
+      if [ -z "$deadline_cs" ] || [ -z "$now_cs" ] || [ "$now_cs" -ge "$deadline_cs" ]; then
+        read_state_name "$1"
+        break
+      fi
     done
     kill "$wake_timer" 2>/dev/null
     exec 3<&-
