@@ -1,23 +1,13 @@
 import { execFile, execFileSync } from 'node:child_process';
-import { closeSync, constants, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, constants, openSync, writeFileSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createBaseContext } from '@pideploy/core';
 import type { SshSession } from '@pideploy/ssh';
 import { busyErrorOf, speaksActivationProtocol, stateFromDecisionOutput, stateWaitCommand, stateWaitRound, systemStatus } from './activate.js';
 import { renderActivationScript } from './activation-script.js';
-
-/** Temporary directories of this file's tests, removed when they are done. */
-const temporaryDirectories: string[] = [];
-function temporaryDirectory(prefix: string): string {
-  const directory = mkdtempSync(prefix);
-  temporaryDirectories.push(directory);
-  return directory;
-}
-afterAll(() => {
-  for (const directory of temporaryDirectories) rmSync(directory, { recursive: true, force: true });
-});
+import { temporaryDirectory } from './test-support/temporary-directory.js';
 
 describe('busyErrorOf', () => {
   // (The script's own refusals are read in activation-script.test.ts; these are the lines it never prints.)

@@ -1,21 +1,11 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import {chmodSync, closeSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, constants, existsSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { activateArguments, canRollBack, scriptCommand, newDeployId, parseActivationState, renderActivationScript, stateCanRollBack, DEPLOY_ID_PATTERN, isFinalActivationState } from './activation-script.js';
 import { busyErrorOf, stateFromDecisionOutput, withoutPrintedState } from './activate.js';
-
-/** Temporary directories of this file's tests, removed when they are done. */
-const temporaryDirectories: string[] = [];
-function temporaryDirectory(prefix: string): string {
-  const directory = mkdtempSync(prefix);
-  temporaryDirectories.push(directory);
-  return directory;
-}
-afterAll(() => {
-  for (const directory of temporaryDirectories) rmSync(directory, { recursive: true, force: true });
-});
+import { temporaryDirectory } from './test-support/temporary-directory.js';
 
 describe('renderActivationScript', () => {
   it('is valid POSIX sh (dash -n) and carries the protocol marker', () => {
