@@ -27,6 +27,7 @@ describeLab('activation on lab hosts: profile, switch-to-configuration, magic ro
   let workDir: string;
   const systems: Record<string, string> = {};
   let bundle = '';
+  let otherBundle = '';
   const drvsBefore: Record<string, number> = {};
   const prompts: SudoPasswordRequest[] = [];
   const sudo = {
@@ -67,15 +68,19 @@ describeLab('activation on lab hosts: profile, switch-to-configuration, magic ro
     systems['cut'] = await build('cut', '');
     systems['slow'] = await build('slow', 'lab.activationSeconds = 3;');
     systems['slower'] = await build('slower', 'lab.activationSeconds = 12;');
-    bundle = (
-      await run(
-        ['nix-build', '--no-out-link', '-E', `derivation { name = "pideploy-bundle"; system = "x86_64-linux"; builder = "/bin/sh"; PATH = "/usr/bin:/bin";
-          args = [ "-c" "mkdir $out && ln -s ${systems['next']} $out/toplevel && echo '{\\"version\\":1,\\"host\\":\\"pi1\\"}' > $out/manifest.json" ]; }`],
-        env,
-      )
-    ).trim();
+    // Two bundles of the same system, as a comment changed in configuration.nix makes them.
+    const bundleOf = async (note: string) =>
+      (
+        await run(
+          ['nix-build', '--no-out-link', '-E', `derivation { name = "pideploy-bundle"; system = "x86_64-linux"; builder = "/bin/sh"; PATH = "/usr/bin:/bin";
+            args = [ "-c" "mkdir $out && ln -s ${systems['next']} $out/toplevel && echo '{\\"version\\":1,\\"host\\":\\"pi1\\"${note}}' > $out/manifest.json" ]; }`],
+          env,
+        )
+      ).trim();
+    bundle = await bundleOf('');
+    otherBundle = await bundleOf(',\\"note\\":\\"a comment changed\\"');
     for (const host of ['pi1', 'pi2', 'pi3', 'pi4']) {
-      await run(['nix-copy-closure', '--to', `root@${host}`, ...Object.values(systems), bundle], env);
+      await run(['nix-copy-closure', '--to', `root@${host}`, ...Object.values(systems), bundle, otherBundle], env);
       drvsBefore[host] = drvCount(host);
     }
   }, 600_000);
@@ -103,25 +108,37 @@ describeLab('activation on lab hosts: profile, switch-to-configuration, magic ro
     expect(types).toContain('activate-start');
     expect(types).toContain('activate-end');
 
-    const again = await activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['next']! }, context);
+    const again = await activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['next']!, bundle }, context);
     expect(again.outcome).toBe('skipped');
     expect(prompts).toHaveLength(1);
+
+    // The same system in another bundle is activated again, which moves the GC root to that bundle;
+    // then it is done. (Back to the first bundle for the tests below.)
+    const rebundled = await activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['next']!, bundle: otherBundle, rollback: { enabled: false } }, context);
+    expect(rebundled.outcome).toBe('succeeded');
+    expect(await gcRoot('pi1')).toBe(otherBundle);
+    expect(reporter.events).toContainEqual(expect.objectContaining({ type: 'log', message: expect.stringContaining(`its /etc/nixos/current-configuration is ${bundle}: activating again`) }));
+    expect((await activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['next']!, bundle: otherBundle }, context)).outcome).toBe('skipped');
+    expect((await activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['next']!, bundle, rollback: { enabled: false } }, context)).outcome).toBe('succeeded');
+    expect(await gcRoot('pi1')).toBe(bundle);
 
     // The confirmation printed the final state (no `cat` after it): asked again by hand, it prints it once more.
     const byHand = await labExec('pi1', [uploadedScriptPath(second.deployId!), 'confirm', second.deployId!], { instance });
     expect(byHand.exitCode).toBe(0);
     expect(stateFromDecisionOutput(byHand.stdout)).toEqual(second.state);
 
-    // What a caller read earlier (readHostSystems, one command without sudo) is used as is: told
-    // that pi1 runs `base`, the activation of `base` is skipped without asking pi1, which runs `next`.
     const session = await connectSsh('deploy@pi1', labTarget('deploy@pi1').connect!, context);
     try {
-      expect(await readHostSystems(session)).toEqual({ running: systems['next'], profile: systems['next'] });
+      expect(await readHostSystems(session)).toEqual({ running: systems['next'], profile: systems['next'], currentConfiguration: bundle });
     } finally {
       await session.close();
     }
-    const told = await activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['base']!, hostSystems: { running: systems['base'], profile: systems['base'] } }, context);
-    expect(told.outcome).toBe('skipped');
+    // What a caller read earlier (readHostSystems, while its system built) is not trusted for a
+    // skip: told that pi1 boots `base` already (it boots `next`), pi1 is read again and the boot of
+    // `base` goes ahead.
+    const told = await activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['base']!, action: 'boot', hostSystems: { running: systems['next'], profile: systems['base'] } }, context);
+    expect(told.outcome).toBe('succeeded');
+    expect(await profile('pi1')).toBe(systems['base']);
     expect(await running('pi1')).toBe(systems['next']);
   }, 120_000);
 
@@ -237,7 +254,8 @@ describeLab('activation on lab hosts: profile, switch-to-configuration, magic ro
     expect(await running('pi1')).toBe(systems['cut']);
     {
       await using deploy = await connectSsh('deploy@pi1', labTarget('deploy@pi1').connect!, context);
-      expect(await readHostSystems(deploy)).toEqual({ running: systems['cut'], profile: systems['cut'], busyWith: { id, state: 'awaiting-confirmation' } });
+      const deployed = (await onConsole('pi1', 'readlink -e /etc/nixos/current-configuration || true')) || undefined;
+      expect(await readHostSystems(deploy)).toEqual({ running: systems['cut'], profile: systems['cut'], currentConfiguration: deployed, busyWith: { id, state: 'awaiting-confirmation' } });
     }
     // Deploying the same system again is not skipped as done: the host would roll it back by itself.
     const refused = await activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['cut']! }, context).catch((error: unknown) => error);

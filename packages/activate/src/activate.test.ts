@@ -5,9 +5,44 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createBaseContext } from '@pideploy/core';
 import type { SshSession } from '@pideploy/ssh';
-import { busyErrorOf, speaksActivationProtocol, stateFromDecisionOutput, stateWaitCommand, stateWaitRound, systemStatus } from './activate.js';
+import { activationIsDone, busyErrorOf, speaksActivationProtocol, stateFromDecisionOutput, stateWaitCommand, stateWaitRound, systemStatus } from './activate.js';
 import { renderActivationScript } from './activation-script.js';
 import { temporaryDirectory } from './test-support/temporary-directory.js';
+
+describe('activationIsDone', () => {
+  const next = '/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-nixos-system-pi-next';
+  const old = '/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-nixos-system-pi-old';
+  const bundle = '/nix/store/cccccccccccccccccccccccccccccccc-pideploy-bundle-pi1';
+  const otherBundle = '/nix/store/dddddddddddddddddddddddddddddddd-pideploy-bundle-pi1';
+  const runsNext = { running: next, profile: next, currentConfiguration: bundle };
+
+  it('is done when the host runs and boots the system and its GC root is the bundle', () => {
+    expect(activationIsDone(runsNext, { action: 'switch', toplevel: next, bundle })).toBe(true);
+    expect(activationIsDone(runsNext, { action: 'switch', toplevel: old, bundle })).toBe(false);
+  });
+
+  it('is not done for a new bundle of the same system: activating it moves the GC root', () => {
+    expect(activationIsDone(runsNext, { action: 'switch', toplevel: next, bundle: otherBundle })).toBe(false);
+    expect(activationIsDone({ running: next, profile: next }, { action: 'switch', toplevel: next, bundle })).toBe(false);
+    // Without a bundle, the GC root is not asked about.
+    expect(activationIsDone(runsNext, { action: 'switch', toplevel: next })).toBe(true);
+  });
+
+  it('asks only what the action changes: boot the profile, test the running system', () => {
+    const bootsNext = { running: old, profile: next, currentConfiguration: bundle };
+    expect(activationIsDone(bootsNext, { action: 'boot', toplevel: next, bundle })).toBe(true);
+    expect(activationIsDone(bootsNext, { action: 'switch', toplevel: next, bundle })).toBe(false);
+    expect(activationIsDone(bootsNext, { action: 'test', toplevel: next, bundle })).toBe(false);
+    const runsOnlyNext = { running: next, profile: old, currentConfiguration: bundle };
+    expect(activationIsDone(runsOnlyNext, { action: 'test', toplevel: next, bundle })).toBe(true);
+    expect(activationIsDone(runsOnlyNext, { action: 'boot', toplevel: next, bundle })).toBe(false);
+  });
+
+  it('is never done while another deployment has the host, nor for dry-activate', () => {
+    expect(activationIsDone({ ...runsNext, busyWith: { id: '20261207T033802Z-a4e039', state: 'awaiting-confirmation' } }, { action: 'switch', toplevel: next, bundle })).toBe(false);
+    expect(activationIsDone(runsNext, { action: 'dry-activate', toplevel: next, bundle })).toBe(false);
+  });
+});
 
 describe('busyErrorOf', () => {
   // (The script's own refusals are read in activation-script.test.ts; these are the lines it never prints.)

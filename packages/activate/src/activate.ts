@@ -97,9 +97,11 @@ export interface ActivateSystemInput extends ActivationTarget {
   /**
    * What the host runs, read by the caller earlier in the same deployment with
    * {@link readHostSystems} (a deployment does it while the system builds): the activation then
-   * starts without reading it again. It is trusted as read: the "already runs it" skip and the
-   * rollback warning use it (the worker itself reads what runs when it starts, so a rollback is
-   * always to the real previous system). Default: read it first (one round trip).
+   * starts without reading it again: the rollback warning uses it as read (the worker itself
+   * reads what runs when it starts, so a rollback is always to the real previous system). When it
+   * says the host is already done ({@link activationIsDone}), the host is read once more before
+   * anything is skipped: the build may have taken minutes, and another deployment may have
+   * changed the host meanwhile. Default: read it first (one round trip).
    */
   readonly hostSystems?: HostSystems | undefined;
   /**
@@ -116,6 +118,11 @@ export interface HostSystems {
   readonly running: string | undefined;
   /** The system profile's system (what boots next), resolved. */
   readonly profile: string | undefined;
+  /**
+   * Where the GC root `/etc/nixos/current-configuration` points (the deployed bundle, or a
+   * system activated without one), resolved; undefined if unset or not read.
+   */
+  readonly currentConfiguration?: string | undefined;
   /**
    * The deployment that has the host now (its state is not final: starting, activating, or
    * awaiting its confirmation; `id` is "" while the lock names none yet), if any: then the host does
@@ -299,6 +306,25 @@ export function stateFromDecisionOutput(stdout: string): ActivationState | undef
 }
 
 /**
+ * Whether a host already is where an activation would take it, so that it can be skipped: no
+ * other deployment has it (one awaiting its confirmation would still roll back by itself), it runs
+ * (`switch`, `test`) and boots (`switch`, `boot`) `toplevel`, and, when a bundle is given, its GC
+ * root `/etc/nixos/current-configuration` is that bundle. A new bundle of the same system (a
+ * comment changed in configuration.nix) is not done: activating it moves the GC root to it, so
+ * that the host keeps it and `status` shows it. Never true for `dry-activate`.
+ */
+export function activationIsDone(
+  systems: HostSystems,
+  wanted: { readonly action: ActivationAction; readonly toplevel: string; readonly bundle?: string | undefined },
+): boolean {
+  const { action, toplevel, bundle } = wanted;
+  if (action === 'dry-activate' || systems.busyWith !== undefined) return false;
+  const runs = action === 'boot' || systems.running === toplevel;
+  const boots = action === 'test' || systems.profile === toplevel;
+  return runs && boots && (bundle === undefined || systems.currentConfiguration === bundle);
+}
+
+/**
  * What an activation needs to know before it starts, in ONE round trip (each is one over a slow
  * link): the running system, the system profile's system, and the bundle's `bin/activate` if it
  * speaks this protocol (its marker line).
@@ -313,19 +339,26 @@ async function probeHost(session: SshSession, bundle: string | undefined, signal
     // (Stricter than the script: a holder it would take over, overdue or cut off while starting, still
     // counts here; then nothing is skipped as "already running", and the start itself decides.)
     'if [ -n "$lock" ]; then s=starting; if [ -n "$holder" ] && [ -f "$4/$holder.state" ]; then while IFS= read -r l; do case $l in state=*) s=${l#state=}; break ;; esac; done <"$4/$holder.state"; fi; fi',
-    'printf \'%s\\n\' "$(readlink -e /run/current-system)" "$(readlink -e "$1")" "$holder" "$s"',
+    'printf \'%s\\n\' "$(readlink -e /run/current-system)" "$(readlink -e "$1")" "$(readlink -e "$5")" "$holder" "$s"',
     'if [ -n "$2" ] && grep -qxF "$3" "$2" 2>/dev/null; then echo speaks-protocol; fi',
   ].join('\n');
-  const result = await session.exec(['sh', '-c', script, 'probe-host', SYSTEM_PROFILE, bundled, ACTIVATION_PROTOCOL_MARKER, ACTIVATION_STATE_DIR], { signal });
+  const result = await session.exec(['sh', '-c', script, 'probe-host', SYSTEM_PROFILE, bundled, ACTIVATION_PROTOCOL_MARKER, ACTIVATION_STATE_DIR, CURRENT_CONFIGURATION_ROOT], { signal });
   if (result.exitCode !== 0) throw remoteFailure('reading the running system and profile', ['sh', '-c', script], result, session.display);
-  const [running = '', profile = '', holder = '', holderState = '', protocol = ''] = result.stdout.split('\n');
+  const [running = '', profile = '', currentConfiguration = '', holder = '', holderState = '', protocol = ''] = result.stdout.split('\n');
   const busy = holderState !== '' && !isFinalActivationState(holderState) ? { busyWith: { id: holder, state: holderState } } : {};
-  return { running: running === '' ? undefined : running, profile: profile === '' ? undefined : profile, ...busy, bundledScript: protocol === 'speaks-protocol' ? bundled : undefined };
+  return {
+    running: running === '' ? undefined : running,
+    profile: profile === '' ? undefined : profile,
+    currentConfiguration: currentConfiguration === '' ? undefined : currentConfiguration,
+    ...busy,
+    bundledScript: protocol === 'speaks-protocol' ? bundled : undefined,
+  };
 }
 
 /**
- * Reads what a host runs (`/run/current-system`) and boots next (the system profile), in one
- * command and without sudo, for {@link ActivateSystemInput.hostSystems}.
+ * Reads what a host runs (`/run/current-system`), boots next (the system profile) and has
+ * deployed (`/etc/nixos/current-configuration`), and who has it, in one command and without
+ * sudo, for {@link ActivateSystemInput.hostSystems}.
  */
 export async function readHostSystems(session: SshSession, signal?: AbortSignal): Promise<HostSystems> {
   const { bundledScript: _, ...systems } = await probeHost(session, undefined, signal ?? new AbortController().signal);
@@ -440,9 +473,10 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
 
     // Known from earlier in this deployment (and a bundle known to speak the protocol): no round trip.
     const known = input.hostSystems !== undefined && (input.bundle === undefined || input.bundleSpeaksProtocol === true);
-    const { running, profile, busyWith, bundledScript } = known
+    let systems = known
       ? { ...input.hostSystems, bundledScript: input.bundle === undefined ? undefined : `${input.bundle}/bin/activate` }
       : await probeHost(session, input.bundle, signal);
+    const { running, profile } = systems;
     if (action !== 'dry-activate') {
       if (!canRollBack({ action, previousSystem: running, hadProfileGeneration: profile !== undefined })) {
         context.reporter.emit({
@@ -452,20 +486,25 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
           message: `${host} runs no system (no /run/current-system)${action === 'test' ? '' : ' and has no system profile generation'}: if this activation fails or is not confirmed, there is nothing to roll back to`,
         });
       }
-      // A host another deployment still has (e.g. an interrupted one awaiting its confirmation, which
-      // would roll back by itself) does not run anything for good: the start below is refused then.
-      const already =
-        input.force !== true &&
-        busyWith === undefined &&
-        (action === 'boot' ? profile === input.toplevel : action === 'test' ? running === input.toplevel : running === input.toplevel && profile === input.toplevel);
+      const wanted = { action, toplevel: input.toplevel, bundle: input.bundle };
+      let already = input.force !== true && activationIsDone(systems, wanted);
+      // A skip is decided on what the host says now: the earlier read may predate another deployment.
+      if (already && known) {
+        systems = await probeHost(session, input.bundle, signal);
+        already = activationIsDone(systems, wanted);
+      }
       if (already) {
         context.reporter.emit({ type: 'log', level: 'info', host, message: `${host} already runs ${input.toplevel}; nothing to do (--force to activate again)` });
         return { host, action, toplevel: input.toplevel, outcome: 'skipped', deployId: undefined, state: undefined };
       }
+      if (input.force !== true && activationIsDone(systems, { ...wanted, bundle: undefined })) {
+        const deployed = systems.currentConfiguration ?? 'nothing';
+        context.reporter.emit({ type: 'log', level: 'info', host, message: `${host} already runs ${input.toplevel}, but its ${CURRENT_CONFIGURATION_ROOT} is ${deployed}: activating again to deploy ${input.bundle ?? input.toplevel}` });
+      }
     }
 
     const deployId = newDeployId();
-    const script = await installScript(sudo, session, deployId, bundledScript);
+    const script = await installScript(sudo, session, deployId, systems.bundledScript);
     const startArgv = scriptCommand(script, [
       ...activateArguments({
         action,

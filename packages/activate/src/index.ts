@@ -42,6 +42,7 @@ export {
 export {
   ACTIVATE_ERROR_CODES,
   activateSystem,
+  activationIsDone,
   diffSystem,
   readHostSystems,
   rememberSudoPassword,

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { LAB_SUDO_PASSWORD, labDown, labExec, labUp, type LabHostStatus, type LabStatus } from '@pideploy/lab';
@@ -69,6 +69,21 @@ describeLab('pideploy deploy end to end (lab: trusted, untrusted and NOPASSWD ho
     expect(noop?.activation.outcome).toBe('skipped');
     expect(noop?.copy.pathsSent).toEqual([]);
     expect(noop?.copy.bytesSent).toBe(0);
+  });
+
+  it('deploys a comment-only change (the same system in a new bundle): sends only the bundle, activates it, moves the GC root to it', async () => {
+    const config = JSON.parse(readFileSync(path.join(project, 'pideploy.json'), 'utf8')) as { hosts: Record<string, { configuration: string }> };
+    await appendFile(path.resolve(project, config.hosts['pi1']?.configuration ?? 'configuration.nix'), '# a comment: the same system, a new bundle\n');
+    const runningBefore = (await labExec('pi1', ['readlink', '/run/current-system'])).stdout.trim();
+    const bundleBefore = (await labExec('pi1', ['readlink', '-f', '/etc/nixos/current-configuration'])).stdout.trim();
+    const run = await pideploy(['deploy', 'pi1', '--sudo-password-file', passwordFile, '--json'], project, env);
+    expect(run.code).toBe(0);
+    const host = (JSON.parse(run.stdout.trim().split('\n').at(-1) ?? '{}') as { result: { results: { toplevel: string; bundle: string; activation: { outcome: string }; copy: { pathsSent: string[] } }[] } }).result.results[0];
+    expect(host?.toplevel).toBe(runningBefore);
+    expect(host?.bundle).not.toBe(bundleBefore);
+    expect(host?.copy.pathsSent).toEqual([host?.bundle]);
+    expect(host?.activation.outcome).toBe('confirmed');
+    expect((await labExec('pi1', ['readlink', '-f', '/etc/nixos/current-configuration'])).stdout.trim()).toBe(host?.bundle);
   });
 
   it('keeps going when one host fails and reports it in the summary (exit 1)', async () => {
