@@ -9,7 +9,7 @@ import { LAB_SUDO_PASSWORD, labCutSshSessions, labDown, labExec, labUp, type Lab
 import { buildLabSystem, describeLab } from '@pideploy/lab/testing';
 import { connectSsh, type SshSession, type SudoPasswordRequest } from '@pideploy/ssh';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { activateSystem, diffSystem, readHostSystems, rollbackSystem, stateFromDecisionOutput, systemStatus, type ActivationTarget } from './activate.js';
+import { activateSystem, diffSystem, HOST_SYSTEMS_TRUSTED_MS, readHostSystems, rollbackSystem, stateFromDecisionOutput, systemStatus, type ActivationTarget } from './activate.js';
 import { activateArguments, activationStatePath, parseActivationState, renderActivationScript, uploadedScriptPath } from './activation-script.js';
 
 const execFileAsync = promisify(execFile);
@@ -129,14 +129,22 @@ describeLab('activation on lab hosts: profile, switch-to-configuration, magic ro
 
     const session = await connectSsh('deploy@pi1', labTarget('deploy@pi1').connect!, context);
     try {
-      expect(await readHostSystems(session)).toEqual({ running: systems['next'], profile: systems['next'], currentConfiguration: bundle });
+      const asked = Date.now();
+      const read = await readHostSystems(session);
+      expect(read).toEqual({ running: systems['next'], profile: systems['next'], currentConfiguration: bundle, readAtMs: expect.any(Number) });
+      expect(Math.abs((read.readAtMs ?? 0) - asked)).toBeLessThan(1000);
+      // A recent read is trusted as is: told (just now) that pi1 boots `base`, the boot of `base` is skipped without asking pi1.
+      const trusted = await activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['base']!, action: 'boot', hostSystems: { ...read, profile: systems['base'] } }, context);
+      expect(trusted.outcome).toBe('skipped');
+      expect(await profile('pi1')).toBe(systems['next']);
     } finally {
       await session.close();
     }
-    // What a caller read earlier (readHostSystems, while its system built) is not trusted for a
-    // skip: told that pi1 boots `base` already (it boots `next`), pi1 is read again and the boot of
-    // `base` goes ahead.
-    const told = await activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['base']!, action: 'boot', hostSystems: { running: systems['next'], profile: systems['base'] } }, context);
+    // An older read (made HOST_SYSTEMS_TRUSTED_MS or more ago, while a long build ran) is not trusted
+    // for a skip: told that pi1 boots `base` already (it boots `next`), pi1 is read again and the boot
+    // of `base` goes ahead.
+    const staleRead = { running: systems['next'], profile: systems['base'], readAtMs: Date.now() - HOST_SYSTEMS_TRUSTED_MS - 1 };
+    const told = await activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['base']!, action: 'boot', hostSystems: staleRead }, context);
     expect(told.outcome).toBe('succeeded');
     expect(await profile('pi1')).toBe(systems['base']);
     expect(await running('pi1')).toBe(systems['next']);
@@ -255,7 +263,7 @@ describeLab('activation on lab hosts: profile, switch-to-configuration, magic ro
     {
       await using deploy = await connectSsh('deploy@pi1', labTarget('deploy@pi1').connect!, context);
       const deployed = (await onConsole('pi1', 'readlink -e /etc/nixos/current-configuration || true')) || undefined;
-      expect(await readHostSystems(deploy)).toEqual({ running: systems['cut'], profile: systems['cut'], currentConfiguration: deployed, busyWith: { id, state: 'awaiting-confirmation' } });
+      expect(await readHostSystems(deploy)).toEqual({ running: systems['cut'], profile: systems['cut'], currentConfiguration: deployed, readAtMs: expect.any(Number), busyWith: { id, state: 'awaiting-confirmation' } });
     }
     // Deploying the same system again is not skipped as done: the host would roll it back by itself.
     const refused = await activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['cut']! }, context).catch((error: unknown) => error);

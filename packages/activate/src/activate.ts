@@ -99,9 +99,10 @@ export interface ActivateSystemInput extends ActivationTarget {
    * {@link readHostSystems} (a deployment does it while the system builds): the activation then
    * starts without reading it again: the rollback warning uses it as read (the worker itself
    * reads what runs when it starts, so a rollback is always to the real previous system). When it
-   * says the host is already done ({@link activationIsDone}), the host is read once more before
-   * anything is skipped: the build may have taken minutes, and another deployment may have
-   * changed the host meanwhile. Default: read it first (one round trip).
+   * says the host is already done ({@link activationIsDone}) but was read more than
+   * {@link HOST_SYSTEMS_TRUSTED_MS} ago (or says not when), the host is read once more before
+   * anything is skipped: a long build leaves time for another deployment to change the host.
+   * Default: read it first (one round trip).
    */
   readonly hostSystems?: HostSystems | undefined;
   /**
@@ -111,6 +112,13 @@ export interface ActivateSystemInput extends ActivationTarget {
    */
   readonly bundleSpeaksProtocol?: boolean | undefined;
 }
+
+/**
+ * How long a caller's {@link HostSystems} read is trusted to skip an activation as already done
+ * (5 s): an older one is read again first. A no-op redeploy reads the host while its system
+ * evaluates, well within it; after a longer build one more round trip costs nothing that counts.
+ */
+export const HOST_SYSTEMS_TRUSTED_MS = 5000;
 
 /** The systems a host runs and boots (undefined: none). */
 export interface HostSystems {
@@ -123,6 +131,8 @@ export interface HostSystems {
    * system activated without one), resolved; undefined if unset or not read.
    */
   readonly currentConfiguration?: string | undefined;
+  /** When the host was asked (`Date.now()`), as {@link readHostSystems} records it. */
+  readonly readAtMs?: number | undefined;
   /**
    * The deployment that has the host now (its state is not final: starting, activating, or
    * awaiting its confirmation; `id` is "" while the lock names none yet), if any: then the host does
@@ -342,6 +352,7 @@ async function probeHost(session: SshSession, bundle: string | undefined, signal
     'printf \'%s\\n\' "$(readlink -e /run/current-system)" "$(readlink -e "$1")" "$(readlink -e "$5")" "$holder" "$s"',
     'if [ -n "$2" ] && grep -qxF "$3" "$2" 2>/dev/null; then echo speaks-protocol; fi',
   ].join('\n');
+  const readAtMs = Date.now();
   const result = await session.exec(['sh', '-c', script, 'probe-host', SYSTEM_PROFILE, bundled, ACTIVATION_PROTOCOL_MARKER, ACTIVATION_STATE_DIR, CURRENT_CONFIGURATION_ROOT], { signal });
   if (result.exitCode !== 0) throw remoteFailure('reading the running system and profile', ['sh', '-c', script], result, session.display);
   const [running = '', profile = '', currentConfiguration = '', holder = '', holderState = '', protocol = ''] = result.stdout.split('\n');
@@ -350,6 +361,7 @@ async function probeHost(session: SshSession, bundle: string | undefined, signal
     running: running === '' ? undefined : running,
     profile: profile === '' ? undefined : profile,
     currentConfiguration: currentConfiguration === '' ? undefined : currentConfiguration,
+    readAtMs,
     ...busy,
     bundledScript: protocol === 'speaks-protocol' ? bundled : undefined,
   };
@@ -488,8 +500,9 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
       }
       const wanted = { action, toplevel: input.toplevel, bundle: input.bundle };
       let already = input.force !== true && activationIsDone(systems, wanted);
-      // A skip is decided on what the host says now: the earlier read may predate another deployment.
-      if (already && known) {
+      // A skip is decided on a recent read: an older one may predate another deployment.
+      const readRecently = systems.readAtMs !== undefined && Date.now() - systems.readAtMs <= HOST_SYSTEMS_TRUSTED_MS;
+      if (already && known && !readRecently) {
         systems = await probeHost(session, input.bundle, signal);
         already = activationIsDone(systems, wanted);
       }

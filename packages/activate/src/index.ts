@@ -41,6 +41,7 @@ export {
 } from './activation-script.js';
 export {
   ACTIVATE_ERROR_CODES,
+  HOST_SYSTEMS_TRUSTED_MS,
   activateSystem,
   activationIsDone,
   diffSystem,
