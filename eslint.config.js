@@ -45,7 +45,7 @@ const boundaries = [
 ];
 
 export default tseslint.config(
-  { ignores: ['**/dist/**', '**/.tsc/**', '**/node_modules/**', '**/.turbo/**', '**/fixture/**'] },
+  { ignores: ['**/dist/**', '**/.tsc/**', '**/node_modules/**', '**/.turbo/**', '**/fixture/**', '**/src/generated/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

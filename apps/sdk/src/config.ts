@@ -4,7 +4,8 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { PideployError } from '@pideploy/core';
 import { projectStateDir } from '@pideploy/nix';
-import { Ajv, type ErrorObject } from 'ajv';
+import type { ErrorObject } from 'ajv';
+import generatedValidator from './generated/validate-config.js';
 
 /** The file name pideploy looks for, walking up from the working directory. */
 export const CONFIG_FILE_NAME = 'pideploy.json';
@@ -102,12 +103,17 @@ export interface LoadConfigOptions {
   readonly configFile?: string | undefined;
 }
 
+/**
+ * The schema's check, generated ahead of time by ajv's standalone mode (scripts/config-validator.mjs):
+ * loading a config runs no ajv compiler.
+ */
+const validateConfig = generatedValidator as ((data: unknown) => data is ConfigFile) & { errors?: ErrorObject[] | null | undefined };
+
 const schema = createRequire(import.meta.url)('../pideploy.schema.json') as Record<string, unknown> & {
   definitions: Record<string, { properties?: Record<string, unknown> }>;
   properties: Record<string, unknown>;
 };
 
-const validateConfig = new Ajv({ allErrors: true, strict: false }).compile<ConfigFile>(schema);
 
 /**
  * Finds pideploy.json in `start` or an ancestor; undefined when there is none. A near-miss file
