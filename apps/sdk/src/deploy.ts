@@ -194,6 +194,12 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
     const hostSignal = AbortSignal.any([context.signal, hostDone.signal]);
     const building = builder.buildToplevel(host, { ...context, signal: hostSignal });
     building.catch(() => undefined);
+    // The bundle is made as soon as the system is built, while the host may still be logging in:
+    // the hosts of a shared build all ask at once, so their bundles are evaluated and built
+    // together (the deployment's context, not this host's signal: bundles are built together per
+    // signal). A host that fails meanwhile leaves its bundle unused.
+    const bundling = building.then(({ toplevel }) => builder.bundle(host, toplevel, context));
+    bundling.catch(() => undefined);
     try {
       const connect = { ...(host.sshConfig === undefined ? {} : { sshConfigFile: host.sshConfig }), acceptNewHostKey: request.acceptNewHostKey === true, compress: request.compress === true };
       let password: string | undefined;
@@ -233,11 +239,11 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
       // (no nix process on the host): the diff and the activation's start then wait for nothing on the host.
       const runningClosure = serve === undefined || hostSystems === undefined ? undefined : runningClosureOverServe(hostSystems, serve);
       runningClosure?.catch(() => undefined);
-      // The build phase is the time this host still waited for its system after connecting.
+      // The build and bundle phases are the time this host still waited for them after connecting.
       const { toplevel, sharedWith } = await timed('build', host.name, phases, context, () => building);
       result.toplevel = toplevel.outPath;
       if (sharedWith !== undefined) result.sharedBuildWith = sharedWith;
-      const bundle = await timed('bundle', host.name, phases, context, () => builder.bundle(host, toplevel, context));
+      const bundle = await timed('bundle', host.name, phases, context, () => bundling);
       result.bundle = bundle.outPath;
       const target = { target: host.target, session, connect, sudo: { password }, name: host.name };
       let bundleClosure: StorePathInfo[] | undefined;
