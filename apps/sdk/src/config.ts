@@ -114,7 +114,6 @@ const schema = createRequire(import.meta.url)('../pideploy.schema.json') as Reco
   properties: Record<string, unknown>;
 };
 
-
 /**
  * Finds pideploy.json in `start` or an ancestor; undefined when there is none. A near-miss file
  * name (`pideploy.yaml` …) where pideploy.json would be is reported, not ignored.
