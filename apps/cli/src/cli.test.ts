@@ -1,4 +1,6 @@
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runCli } from './cli.js';
 import { COMMANDS } from './commands.js';
@@ -37,7 +39,40 @@ describe('runCli', () => {
   it('refuses a health-check URL that is not http(s) before connecting anywhere (exit 2)', async () => {
     const io = createBufferIo({ cwd: '/' });
     expect(await runCli(['activate', 'deploy@pi1', '--toplevel', '/nix/store/x-system', '--health-check-url', 'ftp://pi1/health'], io)).toBe(2);
-    expect(io.err()).toBe('pideploy: --health-check-url takes an http(s) URL, not "ftp://pi1/health"\nhint: --health-check-url http://pi1.local:8080/health\n');
+    expect(io.err()).toBe('pideploy: --health-check-url takes an http(s) URL, not "ftp://pi1/health"\nhint: --health-check-url http://{hostname}:8080/health\n');
+  });
+
+  describe('health checks of deploy', () => {
+    // A project whose pi1 has a health check in pideploy.json (and no pins yet: nothing gets far).
+    const project = mkdtempSync(path.join(os.tmpdir(), 'pideploy-cli-health-'));
+    writeFileSync(
+      path.join(project, 'pideploy.json'),
+      JSON.stringify({ hosts: { pi1: { target: 'deploy@pi1', configuration: './configuration.nix', healthCheck: { command: 'systemctl is-active --quiet nginx' } }, pi2: { target: 'deploy@pi2', configuration: './configuration.nix' } } }),
+    );
+    const deploy = async (...args: string[]) => {
+      const io = createBufferIo({ cwd: project });
+      return { code: await runCli(['deploy', ...args], io), err: io.err() };
+    };
+
+    it('refuses checks given with nothing to gate, before the pin check (exit 2)', async () => {
+      expect(await deploy('pi2', '--no-rollback', '--health-check-command', 'true')).toEqual({
+        code: 2,
+        err: 'pideploy: pi2 has a health check, but the magic rollback is off: the check runs before the confirmation, and nothing would roll back a failed one\nhint: drop --no-rollback, or the health check (--no-health-check)\n',
+      });
+      expect((await deploy('--action', 'boot', '--health-check-url', 'http://{hostname}/')).err).toMatch(/^pideploy: pi1 has a health check, but --action boot has no confirmation/u);
+      expect((await deploy('--no-health-check', '--health-check-timeout', '5')).err).toBe('pideploy: --no-health-check contradicts the other --health-check-* flags\nhint: give one or the other\n');
+      expect((await deploy('--health-check-url', 'http://{ip}/')).err).toMatch(/^pideploy: the health check URL http:\/\/\{ip\}\/ has an unknown placeholder \{ip\}\n/u);
+      expect((await deploy('pi1', '--confirm-timeout', '10', '--health-check-timeout', '10')).err).toMatch(/^pideploy: pi1's health checks may take 10 s, but the host rolls back by itself 10 s after/u);
+    });
+
+    it("skips pideploy.json's check, with a warning, for an action with no confirmation", async () => {
+      const boot = await deploy('pi1', '--action', 'boot');
+      expect(boot.err).toContain("pi1's health check (pideploy.json) is skipped: action boot has no confirmation");
+      // Then it goes on, to the pin check.
+      expect(boot.err).toContain('pins');
+      expect(boot.code).not.toBe(0);
+      expect((await deploy('pi1', '--action', 'boot', '--no-health-check')).err).not.toContain('health check');
+    });
   });
 
   it('rejects an unknown command with one line, a hint and exit 2', async () => {

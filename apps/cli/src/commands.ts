@@ -8,6 +8,14 @@ const pinDirFlag = {
   dir: { type: 'string', valueName: 'DIR', description: 'directory of pins.json and pins.nix (default: that of --config, else the current one)' },
 } as const;
 
+/** Gate the confirmation of `deploy` and `activate` (they replace the fields of pideploy.json's healthCheck). */
+const HEALTH_CHECK_FLAGS = {
+  'health-check-url': { type: 'string', valueName: 'URL', description: 'confirm only if this URL, fetched from here, answers 2xx ({hostname}: the address SSH went to, {host}: the name), else roll back' },
+  'health-check-command': { type: 'string', valueName: 'CMD', description: 'confirm only if CMD (run by sh -c on the host, over a new login) exits 0, else roll back' },
+  'health-check-timeout': { type: 'string', valueName: 'S', description: 'seconds each health check may take (default 10)' },
+  'no-health-check': { type: 'boolean', description: "skip pideploy.json's health check this time" },
+} as const;
+
 /** Every command of the CLI. Handlers are imported only when their command runs. */
 export const COMMANDS: readonly CommandSpec[] = [
   {
@@ -152,7 +160,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     path: ['deploy'],
-    usage: 'deploy [host…|--on @tag] [--action A] [--parallel N] [--confirm-timeout S] [--no-rollback] [--dry-run] [--force] [--cache|--no-cache]',
+    usage: 'deploy [host…|--on @tag] [--action A] [--parallel N] [--confirm-timeout S] [--no-rollback] [--health-check-url URL] [--health-check-command CMD] [--dry-run] [--force] [--cache|--no-cache]',
     summary: 'build, bundle, diff, copy and activate hosts of pideploy.json (one sudo password, magic rollback)',
     example: 'pideploy deploy pi1',
     flags: {
@@ -166,6 +174,8 @@ export const COMMANDS: readonly CommandSpec[] = [
       cache: { type: 'boolean', description: "push once to the signed fleet cache (pideploy.json \"cache\", default .pideploy/cache) and let hosts substitute from it" },
       'no-cache': { type: 'boolean', description: 'copy over each host\'s SSH connection even when pideploy.json has a cache' },
       force: { type: 'boolean', description: 'activate even where the host already runs the built system' },
+      ...HEALTH_CHECK_FLAGS,
+      'install-bootloader': { type: 'boolean', description: 'NIXOS_INSTALL_BOOTLOADER=1 (install, not just update, the boot loader)' },
       'accept-new-host-key': { type: 'boolean', description: 'trust and record the host key of a host seen for the first time (a changed key is always refused)' },
       'sudo-password-file': { type: 'string', valueName: 'F', description: 'read the sudo password from the first line of F' },
       'sudo-password-stdin': { type: 'boolean', description: 'read the sudo password from stdin' },
@@ -184,9 +194,8 @@ export const COMMANDS: readonly CommandSpec[] = [
       'confirm-timeout': { type: 'string', valueName: 'S', description: 'seconds the host waits for the confirmation before rolling back (default 30)' },
       'no-rollback': { type: 'boolean', description: 'do not ask for a confirmation (no magic rollback)' },
       force: { type: 'boolean', description: 'activate even if the host already runs this system' },
+      ...HEALTH_CHECK_FLAGS,
       'install-bootloader': { type: 'boolean', description: 'NIXOS_INSTALL_BOOTLOADER=1 (install, not just update, the boot loader)' },
-      'health-check-url': { type: 'string', valueName: 'URL', description: 'confirm only if this URL, fetched from here, answers 2xx (else the host rolls back)' },
-      'health-check-command': { type: 'string', valueName: 'CMD', description: 'confirm only if CMD (run by sh -c on the host, over a new login) exits 0' },
       'ssh-config': { type: 'string', valueName: 'F', description: 'ssh_config file to use (like ssh -F)' },
       'accept-new-host-key': { type: 'boolean', description: 'trust and record the host key of a host seen for the first time (a changed key is always refused)' },
       'sudo-password-file': { type: 'string', valueName: 'F', description: 'read the sudo password from the first line of F' },

@@ -1,4 +1,5 @@
 import { PideployError } from '@pideploy/core';
+import type { HealthCheckSettings } from '@pideploy/sdk';
 import type { CommandInvocation } from './command.js';
 
 /** A string flag's value (undefined when absent or given as a boolean). */
@@ -23,4 +24,28 @@ export function integerFlag(invocation: CommandInvocation, name: string, options
     });
   }
   return value;
+}
+
+/**
+ * The health-check flags of `deploy` and `activate`: the fields given replace those of the
+ * host's pideploy.json `healthCheck`; `--no-health-check` runs none (false). Undefined: none given.
+ */
+export function healthCheckFlags(invocation: CommandInvocation): HealthCheckSettings | false | undefined {
+  const url = stringFlag(invocation, 'health-check-url');
+  const command = stringFlag(invocation, 'health-check-command');
+  const timeout = integerFlag(invocation, 'health-check-timeout', { min: 1, unit: 'seconds' });
+  if (invocation.flags['no-health-check'] === true) {
+    if (url !== undefined || command !== undefined || timeout !== undefined) {
+      throw new PideployError({ code: 'PIDEPLOY_USAGE', message: '--no-health-check contradicts the other --health-check-* flags', hint: 'give one or the other' });
+    }
+    return false;
+  }
+  if (url !== undefined && !/^https?:\/\//iu.test(url)) {
+    throw new PideployError({ code: 'PIDEPLOY_USAGE', message: `--health-check-url takes an http(s) URL, not "${url}"`, hint: '--health-check-url http://{hostname}:8080/health' });
+  }
+  if (command !== undefined && command.trim() === '') {
+    throw new PideployError({ code: 'PIDEPLOY_USAGE', message: '--health-check-command is empty', hint: "--health-check-command 'systemctl is-active --quiet nginx'" });
+  }
+  if (url === undefined && command === undefined && timeout === undefined) return undefined;
+  return { url, command, timeoutSeconds: timeout };
 }

@@ -49,6 +49,32 @@ describe('parseConfig', () => {
     );
   });
 
+  it("gives each host its own healthCheck, else the defaults' one", () => {
+    const text = JSON.stringify({
+      defaults: { healthCheck: { command: 'systemctl is-active --quiet nginx' } },
+      hosts: { a: { target: 'a', configuration: 'c.nix' }, b: { target: 'b', configuration: 'c.nix', healthCheck: { url: 'http://{hostname}:8080/health', timeoutSeconds: 5 } } },
+    });
+    expect(parseConfig(text, '/x/pideploy.json').hosts.map((host) => [host.name, host.healthCheck])).toEqual([
+      ['a', { command: 'systemctl is-active --quiet nginx' }],
+      ['b', { url: 'http://{hostname}:8080/health', timeoutSeconds: 5 }],
+    ]);
+    expect(parseConfig(JSON.stringify(valid), '/x/pideploy.json').hosts.every((host) => host.healthCheck === undefined)).toBe(true);
+  });
+
+  it('names the bad healthCheck field and suggests the known ones', () => {
+    const typo = JSON.stringify({ hosts: { pi: { target: 'pi', configuration: 'c.nix', healthCheck: { comand: 'true' } } } });
+    const error = errorOf(() => parseConfig(typo, '/x/pideploy.json'));
+    expect(error.message).toBe('/x/pideploy.json: /hosts/pi/healthCheck: unknown key "comand"');
+    expect(error.hint).toBe('did you mean "command"?');
+    const notHttp = JSON.stringify({ defaults: { healthCheck: { url: 'pi1:8080/health' } }, hosts: { pi: { target: 'pi', configuration: 'c.nix' } } });
+    expect(errorOf(() => parseConfig(notHttp, '/x/pideploy.json'))).toMatchObject({
+      message: '/x/pideploy.json: /defaults/healthCheck/url: is not an http:// or https:// URL',
+      hint: 'e.g. "http://{hostname}:8080/health" ({hostname}: the address the host was reached at over SSH)',
+    });
+    const empty = JSON.stringify({ hosts: { pi: { target: 'pi', configuration: 'c.nix', healthCheck: {} } } });
+    expect(errorOf(() => parseConfig(empty, '/x/pideploy.json')).hint).toBe('give it a "command", a "url" or both, or remove it');
+  });
+
   it('refuses SSH targets with shell characters', () => {
     const text = JSON.stringify({ hosts: { pi: { target: 'pi; rm -rf /', configuration: 'c.nix' } } });
     const error = errorOf(() => parseConfig(text, '/x/pideploy.json'));

@@ -18,10 +18,20 @@ export type SudoMode = 'password' | 'nopasswd' | 'root';
 /** How a host's system is built on this machine. */
 export type BuildMode = 'emulated' | 'cross' | 'builders';
 
+/** pideploy.json `healthCheck`: what a switched host must pass before it is confirmed (see the schema). */
+export interface HealthCheckSettings {
+  /** A command line run by `sh -c` on the host as the login user, over the confirming login; exit 0 = healthy. */
+  readonly command?: string | undefined;
+  /** Fetched from this machine; 2xx = healthy. `{host}` and `{hostname}` are filled in per host. */
+  readonly url?: string | undefined;
+  /** Limit of each check, in seconds (default 10). */
+  readonly timeoutSeconds?: number | undefined;
+}
+
 /** `pideploy.json` as written (after schema validation). */
 export interface ConfigFile {
   readonly pins?: string;
-  readonly defaults?: { readonly system?: string; readonly buildMode?: BuildMode; readonly builders?: string; readonly sudo?: SudoMode };
+  readonly defaults?: { readonly system?: string; readonly buildMode?: BuildMode; readonly builders?: string; readonly sudo?: SudoMode; readonly healthCheck?: HealthCheckSettings };
   readonly cache?: {
     readonly enable?: boolean;
     readonly directory?: string;
@@ -42,6 +52,7 @@ export interface ConfigFile {
         readonly sudo?: SudoMode;
         readonly tags?: readonly string[];
         readonly sshConfig?: string;
+        readonly healthCheck?: HealthCheckSettings;
       }
     >
   >;
@@ -61,6 +72,8 @@ export interface ResolvedHost {
   readonly tags: readonly string[];
   /** Absolute path of an ssh_config to use, when set. */
   readonly sshConfig: string | undefined;
+  /** The host's health check (its own, else the defaults'), when it has one. */
+  readonly healthCheck: HealthCheckSettings | undefined;
 }
 
 /** NAR compression of the fleet cache. */
@@ -228,6 +241,7 @@ function resolveConfig(config: ConfigFile, file: string): ResolvedConfig {
       sudo: host.sudo ?? defaults.sudo ?? 'password',
       tags: host.tags ?? [],
       sshConfig: host.sshConfig === undefined ? undefined : path.resolve(directory, host.sshConfig),
+      healthCheck: host.healthCheck ?? defaults.healthCheck,
     })),
   };
 }
@@ -257,6 +271,8 @@ function knownKeysAt(instancePath: string): readonly string[] {
   if (segments[0] === 'defaults' && segments.length === 1) return Object.keys(schema.definitions['buildSettings']?.properties ?? {});
   if (segments[0] === 'cache' && segments.length === 1) return Object.keys(schema.definitions['cache']?.properties ?? {});
   if (segments[0] === 'hosts' && segments.length === 2) return Object.keys(schema.definitions['host']?.properties ?? {});
+  const healthCheckAt = segments[0] === 'defaults' ? 1 : segments[0] === 'hosts' ? 2 : -1;
+  if (segments.length === healthCheckAt + 1 && segments[healthCheckAt] === 'healthCheck') return Object.keys(schema.definitions['healthCheck']?.properties ?? {});
   return [];
 }
 
@@ -273,7 +289,9 @@ function describeSchemaError(error: ErrorObject | undefined): string {
     case 'type':
       return `${where}: must be ${String(error.params['type'])}`;
     case 'pattern':
-      return `${where}: ${where.endsWith('/target') ? 'is not a valid SSH target' : 'has characters that are not allowed'}`;
+      if (where.endsWith('/target')) return `${where}: is not a valid SSH target`;
+      if (where.endsWith('/url')) return `${where}: is not an http:// or https:// URL`;
+      return `${where}: has characters that are not allowed`;
     default:
       return `${where}: ${error.message ?? 'is invalid'}`;
   }
@@ -293,6 +311,8 @@ function hintForSchemaError(error: ErrorObject | undefined): string {
   }
   if (error.keyword === 'required') return `add "${String(error.params['missingProperty'])}" to ${jsonPath(error)}`;
   if (error.keyword === 'pattern' && error.instancePath.endsWith('/target')) return 'use user@host, user@host:port or an ssh_config Host alias (no spaces or shell characters)';
+  if (error.keyword === 'pattern' && error.instancePath.endsWith('/healthCheck/url')) return 'e.g. "http://{hostname}:8080/health" ({hostname}: the address the host was reached at over SSH)';
+  if (error.keyword === 'minProperties' && error.instancePath.endsWith('/healthCheck')) return 'give it a "command", a "url" or both, or remove it';
   return 'fix the value at the JSON path above (the schema is apps/sdk/pideploy.schema.json)';
 }
 

@@ -3,13 +3,14 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PideployError, toPideployError, type ActivationAction, type DeployPhase, type PideployContext } from '@pideploy/core';
 import { createClosureQuery, projectStateDir, type StorePathInfo } from '@pideploy/nix';
-import { activateSystem, diffSystem, formatClosureDiff, readHostSystems, speaksActivationProtocol, type ActivationResult, type HostSystems } from '@pideploy/activate';
+import { activateSystem, checkHealthCheckUse, diffSystem, formatClosureDiff, readHostSystems, speaksActivationProtocol, type ActivationResult, type HostSystems } from '@pideploy/activate';
 import { connectSsh, type SshSession, type SudoPasswordProvider, type SudoRunner } from '@pideploy/ssh';
 import { checkPinsFiles } from '@pideploy/pin';
 import { copyClosure, openServeConnection, storeAccessFor, substituteFromCache, type CopyClosureResult, type ServeConnection, type SubstituteFromCacheResult } from '@pideploy/transport';
 import { createHostBuilder, type HostBuilder } from './build-hosts.js';
-import type { FleetCacheSettings, ResolvedConfig, ResolvedHost } from './config.js';
+import type { FleetCacheSettings, HealthCheckSettings, ResolvedConfig, ResolvedHost } from './config.js';
 import { openFleetCache, type FleetCache } from './fleet-cache.js';
+import { healthCheckSettingsFor, healthChecksFor } from './health-check.js';
 import { mapConcurrently } from './concurrency.js';
 
 /** What {@link deploy} needs. */
@@ -25,6 +26,15 @@ export interface DeployRequest {
   readonly confirmTimeoutSeconds?: number | undefined;
   /** Activate even where the host already runs the built system. */
   readonly force?: boolean | undefined;
+  /**
+   * Health checks that gate each host's confirmation (a failed one rolls the host back): the
+   * fields given replace those of the host's pideploy.json `healthCheck`; `false` runs none.
+   * Checks given here with no rollback to gate (`rollback: false`, action boot or dry-activate)
+   * are refused; pideploy.json's are then skipped with a warning.
+   */
+  readonly healthCheck?: HealthCheckSettings | false | undefined;
+  /** `NIXOS_INSTALL_BOOTLOADER=1` (install, not just update, the boot loader). */
+  readonly installBootloader?: boolean | undefined;
   /** Build, bundle and diff only: nothing is copied or activated. */
   readonly dryRun?: boolean | undefined;
   /** Hosts deployed at once (default 1). */
@@ -138,6 +148,25 @@ export function hostBuilderFor(config: ResolvedConfig, env?: Readonly<Record<str
   return createHostBuilder({ projectDir: config.directory, pinsFile: pinsNix, env });
 }
 
+/** A host's health check for this deployment, refused up front when it could gate nothing. */
+function plannedHealthCheck(host: ResolvedHost, request: DeployRequest, action: ActivationAction, context: PideployContext): HealthCheckSettings | undefined {
+  const settings = healthCheckSettingsFor(host, request.healthCheck);
+  if (settings === undefined) return undefined;
+  const given = request.healthCheck !== false && (request.healthCheck?.command !== undefined || request.healthCheck?.url !== undefined);
+  const confirmed = request.rollback !== false && (action === 'switch' || action === 'test');
+  if (!confirmed && !given) {
+    if (request.dryRun !== true) {
+      const why = request.rollback === false ? 'the magic rollback is off' : `action ${action} has no confirmation`;
+      context.reporter.emit({ type: 'log', level: 'warn', host: host.name, message: `${host.name}'s health check (pideploy.json) is skipped: ${why}` });
+    }
+    return undefined;
+  }
+  // The URL's placeholders are checked now (the real address is known once connected).
+  const checks = healthChecksFor(settings, { host: host.name, hostname: 'localhost' });
+  checkHealthCheckUse({ host: host.name, action, rollback: { enabled: request.rollback, confirmTimeoutSeconds: request.confirmTimeoutSeconds }, healthChecks: checks });
+  return settings;
+}
+
 /**
  * Deploys hosts end to end: for each host it opens ONE SSH connection and checks sudo (asking
  * the password once, at the start, validated before anything is copied or changed) while it
@@ -151,6 +180,11 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
   if (request.hosts.length === 0) {
     throw new PideployError({ code: 'PIDEPLOY_USAGE', message: 'no hosts to deploy', hint: 'name hosts, or add them to pideploy.json' });
   }
+  // Each host's health check, checked before any work: one that could gate nothing, or outlast
+  // the confirmation timeout, is refused (pideploy.json's is skipped, with a warning, for an
+  // action or rollback setting that has no confirmation).
+  const action = request.action ?? 'switch';
+  const healthChecks = new Map(request.hosts.map((host) => [host.name, plannedHealthCheck(host, request, action, context)] as const));
   // The pin check: pins.nix is what pins.json records, and nixpkgs is pinned (before any other work).
   await timed('pin', undefined, undefined, context, () =>
     checkPinsFiles({ jsonFile: request.config.pinsFile, nixFile: pinsNixOf(request.config) }, ['nixpkgs']),
@@ -295,9 +329,11 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
             ...target,
             toplevel: toplevel.outPath,
             bundle: bundle.outPath,
-            action: request.action ?? 'switch',
+            action,
             rollback: { enabled: request.rollback, confirmTimeoutSeconds: request.confirmTimeoutSeconds },
             force: request.force,
+            healthChecks: healthChecksFor(healthChecks.get(host.name), { host: host.name, hostname: (session as SshSession).host.hostname }),
+            installBootloader: request.installBootloader,
             // Read while the system built (a failed read leaves the activation to read it itself).
             hostSystems: await hostSystems?.catch(() => undefined),
             bundleSpeaksProtocol: await bundleSpeaksProtocol(bundle.outPath),

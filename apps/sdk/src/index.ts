@@ -10,12 +10,14 @@ export {
   type CacheCompression,
   type ConfigFile,
   type FleetCacheSettings,
+  type HealthCheckSettings,
   type LoadConfigOptions,
   type ResolvedConfig,
   type ResolvedHost,
   type SudoMode,
 } from './config.js';
 export { selectHosts } from './select.js';
+export { healthCheckSettingsFor, healthChecksFor } from './health-check.js';
 export { BUNDLE_ACTIVATE_SCRIPT } from './activate-script.js';
 export { readPinRecord } from './pins.js';
 export {

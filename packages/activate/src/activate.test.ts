@@ -5,9 +5,45 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createBaseContext } from '@pideploy/core';
 import type { SshSession } from '@pideploy/ssh';
-import { activationIsDone, busyErrorOf, speaksActivationProtocol, stateFromDecisionOutput, stateWaitCommand, stateWaitRound, systemStatus } from './activate.js';
+import { activationIsDone, busyErrorOf, checkHealthCheckUse, speaksActivationProtocol, stateFromDecisionOutput, stateWaitCommand, stateWaitRound, systemStatus } from './activate.js';
 import { renderActivationScript } from './activation-script.js';
 import { temporaryDirectory } from './test-support/temporary-directory.js';
+
+describe('checkHealthCheckUse', () => {
+  const url = 'http://127.0.0.1:8080/health';
+  const refusal = (input: Parameters<typeof checkHealthCheckUse>[0]): string => {
+    try {
+      checkHealthCheckUse(input);
+    } catch (error) {
+      return `${(error as { code: string }).code}: ${(error as Error).message}`;
+    }
+    return 'accepted';
+  };
+
+  it('accepts checks that gate a confirmation, and no checks at all', () => {
+    expect(refusal({ host: 'pi1', action: 'switch', healthChecks: { url, command: ['true'] } })).toBe('accepted');
+    expect(refusal({ host: 'pi1', action: 'test', rollback: { confirmTimeoutSeconds: 21 }, healthChecks: { url } })).toBe('accepted');
+    expect(refusal({ host: 'pi1', action: 'boot', rollback: { enabled: false } })).toBe('accepted');
+    expect(refusal({ host: 'pi1', action: 'boot', healthChecks: {} })).toBe('accepted');
+  });
+
+  it('refuses checks nothing would roll back after: no rollback, boot, dry-activate', () => {
+    expect(refusal({ host: 'pi1', action: 'switch', rollback: { enabled: false }, healthChecks: { url } })).toBe(
+      'PIDEPLOY_USAGE: pi1 has a health check, but the magic rollback is off: the check runs before the confirmation, and nothing would roll back a failed one',
+    );
+    expect(refusal({ host: 'pi2', action: 'boot', healthChecks: { command: ['true'] } })).toMatch(/^PIDEPLOY_USAGE: pi2 has a health check, but --action boot has no confirmation/u);
+    expect(refusal({ host: 'pi2', action: 'dry-activate', healthChecks: { url } })).toMatch(/--action dry-activate has no confirmation/u);
+  });
+
+  it('refuses checks that may outlast the confirmation timeout (both checks count)', () => {
+    // Two checks of 10 s each (the default) against the default 30 s: fine; against 20 s: not.
+    expect(refusal({ host: 'pi1', action: 'switch', healthChecks: { url, command: ['true'] } })).toBe('accepted');
+    expect(refusal({ host: 'pi1', action: 'switch', rollback: { confirmTimeoutSeconds: 20 }, healthChecks: { url, command: ['true'] } })).toBe(
+      "PIDEPLOY_USAGE: pi1's health checks may take 20 s, but the host rolls back by itself 20 s after the activation unless confirmed",
+    );
+    expect(refusal({ host: 'pi1', action: 'switch', healthChecks: { url, timeoutMs: 45_000 } })).toMatch(/may take 45 s, but the host rolls back by itself 30 s/u);
+  });
+});
 
 describe('activationIsDone', () => {
   const next = '/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-nixos-system-pi-next';

@@ -80,6 +80,43 @@ export interface HealthChecks {
   readonly timeoutMs?: number | undefined;
 }
 
+/** Default limit of each health check, in ms. */
+export const DEFAULT_HEALTH_CHECK_TIMEOUT_MS = 10_000;
+
+/**
+ * Refuses health checks that could not gate anything, before the host is touched: they run
+ * between the activation and its confirmation, so they need the magic rollback (switch or test,
+ * rollback on), and they must be able to finish before the host's watchdog rolls back by itself.
+ * @throws PideployError `PIDEPLOY_USAGE` naming the conflict.
+ */
+export function checkHealthCheckUse(input: {
+  readonly host: string;
+  readonly action: ActivationAction;
+  readonly rollback?: RollbackOptions | undefined;
+  readonly healthChecks?: HealthChecks | undefined;
+}): void {
+  const checks = input.healthChecks;
+  if (checks === undefined || (checks.command === undefined && checks.url === undefined)) return;
+  if (input.rollback?.enabled === false || (input.action !== 'switch' && input.action !== 'test')) {
+    const why = input.rollback?.enabled === false ? 'the magic rollback is off' : `--action ${input.action} has no confirmation`;
+    throw new PideployError({
+      code: 'PIDEPLOY_USAGE',
+      message: `${input.host} has a health check, but ${why}: the check runs before the confirmation, and nothing would roll back a failed one`,
+      hint: input.rollback?.enabled === false ? 'drop --no-rollback, or the health check (--no-health-check)' : 'use --action switch or test, or drop the health check (--no-health-check)',
+    });
+  }
+  const timeoutMs = checks.timeoutMs ?? DEFAULT_HEALTH_CHECK_TIMEOUT_MS;
+  const longestMs = timeoutMs * ((checks.command === undefined ? 0 : 1) + (checks.url === undefined ? 0 : 1));
+  const confirmTimeoutSeconds = input.rollback?.confirmTimeoutSeconds ?? DEFAULT_CONFIRM_TIMEOUT_SECONDS;
+  if (longestMs >= confirmTimeoutSeconds * 1000) {
+    throw new PideployError({
+      code: 'PIDEPLOY_USAGE',
+      message: `${input.host}'s health checks may take ${longestMs / 1000} s, but the host rolls back by itself ${confirmTimeoutSeconds} s after the activation unless confirmed`,
+      hint: `raise the confirmation timeout (--confirm-timeout ${Math.ceil(longestMs / 1000) + 20}) or lower the health check timeout`,
+    });
+  }
+}
+
 /** Input of {@link activateSystem}. */
 export interface ActivateSystemInput extends ActivationTarget {
   /** The system (`config.system.build.toplevel`), already in the target's store. */
@@ -473,6 +510,8 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
   const host = hostName(input);
   const rollback = (input.rollback?.enabled ?? true) && (action === 'switch' || action === 'test');
   const confirmTimeoutSeconds = input.rollback?.confirmTimeoutSeconds ?? DEFAULT_CONFIRM_TIMEOUT_SECONDS;
+  // Checks that could gate nothing are refused before the host is touched.
+  checkHealthCheckUse({ host, action, rollback: input.rollback, healthChecks: input.healthChecks });
   const sudoOptions = sudoOptionsOf(input);
   const connect = { ...input.connect, signal };
 
@@ -632,7 +671,7 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
       // The mode is known from the first connection: the confirm command itself (through sudo)
       // proves the new login can still become root, without a separate password check.
       const confirmSudo = await confirmSession.sudo({ ...sudoOptions, assumeMode: sudo.mode });
-      const timeoutMs = input.healthChecks?.timeoutMs ?? 10_000;
+      const timeoutMs = input.healthChecks?.timeoutMs ?? DEFAULT_HEALTH_CHECK_TIMEOUT_MS;
       if (input.healthChecks?.command !== undefined) problem = await checkCommand(confirmSession, input.healthChecks.command, timeoutMs, signal);
       if (problem === undefined && input.healthChecks?.url !== undefined) problem = await checkUrl(input.healthChecks.url, timeoutMs);
       healthCheckFailed = problem !== undefined;

@@ -41,9 +41,11 @@ export {
 } from './activation-script.js';
 export {
   ACTIVATE_ERROR_CODES,
+  DEFAULT_HEALTH_CHECK_TIMEOUT_MS,
   HOST_SYSTEMS_TRUSTED_MS,
   activateSystem,
   activationIsDone,
+  checkHealthCheckUse,
   diffSystem,
   readHostSystems,
   rememberSudoPassword,

@@ -1,14 +1,13 @@
 import path from 'node:path';
-import { activateSystem, diffSystem, formatClosureDiff, rollbackSystem, systemStatus, type ActivationTarget, type HealthChecks, type SystemStatus } from '@pideploy/activate';
+import { activateSystem, checkHealthCheckUse, diffSystem, formatClosureDiff, rollbackSystem, systemStatus, type ActivationResult, type ActivationTarget, type SystemStatus } from '@pideploy/activate';
 import { PideployError, toPideployError, type ActivationAction } from '@pideploy/core';
-import { loadConfig, loadConfigIfPresent, mapConcurrently, type ResolvedConfig } from '@pideploy/sdk';
-import type { CreateSudoOptions } from '@pideploy/ssh';
+import { healthCheckSettingsFor, healthChecksFor, loadConfig, loadConfigIfPresent, mapConcurrently, type ResolvedConfig } from '@pideploy/sdk';
+import { connectSsh, type CreateSudoOptions } from '@pideploy/ssh';
 import type { CommandInvocation, CommandResult } from '../command.js';
 import { sudoOptions } from '../sudo-password.js';
-import { integerFlag, stringFlag } from '../flags.js';
+import { healthCheckFlags, integerFlag, stringFlag } from '../flags.js';
 
 const ACTIONS: readonly ActivationAction[] = ['switch', 'boot', 'test', 'dry-activate'];
-
 
 /**
  * Resolves a host argument: a host of pideploy.json (its target and ssh_config; the project is
@@ -46,41 +45,45 @@ function requireToplevel(invocation: CommandInvocation, usage: string): string {
 
 
 /**
- * `--health-check-url URL` (fetched from here) and `--health-check-command CMD` (a command line
- * run by `sh -c` on the target over the confirmation connection); both gate the confirmation.
+ * `pideploy activate <host> --toplevel P [--bundle B] [--action A] [--confirm-timeout S] [--no-rollback] [--force]
+ * [--health-check-url URL] [--health-check-command CMD] [--health-check-timeout S] [--no-health-check]`.
  */
-function healthChecks(invocation: CommandInvocation): HealthChecks | undefined {
-  const url = stringFlag(invocation, 'health-check-url');
-  const command = stringFlag(invocation, 'health-check-command');
-  if (url === undefined && command === undefined) return undefined;
-  if (url !== undefined && !/^https?:\/\//iu.test(url)) {
-    throw new PideployError({ code: 'PIDEPLOY_USAGE', message: `--health-check-url takes an http(s) URL, not "${url}"`, hint: '--health-check-url http://pi1.local:8080/health' });
-  }
-  return { url, command: command === undefined ? undefined : ['sh', '-c', command] };
-}
-
-/** `pideploy activate <host> --toplevel P [--bundle B] [--action A] [--confirm-timeout S] [--no-rollback] [--force] [--health-check-url URL] [--health-check-command CMD]`. */
 export async function activateCommand(invocation: CommandInvocation): Promise<CommandResult> {
   const usage = 'pideploy activate <host> --toplevel P [--action switch|boot|test|dry-activate]';
   const host = oneHost(invocation, usage);
   const toplevel = requireToplevel(invocation, usage);
   const action = (stringFlag(invocation, 'action') ?? 'switch') as ActivationAction;
   if (!ACTIONS.includes(action)) throw new PideployError({ code: 'PIDEPLOY_USAGE', message: `unknown action "${action}"`, hint: `use one of: ${ACTIONS.join(', ')}` });
-  const checks = healthChecks(invocation);
-  const target = resolveTarget(invocation, await projectConfig(invocation), host, await sudoOptions(invocation));
-  const result = await activateSystem(
-    {
-      ...target,
-      toplevel,
-      bundle: stringFlag(invocation, 'bundle'),
-      action,
-      force: invocation.flags['force'] === true,
-      installBootloader: invocation.flags['install-bootloader'] === true,
-      healthChecks: checks,
-      rollback: { enabled: invocation.flags['no-rollback'] !== true, confirmTimeoutSeconds: integerFlag(invocation, 'confirm-timeout', { min: 1, unit: 'seconds' }) },
-    },
-    invocation.context,
-  );
+  const flags = healthCheckFlags(invocation);
+  const config = await projectConfig(invocation);
+  const configured = config?.hosts.find((entry) => entry.name === host);
+  // A host of pideploy.json keeps its health check (the flags replace the fields they name).
+  const settings = configured === undefined ? (flags === false ? undefined : flags) : healthCheckSettingsFor(configured, flags);
+  const rollback = { enabled: invocation.flags['no-rollback'] !== true, confirmTimeoutSeconds: integerFlag(invocation, 'confirm-timeout', { min: 1, unit: 'seconds' }) };
+  // Checked before connecting: the URL's placeholders, and that a check has a confirmation to gate.
+  checkHealthCheckUse({ host, action, rollback, healthChecks: healthChecksFor(settings, { host, hostname: 'localhost' }) });
+  const target = resolveTarget(invocation, config, host, await sudoOptions(invocation));
+  // The session is opened here so that the URL can name the address it went to ({hostname}).
+  const session = await connectSsh(target.target, { ...target.connect, signal: invocation.context.signal }, invocation.context);
+  let result: ActivationResult;
+  try {
+    result = await activateSystem(
+      {
+        ...target,
+        session,
+        toplevel,
+        bundle: stringFlag(invocation, 'bundle'),
+        action,
+        force: invocation.flags['force'] === true,
+        installBootloader: invocation.flags['install-bootloader'] === true,
+        healthChecks: healthChecksFor(settings, { host, hostname: session.host.hostname }),
+        rollback,
+      },
+      invocation.context,
+    );
+  } finally {
+    await session.close();
+  }
   const text =
     result.outcome === 'skipped'
       ? `${host} already runs ${toplevel}; nothing to do (--force to activate again)`

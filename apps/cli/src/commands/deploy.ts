@@ -3,11 +3,9 @@ import { deploy, loadConfig, selectHosts, type DeployResult } from '@pideploy/sd
 import type { CommandInvocation, CommandResult } from '../command.js';
 import { formatDuration } from '../render.js';
 import { sudoOptions } from '../sudo-password.js';
-import { integerFlag, stringFlag } from '../flags.js';
+import { healthCheckFlags, integerFlag, stringFlag } from '../flags.js';
 
 const ACTIONS: readonly ActivationAction[] = ['switch', 'boot', 'test', 'dry-activate'];
-
-
 
 /** The per-host summary table printed at the end of a deploy (pure). */
 export function describeDeployResult(result: DeployResult): string {
@@ -29,7 +27,7 @@ export function describeDeployResult(result: DeployResult): string {
 
 /**
  * `pideploy deploy [host…|--on @tag] [--action A] [--parallel N] [--confirm-timeout S]
- * [--no-rollback] [--dry-run] [--force]`: build, bundle, diff, copy and activate every selected
+ * [--no-rollback] [--health-check-* …] [--dry-run] [--force]`: build, bundle, diff, copy and activate every selected
  * host, asking the sudo password once per login user before the slow work.
  */
 export async function deployCommand(invocation: CommandInvocation): Promise<CommandResult> {
@@ -57,6 +55,8 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
       confirmTimeoutSeconds: integerFlag(invocation, 'confirm-timeout', { min: 1, unit: 'seconds' }),
       parallel: integerFlag(invocation, 'parallel', { min: 1 }),
       force: invocation.flags['force'] === true,
+      healthCheck: healthCheckFlags(invocation),
+      installBootloader: invocation.flags['install-bootloader'] === true,
       dryRun: invocation.flags['dry-run'] === true,
       acceptNewHostKey: invocation.flags['accept-new-host-key'] === true,
       compress: invocation.flags['compress'] === true,
