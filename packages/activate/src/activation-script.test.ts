@@ -3,7 +3,7 @@ import { chmodSync, closeSync, constants, existsSync, mkdirSync, openSync, readF
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { activateArguments, canRollBack, scriptCommand, newDeployId, parseActivationState, renderActivationScript, stateCanRollBack, DEPLOY_ID_PATTERN, isFinalActivationState } from './activation-script.js';
+import { DEPLOYMENTS_KEPT, activateArguments, canRollBack, scriptCommand, newDeployId, parseActivationState, renderActivationScript, stateCanRollBack, DEPLOY_ID_PATTERN, isFinalActivationState } from './activation-script.js';
 import { busyErrorOf, stateFromDecisionOutput, withoutPrintedState } from './activate.js';
 import { temporaryDirectory } from './test-support/temporary-directory.js';
 
@@ -203,6 +203,64 @@ second line'; save_state >/dev/null`);
       const notADirectory = path.join(stateDir, 'd1.state');
       const denied = spawnSync(shell, ['-c', `${definitions}\nstate_dir=${notADirectory}\nid=d8; take_host`], { encoding: 'utf8', env: { PATH: '/usr/bin:/bin' } });
       expect([denied.status, denied.stderr]).toEqual([1, expect.stringMatching(new RegExp(`^activate: cannot create ${notADirectory}/active.1 `, 'mu'))]);
+    }
+  });
+
+  it(`take_host removes what finished deployments left, but for the newest ${DEPLOYMENTS_KEPT}, and the older locks: in one rm, once there are twice as many`, () => {
+    for (const shell of ['dash', 'bash']) {
+      const stateDir = temporaryDirectory(path.join(os.tmpdir(), 'pideploy-state-'));
+      const run = (body: string, pathDirs = '/usr/bin:/bin') => spawnSync(shell, ['-c', `${definitions}\nstate_dir=${stateDir}\nPATH=${pathDirs}\n${body}`], { encoding: 'utf8', env: { PATH: '/usr/bin:/bin' } });
+      // Deployments one minute apart (ids begin with their UTC time); each left a state file, a log,
+      // a wake FIFO and a lock; some a decision or an uploaded script.
+      const idOf = (index: number) => `20261207T${String(10 + Math.floor(index / 60)).padStart(2, '0')}${String(index % 60).padStart(2, '0')}00Z-${index.toString(16).padStart(6, '0')}`;
+      const leave = (index: number, state: string) => {
+        const id = idOf(index);
+        writeFileSync(path.join(stateDir, `${id}.state`), `state=${state}\nid=${id}\n`);
+        writeFileSync(path.join(stateDir, `${id}.log`), 'switching\n');
+        execFileSync('mkfifo', [path.join(stateDir, `${id}.wake`)]);
+        writeFileSync(path.join(stateDir, `active.${index + 1}`), `${id}\n`);
+      };
+      const total = DEPLOYMENTS_KEPT * 2;
+      for (let index = 0; index < total; index += 1) leave(index, index === 3 ? 'activating' : 'confirmed');
+      mkdirSync(path.join(stateDir, `${idOf(1)}.decision`));
+      writeFileSync(path.join(stateDir, `${idOf(1)}.decision`, 'confirmed'), '');
+      writeFileSync(path.join(stateDir, `activate-${idOf(2)}.sh`), '#!/bin/sh\n');
+      // Twice the kept number: nothing is removed yet, and no process runs (nothing on the PATH).
+      expect(run(`id=${idOf(total)}; take_host && echo took`, '/nonexistent').stdout).toBe('took\n');
+      expect(readdirSync(stateDir).filter((name) => name.endsWith('.state'))).toHaveLength(total);
+      run(`st_id=${idOf(total)}; st_state=confirmed; save_state >/dev/null`);
+      // One more than twice: the oldest finished ones go down to the newest ${DEPLOYMENTS_KEPT}; the one still
+      // activating is left alone (its deployment is not over), and so are the files of other names.
+      writeFileSync(path.join(stateDir, 'notes.txt'), 'mine\n');
+      const next = run(`id=${idOf(total + 1)}; take_host && echo took`);
+      // (bash may also say what it thought of ~/.bashrc: node gives it a socket for stdin.)
+      expect([next.stdout, next.stderr]).toEqual(['took\n', expect.not.stringMatching(/activate:|rm:/u)]);
+      const left = readdirSync(stateDir).sort();
+      const kept = Array.from({ length: DEPLOYMENTS_KEPT }, (_, offset) => idOf(total + 1 - DEPLOYMENTS_KEPT + offset));
+      expect(left).toEqual(
+        [
+          ...[idOf(3), ...kept.slice(0, -1)].flatMap((id) => [`${id}.log`, `${id}.state`, `${id}.wake`]),
+          `${idOf(total)}.state`,
+          `active.${total + 2}`,
+          'notes.txt',
+        ].sort(),
+      );
+      expect(readFileSync(path.join(stateDir, `active.${total + 2}`), 'utf8')).toBe(`${idOf(total + 1)}\n`);
+    }
+  });
+
+  it('take_host gives up a lock that a start made after reading stale locks (their older ones removed meanwhile), and takes the newest free one', () => {
+    for (const shell of ['dash', 'bash']) {
+      const stateDir = temporaryDirectory(path.join(os.tmpdir(), 'pideploy-state-'));
+      writeFileSync(path.join(stateDir, 'active.6'), 'd6\n');
+      writeFileSync(path.join(stateDir, 'd6.state'), 'state=confirmed\nid=d6\n');
+      // Its first look saw no lock at all (before active.1-5 were removed and d6 took active.6);
+      // the look it takes again after giving up is the real one.
+      const stale = 'refuse_if_busy() { lock_number=0; taken_over=""; refuse_if_busy() { taken_over=""; read_lock; }; }';
+      const taken = spawnSync(shell, ['-c', `${definitions}\nstate_dir=${stateDir}\n${stale}\nid=d7; take_host && echo took`], { encoding: 'utf8', env: { PATH: '/usr/bin:/bin' } });
+      expect([taken.stdout, taken.stderr]).toEqual(['took\n', expect.not.stringMatching(/activate:|rm:/u)]);
+      expect(readdirSync(stateDir).filter((name) => name.startsWith('active.')).sort()).toEqual(['active.6', 'active.7']);
+      expect(readFileSync(path.join(stateDir, 'active.7'), 'utf8')).toBe('d7\n');
     }
   });
 

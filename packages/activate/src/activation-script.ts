@@ -78,6 +78,12 @@ const FINAL_STATES: ReadonlySet<ActivationStateName> = new Set(['succeeded', 'co
 const RUNNING_STATES: readonly ActivationStateName[] = ['starting', 'activating', 'rolling-back'];
 const STATE_NAMES: ReadonlySet<string> = new Set([...FINAL_STATES, ...RUNNING_STATES, 'awaiting-confirmation']);
 
+/**
+ * How many deployments' files (state, log, wake FIFO, decision) each host keeps in
+ * {@link ACTIVATION_STATE_DIR}: older finished ones are removed once there are twice as many.
+ */
+export const DEPLOYMENTS_KEPT = 20;
+
 /** A shell `case` pattern matching the final states (`succeeded|confirmed|…`). */
 export const FINAL_STATES_PATTERN = [...FINAL_STATES].join('|');
 /** A shell `case` pattern matching the states of a still-running activation (`starting|activating|rolling-back`). */
@@ -550,6 +556,15 @@ take_host() {
   set -C
   if { printf '%s\\n' "$id" >"$next_lock"; } 2>/dev/null; then
     set +C
+    # Older locks are removed now and then (prune_deployments): a start that read the locks before
+    # could have made one of those numbers again. The host is ours only if ours is the newest.
+    read_lock
+    if [ "$lock" != "$next_lock" ]; then
+      rm -f "$next_lock"
+      take_host
+      return
+    fi
+    prune_deployments
     # The deployment taken over ends here: a late confirm or abort of it (what its busy hint said)
     # must not act on a host that another deployment has now.
     if [ -n "$taken_over" ]; then
@@ -566,6 +581,38 @@ take_host() {
   # Another start created it first.
   lock=$next_lock
   busy '' starting '' ''
+}
+
+# What finished deployments leave in $state_dir (state, log, wake FIFO, decision, uploaded script)
+# is removed but for the newest ${DEPLOYMENTS_KEPT} (/run is in memory, and a Pi may run for months), with
+# every lock below the one this start took ($lock_number). Deployment ids begin with their UTC time,
+# so the glob lists them oldest first. It waits until there are twice as many, so that most starts
+# run no process for it: then one rm.
+prune_deployments() {
+  pruned_count=0
+  for pruned_file in "$state_dir"/*.state; do
+    [ -f "$pruned_file" ] && pruned_count=$((pruned_count + 1))
+  done
+  [ "$pruned_count" -gt ${DEPLOYMENTS_KEPT * 2} ] || return 0
+  pruned_excess=$((pruned_count - ${DEPLOYMENTS_KEPT}))
+  set --
+  for pruned_file in "$state_dir"/*.state; do
+    [ "$pruned_excess" -gt 0 ] || break
+    pruned_excess=$((pruned_excess - 1))
+    pruned_id=\${pruned_file##*/}
+    pruned_id=\${pruned_id%.state}
+    valid_id "$pruned_id" || continue
+    read_state_name "$pruned_file"
+    case "$awaited_state" in
+      ${FINAL_STATES_PATTERN}) set -- "$@" "$pruned_file" "$state_dir/$pruned_id.log" "$state_dir/$pruned_id.wake" "$state_dir/$pruned_id.decision" "$state_dir/activate-$pruned_id.sh" ;;
+    esac
+  done
+  for pruned_file in "$state_dir"/active.*; do
+    pruned_number=\${pruned_file##*/active.}
+    case "$pruned_number" in ''|*[!0-9]*) continue ;; esac
+    [ "$pruned_number" -lt "$lock_number" ] && set -- "$@" "$pruned_file"
+  done
+  [ $# -eq 0 ] || rm -rf -- "$@" 2>/dev/null || true
 }
 
 # Says which deployment has the host and exits ${ACTIVATION_BUSY_EXIT_CODE}: a sentence for people, then a
