@@ -180,9 +180,9 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
   if (request.hosts.length === 0) {
     throw new PideployError({ code: 'PIDEPLOY_USAGE', message: 'no hosts to deploy', hint: 'name hosts, or add them to pideploy.json' });
   }
-  // Each host's health check, checked before any work: one that could gate nothing, or outlast
-  // the confirmation timeout, is refused (pideploy.json's is skipped, with a warning, for an
-  // action or rollback setting that has no confirmation).
+  // Each host's health check, checked before any work: one that could gate nothing is refused
+  // (pideploy.json's is skipped, with a warning, for an action or rollback setting that has no
+  // confirmation), and so is a URL with an unknown placeholder.
   const action = request.action ?? 'switch';
   const healthChecks = new Map(request.hosts.map((host) => [host.name, plannedHealthCheck(host, request, action, context)] as const));
   // The pin check: pins.nix is what pins.json records, and nixpkgs is pinned (before any other work).

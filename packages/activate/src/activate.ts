@@ -83,10 +83,13 @@ export interface HealthChecks {
 /** Default limit of each health check, in ms. */
 export const DEFAULT_HEALTH_CHECK_TIMEOUT_MS = 10_000;
 
+/** Time kept for the confirmation itself after the health checks, before the host's deadline. */
+const CONFIRM_MARGIN_MS = 3000;
+
 /**
- * Refuses health checks that could not gate anything, before the host is touched: they run
- * between the activation and its confirmation, so they need the magic rollback (switch or test,
- * rollback on), and they must be able to finish before the host's watchdog rolls back by itself.
+ * Refuses health checks that could gate nothing, before the host is touched: they run between the
+ * activation and its confirmation, so they need the magic rollback (switch or test, rollback on).
+ * (Each check gets at most the time left before the host's confirmation deadline, when it runs.)
  * @throws PideployError `PIDEPLOY_USAGE` naming the conflict.
  */
 export function checkHealthCheckUse(input: {
@@ -103,16 +106,6 @@ export function checkHealthCheckUse(input: {
       code: 'PIDEPLOY_USAGE',
       message: `${input.host} has a health check, but ${why}: the check runs before the confirmation, and nothing would roll back a failed one`,
       hint: input.rollback?.enabled === false ? 'drop --no-rollback, or the health check (--no-health-check)' : 'use --action switch or test, or drop the health check (--no-health-check)',
-    });
-  }
-  const timeoutMs = checks.timeoutMs ?? DEFAULT_HEALTH_CHECK_TIMEOUT_MS;
-  const longestMs = timeoutMs * ((checks.command === undefined ? 0 : 1) + (checks.url === undefined ? 0 : 1));
-  const confirmTimeoutSeconds = input.rollback?.confirmTimeoutSeconds ?? DEFAULT_CONFIRM_TIMEOUT_SECONDS;
-  if (longestMs >= confirmTimeoutSeconds * 1000) {
-    throw new PideployError({
-      code: 'PIDEPLOY_USAGE',
-      message: `${input.host}'s health checks may take ${longestMs / 1000} s, but the host rolls back by itself ${confirmTimeoutSeconds} s after the activation unless confirmed`,
-      hint: `raise the confirmation timeout (--confirm-timeout ${Math.ceil(longestMs / 1000) + 20}) or lower the health check timeout`,
     });
   }
 }
@@ -420,9 +413,20 @@ export function speaksActivationProtocol(scriptText: string): boolean {
 }
 
 /** Runs a health-check command on the target: undefined when it exits 0, else why not (one line naming the command). */
-async function checkCommand(session: SshSession, command: readonly string[], timeoutMs: number, signal: AbortSignal): Promise<string | undefined> {
+/** How long a health check may take, and what set that limit (for the message when it is reached). */
+interface CheckLimit {
+  readonly ms: number;
+  readonly what: string;
+}
+
+function outOfTime(name: string, limit: CheckLimit): string {
+  return `${name} did not finish within ${limit.ms / 1000} s (${limit.what})`;
+}
+
+async function checkCommand(session: SshSession, command: readonly string[], limit: CheckLimit, signal: AbortSignal): Promise<string | undefined> {
   const name = `the health check \`${shellJoin(command)}\``;
-  const timeout = AbortSignal.timeout(timeoutMs);
+  if (limit.ms <= 0) return outOfTime(name, limit);
+  const timeout = AbortSignal.timeout(limit.ms);
   try {
     const check = await session.exec(command, { signal: AbortSignal.any([signal, timeout]) });
     if (check.exitCode === 0) return undefined;
@@ -430,17 +434,20 @@ async function checkCommand(session: SshSession, command: readonly string[], tim
     return `${name} exited ${check.exitCode ?? 'by a signal'}${output === '' ? '' : `: ${output}`}`;
   } catch (error) {
     if (signal.aborted || !timeout.aborted) throw error;
-    return `${name} did not finish within ${timeoutMs / 1000} s`;
+    return outOfTime(name, limit);
   }
 }
 
 /** Fetches a health-check URL from the deployer: undefined when it answers 2xx, else why not (one line naming the URL). */
-async function checkUrl(url: string, timeoutMs: number): Promise<string | undefined> {
+async function checkUrl(url: string, limit: CheckLimit): Promise<string | undefined> {
+  if (limit.ms <= 0) return outOfTime(`the health check ${url}`, limit);
+  const timeout = AbortSignal.timeout(limit.ms);
   try {
-    const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), redirect: 'follow' });
+    const response = await fetch(url, { signal: timeout, redirect: 'follow' });
     await response.body?.cancel();
     return response.ok ? undefined : `the health check ${url} answered HTTP ${response.status}${response.statusText === '' ? '' : ` ${response.statusText}`}`;
   } catch (error) {
+    if (timeout.aborted) return outOfTime(`the health check ${url}`, limit);
     // fetch says only "fetch failed"; the cause says what (e.g. "connect ECONNREFUSED 127.0.0.1:8080").
     const cause = error instanceof Error && error.cause instanceof Error ? error.cause : error;
     return `the health check ${url} could not be fetched: ${cause instanceof Error ? cause.message : String(cause)}`;
@@ -671,9 +678,15 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
       // The mode is known from the first connection: the confirm command itself (through sudo)
       // proves the new login can still become root, without a separate password check.
       const confirmSudo = await confirmSession.sudo({ ...sudoOptions, assumeMode: sudo.mode });
+      // Each check gets its timeout, but no more than the time left before the host's deadline
+      // (counted from before the start, so early), less a moment for the confirmation itself.
       const timeoutMs = input.healthChecks?.timeoutMs ?? DEFAULT_HEALTH_CHECK_TIMEOUT_MS;
-      if (input.healthChecks?.command !== undefined) problem = await checkCommand(confirmSession, input.healthChecks.command, timeoutMs, signal);
-      if (problem === undefined && input.healthChecks?.url !== undefined) problem = await checkUrl(input.healthChecks.url, timeoutMs);
+      const limit = (): CheckLimit => {
+        const leftMs = Math.floor(started + confirmTimeoutSeconds * 1000 - CONFIRM_MARGIN_MS - performance.now());
+        return leftMs < timeoutMs ? { ms: Math.max(0, leftMs), what: `the time left before ${host}'s confirmation deadline (--confirm-timeout ${confirmTimeoutSeconds})` } : { ms: timeoutMs, what: 'its timeout' };
+      };
+      if (input.healthChecks?.command !== undefined) problem = await checkCommand(confirmSession, input.healthChecks.command, limit(), signal);
+      if (problem === undefined && input.healthChecks?.url !== undefined) problem = await checkUrl(input.healthChecks.url, limit());
       healthCheckFailed = problem !== undefined;
       if (problem === undefined) {
         const confirm = await confirmSudo.exec(scriptCommand(script, ['confirm', deployId]), { signal });

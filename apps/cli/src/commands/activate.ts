@@ -70,6 +70,8 @@ export async function activateCommand(invocation: CommandInvocation): Promise<Co
     result = await activateSystem(
       {
         ...target,
+        // Named as given (the session would name it by its ssh_config alias).
+        name: target.name ?? host,
         session,
         toplevel,
         bundle: stringFlag(invocation, 'bundle'),

@@ -119,4 +119,23 @@ describeLab('health checks gate the confirmation (pideploy.json and flags; a fai
     expect(forced.stderr).toMatch(/the health check `sh -c .+` exited 1/u);
     expect(await runs('pi2')).toBe(next?.toplevel);
   });
+
+  it("a check gets no more than the time left before the host's confirmation deadline: it fails, saying so, and the host rolls back", async () => {
+    const built = await pideploy(['deploy', 'pi3', '--dry-run', '--json'], project, env);
+    const next = resultOf(built.stdout)[0];
+    const before = await runs('pi3');
+    expect(next?.toplevel).not.toBe(before);
+    const started = Date.now();
+    // A 60 s timeout, 8 s to confirm: the check is stopped with the deadline still ahead (3 s are kept for the confirmation).
+    const slow = await pideploy(
+      ['activate', 'pi3', '--toplevel', next?.toplevel ?? '?', '--confirm-timeout', '8', '--health-check-command', 'sleep 30', '--health-check-timeout', '60'],
+      project,
+      env,
+    );
+    expect(slow.code).toBe(1);
+    expect(slow.stderr).toMatch(/the health check `sh -c 'sleep 30'` did not finish within [0-5](?:\.\d+)? s \(the time left before pi3's confirmation deadline \(--confirm-timeout 8\)\)/u);
+    expect(slow.stderr).toMatch(/the host rolled back to generation \d+/u);
+    expect(Date.now() - started).toBeLessThan(30_000);
+    expect(await runs('pi3')).toBe(before);
+  });
 });
