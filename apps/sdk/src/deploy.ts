@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PideployError, toPideployError, type ActivationAction, type DeployPhase, type PideployContext } from '@pideploy/core';
 import { createClosureQuery, projectStateDir, type StorePathInfo } from '@pideploy/nix';
-import { activateSystem, checkHealthCheckUse, diffSystem, formatClosureDiff, readHostSystems, speaksActivationProtocol, type ActivationResult, type HostSystems } from '@pideploy/activate';
+import { activateSystem, asksConfirmation, checkHealthCheckUse, diffSystem, formatClosureDiff, readHostSystems, speaksActivationProtocol, type ActivationResult, type HealthChecks, type HostSystems } from '@pideploy/activate';
 import { connectSsh, type SshSession, type SudoPasswordProvider, type SudoRunner } from '@pideploy/ssh';
 import { checkPinsFiles } from '@pideploy/pin';
 import { copyClosure, openServeConnection, storeAccessFor, substituteFromCache, type CopyClosureResult, type ServeConnection, type SubstituteFromCacheResult } from '@pideploy/transport';
@@ -148,23 +148,21 @@ export function hostBuilderFor(config: ResolvedConfig, env?: Readonly<Record<str
   return createHostBuilder({ projectDir: config.directory, pinsFile: pinsNix, env });
 }
 
-/** A host's health check for this deployment, refused up front when it could gate nothing. */
-function plannedHealthCheck(host: ResolvedHost, request: DeployRequest, action: ActivationAction, context: PideployContext): HealthCheckSettings | undefined {
-  const settings = healthCheckSettingsFor(host, request.healthCheck);
-  if (settings === undefined) return undefined;
+/** A host's health checks for this deployment, refused up front when they could gate nothing. */
+function plannedHealthChecks(host: ResolvedHost, request: DeployRequest, action: ActivationAction, context: PideployContext): HealthChecks | undefined {
+  const checks = healthChecksFor(healthCheckSettingsFor(host.healthCheck, request.healthCheck));
+  if (checks === undefined) return undefined;
+  const rollback = { enabled: request.rollback, confirmTimeoutSeconds: request.confirmTimeoutSeconds };
   const given = request.healthCheck !== false && (request.healthCheck?.command !== undefined || request.healthCheck?.url !== undefined);
-  const confirmed = request.rollback !== false && (action === 'switch' || action === 'test');
-  if (!confirmed && !given) {
+  if (!asksConfirmation(action, rollback) && !given) {
     if (request.dryRun !== true) {
       const why = request.rollback === false ? 'the magic rollback is off' : `action ${action} has no confirmation`;
       context.reporter.emit({ type: 'log', level: 'warn', host: host.name, message: `${host.name}'s health check (pideploy.json) is skipped: ${why}` });
     }
     return undefined;
   }
-  // The URL's placeholders are checked now (the real address is known once connected).
-  const checks = healthChecksFor(settings, { host: host.name, hostname: 'localhost' });
-  checkHealthCheckUse({ host: host.name, action, rollback: { enabled: request.rollback, confirmTimeoutSeconds: request.confirmTimeoutSeconds }, healthChecks: checks });
-  return settings;
+  checkHealthCheckUse({ host: host.name, action, rollback, healthChecks: checks });
+  return checks;
 }
 
 /**
@@ -184,7 +182,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
   // (pideploy.json's is skipped, with a warning, for an action or rollback setting that has no
   // confirmation), and so is a URL with an unknown placeholder.
   const action = request.action ?? 'switch';
-  const healthChecks = new Map(request.hosts.map((host) => [host.name, plannedHealthCheck(host, request, action, context)] as const));
+  const healthChecks = new Map(request.hosts.map((host) => [host.name, plannedHealthChecks(host, request, action, context)] as const));
   // The pin check: pins.nix is what pins.json records, and nixpkgs is pinned (before any other work).
   await timed('pin', undefined, undefined, context, () =>
     checkPinsFiles({ jsonFile: request.config.pinsFile, nixFile: pinsNixOf(request.config) }, ['nixpkgs']),
@@ -332,7 +330,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
             action,
             rollback: { enabled: request.rollback, confirmTimeoutSeconds: request.confirmTimeoutSeconds },
             force: request.force,
-            healthChecks: healthChecksFor(healthChecks.get(host.name), { host: host.name, hostname: (session as SshSession).host.hostname }),
+            healthChecks: healthChecks.get(host.name),
             installBootloader: request.installBootloader,
             // Read while the system built (a failed read leaves the activation to read it itself).
             hostSystems: await hostSystems?.catch(() => undefined),

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createBaseContext } from '@pideploy/core';
 import type { SshSession } from '@pideploy/ssh';
-import { activationIsDone, busyErrorOf, checkHealthCheckUse, speaksActivationProtocol, stateFromDecisionOutput, stateWaitCommand, stateWaitRound, systemStatus } from './activate.js';
+import { activationIsDone, busyErrorOf, checkHealthCheckUse, healthCheckUrlFor, speaksActivationProtocol, stateFromDecisionOutput, stateWaitCommand, stateWaitRound, systemStatus } from './activate.js';
 import { renderActivationScript } from './activation-script.js';
 import { temporaryDirectory } from './test-support/temporary-directory.js';
 
@@ -28,12 +28,37 @@ describe('checkHealthCheckUse', () => {
     expect(refusal({ host: 'pi1', action: 'boot', healthChecks: {} })).toBe('accepted');
   });
 
+  it('refuses a URL with an unknown placeholder before the host is touched', () => {
+    expect(refusal({ host: 'pi1', action: 'switch', healthChecks: { url: 'http://{ip}/' } })).toBe('PIDEPLOY_USAGE: the health check URL http://{ip}/ has an unknown placeholder {ip}');
+  });
+
   it('refuses checks nothing would roll back after: no rollback, boot, dry-activate', () => {
     expect(refusal({ host: 'pi1', action: 'switch', rollback: { enabled: false }, healthChecks: { url } })).toBe(
       'PIDEPLOY_USAGE: pi1 has a health check, but the magic rollback is off: the check runs before the confirmation, and nothing would roll back a failed one',
     );
     expect(refusal({ host: 'pi2', action: 'boot', healthChecks: { command: ['true'] } })).toMatch(/^PIDEPLOY_USAGE: pi2 has a health check, but --action boot has no confirmation/u);
     expect(refusal({ host: 'pi2', action: 'dry-activate', healthChecks: { url } })).toMatch(/--action dry-activate has no confirmation/u);
+  });
+});
+
+describe('healthCheckUrlFor', () => {
+  it('fills in {host} and {hostname}, an IPv6 address in brackets', () => {
+    expect(healthCheckUrlFor('http://{hostname}:8080/health?from={host}', { host: 'pi1', hostname: '10.0.0.7' })).toBe('http://10.0.0.7:8080/health?from=pi1');
+    expect(healthCheckUrlFor('https://{hostname}/', { host: 'pi1', hostname: 'fd00::7' })).toBe('https://[fd00::7]/');
+  });
+
+  it('refuses an unknown placeholder, naming it and the known ones', () => {
+    expect(() => healthCheckUrlFor('http://{address}/', { host: 'pi1', hostname: 'pi1.local' })).toThrow(
+      expect.objectContaining({
+        code: 'PIDEPLOY_USAGE',
+        message: 'the health check URL http://{address}/ has an unknown placeholder {address}',
+        hint: "use {host} (the host's name) or {hostname} (the address its SSH connection goes to)",
+      }),
+    );
+  });
+
+  it('refuses what is not an http(s) URL once filled in', () => {
+    expect(() => healthCheckUrlFor('http://pi 1/', { host: 'pi1', hostname: 'x' })).toThrow(/^the health check URL for pi1 is not a valid http\(s\) URL: http:\/\/pi 1\/$/u);
   });
 });
 

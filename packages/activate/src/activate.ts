@@ -74,7 +74,11 @@ export interface HealthChecks {
    * `['sh', '-c', line]`.
    */
   readonly command?: readonly string[] | undefined;
-  /** An http(s) URL fetched from the deployer (after the command); a 2xx answer (redirects followed) = healthy. */
+  /**
+   * An http(s) URL fetched from the deployer (after the command); a 2xx answer (redirects
+   * followed) = healthy. `{host}` is replaced by the target's name, `{hostname}` by the address
+   * its SSH connection went to (see {@link healthCheckUrlFor}).
+   */
   readonly url?: string | undefined;
   /** Limit for each check in ms (default 10 000). */
   readonly timeoutMs?: number | undefined;
@@ -86,10 +90,42 @@ export const DEFAULT_HEALTH_CHECK_TIMEOUT_MS = 10_000;
 /** Time kept for the confirmation itself after the health checks, before the host's deadline. */
 const CONFIRM_MARGIN_MS = 3000;
 
+/** Whether an activation asks for a confirmation (magic rollback): switch or test with rollback on. */
+export function asksConfirmation(action: ActivationAction, rollback?: RollbackOptions | undefined): boolean {
+  return (rollback?.enabled ?? true) && (action === 'switch' || action === 'test');
+}
+
+/**
+ * A health-check URL with `{host}` (the target's name) and `{hostname}` (the address its SSH
+ * connection went to; an IPv6 one in brackets) filled in. Pure.
+ * @throws PideployError `PIDEPLOY_USAGE` for an unknown placeholder, or what is not an http(s) URL once filled in.
+ */
+export function healthCheckUrlFor(template: string, where: { readonly host: string; readonly hostname: string }): string {
+  const hostname = where.hostname.includes(':') && !where.hostname.startsWith('[') ? `[${where.hostname}]` : where.hostname;
+  const url = template.replace(/\{[^{}]*\}/gu, (placeholder) => {
+    if (placeholder === '{host}') return where.host;
+    if (placeholder === '{hostname}') return hostname;
+    throw new PideployError({
+      code: 'PIDEPLOY_USAGE',
+      message: `the health check URL ${template} has an unknown placeholder ${placeholder}`,
+      hint: "use {host} (the host's name) or {hostname} (the address its SSH connection goes to)",
+    });
+  });
+  if (!/^https?:\/\//iu.test(url) || !URL.canParse(url)) {
+    throw new PideployError({
+      code: 'PIDEPLOY_USAGE',
+      message: `the health check URL for ${where.host} is not a valid http(s) URL: ${url}`,
+      hint: 'e.g. http://{hostname}:8080/health',
+    });
+  }
+  return url;
+}
+
 /**
  * Refuses health checks that could gate nothing, before the host is touched: they run between the
- * activation and its confirmation, so they need the magic rollback (switch or test, rollback on).
- * (Each check gets at most the time left before the host's confirmation deadline, when it runs.)
+ * activation and its confirmation, so they need the magic rollback ({@link asksConfirmation}); and
+ * a URL's placeholders must be known ones. (Each check gets at most the time left before the
+ * host's confirmation deadline, when it runs.)
  * @throws PideployError `PIDEPLOY_USAGE` naming the conflict.
  */
 export function checkHealthCheckUse(input: {
@@ -100,7 +136,8 @@ export function checkHealthCheckUse(input: {
 }): void {
   const checks = input.healthChecks;
   if (checks === undefined || (checks.command === undefined && checks.url === undefined)) return;
-  if (input.rollback?.enabled === false || (input.action !== 'switch' && input.action !== 'test')) {
+  if (checks.url !== undefined) healthCheckUrlFor(checks.url, { host: input.host, hostname: 'localhost' });
+  if (!asksConfirmation(input.action, input.rollback)) {
     const why = input.rollback?.enabled === false ? 'the magic rollback is off' : `--action ${input.action} has no confirmation`;
     throw new PideployError({
       code: 'PIDEPLOY_USAGE',
@@ -515,7 +552,7 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
   const action = input.action ?? 'switch';
   const signal = context.signal;
   const host = hostName(input);
-  const rollback = (input.rollback?.enabled ?? true) && (action === 'switch' || action === 'test');
+  const rollback = asksConfirmation(action, input.rollback);
   const confirmTimeoutSeconds = input.rollback?.confirmTimeoutSeconds ?? DEFAULT_CONFIRM_TIMEOUT_SECONDS;
   // Checks that could gate nothing are refused before the host is touched.
   checkHealthCheckUse({ host, action, rollback: input.rollback, healthChecks: input.healthChecks });
@@ -686,7 +723,9 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
         return leftMs < timeoutMs ? { ms: Math.max(0, leftMs), what: `the time left before ${host}'s confirmation deadline (--confirm-timeout ${confirmTimeoutSeconds})` } : { ms: timeoutMs, what: 'its timeout' };
       };
       if (input.healthChecks?.command !== undefined) problem = await checkCommand(confirmSession, input.healthChecks.command, limit(), signal);
-      if (problem === undefined && input.healthChecks?.url !== undefined) problem = await checkUrl(input.healthChecks.url, limit());
+      if (problem === undefined && input.healthChecks?.url !== undefined) {
+        problem = await checkUrl(healthCheckUrlFor(input.healthChecks.url, { host, hostname: confirmSession.host.hostname }), limit());
+      }
       healthCheckFailed = problem !== undefined;
       if (problem === undefined) {
         const confirm = await confirmSudo.exec(scriptCommand(script, ['confirm', deployId]), { signal });

@@ -1,8 +1,8 @@
 import path from 'node:path';
-import { activateSystem, checkHealthCheckUse, diffSystem, formatClosureDiff, rollbackSystem, systemStatus, type ActivationResult, type ActivationTarget, type SystemStatus } from '@pideploy/activate';
+import { activateSystem, diffSystem, formatClosureDiff, rollbackSystem, systemStatus, type ActivationTarget, type SystemStatus } from '@pideploy/activate';
 import { PideployError, toPideployError, type ActivationAction } from '@pideploy/core';
 import { healthCheckSettingsFor, healthChecksFor, loadConfig, loadConfigIfPresent, mapConcurrently, type ResolvedConfig } from '@pideploy/sdk';
-import { connectSsh, type CreateSudoOptions } from '@pideploy/ssh';
+import type { CreateSudoOptions } from '@pideploy/ssh';
 import type { CommandInvocation, CommandResult } from '../command.js';
 import { sudoOptions } from '../sudo-password.js';
 import { healthCheckFlags, integerFlag, stringFlag } from '../flags.js';
@@ -54,38 +54,23 @@ export async function activateCommand(invocation: CommandInvocation): Promise<Co
   const toplevel = requireToplevel(invocation, usage);
   const action = (stringFlag(invocation, 'action') ?? 'switch') as ActivationAction;
   if (!ACTIONS.includes(action)) throw new PideployError({ code: 'PIDEPLOY_USAGE', message: `unknown action "${action}"`, hint: `use one of: ${ACTIONS.join(', ')}` });
-  const flags = healthCheckFlags(invocation);
   const config = await projectConfig(invocation);
   const configured = config?.hosts.find((entry) => entry.name === host);
-  // A host of pideploy.json keeps its health check (the flags replace the fields they name).
-  const settings = configured === undefined ? (flags === false ? undefined : flags) : healthCheckSettingsFor(configured, flags);
-  const rollback = { enabled: invocation.flags['no-rollback'] !== true, confirmTimeoutSeconds: integerFlag(invocation, 'confirm-timeout', { min: 1, unit: 'seconds' }) };
-  // Checked before connecting: the URL's placeholders, and that a check has a confirmation to gate.
-  checkHealthCheckUse({ host, action, rollback, healthChecks: healthChecksFor(settings, { host, hostname: 'localhost' }) });
   const target = resolveTarget(invocation, config, host, await sudoOptions(invocation));
-  // The session is opened here so that the URL can name the address it went to ({hostname}).
-  const session = await connectSsh(target.target, { ...target.connect, signal: invocation.context.signal }, invocation.context);
-  let result: ActivationResult;
-  try {
-    result = await activateSystem(
-      {
-        ...target,
-        // Named as given (the session would name it by its ssh_config alias).
-        name: target.name ?? host,
-        session,
-        toplevel,
-        bundle: stringFlag(invocation, 'bundle'),
-        action,
-        force: invocation.flags['force'] === true,
-        installBootloader: invocation.flags['install-bootloader'] === true,
-        healthChecks: healthChecksFor(settings, { host, hostname: session.host.hostname }),
-        rollback,
-      },
-      invocation.context,
-    );
-  } finally {
-    await session.close();
-  }
+  const result = await activateSystem(
+    {
+      ...target,
+      toplevel,
+      bundle: stringFlag(invocation, 'bundle'),
+      action,
+      force: invocation.flags['force'] === true,
+      installBootloader: invocation.flags['install-bootloader'] === true,
+      // A host of pideploy.json keeps its health check (the flags replace the fields they name).
+      healthChecks: healthChecksFor(healthCheckSettingsFor(configured?.healthCheck, healthCheckFlags(invocation))),
+      rollback: { enabled: invocation.flags['no-rollback'] !== true, confirmTimeoutSeconds: integerFlag(invocation, 'confirm-timeout', { min: 1, unit: 'seconds' }) },
+    },
+    invocation.context,
+  );
   const text =
     result.outcome === 'skipped'
       ? `${host} already runs ${toplevel}; nothing to do (--force to activate again)`
