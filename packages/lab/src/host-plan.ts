@@ -255,21 +255,37 @@ nix-store --init
 `;
 }
 
+/** The directory of the lab host's init in the host's `/run`: its reboot FIFO and boot id. */
+export const LAB_INIT_RUN_DIR = '/run/lab-init';
+
+/**
+ * The FIFO on which a lab host's init takes requests: a line `reboot` (written as root by the lab
+ * system's `systemctl reboot`) reboots the host.
+ */
+export const LAB_INIT_CONTROL_FIFO = `${LAB_INIT_RUN_DIR}/control`;
+
 /**
  * The script that becomes the lab host: run as `unshare -m -u --fork` inside the host's network
- * namespace. Binds the host's own directories, starts nix-daemon, restores the "booted" system
- * from the boot entry (a reboot loses /run, as on a real machine), writes pid files, then execs
- * sshd in the foreground. Pid files are written before /tmp is replaced (which may hide $LAB).
+ * namespace; the lab's stand-in for a machine's init. Binds the host's own directories once, then
+ * boots: a fresh tmpfs on `/run` and `/tmp`, a boot id of its own over
+ * `/proc/sys/kernel/random/boot_id` (as a real boot gets), the boot default
+ * (`/nix/var/nix/lab-boot/default`) as `/run/booted-system` and activated (its `activate`, as
+ * NixOS's stage 2 runs it), nix-daemon and sshd, with their pid files. Then it waits for requests
+ * on {@link LAB_INIT_CONTROL_FIFO}: `reboot` stops every process of the host (those in its network
+ * namespace: sessions, detached activations, the daemons), unmounts `/run` and `/tmp`, and boots
+ * again. Pid files go through a bind of the lab's run directory (a /tmp lab directory is hidden
+ * by the host's /tmp).
  */
 export function renderHostInitScript(plan: LabHostPlan, paths: LabHostPaths, settings?: LabHostSettings): string {
   const q = shellQuote;
   const limitedStore =
     settings?.storeSizeMiB === undefined
       ? ''
-      : `# a size-limited store (pideploy lab storeSizeMiB): empty at every start
+      : `# a size-limited store (pideploy lab storeSizeMiB): empty at every start of the lab host (kept across its reboots)
 mount -t tmpfs -o size=${Math.floor(settings.storeSizeMiB)}m,mode=755 pideploy-lab-nix /nix
 nix-store --init
 `;
+  const initDir = LAB_INIT_RUN_DIR;
   return `#!/bin/sh
 # written by pideploy lab: the init of lab host ${plan.name}
 set -eu
@@ -278,22 +294,76 @@ mount --bind ${q(paths.etc)} /etc
 mount --bind ${q(paths.home)} /home
 mount --bind ${q(paths.rootHome)} /root
 mount --bind ${q(paths.nix)} /nix
-${limitedStore}mount -t tmpfs -o mode=755 pideploy-lab-run /run
-mkdir -p /run/sshd /run/lock
-chmod 0755 /run/sshd
-hostname ${q(plan.name)}
+${limitedStore}hostname ${q(plan.name)}
 ip link set lo up
-if [ -L /nix/var/nix/lab-boot/default ]; then
-  booted=$(readlink -f /nix/var/nix/lab-boot/default)
-  ln -sfn "$booted" /run/booted-system
-  ln -sfn "$booted" /run/current-system
-fi
-rm -f /nix/var/nix/daemon-socket/socket
-setsid nix-daemon </dev/null >>${q(`${paths.root}/nix-daemon.log`)} 2>&1 &
-echo $! > ${q(`${paths.run}/nix-daemon.pid`)}
-echo $$ > ${q(`${paths.run}/sshd.pid`)}
-mount -t tmpfs -o mode=1777 pideploy-lab-tmp /tmp
-exec /usr/sbin/sshd -D -e -f /etc/ssh/sshd_config
+lab_run=${initDir}/lab-run
+own_net=/proc/$$/ns/net
+
+boot() {
+  mount -t tmpfs -o mode=755 pideploy-lab-run /run
+  mkdir -p /run/sshd /run/lock ${initDir}/lab-run
+  chmod 0755 /run/sshd
+  chmod 0700 ${initDir}
+  mount --bind ${q(paths.run)} "$lab_run"
+  cat /proc/sys/kernel/random/uuid >${initDir}/boot_id
+  mount --bind ${initDir}/boot_id /proc/sys/kernel/random/boot_id
+  if [ -L /nix/var/nix/lab-boot/default ]; then
+    booted=$(readlink -f /nix/var/nix/lab-boot/default)
+    ln -sfn "$booted" /run/booted-system
+    if [ -x "$booted/activate" ]; then
+      "$booted/activate" || echo "lab init: activating $booted at boot failed" >&2
+    else
+      ln -sfn "$booted" /run/current-system
+    fi
+  fi
+  rm -f /nix/var/nix/daemon-socket/socket
+  setsid nix-daemon </dev/null >>${q(`${paths.root}/nix-daemon.log`)} 2>&1 &
+  echo $! >"$lab_run/nix-daemon.pid"
+  mount -t tmpfs -o mode=1777 pideploy-lab-tmp /tmp
+  mkfifo -m 0600 ${LAB_INIT_CONTROL_FIFO}
+  /usr/sbin/sshd -D -e -f /etc/ssh/sshd_config &
+  echo $! >"$lab_run/sshd.pid"
+}
+
+# Sets host_pids to the processes of this host (its network namespace: nix-daemon has a mount
+# namespace of its own) but this init and its parent.
+list_host_processes() {
+  host_pids=''
+  for dir in /proc/[0-9]*; do
+    pid=\${dir#/proc/}
+    if [ "$pid" != $$ ] && [ "$pid" != "$PPID" ] && [ "$dir/ns/net" -ef "$own_net" ]; then host_pids="$host_pids $pid"; fi
+  done
+}
+
+shut_down() {
+  list_host_processes
+  [ -z "$host_pids" ] || kill -TERM $host_pids 2>/dev/null || true
+  looks=0
+  while [ "$looks" -lt 10 ]; do
+    list_host_processes
+    [ -n "$host_pids" ] || break
+    sleep 0.1
+    looks=$((looks + 1))
+  done
+  [ -z "$host_pids" ] || kill -KILL $host_pids 2>/dev/null || true
+  wait || true
+  umount /proc/sys/kernel/random/boot_id
+  umount -l /tmp
+  umount -l /run
+}
+
+boot
+while :; do
+  request=''
+  read -r request <${LAB_INIT_CONTROL_FIFO} || true
+  if [ "$request" = reboot ]; then
+    echo "lab init: rebooting ${plan.name}" >&2
+    # As systemd, answer the caller first: its session ends a moment later.
+    sleep 0.3
+    shut_down
+    boot
+  fi
+done
 `;
 }
 

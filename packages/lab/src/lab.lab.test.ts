@@ -219,6 +219,45 @@ describeLab('the lab: real nix, sshd, sudo and a separate store per host', () =>
     expect((await ssh('deploy@pi1', `nix-store --check-validity ${before} && echo valid`)).stdout).toBe('valid\n');
   });
 
+  it('reboots from inside with the system\'s systemctl: a new boot id, every process gone, the boot default booted and activated', async () => {
+    const bootId = async () => (await ssh('deploy@pi1', 'cat /proc/sys/kernel/random/boot_id')).stdout.trim();
+    const before = await bootId();
+    expect(before).toMatch(/^[0-9a-f-]{36}$/u);
+    expect(before).not.toBe(readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim());
+    // Boot the system built for aarch64 next (a `boot` with the lab's boot loader), without activating it.
+    const next = await buildToplevel('aarch64-linux', '{ pkgs, ... }: { imports = [ ./configuration.nix ]; environment.etc."lab-next".text = "next"; }');
+    await run(['nix-copy-closure', '--to', 'deploy@pi1', next], { env: nixEnv });
+    expect((await labExec('pi1', [`${next}/bin/switch-to-configuration`, 'boot'])).exitCode).toBe(0);
+    const running = (await labExec('pi1', ['readlink', '/run/current-system'])).stdout.trim();
+    expect(running).not.toBe(next);
+    const sleeper = run(['ssh', '-F', status.sshConfig, 'deploy@pi1', 'sleep 60; echo survived']);
+    // Not root: refused, nothing happens.
+    const refused = await ssh('deploy@pi1', '/run/current-system/sw/bin/systemctl reboot');
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toContain('Access denied');
+    expect(await bootId()).toBe(before);
+    const reboot = await ssh('deploy@pi1', `sudo -S -p '' /run/current-system/sw/bin/systemctl reboot`, `${LAB_SUDO_PASSWORD}\n`);
+    expect(reboot.code === 0 || reboot.code === 255).toBe(true);
+    expect((await sleeper).stdout).toBe('');
+    let after = '';
+    for (let attempt = 0; attempt < 100 && (after === '' || after === before); attempt += 1) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      after = await bootId().catch(() => '');
+    }
+    expect(after).toMatch(/^[0-9a-f-]{36}$/u);
+    expect(after).not.toBe(before);
+    expect((await labExec('pi1', ['readlink', '/run/current-system'])).stdout.trim()).toBe(next);
+    expect((await labExec('pi1', ['readlink', '/run/booted-system'])).stdout.trim()).toBe(next);
+    // The boot ran the system's activation: its /etc, logged as `activate`.
+    expect((await ssh('deploy@pi1', 'cat /etc/lab-next')).stdout).toBe('next');
+    expect((await labExec('pi1', ['tail', '-n', '1', '/etc/lab-activations.log'])).stdout).toMatch(new RegExp(` activate ${next} uid=0 arch=aarch64\n$`, 'u'));
+    // Every process of the old boot is gone; the host's daemons are new and answer.
+    expect((await ssh('deploy@pi1', `nix-store --check-validity ${next} && echo valid`)).stdout).toBe('valid\n');
+    expect((await labStatus()).hosts.find((host) => host.name === 'pi1')?.running).toBe(true);
+    // Put back what the earlier tests left running (the next test expects the host as it was).
+    expect((await labExec('pi1', [`${running}/bin/switch-to-configuration`, 'switch'])).exitCode).toBe(0);
+  });
+
   it('cuts SSH sessions as a dropped link would, while new connections still work', async () => {
     const long = run(['ssh', '-F', status.sshConfig, 'deploy@pi1', 'sleep 30; echo finished']);
     let cut = 0;
