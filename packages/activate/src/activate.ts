@@ -286,7 +286,8 @@ export function rememberSudoPassword(options: CreateSudoOptions = {}): CreateSud
 
 const rememberedSudo = new WeakMap<object, CreateSudoOptions>();
 
-function sudoOptionsOf(target: ActivationTarget): CreateSudoOptions {
+/** The target's sudo options, remembering the password for its later connections (internal: reboot.ts). */
+export function sudoOptionsOf(target: ActivationTarget): CreateSudoOptions {
   const given = target.sudo ?? {};
   let options = rememberedSudo.get(given);
   if (options === undefined) {
@@ -306,7 +307,8 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
-function hostName(target: ActivationTarget): string {
+/** What events and errors call the target (internal: reboot.ts). */
+export function hostName(target: ActivationTarget): string {
   return target.name ?? target.session?.host.alias ?? target.target;
 }
 

@@ -67,3 +67,19 @@ export {
   type RollbackSystemOptions,
   type SystemStatus,
 } from './activate.js';
+export {
+  BOOT_PROBE_COMMAND,
+  DEFAULT_REBOOT_TIMEOUT_SECONDS,
+  REBOOT_ERROR_CODES,
+  SYSTEMCTL,
+  isRetriedWhileRebooting,
+  parseBootProbe,
+  planReboot,
+  rebootSystem,
+  waitForNewBoot,
+  type BootProbe,
+  type RebootPlan,
+  type RebootResult,
+  type RebootSystemInput,
+  type WaitForNewBootInput,
+} from './reboot.js';
