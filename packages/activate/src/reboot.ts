@@ -5,7 +5,7 @@
  * then a check that it runs the deployed system.
  */
 import { PideployError, tailLines, type PideployContext } from '@pideploy/core';
-import { connectSsh, type SshSession } from '@pideploy/ssh';
+import { connectSsh } from '@pideploy/ssh';
 import { SYSTEM_PROFILE } from './activation-script.js';
 import { hostName, sudoOptionsOf, type ActivationTarget } from './activate.js';
 
