@@ -419,6 +419,8 @@ async function openClient(input: OpenClientInput): Promise<OpenedClient> {
 class Session implements SessionWithSecretExec {
   #closed = false;
   readonly #closing: Promise<void>[] = [];
+  /** The clients (this host's, the ProxyJump hop's) whose connection has ended. */
+  readonly #ended = new Set<InstanceType<typeof Client>>();
   #forwards: RemoteForwards | undefined;
 
   constructor(
@@ -431,6 +433,7 @@ class Session implements SessionWithSecretExec {
     client.on('close', () => {
       this.#closed = true;
     });
+    for (const each of [client, jumpClient]) each?.once('close', () => this.#ended.add(each));
     client.on('error', () => {
       // after the handshake, errors surface as failed channel opens / closed channels
     });
@@ -523,7 +526,8 @@ class Session implements SessionWithSecretExec {
   async close(): Promise<void> {
     if (this.#closing.length === 0) {
       for (const client of [this.client, this.jumpClient]) {
-        if (client === undefined) continue;
+        // A connection that ended (dropped, or the host rebooted) emits no second 'close' to wait for.
+        if (client === undefined || this.#ended.has(client)) continue;
         this.#closing.push(
           new Promise<void>((resolve) => {
             const done = setTimeout(() => {

@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { createBaseContext, createCollectingReporter, PideployError } from '@pideploy/core';
-import { LAB_SUDO_PASSWORD, labDown, labStatus, labUp, type LabHostStatus, type LabStatus } from '@pideploy/lab';
+import { LAB_SUDO_PASSWORD, labCutSshSessions, labDown, labStatus, labUp, type LabHostStatus, type LabStatus } from '@pideploy/lab';
 import { describeLab, sshLoginCount, sudoLogFrom, sudoPasswordChecksFrom } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { connectSsh, type ConnectSshOptions } from './session.js';
@@ -366,6 +366,20 @@ describeLab('@pideploy/ssh against lab hosts (real sshd, sudo with use_pty)', ()
     child.stdin.end('streamed');
     expect(await child.exit).toEqual({ exitCode: 0, signal: null });
     expect(Buffer.concat(chunks).toString()).toBe('streamed');
+  });
+
+  it('closes a session whose connection dropped at once (no wait for a close that already happened)', async () => {
+    const session = await connectSsh('pi1', base, context);
+    expect((await session.exec(['true'])).exitCode).toBe(0);
+    let cut = 0;
+    for (let attempt = 0; attempt < 50 && cut === 0; attempt += 1) cut = await labCutSshSessions('pi1', { instance });
+    expect(cut).toBeGreaterThan(0);
+    for (let attempt = 0; attempt < 100 && !session.closed; attempt += 1) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(session.closed).toBe(true);
+    const started = performance.now();
+    await session.close();
+    // (It waited 2 s for a 'close' event that had come already, and forever once nothing else kept node alive.)
+    expect(performance.now() - started).toBeLessThan(500);
   });
 
   it('jumps through one ProxyJump hop', async () => {
