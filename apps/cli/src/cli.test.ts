@@ -42,6 +42,20 @@ describe('runCli', () => {
     expect(io.err()).toBe('pideploy: --health-check-url takes an http(s) URL, not "ftp://pi1/health"\nhint: --health-check-url http://{hostname}:8080/health\n');
   });
 
+  it('refuses --reboot where the host would not boot the system, and --reboot-timeout alone (exit 2, nothing connected)', async () => {
+    const activate = async (...args: string[]) => {
+      const io = createBufferIo({ cwd: '/' });
+      return { code: await runCli(['activate', 'deploy@pi1', '--toplevel', '/nix/store/x-system', ...args], io), err: io.err() };
+    };
+    expect(await activate('--action', 'test', '--reboot')).toEqual({
+      code: 2,
+      err: 'pideploy: --reboot with --action test: test does not make the system the boot default, so the host would boot what it ran before\nhint: use --action boot (or switch) with --reboot\n',
+    });
+    expect((await activate('--action', 'dry-activate', '--reboot')).err).toMatch(/^pideploy: --reboot with --action dry-activate: dry-activate changes nothing to reboot into\n/u);
+    expect(await activate('--reboot-timeout', '60')).toEqual({ code: 2, err: 'pideploy: --reboot-timeout without --reboot\nhint: add --reboot (pideploy deploy pi1 --action boot --reboot --reboot-timeout 600)\n' });
+    expect((await activate('--reboot', '--reboot-timeout', 'soon')).err).toMatch(/^pideploy: --reboot-timeout takes a whole number of seconds of at least 1, not "soon"\n/u);
+  });
+
   describe('health checks of deploy', () => {
     // A project whose pi1 has a health check in pideploy.json (and no pins yet: nothing gets far).
     const project = mkdtempSync(path.join(os.tmpdir(), 'pideploy-cli-health-'));

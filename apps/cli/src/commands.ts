@@ -16,6 +16,12 @@ const HEALTH_CHECK_FLAGS = {
   'no-health-check': { type: 'boolean', description: "skip pideploy.json's health check this time" },
 } as const;
 
+/** `deploy` and `activate` flags of the reboot into the new system. */
+const REBOOT_FLAGS = {
+  reboot: { type: 'boolean', description: "then reboot the host into the new system (its own systemctl) and wait until it runs it (with --action boot or switch)" },
+  'reboot-timeout': { type: 'string', valueName: 'S', description: 'seconds a host may take to come back from its reboot (default 300)' },
+} as const;
+
 /** Every command of the CLI. Handlers are imported only when their command runs. */
 export const COMMANDS: readonly CommandSpec[] = [
   {
@@ -160,7 +166,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     path: ['deploy'],
-    usage: 'deploy [host…|--on @tag] [--action A] [--parallel N] [--confirm-timeout S] [--no-rollback] [--health-check-url URL] [--health-check-command CMD] [--dry-run] [--force] [--cache|--no-cache]',
+    usage: 'deploy [host…|--on @tag] [--action A] [--parallel N] [--confirm-timeout S] [--no-rollback] [--health-check-url URL] [--health-check-command CMD] [--reboot] [--dry-run] [--force] [--cache|--no-cache]',
     summary: 'build, bundle, diff, copy and activate hosts of pideploy.json (one sudo password, magic rollback)',
     example: 'pideploy deploy pi1',
     flags: {
@@ -176,6 +182,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       force: { type: 'boolean', description: 'activate even where the host already runs the built system' },
       ...HEALTH_CHECK_FLAGS,
       'install-bootloader': { type: 'boolean', description: 'NIXOS_INSTALL_BOOTLOADER=1 (install, not just update, the boot loader)' },
+      ...REBOOT_FLAGS,
       'accept-new-host-key': { type: 'boolean', description: 'trust and record the host key of a host seen for the first time (a changed key is always refused)' },
       'sudo-password-file': { type: 'string', valueName: 'F', description: 'read the sudo password from the first line of F' },
       'sudo-password-stdin': { type: 'boolean', description: 'read the sudo password from stdin' },
@@ -184,7 +191,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     path: ['activate'],
-    usage: 'activate <host> --toplevel P [--bundle B] [--action switch|boot|test|dry-activate] [--confirm-timeout S] [--no-rollback] [--force] [--health-check-url URL] [--health-check-command CMD]',
+    usage: 'activate <host> --toplevel P [--bundle B] [--action switch|boot|test|dry-activate] [--confirm-timeout S] [--no-rollback] [--force] [--health-check-url URL] [--health-check-command CMD] [--reboot]',
     summary: 'switch a host to a system already in its store (profile, switch-to-configuration, magic rollback, GC root)',
     example: 'pideploy activate pi1 --toplevel /nix/store/…-nixos-system-pi1 --bundle /nix/store/…-pideploy-bundle',
     flags: {
@@ -196,6 +203,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       force: { type: 'boolean', description: 'activate even if the host already runs this system' },
       ...HEALTH_CHECK_FLAGS,
       'install-bootloader': { type: 'boolean', description: 'NIXOS_INSTALL_BOOTLOADER=1 (install, not just update, the boot loader)' },
+      ...REBOOT_FLAGS,
       'ssh-config': { type: 'string', valueName: 'F', description: 'ssh_config file to use (like ssh -F)' },
       'accept-new-host-key': { type: 'boolean', description: 'trust and record the host key of a host seen for the first time (a changed key is always refused)' },
       'sudo-password-file': { type: 'string', valueName: 'F', description: 'read the sudo password from the first line of F' },

@@ -49,3 +49,16 @@ export function healthCheckFlags(invocation: CommandInvocation): HealthCheckSett
   if (url === undefined && command === undefined && timeout === undefined) return undefined;
   return { url, command, timeoutSeconds: timeout };
 }
+
+/**
+ * The reboot flags of `deploy` and `activate`: whether to reboot, and how long a host may take
+ * to come back (`--reboot-timeout` alone is a usage error: it would wait for nothing).
+ */
+export function rebootFlags(invocation: CommandInvocation): { readonly reboot: boolean; readonly timeoutSeconds: number | undefined } {
+  const reboot = invocation.flags['reboot'] === true;
+  const timeoutSeconds = integerFlag(invocation, 'reboot-timeout', { min: 1, unit: 'seconds' });
+  if (!reboot && timeoutSeconds !== undefined) {
+    throw new PideployError({ code: 'PIDEPLOY_USAGE', message: '--reboot-timeout without --reboot', hint: 'add --reboot (pideploy deploy pi1 --action boot --reboot --reboot-timeout 600)' });
+  }
+  return { reboot, timeoutSeconds };
+}

@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PideployError, toPideployError, type ActivationAction, type DeployPhase, type PideployContext } from '@pideploy/core';
 import { createClosureQuery, projectStateDir, type StorePathInfo } from '@pideploy/nix';
-import { activateSystem, asksConfirmation, checkHealthCheckUse, diffSystem, formatClosureDiff, readHostSystems, speaksActivationProtocol, type ActivationResult, type HealthChecks, type HostSystems } from '@pideploy/activate';
+import { activateSystem, asksConfirmation, checkHealthCheckUse, checkRebootUse, diffSystem, formatClosureDiff, readHostSystems, rebootSystem, speaksActivationProtocol, type ActivationResult, type HealthChecks, type HostSystems, type RebootResult } from '@pideploy/activate';
 import { connectSsh, type SshSession, type SudoPasswordProvider, type SudoRunner } from '@pideploy/ssh';
 import { checkPinsFiles } from '@pideploy/pin';
 import { copyClosure, openServeConnection, storeAccessFor, substituteFromCache, type CopyClosureResult, type ServeConnection, type SubstituteFromCacheResult } from '@pideploy/transport';
@@ -35,6 +35,15 @@ export interface DeployRequest {
   readonly healthCheck?: HealthCheckSettings | false | undefined;
   /** `NIXOS_INSTALL_BOOTLOADER=1` (install, not just update, the boot loader). */
   readonly installBootloader?: boolean | undefined;
+  /**
+   * After the activation (and its confirmation), reboot each host into the new system and wait
+   * until it runs it (see `rebootSystem` of `@pideploy/activate`): for `boot` (a new kernel, a
+   * system that cannot switch live) and `switch`; refused with `test` and `dry-activate`. A host
+   * that booted and runs the system already is not rebooted (unless `force`).
+   */
+  readonly reboot?: boolean | undefined;
+  /** Seconds each host may take to come back from its reboot (default 300). */
+  readonly rebootTimeoutSeconds?: number | undefined;
   /** Build, bundle and diff only: nothing is copied or activated. */
   readonly dryRun?: boolean | undefined;
   /** Hosts deployed at once (default 1). */
@@ -83,6 +92,8 @@ export interface HostDeployResult {
   /** With the fleet cache: what this host's push added to the cache, and what the host fetched from it. */
   readonly cache?: { readonly pathsPushed: number; readonly fileBytesPushed: number; readonly substitute: SubstituteFromCacheResult } | undefined;
   readonly activation?: ActivationResult | undefined;
+  /** With `reboot`: the host's reboot (or that none was needed). */
+  readonly reboot?: RebootResult | undefined;
   /** The closure diff shown before activating (nix store diff-closures format). */
   readonly diff?: string | undefined;
   readonly error?: PideployError | undefined;
@@ -171,7 +182,8 @@ function plannedHealthChecks(host: ResolvedHost, request: DeployRequest, action:
  * builds the toplevel here (once per distinct configuration, shared by the hosts that have it),
  * then the host's bundle,
  * shows the closure diff against what the host runs, copies the missing paths over that same
- * connection, and activates with magic rollback. A failing host does not stop the others; the
+ * connection, and activates with magic rollback (with `reboot`, then reboots it into the new
+ * system). A failing host does not stop the others; the
  * result says per host what happened and how long each phase took.
  */
 export async function deploy(request: DeployRequest, context: PideployContext): Promise<DeployResult> {
@@ -182,6 +194,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
   // (pideploy.json's is skipped, with a warning, for an action or rollback setting that has no
   // confirmation), and so is a URL with an unknown placeholder.
   const action = request.action ?? 'switch';
+  checkRebootUse(action, request.reboot);
   const healthChecks = new Map(request.hosts.map((host) => [host.name, plannedHealthChecks(host, request, action, context)] as const));
   // The pin check: pins.nix is what pins.json records, and nixpkgs is pinned (before any other work).
   await timed('pin', undefined, undefined, context, () =>
@@ -213,6 +226,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
       copy?: CopyClosureResult;
       cache?: HostDeployResult['cache'];
       activation?: ActivationResult;
+      reboot?: RebootResult;
       diff?: string;
     } = {};
     // The build does not wait for the connection (nor the connection for the build): the SSH
@@ -339,6 +353,12 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
           context,
         ),
       );
+      if (request.reboot === true) {
+        // Over the deployment's connection while it lasts (the activation may have replaced it).
+        result.reboot = await timed('reboot', host.name, phases, context, () =>
+          rebootSystem({ ...target, session: session?.closed === false ? session : undefined, toplevel: toplevel.outPath, timeoutSeconds: request.rebootTimeoutSeconds, force: request.force }, context),
+        );
+      }
       return { host: host.name, ok: true, ...result, phases };
     } catch (error) {
       const failure = toPideployError(error);

@@ -72,6 +72,7 @@ export {
   DEFAULT_REBOOT_TIMEOUT_SECONDS,
   REBOOT_ERROR_CODES,
   SYSTEMCTL,
+  checkRebootUse,
   isRetriedWhileRebooting,
   parseBootProbe,
   planReboot,

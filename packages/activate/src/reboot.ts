@@ -4,7 +4,7 @@
  * `/proc/sys/kernel/random/boot_id`, changes: a host still going down answers with the old one),
  * then a check that it runs the deployed system.
  */
-import { PideployError, tailLines, type PideployContext } from '@pideploy/core';
+import { PideployError, tailLines, type ActivationAction, type PideployContext } from '@pideploy/core';
 import { connectSsh } from '@pideploy/ssh';
 import { SYSTEM_PROFILE } from './activation-script.js';
 import { hostName, sudoOptionsOf, type ActivationTarget } from './activate.js';
@@ -26,6 +26,20 @@ export const REBOOT_ERROR_CODES = {
   /** The host came back running another system than the deployed one. */
   wrongSystem: 'PIDEPLOY_REBOOT_WRONG_SYSTEM',
 } as const;
+
+/**
+ * Refuses a reboot after an action that does not make the system the boot default (`test`,
+ * `dry-activate`): the host would boot what it booted before. Pure.
+ * @throws PideployError `PIDEPLOY_USAGE`.
+ */
+export function checkRebootUse(action: ActivationAction, reboot: boolean | undefined): void {
+  if (reboot !== true || action === 'switch' || action === 'boot') return;
+  throw new PideployError({
+    code: 'PIDEPLOY_USAGE',
+    message: `--reboot with --action ${action}: ${action === 'test' ? 'test does not make the system the boot default, so the host would boot what it ran before' : 'dry-activate changes nothing to reboot into'}`,
+    hint: 'use --action boot (or switch) with --reboot',
+  });
+}
 
 /** What one look at a host says about its boot. */
 export interface BootProbe {

@@ -1,11 +1,11 @@
 import path from 'node:path';
-import { activateSystem, diffSystem, formatClosureDiff, rollbackSystem, systemStatus, type ActivationTarget, type SystemStatus } from '@pideploy/activate';
+import { activateSystem, checkRebootUse, diffSystem, formatClosureDiff, rebootSystem, rollbackSystem, systemStatus, type ActivationTarget, type SystemStatus } from '@pideploy/activate';
 import { PideployError, toPideployError, type ActivationAction } from '@pideploy/core';
 import { healthCheckSettingsFor, healthChecksFor, loadConfig, loadConfigIfPresent, mapConcurrently, type ResolvedConfig } from '@pideploy/sdk';
 import type { CreateSudoOptions } from '@pideploy/ssh';
 import type { CommandInvocation, CommandResult } from '../command.js';
 import { sudoOptions } from '../sudo-password.js';
-import { healthCheckFlags, integerFlag, stringFlag } from '../flags.js';
+import { healthCheckFlags, integerFlag, rebootFlags, stringFlag } from '../flags.js';
 
 const ACTIONS: readonly ActivationAction[] = ['switch', 'boot', 'test', 'dry-activate'];
 
@@ -46,7 +46,8 @@ function requireToplevel(invocation: CommandInvocation, usage: string): string {
 
 /**
  * `pideploy activate <host> --toplevel P [--bundle B] [--action A] [--confirm-timeout S] [--no-rollback] [--force]
- * [--health-check-url URL] [--health-check-command CMD] [--health-check-timeout S] [--no-health-check]`.
+ * [--health-check-url URL] [--health-check-command CMD] [--health-check-timeout S] [--no-health-check]
+ * [--reboot [--reboot-timeout S]]`: then, with --reboot, the host reboots into the system.
  */
 export async function activateCommand(invocation: CommandInvocation): Promise<CommandResult> {
   const usage = 'pideploy activate <host> --toplevel P [--action switch|boot|test|dry-activate]';
@@ -54,6 +55,8 @@ export async function activateCommand(invocation: CommandInvocation): Promise<Co
   const toplevel = requireToplevel(invocation, usage);
   const action = (stringFlag(invocation, 'action') ?? 'switch') as ActivationAction;
   if (!ACTIONS.includes(action)) throw new PideployError({ code: 'PIDEPLOY_USAGE', message: `unknown action "${action}"`, hint: `use one of: ${ACTIONS.join(', ')}` });
+  const reboot = rebootFlags(invocation);
+  checkRebootUse(action, reboot.reboot);
   const config = await projectConfig(invocation);
   const configured = config?.hosts.find((entry) => entry.name === host);
   const target = resolveTarget(invocation, config, host, await sudoOptions(invocation));
@@ -75,7 +78,13 @@ export async function activateCommand(invocation: CommandInvocation): Promise<Co
     result.outcome === 'skipped'
       ? `${host} already runs ${toplevel}; nothing to do (--force to activate again)`
       : `${host}: ${action} of ${toplevel} ${result.outcome}${result.deployId === undefined ? '' : ` (deployment ${result.deployId})`}`;
-  return { value: result, text };
+  if (!reboot.reboot) return { value: result, text };
+  const rebooted = await rebootSystem({ ...target, toplevel, timeoutSeconds: reboot.timeoutSeconds, force: invocation.flags['force'] === true }, invocation.context);
+  const rebootText =
+    rebooted.outcome === 'rebooted'
+      ? `${host}: rebooted into ${toplevel} in ${(rebooted.durationMs / 1000).toFixed(1)} s (boot ${rebooted.bootId})`
+      : `${host}: booted ${toplevel} already; not rebooted`;
+  return { value: { ...result, reboot: rebooted }, text: `${text}\n${rebootText}` };
 }
 
 /** `pideploy rollback <host> [--to N]`. */

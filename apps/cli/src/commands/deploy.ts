@@ -1,22 +1,28 @@
-import { PideployError, type ActivationAction } from '@pideploy/core';
+import { PideployError, type ActivationAction, type DeployPhase } from '@pideploy/core';
 import { deploy, loadConfig, selectHosts, type DeployResult } from '@pideploy/sdk';
 import type { CommandInvocation, CommandResult } from '../command.js';
 import { formatDuration } from '../render.js';
 import { sudoOptions } from '../sudo-password.js';
-import { healthCheckFlags, integerFlag, stringFlag } from '../flags.js';
+import { healthCheckFlags, integerFlag, rebootFlags, stringFlag } from '../flags.js';
 
 const ACTIONS: readonly ActivationAction[] = ['switch', 'boot', 'test', 'dry-activate'];
 
 /** The per-host summary table printed at the end of a deploy (pure). */
 export function describeDeployResult(result: DeployResult): string {
-  const phaseNames = ['connect', 'build', 'bundle', 'diff', 'copy', 'activate'] as const;
+  // The reboot column only when a host rebooted (or was to).
+  const rebooting = result.results.some((host) => host.phases.some((item) => item.phase === 'reboot'));
+  const phaseNames: readonly DeployPhase[] = ['connect', 'build', 'bundle', 'diff', 'copy', 'activate', ...(rebooting ? (['reboot'] as const) : [])];
   const header = `${'host'.padEnd(10)} ${'result'.padEnd(10)} ${phaseNames.map((phase) => phase.padStart(8)).join(' ')}`;
   const rows = result.results.map((host) => {
     const timings = phaseNames.map((phase) => {
       const timing = host.phases.find((item) => item.phase === phase);
       return (timing === undefined ? '-' : formatDuration(timing.durationMs)).padStart(8);
     });
-    const outcome = host.ok ? (host.activation?.outcome ?? (host.copy === undefined && host.cache === undefined ? 'dry-run' : 'copied')) : 'FAILED';
+    const outcome = !host.ok
+      ? 'FAILED'
+      : host.reboot?.outcome === 'rebooted'
+        ? 'rebooted'
+        : (host.activation?.outcome ?? (host.copy === undefined && host.cache === undefined ? 'dry-run' : 'copied'));
     return `${host.host.padEnd(10)} ${outcome.padEnd(10)} ${timings.join(' ')}`;
   });
   const failures = result.results
@@ -27,14 +33,16 @@ export function describeDeployResult(result: DeployResult): string {
 
 /**
  * `pideploy deploy [host…|--on @tag] [--action A] [--parallel N] [--confirm-timeout S]
- * [--no-rollback] [--health-check-* …] [--dry-run] [--force]`: build, bundle, diff, copy and activate every selected
- * host, asking the sudo password once per login user before the slow work.
+ * [--no-rollback] [--health-check-* …] [--reboot [--reboot-timeout S]] [--dry-run] [--force]`: build, bundle, diff,
+ * copy and activate every selected host (and reboot it into the new system), asking the sudo
+ * password once per login user before the slow work.
  */
 export async function deployCommand(invocation: CommandInvocation): Promise<CommandResult> {
   const action = (stringFlag(invocation, 'action') ?? 'switch') as ActivationAction;
   if (!ACTIONS.includes(action)) {
     throw new PideployError({ code: 'PIDEPLOY_USAGE', message: `--action must be one of ${ACTIONS.join(', ')}, not "${action}"`, hint: 'pideploy deploy pi1 --action test' });
   }
+  const reboot = rebootFlags(invocation);
   const config = await loadConfig({ cwd: invocation.io.cwd, configFile: invocation.global.config });
   const on = invocation.flags['on'];
   const selectors = [...invocation.positionals, ...(Array.isArray(on) ? on.map(String) : typeof on === 'string' ? [on] : [])];
@@ -57,6 +65,8 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
       force: invocation.flags['force'] === true,
       healthCheck: healthCheckFlags(invocation),
       installBootloader: invocation.flags['install-bootloader'] === true,
+      reboot: reboot.reboot,
+      rebootTimeoutSeconds: reboot.timeoutSeconds,
       dryRun: invocation.flags['dry-run'] === true,
       acceptNewHostKey: invocation.flags['accept-new-host-key'] === true,
       compress: invocation.flags['compress'] === true,

@@ -1,0 +1,96 @@
+import { mkdtemp, rename, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { LAB_SUDO_PASSWORD, labDown, labExec, labUp, type LabStatus } from '@pideploy/lab';
+import { describeLab } from '@pideploy/lab/testing';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { runBuiltPideploy } from '../testing/built-cli.js';
+
+interface HostResult {
+  readonly host: string;
+  readonly ok: boolean;
+  readonly toplevel?: string;
+  readonly activation?: { readonly outcome: string; readonly action: string };
+  readonly reboot?: { readonly outcome: string; readonly bootIdBefore: string; readonly bootId: string; readonly runningSystem: string };
+  readonly phases: readonly { readonly phase: string }[];
+}
+
+const pideploy = (args: readonly string[], cwd: string, env: NodeJS.ProcessEnv) => runBuiltPideploy([...args, '--sudo-password-stdin'], { cwd, env, input: `${LAB_SUDO_PASSWORD}\n` });
+
+function resultOf(stdout: string): readonly HostResult[] {
+  const last = stdout.trim().split('\n').at(-1) ?? '{}';
+  return (JSON.parse(last) as { result?: { results: readonly HostResult[] } }).result?.results ?? [];
+}
+
+const onConsole = async (host: string, command: string) => (await labExec(host, ['sh', '-c', command])).stdout.trim();
+
+describeLab('pideploy deploy --action boot --reboot: every host reboots into its new system', () => {
+  let status: LabStatus;
+  let project: string;
+  let env: NodeJS.ProcessEnv;
+  const setSalt = (salt: string) => writeFile(path.join(project, 'configuration.nix'), `{ ... }: { imports = [ ./common.nix ]; environment.etc."pideploy-reboot".text = "${salt}"; }\n`);
+
+  beforeAll(async () => {
+    status = await labUp({ hosts: 2 });
+    env = { ...process.env, ...status.env };
+    project = await mkdtemp(path.join(os.tmpdir(), 'pideploy-reboot-'));
+    const init = await runBuiltPideploy(['init', project, '--lab', '--force'], { env: process.env });
+    expect([init.code, init.stderr]).toEqual([0, expect.not.stringContaining('pideploy:')]);
+    await rename(path.join(project, 'configuration.nix'), path.join(project, 'common.nix'));
+    await setSalt('first');
+    const first = await pideploy(['deploy', '--parallel', '2', '--json'], project, env);
+    expect(resultOf(first.stdout).map((host) => host.activation?.outcome), first.stderr).toEqual(['confirmed', 'confirmed']);
+  });
+  afterAll(async () => {
+    await labDown();
+  });
+
+  it('refuses --reboot with --action test before touching any host', async () => {
+    const before = await onConsole('pi1', 'cat /proc/sys/kernel/random/boot_id');
+    const refused = await pideploy(['deploy', '--action', 'test', '--reboot'], project, env);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain('pideploy: --reboot with --action test: test does not make the system the boot default');
+    expect(refused.stderr).toContain('hint: use --action boot (or switch) with --reboot');
+    const alone = await pideploy(['deploy', '--reboot-timeout', '60'], project, env);
+    expect([alone.code, alone.stderr]).toEqual([2, expect.stringContaining('pideploy: --reboot-timeout without --reboot')]);
+    expect(await onConsole('pi1', 'cat /proc/sys/kernel/random/boot_id')).toBe(before);
+  });
+
+  it('activates with boot, reboots both hosts in parallel and checks that each runs its new system', async () => {
+    const running = { pi1: await onConsole('pi1', 'readlink /run/current-system'), pi2: await onConsole('pi2', 'readlink /run/current-system') };
+    await setSalt('second');
+    const run = await pideploy(['deploy', '--action', 'boot', '--reboot', '--reboot-timeout', '60', '--parallel', '2', '--json'], project, env);
+    expect(run.code, run.stderr).toBe(0);
+    const results = resultOf(run.stdout);
+    expect(results).toHaveLength(2);
+    for (const host of results) {
+      expect(host.activation).toMatchObject({ action: 'boot', outcome: 'succeeded' });
+      expect(host.reboot?.outcome).toBe('rebooted');
+      expect(host.reboot?.bootId).not.toBe(host.reboot?.bootIdBefore);
+      expect(host.reboot?.runningSystem).toBe(host.toplevel);
+      expect(host.toplevel).not.toBe(running[host.host as 'pi1' | 'pi2']);
+      expect(host.phases.map((phase) => phase.phase)).toContain('reboot');
+      // The host itself: a new boot, running and booted the new system, whose /etc is live.
+      expect(await onConsole(host.host, 'cat /proc/sys/kernel/random/boot_id')).toBe(host.reboot?.bootId);
+      expect(await onConsole(host.host, 'readlink /run/current-system')).toBe(host.toplevel);
+      expect(await onConsole(host.host, 'readlink /run/booted-system')).toBe(host.toplevel);
+      expect(await onConsole(host.host, 'cat /etc/pideploy-reboot')).toBe('second');
+    }
+    // The events say when each host rebooted.
+    const events = run.stdout.trim().split('\n').slice(0, -1).map((line) => (JSON.parse(line) as { event: { type: string; phase?: string; host?: string; ok?: boolean } }).event);
+    expect(events.filter((event) => event.type === 'phase-end' && event.phase === 'reboot' && event.ok).map((event) => event.host).sort()).toEqual(['pi1', 'pi2']);
+  });
+
+  it('skips the activation and the reboot of a host that booted and runs the system already; the table has a reboot column', async () => {
+    const bootIds = { pi1: await onConsole('pi1', 'cat /proc/sys/kernel/random/boot_id'), pi2: await onConsole('pi2', 'cat /proc/sys/kernel/random/boot_id') };
+    const run = await pideploy(['deploy', '--action', 'boot', '--reboot', '--parallel', '2'], project, env);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stderr).toContain('pi1 booted /nix/store/');
+    expect(run.stderr).toContain('and runs it: no reboot needed');
+    const table = `${run.stdout}${run.stderr}`.split('\n');
+    expect(table.find((line) => line.startsWith('host '))).toMatch(/activate +reboot$/u);
+    expect(table.filter((line) => /^pi[12] +skipped /u.test(line))).toHaveLength(2);
+    expect(await onConsole('pi1', 'cat /proc/sys/kernel/random/boot_id')).toBe(bootIds.pi1);
+    expect(await onConsole('pi2', 'cat /proc/sys/kernel/random/boot_id')).toBe(bootIds.pi2);
+  });
+});
