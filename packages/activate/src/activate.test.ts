@@ -5,8 +5,8 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createBaseContext } from '@pideploy/core';
 import type { SshSession } from '@pideploy/ssh';
-import { activationIsDone, busyErrorOf, checkHealthCheckUse, healthCheckUrlFor, speaksActivationProtocol, stateFromDecisionOutput, stateWaitCommand, stateWaitRound, systemStatus } from './activate.js';
-import { renderActivationScript } from './activation-script.js';
+import { activationFailureHint, activationIsDone, busyErrorOf, checkHealthCheckUse, healthCheckUrlFor, speaksActivationProtocol, stateFromDecisionOutput, stateWaitCommand, stateWaitRound, systemStatus } from './activate.js';
+import { parseActivationState, renderActivationScript } from './activation-script.js';
 import { temporaryDirectory } from './test-support/temporary-directory.js';
 
 describe('checkHealthCheckUse', () => {
@@ -247,5 +247,21 @@ describe('what the activation learns from its commands\' own output', () => {
     expect(speaksActivationProtocol('#!/bin/sh\n# pideploy bundle activation (generated)\n')).toBe(false);
     // A bundle of protocol 1 knows no --wait-state: the current script is uploaded instead.
     expect(speaksActivationProtocol('#!/bin/sh\n# pideploy-activate-protocol: 1\n')).toBe(false);
+  });
+});
+
+describe('activationFailureHint', () => {
+  const failed = (action: string, exitCode: number) =>
+    parseActivationState(`id=20261207T060000Z-abcdef\nstate=failed-rolled-back\naction=${action}\ntoplevel=/nix/store/x-system\nexit_code=${exitCode}\nmessage=switch-to-configuration ${action} exited ${exitCode}\n`);
+
+  it('points to the log, and to a reboot when the new system cannot switch live (exit 100)', () => {
+    const id = '20261207T060000Z-abcdef';
+    expect(activationFailureHint(failed('switch', 2), id)).toBe(`the log is /run/pideploy/${id}.log on the host`);
+    expect(activationFailureHint(failed('switch', 100), id)).toBe(
+      `the new system's init cannot take over from the running one without a reboot: deploy it with --action boot --reboot; the log is /run/pideploy/${id}.log on the host`,
+    );
+    expect(activationFailureHint(failed('test', 100), id)).toContain('--action boot --reboot');
+    // boot does not activate: its exit 100 is not about that.
+    expect(activationFailureHint(failed('boot', 100), id)).toBe(`the log is /run/pideploy/${id}.log on the host`);
   });
 });

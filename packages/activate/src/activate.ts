@@ -521,6 +521,19 @@ export function busyErrorOf(host: string, result: { readonly exitCode: number | 
   });
 }
 
+/**
+ * The exit status of a NixOS `switch-to-configuration` whose new system has an init incompatible
+ * with the running one ("The new configuration won't take effect until you reboot the system").
+ */
+export const SWITCH_NEEDS_REBOOT_EXIT_CODE = 100;
+
+/** The hint of a failed activation: the log, or the reboot a new system with another init needs. Pure. */
+export function activationFailureHint(state: ActivationState, deployId: string): string {
+  const log = `the log is ${ACTIVATION_STATE_DIR}/${deployId}.log on the host`;
+  if (state.exitCode !== SWITCH_NEEDS_REBOOT_EXIT_CODE || state.action === 'boot') return log;
+  return `the new system's init cannot take over from the running one without a reboot: deploy it with --action boot --reboot; ${log}`;
+}
+
 function describeRollback(state: ActivationState): string {
   if (state.state === 'failed') return `the rollback failed too: ${state.message}`;
   const running = state.previousSystem === '' ? '' : `, running ${state.previousSystem} again`;
@@ -700,7 +713,7 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
       throw new PideployError({
         code: ERROR_CODES.failed,
         message: `activating ${input.toplevel} (${action}) on ${host} failed: ${state.message}; ${describeRollback(state)}`,
-        hint: `the log is ${ACTIVATION_STATE_DIR}/${deployId}.log on the host`,
+        hint: activationFailureHint(state, deployId),
       });
     }
 
