@@ -5,9 +5,9 @@
  * then a check that it runs the deployed system.
  */
 import { PideployError, tailLines, type ActivationAction, type PideployContext } from '@pideploy/core';
-import { connectSsh } from '@pideploy/ssh';
+import { SSH_ERROR_CODES, connectSsh } from '@pideploy/ssh';
 import { SYSTEM_PROFILE } from './activation-script.js';
-import { hostName, sudoOptionsOf, type ActivationTarget } from './activate.js';
+import { hostName, sleep, sudoOptionsOf, type ActivationTarget } from './activate.js';
 
 /** The host's systemctl: the running NixOS system's own (never a `reboot` found on PATH). */
 export const SYSTEMCTL = '/run/current-system/sw/bin/systemctl';
@@ -105,24 +105,11 @@ export function planReboot(host: string, probe: BootProbe, toplevel: string, for
 }
 
 /** SSH errors worth waiting through while a host reboots (a changed or unknown host key is not). */
-const RETRIED_SSH_CODES = new Set(['PIDEPLOY_SSH_CONNECTION_FAILED', 'PIDEPLOY_SSH_TIMEOUT', 'PIDEPLOY_SSH_UNREACHABLE', 'PIDEPLOY_SSH_AUTH_FAILED']);
+const RETRIED_SSH_CODES: ReadonlySet<string> = new Set([SSH_ERROR_CODES.connectionFailed, SSH_ERROR_CODES.timeout, SSH_ERROR_CODES.unreachable, SSH_ERROR_CODES.authFailed]);
 
 /** Whether an error of one look at a rebooting host is worth another look. */
 export function isRetriedWhileRebooting(error: unknown): boolean {
   return PideployError.isInstance(error) ? RETRIED_SSH_CODES.has(error.code) : true;
-}
-
-/** Waits `ms`, or less when `signal` aborts (its listener removed either way). */
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise<void>((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
 }
 
 /** Input of {@link waitForNewBoot}. */
@@ -166,7 +153,7 @@ export async function waitForNewBoot(input: WaitForNewBootInput): Promise<BootPr
       if (!isRetriedWhileRebooting(error)) throw error;
       lastProblem = error instanceof Error ? error.message : String(error);
     }
-    await pause(Math.min(pauseMs, Math.max(0, input.timeoutMs - (performance.now() - started))), input.signal);
+    await sleep(Math.min(pauseMs, Math.max(0, input.timeoutMs - (performance.now() - started))), input.signal);
   }
 }
 
