@@ -354,9 +354,9 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
         ),
       );
       if (request.reboot === true) {
-        // Over the deployment's connection while it lasts (the activation may have replaced it).
+        // Over the deployment's connection if it still lasts (else rebootSystem opens one).
         result.reboot = await timed('reboot', host.name, phases, context, () =>
-          rebootSystem({ ...target, session: session?.closed === false ? session : undefined, toplevel: toplevel.outPath, timeoutSeconds: request.rebootTimeoutSeconds, force: request.force }, context),
+          rebootSystem({ ...target, toplevel: toplevel.outPath, timeoutSeconds: request.rebootTimeoutSeconds, force: request.force }, context),
         );
       }
       return { host: host.name, ok: true, ...result, phases };
