@@ -3,7 +3,7 @@ import { mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { createBaseContext, createCollectingReporter, PideployError } from '@pideploy/core';
+import { createBaseContext, createCollectingReporter } from '@pideploy/core';
 import { LAB_SUDO_PASSWORD, labDown, labExec, labUp, type LabStatus } from '@pideploy/lab';
 import { buildLabSystem, describeLab } from '@pideploy/lab/testing';
 import type { SudoPasswordRequest } from '@pideploy/ssh';
@@ -35,16 +35,6 @@ describeLab('reboot: the host\'s own systemctl, a new boot id, the deployed syst
   const running = (host: string) => onConsole(host, 'readlink /run/current-system || true');
   const booted = (host: string) => onConsole(host, 'readlink /run/booted-system || true');
   const bootId = (host: string) => onConsole(host, 'cat /proc/sys/kernel/random/boot_id');
-  const errorOf = async (promise: Promise<unknown>): Promise<PideployError> => {
-    try {
-      await promise;
-    } catch (error) {
-      if (PideployError.isInstance(error)) return error;
-      throw error;
-    }
-    throw new Error('expected a PideployError');
-  };
-
   beforeAll(async () => {
     status = await labUp({ instance, hosts: 2, hostSettings: { pi1: { trusted: false, sudo: 'password' }, pi2: { trusted: false, sudo: 'password' } } });
     workDir = await mkdtemp(path.join(os.tmpdir(), 'pideploy-reboot-lab-'));
@@ -93,10 +83,11 @@ describeLab('reboot: the host\'s own systemctl, a new boot id, the deployed syst
 
   it('refuses to reboot into a system that is not the boot default, and leaves the host alone', async () => {
     const before = await bootId('pi1');
-    const refused = await errorOf(rebootSystem({ ...labTarget('deploy@pi1'), toplevel: systems['base']! }, createBaseContext()));
-    expect(refused.code).toBe('PIDEPLOY_REBOOT_REFUSED');
-    expect(refused.message).toBe(`pi1 would not boot ${systems['base']}: its system profile is ${systems['next']}`);
-    expect(refused.hint).toContain('--action boot or switch');
+    await expect(rebootSystem({ ...labTarget('deploy@pi1'), toplevel: systems['base']! }, createBaseContext())).rejects.toMatchObject({
+      code: 'PIDEPLOY_REBOOT_REFUSED',
+      message: `pi1 would not boot ${systems['base']}: its system profile is ${systems['next']}`,
+      hint: expect.stringContaining('--action boot or switch'),
+    });
     expect(await bootId('pi1')).toBe(before);
   });
 
@@ -106,9 +97,10 @@ describeLab('reboot: the host\'s own systemctl, a new boot id, the deployed syst
     // The lab's boot loader entry still names the old system, as a boot loader that failed to update would.
     await onConsole('pi2', `ln -sfn ${systems['base']} /nix/var/nix/lab-boot/default`);
     const before = await bootId('pi2');
-    const wrong = await errorOf(rebootSystem({ ...labTarget('deploy@pi2'), toplevel: systems['next']!, timeoutSeconds: 60 }, context));
-    expect(wrong.code).toBe('PIDEPLOY_REBOOT_WRONG_SYSTEM');
-    expect(wrong.message).toBe(`pi2 came back from its reboot running ${systems['base']}, not ${systems['next']}`);
+    await expect(rebootSystem({ ...labTarget('deploy@pi2'), toplevel: systems['next']!, timeoutSeconds: 60 }, context)).rejects.toMatchObject({
+      code: 'PIDEPLOY_REBOOT_WRONG_SYSTEM',
+      message: `pi2 came back from its reboot running ${systems['base']}, not ${systems['next']}`,
+    });
     expect(await bootId('pi2')).not.toBe(before);
     expect(await running('pi2')).toBe(systems['base']);
   });
@@ -117,9 +109,10 @@ describeLab('reboot: the host\'s own systemctl, a new boot id, the deployed syst
     const context = createBaseContext();
     await activateSystem({ ...labTarget('deploy@pi2'), toplevel: systems['breakSsh']!, action: 'boot' }, context);
     const started = performance.now();
-    const lost = await errorOf(rebootSystem({ ...labTarget('deploy@pi2'), toplevel: systems['breakSsh']!, timeoutSeconds: 8 }, context));
-    expect(lost.code).toBe('PIDEPLOY_REBOOT_TIMEOUT');
-    expect(lost.message).toMatch(/^pi2 did not come back within 8 s of its reboot \(last: SSH login to deploy@[0-9.]+ failed: the server accepted none of the keys offered/u);
+    await expect(rebootSystem({ ...labTarget('deploy@pi2'), toplevel: systems['breakSsh']!, timeoutSeconds: 8 }, context)).rejects.toMatchObject({
+      code: 'PIDEPLOY_REBOOT_TIMEOUT',
+      message: expect.stringMatching(/^pi2 did not come back within 8 s of its reboot \(last: SSH login to deploy@[0-9.]+ failed: the server accepted none of the keys offered/u),
+    });
     expect(performance.now() - started).toBeGreaterThanOrEqual(8000);
     // It did reboot into that system: the console sees it, its login is what is broken.
     expect(await running('pi2')).toBe(systems['breakSsh']);

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { LAB_SUDO_PASSWORD, labDown, labExec, labUp, type LabStatus } from '@pideploy/lab';
 import { describeLab } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { runBuiltPideploy } from '../testing/built-cli.js';
+import { deployResultsOf, runBuiltPideploy, runBuiltPideployWithLabSudo } from '../testing/built-cli.js';
 
 interface HostResult {
   readonly host: string;
@@ -18,12 +18,9 @@ interface HostResult {
   readonly error?: { readonly code: string; readonly message: string; readonly hint?: string };
 }
 
-const pideploy = (args: readonly string[], cwd: string, env: NodeJS.ProcessEnv) => runBuiltPideploy([...args, '--sudo-password-stdin'], { cwd, env, input: `${LAB_SUDO_PASSWORD}\n` });
+const pideploy = (args: readonly string[], cwd: string, env: NodeJS.ProcessEnv) => runBuiltPideployWithLabSudo(args, { cwd, env });
 
-function resultOf(stdout: string): readonly HostResult[] {
-  const last = stdout.trim().split('\n').at(-1) ?? '{}';
-  return (JSON.parse(last) as { result?: { results: readonly HostResult[] } }).result?.results ?? [];
-}
+const resultOf = (stdout: string) => deployResultsOf<HostResult>(stdout);
 
 async function runs(host: string): Promise<string> {
   return (await labExec(host, ['readlink', '/run/current-system'])).stdout.trim();

@@ -1,10 +1,10 @@
 import { mkdtemp, rename, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { LAB_SUDO_PASSWORD, labDown, labExec, labUp, type LabStatus } from '@pideploy/lab';
+import { labDown, labExec, labUp, type LabStatus } from '@pideploy/lab';
 import { describeLab } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { runBuiltPideploy } from '../testing/built-cli.js';
+import { deployResultsOf, runBuiltPideploy, runBuiltPideployWithLabSudo } from '../testing/built-cli.js';
 
 interface HostResult {
   readonly host: string;
@@ -15,12 +15,9 @@ interface HostResult {
   readonly phases: readonly { readonly phase: string }[];
 }
 
-const pideploy = (args: readonly string[], cwd: string, env: NodeJS.ProcessEnv) => runBuiltPideploy([...args, '--sudo-password-stdin'], { cwd, env, input: `${LAB_SUDO_PASSWORD}\n` });
+const pideploy = (args: readonly string[], cwd: string, env: NodeJS.ProcessEnv) => runBuiltPideployWithLabSudo(args, { cwd, env });
 
-function resultOf(stdout: string): readonly HostResult[] {
-  const last = stdout.trim().split('\n').at(-1) ?? '{}';
-  return (JSON.parse(last) as { result?: { results: readonly HostResult[] } }).result?.results ?? [];
-}
+const resultOf = (stdout: string) => deployResultsOf<HostResult>(stdout);
 
 const onConsole = async (host: string, command: string) => (await labExec(host, ['sh', '-c', command])).stdout.trim();
 

@@ -5,6 +5,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { shellJoin } from '@pideploy/core';
+import { LAB_SUDO_PASSWORD } from '@pideploy/lab';
 
 /** The built `pideploy` entry point. */
 export const BUILT_PIDEPLOY_BIN = fileURLToPath(new URL('../../dist/bin.js', import.meta.url));
@@ -30,6 +31,17 @@ export async function runBuiltPideploy(
     });
     child.stdin?.end(options.input ?? '');
   });
+}
+
+/** {@link runBuiltPideploy} with `--sudo-password-stdin` and the lab's sudo password on stdin. */
+export function runBuiltPideployWithLabSudo(args: readonly string[], options: { readonly env: NodeJS.ProcessEnv; readonly cwd: string }): Promise<PideployRun> {
+  return runBuiltPideploy([...args, '--sudo-password-stdin'], { ...options, input: `${LAB_SUDO_PASSWORD}\n` });
+}
+
+/** The per-host results of `pideploy deploy --json`: its last NDJSON line's `result.results` (none when that line is no result). */
+export function deployResultsOf<HostResult>(stdout: string): readonly HostResult[] {
+  const last = stdout.trim().split('\n').at(-1) ?? '{}';
+  return (JSON.parse(last) as { result?: { results?: readonly HostResult[] } }).result?.results ?? [];
 }
 
 /** Options of {@link runBuiltPideployOnTerminal}. */
