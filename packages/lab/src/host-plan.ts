@@ -355,7 +355,8 @@ shut_down() {
 boot
 while :; do
   request=''
-  read -r request <${LAB_INIT_CONTROL_FIFO} || true
+  # (A FIFO that cannot be opened, removed by hand, costs a second per try, not a busy loop.)
+  read -r request <${LAB_INIT_CONTROL_FIFO} || [ -n "$request" ] || sleep 1
   if [ "$request" = reboot ]; then
     echo "lab init: rebooting ${plan.name}" >&2
     # As systemd, answer the caller first: its session ends a moment later.

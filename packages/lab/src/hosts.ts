@@ -19,9 +19,9 @@ import { runCommand, runCommandAllowingFailure } from './run.js';
 
 /** Pids of a running lab host's processes. */
 export interface LabHostProcesses {
-  /** `unshare` that holds the host's namespaces (parent of sshd). */
+  /** `unshare` that holds the host's namespaces (parent of the host's init script). */
   readonly unsharePid?: number | undefined;
-  /** sshd -D: the host's "init"; its namespaces are the host's. */
+  /** The host's sshd -D (started anew by every boot of the host's init); its namespaces are the host's. */
   readonly sshdPid?: number | undefined;
   readonly nixDaemonPid?: number | undefined;
 }
