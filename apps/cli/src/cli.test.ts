@@ -71,9 +71,11 @@ describe('runCli', () => {
     it('refuses checks given with nothing to gate, before the pin check (exit 2)', async () => {
       expect(await deploy('pi2', '--no-rollback', '--health-check-command', 'true')).toEqual({
         code: 2,
-        err: 'pideploy: pi2 has a health check, but the magic rollback is off: the check runs before the confirmation, and nothing would roll back a failed one\nhint: drop --no-rollback, or the health check (--no-health-check)\n',
+        err: 'pideploy: pi2 has a health check, but the magic rollback is off: the check runs before the confirmation (or after a reboot), and nothing would roll back a failed one\nhint: drop --no-rollback, or the health check (--no-health-check)\n',
       });
-      expect((await deploy('--action', 'boot', '--health-check-url', 'http://{hostname}/')).err).toMatch(/^pideploy: pi1 has a health check, but --action boot has no confirmation/u);
+      expect((await deploy('--action', 'boot', '--health-check-url', 'http://{hostname}/')).err).toMatch(/^pideploy: pi1 has a health check, but --action boot has no confirmation.*\nhint: .*or boot with --reboot \(the check then runs once the host is back\)/u);
+      // With --reboot and no rollback, nothing would roll back a failed check after the reboot either.
+      expect((await deploy('pi2', '--action', 'boot', '--reboot', '--no-rollback', '--health-check-command', 'true')).err).toMatch(/^pideploy: pi2 has a health check, but the magic rollback is off/u);
       expect((await deploy('--no-health-check', '--health-check-timeout', '5')).err).toBe('pideploy: --no-health-check contradicts the other --health-check-* flags\nhint: give one or the other\n');
       expect((await deploy('--health-check-url', 'http://{ip}/')).err).toMatch(/^pideploy: the health check URL http:\/\/\{ip\}\/ has an unknown placeholder \{ip\}\n/u);
     });
@@ -85,6 +87,16 @@ describe('runCli', () => {
       expect(boot.err).toContain('pins');
       expect(boot.code).not.toBe(0);
       expect((await deploy('pi1', '--action', 'boot', '--no-health-check')).err).not.toContain('health check');
+    });
+
+    it('keeps the checks for a boot with --reboot: they run once the host is back', async () => {
+      // Given or from pideploy.json, they are accepted and the deployment goes on to the pin check.
+      for (const args of [['pi1', '--action', 'boot', '--reboot'], ['pi2', '--action', 'boot', '--reboot', '--health-check-command', 'true']]) {
+        const boot = await deploy(...args);
+        expect(boot.err).not.toContain('health check');
+        expect(boot.err).toContain('pins');
+        expect(boot.code).toBe(1);
+      }
     });
   });
 

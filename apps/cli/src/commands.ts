@@ -10,15 +10,15 @@ const pinDirFlag = {
 
 /** Gate the confirmation of `deploy` and `activate` (they replace the fields of pideploy.json's healthCheck). */
 const HEALTH_CHECK_FLAGS = {
-  'health-check-url': { type: 'string', valueName: 'URL', description: 'confirm only if this URL, fetched from here, answers 2xx ({hostname}: the address SSH went to, {host}: the name), else roll back' },
-  'health-check-command': { type: 'string', valueName: 'CMD', description: 'confirm only if CMD (run by sh -c on the host, over a new login) exits 0, else roll back' },
-  'health-check-timeout': { type: 'string', valueName: 'S', description: 'seconds each health check may take (default 10)' },
+  'health-check-url': { type: 'string', valueName: 'URL', description: 'confirm only if this URL, fetched from here, answers 2xx ({hostname}: the address SSH went to, {host}: the name), else roll back (with --reboot: also once the host is back)' },
+  'health-check-command': { type: 'string', valueName: 'CMD', description: 'confirm only if CMD (run by sh -c on the host, over a new login) exits 0, else roll back (with --reboot: also once the host is back)' },
+  'health-check-timeout': { type: 'string', valueName: 'S', description: 'seconds each health check may take (default 10; after a reboot, a failing one is retried within it)' },
   'no-health-check': { type: 'boolean', description: "skip pideploy.json's health check this time" },
 } as const;
 
 /** `deploy` and `activate` flags of the reboot into the new system. */
 const REBOOT_FLAGS = {
-  reboot: { type: 'boolean', description: "then reboot the host into the new system (its own systemctl) and wait until it runs it (with --action boot or switch)" },
+  reboot: { type: 'boolean', description: 'then reboot the host into the new system (its own systemctl), wait until it runs it and passes its health check, else boot it back into the generation it had (with --action boot or switch)' },
   'reboot-timeout': { type: 'string', valueName: 'S', description: 'seconds a host may take to come back from its reboot (default 300)' },
 } as const;
 
@@ -213,11 +213,14 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     path: ['rollback'],
-    usage: 'rollback <host> [--to N]',
+    usage: 'rollback <host> [--to N] [--action switch|boot] [--reboot]',
     summary: 'switch a host back to an earlier system profile generation (default: the previous one)',
-    example: 'pideploy rollback pi1 --to 41',
+    example: 'pideploy rollback pi1 --to 41 --action boot --reboot',
     flags: {
       to: { type: 'string', valueName: 'N', description: 'the generation to go back to' },
+      action: { type: 'string', valueName: 'A', description: 'switch (default: run it now) | boot (make it the boot default only, as nixos-rebuild boot --rollback)' },
+      reboot: { type: 'boolean', description: 'then reboot the host into that generation and wait until it runs it' },
+      'reboot-timeout': REBOOT_FLAGS['reboot-timeout'],
       'ssh-config': { type: 'string', valueName: 'F', description: 'ssh_config file to use (like ssh -F)' },
       'accept-new-host-key': { type: 'boolean', description: 'trust and record the host key of a host seen for the first time (a changed key is always refused)' },
       'sudo-password-file': { type: 'string', valueName: 'F', description: 'read the sudo password from the first line of F' },

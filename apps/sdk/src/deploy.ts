@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PideployError, toPideployError, type ActivationAction, type DeployPhase, type PideployContext } from '@pideploy/core';
 import { createClosureQuery, projectStateDir, type StorePathInfo } from '@pideploy/nix';
-import { activateSystem, asksConfirmation, checkHealthCheckUse, checkRebootUse, diffSystem, formatClosureDiff, readHostSystems, rebootSystem, speaksActivationProtocol, type ActivationResult, type HealthChecks, type HostSystems, type RebootResult } from '@pideploy/activate';
+import { activateSystem, asksConfirmation, checkHealthCheckUse, healthChecksGate, checkRebootUse, diffSystem, formatClosureDiff, readHostSystems, rebootSystem, speaksActivationProtocol, type ActivationResult, type HealthChecks, type HostSystems, type RebootResult } from '@pideploy/activate';
 import { connectSsh, type SshSession, type SudoPasswordProvider, type SudoRunner } from '@pideploy/ssh';
 import { checkPinsFiles } from '@pideploy/pin';
 import { copyClosure, openServeConnection, storeAccessFor, substituteFromCache, type CopyClosureResult, type ServeConnection, type SubstituteFromCacheResult } from '@pideploy/transport';
@@ -159,20 +159,24 @@ export function hostBuilderFor(config: ResolvedConfig, env?: Readonly<Record<str
   return createHostBuilder({ projectDir: config.directory, pinsFile: pinsNix, env });
 }
 
-/** A host's health checks for this deployment, refused up front when they could gate nothing. */
+/**
+ * A host's health checks for this deployment, refused up front when they could gate nothing:
+ * they gate the confirmation (magic rollback) and, with `reboot`, the host's return from it.
+ */
 function plannedHealthChecks(host: ResolvedHost, request: DeployRequest, action: ActivationAction, context: PideployContext): HealthChecks | undefined {
   const checks = healthChecksFor(healthCheckSettingsFor(host.healthCheck, request.healthCheck));
   if (checks === undefined) return undefined;
   const rollback = { enabled: request.rollback, confirmTimeoutSeconds: request.confirmTimeoutSeconds };
+  const reboot = request.reboot === true;
   const given = request.healthCheck !== false && (request.healthCheck?.command !== undefined || request.healthCheck?.url !== undefined);
-  if (!asksConfirmation(action, rollback) && !given) {
+  if (!healthChecksGate(action, rollback, reboot) && !given) {
     if (request.dryRun !== true) {
-      const why = request.rollback === false ? 'the magic rollback is off' : `action ${action} has no confirmation`;
+      const why = request.rollback === false ? 'the magic rollback is off' : `action ${action} has no confirmation (--reboot would check the host once it is back)`;
       context.reporter.emit({ type: 'log', level: 'warn', host: host.name, message: `${host.name}'s health check (pideploy.json) is skipped: ${why}` });
     }
     return undefined;
   }
-  checkHealthCheckUse({ host: host.name, action, rollback, healthChecks: checks });
+  checkHealthCheckUse({ host: host.name, action, rollback, healthChecks: checks, reboot });
   return checks;
 }
 
@@ -344,7 +348,8 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
             action,
             rollback: { enabled: request.rollback, confirmTimeoutSeconds: request.confirmTimeoutSeconds },
             force: request.force,
-            healthChecks: healthChecks.get(host.name),
+            // They gate the confirmation, when there is one (else only the reboot's return).
+            healthChecks: asksConfirmation(action, { enabled: request.rollback }) ? healthChecks.get(host.name) : undefined,
             installBootloader: request.installBootloader,
             // Read while the system built (a failed read leaves the activation to read it itself).
             hostSystems: await hostSystems?.catch(() => undefined),
@@ -354,9 +359,19 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
         ),
       );
       if (request.reboot === true) {
-        // Over the deployment's connection if it still lasts (else rebootSystem opens one).
+        // Over the deployment's connection if it still lasts (else rebootSystem opens one). Back
+        // unhealthy, the host goes back to the generation it had (the one this activation made is
+        // deleted) and the bundle deployed before, as the magic rollback would have.
+        const activated = result.activation.state;
+        const rollbackTo =
+          request.rollback === false || activated?.previousGeneration === undefined || activated.previousGeneration === activated.newGeneration
+            ? undefined
+            : { generation: activated.previousGeneration, rejectedGeneration: activated.newGeneration, gcRoot: (await hostSystems?.catch(() => undefined))?.currentConfiguration };
         result.reboot = await timed('reboot', host.name, phases, context, () =>
-          rebootSystem({ ...target, toplevel: toplevel.outPath, timeoutSeconds: request.rebootTimeoutSeconds, force: request.force }, context),
+          rebootSystem(
+            { ...target, toplevel: toplevel.outPath, timeoutSeconds: request.rebootTimeoutSeconds, force: request.force, healthChecks: healthChecks.get(host.name), rollbackTo },
+            context,
+          ),
         );
       }
       return { host: host.name, ok: true, ...result, phases };

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createBaseContext } from '@pideploy/core';
 import type { SshSession } from '@pideploy/ssh';
-import { activationFailureHint, activationIsDone, busyErrorOf, checkHealthCheckUse, healthCheckUrlFor, speaksActivationProtocol, stateFromDecisionOutput, stateWaitCommand, stateWaitRound, systemStatus } from './activate.js';
+import { activationFailureHint, activationIsDone, busyErrorOf, checkHealthCheckUse, healthCheckUrlFor, healthChecksGate, rollbackArguments, speaksActivationProtocol, stateFromDecisionOutput, stateWaitCommand, stateWaitRound, systemStatus } from './activate.js';
 import { parseActivationState, renderActivationScript } from './activation-script.js';
 import { temporaryDirectory } from './test-support/temporary-directory.js';
 
@@ -34,10 +34,19 @@ describe('checkHealthCheckUse', () => {
 
   it('refuses checks nothing would roll back after: no rollback, boot, dry-activate', () => {
     expect(refusal({ host: 'pi1', action: 'switch', rollback: { enabled: false }, healthChecks: { url } })).toBe(
-      'PIDEPLOY_USAGE: pi1 has a health check, but the magic rollback is off: the check runs before the confirmation, and nothing would roll back a failed one',
+      'PIDEPLOY_USAGE: pi1 has a health check, but the magic rollback is off: the check runs before the confirmation (or after a reboot), and nothing would roll back a failed one',
     );
     expect(refusal({ host: 'pi2', action: 'boot', healthChecks: { command: ['true'] } })).toMatch(/^PIDEPLOY_USAGE: pi2 has a health check, but --action boot has no confirmation/u);
     expect(refusal({ host: 'pi2', action: 'dry-activate', healthChecks: { url } })).toMatch(/--action dry-activate has no confirmation/u);
+    // A reboot gates the checks only with the rollback on, and only after switch or boot.
+    expect(refusal({ host: 'pi2', action: 'boot', reboot: true, rollback: { enabled: false }, healthChecks: { url } })).toMatch(/^PIDEPLOY_USAGE: pi2 has a health check, but the magic rollback is off/u);
+    expect(refusal({ host: 'pi2', action: 'test', reboot: true, rollback: { enabled: false }, healthChecks: { url } })).toMatch(/the magic rollback is off/u);
+  });
+
+  it('accepts checks for a boot (or switch) followed by a reboot: they gate the host\'s return', () => {
+    expect(refusal({ host: 'pi1', action: 'boot', reboot: true, healthChecks: { command: ['true'] } })).toBe('accepted');
+    expect(refusal({ host: 'pi1', action: 'switch', reboot: true, healthChecks: { url } })).toBe('accepted');
+    expect([healthChecksGate('boot', undefined, true), healthChecksGate('boot', undefined, false), healthChecksGate('test', { enabled: false }, true), healthChecksGate('switch', { enabled: false }, true)]).toEqual([true, false, false, false]);
   });
 });
 
@@ -263,5 +272,15 @@ describe('activationFailureHint', () => {
     expect(activationFailureHint(failed('test', 100), id)).toContain('--action boot --reboot');
     // boot does not activate: its exit 100 is not about that.
     expect(activationFailureHint(failed('boot', 100), id)).toBe(`the log is /run/pideploy/${id}.log on the host`);
+  });
+});
+
+describe('rollbackArguments', () => {
+  it('passes only what differs from a plain rollback (switch to the previous generation)', () => {
+    expect(rollbackArguments({})).toEqual(['rollback']);
+    expect(rollbackArguments({ to: 4, action: 'switch' })).toEqual(['rollback', '--to', '4']);
+    expect(rollbackArguments({ to: 4, action: 'boot', deleteGeneration: 5, gcRoot: '/nix/store/abc-pideploy-bundle-pi1' })).toEqual([
+      'rollback', '--to', '4', '--action', 'boot', '--delete-generation', '5', '--gc-root', '/nix/store/abc-pideploy-bundle-pi1',
+    ]);
   });
 });

@@ -122,10 +122,19 @@ export function healthCheckUrlFor(template: string, where: { readonly host: stri
 }
 
 /**
- * Refuses health checks that could gate nothing, before the host is touched: they run between the
- * activation and its confirmation, so they need the magic rollback ({@link asksConfirmation}); and
- * a URL's placeholders must be known ones. (Each check gets at most the time left before the
- * host's confirmation deadline, when it runs.)
+ * Whether health checks gate something: the confirmation of the magic rollback
+ * ({@link asksConfirmation}), or, with a reboot after `switch` or `boot` (rollback on), the host's
+ * return from it (a failed check there sends it back to the generation it had, see `rebootSystem`).
+ */
+export function healthChecksGate(action: ActivationAction, rollback?: RollbackOptions | undefined, reboot = false): boolean {
+  return asksConfirmation(action, rollback) || (reboot && (rollback?.enabled ?? true) && (action === 'switch' || action === 'boot'));
+}
+
+/**
+ * Refuses health checks that could gate nothing ({@link healthChecksGate}), before the host is
+ * touched: they run between the activation and its confirmation, or after a reboot, and only a
+ * rollback makes a failed one count; and a URL's placeholders must be known ones. (Each check gets
+ * at most the time left before the host's confirmation deadline, when it runs there.)
  * @throws PideployError `PIDEPLOY_USAGE` naming the conflict.
  */
 export function checkHealthCheckUse(input: {
@@ -133,16 +142,21 @@ export function checkHealthCheckUse(input: {
   readonly action: ActivationAction;
   readonly rollback?: RollbackOptions | undefined;
   readonly healthChecks?: HealthChecks | undefined;
+  /** The host reboots into the system after the activation (`--reboot`). */
+  readonly reboot?: boolean | undefined;
 }): void {
   const checks = input.healthChecks;
   if (checks === undefined || (checks.command === undefined && checks.url === undefined)) return;
   if (checks.url !== undefined) healthCheckUrlFor(checks.url, { host: input.host, hostname: 'localhost' });
-  if (!asksConfirmation(input.action, input.rollback)) {
+  if (!healthChecksGate(input.action, input.rollback, input.reboot === true)) {
     const why = input.rollback?.enabled === false ? 'the magic rollback is off' : `--action ${input.action} has no confirmation`;
     throw new PideployError({
       code: 'PIDEPLOY_USAGE',
-      message: `${input.host} has a health check, but ${why}: the check runs before the confirmation, and nothing would roll back a failed one`,
-      hint: input.rollback?.enabled === false ? 'drop --no-rollback, or the health check (--no-health-check)' : 'use --action switch or test, or drop the health check (--no-health-check)',
+      message: `${input.host} has a health check, but ${why}: the check runs before the confirmation (or after a reboot), and nothing would roll back a failed one`,
+      hint:
+        input.rollback?.enabled === false
+          ? 'drop --no-rollback, or the health check (--no-health-check)'
+          : 'use --action switch or test, or boot with --reboot (the check then runs once the host is back), or drop the health check (--no-health-check)',
     });
   }
 }
@@ -454,9 +468,8 @@ export function speaksActivationProtocol(scriptText: string): boolean {
   return scriptText.split('\n').includes(ACTIVATION_PROTOCOL_MARKER);
 }
 
-/** Runs a health-check command on the target: undefined when it exits 0, else why not (one line naming the command). */
-/** How long a health check may take, and what set that limit (for the message when it is reached). */
-interface CheckLimit {
+/** How long a health check may take, and what set that limit (for the message when it is reached; internal: reboot.ts). */
+export interface CheckLimit {
   readonly ms: number;
   readonly what: string;
 }
@@ -465,7 +478,8 @@ function outOfTime(name: string, limit: CheckLimit): string {
   return `${name} did not finish within ${limit.ms / 1000} s (${limit.what})`;
 }
 
-async function checkCommand(session: SshSession, command: readonly string[], limit: CheckLimit, signal: AbortSignal): Promise<string | undefined> {
+/** Runs a health-check command on the target: undefined when it exits 0, else why not (one line naming the command; internal: reboot.ts). */
+export async function checkCommand(session: SshSession, command: readonly string[], limit: CheckLimit, signal: AbortSignal): Promise<string | undefined> {
   const name = `the health check \`${shellJoin(command)}\``;
   if (limit.ms <= 0) return outOfTime(name, limit);
   const timeout = AbortSignal.timeout(limit.ms);
@@ -480,8 +494,8 @@ async function checkCommand(session: SshSession, command: readonly string[], lim
   }
 }
 
-/** Fetches a health-check URL from the deployer: undefined when it answers 2xx, else why not (one line naming the URL). */
-async function checkUrl(url: string, limit: CheckLimit): Promise<string | undefined> {
+/** Fetches a health-check URL from the deployer: undefined when it answers 2xx, else why not (one line naming the URL; internal: reboot.ts). */
+export async function checkUrl(url: string, limit: CheckLimit): Promise<string | undefined> {
   if (limit.ms <= 0) return outOfTime(`the health check ${url}`, limit);
   const timeout = AbortSignal.timeout(limit.ms);
   try {
@@ -572,7 +586,7 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
   const host = hostName(input);
   const rollback = asksConfirmation(action, input.rollback);
   const confirmTimeoutSeconds = input.rollback?.confirmTimeoutSeconds ?? DEFAULT_CONFIRM_TIMEOUT_SECONDS;
-  // Checks that could gate nothing are refused before the host is touched.
+  // Checks that could gate nothing are refused before the host is touched (here they gate the confirmation).
   checkHealthCheckUse({ host, action, rollback: input.rollback, healthChecks: input.healthChecks });
   const sudoOptions = sudoOptionsOf(input);
   const connect = { ...input.connect, signal };
@@ -796,6 +810,15 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
 export interface RollbackSystemOptions {
   /** The generation to switch to (default: the one before the current one, as `nix-env --rollback` picks). */
   readonly to?: number | undefined;
+  /**
+   * `switch` (default): the host runs that generation now; `boot`: it becomes the boot default
+   * only (the boot loader is updated), for a reboot into it (as `nixos-rebuild boot --rollback`).
+   */
+  readonly action?: 'switch' | 'boot' | undefined;
+  /** A rejected generation to delete once the profile is off it (e.g. the one a failed deployment made). */
+  readonly deleteGeneration?: number | undefined;
+  /** Where to point the GC root `/etc/nixos/current-configuration` (e.g. the bundle deployed before). */
+  readonly gcRoot?: string | undefined;
 }
 
 /** What a rollback left. */
@@ -803,8 +826,10 @@ export interface RollbackResult {
   readonly host: string;
   /** The profile generation now current. */
   readonly generation: number | undefined;
-  /** The system now running. */
+  /** The system now running (with action `boot`: the one that ran before, until a reboot). */
   readonly runningSystem: string | undefined;
+  /** The system profile's system now (what boots next). */
+  readonly profileSystem: string | undefined;
 }
 
 async function withSession<T>(target: ActivationTarget, context: PideployContext, body: (session: SshSession) => Promise<T>): Promise<T> {
@@ -817,12 +842,25 @@ async function withSession<T>(target: ActivationTarget, context: PideployContext
   }
 }
 
-/** Switches the system profile to an earlier generation (`--to N`, default the previous one) and activates it. */
+/** The activation script's `rollback` arguments for {@link RollbackSystemOptions}. Pure. */
+export function rollbackArguments(options: RollbackSystemOptions): string[] {
+  const argv = ['rollback'];
+  if (options.to !== undefined) argv.push('--to', String(options.to));
+  if (options.action !== undefined && options.action !== 'switch') argv.push('--action', options.action);
+  if (options.deleteGeneration !== undefined) argv.push('--delete-generation', String(options.deleteGeneration));
+  if (options.gcRoot !== undefined) argv.push('--gc-root', options.gcRoot);
+  return argv;
+}
+
+/**
+ * Switches the system profile to an earlier generation (`--to N`, default the previous one) and
+ * activates it (`switch`, or `boot` for a reboot into it; see {@link RollbackSystemOptions}).
+ */
 export async function rollbackSystem(target: ActivationTarget, options: RollbackSystemOptions, context: PideployContext): Promise<RollbackResult> {
   return withSession(target, context, async (session) => {
     const sudo = await session.sudo(sudoOptionsOf(target));
     const script = await installScript(sudo, session, newDeployId(), undefined);
-    const argv = scriptCommand(script, ['rollback', ...(options.to === undefined ? [] : ['--to', String(options.to)])]);
+    const argv = scriptCommand(script, rollbackArguments(options));
     const result = await sudo.exec(argv, { signal: context.signal });
     const busy = busyErrorOf(hostName(target), result, argv);
     if (busy !== undefined) throw busy;
@@ -834,9 +872,10 @@ export async function rollbackSystem(target: ActivationTarget, options: Rollback
         commandFailure: { command: argv, ...(result.exitCode === null ? {} : { exitCode: result.exitCode }), stderrTail: tailLines(result.stderr) },
       });
     }
-    // The script ends with its state file: the generation it switched to and the system now running.
+    // The script ends with its state file: the generation it switched to, and the system running before.
     const state = stateFromDecisionOutput(result.stdout);
-    return { host: hostName(target), generation: state?.newGeneration, runningSystem: state?.toplevel };
+    const runningSystem = options.action === 'boot' ? state?.previousSystem || undefined : state?.toplevel;
+    return { host: hostName(target), generation: state?.newGeneration, runningSystem, profileSystem: state?.toplevel };
   });
 }
 

@@ -328,6 +328,78 @@ second line'; save_state >/dev/null`);
     }
   });
 
+  it('a rollback for a reboot (--action boot) makes the generation the boot default only, deletes the rejected one and points the GC root back; bad arguments change nothing', () => {
+    for (const shell of ['dash', 'bash']) {
+      const root = temporaryDirectory(path.join(os.tmpdir(), 'pideploy-rollback-boot-'));
+      const [stateDir, profiles, tools, proc, run] = ['run-pideploy', 'profiles', 'tools', 'proc', 'run'].map((name) => path.join(root, name)) as [string, string, string, string, string];
+      for (const directory of [stateDir, profiles, tools, run, path.join(proc, 'self')]) mkdirSync(directory, { recursive: true });
+      writeFileSync(path.join(proc, 'self', 'status'), 'Name:\tsh\nUid:\t0\t0\t0\t0\n');
+      // Each system's switch-to-configuration logs its action (boot must not touch what runs).
+      for (const generation of [1, 2, 3]) {
+        const system = path.join(root, `system-${generation}`);
+        mkdirSync(path.join(system, 'bin'), { recursive: true });
+        writeFileSync(path.join(system, 'bin', 'switch-to-configuration'), `#!/bin/sh\necho "${generation} $1" >>${root}/stc.log\n`);
+        chmodSync(path.join(system, 'bin', 'switch-to-configuration'), 0o755);
+        execFileSync('ln', ['-s', system, path.join(profiles, `system-${generation}-link`)]);
+      }
+      execFileSync('ln', ['-s', 'system-3-link', path.join(profiles, 'system')]);
+      for (const bundle of ['bundle-old', 'bundle-new']) mkdirSync(path.join(root, bundle));
+      execFileSync('ln', ['-s', path.join(root, 'bundle-new'), path.join(run, 'current-configuration')]);
+      // nix-env -p PROFILE --switch-generation N | --delete-generations N, and nix-store --add-root ROOT --indirect -r TARGET, as the real ones do to the links.
+      writeFileSync(
+        path.join(tools, 'nix-env'),
+        [
+          '#!/bin/sh',
+          'echo "nix-env $*" >>' + `${root}/tools.log`,
+          'case $3 in',
+          '  --switch-generation) [ -e "${2%/*}/system-$4-link" ] || { echo "error: generation $4 does not exist" >&2; exit 1; }; ln -sfn "system-$4-link" "$2" ;;',
+          '  --delete-generations) rm "${2%/*}/system-$4-link" ;;',
+          'esac',
+          '',
+        ].join('\n'),
+      );
+      writeFileSync(path.join(tools, 'nix-store'), `#!/bin/sh\necho "nix-store $*" >>${root}/tools.log\nln -sfn "$5" "$2"\n`);
+      for (const tool of ['nix-env', 'nix-store']) chmodSync(path.join(tools, tool), 0o755);
+      const rollBack = (args: string) =>
+        spawnSync(
+          shell,
+          ['-c', `${definitions}\nstate_dir=${stateDir}; proc_dir=${proc}; profile=${profiles}/system; profiles_dir=${profiles}; gc_root=${run}/current-configuration; PATH=${tools}:/usr/bin:/bin\ncmd_rollback ${args}`],
+          // (stdin not a socket: bash would read ~/.bashrc then)
+          { encoding: 'utf8', env: { PATH: '/usr/bin:/bin' }, stdio: ['ignore', 'pipe', 'pipe'] },
+        );
+      const log = (name: string) => (existsSync(path.join(root, name)) ? readFileSync(path.join(root, name), 'utf8') : '');
+
+      // Nonsense is refused before anything is touched.
+      for (const [args, error] of [
+        ['--to 1 --action test', 'activate: rollback --action is switch or boot, not test'],
+        ['--to 1 --delete-generation three', 'activate: --delete-generation takes a generation number, not three'],
+        ['--to 1 --gc-root relative/path', 'activate: --gc-root takes a store path, not relative/path'],
+        [`--to 1 --gc-root ${root}/missing`, `activate: --gc-root: ${root}/missing is not on this host`],
+      ] as const) {
+        expect([rollBack(args).status, rollBack(args).stderr]).toEqual([1, `${error}\n`]);
+      }
+      expect([log('tools.log'), log('stc.log'), readdirSync(stateDir)]).toEqual(['', '', []]);
+
+      const rolled = rollBack(`--to 2 --action boot --delete-generation 3 --gc-root ${root}/bundle-old`);
+      expect([rolled.status, rolled.stderr, withoutPrintedState(rolled.stdout)]).toEqual([0, '', `activate: now on generation 2 (${root}/system-2)`]);
+      // The boot default only: generation 2's switch-to-configuration boot, nothing switched.
+      expect(log('stc.log')).toBe('2 boot\n');
+      expect(readlinkSync(path.join(profiles, 'system'))).toBe('system-2-link');
+      expect(readdirSync(profiles).sort()).toEqual(['system', 'system-1-link', 'system-2-link']);
+      expect(readlinkSync(path.join(run, 'current-configuration'))).toBe(`${root}/bundle-old`);
+      expect(stateFromDecisionOutput(rolled.stdout)).toMatchObject({ state: 'succeeded', action: 'boot', toplevel: `${root}/system-2`, bundle: `${root}/bundle-old`, previousGeneration: 3, newGeneration: 2 });
+      expect(stateFromDecisionOutput(rolled.stdout)?.message).toMatch(/^rolled back by hand to generation 2 \(boot default; running .* until a reboot\)$/u);
+
+      // The generation now current is never deleted, and a failed delete is said but not fatal.
+      const again = rollBack('--to 2 --action boot --delete-generation 2');
+      expect([again.status, again.stderr]).toEqual([0, '']);
+      expect(readdirSync(profiles)).toContain('system-2-link');
+      const missing = rollBack('--to 1 --action boot --delete-generation 7');
+      expect([missing.status, missing.stderr]).toEqual([0, 'rm: cannot remove \'' + `${profiles}/system-7-link': No such file or directory\nactivate: could not delete generation 7\n`]);
+      expect(readlinkSync(path.join(profiles, 'system'))).toBe('system-1-link');
+    }
+  });
+
   it('read_generation sets the system profile\'s generation number with one readlink ("" without a profile)', () => {
     const profiles = temporaryDirectory(path.join(os.tmpdir(), 'pideploy-profiles-'));
     const profile = path.join(profiles, 'system');

@@ -356,8 +356,11 @@ await_state() {
  * activate confirm ID      keep the deployment (magic rollback) and GC-root its bundle
  * activate abort ID        give up waiting: roll back now
  * activate status [ID]     print the state file (the newest deployment without ID)
- * activate rollback [--to N]   switch the system profile to generation N (default: the previous one),
- *                              holding the host like a deployment (recorded as `<time>-rollback-<pid>`)
+ * activate rollback [--to N] [--action switch|boot] [--delete-generation N] [--gc-root P]
+ *                          switch the system profile to generation N (default: the previous one) and
+ *                          activate it (`switch`, or `boot`: the boot default only, for a reboot),
+ *                          holding the host like a deployment (recorded as `<time>-rollback-<pid>`);
+ *                          then delete a rejected generation and point the GC root at P if given
  * activate launcher        print how the worker would be started: systemd-run | setsid | nohup
  * ```
  *
@@ -402,7 +405,8 @@ usage() {
   cat >&2 <<'EOF'
 usage: activate <switch|boot|test|dry-activate> --toplevel P [--bundle B] [--deploy-id ID]
                 [--confirm-timeout S] [--no-rollback] [--install-bootloader] [--no-wait | --wait-state S]
-       activate confirm ID | abort ID | status [ID] | rollback [--to N] | launcher
+       activate confirm ID | abort ID | status [ID] | launcher
+       activate rollback [--to N] [--action switch|boot] [--delete-generation N] [--gc-root P]
 EOF
   exit 2
 }
@@ -1021,14 +1025,20 @@ rollback_failed() {
 }
 
 cmd_rollback() {
-  to=''
+  to=''; rollback_action=switch; rejected=''; root_to=''
   while [ $# -gt 0 ]; do
     case "$1" in
       --to) [ $# -ge 2 ] || usage; to=$2; shift 2 ;;
+      --action) [ $# -ge 2 ] || usage; rollback_action=$2; shift 2 ;;
+      --delete-generation) [ $# -ge 2 ] || usage; rejected=$2; shift 2 ;;
+      --gc-root) [ $# -ge 2 ] || usage; root_to=$2; shift 2 ;;
       *) usage ;;
     esac
   done
   case "$to" in *[!0-9]*) die "--to takes a generation number, not $to" ;; esac
+  case "$rejected" in *[!0-9]*) die "--delete-generation takes a generation number, not $rejected" ;; esac
+  case "$rollback_action" in switch|boot) ;; *) die "rollback --action is switch or boot, not $rollback_action" ;; esac
+  case "$root_to" in '') ;; /*) [ -e "$root_to" ] || die "--gc-root: $root_to is not on this host" ;; *) die "--gc-root takes a store path, not $root_to" ;; esac
   is_root || die "must run as root (sudo)"
   [ -d "$state_dir" ] || mkdir -p "$state_dir" || die "cannot create $state_dir"
   id=$(date -u +%Y%m%dT%H%M%SZ)-rollback-$$
@@ -1036,7 +1046,7 @@ cmd_rollback() {
   # Refused while a deployment has the host (it would roll back or confirm over this); else it is ours.
   trap '' HUP PIPE
   take_host
-  st_id=$id; st_action=switch
+  st_id=$id; st_action=$rollback_action; st_bundle=$root_to
   # Losing its SSH session does not stop it halfway (as the detached worker goes on); an interrupted
   # one (Ctrl-C, kill) says so in its state, which frees the host.
   trap 'rollback_failed "interrupted while rolling back: check what the host runs (activate status, pideploy status)"' INT TERM
@@ -1056,10 +1066,19 @@ cmd_rollback() {
   read_generation
   st_new_generation=$generation
   st_toplevel=$(readlink -f "$profile")
-  "$profile/bin/switch-to-configuration" switch
+  "$profile/bin/switch-to-configuration" "$rollback_action"
   st_exit_code=$?
-  [ "$st_exit_code" = 0 ] || rollback_failed "switch-to-configuration switch of generation $generation failed"
-  st_state=succeeded; st_message="rolled back by hand to generation $generation"
+  [ "$st_exit_code" = 0 ] || rollback_failed "switch-to-configuration $rollback_action of generation $generation failed"
+  # The rejected generation goes (never the one now current), so that nothing boots it by default
+  # and a later rollback does not go back to it; a failure to delete it is said, not fatal.
+  if [ -n "$rejected" ] && [ "$rejected" != "$generation" ]; then
+    nix-env -p "$profile" --delete-generations "$rejected" >/dev/null || echo "activate: could not delete generation $rejected" >&2
+  fi
+  if [ -n "$root_to" ]; then
+    move_gc_root || echo "activate: could not point $gc_root at $root_to" >&2
+  fi
+  st_state=succeeded
+  if [ "$rollback_action" = boot ]; then st_message="rolled back by hand to generation $generation (boot default; running $st_previous_system until a reboot)"; else st_message="rolled back by hand to generation $generation"; fi
   save_state >/dev/null
   echo "activate: now on generation $generation ($st_toplevel)"
   print_state "$id"

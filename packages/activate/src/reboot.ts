@@ -2,12 +2,24 @@
  * Rebooting a host into the system it was given (`pideploy deploy --action boot --reboot`): the
  * host's own `systemctl reboot` through sudo, then a wait for a NEW boot (the kernel's boot id,
  * `/proc/sys/kernel/random/boot_id`, changes: a host still going down answers with the old one),
- * then a check that it runs the deployed system.
+ * then a check that it runs the deployed system, and its health checks: a host that comes back
+ * unhealthy is sent back to the generation it had, and rebooted into it.
  */
 import { PideployError, tailLines, type ActivationAction, type PideployContext } from '@pideploy/core';
-import { SSH_ERROR_CODES, connectSsh } from '@pideploy/ssh';
+import { SSH_ERROR_CODES, connectSsh, type SshSession } from '@pideploy/ssh';
 import { SYSTEM_PROFILE } from './activation-script.js';
-import { hostName, sleep, sudoOptionsOf, type ActivationTarget } from './activate.js';
+import {
+  DEFAULT_HEALTH_CHECK_TIMEOUT_MS,
+  checkCommand,
+  checkUrl,
+  healthCheckUrlFor,
+  hostName,
+  rollbackSystem,
+  sleep,
+  sudoOptionsOf,
+  type ActivationTarget,
+  type HealthChecks,
+} from './activate.js';
 
 /** The host's systemctl: the running NixOS system's own (never a `reboot` found on PATH). */
 export const SYSTEMCTL = '/run/current-system/sw/bin/systemctl';
@@ -25,6 +37,8 @@ export const REBOOT_ERROR_CODES = {
   timeout: 'PIDEPLOY_REBOOT_TIMEOUT',
   /** The host came back running another system than the deployed one. */
   wrongSystem: 'PIDEPLOY_REBOOT_WRONG_SYSTEM',
+  /** The host came back running the deployed system, but it failed its health check (rolled back and rebooted into the generation it had, where it could be). */
+  unhealthy: 'PIDEPLOY_REBOOT_UNHEALTHY',
 } as const;
 
 /**
@@ -157,6 +171,19 @@ export async function waitForNewBoot(input: WaitForNewBootInput): Promise<BootPr
   }
 }
 
+/**
+ * Where a host that comes back from its reboot unhealthy goes: the profile generation it had before
+ * the deployment (an activation's `previousGeneration`), with the generation the deployment made
+ * deleted and the GC root `/etc/nixos/current-configuration` pointed back.
+ */
+export interface RebootRollback {
+  readonly generation: number;
+  /** The generation the deployment made (an activation's `newGeneration`): deleted once the profile is off it. */
+  readonly rejectedGeneration?: number | undefined;
+  /** What the GC root pointed at before the deployment (the bundle deployed before), if anything. */
+  readonly gcRoot?: string | undefined;
+}
+
 /** Input of {@link rebootSystem}. */
 export interface RebootSystemInput extends ActivationTarget {
   /** The system the host must boot (its system profile's) and then run. */
@@ -165,6 +192,18 @@ export interface RebootSystemInput extends ActivationTarget {
   readonly timeoutSeconds?: number | undefined;
   /** Reboot even when the host booted and runs `toplevel` already. */
   readonly force?: boolean | undefined;
+  /**
+   * Checks the host must pass once it is back (over a new connection, as the magic rollback's): a
+   * service may still be starting, so a failing check is tried again every second until it passes
+   * or its timeout (counted from the host's return) runs out. Not run when no reboot was needed.
+   */
+  readonly healthChecks?: HealthChecks | undefined;
+  /**
+   * Where an unhealthy host goes ({@link RebootRollback}): it is rolled back there (`boot`) and
+   * rebooted into it. Without it, it is left as it is. Either way the result is a
+   * `PIDEPLOY_REBOOT_UNHEALTHY` error saying which.
+   */
+  readonly rollbackTo?: RebootRollback | undefined;
 }
 
 /** What {@link rebootSystem} did. */
@@ -177,7 +216,40 @@ export interface RebootResult {
   readonly bootId: string;
   /** What the host runs now (`toplevel`). */
   readonly runningSystem: string | undefined;
+  /** Whether health checks ran after the reboot (and passed). */
+  readonly healthChecked: boolean;
   readonly durationMs: number;
+}
+
+/** Pause between two tries of a failing health check after a reboot. */
+const HEALTH_RETRY_PAUSE_MS = 1000;
+
+/**
+ * Runs `checks` on a host that just came back, trying a failing one again every second until it
+ * passes or its timeout (from now) runs out: undefined when all pass, else the last problem.
+ */
+async function checkHealthAfterReboot(session: SshSession, host: string, checks: HealthChecks, signal: AbortSignal): Promise<string | undefined> {
+  const timeoutMs = checks.timeoutMs ?? DEFAULT_HEALTH_CHECK_TIMEOUT_MS;
+  const what = `its timeout, counted from ${host}'s return (--health-check-timeout)`;
+  const runUntilPassed = async (check: (limitMs: number) => Promise<string | undefined>): Promise<string | undefined> => {
+    const deadline = performance.now() + timeoutMs;
+    for (let tries = 1; ; tries += 1) {
+      const problem = await check(Math.max(0, Math.floor(deadline - performance.now())));
+      if (problem === undefined) return undefined;
+      if (signal.aborted) throw new PideployError({ code: 'PIDEPLOY_INTERRUPTED', message: `interrupted while checking ${host}'s health` });
+      if (performance.now() + HEALTH_RETRY_PAUSE_MS >= deadline) return tries === 1 ? problem : `${problem} (tried ${tries} times in ${timeoutMs / 1000} s)`;
+      await sleep(HEALTH_RETRY_PAUSE_MS, signal);
+    }
+  };
+  const command = checks.command;
+  if (command !== undefined) {
+    const problem = await runUntilPassed((ms) => checkCommand(session, command, { ms, what }, signal));
+    if (problem !== undefined) return problem;
+  }
+  const url = checks.url;
+  if (url === undefined) return undefined;
+  const filled = healthCheckUrlFor(url, { host, hostname: session.host.hostname });
+  return runUntilPassed((ms) => checkUrl(filled, { ms, what }));
 }
 
 function probeOf(host: string, result: { readonly exitCode: number | null; readonly stdout: string; readonly stderr: string }): BootProbe | undefined {
@@ -224,7 +296,7 @@ export async function rebootSystem(input: RebootSystemInput, context: PideployCo
     if (plan.kind === 'refused') throw new PideployError({ code: REBOOT_ERROR_CODES.refused, message: plan.message, hint: plan.hint });
     if (plan.kind === 'not-needed') {
       context.reporter.emit({ type: 'log', level: 'info', host, message: `${host} booted ${input.toplevel} and runs it: no reboot needed` });
-      return { host, outcome: 'not-needed', bootIdBefore: before.bootId, bootId: before.bootId, runningSystem: before.running, durationMs: performance.now() - started };
+      return { host, outcome: 'not-needed', bootIdBefore: before.bootId, bootId: before.bootId, runningSystem: before.running, healthChecked: false, durationMs: performance.now() - started };
     }
     context.reporter.emit({ type: 'log', level: 'info', host, message: `rebooting ${host} into ${input.toplevel}` });
     const sudo = await session.sudo(sudoOptionsOf(input));
@@ -244,26 +316,90 @@ export async function rebootSystem(input: RebootSystemInput, context: PideployCo
   }
 
   context.reporter.emit({ type: 'log', level: 'info', host, message: `${host} is rebooting; waiting up to ${timeoutMs / 1000} s for it to come back` });
-  const after = await waitForNewBoot({
-    host,
-    bootId: before.bootId,
-    timeoutMs,
-    signal,
-    look: async (connectTimeoutMs) => {
-      const fresh = await connectSsh(input.target, { ...connect, connectTimeoutMs }, context);
-      try {
-        return probeOf(host, await fresh.exec(BOOT_PROBE_COMMAND, { signal }));
-      } finally {
-        await fresh.close();
+  // The last look's connection stays open for the health checks (a new login that works, as the magic rollback's).
+  let back: SshSession | undefined;
+  try {
+    const after = await waitForNewBoot({
+      host,
+      bootId: before.bootId,
+      timeoutMs,
+      signal,
+      look: async (connectTimeoutMs) => {
+        const fresh = await connectSsh(input.target, { ...connect, connectTimeoutMs }, context);
+        let kept = false;
+        try {
+          const probe = probeOf(host, await fresh.exec(BOOT_PROBE_COMMAND, { signal }));
+          kept = probe !== undefined && probe.bootId !== before.bootId;
+          if (kept) back = fresh;
+          return probe;
+        } finally {
+          if (!kept) await fresh.close();
+        }
+      },
+    });
+    if (after.running !== input.toplevel) {
+      throw new PideployError({
+        code: REBOOT_ERROR_CODES.wrongSystem,
+        message: `${host} came back from its reboot running ${after.running ?? 'no system'}, not ${input.toplevel}`,
+        hint: `its boot loader did not boot the system profile's default: check boot.loader in its configuration (and the boot menu on its console), then \`pideploy status ${host}\``,
+      });
+    }
+    const checks = input.healthChecks;
+    const checked = checks !== undefined && (checks.command !== undefined || checks.url !== undefined) && back !== undefined;
+    if (checked) {
+      context.reporter.emit({ type: 'log', level: 'info', host, message: `${host} is back running ${input.toplevel}; checking its health` });
+      const problem = await checkHealthAfterReboot(back as SshSession, host, checks, signal);
+      if (problem !== undefined) {
+        await back?.close();
+        back = undefined;
+        throw await rollBackUnhealthy(input, problem, context);
       }
-    },
-  });
-  if (after.running !== input.toplevel) {
-    throw new PideployError({
-      code: REBOOT_ERROR_CODES.wrongSystem,
-      message: `${host} came back from its reboot running ${after.running ?? 'no system'}, not ${input.toplevel}`,
-      hint: `its boot loader did not boot the system profile's default: check boot.loader in its configuration (and the boot menu on its console), then \`pideploy status ${host}\``,
+    }
+    return { host, outcome: 'rebooted', bootIdBefore: before.bootId, bootId: after.bootId, runningSystem: after.running, healthChecked: checked, durationMs: performance.now() - started };
+  } finally {
+    await back?.close();
+  }
+}
+
+/**
+ * The error for a host that came back from its reboot running `input.toplevel` but unhealthy
+ * (`problem`), after sending it back where {@link RebootSystemInput.rollbackTo} says and rebooting
+ * it into that system; without one (or when that fails) it says what the host was left on.
+ */
+async function rollBackUnhealthy(input: RebootSystemInput, problem: string, context: PideployContext): Promise<PideployError> {
+  const host = hostName(input);
+  const failed = `${host} came back from its reboot running ${input.toplevel}, but ${problem}`;
+  const fix = 'the new system failed its health check: fix the service (or the check) and deploy again';
+  const rollbackTo = input.rollbackTo;
+  if (rollbackTo === undefined) {
+    return new PideployError({
+      code: REBOOT_ERROR_CODES.unhealthy,
+      message: `${failed}; it was left so (this deployment made no generation to go back from)`,
+      hint: `${fix}; \`pideploy rollback ${host} --action boot --reboot\` boots its previous generation`,
     });
   }
-  return { host, outcome: 'rebooted', bootIdBefore: before.bootId, bootId: after.bootId, runningSystem: after.running, durationMs: performance.now() - started };
+  context.reporter.emit({ type: 'log', level: 'warn', host, message: `${failed}: rolling it back to generation ${rollbackTo.generation} and rebooting` });
+  try {
+    const rolled = await rollbackSystem(
+      { ...input, session: undefined },
+      { to: rollbackTo.generation, action: 'boot', deleteGeneration: rollbackTo.rejectedGeneration, gcRoot: rollbackTo.gcRoot },
+      context,
+    );
+    const previous = rolled.profileSystem;
+    if (previous === undefined) throw new Error(`the rollback did not say which system generation ${rollbackTo.generation} holds`);
+    await rebootSystem({ ...input, session: undefined, toplevel: previous, force: true, healthChecks: undefined, rollbackTo: undefined }, context);
+    return new PideployError({
+      code: REBOOT_ERROR_CODES.unhealthy,
+      message: `${failed}; it was rolled back to generation ${rollbackTo.generation} (${previous}) and rebooted into it`,
+      hint: fix,
+    });
+  } catch (error) {
+    if (context.signal.aborted) throw error;
+    return new PideployError({
+      code: REBOOT_ERROR_CODES.unhealthy,
+      message: `${failed}; rolling it back to generation ${rollbackTo.generation} failed too: ${error instanceof Error ? error.message : String(error)}`,
+      hint: `see what it runs and boots with \`pideploy status ${host}\`; its boot menu still lists generation ${rollbackTo.generation}`,
+      cause: error,
+    });
+  }
 }

@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { activateSystem, checkRebootUse, diffSystem, formatClosureDiff, rebootSystem, rollbackSystem, systemStatus, type ActivationTarget, type SystemStatus } from '@pideploy/activate';
+import { REBOOT_ERROR_CODES, activateSystem, asksConfirmation, checkHealthCheckUse, checkRebootUse, diffSystem, formatClosureDiff, rebootSystem, rollbackSystem, systemStatus, type ActivationTarget, type RebootResult, type SystemStatus } from '@pideploy/activate';
 import { PideployError, toPideployError, type ActivationAction } from '@pideploy/core';
 import { healthCheckSettingsFor, healthChecksFor, loadConfig, loadConfigIfPresent, mapConcurrently, type ResolvedConfig } from '@pideploy/sdk';
 import type { CreateSudoOptions } from '@pideploy/ssh';
@@ -59,6 +59,11 @@ export async function activateCommand(invocation: CommandInvocation): Promise<Co
   checkRebootUse(action, reboot.reboot);
   const config = await projectConfig(invocation);
   const configured = config?.hosts.find((entry) => entry.name === host);
+  const rollback = { enabled: invocation.flags['no-rollback'] !== true, confirmTimeoutSeconds: integerFlag(invocation, 'confirm-timeout', { min: 1, unit: 'seconds' }) };
+  // A host of pideploy.json keeps its health check (the flags replace the fields they name); it
+  // gates the confirmation, and with --reboot the host's return.
+  const healthChecks = healthChecksFor(healthCheckSettingsFor(configured?.healthCheck, healthCheckFlags(invocation)));
+  checkHealthCheckUse({ host, action, rollback, healthChecks, reboot: reboot.reboot });
   const target = resolveTarget(invocation, config, host, await sudoOptions(invocation));
   const result = await activateSystem(
     {
@@ -68,9 +73,8 @@ export async function activateCommand(invocation: CommandInvocation): Promise<Co
       action,
       force: invocation.flags['force'] === true,
       installBootloader: invocation.flags['install-bootloader'] === true,
-      // A host of pideploy.json keeps its health check (the flags replace the fields they name).
-      healthChecks: healthChecksFor(healthCheckSettingsFor(configured?.healthCheck, healthCheckFlags(invocation))),
-      rollback: { enabled: invocation.flags['no-rollback'] !== true, confirmTimeoutSeconds: integerFlag(invocation, 'confirm-timeout', { min: 1, unit: 'seconds' }) },
+      healthChecks: asksConfirmation(action, rollback) ? healthChecks : undefined,
+      rollback,
     },
     invocation.context,
   );
@@ -79,21 +83,42 @@ export async function activateCommand(invocation: CommandInvocation): Promise<Co
       ? `${host} already runs ${toplevel}; nothing to do (--force to activate again)`
       : `${host}: ${action} of ${toplevel} ${result.outcome}${result.deployId === undefined ? '' : ` (deployment ${result.deployId})`}`;
   if (!reboot.reboot) return { value: result, text };
-  const rebooted = await rebootSystem({ ...target, toplevel, timeoutSeconds: reboot.timeoutSeconds, force: invocation.flags['force'] === true }, invocation.context);
-  const rebootText =
-    rebooted.outcome === 'rebooted'
-      ? `${host}: rebooted into ${toplevel} in ${(rebooted.durationMs / 1000).toFixed(1)} s (boot ${rebooted.bootId})`
-      : `${host}: booted ${toplevel} already; not rebooted`;
-  return { value: { ...result, reboot: rebooted }, text: `${text}\n${rebootText}` };
+  // Back unhealthy, the host goes back to the generation it had (this activation's is deleted).
+  const previous = result.state?.previousGeneration;
+  const rollbackTo =
+    !rollback.enabled || previous === undefined || previous === result.state?.newGeneration ? undefined : { generation: previous, rejectedGeneration: result.state?.newGeneration };
+  const rebooted = await rebootSystem({ ...target, toplevel, timeoutSeconds: reboot.timeoutSeconds, force: invocation.flags['force'] === true, healthChecks, rollbackTo }, invocation.context);
+  return { value: { ...result, reboot: rebooted }, text: `${text}\n${rebootLine(host, toplevel, rebooted)}` };
 }
 
-/** `pideploy rollback <host> [--to N]`. */
+function rebootLine(host: string, toplevel: string, rebooted: RebootResult): string {
+  if (rebooted.outcome !== 'rebooted') return `${host}: booted ${toplevel} already; not rebooted`;
+  return `${host}: rebooted into ${toplevel} in ${(rebooted.durationMs / 1000).toFixed(1)} s (boot ${rebooted.bootId})${rebooted.healthChecked ? ', healthy' : ''}`;
+}
+
+/** `pideploy rollback <host> [--to N] [--action switch|boot] [--reboot [--reboot-timeout S]]`. */
 export async function rollbackCommand(invocation: CommandInvocation): Promise<CommandResult> {
-  const host = oneHost(invocation, 'pideploy rollback <host> [--to N]');
+  const usage = 'pideploy rollback <host> [--to N] [--action switch|boot] [--reboot]';
+  const host = oneHost(invocation, usage);
   const to = integerFlag(invocation, 'to', { min: 1 });
+  const action = stringFlag(invocation, 'action') ?? 'switch';
+  if (action !== 'switch' && action !== 'boot') {
+    throw new PideployError({ code: 'PIDEPLOY_USAGE', message: `rollback --action ${action}: a rollback switches to the generation or makes it the boot default`, hint: 'use --action switch (default) or boot' });
+  }
+  const reboot = rebootFlags(invocation);
   const target = resolveTarget(invocation, await projectConfig(invocation), host, await sudoOptions(invocation));
-  const result = await rollbackSystem(target, { to }, invocation.context);
-  return { value: result, text: `${host}: now on generation ${result.generation ?? '?'} (${result.runningSystem ?? 'no running system'})` };
+  const result = await rollbackSystem(target, { to, action }, invocation.context);
+  const profile = result.profileSystem ?? 'no system';
+  const text =
+    action === 'boot'
+      ? `${host}: generation ${result.generation ?? '?'} (${profile}) boots next; running ${result.runningSystem ?? 'no system'} until then`
+      : `${host}: now on generation ${result.generation ?? '?'} (${result.runningSystem ?? 'no running system'})`;
+  if (!reboot.reboot) return { value: result, text };
+  if (result.profileSystem === undefined) {
+    throw new PideployError({ code: REBOOT_ERROR_CODES.refused, message: `${host} was rolled back, but did not say which system it boots now: not rebooted`, hint: `see \`pideploy status ${host}\`, then reboot it yourself` });
+  }
+  const rebooted = await rebootSystem({ ...target, toplevel: result.profileSystem, timeoutSeconds: reboot.timeoutSeconds }, invocation.context);
+  return { value: { ...result, reboot: rebooted }, text: `${text}\n${rebootLine(host, result.profileSystem, rebooted)}` };
 }
 
 function formatStatus(status: SystemStatus): string {
