@@ -13,6 +13,8 @@ interface HostResult {
   readonly activation?: { readonly outcome: string; readonly action: string };
   readonly reboot?: { readonly outcome: string; readonly bootIdBefore: string; readonly bootId: string; readonly runningSystem: string };
   readonly phases: readonly { readonly phase: string }[];
+  readonly bundle?: string;
+  readonly error?: { readonly code: string; readonly message: string; readonly hint?: string };
 }
 
 const pideploy = (args: readonly string[], cwd: string, env: NodeJS.ProcessEnv) => runBuiltPideployWithLabSudo(args, { cwd, env });
@@ -89,5 +91,58 @@ describeLab('pideploy deploy --action boot --reboot: every host reboots into its
     expect(table.filter((line) => /^pi[12] +skipped /u.test(line))).toHaveLength(2);
     expect(await onConsole('pi1', 'cat /proc/sys/kernel/random/boot_id')).toBe(bootIds.pi1);
     expect(await onConsole('pi2', 'cat /proc/sys/kernel/random/boot_id')).toBe(bootIds.pi2);
+  });
+
+  const generationOf = async (host: string) => Number(/^system-(\d+)-link$/u.exec(await onConsole(host, 'readlink /nix/var/nix/profiles/system'))?.[1]);
+
+  it('boots a host that comes back unhealthy back into what it ran: the rejected generation deleted, the bundle deployed before rooted again', async () => {
+    const before = {
+      running: await onConsole('pi1', 'readlink /run/current-system'),
+      generation: await generationOf('pi1'),
+      deployed: await onConsole('pi1', 'readlink /etc/nixos/current-configuration'),
+      bootId: await onConsole('pi1', 'cat /proc/sys/kernel/random/boot_id'),
+    };
+    await setSalt('unhealthy');
+    const run = await pideploy(['deploy', 'pi1', '--action', 'boot', '--reboot', '--reboot-timeout', '60', '--health-check-command', 'test -e /etc/pideploy-healthy', '--health-check-timeout', '2', '--json'], project, env);
+    expect(run.code, run.stderr).toBe(1);
+    const [pi1] = resultOf(run.stdout);
+    expect(pi1?.activation).toMatchObject({ action: 'boot', outcome: 'succeeded' });
+    expect(pi1?.error?.code).toBe('PIDEPLOY_REBOOT_UNHEALTHY');
+    expect(pi1?.error?.message).toMatch(
+      new RegExp(`^pi1 came back from its reboot running ${pi1?.toplevel}, but the health check \`sh -c 'test -e /etc/pideploy-healthy'\` exited 1 \\(tried \\d times in 2 s\\); it was rolled back to generation ${before.generation} \\(${before.running}\\) and rebooted into it$`, 'u'),
+    );
+    // Two boots later it runs and boots what it ran before, from the generation it had; the new one is gone.
+    expect(await onConsole('pi1', 'cat /proc/sys/kernel/random/boot_id')).not.toBe(before.bootId);
+    expect(await onConsole('pi1', 'readlink /run/current-system')).toBe(before.running);
+    expect(await onConsole('pi1', 'readlink /run/booted-system')).toBe(before.running);
+    expect(await onConsole('pi1', 'cat /etc/pideploy-reboot')).toBe('second');
+    expect(await generationOf('pi1')).toBe(before.generation);
+    expect(await onConsole('pi1', `ls /nix/var/nix/profiles | grep -c '^system-${before.generation + 1}-link$' || true`)).toBe('0');
+    expect(await onConsole('pi1', 'readlink /etc/nixos/current-configuration')).toBe(before.deployed);
+    expect(pi1?.bundle).not.toBe(before.deployed);
+    // The table says which phase failed, and why.
+    const table = await pideploy(['deploy', 'pi1', '--action', 'boot', '--reboot', '--reboot-timeout', '60', '--health-check-command', 'test -e /etc/pideploy-healthy', '--health-check-timeout', '1'], project, env);
+    expect(table.code).toBe(1);
+    expect(table.stderr).toContain('rolled back to generation');
+    expect(`${table.stdout}${table.stderr}`).toMatch(/^pi1 +FAILED .* [0-9.]+ s$/mu);
+  });
+
+  it('rolls a host back to its previous generation at its next boot, and reboots it into it (pideploy rollback --action boot --reboot)', async () => {
+    const generation = await generationOf('pi1');
+    const previous = await onConsole('pi1', `ls /nix/var/nix/profiles | sed -n 's/^system-\\([0-9]*\\)-link$/\\1/p' | sort -n | awk '$1 < ${generation}' | tail -n 1`);
+    const previousSystem = await onConsole('pi1', `readlink -f /nix/var/nix/profiles/system-${previous}-link`);
+    const running = await onConsole('pi1', 'readlink /run/current-system');
+    expect(previousSystem).not.toBe(running);
+    const rolled = await pideploy(['rollback', 'pi1', '--action', 'boot', '--reboot', '--reboot-timeout', '60'], project, env);
+    expect(rolled.code, rolled.stderr).toBe(0);
+    const [said, rebooted] = rolled.stdout.trim().split('\n');
+    expect(said).toBe(`pi1: generation ${previous} (${previousSystem}) boots next; running ${running} until then`);
+    expect(rebooted).toMatch(new RegExp(`^pi1: rebooted into ${previousSystem} in [0-9.]+ s \\(boot [0-9a-f-]+\\)$`, 'u'));
+    expect(await onConsole('pi1', 'readlink /run/current-system')).toBe(previousSystem);
+    expect(await onConsole('pi1', 'readlink /run/booted-system')).toBe(previousSystem);
+    expect(await onConsole('pi1', 'cat /etc/pideploy-reboot')).toBe('first');
+    // Nonsense is refused before the host is touched.
+    const refused = await pideploy(['rollback', 'pi1', '--action', 'test'], project, env);
+    expect([refused.code, refused.stderr]).toEqual([2, 'pideploy: rollback --action test: a rollback switches to the generation or makes it the boot default\nhint: use --action switch (default) or boot\n']);
   });
 });
