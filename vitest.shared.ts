@@ -18,6 +18,9 @@ export function defineProject(): UserConfig {
             name: 'unit',
             include: ['src/**/*.test.ts'],
             exclude: ['src/**/*.lab.test.ts', 'node_modules/**', 'dist/**'],
+            // Some unit tests run real shells (dash and bash) dozens of times; on a 2-core machine
+            // running every package's unit tests at once they need more than vitest's 5 s.
+            testTimeout: 30_000,
             sequence: { groupOrder: 0 },
           },
         },
