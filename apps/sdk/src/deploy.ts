@@ -27,10 +27,11 @@ export interface DeployRequest {
   /** Activate even where the host already runs the built system. */
   readonly force?: boolean | undefined;
   /**
-   * Health checks that gate each host's confirmation (a failed one rolls the host back): the
-   * fields given replace those of the host's pideploy.json `healthCheck`; `false` runs none.
-   * Checks given here with no rollback to gate (`rollback: false`, action boot or dry-activate)
-   * are refused; pideploy.json's are then skipped with a warning.
+   * Health checks that gate each host's confirmation (a failed one rolls the host back) and, with
+   * `reboot`, run again once the host is back (an unhealthy host is booted back into the
+   * generation it had): the fields given replace those of the host's pideploy.json `healthCheck`;
+   * `false` runs none. Checks given here with nothing to gate (`rollback: false`, action boot
+   * without `reboot`, dry-activate) are refused; pideploy.json's are then skipped with a warning.
    */
   readonly healthCheck?: HealthCheckSettings | false | undefined;
   /** `NIXOS_INSTALL_BOOTLOADER=1` (install, not just update, the boot loader). */
