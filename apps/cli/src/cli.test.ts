@@ -100,6 +100,34 @@ describe('runCli', () => {
     });
   });
 
+  describe('the bundle of pideploy build, taken when no store path is given', () => {
+    const project = mkdtempSync(path.join(os.tmpdir(), 'pideploy-cli-built-'));
+    writeFileSync(path.join(project, 'pideploy.json'), JSON.stringify({ hosts: { pi1: { target: 'deploy@pi1', configuration: './configuration.nix' } } }));
+    const run = async (cwd: string, ...args: string[]) => {
+      const io = createBufferIo({ cwd });
+      return { code: await runCli(args, io), err: io.err() };
+    };
+
+    it('says to build the host first when it has no built bundle, before asking for a password or connecting (exit 2)', async () => {
+      expect(await run(project, 'activate', 'pi1', '--sudo-password-stdin')).toEqual({ code: 2, err: 'pideploy: pi1 has no built bundle yet\nhint: pideploy build pi1 first (or give the store path with --toplevel)\n' });
+      expect(await run(project, 'diff', 'pi1')).toEqual({ code: 2, err: 'pideploy: pi1 has no built bundle yet\nhint: pideploy build pi1 first (or give the store path with --toplevel)\n' });
+      expect(await run(project, 'copy', 'pi1', '--sudo-password-stdin')).toEqual({ code: 2, err: 'pideploy: pi1 has no built bundle yet\nhint: pideploy build pi1 first (or give the store path with --path)\n' });
+    });
+
+    it('wants the store path for a host that is not in pideploy.json (exit 2)', async () => {
+      expect(await run(project, 'activate', 'deploy@pi.local')).toEqual({ code: 2, err: 'pideploy: deploy@pi.local is not a host of pideploy.json: give the store path with --toplevel\nhint: pideploy activate deploy@pi.local --toplevel /nix/store/…\n' });
+      expect(await run('/', 'copy', 'deploy@pi.local')).toEqual({ code: 2, err: 'pideploy: deploy@pi.local is not a host of a pideploy.json (none found): give the store path with --path\nhint: pideploy copy deploy@pi.local --path /nix/store/…\n' });
+    });
+
+    it('refuses a --bundle that is not a bundle (no toplevel link), naming it (exit 2)', async () => {
+      const notBundle = mkdtempSync(path.join(os.tmpdir(), 'pideploy-cli-not-bundle-'));
+      expect(await run(project, 'diff', 'pi1', '--bundle', notBundle)).toEqual({
+        code: 2,
+        err: `pideploy: ${notBundle} is not a bundle here (no toplevel link in it)\nhint: give the system with --toplevel P, or build the bundle here first (pideploy build pi1)\n`,
+      });
+    });
+  });
+
   it('rejects an unknown command with one line, a hint and exit 2', async () => {
     const io = createBufferIo();
     expect(await runCli(['deploi'], io)).toBe(2);

@@ -29,6 +29,7 @@ export {
   type HostBuilderOptions,
 } from './build-hosts.js';
 export { mapConcurrently } from './concurrency.js';
+export { builtBundleOf, readBundleToplevel, type BuiltBundle } from './built-bundle.js';
 /** `<projectDir>/.pideploy`, where builds root their results (`@pideploy/nix`'s `gcRootPath`) and the fleet cache lives by default. */
 export { projectStateDir } from '@pideploy/nix';
 export { defaultCacheKeyName, openFleetCache, type FleetCache } from './fleet-cache.js';

@@ -1,9 +1,10 @@
 import path from 'node:path';
 import { REBOOT_ERROR_CODES, activateSystem, asksConfirmation, checkHealthCheckUse, checkRebootUse, diffSystem, formatClosureDiff, rebootSystem, rollbackSystem, systemStatus, type ActivationTarget, type RebootResult, type SystemStatus } from '@pideploy/activate';
 import { PideployError, toPideployError, type ActivationAction } from '@pideploy/core';
-import { healthCheckSettingsFor, healthChecksFor, loadConfig, loadConfigIfPresent, mapConcurrently, type ResolvedConfig } from '@pideploy/sdk';
+import { healthCheckSettingsFor, healthChecksFor, loadConfig, loadConfigIfPresent, mapConcurrently, readBundleToplevel, type ResolvedConfig } from '@pideploy/sdk';
 import type { CreateSudoOptions } from '@pideploy/ssh';
 import type { CommandInvocation, CommandResult } from '../command.js';
+import { requireBuiltBundle } from '../built-bundle.js';
 import { sudoOptions } from '../sudo-password.js';
 import { healthCheckFlags, integerFlag, rebootFlags, stringFlag } from '../flags.js';
 
@@ -37,28 +38,41 @@ function oneHost(invocation: CommandInvocation, usage: string): string {
   return host;
 }
 
-function requireToplevel(invocation: CommandInvocation, usage: string): string {
+/**
+ * The system (and bundle) a command acts on: `--toplevel P` (with `--bundle B` if given), else the
+ * `toplevel` of `--bundle B`, else the bundle `pideploy build` made for the host.
+ */
+function systemToActivate(invocation: CommandInvocation, config: ResolvedConfig | undefined, host: string, command: string): { readonly toplevel: string; readonly bundle: string | undefined } {
   const toplevel = stringFlag(invocation, 'toplevel');
-  if (toplevel === undefined) throw new PideployError({ code: 'PIDEPLOY_USAGE', message: '--toplevel is required', hint: usage });
-  return toplevel;
+  const bundleFlag = stringFlag(invocation, 'bundle');
+  const bundle = bundleFlag === undefined ? undefined : path.resolve(invocation.io.cwd, bundleFlag);
+  if (toplevel !== undefined) return { toplevel, bundle };
+  if (bundle !== undefined) {
+    try {
+      return { toplevel: readBundleToplevel(bundle), bundle };
+    } catch {
+      throw new PideployError({ code: 'PIDEPLOY_USAGE', message: `${bundleFlag} is not a bundle here (no toplevel link in it)`, hint: `give the system with --toplevel P, or build the bundle here first (pideploy build ${host})` });
+    }
+  }
+  const built = requireBuiltBundle(config, host, { command, flag: '--toplevel' });
+  return { toplevel: built.toplevel, bundle: built.bundle };
 }
 
-
 /**
- * `pideploy activate <host> --toplevel P [--bundle B] [--action A] [--confirm-timeout S] [--no-rollback] [--force]
+ * `pideploy activate <host> [--toplevel P] [--bundle B] [--action A] [--confirm-timeout S] [--no-rollback] [--force]
  * [--health-check-url URL] [--health-check-command CMD] [--health-check-timeout S] [--no-health-check]
  * [--reboot [--reboot-timeout S]]`: then, with --reboot, the host reboots into the system.
  */
 export async function activateCommand(invocation: CommandInvocation): Promise<CommandResult> {
-  const usage = 'pideploy activate <host> --toplevel P [--action switch|boot|test|dry-activate]';
+  const usage = 'pideploy activate <host> [--toplevel P] [--bundle B] [--action switch|boot|test|dry-activate]';
   const host = oneHost(invocation, usage);
-  const toplevel = requireToplevel(invocation, usage);
   const action = (stringFlag(invocation, 'action') ?? 'switch') as ActivationAction;
   if (!ACTIONS.includes(action)) throw new PideployError({ code: 'PIDEPLOY_USAGE', message: `unknown action "${action}"`, hint: `use one of: ${ACTIONS.join(', ')}` });
   const reboot = rebootFlags(invocation);
   checkRebootUse(action, reboot.reboot);
   const config = await projectConfig(invocation);
   const configured = config?.hosts.find((entry) => entry.name === host);
+  const { toplevel, bundle } = systemToActivate(invocation, config, host, 'activate');
   const rollback = { enabled: invocation.flags['no-rollback'] !== true, confirmTimeoutSeconds: integerFlag(invocation, 'confirm-timeout', { min: 1, unit: 'seconds' }) };
   // A host of pideploy.json keeps its health check (the flags replace the fields they name); it
   // gates the confirmation, and with --reboot the host's return.
@@ -69,7 +83,7 @@ export async function activateCommand(invocation: CommandInvocation): Promise<Co
     {
       ...target,
       toplevel,
-      bundle: stringFlag(invocation, 'bundle'),
+      bundle,
       action,
       force: invocation.flags['force'] === true,
       installBootloader: invocation.flags['install-bootloader'] === true,
@@ -174,12 +188,16 @@ export async function statusCommand(invocation: CommandInvocation): Promise<Comm
   return { value: results, text: text.join('\n'), exitCode: results.some((result) => 'error' in result) ? 1 : 0 };
 }
 
-/** `pideploy diff <host> --toplevel P`: what switching to P changes, against what the host runs. */
+/**
+ * `pideploy diff <host> [--toplevel P | --bundle B]`: what switching to P (default: the system of
+ * the bundle `pideploy build` made for the host) changes, against what the host runs.
+ */
 export async function diffCommand(invocation: CommandInvocation): Promise<CommandResult> {
-  const usage = 'pideploy diff <host> --toplevel P';
+  const usage = 'pideploy diff <host> [--toplevel P | --bundle B]';
   const host = oneHost(invocation, usage);
-  const toplevel = requireToplevel(invocation, usage);
-  const diff = await diffSystem(resolveTarget(invocation, await projectConfig(invocation), host, {}), toplevel, invocation.context, { env: invocation.io.env });
+  const config = await projectConfig(invocation);
+  const { toplevel } = systemToActivate(invocation, config, host, 'diff');
+  const diff = await diffSystem(resolveTarget(invocation, config, host, {}), toplevel, invocation.context, { env: invocation.io.env });
   const text = formatClosureDiff(diff);
   return { value: diff, text: text === '' ? `${host}: no changes` : text.trimEnd() };
 }

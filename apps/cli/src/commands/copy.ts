@@ -1,13 +1,12 @@
-import { existsSync, realpathSync } from 'node:fs';
 import path from 'node:path';
 import { PideployError } from '@pideploy/core';
-import { gcRootPath } from '@pideploy/build';
-import { loadConfigIfPresent, projectStateDir } from '@pideploy/sdk';
-import { connectSsh } from '@pideploy/ssh';
+import { loadConfigIfPresent } from '@pideploy/sdk';
+import { connectSsh, type SudoPasswordProvider } from '@pideploy/ssh';
 import { copyClosure, describeCopyPlan, formatBytes, openServeConnection, storeAccessFor, type CopyClosureResult, type ServeConnection, type StoreAccess } from '@pideploy/transport';
 import type { CommandInvocation, CommandResult } from '../command.js';
+import { requireBuiltBundle } from '../built-bundle.js';
 import { stringFlag } from '../flags.js';
-import { givenSudoPassword } from '../sudo-password.js';
+import { askOnTerminal, givenSudoPassword } from '../sudo-password.js';
 
 
 function stringFlags(invocation: CommandInvocation, name: string): string[] {
@@ -19,7 +18,8 @@ function stringFlags(invocation: CommandInvocation, name: string): string[] {
 /**
  * `pideploy copy <host…> [--path P] [--ssh-config FILE] [--sudo-password-file F | --sudo-password-stdin]`:
  * copies the closure of P (default: the host's bundle from `pideploy build`) to each host over one
- * SSH connection per host, through sudo when a password is given (or the host has NOPASSWD sudo).
+ * SSH connection per host: as root through sudo for a host of pideploy.json (the password asked on
+ * the terminal unless given) or when a password is given, else as the login user.
  */
 export async function copyCommand(invocation: CommandInvocation): Promise<CommandResult> {
   const hosts = invocation.positionals;
@@ -31,22 +31,20 @@ export async function copyCommand(invocation: CommandInvocation): Promise<Comman
   const config =
     await loadConfigIfPresent({ cwd: invocation.io.cwd, configFile: invocation.global.config });
   const sshConfigFlag = stringFlag(invocation, 'ssh-config');
+  // Every host's paths are known before the password is asked and the first host connected.
+  const pathsOf = new Map(hosts.map((host) => [host, givenPaths.length > 0 ? givenPaths : [requireBuiltBundle(config, host, { command: 'copy', flag: '--path' }).bundle]] as const));
   const password = await givenSudoPassword(invocation);
+  // Typed once for the first host that asks, tried first for the others (asked again if refused).
+  let typed: string | undefined;
+  const askOnce: SudoPasswordProvider = async (request) => {
+    if (request.attempt === 1 && typed !== undefined) return typed;
+    typed = await askOnTerminal(request);
+    return typed;
+  };
   const results: CopyClosureResult[] = [];
   for (const host of hosts) {
     const configured = config?.hosts.find((item) => item.name === host);
-    let paths = givenPaths;
-    if (paths.length === 0) {
-      const builtBundle = config === undefined ? undefined : gcRootPath(projectStateDir(config.directory), host, 'bundle');
-      if (configured === undefined || builtBundle === undefined || !existsSync(builtBundle)) {
-        throw new PideployError({
-          code: 'PIDEPLOY_USAGE',
-          message: configured === undefined ? `nothing to copy to ${host}: give the store path with --path` : `${host} has no built bundle yet (${builtBundle})`,
-          hint: configured === undefined ? 'pideploy copy deploy@pi.local --path ./result' : `pideploy build ${host} first`,
-        });
-      }
-      paths = [realpathSync(builtBundle)];
-    }
+    const paths = pathsOf.get(host) ?? givenPaths;
     const sshConfigFile = sshConfigFlag !== undefined ? path.resolve(invocation.io.cwd, sshConfigFlag) : configured?.sshConfig;
     await using session = await connectSsh(
       configured?.target ?? host,
@@ -60,11 +58,13 @@ export async function copyCommand(invocation: CommandInvocation): Promise<Comman
     );
     let access: StoreAccess = { mode: 'direct' };
     let connection: ServeConnection | undefined;
-    if (password !== undefined) {
+    // A host of pideploy.json imports as root, as `deploy` does (the password asked on the
+    // terminal when not given); another target as its login user, unless a password is given.
+    if (password !== undefined || configured !== undefined) {
       // Finds root login / NOPASSWD / password; the copy's root serve process, started now, proves
       // the password before anything is sent (no separate `sudo -v`: one password check per host).
       const sudo = await session.sudo({
-        password,
+        ...(password === undefined ? { passwordProvider: askOnce } : { password }),
         signal: invocation.context.signal,
         proveWith: async (runner) => {
           connection = await openServeConnection({ host, session, access: storeAccessFor(runner) }, invocation.context);

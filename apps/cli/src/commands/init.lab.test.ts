@@ -59,6 +59,11 @@ describeLab('pideploy init --lab && pideploy build pi1 (real nix, the lab mini-n
     // Copy the built bundle with the transport stage: `pideploy copy pi1` takes it from `pideploy build`.
     const passwordFile = path.join(workDir, 'sudo-password');
     await writeFile(passwordFile, `${LAB_SUDO_PASSWORD}\n`, { mode: 0o600 });
+    // A host of pideploy.json imports as root, as deploy does: with no terminal to ask on and no
+    // password given, that is said before anything is sent.
+    const noPassword = await pideploy(['copy', 'pi1'], project, env);
+    expect(noPassword.code).toBe(1);
+    expect(noPassword.stderr).toMatch(/^pideploy: sudo on deploy@\S+ needs deploy's password, and none was given\nhint: run interactively, or pass --sudo-password-file FILE \/ --sudo-password-stdin\n$/u);
     const loginsBefore = sshLoginCount(status.hosts[0]!);
     const sudoRan = sudoLogFrom(status.hosts[0]!);
     const passwordChecks = sudoPasswordChecksFrom(status.hosts[0]!);
@@ -71,13 +76,17 @@ describeLab('pideploy init --lab && pideploy build pi1 (real nix, the lab mini-n
     expect(sudoCommandsOf(sudoRan())).toEqual(['/usr/bin/nix-store --serve --write']);
     expect(passwordChecks()).toEqual(['deploy sudo -k -S -p  -- nix-store --serve --write']);
     const toplevel = (await labExec('pi1', ['readlink', '-f', `${bundle}/toplevel`])).stdout.trim();
-    const activation = await pideploy(
-      ['activate', 'pi1', '--toplevel', toplevel, '--bundle', bundle, '--sudo-password-file', passwordFile, '--confirm-timeout', '20'],
-      project,
-      env,
-    );
+    // `pideploy diff pi1` and `pideploy activate pi1` take the built bundle too: build, copy,
+    // activate is the whole deployment by hand.
+    const diff = await pideploy(['diff', 'pi1'], project, env);
+    expect([diff.code, diff.stderr]).toEqual([0, '']);
+    const diffOfToplevel = await pideploy(['diff', 'pi1', '--toplevel', toplevel], project, env);
+    expect(diff.stdout).toBe(diffOfToplevel.stdout);
+    expect(diff.stdout).toMatch(/\S/u);
+    const activation = await pideploy(['activate', 'pi1', '--sudo-password-file', passwordFile, '--confirm-timeout', '20'], project, env);
     expect(activation.stderr).not.toContain('pideploy:');
     expect(activation.code).toBe(0);
+    expect(activation.stdout).toMatch(new RegExp(`^pi1: switch of ${toplevel} confirmed \\(deployment [^)]+\\)\n$`, 'u'));
     expect((await labExec('pi1', ['readlink', '/run/current-system'])).stdout.trim()).toBe(toplevel);
     expect((await labExec('pi1', ['readlink', '-f', '/etc/nixos/current-configuration'])).stdout.trim()).toBe(bundle);
     const systemStatus = await pideploy(['status', 'pi1', '--json'], project, env);
