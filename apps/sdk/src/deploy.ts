@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PideployError, toPideployError, type ActivationAction, type DeployPhase, type PideployContext } from '@pideploy/core';
 import { createClosureQuery, projectStateDir, type StorePathInfo } from '@pideploy/nix';
-import { activateSystem, asksConfirmation, checkHealthCheckUse, healthChecksGate, checkRebootUse, diffSystem, formatClosureDiff, readHostSystems, rebootSystem, speaksActivationProtocol, type ActivationResult, type HealthChecks, type HostSystems, type RebootResult } from '@pideploy/activate';
+import { activateSystem, asksConfirmation, bootPartsChanged, readLocalBootParts, type BootPart, checkHealthCheckUse, healthChecksGate, checkRebootUse, diffSystem, formatClosureDiff, readHostSystems, rebootSystem, speaksActivationProtocol, type ActivationResult, type HealthChecks, type HostSystems, type RebootResult } from '@pideploy/activate';
 import { connectSsh, type SshSession, type SudoPasswordProvider, type SudoRunner } from '@pideploy/ssh';
 import { checkPinsFiles } from '@pideploy/pin';
 import { copyClosure, openServeConnection, storeAccessFor, substituteFromCache, type CopyClosureResult, type ServeConnection, type SubstituteFromCacheResult } from '@pideploy/transport';
@@ -95,6 +95,11 @@ export interface HostDeployResult {
   readonly activation?: ActivationResult | undefined;
   /** With `reboot`: the host's reboot (or that none was needed). */
   readonly reboot?: RebootResult | undefined;
+  /**
+   * Without `reboot`, after a `switch` or `test`: what the new system has otherwise than the host
+   * booted with, of its kernel, initrd and kernel modules (they load only at a reboot); absent: none.
+   */
+  readonly rebootNeededFor?: readonly BootPart[] | undefined;
   /** The closure diff shown before activating (nix store diff-closures format). */
   readonly diff?: string | undefined;
   readonly error?: PideployError | undefined;
@@ -232,6 +237,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
       cache?: HostDeployResult['cache'];
       activation?: ActivationResult;
       reboot?: RebootResult;
+      rebootNeededFor?: readonly BootPart[];
       diff?: string;
     } = {};
     // The build does not wait for the connection (nor the connection for the build): the SSH
@@ -359,6 +365,20 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
           context,
         ),
       );
+      if (request.reboot !== true && (action === 'switch' || action === 'test')) {
+        // A switch cannot load a new kernel (initrd, modules): the host runs the new system on
+        // the one it booted until it reboots. Said, not failed: the user picks the reboot's time.
+        const changed = bootPartsChanged((await hostSystems?.catch(() => undefined))?.bootedParts, readLocalBootParts(toplevel.outPath));
+        if (changed.length > 0) {
+          result.rebootNeededFor = changed;
+          context.reporter.emit({
+            type: 'log',
+            level: 'warn',
+            host: host.name,
+            message: `${host.name} runs its new system on the ${changed.join(', ')} it booted with: reboot it to run the new one (pideploy deploy ${host.name} --reboot)`,
+          });
+        }
+      }
       if (request.reboot === true) {
         // Over the deployment's connection if it still lasts (else rebootSystem opens one). Back
         // unhealthy, the host goes back to the generation it had (the one this activation made is

@@ -29,6 +29,7 @@ import {
   uploadedScriptPath,
   type ActivationState,
 } from './activation-script.js';
+import { bootPartsChanged, parseBootParts, printBootPartsScript, type BootPart, type BootParts } from './boot-parts.js';
 import { diffClosures, type ClosureDiff } from './closure-diff.js';
 import { parseGenerationList, type ProfileGeneration } from './generations.js';
 
@@ -212,6 +213,11 @@ export interface HostSystems {
    * system activated without one), resolved; undefined if unset or not read.
    */
   readonly currentConfiguration?: string | undefined;
+  /**
+   * The kernel, initrd and kernel modules the host booted with (`/run/booted-system`'s links;
+   * undefined: it has no booted system): a system with other ones runs on these until a reboot.
+   */
+  readonly bootedParts?: BootParts | undefined;
   /** When the host was asked (`Date.now()`), as {@link readHostSystems} records it. */
   readonly readAtMs?: number | undefined;
   /**
@@ -437,19 +443,22 @@ async function probeHost(session: SshSession, bundle: string | undefined, signal
     'if [ -n "$lock" ]; then s=starting; if [ -n "$holder" ] && [ -f "$4/$holder.state" ]; then while IFS= read -r l; do case $l in state=*) s=${l#state=}; break ;; esac; done <"$4/$holder.state"; fi; fi',
     'printf \'%s\\n\' "$(readlink -e /run/current-system)" "$(readlink -e "$1")" "$(readlink -e "$5")" "$holder" "$s"',
     'if [ -n "$2" ] && grep -qxF "$3" "$2" 2>/dev/null; then echo speaks-protocol; fi',
+    // What it booted with that a switch cannot change (kernel, initrd, modules): one find.
+    printBootPartsScript('/run/booted-system'),
   ].join('\n');
   const readAtMs = Date.now();
   const result = await session.exec(['sh', '-c', script, 'probe-host', SYSTEM_PROFILE, bundled, ACTIVATION_PROTOCOL_MARKER, ACTIVATION_STATE_DIR, CURRENT_CONFIGURATION_ROOT], { signal });
   if (result.exitCode !== 0) throw remoteFailure('reading the running system and profile', ['sh', '-c', script], result, session.display);
-  const [running = '', profile = '', currentConfiguration = '', holder = '', holderState = '', protocol = ''] = result.stdout.split('\n');
+  const [running = '', profile = '', currentConfiguration = '', holder = '', holderState = '', ...tagged] = result.stdout.split('\n');
   const busy = holderState !== '' && !isFinalActivationState(holderState) ? { busyWith: { id: holder, state: holderState } } : {};
   return {
     running: running === '' ? undefined : running,
     profile: profile === '' ? undefined : profile,
     currentConfiguration: currentConfiguration === '' ? undefined : currentConfiguration,
+    bootedParts: parseBootParts(tagged),
     readAtMs,
     ...busy,
-    bundledScript: protocol === 'speaks-protocol' ? bundled : undefined,
+    bundledScript: tagged.includes('speaks-protocol') ? bundled : undefined,
   };
 }
 
@@ -896,6 +905,11 @@ export interface SystemStatus {
   readonly manifest: unknown;
   /** The newest deployment recorded in /run/pideploy (until the host reboots). */
   readonly lastDeployment: ActivationState | undefined;
+  /**
+   * What the boot default (the profile's system) has otherwise than the host booted with, of its
+   * kernel, initrd and kernel modules: a reboot is needed to run them (empty: none, or unknown).
+   */
+  readonly rebootNeededFor: readonly BootPart[];
 }
 
 /** Marks the start of a section in the status script's output. */
@@ -926,10 +940,20 @@ section links
 for link in "$gc_root" /run/current-system /run/booted-system "$profile"; do printf '%s\\n' "$(readlink -e "$link")"; done
 section manifest
 cat "$gc_root/manifest.json" 2>/dev/null
+section booted-parts
+${printBootPartsScript('/run/booted-system')}
+section profile-parts
+${printBootPartsScript('"$profile"')}
 section last-deployment
 newest=$(ls -t "$state_dir" 2>/dev/null | grep '\\.state$' | head -n 1)
 if [ -n "$newest" ]; then cat "$state_dir/$newest"; fi
 `;
+
+/** The boot parts the profile's system changes against the booted one's, from the status script's two sections. */
+function rebootNeededFor(booted: string | undefined, profile: string | undefined): BootPart[] {
+  const profileParts = parseBootParts((profile ?? '').split('\n'));
+  return profileParts === undefined ? [] : bootPartsChanged(parseBootParts((booted ?? '').split('\n')), profileParts);
+}
 
 /** The status script's output cut at its section lines. */
 function statusSections(stdout: string): Map<string, string> {
@@ -974,6 +998,7 @@ export async function systemStatus(target: ActivationTarget, context: PideployCo
       currentConfiguration,
       manifest,
       lastDeployment: state === '' ? undefined : parseActivationState(`${state}\n`),
+      rebootNeededFor: rebootNeededFor(sections.get('booted-parts'), sections.get('profile-parts')),
     };
   });
 }

@@ -8,6 +8,7 @@ export {
   type ClosureDiffEntry,
   type ClosurePath,
 } from './closure-diff.js';
+export { BOOT_PARTS, bootPartsChanged, parseBootParts, printBootPartsScript, readLocalBootParts, type BootPart, type BootParts } from './boot-parts.js';
 export { parseGenerationList, previousGeneration, type ProfileGeneration } from './generations.js';
 export {
   ACTIVATION_BUSY_EXIT_CODE,

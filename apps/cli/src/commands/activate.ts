@@ -143,6 +143,7 @@ function formatStatus(status: SystemStatus): string {
     `  profile:   ${status.profileSystem ?? '-'}`,
     `  deployed:  ${status.currentConfiguration ?? '-'}`,
   ];
+  if (status.rebootNeededFor.length > 0) lines.push(`  reboot:    needed: the profile's ${status.rebootNeededFor.join(', ')} are not the ones it booted with`);
   if (status.lastDeployment !== undefined) {
     const last = status.lastDeployment;
     lines.push(`  last deployment ${last.id}: ${last.action} ${last.toplevel} → ${last.state} (${last.message})`);

@@ -14,6 +14,7 @@ interface HostResult {
   readonly reboot?: { readonly outcome: string; readonly bootIdBefore: string; readonly bootId: string; readonly runningSystem: string };
   readonly phases: readonly { readonly phase: string }[];
   readonly bundle?: string;
+  readonly rebootNeededFor?: readonly string[];
   readonly error?: { readonly code: string; readonly message: string; readonly hint?: string };
 }
 
@@ -144,5 +145,51 @@ describeLab('pideploy deploy --action boot --reboot: every host reboots into its
     // Nonsense is refused before the host is touched.
     const refused = await pideploy(['rollback', 'pi1', '--action', 'test'], project, env);
     expect([refused.code, refused.stderr]).toEqual([2, 'pideploy: rollback --action test: a rollback switches to the generation or makes it the boot default\nhint: use --action switch (default) or boot\n']);
+  });
+
+  it('says when a switch brought a kernel the host did not boot with (deploy and status), until a reboot runs it', async () => {
+    const withKernel = (version: string, salt: string) =>
+      writeFile(path.join(project, 'configuration.nix'), `{ ... }: { imports = [ ./common.nix ]; environment.etc."pideploy-reboot".text = "${salt}"; lab.kernel = "${version}"; }\n`);
+    const statusOf = async () => {
+      const run = await runBuiltPideploy(['status', 'pi2', '--json'], { cwd: project, env });
+      expect(run.code, run.stderr).toBe(0);
+      return { text: (await runBuiltPideploy(['status', 'pi2'], { cwd: project, env })).stdout, json: (JSON.parse(run.stdout.trim().split('\n').at(-1) ?? '{}') as { result: { rebootNeededFor: string[] }[] }).result[0] };
+    };
+    // pi2 boots a system without kernel links; its next one has them: switched, it runs on the old ones.
+    await setSalt('no kernel');
+    const booted = await pideploy(['deploy', 'pi2', '--action', 'boot', '--reboot', '--reboot-timeout', '60'], project, env);
+    expect(booted.code, booted.stderr).toBe(0);
+    await withKernel('6.6.1-lab', 'kernel');
+    const switched = await pideploy(['deploy', 'pi2', '--json'], project, env);
+    expect(switched.code, switched.stderr).toBe(0);
+    const [pi2] = resultOf(switched.stdout);
+    expect(pi2?.activation?.outcome).toBe('confirmed');
+    expect(pi2?.rebootNeededFor).toEqual(['kernel', 'initrd', 'kernel-modules']);
+    // A warning (with --json, an event on stdout).
+    expect(`${switched.stdout}${switched.stderr}`).toContain('pi2 runs its new system on the kernel, initrd, kernel-modules it booted with: reboot it to run the new one (pideploy deploy pi2 --reboot)');
+    expect(await onConsole('pi2', 'readlink /run/current-system')).toBe(pi2?.toplevel);
+    expect(await onConsole('pi2', `readlink ${pi2?.toplevel}/kernel`)).toMatch(/^\/nix\/store\/[a-z0-9]{32}-linux-6\.6\.1-lab-Image$/u);
+    const needed = await statusOf();
+    expect(needed.json?.rebootNeededFor).toEqual(['kernel', 'initrd', 'kernel-modules']);
+    expect(needed.text).toContain("  reboot:    needed: the profile's kernel, initrd, kernel-modules are not the ones it booted with\n");
+
+    // The hint's command: nothing to activate, a reboot into it; then nothing is said.
+    const rebooted = await pideploy(['deploy', 'pi2', '--reboot', '--reboot-timeout', '60', '--json'], project, env);
+    expect(rebooted.code, rebooted.stderr).toBe(0);
+    const [after] = resultOf(rebooted.stdout);
+    expect([after?.activation?.outcome, after?.reboot?.outcome, after?.rebootNeededFor]).toEqual(['skipped', 'rebooted', undefined]);
+    expect(await onConsole('pi2', 'readlink /run/booted-system')).toBe(pi2?.toplevel);
+    const done = await statusOf();
+    expect(done.json?.rebootNeededFor).toEqual([]);
+    expect(done.text).not.toContain('reboot:');
+
+    // Another system with the same kernel switches without a word about rebooting.
+    await withKernel('6.6.1-lab', 'same kernel');
+    const same = await pideploy(['deploy', 'pi2', '--json'], project, env);
+    expect(same.code, same.stderr).toBe(0);
+    const [sameKernel] = resultOf(same.stdout);
+    expect([sameKernel?.activation?.outcome, sameKernel?.rebootNeededFor]).toEqual(['confirmed', undefined]);
+    expect(`${same.stdout}${same.stderr}`).not.toContain('reboot it');
+    expect(await onConsole('pi2', 'cat /etc/pideploy-reboot')).toBe('same kernel');
   });
 });
