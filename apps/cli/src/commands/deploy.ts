@@ -28,7 +28,13 @@ export function describeDeployResult(result: DeployResult): string {
   const failures = result.results
     .filter((host) => !host.ok && host.error !== undefined)
     .map((host) => `${host.host}: ${host.error?.message}${host.error?.hint === undefined ? '' : `\n  hint: ${host.error.hint}`}`);
-  return [header, ...rows, ...failures].join('\n');
+  // Said again at the end (the warning scrolled by with the progress of a fleet).
+  const needReboot = result.results.filter((host) => host.ok && (host.rebootNeededFor?.length ?? 0) > 0).map((host) => host.host);
+  const reboots =
+    needReboot.length === 0
+      ? []
+      : [`reboot needed: ${needReboot.join(', ')} (a new kernel, initrd or kernel modules load only at a boot): pideploy deploy ${needReboot.join(' ')} --reboot`];
+  return [header, ...rows, ...failures, ...reboots].join('\n');
 }
 
 /**

@@ -169,6 +169,10 @@ describeLab('pideploy deploy --action boot --reboot: every host reboots into its
     expect(`${switched.stdout}${switched.stderr}`).toContain('pi2 runs its new system on the kernel, initrd, kernel-modules it booted with: reboot it to run the new one (pideploy deploy pi2 --reboot)');
     expect(await onConsole('pi2', 'readlink /run/current-system')).toBe(pi2?.toplevel);
     expect(await onConsole('pi2', `readlink ${pi2?.toplevel}/kernel`)).toMatch(/^\/nix\/store\/[a-z0-9]{32}-linux-6\.6\.1-lab-Image$/u);
+    // The table ends saying it again, with the command.
+    const table = await pideploy(['deploy', 'pi2'], project, env);
+    expect(table.code, table.stderr).toBe(0);
+    expect(`${table.stdout}${table.stderr}`).toContain('reboot needed: pi2 (a new kernel, initrd or kernel modules load only at a boot): pideploy deploy pi2 --reboot\n');
     const needed = await statusOf();
     expect(needed.json?.rebootNeededFor).toEqual(['kernel', 'initrd', 'kernel-modules']);
     expect(needed.text).toContain("  reboot:    needed: the profile's kernel, initrd, kernel-modules are not the ones it booted with\n");
