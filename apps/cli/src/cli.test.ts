@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -117,6 +117,15 @@ describe('runCli', () => {
     it('wants the store path for a host that is not in pideploy.json (exit 2)', async () => {
       expect(await run(project, 'activate', 'deploy@pi.local')).toEqual({ code: 2, err: 'pideploy: deploy@pi.local is not a host of pideploy.json: give the store path with --toplevel\nhint: pideploy activate deploy@pi.local --toplevel /nix/store/…\n' });
       expect(await run('/', 'copy', 'deploy@pi.local')).toEqual({ code: 2, err: 'pideploy: deploy@pi.local is not a host of a pideploy.json (none found): give the store path with --path\nhint: pideploy copy deploy@pi.local --path /nix/store/…\n' });
+    });
+
+    it('refuses a --toplevel that is not the system of the --bundle given with it (exit 2, before any password)', async () => {
+      const bundle = mkdtempSync(path.join(os.tmpdir(), 'pideploy-cli-bundle-'));
+      symlinkSync('/nix/store/00000000000000000000000000000000-nixos-system-pi1', path.join(bundle, 'toplevel'));
+      expect(await run(project, 'activate', 'pi1', '--bundle', bundle, '--toplevel', '/nix/store/11111111111111111111111111111111-nixos-system-pi1', '--sudo-password-stdin')).toEqual({
+        code: 2,
+        err: `pideploy: the bundle ${bundle} holds /nix/store/00000000000000000000000000000000-nixos-system-pi1, not --toplevel /nix/store/11111111111111111111111111111111-nixos-system-pi1\nhint: drop --toplevel: the bundle's system is the one activated\n`,
+      });
     });
 
     it('refuses a --bundle that is not a bundle (no toplevel link), naming it (exit 2)', async () => {

@@ -1,3 +1,4 @@
+import { realpathSync } from 'node:fs';
 import path from 'node:path';
 import { REBOOT_ERROR_CODES, activateSystem, asksConfirmation, checkHealthCheckUse, checkRebootUse, diffSystem, formatClosureDiff, rebootSystem, rollbackSystem, systemStatus, type ActivationTarget, type RebootResult, type SystemStatus } from '@pideploy/activate';
 import { PideployError, toPideployError, type ActivationAction } from '@pideploy/core';
@@ -43,19 +44,37 @@ function oneHost(invocation: CommandInvocation, usage: string): string {
  * `toplevel` of `--bundle B`, else the bundle `pideploy build` made for the host.
  */
 function systemToActivate(invocation: CommandInvocation, config: ResolvedConfig | undefined, host: string, command: string): { readonly toplevel: string; readonly bundle: string | undefined } {
-  const toplevel = stringFlag(invocation, 'toplevel');
+  const toplevelFlag = stringFlag(invocation, 'toplevel');
   const bundleFlag = stringFlag(invocation, 'bundle');
-  const bundle = bundleFlag === undefined ? undefined : path.resolve(invocation.io.cwd, bundleFlag);
-  if (toplevel !== undefined) return { toplevel, bundle };
-  if (bundle !== undefined) {
-    try {
-      return { toplevel: readBundleToplevel(bundle), bundle };
-    } catch {
-      throw new PideployError({ code: 'PIDEPLOY_USAGE', message: `${bundleFlag} is not a bundle here (no toplevel link in it)`, hint: `give the system with --toplevel P, or build the bundle here first (pideploy build ${host})` });
-    }
+  const toplevel = toplevelFlag === undefined ? undefined : storePathGiven(invocation, toplevelFlag);
+  const bundle = bundleFlag === undefined ? undefined : storePathGiven(invocation, bundleFlag);
+  if (bundle === undefined) {
+    if (toplevel !== undefined) return { toplevel, bundle };
+    const built = requireBuiltBundle(config, host, { command, flag: '--toplevel' });
+    return { toplevel: built.toplevel, bundle: built.bundle };
   }
-  const built = requireBuiltBundle(config, host, { command, flag: '--toplevel' });
-  return { toplevel: built.toplevel, bundle: built.bundle };
+  let bundled: string | undefined;
+  try {
+    bundled = readBundleToplevel(bundle);
+  } catch {
+    // Only on the host (or not a bundle): with --toplevel, the host's activation finds out.
+    if (toplevel !== undefined) return { toplevel, bundle };
+    throw new PideployError({ code: 'PIDEPLOY_USAGE', message: `${bundleFlag} is not a bundle here (no toplevel link in it)`, hint: `give the system with --toplevel P, or build the bundle here first (pideploy build ${host})` });
+  }
+  if (toplevel !== undefined && toplevel !== bundled) {
+    throw new PideployError({ code: 'PIDEPLOY_USAGE', message: `the bundle ${bundle} holds ${bundled}, not --toplevel ${toplevel}`, hint: 'drop --toplevel: the bundle\'s system is the one activated' });
+  }
+  return { toplevel: bundled, bundle };
+}
+
+/** A store path given on the command line: a link here (`./result`) is resolved, anything else (a path only on the host) is kept as given. */
+function storePathGiven(invocation: CommandInvocation, given: string): string {
+  const local = path.resolve(invocation.io.cwd, given);
+  try {
+    return realpathSync(local);
+  } catch {
+    return given;
+  }
 }
 
 /**
