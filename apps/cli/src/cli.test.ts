@@ -89,6 +89,18 @@ describe('runCli', () => {
       expect((await deploy('pi1', '--action', 'boot', '--no-health-check')).err).not.toContain('health check');
     });
 
+    it('takes --reboot-if-needed with switch only, and not with --reboot (exit 2, before the pin check)', async () => {
+      expect(await deploy('pi2', '--action', 'boot', '--reboot-if-needed')).toEqual({
+        code: 2,
+        err: 'pideploy: --reboot-if-needed with --action boot: it reboots a switched host whose new kernel (initrd, kernel modules) only a boot loads\nhint: use --reboot: a boot always needs its reboot\n',
+      });
+      expect((await deploy('pi2', '--action', 'test', '--reboot-if-needed')).err).toMatch(/^pideploy: --reboot-if-needed with --action test: .*\nhint: use it with --action switch \(the default\)\n$/u);
+      expect(await deploy('pi2', '--reboot', '--reboot-if-needed')).toEqual({ code: 2, err: 'pideploy: --reboot and --reboot-if-needed contradict each other\nhint: give one of them\n' });
+      // With switch it is accepted (with its timeout), and the deployment goes on to the pin check.
+      const accepted = await deploy('pi2', '--reboot-if-needed', '--reboot-timeout', '600');
+      expect([accepted.code, accepted.err]).toEqual([1, expect.stringContaining('pins')]);
+    });
+
     it('keeps the checks for a boot with --reboot: they run once the host is back', async () => {
       // Given or from pideploy.json, they are accepted and the deployment goes on to the pin check.
       for (const args of [['pi1', '--action', 'boot', '--reboot'], ['pi2', '--action', 'boot', '--reboot', '--health-check-command', 'true']]) {

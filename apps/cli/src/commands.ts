@@ -166,7 +166,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     path: ['deploy'],
-    usage: 'deploy [host…|--on @tag] [--action A] [--parallel N] [--confirm-timeout S] [--no-rollback] [--health-check-url URL] [--health-check-command CMD] [--reboot] [--dry-run] [--force] [--cache|--no-cache]',
+    usage: 'deploy [host…|--on @tag] [--action A] [--parallel N] [--confirm-timeout S] [--no-rollback] [--health-check-url URL] [--health-check-command CMD] [--reboot|--reboot-if-needed] [--dry-run] [--force] [--cache|--no-cache]',
     summary: 'build, bundle, diff, copy and activate hosts of pideploy.json (one sudo password, magic rollback)',
     example: 'pideploy deploy pi1',
     flags: {
@@ -183,6 +183,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       ...HEALTH_CHECK_FLAGS,
       'install-bootloader': { type: 'boolean', description: 'NIXOS_INSTALL_BOOTLOADER=1 (install, not just update, the boot loader)' },
       ...REBOOT_FLAGS,
+      'reboot-if-needed': { type: 'boolean', description: 'after a switch, reboot only the hosts whose new kernel, initrd or kernel modules differ from those they booted with' },
       'accept-new-host-key': { type: 'boolean', description: 'trust and record the host key of a host seen for the first time (a changed key is always refused)' },
       'sudo-password-file': { type: 'string', valueName: 'F', description: 'read the sudo password from the first line of F' },
       'sudo-password-stdin': { type: 'boolean', description: 'read the sudo password from stdin' },

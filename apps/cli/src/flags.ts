@@ -54,11 +54,13 @@ export function healthCheckFlags(invocation: CommandInvocation): HealthCheckSett
  * The reboot flags of `deploy` and `activate`: whether to reboot, and how long a host may take
  * to come back (`--reboot-timeout` alone is a usage error: it would wait for nothing).
  */
-export function rebootFlags(invocation: CommandInvocation): { readonly reboot: boolean; readonly timeoutSeconds: number | undefined } {
+export function rebootFlags(invocation: CommandInvocation): { readonly reboot: boolean; readonly ifNeeded: boolean; readonly timeoutSeconds: number | undefined } {
   const reboot = invocation.flags['reboot'] === true;
+  const ifNeeded = invocation.flags['reboot-if-needed'] === true;
+  if (reboot && ifNeeded) throw new PideployError({ code: 'PIDEPLOY_USAGE', message: '--reboot and --reboot-if-needed contradict each other', hint: 'give one of them' });
   const timeoutSeconds = integerFlag(invocation, 'reboot-timeout', { min: 1, unit: 'seconds' });
-  if (!reboot && timeoutSeconds !== undefined) {
+  if (!reboot && !ifNeeded && timeoutSeconds !== undefined) {
     throw new PideployError({ code: 'PIDEPLOY_USAGE', message: '--reboot-timeout without --reboot', hint: 'add --reboot (pideploy deploy pi1 --action boot --reboot --reboot-timeout 600)' });
   }
-  return { reboot, timeoutSeconds };
+  return { reboot, ifNeeded, timeoutSeconds };
 }

@@ -40,9 +40,11 @@ export interface DeployRequest {
    * After the activation (and its confirmation), reboot each host into the new system and wait
    * until it runs it (see `rebootSystem` of `@pideploy/activate`): for `boot` (a new kernel, a
    * system that cannot switch live) and `switch`; refused with `test` and `dry-activate`. A host
-   * that booted and runs the system already is not rebooted (unless `force`).
+   * that booted and runs the system already is not rebooted (unless `force`). `'if-needed'`
+   * (with `switch` only) reboots just the hosts whose new system has another kernel, initrd or
+   * kernel modules than they booted with, as NixOS's `system.autoUpgrade.allowReboot` does.
    */
-  readonly reboot?: boolean | undefined;
+  readonly reboot?: boolean | 'if-needed' | undefined;
   /** Seconds each host may take to come back from its reboot (default 300). */
   readonly rebootTimeoutSeconds?: number | undefined;
   /** Build, bundle and diff only: nothing is copied or activated. */
@@ -96,7 +98,7 @@ export interface HostDeployResult {
   /** With `reboot`: the host's reboot (or that none was needed). */
   readonly reboot?: RebootResult | undefined;
   /**
-   * Without `reboot`, after a `switch` or `test`: what the new system has otherwise than the host
+   * Not rebooted, after a `switch` or `test`: what the new system has otherwise than the host
    * booted with, of its kernel, initrd and kernel modules (they load only at a reboot); absent: none.
    */
   readonly rebootNeededFor?: readonly BootPart[] | undefined;
@@ -365,11 +367,16 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
           context,
         ),
       );
+      let rebootNow = request.reboot === true;
       if (request.reboot !== true && (action === 'switch' || action === 'test')) {
         // A switch cannot load a new kernel (initrd, modules): the host runs the new system on
-        // the one it booted until it reboots. Said, not failed: the user picks the reboot's time.
+        // the one it booted until it reboots. Said, not failed: the user picks the reboot's time
+        // (or let it be now, with 'if-needed').
         const changed = bootPartsChanged((await hostSystems?.catch(() => undefined))?.bootedParts, readLocalBootParts(toplevel.outPath));
-        if (changed.length > 0) {
+        if (changed.length > 0 && request.reboot === 'if-needed') {
+          rebootNow = true;
+          context.reporter.emit({ type: 'log', level: 'info', host: host.name, message: `${host.name}'s new system has another ${changed.join(', ')} than it booted with: rebooting it` });
+        } else if (changed.length > 0) {
           result.rebootNeededFor = changed;
           context.reporter.emit({
             type: 'log',
@@ -379,7 +386,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
           });
         }
       }
-      if (request.reboot === true) {
+      if (rebootNow) {
         // Over the deployment's connection if it still lasts (else rebootSystem opens one). Back
         // unhealthy, the host goes back to the generation it had (the one this activation made is
         // deleted) and the bundle deployed before, as the magic rollback would have.

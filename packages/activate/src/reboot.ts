@@ -46,7 +46,15 @@ export const REBOOT_ERROR_CODES = {
  * `dry-activate`): the host would boot what it booted before. Pure.
  * @throws PideployError `PIDEPLOY_USAGE`.
  */
-export function checkRebootUse(action: ActivationAction, reboot: boolean | undefined): void {
+export function checkRebootUse(action: ActivationAction, reboot: boolean | 'if-needed' | undefined): void {
+  if (reboot === 'if-needed') {
+    if (action === 'switch') return;
+    throw new PideployError({
+      code: 'PIDEPLOY_USAGE',
+      message: `--reboot-if-needed with --action ${action}: it reboots a switched host whose new kernel (initrd, kernel modules) only a boot loads`,
+      hint: action === 'boot' ? 'use --reboot: a boot always needs its reboot' : 'use it with --action switch (the default)',
+    });
+  }
   if (reboot !== true || action === 'switch' || action === 'boot') return;
   throw new PideployError({
     code: 'PIDEPLOY_USAGE',

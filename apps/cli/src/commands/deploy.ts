@@ -71,7 +71,7 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
       force: invocation.flags['force'] === true,
       healthCheck: healthCheckFlags(invocation),
       installBootloader: invocation.flags['install-bootloader'] === true,
-      reboot: reboot.reboot,
+      reboot: reboot.ifNeeded ? 'if-needed' : reboot.reboot,
       rebootTimeoutSeconds: reboot.timeoutSeconds,
       dryRun: invocation.flags['dry-run'] === true,
       acceptNewHostKey: invocation.flags['accept-new-host-key'] === true,

@@ -147,7 +147,7 @@ describeLab('pideploy deploy --action boot --reboot: every host reboots into its
     expect([refused.code, refused.stderr]).toEqual([2, 'pideploy: rollback --action test: a rollback switches to the generation or makes it the boot default\nhint: use --action switch (default) or boot\n']);
   });
 
-  it('says when a switch brought a kernel the host did not boot with (deploy and status), until a reboot runs it', async () => {
+  it('says when a switch brought a kernel the host did not boot with (deploy and status), until a reboot runs it; --reboot-if-needed reboots just then', async () => {
     const withKernel = (version: string, salt: string) =>
       writeFile(path.join(project, 'configuration.nix'), `{ ... }: { imports = [ ./common.nix ]; environment.etc."pideploy-reboot".text = "${salt}"; lab.kernel = "${version}"; }\n`);
     const statusOf = async () => {
@@ -187,13 +187,27 @@ describeLab('pideploy deploy --action boot --reboot: every host reboots into its
     expect(done.json?.rebootNeededFor).toEqual([]);
     expect(done.text).not.toContain('reboot:');
 
-    // Another system with the same kernel switches without a word about rebooting.
+    // Another system with the same kernel switches without a word about rebooting, and
+    // --reboot-if-needed does not reboot it.
     await withKernel('6.6.1-lab', 'same kernel');
-    const same = await pideploy(['deploy', 'pi2', '--json'], project, env);
+    const bootId = await onConsole('pi2', 'cat /proc/sys/kernel/random/boot_id');
+    const same = await pideploy(['deploy', 'pi2', '--reboot-if-needed', '--json'], project, env);
     expect(same.code, same.stderr).toBe(0);
     const [sameKernel] = resultOf(same.stdout);
-    expect([sameKernel?.activation?.outcome, sameKernel?.rebootNeededFor]).toEqual(['confirmed', undefined]);
+    expect([sameKernel?.activation?.outcome, sameKernel?.reboot, sameKernel?.rebootNeededFor]).toEqual(['confirmed', undefined, undefined]);
     expect(`${same.stdout}${same.stderr}`).not.toContain('reboot it');
     expect(await onConsole('pi2', 'cat /etc/pideploy-reboot')).toBe('same kernel');
+    expect(await onConsole('pi2', 'cat /proc/sys/kernel/random/boot_id')).toBe(bootId);
+
+    // A new kernel with --reboot-if-needed: switched, confirmed, then rebooted into it at once.
+    await withKernel('6.6.2-lab', 'new kernel');
+    const upgraded = await pideploy(['deploy', 'pi2', '--reboot-if-needed', '--reboot-timeout', '60', '--json'], project, env);
+    expect(upgraded.code, upgraded.stderr).toBe(0);
+    const [newKernel] = resultOf(upgraded.stdout);
+    expect([newKernel?.activation?.outcome, newKernel?.reboot?.outcome, newKernel?.rebootNeededFor]).toEqual(['confirmed', 'rebooted', undefined]);
+    expect(await onConsole('pi2', 'cat /proc/sys/kernel/random/boot_id')).toBe(newKernel?.reboot?.bootId);
+    expect(await onConsole('pi2', 'readlink /run/booted-system')).toBe(newKernel?.toplevel);
+    expect(await onConsole('pi2', 'readlink /run/booted-system/kernel')).toMatch(/-linux-6\.6\.2-lab-Image$/u);
+    expect((await statusOf()).json?.rebootNeededFor).toEqual([]);
   });
 });
