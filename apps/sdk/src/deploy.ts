@@ -98,8 +98,9 @@ export interface HostDeployResult {
   /** With `reboot`: the host's reboot (or that none was needed). */
   readonly reboot?: RebootResult | undefined;
   /**
-   * Not rebooted, after a `switch` or `test`: what the new system has otherwise than the host
-   * booted with, of its kernel, initrd and kernel modules (they load only at a reboot); absent: none.
+   * Not rebooted, after a `switch`: what the new system has otherwise than the host booted with,
+   * of its kernel, initrd and kernel modules (they load only at a reboot); absent: none. Not said
+   * after a `test`: a reboot would boot the old default anyway.
    */
   readonly rebootNeededFor?: readonly BootPart[] | undefined;
   /** The closure diff shown before activating (nix store diff-closures format). */
@@ -368,7 +369,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
         ),
       );
       let rebootNow = request.reboot === true;
-      if (request.reboot !== true && (action === 'switch' || action === 'test')) {
+      if (request.reboot !== true && action === 'switch') {
         // A switch cannot load a new kernel (initrd, modules): the host runs the new system on
         // the one it booted until it reboots. Said, not failed: the user picks the reboot's time
         // (or let it be now, with 'if-needed').

@@ -209,5 +209,13 @@ describeLab('pideploy deploy --action boot --reboot: every host reboots into its
     expect(await onConsole('pi2', 'readlink /run/booted-system')).toBe(newKernel?.toplevel);
     expect(await onConsole('pi2', 'readlink /run/booted-system/kernel')).toMatch(/-linux-6\.6\.2-lab-Image$/u);
     expect((await statusOf()).json?.rebootNeededFor).toEqual([]);
+
+    // A test of yet another kernel is not told to reboot: a reboot would boot the default it left.
+    await withKernel('6.6.3-lab', 'test kernel');
+    const tested = await pideploy(['deploy', 'pi2', '--action', 'test', '--json'], project, env);
+    expect(tested.code, tested.stderr).toBe(0);
+    const [testKernel] = resultOf(tested.stdout);
+    expect([testKernel?.activation?.outcome, testKernel?.rebootNeededFor]).toEqual(['confirmed', undefined]);
+    expect(await onConsole('pi2', `readlink /run/current-system`)).toBe(testKernel?.toplevel);
   });
 });
