@@ -231,10 +231,11 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     path: ['status'],
-    usage: 'status [host…]',
-    summary: 'running, booted and profile systems, generations, deployed bundle and last deployment of hosts',
-    example: 'pideploy status pi1',
+    usage: 'status [host…] [--short]',
+    summary: 'running, booted and profile systems, generations, deployed bundle, last deployment and needed reboot of hosts',
+    example: 'pideploy status --short',
     flags: {
+      short: { type: 'boolean', description: 'one line per host: generation, running system, last deployment, what needs a look' },
       'ssh-config': { type: 'string', valueName: 'F', description: 'ssh_config file to use (like ssh -F)' },
       'accept-new-host-key': { type: 'boolean', description: 'trust and record the host key of a host seen for the first time (a changed key is always refused)' },
     },

@@ -172,6 +172,37 @@ function formatStatus(status: SystemStatus): string {
   return lines.join('\n');
 }
 
+/** A store path's name without its hash (`nixos-system-pi1-24.05`), or `-`. */
+function storeName(storePath: string | undefined): string {
+  if (storePath === undefined) return '-';
+  const base = path.basename(storePath);
+  return /^[0-9a-z]{32}-/u.test(base) ? base.slice(33) : base;
+}
+
+/**
+ * `pideploy status --short`: one line per host, for a fleet: the profile's generation, the system
+ * it runs, its last deployment (until it reboots) and what needs a look (pure).
+ */
+export function formatStatusLines(results: readonly (SystemStatus | HostStatusFailure)[]): string {
+  const rows = results.map((result) => {
+    if ('error' in result) return [result.host, '-', '-', '-', `error: ${result.error.message}`];
+    const current = result.generations.find((generation) => generation.current);
+    const last = result.lastDeployment === undefined ? '-' : `${result.lastDeployment.action} → ${result.lastDeployment.state}`;
+    const notes = [
+      ...(result.runningSystem !== result.profileSystem ? [`boots ${storeName(result.profileSystem)} next`] : []),
+      ...(result.rebootNeededFor.length > 0 ? [`reboot needed (${result.rebootNeededFor.join(', ')})`] : []),
+    ];
+    return [result.host, current === undefined ? '-' : String(current.number), storeName(result.runningSystem), last, notes.join('; ') || 'ok'];
+  });
+  const header = ['host', 'gen', 'running', 'last deployment', 'notes'];
+  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)));
+  const line = (cells: readonly string[]) =>
+    cells
+      .map((cell, column) => (column === cells.length - 1 ? cell : column === 1 ? cell.padStart(widths[column] ?? 0) : cell.padEnd(widths[column] ?? 0)))
+      .join('  ');
+  return [line(header), ...rows.map(line)].join('\n');
+}
+
 /** How many hosts `pideploy status` asks at once. */
 export const STATUS_CONCURRENCY = 8;
 
@@ -182,7 +213,7 @@ export interface HostStatusFailure {
 }
 
 /**
- * `pideploy status [host…]` (default: every host of pideploy.json): up to
+ * `pideploy status [host…] [--short]` (default: every host of pideploy.json): up to
  * {@link STATUS_CONCURRENCY} hosts at once, printed in the order given. A host that cannot be
  * read (unreachable, …) gets its error line in its place (and a warning on stderr); the others
  * still print; exit 1.
@@ -202,10 +233,13 @@ export async function statusCommand(invocation: CommandInvocation): Promise<Comm
       return { host, error: { code: error.code, message: error.message, hint: error.hint } };
     }
   });
-  const text = results.map((result) =>
-    'error' in result ? `${result.host}: error: ${result.error.message}${result.error.hint === undefined ? '' : `\n  hint: ${result.error.hint}`}` : formatStatus(result),
-  );
-  return { value: results, text: text.join('\n'), exitCode: results.some((result) => 'error' in result) ? 1 : 0 };
+  const text =
+    invocation.flags['short'] === true
+      ? formatStatusLines(results)
+      : results
+          .map((result) => ('error' in result ? `${result.host}: error: ${result.error.message}${result.error.hint === undefined ? '' : `\n  hint: ${result.error.hint}`}` : formatStatus(result)))
+          .join('\n');
+  return { value: results, text, exitCode: results.some((result) => 'error' in result) ? 1 : 0 };
 }
 
 /**

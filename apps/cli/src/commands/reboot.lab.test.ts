@@ -176,6 +176,15 @@ describeLab('pideploy deploy --action boot --reboot: every host reboots into its
     const needed = await statusOf();
     expect(needed.json?.rebootNeededFor).toEqual(['kernel', 'initrd', 'kernel-modules']);
     expect(needed.text).toContain("  reboot:    needed: the profile's kernel, initrd, kernel-modules are not the ones it booted with\n");
+    // One line per host for a fleet, with the same news.
+    const short = await runBuiltPideploy(['status', '--short'], { cwd: project, env });
+    expect(short.code, short.stderr).toBe(0);
+    const [title, ...lines] = short.stdout.trimEnd().split('\n');
+    expect(title).toMatch(/^host +gen +running +last deployment +notes$/u);
+    expect(lines.find((line) => line.startsWith('pi2 '))).toMatch(
+      new RegExp(`^pi2 +\\d+ +${path.basename(pi2?.toplevel ?? '?').slice(33).replaceAll('.', '\\.')} +switch → confirmed +reboot needed \\(kernel, initrd, kernel-modules\\)$`, 'u'),
+    );
+    expect(lines.find((line) => line.startsWith('pi1 '))).toMatch(/^pi1 +\d+ +nixos-system-\S+ +.* (ok|boots .* next)$/u);
 
     // The hint's command: nothing to activate, a reboot into it; then nothing is said.
     const rebooted = await pideploy(['deploy', 'pi2', '--reboot', '--reboot-timeout', '60', '--json'], project, env);

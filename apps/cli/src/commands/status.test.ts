@@ -1,0 +1,44 @@
+import type { SystemStatus } from '@pideploy/activate';
+import { describe, expect, it } from 'vitest';
+import { formatStatusLines, type HostStatusFailure } from './activate.js';
+
+const system = (hash: string, name: string) => `/nix/store/${hash.repeat(32)}-${name}`;
+
+const host = (fields: Partial<SystemStatus> & { host: string }): SystemStatus => ({
+  runningSystem: undefined,
+  bootedSystem: undefined,
+  profileSystem: undefined,
+  generations: [],
+  currentConfiguration: undefined,
+  manifest: undefined,
+  lastDeployment: undefined,
+  rebootNeededFor: [],
+  ...fields,
+});
+
+describe('formatStatusLines (pideploy status --short)', () => {
+  it('gives each host one line: generation, running system, last deployment, and what needs a look', () => {
+    const a = system('a', 'nixos-system-pi1-24.05');
+    const b = system('b', 'nixos-system-pi2-24.11');
+    const results: (SystemStatus | HostStatusFailure)[] = [
+      host({
+        host: 'pi1',
+        runningSystem: a,
+        profileSystem: a,
+        generations: [
+          { number: 41, date: '2026-12-06 10:00:00', current: false },
+          { number: 42, date: '2026-12-07 10:00:00', current: true },
+        ],
+        lastDeployment: { action: 'switch', state: 'confirmed' } as unknown as SystemStatus['lastDeployment'],
+      }),
+      host({ host: 'kitchen-pi', runningSystem: a, profileSystem: b, generations: [{ number: 7, date: '2026-12-07 10:00:00', current: true }], rebootNeededFor: ['kernel', 'initrd'] }),
+      { host: 'pi3', error: { code: 'PIDEPLOY_SSH_UNREACHABLE', message: 'cannot reach pi3', hint: undefined } },
+    ];
+    expect(formatStatusLines(results).split('\n')).toEqual([
+      'host        gen  running                 last deployment     notes',
+      'pi1          42  nixos-system-pi1-24.05  switch → confirmed  ok',
+      'kitchen-pi    7  nixos-system-pi1-24.05  -                   boots nixos-system-pi2-24.11 next; reboot needed (kernel, initrd)',
+      'pi3           -  -                       -                   error: cannot reach pi3',
+    ]);
+  });
+});
