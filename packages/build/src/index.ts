@@ -13,6 +13,7 @@ export {
   createBuildLogTracker,
   derivationName,
   parseNixLogLine,
+  storePathName,
   type BuildLogSummary,
   type BuildLogTracker,
   type BuildLogTrackerOptions,

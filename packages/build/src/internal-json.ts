@@ -67,7 +67,12 @@ export function parseNixLogLine(line: string): NixLogEntry | undefined {
 
 /** `nixos-system-pi1-24.11` from `/nix/store/<hash>-nixos-system-pi1-24.11.drv`. */
 export function derivationName(drvPath: string): string {
-  const base = drvPath.slice(drvPath.lastIndexOf('/') + 1).replace(/\.drv$/u, '');
+  return storePathName(drvPath.replace(/\.drv$/u, ''));
+}
+
+/** `nixos-system-pi1-24.11` from `/nix/store/<hash>-nixos-system-pi1-24.11` (the base name without its hash). */
+export function storePathName(storePath: string): string {
+  const base = storePath.slice(storePath.lastIndexOf('/') + 1);
   return /^[0-9a-z]{32}-/u.test(base) ? base.slice(33) : base;
 }
 

@@ -1,6 +1,7 @@
 import { realpathSync } from 'node:fs';
 import path from 'node:path';
 import { REBOOT_ERROR_CODES, activateSystem, asksConfirmation, checkHealthCheckUse, checkRebootUse, diffSystem, formatClosureDiff, rebootSystem, rollbackSystem, systemStatus, type ActivationTarget, type RebootResult, type SystemStatus } from '@pideploy/activate';
+import { storePathName } from '@pideploy/build';
 import { PideployError, toPideployError, type ActivationAction } from '@pideploy/core';
 import { healthCheckSettingsFor, healthChecksFor, loadConfig, loadConfigIfPresent, mapConcurrently, readBundleToplevel, type ResolvedConfig } from '@pideploy/sdk';
 import type { CreateSudoOptions } from '@pideploy/ssh';
@@ -173,11 +174,7 @@ function formatStatus(status: SystemStatus): string {
 }
 
 /** A store path's name without its hash (`nixos-system-pi1-24.05`), or `-`. */
-function storeName(storePath: string | undefined): string {
-  if (storePath === undefined) return '-';
-  const base = path.basename(storePath);
-  return /^[0-9a-z]{32}-/u.test(base) ? base.slice(33) : base;
-}
+const storeName = (storePath: string | undefined) => (storePath === undefined ? '-' : storePathName(storePath));
 
 /**
  * `pideploy status --short`: one line per host, for a fleet: the profile's generation, the system
