@@ -17,8 +17,9 @@ export type BootParts = Readonly<Record<BootPart, string | undefined>>;
 
 /**
  * A shell line printing, for the system at `system` (a shell word: a path without shell
- * specials such as `/run/booted-system`, or a quoted `"$1"`), `boot-part NAME TARGET` per link of {@link BOOT_PARTS} it has (one
- * `find`, whatever the number of links), after `boot-system` when the system exists.
+ * specials such as `/run/booted-system`, or a quoted `"$1"`), `boot-part NAME TARGET` per link
+ * of {@link BOOT_PARTS} it has (one `find`, whatever the number of links), after `boot-system`
+ * when the system exists.
  */
 export function printBootPartsScript(system: string): string {
   const names = BOOT_PARTS.map((part) => `-name ${part}`).join(' -o ');
@@ -36,20 +37,24 @@ export function parseBootParts(lines: readonly string[]): BootParts | undefined 
     const match = /^boot-part (\S+) (.+)$/u.exec(line);
     if (match !== null) found.set(match[1] as string, match[2] as string);
   }
-  return Object.fromEntries(BOOT_PARTS.map((part) => [part, found.get(part)])) as unknown as BootParts;
+  return bootPartsOf((part) => found.get(part));
+}
+
+/** {@link BootParts} with each link as `targetOf` gives it. */
+function bootPartsOf(targetOf: (part: BootPart) => string | undefined): BootParts {
+  return Object.fromEntries(BOOT_PARTS.map((part) => [part, targetOf(part)])) as unknown as BootParts;
 }
 
 /** The {@link BOOT_PARTS} of a system in this machine's store (a system just built here). */
 export function readLocalBootParts(system: string): BootParts {
   // The link's text, as the host's `find -printf %l` reads its booted system's.
-  const read = (part: BootPart) => {
+  return bootPartsOf((part) => {
     try {
       return readlinkSync(path.join(system, part));
     } catch {
       return undefined;
     }
-  };
-  return Object.fromEntries(BOOT_PARTS.map((part) => [part, read(part)])) as unknown as BootParts;
+  });
 }
 
 /**
