@@ -4,7 +4,7 @@ import path from 'node:path';
 import { PideployError, toPideployError, type ActivationAction, type DeployPhase, type PideployContext } from '@pideploy/core';
 import { createClosureQuery, projectStateDir, type StorePathInfo } from '@pideploy/nix';
 import { activateSystem, asksConfirmation, bootPartsChanged, readLocalBootParts, type BootPart, checkHealthCheckUse, healthChecksGate, checkRebootUse, diffSystem, formatClosureDiff, readHostSystems, rebootSystem, speaksActivationProtocol, type ActivationResult, type HealthChecks, type HostSystems, type RebootResult } from '@pideploy/activate';
-import { connectSsh, type SshSession, type SudoPasswordProvider, type SudoRunner } from '@pideploy/ssh';
+import { connectSsh, sharePasswordPerRealm, type SshSession, type SudoPasswordProvider, type SudoRunner } from '@pideploy/ssh';
 import { checkPinsFiles } from '@pideploy/pin';
 import { copyClosure, openServeConnection, storeAccessFor, substituteFromCache, type CopyClosureResult, type ServeConnection, type SubstituteFromCacheResult } from '@pideploy/transport';
 import { createHostBuilder, type HostBuilder } from './build-hosts.js';
@@ -216,14 +216,8 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
   const builder: HostBuilder = request.builder ?? hostBuilderFor(request.config, request.env);
   // Every host's configuration files are checked before any connection or Nix work.
   for (const host of request.hosts) await builder.plan(host);
-  // One password per SSH login (user@host realm); hosts that share the same login share it.
-  const passwords = new Map<string, Promise<string | undefined>>();
-  const askOncePer = (realm: string): SudoPasswordProvider => async (question) => {
-    if (question.attempt > 1 || !passwords.has(realm)) {
-      passwords.set(realm, request.sudoPasswordProvider === undefined ? Promise.resolve(undefined) : request.sudoPasswordProvider(question));
-    }
-    return passwords.get(realm);
-  };
+  // One password per SSH login user; hosts logged into as the same user share it.
+  const askOncePer = sharePasswordPerRealm(request.sudoPasswordProvider);
 
   const localNixEnv = { ...process.env, ...(request.env ?? {}) } as NodeJS.ProcessEnv;
   // Every host's bundle holds the same system: its closure is read from the local store once.
@@ -349,6 +343,9 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
         );
         result.cache = { pathsPushed: pushed.pathsPushed.length, fileBytesPushed: pushed.fileBytesPushed, substitute };
       });
+      // What the host ran and booted, read while the system built (undefined when that read failed:
+      // the activation then reads it itself); the activation, the reboot check and the rollback use it.
+      const systemsRead = await hostSystems?.catch(() => undefined);
       result.activation = await timed('activate', host.name, phases, context, async () =>
         activateSystem(
           {
@@ -361,8 +358,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
             // They gate the confirmation, when there is one (else only the reboot's return).
             healthChecks: asksConfirmation(action, { enabled: request.rollback }) ? healthChecks.get(host.name) : undefined,
             installBootloader: request.installBootloader,
-            // Read while the system built (a failed read leaves the activation to read it itself).
-            hostSystems: await hostSystems?.catch(() => undefined),
+            hostSystems: systemsRead,
             bundleSpeaksProtocol: await bundleSpeaksProtocol(bundle.outPath),
           },
           context,
@@ -373,7 +369,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
         // A switch cannot load a new kernel (initrd, modules): the host runs the new system on
         // the one it booted until it reboots. Said, not failed: the user picks the reboot's time
         // (or let it be now, with 'if-needed').
-        const changed = bootPartsChanged((await hostSystems?.catch(() => undefined))?.bootedParts, readLocalBootParts(toplevel.outPath));
+        const changed = bootPartsChanged(systemsRead?.bootedParts, readLocalBootParts(toplevel.outPath));
         if (changed.length > 0 && request.reboot === 'if-needed') {
           rebootNow = true;
           context.reporter.emit({ type: 'log', level: 'info', host: host.name, message: `${host.name}'s new system has another ${changed.join(', ')} than it booted with: rebooting it` });
@@ -395,7 +391,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
         const rollbackTo =
           request.rollback === false || activated?.previousGeneration === undefined || activated.previousGeneration === activated.newGeneration
             ? undefined
-            : { generation: activated.previousGeneration, rejectedGeneration: activated.newGeneration, gcRoot: (await hostSystems?.catch(() => undefined))?.currentConfiguration };
+            : { generation: activated.previousGeneration, rejectedGeneration: activated.newGeneration, gcRoot: systemsRead?.currentConfiguration };
         result.reboot = await timed('reboot', host.name, phases, context, () =>
           rebootSystem(
             { ...target, toplevel: toplevel.outPath, timeoutSeconds: request.rebootTimeoutSeconds, force: request.force, healthChecks: healthChecks.get(host.name), rollbackTo },

@@ -46,6 +46,7 @@ export {
   createSudo,
   readSudoPasswordFromFile,
   readSudoPasswordFromStdin,
+  sharePasswordPerRealm,
   type CreateSudoOptions,
   type SudoMode,
   type SudoPasswordProvider,

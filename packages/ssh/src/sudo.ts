@@ -21,6 +21,19 @@ export interface SudoPasswordRequest {
 /** Asks for the sudo password (no echo). Return undefined to give up. The answer is never logged. */
 export type SudoPasswordProvider = (request: SudoPasswordRequest) => Promise<string | undefined>;
 
+/**
+ * One provider shared by many connections: for each realm (e.g. the login user) the first
+ * question is asked, later ones get that answer (even while it is still being typed), and a
+ * question after a refused password (attempt > 1) is asked again. `undefined` answers nothing.
+ */
+export function sharePasswordPerRealm(provider: SudoPasswordProvider | undefined): (realm: string) => SudoPasswordProvider {
+  const answers = new Map<string, Promise<string | undefined>>();
+  return (realm) => async (question) => {
+    if (question.attempt > 1 || !answers.has(realm)) answers.set(realm, provider === undefined ? Promise.resolve(undefined) : provider(question));
+    return answers.get(realm);
+  };
+}
+
 /** Options of {@link createSudo}. */
 export interface CreateSudoOptions {
   /** Asked once when sudo needs a password (again only after a wrong one, up to `maxAttempts`). */

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { PideployError } from '@pideploy/core';
 import { loadConfigIfPresent } from '@pideploy/sdk';
-import { connectSsh, type SudoPasswordProvider } from '@pideploy/ssh';
+import { connectSsh, sharePasswordPerRealm } from '@pideploy/ssh';
 import { copyClosure, describeCopyPlan, formatBytes, openServeConnection, storeAccessFor, type CopyClosureResult, type ServeConnection, type StoreAccess } from '@pideploy/transport';
 import type { CommandInvocation, CommandResult } from '../command.js';
 import { requireBuiltBundle } from '../built-bundle.js';
@@ -34,13 +34,8 @@ export async function copyCommand(invocation: CommandInvocation): Promise<Comman
   // Every host's paths are known before the password is asked and the first host connected.
   const pathsOf = new Map(hosts.map((host) => [host, givenPaths.length > 0 ? givenPaths : [requireBuiltBundle(config, host, { command: 'copy', flag: '--path' }).bundle]] as const));
   const password = await givenSudoPassword(invocation);
-  // Typed once for the first host that asks, tried first for the others (asked again if refused).
-  let typed: string | undefined;
-  const askOnce: SudoPasswordProvider = async (request) => {
-    if (request.attempt === 1 && typed !== undefined) return typed;
-    typed = await askOnTerminal(request);
-    return typed;
-  };
+  // Asked on the terminal once per login user, as deploy asks (again after a refused one).
+  const askOncePer = sharePasswordPerRealm(askOnTerminal);
   const results: CopyClosureResult[] = [];
   for (const host of hosts) {
     const configured = config?.hosts.find((item) => item.name === host);
@@ -64,7 +59,7 @@ export async function copyCommand(invocation: CommandInvocation): Promise<Comman
       // Finds root login / NOPASSWD / password; the copy's root serve process, started now, proves
       // the password before anything is sent (no separate `sudo -v`: one password check per host).
       const sudo = await session.sudo({
-        ...(password === undefined ? { passwordProvider: askOnce } : { password }),
+        ...(password === undefined ? { passwordProvider: askOncePer(session.host.user) } : { password }),
         signal: invocation.context.signal,
         proveWith: async (runner) => {
           connection = await openServeConnection({ host, session, access: storeAccessFor(runner) }, invocation.context);
