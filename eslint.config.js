@@ -2,7 +2,7 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
-const STAGES = ['pin', 'build', 'bundle', 'transport', 'activate'];
+const STAGES = ['pin', 'build', 'bundle', 'transport', 'activate', 'keys'];
 
 /** Imports every package may never use: other packages' sources and internals. */
 const noDeepImports = {

@@ -32,7 +32,7 @@ export type DeployEvent =
   | { readonly type: 'lab-host-down'; readonly host: string };
 
 /** The phases of a deploy, in order. */
-export type DeployPhase = 'pin' | 'connect' | 'build' | 'bundle' | 'diff' | 'copy' | 'activate' | 'confirm' | 'reboot' | 'lab';
+export type DeployPhase = 'pin' | 'connect' | 'build' | 'bundle' | 'diff' | 'copy' | 'activate' | 'confirm' | 'keys' | 'reboot' | 'lab';
 
 /** What `switch-to-configuration` is asked to do (as NixOS documents it). */
 export type ActivationAction = 'switch' | 'boot' | 'test' | 'dry-activate';

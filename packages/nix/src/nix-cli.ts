@@ -25,6 +25,8 @@ export interface StreamingCommandResult {
   /** The argv that ran. */
   readonly command: readonly string[];
   readonly stdout: string;
+  /** stdout as the bytes it was (for output that is not text, e.g. a secret). */
+  readonly stdoutBytes: Buffer;
   readonly stderr: string;
   /** Exit code; null when a signal ended the process. */
   readonly exitCode: number | null;
@@ -126,7 +128,8 @@ export function runStreamingCommand(argv: readonly string[], options: StreamingC
         reject(new PideployError({ code: 'PIDEPLOY_INTERRUPTED', message: `interrupted: ${file} was stopped`, commandFailure: failure }));
         return;
       }
-      resolve({ command, stdout: Buffer.concat(stdoutChunks).toString('utf8'), stderr, exitCode, signal, timedOut });
+      const stdoutBytes = Buffer.concat(stdoutChunks);
+      resolve({ command, stdout: stdoutBytes.toString('utf8'), stdoutBytes, stderr, exitCode, signal, timedOut });
     });
   });
 }

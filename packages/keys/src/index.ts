@@ -1,0 +1,17 @@
+export {
+  KEY_DEFAULTS,
+  KEY_ERROR_CODES,
+  KEY_NAME_PATTERN,
+  KEY_OWNER_PATTERN,
+  KEY_PERMISSIONS_PATTERN,
+  checkKeySpecs,
+  describeKeySource,
+  keyPath,
+  keySpecProblem,
+  type KeySource,
+  type KeySpec,
+  type KeyUploadAt,
+} from './key-spec.js';
+export { KEY_INSTALLER_BOOTSTRAP, KEY_INSTALLER_SCRIPT, keyInstallerArgv, keyInstallerInput, parseKeyInstallerOutput, type InstalledKey } from './key-installer.js';
+export { readKeyContents, type LoadedKey, type ReadKeyContentsOptions } from './read-keys.js';
+export { uploadKeys, type UploadKeysInput } from './upload-keys.js';

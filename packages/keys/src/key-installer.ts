@@ -1,0 +1,146 @@
+import { keyPath, type KeySpec } from './key-spec.js';
+
+/**
+ * The host side of a key upload: a POSIX sh script run as root, once per upload. It arrives as
+ * the first line of stdin (base64) and runs in the shell of {@link KEY_INSTALLER_BOOTSTRAP}, with
+ * the arguments `pideploy-keys N  name dir user group mode …` (five per key: what goes where,
+ * nothing secret); the contents follow on stdin, one base64 line per key in that order.
+ *
+ * It checks every key first (the user and group exist, the directory is one, nothing to write
+ * over is a directory) and writes nothing unless all pass. Each key is written to a new file
+ * beside its destination (`set -C`: created exclusively, so a planted link is never followed),
+ * given its owner and mode, and only then renamed over the destination: the key never exists
+ * with the wrong owner or mode, nor half written. A key whose bytes, owner and mode are those
+ * already in place is left alone. It prints `installed NAME` or `unchanged NAME` per key, and on
+ * failure one `keys: …` line on stderr (never any content) after removing its new files.
+ */
+export const KEY_INSTALLER_SCRIPT = `set -u
+umask 077
+PATH=/run/current-system/sw/bin:/usr/bin:/bin:$PATH
+fail() { printf 'keys: %s\\n' "$*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || fail "must run as root"
+[ $# -ge 1 ] || { echo "usage: pideploy-keys N (name dir user group mode)..." >&2; exit 2; }
+count=$1
+shift
+[ $# -eq $((count * 5)) ] || { echo "pideploy-keys: expected $((count * 5)) arguments after the count, got $#" >&2; exit 2; }
+
+check_all() {
+  while [ $# -gt 0 ]; do
+    name=$1 dir=$2 user=$3 group=$4 mode=$5
+    shift 5
+    case $name in ''|.*|*/*) fail "key name '$name' is not a plain file name" ;; esac
+    case $dir in /*) ;; *) fail "key $name: $dir is not an absolute path" ;; esac
+    case $dir in *"
+"*) fail "key $name: its directory has a line break" ;; esac
+    case $mode in [0-7][0-7][0-7]|0[0-7][0-7][0-7]) ;; *) fail "key $name: mode $mode is not octal" ;; esac
+    id -u -- "$user" >/dev/null 2>&1 || fail "key $name: there is no user $user on $(uname -n)"
+    getent group "$group" >/dev/null 2>&1 || fail "key $name: there is no group $group on $(uname -n)"
+    if [ -e "$dir" ] || [ -L "$dir" ]; then
+      [ -d "$dir" ] || fail "key $name: $dir exists and is not a directory"
+    fi
+    if [ -d "$dir/$name" ] && [ ! -L "$dir/$name" ]; then fail "key $name: $dir/$name is a directory"; fi
+  done
+}
+
+# The new files this upload made, one a line, removed on failure (a renamed one is gone already).
+made=''
+remove_new() {
+  printf '%s' "$made" | while IFS= read -r file; do rm -f -- "$file"; done
+}
+
+write_all() {
+  set -C
+  while [ $# -gt 0 ]; do
+    name=$1 dir=$2 user=$3 group=$4 mode=$5
+    shift 5
+    IFS= read -r data || fail "key $name: its content did not arrive (the upload was cut short)"
+    if [ ! -d "$dir" ]; then
+      (umask 022 && mkdir -p -- "$dir") || fail "key $name: cannot create $dir"
+    fi
+    new="$dir/.$name.pideploy-new"
+    rm -f -- "$new" || fail "key $name: cannot remove the leftover $new"
+    : > "$new" || fail "key $name: cannot create $new"
+    made="$made$new
+"
+    chown -- "$user:$group" "$new" || fail "key $name: cannot give $new to $user:$group"
+    chmod -- "$mode" "$new" || fail "key $name: cannot set mode $mode on $new"
+    printf '%s' "$data" | base64 -d >> "$new" || fail "key $name: its content is not valid base64, or $dir is full"
+  done
+  set +C
+}
+
+place_all() {
+  while [ $# -gt 0 ]; do
+    name=$1 dir=$2
+    shift 5
+    new="$dir/.$name.pideploy-new"
+    if [ -f "$dir/$name" ] && [ ! -L "$dir/$name" ] && cmp -s -- "$new" "$dir/$name" \\
+      && [ "$(stat -c '%u %g %a' -- "$new")" = "$(stat -c '%u %g %a' -- "$dir/$name")" ]; then
+      rm -f -- "$new"
+      echo "unchanged $name"
+    else
+      mv -f -- "$new" "$dir/$name" || fail "key $name: cannot move it into place at $dir/$name"
+      echo "installed $name"
+    fi
+  done
+}
+
+check_all "$@"
+trap remove_new EXIT
+write_all "$@"
+place_all "$@"
+trap - EXIT
+`;
+
+/**
+ * The command line that runs {@link KEY_INSTALLER_SCRIPT}: one short line, so what sudo logs of
+ * an upload (its argv) reads as the keys' names and places rather than as a whole script. It reads
+ * the script from the first line of stdin (`read` takes exactly that line: the contents after it
+ * stay for the script) and runs it in this shell, positional arguments and all.
+ */
+export const KEY_INSTALLER_BOOTSTRAP =
+  "command -v base64 >/dev/null 2>&1 || { echo 'keys: base64 is not installed on the host' >&2; exit 1; }; " +
+  'IFS= read -r installer || exit 2; eval "$(printf \'%s\' "$installer" | base64 -d)"';
+
+/** What the host did with each key of an upload. */
+export interface InstalledKey {
+  readonly name: string;
+  /** Where it is on the host. */
+  readonly path: string;
+  /** False when the host had the same bytes, owner and mode there already (left alone). */
+  readonly changed: boolean;
+}
+
+/** The argv (after sudo) that runs {@link KEY_INSTALLER_SCRIPT} for these keys: names and places only, never contents. */
+export function keyInstallerArgv(keys: readonly KeySpec[]): string[] {
+  return [
+    '/bin/sh',
+    '-c',
+    KEY_INSTALLER_BOOTSTRAP,
+    'pideploy-keys',
+    String(keys.length),
+    ...keys.flatMap((key) => [key.name, key.destDir.replace(/(?<=.)\/+$/u, ''), key.user, key.group, key.permissions]),
+  ];
+}
+
+/** The installer's stdin: the script, then one line per key in the order of the argv (all base64). */
+export function keyInstallerInput(contents: readonly Uint8Array[]): Buffer {
+  return Buffer.from([Buffer.from(KEY_INSTALLER_SCRIPT, 'utf8'), ...contents].map((content) => `${Buffer.from(content).toString('base64')}\n`).join(''), 'ascii');
+}
+
+/**
+ * Reads the installer's report (`installed NAME` / `unchanged NAME` per key, in order).
+ * Undefined when it does not account for every key.
+ */
+export function parseKeyInstallerOutput(stdout: string, keys: readonly KeySpec[]): InstalledKey[] | undefined {
+  const lines = stdout.split('\n').filter((line) => line !== '');
+  if (lines.length !== keys.length) return undefined;
+  const installed: InstalledKey[] = [];
+  for (const [index, key] of keys.entries()) {
+    const line = lines[index];
+    if (line === `installed ${key.name}`) installed.push({ name: key.name, path: keyPath(key), changed: true });
+    else if (line === `unchanged ${key.name}`) installed.push({ name: key.name, path: keyPath(key), changed: false });
+    else return undefined;
+  }
+  return installed;
+}
