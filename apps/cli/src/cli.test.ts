@@ -56,6 +56,42 @@ describe('runCli', () => {
     expect((await activate('--reboot', '--reboot-timeout', 'soon')).err).toMatch(/^pideploy: --reboot-timeout takes a whole number of seconds of at least 1, not "soon"\n/u);
   });
 
+  describe('upload-keys', () => {
+    // pi1 has two keys (one from a file that exists, one from a command); pi2 one from a missing file. Nothing is reachable.
+    const project = mkdtempSync(path.join(os.tmpdir(), 'pideploy-cli-keys-'));
+    writeFileSync(path.join(project, 'wifi.psk'), 'psk\n');
+    writeFileSync(
+      path.join(project, 'pideploy.json'),
+      JSON.stringify({
+        hosts: {
+          pi1: { target: 'deploy@pi1.invalid', configuration: './configuration.nix', keys: { 'wifi.psk': { file: 'wifi.psk' }, token: { command: ['printf', 'abc'], destDir: '/var/lib/secrets', uploadAt: 'post-activation' } } },
+          pi2: { target: 'deploy@pi2.invalid', configuration: './configuration.nix', keys: { db: { file: 'missing' } } },
+          pi3: { target: 'deploy@pi3.invalid', configuration: './configuration.nix' },
+        },
+      }),
+    );
+    const uploadKeys = async (...args: string[]) => {
+      const io = createBufferIo({ cwd: project });
+      return { code: await runCli(['upload-keys', ...args], io), out: io.out(), err: io.err() };
+    };
+
+    it('--dry-run reads every key and says where it would go, connecting to nothing', async () => {
+      const run = await uploadKeys('pi1', '--dry-run');
+      expect(run.code).toBe(0);
+      expect(run.err).toContain('[pi1] would upload key wifi.psk → /run/keys/wifi.psk (0600 root:root, pre-activation, 4 bytes)');
+      expect(run.err).toContain('[pi1] would upload key token → /var/lib/secrets/token (0600 root:root, post-activation, 3 bytes)');
+      expect(run.out).toBe('pi1: dry run, nothing uploaded\n');
+    });
+
+    it('refuses a bad --at, a host without keys, and a key file that is missing (before any connection)', async () => {
+      expect(await uploadKeys('--at', 'later')).toMatchObject({ code: 2, err: 'pideploy: --at must be one of pre-activation, post-activation, not "later"\nhint: pideploy upload-keys pi1 --at post-activation\n' });
+      expect(await uploadKeys('pi3')).toMatchObject({ code: 2, err: expect.stringMatching(/^pideploy: no keys to upload to pi3\nhint: add keys to pideploy.json/u) });
+      const missing = await uploadKeys('pi2', '--dry-run');
+      expect(missing.code).toBe(1);
+      expect(missing.err).toBe(`pideploy: key db: cannot read the key file ${path.join(project, 'missing')}: ENOENT\nhint: create it (keep it out of git), or fix the key's "file" in pideploy.json\n`);
+    });
+  });
+
   describe('health checks of deploy', () => {
     // A project whose pi1 has a health check in pideploy.json (and no pins yet: nothing gets far).
     const project = mkdtempSync(path.join(os.tmpdir(), 'pideploy-cli-health-'));

@@ -166,7 +166,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     path: ['deploy'],
-    usage: 'deploy [host…|--on @tag] [--action A] [--parallel N] [--confirm-timeout S] [--no-rollback] [--health-check-url URL] [--health-check-command CMD] [--reboot|--reboot-if-needed] [--dry-run] [--force] [--cache|--no-cache]',
+    usage: 'deploy [host…|--on @tag] [--action A] [--parallel N] [--confirm-timeout S] [--no-rollback] [--health-check-url URL] [--health-check-command CMD] [--reboot|--reboot-if-needed] [--dry-run] [--force] [--cache|--no-cache] [--no-keys]',
     summary: 'build, bundle, diff, copy and activate hosts of pideploy.json (one sudo password, magic rollback)',
     example: 'pideploy deploy pi1',
     flags: {
@@ -180,6 +180,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       cache: { type: 'boolean', description: "push once to the signed fleet cache (pideploy.json \"cache\", default .pideploy/cache) and let hosts substitute from it" },
       'no-cache': { type: 'boolean', description: 'copy over each host\'s SSH connection even when pideploy.json has a cache' },
       force: { type: 'boolean', description: 'activate even where the host already runs the built system' },
+      'no-keys': { type: 'boolean', description: "do not upload pideploy.json's keys this time" },
       ...HEALTH_CHECK_FLAGS,
       'install-bootloader': { type: 'boolean', description: 'NIXOS_INSTALL_BOOTLOADER=1 (install, not just update, the boot loader)' },
       ...REBOOT_FLAGS,
@@ -269,5 +270,22 @@ export const COMMANDS: readonly CommandSpec[] = [
       'substitute-on-destination': { type: 'boolean', description: 'let the target fetch what it can from its own binary caches' },
     },
     load: async () => (await import('./commands/copy.js')).copyCommand,
+  },
+  {
+    path: ['upload-keys'],
+    usage: 'upload-keys [host…|--on @tag] [--at pre-activation|post-activation] [--parallel N] [--dry-run]',
+    summary: "put the hosts' pideploy.json keys (secrets, outside the Nix store) in place without deploying: one root command per host",
+    example: 'pideploy upload-keys --on @pi --sudo-password-file ~/.pi-sudo',
+    flags: {
+      on: { type: 'string', multiple: true, valueName: '@TAG', description: 'select hosts by tag (or name/glob); repeatable' },
+      at: { type: 'string', valueName: 'WHEN', description: 'only the keys uploaded at pre-activation or post-activation (default: all)' },
+      parallel: { type: 'string', valueName: 'N', description: 'hosts at once (default 1)' },
+      'dry-run': { type: 'boolean', description: 'read the keys and list what would go where; connect to nothing' },
+      compress: { type: 'boolean', description: 'compress the SSH connection (zlib) for slow links' },
+      'accept-new-host-key': { type: 'boolean', description: 'trust and record the host key of a host seen for the first time (a changed key is always refused)' },
+      'sudo-password-file': { type: 'string', valueName: 'F', description: 'read the sudo password from the first line of F' },
+      'sudo-password-stdin': { type: 'boolean', description: 'read the sudo password from stdin' },
+    },
+    load: async () => (await import('./commands/keys.js')).uploadKeysCommand,
   },
 ];

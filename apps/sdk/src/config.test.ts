@@ -61,6 +61,44 @@ describe('parseConfig', () => {
     expect(parseConfig(JSON.stringify(valid), '/x/pideploy.json').hosts.every((host) => host.healthCheck === undefined)).toBe(true);
   });
 
+  it("gives each host the defaults' keys and its own (its own replace those of the same name), defaults filled in, files made absolute", () => {
+    const text = JSON.stringify({
+      defaults: { keys: { 'wifi.psk': { file: 'secrets/wifi.psk' }, token: { command: ['pass', 'show', 'pi/token'], permissions: '0640', group: 'keys' } } },
+      hosts: {
+        a: { target: 'a', configuration: 'c.nix' },
+        b: { target: 'b', configuration: 'c.nix', keys: { token: { file: '/etc/pi-b/token', destDir: '/var/lib/secrets', user: 'svc', uploadAt: 'post-activation' } } },
+      },
+    });
+    const hosts = parseConfig(text, '/srv/fleet/pideploy.json').hosts;
+    expect(hosts[0]?.keys).toEqual([
+      { name: 'wifi.psk', source: { file: '/srv/fleet/secrets/wifi.psk' }, destDir: '/run/keys', user: 'root', group: 'root', permissions: '0600', uploadAt: 'pre-activation' },
+      { name: 'token', source: { command: ['pass', 'show', 'pi/token'] }, destDir: '/run/keys', user: 'root', group: 'keys', permissions: '0640', uploadAt: 'pre-activation' },
+    ]);
+    expect(hosts[1]?.keys).toEqual([
+      { name: 'wifi.psk', source: { file: '/srv/fleet/secrets/wifi.psk' }, destDir: '/run/keys', user: 'root', group: 'root', permissions: '0600', uploadAt: 'pre-activation' },
+      { name: 'token', source: { file: '/etc/pi-b/token' }, destDir: '/var/lib/secrets', user: 'svc', group: 'root', permissions: '0600', uploadAt: 'post-activation' },
+    ]);
+    expect(parseConfig(JSON.stringify(valid), '/x/pideploy.json').hosts.every((host) => host.keys.length === 0)).toBe(true);
+  });
+
+  it('refuses a key without a source, with two, with a bad mode, a bad name or a typo, naming the JSON path', () => {
+    const withKeys = (keys: unknown) => JSON.stringify({ hosts: { pi: { target: 'pi', configuration: 'c.nix', keys } } });
+    const neither = errorOf(() => parseConfig(withKeys({ k: { destDir: '/srv' } }), '/x/pideploy.json'));
+    expect([neither.code, neither.message]).toEqual(['PIDEPLOY_CONFIG_INVALID', '/x/pideploy.json: /hosts/pi/keys/k: needs a "file" or a "command"']);
+    expect(neither.hint).toContain('give exactly one');
+    const both = errorOf(() => parseConfig(withKeys({ k: { file: 'a', command: ['b'] } }), '/x/pideploy.json'));
+    expect(both.message).toBe('/x/pideploy.json: /hosts/pi/keys/k: has both "file" and "command"');
+    const mode = errorOf(() => parseConfig(withKeys({ k: { file: 'a', permissions: '0999' } }), '/x/pideploy.json'));
+    expect(mode.message).toBe('/x/pideploy.json: /hosts/pi/keys/k/permissions: has characters that are not allowed');
+    const name = errorOf(() => parseConfig(withKeys({ '../passwd': { file: 'a' } }), '/x/pideploy.json'));
+    expect(name.code).toBe('PIDEPLOY_CONFIG_INVALID');
+    expect(name.message).toContain('/hosts/pi/keys');
+    const typo = errorOf(() => parseConfig(withKeys({ k: { file: 'a', destdir: '/srv' } }), '/x/pideploy.json'));
+    expect([typo.message, typo.hint]).toEqual(['/x/pideploy.json: /hosts/pi/keys/k: unknown key "destdir"', 'did you mean "destDir"?']);
+    const relative = errorOf(() => parseConfig(withKeys({ k: { file: 'a', destDir: '/run/../etc' } }), '/x/pideploy.json'));
+    expect(relative.message).toBe('/x/pideploy.json: /hosts/pi/keys: key k: destDir "/run/../etc" has a . or .. segment');
+  });
+
   it('names the bad healthCheck field and suggests the known ones', () => {
     const typo = JSON.stringify({ hosts: { pi: { target: 'pi', configuration: 'c.nix', healthCheck: { comand: 'true' } } } });
     const error = errorOf(() => parseConfig(typo, '/x/pideploy.json'));

@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { PideployError } from '@pideploy/core';
+import { KEY_DEFAULTS, checkKeySpecs, type KeySpec, type KeyUploadAt } from '@pideploy/keys';
 import { projectStateDir } from '@pideploy/nix';
 import type { ErrorObject } from 'ajv';
 import generatedValidator from './generated/validate-config.js';
@@ -28,10 +29,30 @@ export interface HealthCheckSettings {
   readonly timeoutSeconds?: number | undefined;
 }
 
+/** pideploy.json's `keys.<name>`: a secret put on the host outside the store (see the schema). */
+export interface KeySettings {
+  /** A file with the content, relative to pideploy.json. */
+  readonly file?: string | undefined;
+  /** A command (argv) whose stdout is the content. */
+  readonly command?: readonly string[] | undefined;
+  readonly destDir?: string | undefined;
+  readonly user?: string | undefined;
+  readonly group?: string | undefined;
+  readonly permissions?: string | undefined;
+  readonly uploadAt?: KeyUploadAt | undefined;
+}
+
 /** `pideploy.json` as written (after schema validation). */
 export interface ConfigFile {
   readonly pins?: string;
-  readonly defaults?: { readonly system?: string; readonly buildMode?: BuildMode; readonly builders?: string; readonly sudo?: SudoMode; readonly healthCheck?: HealthCheckSettings };
+  readonly defaults?: {
+    readonly system?: string;
+    readonly buildMode?: BuildMode;
+    readonly builders?: string;
+    readonly sudo?: SudoMode;
+    readonly healthCheck?: HealthCheckSettings;
+    readonly keys?: Readonly<Record<string, KeySettings>>;
+  };
   readonly cache?: {
     readonly enable?: boolean;
     readonly directory?: string;
@@ -53,6 +74,7 @@ export interface ConfigFile {
         readonly tags?: readonly string[];
         readonly sshConfig?: string;
         readonly healthCheck?: HealthCheckSettings;
+        readonly keys?: Readonly<Record<string, KeySettings>>;
       }
     >
   >;
@@ -74,6 +96,8 @@ export interface ResolvedHost {
   readonly sshConfig: string | undefined;
   /** The host's health check (its own, else the defaults'), when it has one. */
   readonly healthCheck: HealthCheckSettings | undefined;
+  /** The keys the host gets (the defaults' and its own; its own replace those of the same name), sources made absolute. */
+  readonly keys: readonly KeySpec[];
 }
 
 /** NAR compression of the fleet cache. */
@@ -233,6 +257,7 @@ function resolveConfig(config: ConfigFile, file: string): ResolvedConfig {
     cacheEnabled: config.cache !== undefined && config.cache.enable !== false,
     hosts: Object.entries(config.hosts).map(([name, host]) => ({
       name,
+      keys: resolveKeys(file, name, defaults.keys, host.keys),
       target: host.target,
       configuration: path.resolve(directory, host.configuration),
       system: host.system ?? defaults.system ?? 'aarch64-linux',
@@ -244,6 +269,43 @@ function resolveConfig(config: ConfigFile, file: string): ResolvedConfig {
       healthCheck: host.healthCheck ?? defaults.healthCheck,
     })),
   };
+}
+
+/**
+ * A host's keys: the defaults' and its own (its own replace the defaults' of the same name), with
+ * the defaults filled in and files made absolute. Each key needs exactly one of file and command.
+ * @throws PideployError `PIDEPLOY_CONFIG_INVALID` naming the JSON path.
+ */
+function resolveKeys(file: string, host: string, defaults: Readonly<Record<string, KeySettings>> | undefined, own: Readonly<Record<string, KeySettings>> | undefined): KeySpec[] {
+  const directory = path.dirname(file);
+  const merged = new Map<string, { settings: KeySettings; at: string }>();
+  for (const [name, settings] of Object.entries(defaults ?? {})) merged.set(name, { settings, at: `/defaults/keys/${name}` });
+  for (const [name, settings] of Object.entries(own ?? {})) merged.set(name, { settings, at: `/hosts/${host}/keys/${name}` });
+  const keys = [...merged].map(([name, { settings, at }]): KeySpec => {
+    if ((settings.file === undefined) === (settings.command === undefined)) {
+      throw new PideployError({
+        code: 'PIDEPLOY_CONFIG_INVALID',
+        message: `${file}: ${at}: ${settings.file === undefined ? 'needs a "file" or a "command"' : 'has both "file" and "command"'}`,
+        hint: 'give exactly one: "file": "secrets/wifi.psk" (relative to pideploy.json) or "command": ["pass", "show", "pi/wifi"]',
+      });
+    }
+    return {
+      name,
+      source: settings.file !== undefined ? { file: path.resolve(directory, settings.file) } : { command: settings.command ?? [] },
+      destDir: settings.destDir ?? KEY_DEFAULTS.destDir,
+      user: settings.user ?? KEY_DEFAULTS.user,
+      group: settings.group ?? KEY_DEFAULTS.group,
+      permissions: settings.permissions ?? KEY_DEFAULTS.permissions,
+      uploadAt: settings.uploadAt ?? KEY_DEFAULTS.uploadAt,
+    };
+  });
+  try {
+    checkKeySpecs(host, keys);
+  } catch (error) {
+    const problem = error as PideployError;
+    throw new PideployError({ code: 'PIDEPLOY_CONFIG_INVALID', message: `${file}: /hosts/${host}/keys: ${problem.message.replace(`${host}: `, '')}`, hint: problem.hint, cause: error });
+  }
+  return keys;
 }
 
 function lineAndColumn(text: string, offset: number): string {
@@ -271,6 +333,8 @@ function knownKeysAt(instancePath: string): readonly string[] {
   if (segments[0] === 'defaults' && segments.length === 1) return Object.keys(schema.definitions['buildSettings']?.properties ?? {});
   if (segments[0] === 'cache' && segments.length === 1) return Object.keys(schema.definitions['cache']?.properties ?? {});
   if (segments[0] === 'hosts' && segments.length === 2) return Object.keys(schema.definitions['host']?.properties ?? {});
+  const keysAt = segments[0] === 'defaults' ? 1 : segments[0] === 'hosts' ? 2 : -1;
+  if (keysAt >= 0 && segments.length === keysAt + 2 && segments[keysAt] === 'keys') return Object.keys(schema.definitions['key']?.properties ?? {});
   const healthCheckAt = segments[0] === 'defaults' ? 1 : segments[0] === 'hosts' ? 2 : -1;
   if (segments.length === healthCheckAt + 1 && segments[healthCheckAt] === 'healthCheck') return Object.keys(schema.definitions['healthCheck']?.properties ?? {});
   return [];

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { PideployError, toPideployError, type ActivationAction, type DeployPhase, type PideployContext } from '@pideploy/core';
 import { createClosureQuery, projectStateDir, type StorePathInfo } from '@pideploy/nix';
 import { activateSystem, asksConfirmation, bootPartsChanged, readLocalBootParts, type BootPart, checkHealthCheckUse, healthChecksGate, checkRebootUse, diffSystem, formatClosureDiff, readHostSystems, rebootSystem, speaksActivationProtocol, type ActivationResult, type HealthChecks, type HostSystems, type RebootResult } from '@pideploy/activate';
+import { uploadKeys, type InstalledKey, type LoadedKey } from '@pideploy/keys';
 import { connectSsh, sharePasswordPerRealm, type SshSession, type SudoPasswordProvider, type SudoRunner } from '@pideploy/ssh';
 import { checkPinsFiles } from '@pideploy/pin';
 import { copyClosure, openServeConnection, storeAccessFor, substituteFromCache, type CopyClosureResult, type ServeConnection, type SubstituteFromCacheResult } from '@pideploy/transport';
@@ -12,6 +13,7 @@ import type { FleetCacheSettings, HealthCheckSettings, ResolvedConfig, ResolvedH
 import { openFleetCache, type FleetCache } from './fleet-cache.js';
 import { healthCheckSettingsFor, healthChecksFor } from './health-check.js';
 import { mapConcurrently } from './concurrency.js';
+import { describeKey, loadHostKeys } from './keys.js';
 
 /** What {@link deploy} needs. */
 export interface DeployRequest {
@@ -47,8 +49,15 @@ export interface DeployRequest {
   readonly reboot?: boolean | 'if-needed' | undefined;
   /** Seconds each host may take to come back from its reboot (default 300). */
   readonly rebootTimeoutSeconds?: number | undefined;
-  /** Build, bundle and diff only: nothing is copied or activated. */
+  /** Build, bundle and diff only: nothing is copied or activated (the keys are read and listed, not uploaded). */
   readonly dryRun?: boolean | undefined;
+  /**
+   * Upload each host's pideploy.json `keys` (default true): those of `pre-activation` after the
+   * copy and before the activation, those of `post-activation` after it (and after the reboot);
+   * with a reboot, keys under `/run` (memory, emptied at boot) are uploaded again once the host is
+   * back. All are read here before any host is touched. `false`: none (`--no-keys`).
+   */
+  readonly keys?: boolean | undefined;
   /** Hosts deployed at once (default 1). */
   readonly parallel?: number | undefined;
   /**
@@ -95,6 +104,8 @@ export interface HostDeployResult {
   /** With the fleet cache: what this host's push added to the cache, and what the host fetched from it. */
   readonly cache?: { readonly pathsPushed: number; readonly fileBytesPushed: number; readonly substitute: SubstituteFromCacheResult } | undefined;
   readonly activation?: ActivationResult | undefined;
+  /** The keys uploaded to the host, in the order they were (a key uploaded again after a reboot is listed again). */
+  readonly keys?: readonly InstalledKey[] | undefined;
   /** With `reboot`: the host's reboot (or that none was needed). */
   readonly reboot?: RebootResult | undefined;
   /**
@@ -135,6 +146,11 @@ async function timed<T>(phase: DeployPhase, host: string | undefined, phases: Ph
 async function runningClosureOverServe(systems: Promise<HostSystems>, serve: ServeConnection): Promise<readonly { path: string; narSize: number }[]> {
   const { running } = await systems;
   return running === undefined ? [] : serve.queryClosure([running]);
+}
+
+/** Whether a host directory is under /run (memory: emptied at every boot). */
+function isUnderRun(directory: string): boolean {
+  return directory === '/run' || directory.startsWith('/run/');
 }
 
 /** Whether a locally built bundle's `bin/activate` speaks the activation stage's protocol (then the host need not be asked). */
@@ -216,6 +232,8 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
   const builder: HostBuilder = request.builder ?? hostBuilderFor(request.config, request.env);
   // Every host's configuration files are checked before any connection or Nix work.
   for (const host of request.hosts) await builder.plan(host);
+  // Every key is read here (files, commands) before any host is touched: a missing one stops the deployment now.
+  const hostKeys = request.keys === false ? new Map<string, LoadedKey[]>() : await loadHostKeys(request.config, request.hosts, { env: request.env, signal: context.signal });
   // One password per SSH login user; hosts logged into as the same user share it.
   const askOncePer = sharePasswordPerRealm(request.sudoPasswordProvider);
 
@@ -236,7 +254,11 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
       reboot?: RebootResult;
       rebootNeededFor?: readonly BootPart[];
       diff?: string;
+      keys?: InstalledKey[];
     } = {};
+    const keys = hostKeys.get(host.name) ?? [];
+    // Sessions opened after the deployment's own (to upload keys after a reboot), closed at the end.
+    const laterSessions: SshSession[] = [];
     // The build does not wait for the connection (nor the connection for the build): the SSH
     // login and the sudo password check run while Nix evaluates and builds, so the prompt still
     // comes first and a no-op redeploy costs max(evaluation, login) instead of their sum. A host
@@ -313,7 +335,10 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
         for (const line of diff.split('\n').filter(Boolean)) context.reporter.emit({ type: 'log', level: 'info', message: `diff: ${line}`, host: host.name });
         return diff;
       });
-      if (request.dryRun === true) return { host: host.name, ok: true, ...result, phases };
+      if (request.dryRun === true) {
+        for (const key of keys) context.reporter.emit({ type: 'log', level: 'info', host: host.name, message: `would upload key ${describeKey(key)}` });
+        return { host: host.name, ok: true, ...result, phases };
+      }
       // Not root: the store commands run through this connection's validated sudo runner.
       const access = storeAccessFor(sudo);
       await timed('copy', host.name, phases, context, async () => {
@@ -343,6 +368,16 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
         );
         result.cache = { pathsPushed: pushed.pathsPushed.length, fileBytesPushed: pushed.fileBytesPushed, substitute };
       });
+      // Keys the new system's services read at their start are in place before it activates (one root command).
+      const uploadKeysNow = async (which: readonly LoadedKey[], runner: SudoRunner) => {
+        if (which.length === 0) return;
+        const installed = await timed('keys', host.name, phases, context, () => uploadKeys({ host: host.name, sudo: runner, keys: which }, context));
+        result.keys = [...(result.keys ?? []), ...installed];
+      };
+      await uploadKeysNow(
+        keys.filter((key) => key.spec.uploadAt === 'pre-activation'),
+        sudo,
+      );
       // What the host ran and booted, read while the system built (undefined when that read failed:
       // the activation then reads it itself); the activation, the reboot check and the rollback use it.
       const systemsRead = await hostSystems?.catch(() => undefined);
@@ -399,6 +434,30 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
           ),
         );
       }
+      // After the activation (and the reboot): keys for what the new system made (a user, a group),
+      // and, after a reboot, again those in /run (memory, emptied at boot). A session that did not
+      // survive (the reboot ended it) is replaced by a new login.
+      const afterwards = keys.filter((key) => key.spec.uploadAt === 'post-activation' || (result.reboot?.outcome === 'rebooted' && isUnderRun(key.spec.destDir)));
+      if (afterwards.length > 0) {
+        let runner = sudo;
+        if (result.reboot?.outcome === 'rebooted' || (session as SshSession).closed) {
+          const fresh = await connectSsh(host.target, connect, context);
+          laterSessions.push(fresh);
+          runner = await fresh.sudo({ password, assumeMode: sudo.mode });
+        }
+        try {
+          await uploadKeysNow(afterwards, runner);
+        } catch (error) {
+          const failure = toPideployError(error);
+          throw new PideployError({
+            code: failure.code,
+            message: `${host.name} runs its new system, but ${failure.message}`,
+            hint: `${failure.hint ?? 'fix it'}; then: pideploy upload-keys ${host.name}`,
+            cause: error,
+            commandFailure: failure.commandFailure,
+          });
+        }
+      }
       return { host: host.name, ok: true, ...result, phases };
     } catch (error) {
       const failure = toPideployError(error);
@@ -408,6 +467,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
       hostDone.abort();
       serve?.close();
       await session?.close();
+      for (const later of laterSessions) await later.close();
     }
   }
 

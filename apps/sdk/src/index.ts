@@ -11,6 +11,7 @@ export {
   type ConfigFile,
   type FleetCacheSettings,
   type HealthCheckSettings,
+  type KeySettings,
   type LoadConfigOptions,
   type ResolvedConfig,
   type ResolvedHost,
@@ -29,6 +30,7 @@ export {
   type HostBuilderOptions,
 } from './build-hosts.js';
 export { mapConcurrently } from './concurrency.js';
+export { describeKey, loadHostKeys, uploadKeysToHosts, type HostKeysResult, type UploadKeysRequest, type UploadKeysResult } from './keys.js';
 export { builtBundleOf, readBundleToplevel, type BuiltBundle } from './built-bundle.js';
 /** `<projectDir>/.pideploy`, where builds root their results (`@pideploy/nix`'s `gcRootPath`) and the fleet cache lives by default. */
 export { projectStateDir } from '@pideploy/nix';
@@ -46,6 +48,7 @@ export { createBaseContext as createContext, type BaseContextOptions as CreateCo
 export * as activate from '@pideploy/activate';
 export * as build from '@pideploy/build';
 export * as bundle from '@pideploy/bundle';
+export * as keys from '@pideploy/keys';
 export * as pin from '@pideploy/pin';
 export * as ssh from '@pideploy/ssh';
 export * as transport from '@pideploy/transport';

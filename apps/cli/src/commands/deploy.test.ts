@@ -31,6 +31,23 @@ describe('describeDeployResult', () => {
     ]);
   });
 
+  it('shows the keys column when a host uploaded keys, the time of both uploads summed', () => {
+    const keyed = [{ phase: 'connect', durationMs: 700 }, { phase: 'keys', durationMs: 150 }, { phase: 'activate', durationMs: 1200 }, { phase: 'keys', durationMs: 250 }];
+    const result = {
+      version: 1,
+      ok: true,
+      results: [
+        { host: 'pi1', ok: true, phases: keyed, activation: { outcome: 'confirmed' } },
+        { host: 'pi2', ok: true, phases, activation: { outcome: 'confirmed' } },
+      ],
+    } as unknown as DeployResult;
+    expect(describeDeployResult(result).split('\n')).toEqual([
+      'host       result      connect    build   bundle     diff     copy     keys activate',
+      'pi1        confirmed    700 ms        -        -        -        -   400 ms    1.2 s',
+      'pi2        confirmed    700 ms        -        -        -        -        -    1.2 s',
+    ]);
+  });
+
   it('says nothing of reboots when no host needs one', () => {
     const result = { version: 1, ok: true, results: [{ host: 'pi1', ok: true, phases, activation: { outcome: 'confirmed' } }] } as unknown as DeployResult;
     expect(describeDeployResult(result)).not.toContain('reboot');

@@ -11,12 +11,15 @@ const ACTIONS: readonly ActivationAction[] = ['switch', 'boot', 'test', 'dry-act
 export function describeDeployResult(result: DeployResult): string {
   // The reboot column only when a host rebooted (or was to).
   const rebooting = result.results.some((host) => host.phases.some((item) => item.phase === 'reboot'));
-  const phaseNames: readonly DeployPhase[] = ['connect', 'build', 'bundle', 'diff', 'copy', 'activate', ...(rebooting ? (['reboot'] as const) : [])];
+  // The keys column only when a host had keys to upload.
+  const keyed = result.results.some((host) => host.phases.some((item) => item.phase === 'keys'));
+  const phaseNames: readonly DeployPhase[] = ['connect', 'build', 'bundle', 'diff', 'copy', ...(keyed ? (['keys'] as const) : []), 'activate', ...(rebooting ? (['reboot'] as const) : [])];
   const header = `${'host'.padEnd(10)} ${'result'.padEnd(10)} ${phaseNames.map((phase) => phase.padStart(8)).join(' ')}`;
   const rows = result.results.map((host) => {
     const timings = phaseNames.map((phase) => {
-      const timing = host.phases.find((item) => item.phase === phase);
-      return (timing === undefined ? '-' : formatDuration(timing.durationMs)).padStart(8);
+      // A phase may run twice (keys before and after the activation): its time is the sum.
+      const timings = host.phases.filter((item) => item.phase === phase);
+      return (timings.length === 0 ? '-' : formatDuration(timings.reduce((sum, item) => sum + item.durationMs, 0))).padStart(8);
     });
     const outcome = !host.ok
       ? 'FAILED'
@@ -74,6 +77,7 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
       reboot: reboot.ifNeeded ? 'if-needed' : reboot.reboot,
       rebootTimeoutSeconds: reboot.timeoutSeconds,
       dryRun: invocation.flags['dry-run'] === true,
+      keys: invocation.flags['no-keys'] === true ? false : undefined,
       acceptNewHostKey: invocation.flags['accept-new-host-key'] === true,
       compress: invocation.flags['compress'] === true,
       sudoPassword: sudo.password,

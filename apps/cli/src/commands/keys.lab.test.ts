@@ -1,0 +1,219 @@
+import { readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, rename, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { labDown, labExec, labUp, type LabStatus } from '@pideploy/lab';
+import { describeLab, sshLoginCount, sudoLogFrom, sudoPasswordChecksFrom } from '@pideploy/lab/testing';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { deployResultsOf, runBuiltPideploy, runBuiltPideployWithLabSudo } from '../testing/built-cli.js';
+
+interface HostResult {
+  readonly host: string;
+  readonly ok: boolean;
+  readonly toplevel?: string;
+  readonly keys?: readonly { readonly name: string; readonly path: string; readonly changed: boolean }[];
+  readonly activation?: { readonly outcome: string };
+  readonly reboot?: { readonly outcome: string };
+  readonly error?: { readonly code: string; readonly message: string; readonly hint?: string };
+}
+
+const pideploy = (args: readonly string[], cwd: string, env: NodeJS.ProcessEnv) => runBuiltPideployWithLabSudo(args, { cwd, env });
+const onConsole = async (host: string, command: string) => (await labExec(host, ['sh', '-c', command])).stdout.trim();
+/** Mode, owner, group and content of a file on a lab host (as root, on its console). */
+const fileOn = (host: string, file: string) => onConsole(host, `stat -c '%a %U %G' ${file} && cat ${file}`);
+
+/** Secrets the test writes: none may show in any output, event, log or argv. */
+const WIFI = 'wifi-psk-7f3a9c';
+const TOKEN = 'api-token-5be21d';
+const AFTER = 'post-secret-91c4e0';
+
+describeLab('keys: secrets outside the store, uploaded by deploy and upload-keys (lab: password sudo)', () => {
+  let status: LabStatus;
+  let project: string;
+  let env: NodeJS.ProcessEnv;
+  const setSalt = (salt: string) => writeFile(path.join(project, 'configuration.nix'), `{ ... }: { imports = [ ./common.nix ]; environment.etc."pideploy-keys".text = "${salt}"; }\n`);
+  const configFile = () => path.join(project, 'pideploy.json');
+  const editConfig = async (edit: (config: { defaults: Record<string, unknown>; hosts: Record<string, Record<string, unknown>> }) => void) => {
+    const config = JSON.parse(readFileSync(configFile(), 'utf8')) as { defaults: Record<string, unknown>; hosts: Record<string, Record<string, unknown>> };
+    edit(config);
+    await writeFile(configFile(), `${JSON.stringify(config, null, 2)}\n`);
+  };
+
+  beforeAll(async () => {
+    status = await labUp({ hosts: 2 });
+    env = { ...process.env, ...status.env };
+    project = await mkdtemp(path.join(os.tmpdir(), 'pideploy-keys-'));
+    const init = await runBuiltPideploy(['init', project, '--lab', '--force'], { env: process.env });
+    expect([init.code, init.stderr]).toEqual([0, expect.not.stringContaining('pideploy:')]);
+    await rename(path.join(project, 'configuration.nix'), path.join(project, 'common.nix'));
+    await setSalt('first');
+    await mkdir(path.join(project, 'secrets'));
+    await writeFile(path.join(project, 'secrets', 'wifi.psk'), `${WIFI}\n`, { mode: 0o600 });
+    await writeFile(path.join(project, 'secrets', 'after'), AFTER, { mode: 0o600 });
+    await editConfig((config) => {
+      // Every host gets the Wi-Fi key (defaults); pi1 also a token from a command and a key after its activation.
+      config.defaults['keys'] = { 'wifi.psk': { file: 'secrets/wifi.psk' } };
+      config.hosts['pi1'] = {
+        ...config.hosts['pi1'],
+        keys: {
+          token: { command: ['sh', '-c', `printf '%s-%s' api-token 5be21d`], destDir: '/etc/secrets', user: 'nobody', group: 'nogroup', permissions: '0640' },
+          after: { file: 'secrets/after', destDir: '/etc/secrets', uploadAt: 'post-activation' },
+        },
+      };
+    });
+  });
+  afterAll(async () => {
+    await labDown();
+  });
+
+  it('deploy puts each key in place with its owner and mode, before (or after) the activation, in one root command each; no secret in any output or log', async () => {
+    const pi1 = status.hosts[0];
+    if (pi1 === undefined) throw new Error('no lab host');
+    const passwordChecks = sudoPasswordChecksFrom(pi1);
+    const sudoRan = sudoLogFrom(pi1);
+    const run = await pideploy(['deploy', '--parallel', '2', '--json'], project, env);
+    expect(run.stderr).not.toContain('pideploy:');
+    expect(run.code).toBe(0);
+    const results = deployResultsOf<HostResult>(run.stdout);
+    expect(results.map((host) => [host.host, host.ok, host.activation?.outcome])).toEqual([
+      ['pi1', true, 'confirmed'],
+      ['pi2', true, 'confirmed'],
+    ]);
+    expect(results[0]?.keys).toEqual([
+      { name: 'wifi.psk', path: '/run/keys/wifi.psk', changed: true },
+      { name: 'token', path: '/etc/secrets/token', changed: true },
+      { name: 'after', path: '/etc/secrets/after', changed: true },
+    ]);
+    expect(results[1]?.keys).toEqual([{ name: 'wifi.psk', path: '/run/keys/wifi.psk', changed: true }]);
+    expect(await fileOn('pi1', '/run/keys/wifi.psk')).toBe(`600 root root\n${WIFI}`);
+    expect(await fileOn('pi1', '/etc/secrets/token')).toBe(`640 nobody nogroup\n${TOKEN}`);
+    expect(await fileOn('pi1', '/etc/secrets/after')).toBe(`600 root root\n${AFTER}`);
+    expect(await fileOn('pi2', '/run/keys/wifi.psk')).toBe(`600 root root\n${WIFI}`);
+    // (A lab host's /etc is its own; its /var is this machine's.)
+    expect(await onConsole('pi2', 'ls -A /run/keys; ls /etc/secrets 2>&1 | head -1')).toBe('wifi.psk\nls: cannot access \'/etc/secrets\': No such file or directory');
+    // pi1's events: the pre-activation keys before the activation starts, the post-activation key after it ended.
+    const events = run.stdout.trim().split('\n').map((line) => (JSON.parse(line) as { event?: { type: string; host?: string; phase?: string } }).event).filter((event) => event?.host === 'pi1');
+    const order = events.map((event) => (event?.type === 'phase-start' && event.phase === 'keys' ? 'keys' : event?.type)).filter((type) => type === 'keys' || type === 'activate-start' || type === 'activate-end');
+    expect(order).toEqual(['keys', 'activate-start', 'activate-end', 'keys']);
+    // No secret anywhere: not in the output, not in what sudo logged of the commands it ran.
+    for (const secret of [WIFI, TOKEN, AFTER]) {
+      expect(run.stdout + run.stderr).not.toContain(secret);
+      expect(sudoRan().join('\n')).not.toContain(secret);
+    }
+    // One root command (one password check) per upload: the copy, the keys, the activation, its confirmation, the key after it.
+    const checks = passwordChecks().map((line) => line.replace(/\/nix\/store\/\S+\/bin\/activate/u, 'activate').replace(/ -c command -v base64 .*? pideploy-keys /u, ' -c <installer> pideploy-keys ').replace(/ (switch|confirm) .*$/u, ' $1'));
+    expect(checks).toEqual([
+      'deploy sudo -k -S -p  -- nix-store --serve --write',
+      'deploy sudo -k -S -p  -- /bin/sh -c <installer> pideploy-keys 2 wifi.psk /run/keys root root 0600 token /etc/secrets nobody nogroup 0640',
+      'deploy sudo -k -S -p  -- /bin/sh activate switch',
+      'deploy sudo -k -S -p  -- /bin/sh activate confirm',
+      'deploy sudo -k -S -p  -- /bin/sh -c <installer> pideploy-keys 1 after /etc/secrets root root 0600',
+    ]);
+
+    // Again, nothing changed: every key is left alone, the activation skipped.
+    const again = await pideploy(['deploy', 'pi1', '--json'], project, env);
+    expect(again.code).toBe(0);
+    const [noop] = deployResultsOf<HostResult>(again.stdout);
+    expect(noop?.activation?.outcome).toBe('skipped');
+    expect(noop?.keys?.map((key) => [key.name, key.changed])).toEqual([
+      ['wifi.psk', false],
+      ['token', false],
+      ['after', false],
+    ]);
+    // The table shows the keys' column.
+    const table = await pideploy(['deploy', 'pi2'], project, env);
+    expect(table.code).toBe(0);
+    expect(table.stdout).toMatch(/^host +result +connect +build +bundle +diff +copy +keys +activate$/mu);
+  });
+
+  it('a key the host cannot take fails its host before the activation, writing no key; a missing key file stops the deployment before any host is touched', async () => {
+    const pi2 = status.hosts[1];
+    if (pi2 === undefined) throw new Error('no lab host');
+    const running = await onConsole('pi2', 'readlink /run/current-system');
+    await setSalt('second');
+    await writeFile(path.join(project, 'secrets', 'wifi.psk'), 'a new psk\n');
+    await editConfig((config) => {
+      config.hosts['pi2'] = { ...config.hosts['pi2'], keys: { 'db.pass': { file: 'secrets/after', user: 'no-such-user' } } };
+    });
+    const run = await pideploy(['deploy', 'pi2', '--json'], project, env);
+    expect(run.code).toBe(1);
+    const [failed] = deployResultsOf<HostResult>(run.stdout);
+    expect(failed?.error?.code).toBe('PIDEPLOY_KEY_UPLOAD_FAILED');
+    expect(failed?.error?.message).toBe('uploading keys to pi2 failed: key db.pass: there is no user no-such-user on pi2');
+    expect(failed?.error?.hint).toContain('"uploadAt": "post-activation"');
+    expect(failed?.activation).toBeUndefined();
+    expect(await onConsole('pi2', 'readlink /run/current-system')).toBe(running);
+    expect(await fileOn('pi2', '/run/keys/wifi.psk')).toBe(`600 root root\n${WIFI}`);
+    expect(await onConsole('pi2', 'ls -A /run/keys')).toBe('wifi.psk');
+
+    // A key file that is not there: one line and a hint, before any login.
+    await editConfig((config) => {
+      config.hosts['pi2'] = { ...config.hosts['pi2'], keys: { 'db.pass': { file: 'secrets/missing' } } };
+    });
+    const logins = sshLoginCount(pi2);
+    const missing = await pideploy(['deploy', 'pi2'], project, env);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain(`pideploy: key db.pass: cannot read the key file ${path.join(project, 'secrets', 'missing')}: ENOENT`);
+    expect(missing.stderr).toContain('hint: create it');
+    expect(sshLoginCount(pi2)).toBe(logins);
+
+    // Both a file and a command: refused by the config loader, naming the JSON path.
+    await editConfig((config) => {
+      config.hosts['pi2'] = { ...config.hosts['pi2'], keys: { 'db.pass': { file: 'secrets/after', command: ['true'] } } };
+    });
+    const both = await pideploy(['deploy', 'pi2'], project, env);
+    expect(both.code).not.toBe(0);
+    expect(both.stderr).toContain(`${configFile()}: /hosts/pi2/keys/db.pass: has both "file" and "command"`);
+    await editConfig((config) => {
+      delete config.hosts['pi2']?.['keys'];
+    });
+  });
+
+  it('upload-keys updates what changed without deploying; --dry-run lists and connects to nothing', async () => {
+    const pi1 = status.hosts[0];
+    if (pi1 === undefined) throw new Error('no lab host');
+    const running = await onConsole('pi1', 'readlink /run/current-system');
+    const logins = sshLoginCount(pi1);
+    const dry = await pideploy(['upload-keys', 'pi1', '--dry-run'], project, env);
+    expect(dry.code).toBe(0);
+    expect(dry.stderr).toContain('would upload key wifi.psk → /run/keys/wifi.psk (0600 root:root, pre-activation, 10 bytes)');
+    expect(dry.stderr).toContain('would upload key after → /etc/secrets/after (0600 root:root, post-activation, 18 bytes)');
+    expect(sshLoginCount(pi1)).toBe(logins);
+
+    const run = await pideploy(['upload-keys', 'pi1', '--json'], project, env);
+    expect(run.stderr).not.toContain('pideploy:');
+    expect(run.code).toBe(0);
+    const result = (JSON.parse(run.stdout.trim().split('\n').at(-1) ?? '{}') as { result: { ok: boolean; results: { host: string; keys: { name: string; changed: boolean }[] }[] } }).result;
+    expect(result.results.map((host) => [host.host, host.keys.map((key) => [key.name, key.changed])])).toEqual([
+      ['pi1', [['wifi.psk', true], ['token', false], ['after', false]]],
+    ]);
+    expect(await fileOn('pi1', '/run/keys/wifi.psk')).toBe('600 root root\na new psk');
+    expect(await onConsole('pi1', 'readlink /run/current-system')).toBe(running);
+    expect(run.stdout + run.stderr).not.toContain('a new psk');
+    // Only the keys after the activation, as text.
+    const after = await pideploy(['upload-keys', 'pi1', '--at', 'post-activation'], project, env);
+    expect([after.code, after.stdout.trim()]).toEqual([0, 'pi1: nothing changed']);
+    const none = await pideploy(['upload-keys', 'pi2', '--at', 'post-activation'], project, env);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toContain('pideploy: no keys to upload to pi2');
+  });
+
+  it('after a reboot pideploy made, the keys under /run (emptied at boot) are uploaded again', async () => {
+    await setSalt('third');
+    const run = await pideploy(['deploy', 'pi1', '--reboot', '--reboot-timeout', '60', '--json'], project, env);
+    expect(run.stderr).not.toContain('pideploy:');
+    expect(run.code).toBe(0);
+    const [host] = deployResultsOf<HostResult>(run.stdout);
+    expect(host?.reboot?.outcome).toBe('rebooted');
+    // Before the activation the two pre-activation keys (in place already); after the reboot the
+    // one under /run (gone with the boot) and the post-activation one.
+    expect(host?.keys?.map((key) => [key.name, key.changed])).toEqual([
+      ['wifi.psk', false],
+      ['token', false],
+      ['wifi.psk', true],
+      ['after', false],
+    ]);
+    expect(await fileOn('pi1', '/run/keys/wifi.psk')).toBe('600 root root\na new psk');
+    expect(await fileOn('pi1', '/etc/secrets/token')).toBe(`640 nobody nogroup\n${TOKEN}`);
+  });
+});

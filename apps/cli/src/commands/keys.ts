@@ -1,0 +1,54 @@
+import { PideployError } from '@pideploy/core';
+import { loadConfig, selectHosts, uploadKeysToHosts, type UploadKeysResult } from '@pideploy/sdk';
+import type { CommandInvocation, CommandResult } from '../command.js';
+import { integerFlag, stringFlag } from '../flags.js';
+import { sudoOptions } from '../sudo-password.js';
+
+const UPLOAD_AT = ['pre-activation', 'post-activation'] as const;
+
+/** The per-host summary of an upload (pure). */
+export function describeUploadKeysResult(result: UploadKeysResult, dryRun: boolean): string {
+  return result.results
+    .map((host) => {
+      if (!host.ok) return `${host.host}: FAILED: ${host.error?.message ?? 'failed'}${host.error?.hint === undefined ? '' : `\n  hint: ${host.error.hint}`}`;
+      if (dryRun) return `${host.host}: dry run, nothing uploaded`;
+      if (host.keys.length === 0) return `${host.host}: no keys`;
+      const changed = host.keys.filter((key) => key.changed).map((key) => key.path);
+      const unchanged = host.keys.length - changed.length;
+      return `${host.host}: ${changed.length === 0 ? 'nothing changed' : `installed ${changed.join(', ')}`}${unchanged > 0 && changed.length > 0 ? `; ${unchanged} unchanged` : ''}`;
+    })
+    .join('\n');
+}
+
+/**
+ * `pideploy upload-keys [host…|--on @tag] [--at pre-activation|post-activation] [--parallel N]
+ * [--dry-run] [--sudo-password-file F | --sudo-password-stdin]`: puts the hosts' pideploy.json
+ * keys in place without deploying (one root command per host, the password asked once per login user).
+ */
+export async function uploadKeysCommand(invocation: CommandInvocation): Promise<CommandResult> {
+  const uploadAt = stringFlag(invocation, 'at');
+  if (uploadAt !== undefined && !(UPLOAD_AT as readonly string[]).includes(uploadAt)) {
+    throw new PideployError({ code: 'PIDEPLOY_USAGE', message: `--at must be one of ${UPLOAD_AT.join(', ')}, not "${uploadAt}"`, hint: 'pideploy upload-keys pi1 --at post-activation' });
+  }
+  const config = await loadConfig({ cwd: invocation.io.cwd, configFile: invocation.global.config });
+  const on = invocation.flags['on'];
+  const hosts = selectHosts(config, [...invocation.positionals, ...(Array.isArray(on) ? on.map(String) : typeof on === 'string' ? [on] : [])]);
+  const dryRun = invocation.flags['dry-run'] === true;
+  const sudo = dryRun ? {} : await sudoOptions(invocation);
+  const result = await uploadKeysToHosts(
+    {
+      config,
+      hosts,
+      uploadAt: uploadAt as (typeof UPLOAD_AT)[number] | undefined,
+      parallel: integerFlag(invocation, 'parallel', { min: 1 }),
+      dryRun,
+      acceptNewHostKey: invocation.flags['accept-new-host-key'] === true,
+      compress: invocation.flags['compress'] === true,
+      sudoPassword: sudo.password,
+      sudoPasswordProvider: sudo.passwordProvider,
+      env: invocation.io.env,
+    },
+    invocation.context,
+  );
+  return { value: result, text: describeUploadKeysResult(result, dryRun), exitCode: result.ok ? 0 : 1 };
+}
