@@ -14,13 +14,15 @@ export async function loadHostKeys(
   hosts: readonly ResolvedHost[],
   options: { readonly env?: Readonly<Record<string, string | undefined>> | undefined; readonly signal?: AbortSignal | undefined } = {},
 ): Promise<Map<string, LoadedKey[]>> {
-  const all = hosts.flatMap((host) => host.keys);
+  // (`?? []`: hosts made by hand in a pipeline of plain JavaScript may have no keys field.)
+  const keysOf = (host: ResolvedHost) => host.keys ?? [];
+  const all = hosts.flatMap(keysOf);
   const loaded = all.length === 0 ? [] : await readKeyContents(all, { cwd: config.directory, env: options.env, signal: options.signal });
   const byHost = new Map<string, LoadedKey[]>();
   let next = 0;
   for (const host of hosts) {
-    byHost.set(host.name, loaded.slice(next, next + host.keys.length));
-    next += host.keys.length;
+    byHost.set(host.name, loaded.slice(next, next + keysOf(host).length));
+    next += keysOf(host).length;
   }
   return byHost;
 }
@@ -75,7 +77,7 @@ export interface UploadKeysResult {
  * any host is touched. A host that fails does not stop the others.
  */
 export async function uploadKeysToHosts(request: UploadKeysRequest, context: PideployContext): Promise<UploadKeysResult> {
-  const chosen = (host: ResolvedHost) => host.keys.filter((key) => request.uploadAt === undefined || key.uploadAt === request.uploadAt);
+  const chosen = (host: ResolvedHost) => (host.keys ?? []).filter((key) => request.uploadAt === undefined || key.uploadAt === request.uploadAt);
   const withKeys = request.hosts.filter((host) => chosen(host).length > 0);
   if (withKeys.length === 0) {
     throw new PideployError({
