@@ -13,6 +13,7 @@ import type { FleetCacheSettings, HealthCheckSettings, ResolvedConfig, ResolvedH
 import { openFleetCache, type FleetCache } from './fleet-cache.js';
 import { healthCheckSettingsFor, healthChecksFor } from './health-check.js';
 import { mapConcurrently } from './concurrency.js';
+import { connectOptionsFor, hostFailure } from './host-connection.js';
 import { describeKey, loadHostKeys } from './keys.js';
 
 /** What {@link deploy} needs. */
@@ -277,7 +278,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
     const bundling = building.then(({ toplevel }) => builder.bundle(host, toplevel, context));
     bundling.catch(() => undefined);
     try {
-      const connect = { ...(host.sshConfig === undefined ? {} : { sshConfigFile: host.sshConfig }), acceptNewHostKey: request.acceptNewHostKey === true, compress: request.compress === true };
+      const connect = connectOptionsFor(host, request);
       let password: string | undefined;
       let hostSystems: Promise<HostSystems> | undefined;
       const sudo = await timed('connect', host.name, phases, context, async () => {
@@ -460,8 +461,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
       }
       return { host: host.name, ok: true, ...result, phases };
     } catch (error) {
-      const failure = toPideployError(error);
-      context.reporter.emit({ type: 'log', level: 'warn', message: `${failure.message}${failure.hint === undefined ? '' : ` (hint: ${failure.hint})`}`, host: host.name });
+      const failure = hostFailure(host, error, context);
       return { host: host.name, ok: false, ...result, error: failure, phases };
     } finally {
       hostDone.abort();

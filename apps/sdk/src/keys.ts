@@ -1,8 +1,9 @@
-import { PideployError, toPideployError, type PideployContext } from '@pideploy/core';
+import { PideployError, type PideployContext } from '@pideploy/core';
 import { keyPath, readKeyContents, uploadKeys, type InstalledKey, type LoadedKey } from '@pideploy/keys';
 import { connectSsh, sharePasswordPerRealm, type SshSession, type SudoPasswordProvider } from '@pideploy/ssh';
 import type { ResolvedConfig, ResolvedHost } from './config.js';
 import { mapConcurrently } from './concurrency.js';
+import { connectOptionsFor, hostFailure, type HostConnectionSettings } from './host-connection.js';
 
 /**
  * Every selected host's keys with their contents, read on this machine before any host is touched
@@ -34,7 +35,7 @@ export function describeKey(key: LoadedKey): string {
 }
 
 /** What {@link uploadKeysToHosts} needs. */
-export interface UploadKeysRequest {
+export interface UploadKeysRequest extends HostConnectionSettings {
   readonly config: ResolvedConfig;
   /** The hosts whose keys are uploaded (see `selectHosts`); hosts without keys are not connected to. */
   readonly hosts: readonly ResolvedHost[];
@@ -48,8 +49,6 @@ export interface UploadKeysRequest {
   readonly sudoPasswordProvider?: SudoPasswordProvider | undefined;
   /** A sudo password known in advance, tried once. */
   readonly sudoPassword?: string | undefined;
-  readonly acceptNewHostKey?: boolean | undefined;
-  readonly compress?: boolean | undefined;
   /** Environment of key commands (default this process's). */
   readonly env?: Readonly<Record<string, string | undefined>> | undefined;
 }
@@ -98,7 +97,7 @@ export async function uploadKeysToHosts(request: UploadKeysRequest, context: Pid
     if (context.signal.aborted) return { host: host.name, ok: false, keys: [], error: new PideployError({ code: 'PIDEPLOY_INTERRUPTED', message: 'interrupted before this host was started' }) };
     let session: SshSession | undefined;
     try {
-      session = await connectSsh(host.target, { ...(host.sshConfig === undefined ? {} : { sshConfigFile: host.sshConfig }), acceptNewHostKey: request.acceptNewHostKey === true, compress: request.compress === true }, context);
+      session = await connectSsh(host.target, connectOptionsFor(host, request), context);
       const ask = askOncePer(session.host.user);
       // The upload itself proves the password: no separate `sudo -v` (one password check per host).
       let installed: InstalledKey[] = [];
@@ -112,8 +111,7 @@ export async function uploadKeysToHosts(request: UploadKeysRequest, context: Pid
       });
       return { host: host.name, ok: true, keys: installed };
     } catch (error) {
-      const failure = toPideployError(error);
-      context.reporter.emit({ type: 'log', level: 'warn', host: host.name, message: `${failure.message}${failure.hint === undefined ? '' : ` (hint: ${failure.hint})`}` });
+      const failure = hostFailure(host, error, context);
       return { host: host.name, ok: false, keys: [], error: failure };
     } finally {
       await session?.close();
