@@ -69,6 +69,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       options: toParseArgsOptions({ ...GLOBAL_FLAGS, ...command.flags }),
       allowPositionals: true,
       strict: true,
+      tokens: true,
     });
   } catch (error) {
     renderer.failure(
@@ -94,7 +95,10 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   const context = createBaseContext({ reporter: renderer, signal: io.signal });
   try {
     const handler = await command.load();
-    const result = await handler({ positionals: parsed.positionals, flags: parsed.values, global, io, renderer, context });
+    // What follows `--` is kept apart too (the positionals hold it as well, for commands that do not care).
+    const terminator = parsed.tokens?.find((token) => token.kind === 'option-terminator');
+    const afterDoubleDash = terminator === undefined ? undefined : rest.slice(terminator.index + 1);
+    const result = await handler({ positionals: parsed.positionals, afterDoubleDash, flags: parsed.values, global, io, renderer, context });
     renderer.result(result.value, result.text);
     // A handler that reports per-item outcomes (deploy) returns even when cancelled: still 130.
     if (io.signal?.aborted === true) {

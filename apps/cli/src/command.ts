@@ -12,8 +12,10 @@ export interface GlobalFlags {
 
 /** What a command handler receives. */
 export interface CommandInvocation {
-  /** Positionals after the command name (and subcommand, for grouped commands). */
+  /** Positionals after the command name (and subcommand, for grouped commands), those after `--` included. */
   readonly positionals: readonly string[];
+  /** The arguments after `--` (a command to run elsewhere: `pideploy exec pi1 -- uptime`), or undefined without `--`. */
+  readonly afterDoubleDash?: readonly string[] | undefined;
   /** Parsed command-specific flags. */
   readonly flags: Readonly<Record<string, string | boolean | (string | boolean)[] | undefined>>;
   readonly global: GlobalFlags;

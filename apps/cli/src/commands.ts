@@ -272,6 +272,23 @@ export const COMMANDS: readonly CommandSpec[] = [
     load: async () => (await import('./commands/copy.js')).copyCommand,
   },
   {
+    path: ['exec'],
+    usage: 'exec [host…|--on @tag] [--sudo] [--parallel N] [--timeout S] -- <command…>',
+    summary: 'run a command on hosts of pideploy.json (one SSH connection each), its output after each host\'s name',
+    example: "pideploy exec --on @pi --parallel 10 -- systemctl is-active nginx",
+    flags: {
+      on: { type: 'string', multiple: true, valueName: '@TAG', description: 'select hosts by tag (or name/glob); repeatable' },
+      sudo: { type: 'boolean', description: 'run it as root through sudo (the password asked once per login user)' },
+      parallel: { type: 'string', valueName: 'N', description: 'hosts at once (default 1)' },
+      timeout: { type: 'string', valueName: 'S', description: 'stop the command on a host after S seconds' },
+      compress: { type: 'boolean', description: 'compress the SSH connection (zlib) for slow links' },
+      'accept-new-host-key': { type: 'boolean', description: 'trust and record the host key of a host seen for the first time (a changed key is always refused)' },
+      'sudo-password-file': { type: 'string', valueName: 'F', description: 'with --sudo: read the sudo password from the first line of F' },
+      'sudo-password-stdin': { type: 'boolean', description: 'with --sudo: read the sudo password from stdin' },
+    },
+    load: async () => (await import('./commands/exec.js')).execCommand,
+  },
+  {
     path: ['upload-keys'],
     usage: 'upload-keys [host…|--on @tag] [--at pre-activation|post-activation] [--parallel N] [--dry-run]',
     summary: "put the hosts' pideploy.json keys (secrets, outside the Nix store) in place without deploying: one root command per host",

@@ -58,6 +58,13 @@ export function createRenderer(io: CliIo, options: RendererOptions): Renderer {
         writeJsonLine({ event });
         return;
       }
+      if (event.type === 'remote-output') {
+        // A host's output keeps its stream: stdout lines on stdout, each after its host's name.
+        clearStatus();
+        (event.stream === 'stdout' ? io.stdout : io.stderr).write(`${event.host} | ${event.line}\n`);
+        redrawStatus();
+        return;
+      }
       const progress = describeProgress(event);
       if (progress !== undefined) {
         if (event.type === 'download-progress' && event.done) {

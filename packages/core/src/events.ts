@@ -28,6 +28,8 @@ export type DeployEvent =
     }
   | { readonly type: 'activate-start'; readonly host: string; readonly action: ActivationAction; readonly toplevel: string }
   | { readonly type: 'activate-end'; readonly host: string; readonly action: ActivationAction; readonly ok: boolean; readonly durationMs: number }
+  /** A line a command printed on a host (`pideploy exec`), without its newline. */
+  | { readonly type: 'remote-output'; readonly host: string; readonly stream: 'stdout' | 'stderr'; readonly line: string }
   | { readonly type: 'lab-host-up'; readonly host: string; readonly address: string; readonly reused: boolean }
   | { readonly type: 'lab-host-down'; readonly host: string };
 
