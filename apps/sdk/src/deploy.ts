@@ -369,9 +369,14 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
         );
         result.cache = { pathsPushed: pushed.pathsPushed.length, fileBytesPushed: pushed.fileBytesPushed, substitute };
       });
-      // Keys the new system's services read at their start are in place before it activates (one root command).
+      // Keys the new system's services read at their start are in place before it activates (one
+      // root command). A dry activation changes nothing on the host: its keys are only listed.
       const uploadKeysNow = async (which: readonly LoadedKey[], runner: SudoRunner) => {
         if (which.length === 0) return;
+        if (action === 'dry-activate') {
+          for (const key of which) context.reporter.emit({ type: 'log', level: 'info', host: host.name, message: `would upload key ${describeKey(key)} (not with dry-activate)` });
+          return;
+        }
         const installed = await timed('keys', host.name, phases, context, () => uploadKeys({ host: host.name, sudo: runner, keys: which }, context));
         result.keys = [...(result.keys ?? []), ...installed];
       };

@@ -172,6 +172,12 @@ describeLab('keys: secrets outside the store, uploaded by deploy and upload-keys
   it('upload-keys updates what changed without deploying; --dry-run lists and connects to nothing', async () => {
     const pi1 = status.hosts[0];
     if (pi1 === undefined) throw new Error('no lab host');
+    // A dry activation changes nothing on the host: the keys (pi1's Wi-Fi key has a new content now) are only listed.
+    const dryActivate = await pideploy(['deploy', 'pi1', '--action', 'dry-activate'], project, env);
+    expect(dryActivate.code).toBe(0);
+    expect(dryActivate.stderr).toContain('[pi1] would upload key wifi.psk → /run/keys/wifi.psk (0600 root:root, pre-activation, 10 bytes) (not with dry-activate)');
+    expect(dryActivate.stderr).toContain('[pi1] would upload key after → /etc/secrets/after (0600 root:root, post-activation, 18 bytes) (not with dry-activate)');
+    expect(await fileOn('pi1', '/run/keys/wifi.psk')).toBe(`600 root root\n${WIFI}`);
     const running = await onConsole('pi1', 'readlink /run/current-system');
     const logins = sshLoginCount(pi1);
     const dry = await pideploy(['upload-keys', 'pi1', '--dry-run'], project, env);
