@@ -173,6 +173,26 @@ describeLab('pideploy deploy end to end (lab: trusted, untrusted and NOPASSWD ho
     expect(run.transcript).not.toMatch(/^\[pi1\]/mu);
   });
 
+  it('on a terminal, a deployment to several hosts asks first: no touches nothing, yes goes on to the password; --yes does not ask', async () => {
+    const prompts = /\[y\/N\] |password for deploy@pi1: /u;
+    const question = 'deploy (switch) to 2 hosts: pi1, pi3? [y/N] ';
+    const loginsBefore = status.hosts.map((host) => sshLoginCount(host));
+    const declined = await runBuiltPideployOnTerminal(['deploy', 'pi1', 'pi3'], { env, cwd: project, prompt: prompts, keys: ['n\r'] });
+    expect(declined.exitCode, declined.transcript).toBe(1);
+    expect(declined.transcript).toContain(question);
+    expect(declined.transcript).toContain('pideploy: deploy (switch): not done, nothing was touched');
+    expect(declined.transcript).not.toContain('password for');
+    expect(status.hosts.map((host) => sshLoginCount(host))).toEqual(loginsBefore);
+    const accepted = await runBuiltPideployOnTerminal(['deploy', 'pi1', 'pi3'], { env, cwd: project, prompt: prompts, keys: ['y\r', `${LAB_SUDO_PASSWORD}\r`] });
+    expect(accepted.exitCode, accepted.transcript).toBe(0);
+    expect(accepted.transcript.split(question)).toHaveLength(2);
+    expect(accepted.transcript).toMatch(/^pi1 +(confirmed|skipped)/mu);
+    expect(accepted.transcript).toMatch(/^pi3 +(confirmed|skipped)/mu);
+    const unasked = await runBuiltPideployOnTerminal(['deploy', 'pi1', 'pi3', '--yes'], { env, cwd: project, prompt: prompts, keys: [`${LAB_SUDO_PASSWORD}\r`] });
+    expect(unasked.exitCode, unasked.transcript).toBe(0);
+    expect(unasked.transcript).not.toContain('[y/N]');
+  });
+
   it('refuses a hand-edited pins.nix before connecting anywhere (one line + hint, exit 1)', async () => {
     const pinsNix = path.join(project, 'pins.nix');
     const original = readFileSync(pinsNix, 'utf8');

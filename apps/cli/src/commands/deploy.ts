@@ -2,6 +2,7 @@ import { PideployError, type ActivationAction, type DeployPhase } from '@pideplo
 import { deploy, loadConfig, selectHosts, type DeployResult } from '@pideploy/sdk';
 import type { CommandInvocation, CommandResult } from '../command.js';
 import { formatDuration } from '../render.js';
+import { confirmHosts } from '../confirm.js';
 import { sudoOptions } from '../sudo-password.js';
 import { healthCheckFlags, integerFlag, rebootFlags, stringFlag } from '../flags.js';
 
@@ -61,6 +62,9 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
   }
   // pideploy.json's cache section turns the fleet cache on; --cache without one uses the defaults.
   const useCache = invocation.flags['no-cache'] !== true && (invocation.flags['cache'] === true || config.cacheEnabled);
+  const dryRun = invocation.flags['dry-run'] === true;
+  // A person at a terminal confirms a deployment to several hosts at once (--yes skips it), before the password.
+  if (!dryRun) await confirmHosts(invocation, `deploy (${action})`, hosts.map((host) => host.name));
   // A password from a file or stdin is used as given (and tried once); otherwise deploy asks on the terminal per login.
   const sudo = await sudoOptions(invocation);
   const result = await deploy(
@@ -76,7 +80,7 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
       installBootloader: invocation.flags['install-bootloader'] === true,
       reboot: reboot.ifNeeded ? 'if-needed' : reboot.reboot,
       rebootTimeoutSeconds: reboot.timeoutSeconds,
-      dryRun: invocation.flags['dry-run'] === true,
+      dryRun,
       keys: invocation.flags['no-keys'] === true ? false : undefined,
       acceptNewHostKey: invocation.flags['accept-new-host-key'] === true,
       compress: invocation.flags['compress'] === true,

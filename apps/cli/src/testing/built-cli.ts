@@ -48,8 +48,8 @@ export function deployResultsOf<HostResult>(stdout: string): readonly HostResult
 export interface TerminalRunOptions {
   readonly env: NodeJS.ProcessEnv;
   readonly cwd?: string | undefined;
-  /** The prompt text to answer, e.g. `[sudo] password for deploy@pi1: `. */
-  readonly prompt: string;
+  /** The prompt text to answer, e.g. `[sudo] password for deploy@pi1: ` (a RegExp: any of several prompts, in the order they show). */
+  readonly prompt: string | RegExp;
   /** `keys[n]` is typed once the n-th prompt shows. */
   readonly keys: readonly string[];
   /** How long the "person" takes to type an answer (default: at once). */
@@ -68,7 +68,8 @@ export async function runBuiltPideployOnTerminal(args: readonly string[], option
   let prompts = 0;
   terminal.stdout.on('data', (chunk: Buffer) => {
     transcript += chunk.toString('utf8');
-    const shown = transcript.split(options.prompt).length - 1;
+    const prompt = options.prompt;
+    const shown = typeof prompt === 'string' ? transcript.split(prompt).length - 1 : (transcript.match(new RegExp(prompt.source, `${prompt.flags.replace('g', '')}g`)) ?? []).length;
     for (; prompts < shown; prompts += 1) {
       const key = options.keys[prompts];
       if (key === undefined) continue;
