@@ -424,35 +424,13 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
           });
         }
       }
-      if (rebootNow) {
-        // Over the deployment's connection if it still lasts (else rebootSystem opens one). Back
-        // unhealthy, the host goes back to the generation it had (the one this activation made is
-        // deleted) and the bundle deployed before, as the magic rollback would have.
-        const activated = result.activation.state;
-        const rollbackTo =
-          request.rollback === false || activated?.previousGeneration === undefined || activated.previousGeneration === activated.newGeneration
-            ? undefined
-            : { generation: activated.previousGeneration, rejectedGeneration: activated.newGeneration, gcRoot: systemsRead?.currentConfiguration };
-        result.reboot = await timed('reboot', host.name, phases, context, () =>
-          rebootSystem(
-            { ...target, toplevel: toplevel.outPath, timeoutSeconds: request.rebootTimeoutSeconds, force: request.force, healthChecks: healthChecks.get(host.name), rollbackTo },
-            context,
-          ),
-        );
-      }
-      // After the activation (and the reboot): keys for what the new system made (a user, a group),
-      // and, after a reboot, again those in /run (memory, emptied at boot). A session that did not
-      // survive (the reboot ended it) is replaced by a new login.
-      const afterwards = keys.filter((key) => key.spec.uploadAt === 'post-activation' || (result.reboot?.outcome === 'rebooted' && isUnderRun(key.spec.destDir)));
-      if (afterwards.length > 0) {
-        let runner = sudo;
-        if (result.reboot?.outcome === 'rebooted' || (session as SshSession).closed) {
-          const fresh = await connectSsh(host.target, connect, context);
-          laterSessions.push(fresh);
-          runner = await fresh.sudo({ password, assumeMode: sudo.mode });
-        }
+      // After the activation: keys for what the new system made (a user, a group) and, after a
+      // reboot, again those in /run (memory, emptied at boot). A failure leaves the new system in
+      // place and says how to upload them once fixed.
+      const uploadAfterActivation = async (rebooted: boolean, runner: SudoRunner) => {
+        const which = keys.filter((key) => key.spec.uploadAt === 'post-activation' || (rebooted && isUnderRun(key.spec.destDir)));
         try {
-          await uploadKeysNow(afterwards, runner);
+          await uploadKeysNow(which, runner);
         } catch (error) {
           const failure = toPideployError(error);
           throw new PideployError({
@@ -463,6 +441,47 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
             commandFailure: failure.commandFailure,
           });
         }
+      };
+      let uploadedAfter = false;
+      if (rebootNow) {
+        // Over the deployment's connection if it still lasts (else rebootSystem opens one). Back
+        // unhealthy, the host goes back to the generation it had (the one this activation made is
+        // deleted) and the bundle deployed before, as the magic rollback would have.
+        const activated = result.activation.state;
+        const rollbackTo =
+          request.rollback === false || activated?.previousGeneration === undefined || activated.previousGeneration === activated.newGeneration
+            ? undefined
+            : { generation: activated.previousGeneration, rejectedGeneration: activated.newGeneration, gcRoot: systemsRead?.currentConfiguration };
+        // Back from its boot, the host gets its keys (over the login that found it back) before
+        // its health check: a service that needs one is checked with it in place.
+        const onBack = async (back: SshSession) => {
+          await uploadAfterActivation(true, await back.sudo({ password, assumeMode: sudo.mode }));
+          uploadedAfter = true;
+        };
+        result.reboot = await timed('reboot', host.name, phases, context, () =>
+          rebootSystem(
+            {
+              ...target,
+              toplevel: toplevel.outPath,
+              timeoutSeconds: request.rebootTimeoutSeconds,
+              force: request.force,
+              healthChecks: healthChecks.get(host.name),
+              rollbackTo,
+              onBack: keys.length === 0 ? undefined : onBack,
+            },
+            context,
+          ),
+        );
+      }
+      // No reboot (or none was needed): over the deployment's connection, or a new login if it ended.
+      if (!uploadedAfter && keys.some((key) => key.spec.uploadAt === 'post-activation')) {
+        let runner = sudo;
+        if ((session as SshSession).closed) {
+          const fresh = await connectSsh(host.target, connect, context);
+          laterSessions.push(fresh);
+          runner = await fresh.sudo({ password, assumeMode: sudo.mode });
+        }
+        await uploadAfterActivation(false, runner);
       }
       return { host: host.name, ok: true, ...result, phases };
     } catch (error) {

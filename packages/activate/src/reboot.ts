@@ -212,6 +212,12 @@ export interface RebootSystemInput extends ActivationTarget {
    * `PIDEPLOY_REBOOT_UNHEALTHY` error saying which.
    */
   readonly rollbackTo?: RebootRollback | undefined;
+  /**
+   * Runs once the host is back running `toplevel`, over the new login that found it back, before
+   * the health checks: to put back what the boot emptied (keys under /run) before a service is
+   * checked. Its error ends the reboot with that error (no rollback: the system is not at fault).
+   */
+  readonly onBack?: ((session: SshSession) => Promise<void>) | undefined;
 }
 
 /** What {@link rebootSystem} did. */
@@ -351,6 +357,11 @@ export async function rebootSystem(input: RebootSystemInput, context: PideployCo
         message: `${host} came back from its reboot running ${after.running ?? 'no system'}, not ${input.toplevel}`,
         hint: `its boot loader did not boot the system profile's default: check boot.loader in its configuration (and the boot menu on its console), then \`pideploy status ${host}\``,
       });
+    }
+    if (input.onBack !== undefined) {
+      // The login that found the host back, else a new one (it was found by an earlier look).
+      if (back === undefined) back = await connectSsh(input.target, connect, context);
+      await input.onBack(back);
     }
     const checks = input.healthChecks;
     const checked = checks !== undefined && (checks.command !== undefined || checks.url !== undefined) && back !== undefined;

@@ -13,7 +13,7 @@ interface HostResult {
   readonly toplevel?: string;
   readonly keys?: readonly { readonly name: string; readonly path: string; readonly changed: boolean }[];
   readonly activation?: { readonly outcome: string };
-  readonly reboot?: { readonly outcome: string };
+  readonly reboot?: { readonly outcome: string; readonly healthChecked: boolean };
   readonly error?: { readonly code: string; readonly message: string; readonly hint?: string };
 }
 
@@ -204,13 +204,15 @@ describeLab('keys: secrets outside the store, uploaded by deploy and upload-keys
     expect(none.stderr).toContain('pideploy: no keys to upload to pi2');
   });
 
-  it('after a reboot pideploy made, the keys under /run (emptied at boot) are uploaded again', async () => {
+  it('after a reboot pideploy made, the keys under /run (emptied at boot) are uploaded again, before the health check', async () => {
     await setSalt('third');
-    const run = await pideploy(['deploy', 'pi1', '--reboot', '--reboot-timeout', '60', '--json'], project, env);
+    // The check (as the login user) passes only with the key in place: after the reboot too.
+    const run = await pideploy(['deploy', 'pi1', '--reboot', '--reboot-timeout', '60', '--health-check-command', 'test -e /run/keys/wifi.psk', '--json'], project, env);
     expect(run.stderr).not.toContain('pideploy:');
     expect(run.code).toBe(0);
     const [host] = deployResultsOf<HostResult>(run.stdout);
     expect(host?.reboot?.outcome).toBe('rebooted');
+    expect(host?.reboot?.healthChecked).toBe(true);
     // Before the activation the two pre-activation keys (in place already); after the reboot the
     // one under /run (gone with the boot) and the post-activation one.
     expect(host?.keys?.map((key) => [key.name, key.changed])).toEqual([
