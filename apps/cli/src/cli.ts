@@ -2,7 +2,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { PIDEPLOY_VERSION, PideployError, createBaseContext, toPideployError } from '@pideploy/core';
 import type { CommandSpec, FlagSpec, GlobalFlags } from './command.js';
 import { COMMANDS } from './commands.js';
-import { completionWords, renderCompletionScript } from './completion.js';
+import { completionWords, findCompletedCommand, renderCompletionScript, type CompletionHosts } from './completion.js';
 import { ExitCode, type CliIo } from './io.js';
 import { createRenderer } from './render.js';
 
@@ -26,7 +26,9 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   if (argv[0] === '__complete') {
     // Asked by the shell completion scripts: one candidate per line for the words typed so far.
     const typed = argv.slice(1).filter((word) => !word.startsWith('-'));
-    io.stdout.write(completionWords(COMMANDS, typed, Object.keys(GLOBAL_FLAGS)).map((word) => `${word}\n`).join(''));
+    // A command that takes hosts also gets those of the pideploy.json in reach (none when there is none, or it is broken).
+    const hosts = findCompletedCommand(COMMANDS, typed)?.takesHosts === true ? await completionHosts(io.cwd) : undefined;
+    io.stdout.write(completionWords(COMMANDS, typed, Object.keys(GLOBAL_FLAGS), hosts, argv.at(-1)).map((word) => `${word}\n`).join(''));
     return ExitCode.ok;
   }
   if (argv[0] === 'completion') {
@@ -168,4 +170,15 @@ Example:
 
 Run \`pideploy <command> --help\` for a command's options.
 `;
+}
+
+/** The host names and tags of the pideploy.json found from `cwd` (loaded only for completing hosts), or undefined. */
+async function completionHosts(cwd: string): Promise<CompletionHosts | undefined> {
+  try {
+    const { loadConfigIfPresent } = await import('@pideploy/sdk');
+    const config = await loadConfigIfPresent({ cwd });
+    return config === undefined ? undefined : { names: config.hosts.map((host) => host.name), tags: [...new Set(config.hosts.flatMap((host) => host.tags))].sort() };
+  } catch {
+    return undefined;
+  }
 }

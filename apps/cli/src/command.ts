@@ -53,6 +53,8 @@ export interface CommandSpec {
   /** A runnable example shown in help. */
   readonly example: string;
   readonly flags: Readonly<Record<string, FlagSpec>>;
+  /** Its positionals name hosts of pideploy.json (shell completion offers their names and `@tag`s). */
+  readonly takesHosts?: boolean | undefined;
   /** Loads the handler only when the command runs (keeps `--help` fast). */
   readonly load: () => Promise<(invocation: CommandInvocation) => Promise<CommandResult>>;
 }

@@ -138,6 +138,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     path: ['build'],
+    takesHosts: true,
     usage: 'build [host…] [--print-expr] [--system S] [--mode emulated|cross|builders] [--configuration FILE] [--pins FILE]',
     summary: 'build each host\'s NixOS system from the pinned nixpkgs and its bundle; prints the bundle store path(s)',
     example: 'pideploy build pi1',
@@ -166,6 +167,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     path: ['deploy'],
+    takesHosts: true,
     usage: 'deploy [host…|--on @tag] [--action A] [--parallel N] [--confirm-timeout S] [--no-rollback] [--health-check-url URL] [--health-check-command CMD] [--reboot|--reboot-if-needed] [--dry-run] [--force] [--cache|--no-cache] [--no-keys]',
     summary: 'build, bundle, diff, copy and activate hosts of pideploy.json (one sudo password, magic rollback)',
     example: 'pideploy deploy pi1',
@@ -193,6 +195,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     path: ['activate'],
+    takesHosts: true,
     usage: 'activate <host> [--toplevel P] [--bundle B] [--action switch|boot|test|dry-activate] [--confirm-timeout S] [--no-rollback] [--force] [--health-check-url URL] [--health-check-command CMD] [--reboot]',
     summary: 'switch a host to a system already in its store (default: the bundle of pideploy build, after pideploy copy): profile, switch-to-configuration, magic rollback, GC root',
     example: 'pideploy build pi1 && pideploy copy pi1 --sudo-password-stdin && pideploy activate pi1',
@@ -215,6 +218,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     path: ['rollback'],
+    takesHosts: true,
     usage: 'rollback <host> [--to N] [--action switch|boot] [--reboot]',
     summary: 'switch a host back to an earlier system profile generation (default: the previous one)',
     example: 'pideploy rollback pi1 --to 41 --action boot --reboot',
@@ -232,6 +236,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     path: ['status'],
+    takesHosts: true,
     usage: 'status [host…] [--short]',
     summary: 'running, booted and profile systems, generations, deployed bundle, last deployment and needed reboot of hosts',
     example: 'pideploy status --short',
@@ -244,6 +249,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     path: ['diff'],
+    takesHosts: true,
     usage: 'diff <host> [--toplevel P | --bundle B]',
     summary: 'closure diff between the system a host runs and P (default: the bundle pideploy build made): added, removed, versions, sizes',
     example: 'pideploy build pi1 && pideploy diff pi1',
@@ -257,6 +263,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     path: ['copy'],
+    takesHosts: true,
     usage: 'copy <host…> [--path P] [--ssh-config F] [--sudo-password-file F | --sudo-password-stdin]',
     summary: 'copy a closure to the host(s): only missing paths, one SSH connection each, through sudo if the user is not trusted',
     example: 'pideploy copy deploy@pi.local --path ./result --sudo-password-file ~/.pi-sudo',
@@ -273,6 +280,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     path: ['exec'],
+    takesHosts: true,
     usage: 'exec [host…|--on @tag] [--sudo] [--parallel N] [--timeout S] -- <command…>',
     summary: 'run a command on hosts of pideploy.json (one SSH connection each), its output after each host\'s name',
     example: "pideploy exec --on @pi --parallel 10 -- systemctl is-active nginx",
@@ -290,6 +298,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     path: ['upload-keys'],
+    takesHosts: true,
     usage: 'upload-keys [host…|--on @tag] [--at pre-activation|post-activation] [--parallel N] [--dry-run]',
     summary: "put the hosts' pideploy.json keys (secrets, outside the Nix store) in place without deploying: one root command per host",
     example: 'pideploy upload-keys --on @pi --sudo-password-file ~/.pi-sudo',

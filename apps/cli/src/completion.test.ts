@@ -22,6 +22,31 @@ describe('shell completion', () => {
     expect(up.out().split('\n')).toEqual(expect.arrayContaining(['--hosts', '--untrusted', '--json']));
   });
 
+  it("offers the host names and @tags of the pideploy.json in reach to commands that take hosts; after --on only those", async () => {
+    const project = mkdtempSync(path.join(os.tmpdir(), 'pideploy-completion-hosts-'));
+    writeFileSync(
+      path.join(project, 'pideploy.json'),
+      JSON.stringify({ hosts: { kitchen: { target: 'deploy@kitchen', configuration: 'c.nix', tags: ['home', 'audio'] }, garage: { target: 'deploy@garage', configuration: 'c.nix', tags: ['home'] } } }),
+    );
+    const complete = async (...words: string[]) => {
+      const io = createBufferIo({ cwd: project });
+      await runCli(['__complete', ...words], io);
+      return io.out().split('\n').filter(Boolean);
+    };
+    expect(await complete('deploy')).toEqual(expect.arrayContaining(['kitchen', 'garage', '@audio', '@home', '--on', '--parallel']));
+    expect(await complete('deploy', '--on')).toEqual(['kitchen', 'garage', '@audio', '@home']);
+    expect(await complete('exec', 'kitchen')).toEqual(expect.arrayContaining(['kitchen', 'garage', '--sudo']));
+    // Commands that do not take hosts, and places without a pideploy.json (or with a broken one), get none.
+    expect(await complete('lab', 'up')).not.toContain('kitchen');
+    const elsewhere = createBufferIo({ cwd: os.tmpdir() });
+    await runCli(['__complete', 'deploy'], elsewhere);
+    expect(elsewhere.out()).not.toContain('kitchen');
+    expect(elsewhere.out()).toContain('--on');
+    writeFileSync(path.join(project, 'pideploy.json'), '{ broken');
+    expect(await complete('deploy')).toEqual(expect.arrayContaining(['--on']));
+    expect(await complete('deploy')).not.toContain('kitchen');
+  });
+
   it('refuses an unknown shell with a hint (exit 2)', async () => {
     const io = createBufferIo();
     expect(await runCli(['completion', 'tcsh'], io)).toBe(2);

@@ -4,10 +4,24 @@ import type { CommandSpec } from './command.js';
 /** Shells `pideploy completion` writes scripts for. */
 export const COMPLETION_SHELLS = ['bash', 'zsh', 'fish'] as const;
 
-/** Words that may follow `prefix` (subcommands, then the command's flags). Pure. */
-export function completionWords(commands: readonly CommandSpec[], prefix: readonly string[], globalFlags: readonly string[]): string[] {
-  const exact = commands.find((command) => command.path.length <= prefix.length && command.path.every((word, index) => prefix[index] === word));
-  if (exact !== undefined) return [...Object.keys(exact.flags).map((flag) => `--${flag}`), ...globalFlags.map((flag) => `--${flag}`)];
+/** The hosts of the pideploy.json in reach, for completing a command's host positionals. */
+export interface CompletionHosts {
+  readonly names: readonly string[];
+  readonly tags: readonly string[];
+}
+
+/**
+ * Words that may follow `prefix` (subcommands, then the command's flags; for a command whose
+ * positionals are hosts, also the host names and `@tag`s of `hosts`; after `--on`, only those).
+ * `previous` is the word just before the one being completed, flags included. Pure.
+ */
+export function completionWords(commands: readonly CommandSpec[], prefix: readonly string[], globalFlags: readonly string[], hosts?: CompletionHosts, previous?: string): string[] {
+  const exact = findCompletedCommand(commands, prefix);
+  if (exact !== undefined) {
+    const hostWords = exact.takesHosts === true && hosts !== undefined ? [...hosts.names, ...hosts.tags.map((tag) => `@${tag}`)] : [];
+    if (previous === '--on' && exact.flags['on'] !== undefined) return hostWords;
+    return [...hostWords, ...Object.keys(exact.flags).map((flag) => `--${flag}`), ...globalFlags.map((flag) => `--${flag}`)];
+  }
   const next = new Set<string>();
   for (const command of commands) {
     if (prefix.every((word, index) => command.path[index] === word) && command.path.length > prefix.length) {
@@ -15,6 +29,11 @@ export function completionWords(commands: readonly CommandSpec[], prefix: readon
     }
   }
   return [...next].sort();
+}
+
+/** The command the words typed so far name, if they name one. */
+export function findCompletedCommand(commands: readonly CommandSpec[], prefix: readonly string[]): CommandSpec | undefined {
+  return commands.find((command) => command.path.length <= prefix.length && command.path.every((word, index) => prefix[index] === word));
 }
 
 /**
