@@ -5,7 +5,6 @@ export {
   KEY_OWNER_PATTERN,
   KEY_PERMISSIONS_PATTERN,
   checkKeySpecs,
-  describeKeySource,
   keyPath,
   keySpecProblem,
   type KeySource,

@@ -53,11 +53,6 @@ export function keyPath(key: Pick<KeySpec, 'destDir' | 'name'>): string {
   return path.posix.join(key.destDir, key.name);
 }
 
-/** How a key's source reads in messages (never its content). */
-export function describeKeySource(source: KeySource): string {
-  return 'file' in source ? source.file : `the command ${source.command.join(' ')}`;
-}
-
 /**
  * Why a key cannot be installed as given, or undefined when it can. Pure: what the host then
  * still checks is that the user and group exist.

@@ -1,7 +1,7 @@
 import { PideployError, tailLines, type PideployContext } from '@pideploy/core';
 import { SSH_ERROR_CODES, SUDO_WRONG_PASSWORD, type SudoRunner } from '@pideploy/ssh';
 import { keyInstallerArgv, keyInstallerInput, parseKeyInstallerOutput, type InstalledKey } from './key-installer.js';
-import { KEY_ERROR_CODES, checkKeySpecs, keyPath } from './key-spec.js';
+import { KEY_ERROR_CODES, checkKeySpecs } from './key-spec.js';
 import type { LoadedKey } from './read-keys.js';
 
 /** What {@link uploadKeys} needs. */
@@ -75,7 +75,7 @@ export async function uploadKeys(input: UploadKeysInput, context: PideployContex
       type: 'log',
       level: key.changed ? 'info' : 'debug',
       host: input.host,
-      message: key.changed ? `key ${key.name} installed at ${keyPath({ destDir: spec?.destDir ?? '', name: key.name })}${owner}` : `key ${key.name} unchanged at ${key.path}`,
+      message: key.changed ? `key ${key.name} installed at ${key.path}${owner}` : `key ${key.name} unchanged at ${key.path}`,
     });
   }
   return installed;
