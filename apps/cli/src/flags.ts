@@ -8,6 +8,12 @@ export function stringFlag(invocation: CommandInvocation, name: string): string 
   return typeof value === 'string' ? value : undefined;
 }
 
+/** The host selectors of a fleet command: its positionals (names, globs, `@tag`s), then every `--on`. */
+export function hostSelectors(invocation: CommandInvocation, positionals: readonly string[] = invocation.positionals): string[] {
+  const on = invocation.flags['on'];
+  return [...positionals, ...(Array.isArray(on) ? on.map(String) : typeof on === 'string' ? [on] : [])];
+}
+
 /**
  * A whole-number flag (`--parallel 5`, `--confirm-timeout 30`): undefined when absent, a usage
  * error with an example when it is not a whole number of at least `min`.

@@ -200,6 +200,11 @@ export function formatDuration(milliseconds: number): string {
   return milliseconds < 1000 ? `${Math.round(milliseconds)} ms` : `${(milliseconds / 1000).toFixed(1)} s`;
 }
 
+/** A host's failure in a command's summary: `pi1: LABELmessage`, then its hint on an indented line. */
+export function describeHostFailure(host: string, error: { readonly message: string; readonly hint?: string | undefined } | undefined, label = ''): string {
+  return `${host}: ${label}${error?.message ?? 'failed'}${error?.hint === undefined ? '' : `\n  hint: ${error.hint}`}`;
+}
+
 /** `1.5 MiB`, `512 B`. */
 export function formatBytes(bytes: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB'];

@@ -9,6 +9,7 @@ import type { CommandInvocation, CommandResult } from '../command.js';
 import { requireBuiltBundle } from '../built-bundle.js';
 import { sudoOptions } from '../sudo-password.js';
 import { healthCheckFlags, integerFlag, rebootFlags, stringFlag } from '../flags.js';
+import { describeHostFailure } from '../render.js';
 
 const ACTIONS: readonly ActivationAction[] = ['switch', 'boot', 'test', 'dry-activate'];
 
@@ -234,7 +235,7 @@ export async function statusCommand(invocation: CommandInvocation): Promise<Comm
     invocation.flags['short'] === true
       ? formatStatusLines(results)
       : results
-          .map((result) => ('error' in result ? `${result.host}: error: ${result.error.message}${result.error.hint === undefined ? '' : `\n  hint: ${result.error.hint}`}` : formatStatus(result)))
+          .map((result) => ('error' in result ? describeHostFailure(result.host, result.error, 'error: ') : formatStatus(result)))
           .join('\n');
   return { value: results, text, exitCode: results.some((result) => 'error' in result) ? 1 : 0 };
 }

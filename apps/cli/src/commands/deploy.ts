@@ -1,10 +1,10 @@
 import { PideployError, type ActivationAction, type DeployPhase } from '@pideploy/core';
 import { deploy, loadConfig, selectHosts, type DeployResult } from '@pideploy/sdk';
 import type { CommandInvocation, CommandResult } from '../command.js';
-import { formatDuration } from '../render.js';
+import { describeHostFailure, formatDuration } from '../render.js';
 import { confirmHosts } from '../confirm.js';
 import { sudoOptions } from '../sudo-password.js';
-import { healthCheckFlags, integerFlag, rebootFlags, stringFlag } from '../flags.js';
+import { healthCheckFlags, hostSelectors, integerFlag, rebootFlags, stringFlag } from '../flags.js';
 
 const ACTIONS: readonly ActivationAction[] = ['switch', 'boot', 'test', 'dry-activate'];
 
@@ -31,7 +31,7 @@ export function describeDeployResult(result: DeployResult): string {
   });
   const failures = result.results
     .filter((host) => !host.ok && host.error !== undefined)
-    .map((host) => `${host.host}: ${host.error?.message}${host.error?.hint === undefined ? '' : `\n  hint: ${host.error.hint}`}`);
+    .map((host) => describeHostFailure(host.host, host.error));
   // Said again at the end (the warning scrolled by with the progress of a fleet).
   const needReboot = result.results.filter((host) => host.ok && (host.rebootNeededFor?.length ?? 0) > 0).map((host) => host.host);
   const reboots =
@@ -54,9 +54,7 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
   }
   const reboot = rebootFlags(invocation);
   const config = await loadConfig({ cwd: invocation.io.cwd, configFile: invocation.global.config });
-  const on = invocation.flags['on'];
-  const selectors = [...invocation.positionals, ...(Array.isArray(on) ? on.map(String) : typeof on === 'string' ? [on] : [])];
-  const hosts = selectHosts(config, selectors);
+  const hosts = selectHosts(config, hostSelectors(invocation));
   if (invocation.flags['cache'] === true && invocation.flags['no-cache'] === true) {
     throw new PideployError({ code: 'PIDEPLOY_USAGE', message: '--cache and --no-cache contradict each other', hint: 'give one of them' });
   }

@@ -1,8 +1,8 @@
 import { PideployError } from '@pideploy/core';
 import { loadConfig, runOnHosts, selectHosts, type RunOnHostsResult } from '@pideploy/sdk';
 import type { CommandInvocation, CommandResult } from '../command.js';
-import { formatDuration } from '../render.js';
-import { integerFlag } from '../flags.js';
+import { describeHostFailure, formatDuration } from '../render.js';
+import { hostSelectors, integerFlag } from '../flags.js';
 import { sudoOptions } from '../sudo-password.js';
 
 /** What went wrong where, one line per host that did not exit 0 (pure; empty when all did). */
@@ -10,7 +10,7 @@ export function describeRunOnHostsResult(result: RunOnHostsResult): string {
   return result.results
     .filter((host) => !host.ok)
     .map((host) => {
-      if (host.error !== undefined) return `${host.host}: did not run: ${host.error.message}${host.error.hint === undefined ? '' : `\n  hint: ${host.error.hint}`}`;
+      if (host.error !== undefined) return describeHostFailure(host.host, host.error, 'did not run: ');
       if (host.timedOut === true) return `${host.host}: stopped after ${formatDuration(host.durationMs)} (--timeout)`;
       return `${host.host}: ${host.exitCode === null ? `killed by ${host.signal ?? 'a signal'}` : `exit ${host.exitCode}`}`;
     })
@@ -27,10 +27,9 @@ export async function execCommand(invocation: CommandInvocation): Promise<Comman
   if (command.length === 0) {
     throw new PideployError({ code: 'PIDEPLOY_USAGE', message: 'exec needs a command after --', hint: 'pideploy exec --on @pi -- systemctl is-active nginx' });
   }
-  const selectors = invocation.positionals.slice(0, invocation.positionals.length - command.length);
-  const on = invocation.flags['on'];
   const config = await loadConfig({ cwd: invocation.io.cwd, configFile: invocation.global.config });
-  const hosts = selectHosts(config, [...selectors, ...(Array.isArray(on) ? on.map(String) : typeof on === 'string' ? [on] : [])]);
+  // The positionals before `--` select the hosts.
+  const hosts = selectHosts(config, hostSelectors(invocation, invocation.positionals.slice(0, invocation.positionals.length - command.length)));
   const asRoot = invocation.flags['sudo'] === true;
   const passwordFlag = ['sudo-password-file', 'sudo-password-stdin'].find((name) => invocation.flags[name] !== undefined);
   if (!asRoot && passwordFlag !== undefined) {

@@ -1,7 +1,8 @@
 import { PideployError } from '@pideploy/core';
 import { loadConfig, selectHosts, uploadKeysToHosts, type UploadKeysResult } from '@pideploy/sdk';
 import type { CommandInvocation, CommandResult } from '../command.js';
-import { integerFlag, stringFlag } from '../flags.js';
+import { describeHostFailure } from '../render.js';
+import { hostSelectors, integerFlag, stringFlag } from '../flags.js';
 import { sudoOptions } from '../sudo-password.js';
 
 const UPLOAD_AT = ['pre-activation', 'post-activation'] as const;
@@ -10,7 +11,7 @@ const UPLOAD_AT = ['pre-activation', 'post-activation'] as const;
 export function describeUploadKeysResult(result: UploadKeysResult, dryRun: boolean): string {
   return result.results
     .map((host) => {
-      if (!host.ok) return `${host.host}: FAILED: ${host.error?.message ?? 'failed'}${host.error?.hint === undefined ? '' : `\n  hint: ${host.error.hint}`}`;
+      if (!host.ok) return describeHostFailure(host.host, host.error, 'FAILED: ');
       if (dryRun) return `${host.host}: dry run, nothing uploaded`;
       if (host.keys.length === 0) return `${host.host}: no keys`;
       const changed = host.keys.filter((key) => key.changed).map((key) => key.path);
@@ -31,8 +32,7 @@ export async function uploadKeysCommand(invocation: CommandInvocation): Promise<
     throw new PideployError({ code: 'PIDEPLOY_USAGE', message: `--at must be one of ${UPLOAD_AT.join(', ')}, not "${uploadAt}"`, hint: 'pideploy upload-keys pi1 --at post-activation' });
   }
   const config = await loadConfig({ cwd: invocation.io.cwd, configFile: invocation.global.config });
-  const on = invocation.flags['on'];
-  const hosts = selectHosts(config, [...invocation.positionals, ...(Array.isArray(on) ? on.map(String) : typeof on === 'string' ? [on] : [])]);
+  const hosts = selectHosts(config, hostSelectors(invocation));
   const dryRun = invocation.flags['dry-run'] === true;
   const sudo = dryRun ? {} : await sudoOptions(invocation);
   const result = await uploadKeysToHosts(
