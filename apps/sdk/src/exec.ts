@@ -1,8 +1,8 @@
 import { PideployError, type PideployContext } from '@pideploy/core';
-import { connectSsh, sharePasswordPerRealm, type SshSession, type SudoPasswordProvider } from '@pideploy/ssh';
+import { sharePasswordPerRealm, type SudoPasswordProvider } from '@pideploy/ssh';
 import type { ResolvedHost } from './config.js';
 import { mapConcurrently } from './concurrency.js';
-import { connectOptionsFor, hostFailure, type HostConnectionSettings } from './host-connection.js';
+import { withHostSession, type HostConnectionSettings } from './host-connection.js';
 
 /** What {@link runOnHosts} needs. */
 export interface RunOnHostsRequest extends HostConnectionSettings {
@@ -73,32 +73,29 @@ export async function runOnHosts(request: RunOnHostsRequest, context: PideployCo
   const results = await mapConcurrently(request.hosts, request.parallel ?? 1, async (host): Promise<HostRunResult> => {
     const started = performance.now();
     const elapsed = () => performance.now() - started;
-    if (context.signal.aborted) return { host: host.name, ok: false, durationMs: 0, error: new PideployError({ code: 'PIDEPLOY_INTERRUPTED', message: 'interrupted before this host was started' }) };
-    let session: SshSession | undefined;
-    try {
-      session = await connectSsh(host.target, connectOptionsFor(host, request), context);
-      const opened = session;
-      const runner = request.asRoot === true ? await opened.sudo({ password: request.sudoPassword, passwordProvider: askOncePer(opened.host.user), signal: context.signal }) : opened;
-      const stdout = lineSplitter((line) => context.reporter.emit({ type: 'remote-output', host: host.name, stream: 'stdout', line }));
-      const stderr = lineSplitter((line) => context.reporter.emit({ type: 'remote-output', host: host.name, stream: 'stderr', line }));
-      const timeout = request.timeoutSeconds === undefined ? undefined : AbortSignal.timeout(request.timeoutSeconds * 1000);
-      const signal = timeout === undefined ? context.signal : AbortSignal.any([context.signal, timeout]);
-      try {
-        const ran = await runner.exec(request.command, { signal, onStdout: (chunk) => stdout.push(chunk), onStderr: (chunk) => stderr.push(chunk) });
-        return { host: host.name, ok: ran.exitCode === 0, exitCode: ran.exitCode, signal: ran.signal, durationMs: elapsed() };
-      } catch (error) {
-        if (timeout?.aborted === true && !context.signal.aborted) return { host: host.name, ok: false, exitCode: null, signal: 'TERM', timedOut: true, durationMs: elapsed() };
-        throw error;
-      } finally {
-        stdout.end();
-        stderr.end();
-      }
-    } catch (error) {
-      const failure = hostFailure(host, error, context);
-      return { host: host.name, ok: false, durationMs: elapsed(), error: failure };
-    } finally {
-      await session?.close();
-    }
+    return withHostSession<HostRunResult>(
+      host,
+      request,
+      context,
+      async (session) => {
+        const runner = request.asRoot === true ? await session.sudo({ password: request.sudoPassword, passwordProvider: askOncePer(session.host.user), signal: context.signal }) : session;
+        const stdout = lineSplitter((line) => context.reporter.emit({ type: 'remote-output', host: host.name, stream: 'stdout', line }));
+        const stderr = lineSplitter((line) => context.reporter.emit({ type: 'remote-output', host: host.name, stream: 'stderr', line }));
+        const timeout = request.timeoutSeconds === undefined ? undefined : AbortSignal.timeout(request.timeoutSeconds * 1000);
+        const signal = timeout === undefined ? context.signal : AbortSignal.any([context.signal, timeout]);
+        try {
+          const ran = await runner.exec(request.command, { signal, onStdout: (chunk) => stdout.push(chunk), onStderr: (chunk) => stderr.push(chunk) });
+          return { host: host.name, ok: ran.exitCode === 0, exitCode: ran.exitCode, signal: ran.signal, durationMs: elapsed() };
+        } catch (error) {
+          if (timeout?.aborted === true && !context.signal.aborted) return { host: host.name, ok: false, exitCode: null, signal: 'TERM', timedOut: true, durationMs: elapsed() };
+          throw error;
+        } finally {
+          stdout.end();
+          stderr.end();
+        }
+      },
+      (error) => ({ host: host.name, ok: false, durationMs: elapsed(), error }),
+    );
   });
   return { version: 1, results, ok: results.every((item) => item.ok) };
 }

@@ -1,5 +1,5 @@
-import { toPideployError, type PideployContext, type PideployError } from '@pideploy/core';
-import type { ConnectSshOptions } from '@pideploy/ssh';
+import { PideployError, toPideployError, type PideployContext } from '@pideploy/core';
+import { connectSsh, type ConnectSshOptions, type SshSession } from '@pideploy/ssh';
 import type { ResolvedHost } from './config.js';
 
 /** How a fleet operation reaches its hosts (the request fields every one of them takes). */
@@ -20,4 +20,28 @@ export function hostFailure(host: ResolvedHost, error: unknown, context: Pideplo
   const failure = toPideployError(error);
   context.reporter.emit({ type: 'log', level: 'warn', host: host.name, message: `${failure.message}${failure.hint === undefined ? '' : ` (hint: ${failure.hint})`}` });
   return failure;
+}
+
+/**
+ * Runs `work` on one host of pideploy.json over a new SSH connection (closed afterwards). A host
+ * not started before a cancellation, or whose connection or work fails, gets `failed(error)`
+ * instead (the failure said once as a warning): the fleet operation goes on with the others.
+ */
+export async function withHostSession<Result>(
+  host: ResolvedHost,
+  settings: HostConnectionSettings,
+  context: PideployContext,
+  work: (session: SshSession) => Promise<Result>,
+  failed: (error: PideployError) => Result,
+): Promise<Result> {
+  if (context.signal.aborted) return failed(new PideployError({ code: 'PIDEPLOY_INTERRUPTED', message: 'interrupted before this host was started' }));
+  let session: SshSession | undefined;
+  try {
+    session = await connectSsh(host.target, connectOptionsFor(host, settings), context);
+    return await work(session);
+  } catch (error) {
+    return failed(hostFailure(host, error, context));
+  } finally {
+    await session?.close();
+  }
 }

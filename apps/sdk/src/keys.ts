@@ -1,9 +1,9 @@
 import { PideployError, type PideployContext } from '@pideploy/core';
 import { keyPath, readKeyContents, uploadKeys, type InstalledKey, type LoadedKey } from '@pideploy/keys';
-import { connectSsh, sharePasswordPerRealm, type SshSession, type SudoPasswordProvider } from '@pideploy/ssh';
+import { sharePasswordPerRealm, type SudoPasswordProvider } from '@pideploy/ssh';
 import type { ResolvedConfig, ResolvedHost } from './config.js';
 import { mapConcurrently } from './concurrency.js';
-import { connectOptionsFor, hostFailure, type HostConnectionSettings } from './host-connection.js';
+import { withHostSession, type HostConnectionSettings } from './host-connection.js';
 
 /**
  * Every selected host's keys with their contents, read on this machine before any host is touched
@@ -94,28 +94,25 @@ export async function uploadKeysToHosts(request: UploadKeysRequest, context: Pid
       for (const key of keys) context.reporter.emit({ type: 'log', level: 'info', host: host.name, message: `would upload key ${describeKey(key)}` });
       return { host: host.name, ok: true, keys: [] };
     }
-    if (context.signal.aborted) return { host: host.name, ok: false, keys: [], error: new PideployError({ code: 'PIDEPLOY_INTERRUPTED', message: 'interrupted before this host was started' }) };
-    let session: SshSession | undefined;
-    try {
-      session = await connectSsh(host.target, connectOptionsFor(host, request), context);
-      const ask = askOncePer(session.host.user);
-      // The upload itself proves the password: no separate `sudo -v` (one password check per host).
-      let installed: InstalledKey[] = [];
-      const opened = session;
-      await opened.sudo({
-        password: request.sudoPassword,
-        passwordProvider: (question) => ask(question),
-        proveWith: async (runner) => {
-          installed = await uploadKeys({ host: host.name, sudo: runner, keys }, context);
-        },
-      });
-      return { host: host.name, ok: true, keys: installed };
-    } catch (error) {
-      const failure = hostFailure(host, error, context);
-      return { host: host.name, ok: false, keys: [], error: failure };
-    } finally {
-      await session?.close();
-    }
+    return withHostSession<HostKeysResult>(
+      host,
+      request,
+      context,
+      async (session) => {
+        const ask = askOncePer(session.host.user);
+        // The upload itself proves the password: no separate `sudo -v` (one password check per host).
+        let installed: InstalledKey[] = [];
+        await session.sudo({
+          password: request.sudoPassword,
+          passwordProvider: (question) => ask(question),
+          proveWith: async (runner) => {
+            installed = await uploadKeys({ host: host.name, sudo: runner, keys }, context);
+          },
+        });
+        return { host: host.name, ok: true, keys: installed };
+      },
+      (error) => ({ host: host.name, ok: false, keys: [], error }),
+    );
   });
   return { version: 1, results, ok: results.every((item) => item.ok) };
 }
