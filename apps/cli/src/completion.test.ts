@@ -35,6 +35,8 @@ describe('shell completion', () => {
     };
     expect(await complete('deploy')).toEqual(expect.arrayContaining(['kitchen', 'garage', '@audio', '@home', '--on', '--parallel']));
     expect(await complete('deploy', '--on')).toEqual(['kitchen', 'garage', '@audio', '@home']);
+    expect(await complete('deploy', '--canary')).toEqual(['kitchen', 'garage', '@audio', '@home']);
+    expect(await complete('exec', '--canary')).toEqual(expect.arrayContaining(['--sudo']));
     expect(await complete('exec', 'kitchen')).toEqual(expect.arrayContaining(['kitchen', 'garage', '--sudo']));
     // Commands that do not take hosts, and places without a pideploy.json (or with a broken one), get none.
     expect(await complete('lab', 'up')).not.toContain('kitchen');

@@ -4,6 +4,9 @@ import type { CommandSpec } from './command.js';
 /** Shells `pideploy completion` writes scripts for. */
 export const COMPLETION_SHELLS = ['bash', 'zsh', 'fish'] as const;
 
+/** Flags whose value is a host or @tag (`--on`, `deploy --canary`): completed with those only. */
+const HOST_VALUED_FLAGS: readonly string[] = ['--on', '--canary'];
+
 /** The hosts of the pideploy.json in reach, for completing a command's host positionals. */
 export interface CompletionHosts {
   readonly names: readonly string[];
@@ -12,14 +15,14 @@ export interface CompletionHosts {
 
 /**
  * Words that may follow `prefix` (subcommands, then the command's flags; for a command whose
- * positionals are hosts, also the host names and `@tag`s of `hosts`; after `--on`, only those).
+ * positionals are hosts, also the host names and `@tag`s of `hosts`; after `--on` or `--canary`, only those).
  * `previous` is the word just before the one being completed, flags included. Pure.
  */
 export function completionWords(commands: readonly CommandSpec[], prefix: readonly string[], globalFlags: readonly string[], hosts?: CompletionHosts, previous?: string): string[] {
   const exact = findCompletedCommand(commands, prefix);
   if (exact !== undefined) {
     const hostWords = exact.takesHosts === true && hosts !== undefined ? [...hosts.names, ...hosts.tags.map((tag) => `@${tag}`)] : [];
-    if (previous === '--on' && exact.flags['on'] !== undefined) return hostWords;
+    if (previous !== undefined && HOST_VALUED_FLAGS.includes(previous) && exact.flags[previous.slice(2)] !== undefined) return hostWords;
     return [...hostWords, ...Object.keys(exact.flags).map((flag) => `--${flag}`), ...globalFlags.map((flag) => `--${flag}`)];
   }
   const next = new Set<string>();

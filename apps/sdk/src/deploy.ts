@@ -13,6 +13,7 @@ import type { FleetCacheSettings, HealthCheckSettings, ResolvedConfig, ResolvedH
 import { openFleetCache, type FleetCache } from './fleet-cache.js';
 import { healthCheckSettingsFor, healthChecksFor } from './health-check.js';
 import { mapConcurrently } from './concurrency.js';
+import { createFleetStops } from './fleet-stops.js';
 import { connectOptionsFor, hostFailure } from './host-connection.js';
 import { describeKey, loadHostKeys } from './keys.js';
 
@@ -61,6 +62,18 @@ export interface DeployRequest {
   readonly keys?: boolean | undefined;
   /** Hosts deployed at once (default 1). */
   readonly parallel?: number | undefined;
+  /**
+   * Canaries: the first N of `hosts` are deployed first (at most `parallel` at once); the others
+   * start only once every canary succeeded. A failed canary leaves them untouched (not even
+   * logged into), each reported with `PIDEPLOY_HOST_NOT_STARTED`. Default 0: no canary.
+   */
+  readonly canary?: number | undefined;
+  /**
+   * Stop starting hosts once this many have failed: hosts already under way finish, the rest are
+   * left untouched and reported with `PIDEPLOY_HOST_NOT_STARTED`. Default: every host is tried,
+   * whatever the others did.
+   */
+  readonly maxFailures?: number | undefined;
   /**
    * Asked for the sudo password when a host needs one: once per distinct SSH target user, the
    * answer validated at once and kept in memory only.
@@ -220,6 +233,8 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
   if (request.hosts.length === 0) {
     throw new PideployError({ code: 'PIDEPLOY_USAGE', message: 'no hosts to deploy', hint: 'name hosts, or add them to pideploy.json' });
   }
+  // Canaries and the failures allowed (checked before any work).
+  const stops = createFleetStops(request);
   // Each host's health check, checked before any work: one that could gate nothing is refused
   // (pideploy.json's is skipped, with a warning, for an action or rollback setting that has no
   // confirmation), and so is a URL with an unknown placeholder.
@@ -500,11 +515,23 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
     request.cache === undefined || request.dryRun === true
       ? undefined
       : await openFleetCache(request.cache, projectStateDir(request.config.directory), localNixEnv, context);
-  const results = await mapConcurrently(request.hosts, request.parallel ?? 1, async (host) =>
+  const deployOrHoldBack = async (host: ResolvedHost): Promise<HostDeployResult> => {
     // Cancelled (Ctrl-C): hosts not yet started are left alone and reported as such.
-    context.signal.aborted
-      ? { host: host.name, ok: false, error: new PideployError({ code: 'PIDEPLOY_INTERRUPTED', message: 'interrupted before this host was started' }), phases: [] }
-      : await deployHost(host),
-  ).finally(() => fleetCache?.close());
+    if (context.signal.aborted) {
+      return { host: host.name, ok: false, error: new PideployError({ code: 'PIDEPLOY_INTERRUPTED', message: 'interrupted before this host was started' }), phases: [] };
+    }
+    const heldBack = stops.holdBack(host.name, context);
+    if (heldBack !== undefined) return { host: host.name, ok: false, error: heldBack, phases: [] };
+    const outcome = await deployHost(host);
+    stops.finished(outcome);
+    return outcome;
+  };
+  const parallel = request.parallel ?? 1;
+  const canaries = request.hosts.slice(0, stops.canaryCount);
+  const results = await (async () => {
+    const first = await mapConcurrently(canaries, parallel, deployOrHoldBack);
+    stops.canariesDone();
+    return [...first, ...(await mapConcurrently(request.hosts.slice(canaries.length), parallel, deployOrHoldBack))];
+  })().finally(() => fleetCache?.close());
   return { version: 1, results, ok: results.every((item) => item.ok) };
 }

@@ -1,6 +1,6 @@
-import type { DeployResult } from '@pideploy/sdk';
+import type { DeployResult, ResolvedConfig, ResolvedHost } from '@pideploy/sdk';
 import { describe, expect, it } from 'vitest';
-import { describeDeployResult } from './deploy.js';
+import { describeDeployResult, orderCanaries } from './deploy.js';
 
 const phases = [
   { phase: 'connect', durationMs: 700 },
@@ -51,5 +51,51 @@ describe('describeDeployResult', () => {
   it('says nothing of reboots when no host needs one', () => {
     const result = { version: 1, ok: true, results: [{ host: 'pi1', ok: true, phases, activation: { outcome: 'confirmed' } }] } as unknown as DeployResult;
     expect(describeDeployResult(result)).not.toContain('reboot');
+  });
+});
+
+describe('describeDeployResult with hosts held back', () => {
+  it('shows them as "not run" and names them once, with the command that deploys them', () => {
+    const notStarted = (host: string) => ({ host, ok: false, phases: [], error: { code: 'PIDEPLOY_HOST_NOT_STARTED', message: `${host} was not started: the canary pi1 failed`, hint: 'fix that host' } });
+    const result = {
+      version: 1,
+      ok: false,
+      results: [{ host: 'pi1', ok: false, phases, error: { code: 'PIDEPLOY_ACTIVATION_FAILED', message: 'pi1 rolled back', hint: 'see its journal' } }, notStarted('pi2'), notStarted('pi3')],
+    } as unknown as DeployResult;
+    expect(describeDeployResult(result).split('\n')).toEqual([
+      'host       result      connect    build   bundle     diff     copy activate',
+      'pi1        FAILED       700 ms        -        -        -        -    1.2 s',
+      'pi2        not run           -        -        -        -        -        -',
+      'pi3        not run           -        -        -        -        -        -',
+      'pi1: pi1 rolled back',
+      '  hint: see its journal',
+      'not started: pi2, pi3 (the canary pi1 failed)',
+      '  hint: once the failed hosts are fixed: pideploy deploy pi2 pi3',
+    ]);
+  });
+});
+
+describe('orderCanaries', () => {
+  const host = (name: string, tags: string[] = []) => ({ name, tags }) as unknown as ResolvedHost;
+  const config = { file: '/p/pideploy.json', hosts: [host('pi1'), host('pi2', ['canary']), host('pi3'), host('pi4', ['canary'])] } as unknown as ResolvedConfig;
+
+  it('takes a number as the first N selected hosts, in their order', () => {
+    expect(orderCanaries(config, config.hosts, ['2'])).toEqual({ hosts: config.hosts, canary: 2 });
+    expect(orderCanaries(config, config.hosts, [])).toEqual({ hosts: config.hosts, canary: 0 });
+  });
+
+  it('moves the hosts named or tagged to the front', () => {
+    const ordered = orderCanaries(config, config.hosts, ['@canary']);
+    expect([ordered.hosts.map((item) => item.name), ordered.canary]).toEqual([['pi2', 'pi4', 'pi1', 'pi3'], 2]);
+    const named = orderCanaries(config, config.hosts, ['pi3', 'pi1']);
+    expect([named.hosts.map((item) => item.name), named.canary]).toEqual([['pi1', 'pi3', 'pi2', 'pi4'], 2]);
+  });
+
+  it('refuses a canary outside the selection, zero, and a number mixed with names', () => {
+    const selected = config.hosts.slice(0, 2);
+    expect(() => orderCanaries(config, selected, ['pi3'])).toThrow(expect.objectContaining({ code: 'PIDEPLOY_USAGE', message: 'the canary pi3 is not among the hosts to deploy' }));
+    expect(() => orderCanaries(config, config.hosts, ['0'])).toThrow(expect.objectContaining({ code: 'PIDEPLOY_USAGE' }));
+    expect(() => orderCanaries(config, config.hosts, ['1', 'pi2'])).toThrow(/--canary takes one number/u);
+    expect(() => orderCanaries(config, config.hosts, ['pi9'])).toThrow(expect.objectContaining({ code: 'PIDEPLOY_UNKNOWN_HOST' }));
   });
 });

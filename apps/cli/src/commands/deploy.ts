@@ -1,5 +1,5 @@
 import { PideployError, type ActivationAction, type DeployPhase } from '@pideploy/core';
-import { deploy, loadConfig, selectHosts, type DeployResult } from '@pideploy/sdk';
+import { deploy, loadConfig, selectHosts, type DeployResult, type ResolvedConfig, type ResolvedHost } from '@pideploy/sdk';
 import type { CommandInvocation, CommandResult } from '../command.js';
 import { describeHostFailure, formatDuration } from '../render.js';
 import { confirmHosts } from '../confirm.js';
@@ -7,6 +7,45 @@ import { sudoOptions } from '../sudo-password.js';
 import { healthCheckFlags, hostSelectors, integerFlag, rebootFlags, stringFlag } from '../flags.js';
 
 const ACTIONS: readonly ActivationAction[] = ['switch', 'boot', 'test', 'dry-activate'];
+/** The code of a host a failed canary or --max-failures held back. */
+const NOT_STARTED = 'PIDEPLOY_HOST_NOT_STARTED';
+
+/**
+ * The hosts in deployment order and how many of the first are canaries (`--canary`): a number
+ * takes the first N selected hosts; names, globs and @tags take those hosts (which must be
+ * among the selected ones) and deploy them first.
+ */
+export function orderCanaries(config: ResolvedConfig, hosts: readonly ResolvedHost[], values: readonly string[]): { hosts: readonly ResolvedHost[]; canary: number } {
+  if (values.length === 0) return { hosts, canary: 0 };
+  const counts = values.filter((value) => /^[0-9]+$/u.test(value));
+  if (counts.length > 0) {
+    const count = Number(counts[0]);
+    if (values.length > 1 || !Number.isSafeInteger(count) || count < 1) {
+      throw new PideployError({
+        code: 'PIDEPLOY_USAGE',
+        message: `--canary takes one number of hosts (at least 1) or host names and @tags, not ${values.map((value) => `"${value}"`).join(', ')}`,
+        hint: 'pideploy deploy @fleet --canary 2, or --canary @canary',
+      });
+    }
+    return { hosts, canary: count };
+  }
+  const chosen = new Set(selectHosts(config, values).map((host) => host.name));
+  const outside = [...chosen].filter((name) => !hosts.some((host) => host.name === name));
+  if (outside.length > 0) {
+    throw new PideployError({
+      code: 'PIDEPLOY_USAGE',
+      message: `the canary ${outside.join(', ')} is not among the hosts to deploy`,
+      hint: `pick canaries among the selected hosts (${hostsHint(hosts).join(', ')}), or select ${outside.join(', ')} too`,
+    });
+  }
+  const canaries = hosts.filter((host) => chosen.has(host.name));
+  return { hosts: [...canaries, ...hosts.filter((host) => !chosen.has(host.name))], canary: canaries.length };
+}
+
+/** The selected hosts' names for a hint (at most three, then …). */
+function hostsHint(hosts: readonly ResolvedHost[]): string[] {
+  return hosts.length > 3 ? [...hosts.slice(0, 3).map((host) => host.name), '…'] : hosts.map((host) => host.name);
+}
 
 /** The per-host summary table printed at the end of a deploy (pure). */
 export function describeDeployResult(result: DeployResult): string {
@@ -23,22 +62,33 @@ export function describeDeployResult(result: DeployResult): string {
       return (timings.length === 0 ? '-' : formatDuration(timings.reduce((sum, item) => sum + item.durationMs, 0))).padStart(8);
     });
     const outcome = !host.ok
-      ? 'FAILED'
+      ? host.error?.code === NOT_STARTED
+        ? 'not run'
+        : 'FAILED'
       : host.reboot?.outcome === 'rebooted'
         ? 'rebooted'
         : (host.activation?.outcome ?? (host.copy === undefined && host.cache === undefined ? 'dry-run' : 'copied'));
     return `${host.host.padEnd(10)} ${outcome.padEnd(10)} ${timings.join(' ')}`;
   });
   const failures = result.results
-    .filter((host) => !host.ok && host.error !== undefined)
+    .filter((host) => !host.ok && host.error !== undefined && host.error.code !== NOT_STARTED)
     .map((host) => describeHostFailure(host.host, host.error));
+  // Hosts held back (a failed canary, --max-failures) in one line, not one failure each.
+  const notStarted = result.results.filter((host) => host.error?.code === NOT_STARTED);
+  const first = notStarted[0];
+  const heldBack =
+    first === undefined
+      ? []
+      : [
+          `not started: ${notStarted.map((host) => host.host).join(', ')} (${first.error?.message.replace(`${first.host} was not started: `, '') ?? ''})\n  hint: once the failed hosts are fixed: pideploy deploy ${notStarted.map((host) => host.host).join(' ')}`,
+        ];
   // Said again at the end (the warning scrolled by with the progress of a fleet).
   const needReboot = result.results.filter((host) => host.ok && (host.rebootNeededFor?.length ?? 0) > 0).map((host) => host.host);
   const reboots =
     needReboot.length === 0
       ? []
       : [`reboot needed: ${needReboot.join(', ')} (a new kernel, initrd or kernel modules load only at a boot): pideploy deploy ${needReboot.join(' ')} --reboot`];
-  return [header, ...rows, ...failures, ...reboots].join('\n');
+  return [header, ...rows, ...failures, ...heldBack, ...reboots].join('\n');
 }
 
 /**
@@ -54,7 +104,8 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
   }
   const reboot = rebootFlags(invocation);
   const config = await loadConfig({ cwd: invocation.io.cwd, configFile: invocation.global.config });
-  const hosts = selectHosts(config, hostSelectors(invocation));
+  const canaryFlag = invocation.flags['canary'];
+  const { hosts, canary } = orderCanaries(config, selectHosts(config, hostSelectors(invocation)), Array.isArray(canaryFlag) ? canaryFlag.map(String) : typeof canaryFlag === 'string' ? [canaryFlag] : []);
   if (invocation.flags['cache'] === true && invocation.flags['no-cache'] === true) {
     throw new PideployError({ code: 'PIDEPLOY_USAGE', message: '--cache and --no-cache contradict each other', hint: 'give one of them' });
   }
@@ -73,6 +124,8 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
       rollback: invocation.flags['no-rollback'] === true ? false : undefined,
       confirmTimeoutSeconds: integerFlag(invocation, 'confirm-timeout', { min: 1, unit: 'seconds' }),
       parallel: integerFlag(invocation, 'parallel', { min: 1 }),
+      canary,
+      maxFailures: integerFlag(invocation, 'max-failures', { min: 1 }),
       force: invocation.flags['force'] === true,
       healthCheck: healthCheckFlags(invocation),
       installBootloader: invocation.flags['install-bootloader'] === true,

@@ -3,7 +3,7 @@ import { mkdtemp, rename, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { LAB_SUDO_PASSWORD, labDown, labExec, labUp, type LabStatus } from '@pideploy/lab';
-import { describeLab } from '@pideploy/lab/testing';
+import { describeLab, sshLoginCount } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { runBuiltPideploy } from '../testing/built-cli.js';
 
@@ -26,7 +26,7 @@ interface Line {
 /** Runs the CLI with the sudo password on stdin (what `--sudo-password-stdin` reads). */
 const pideploy = (args: readonly string[], cwd: string, env: NodeJS.ProcessEnv) => runBuiltPideploy(args, { cwd, env, input: `${LAB_SUDO_PASSWORD}\n` });
 
-describeLab('pideploy deploy on a fleet: 10 hosts, --parallel 5, tags, one host down', () => {
+describeLab('pideploy deploy on a fleet: 10 hosts, --parallel 5, tags, one host down, canaries', () => {
   let status: LabStatus;
   let project: string;
   let env: NodeJS.ProcessEnv;
@@ -119,5 +119,63 @@ describeLab('pideploy deploy on a fleet: 10 hosts, --parallel 5, tags, one host 
     for (const name of ['pi1', 'pi5', 'pi9']) expect(run.stdout).toMatch(new RegExp(`^${name} +skipped`, 'mu'));
     expect(run.stdout).toMatch(/^pi10 +FAILED/mu);
     expect(run.stdout).toMatch(/^pi10: .+\n {2}hint: /mu);
+  });
+
+  it('--canary goes first and, failed, leaves every other host untouched; --max-failures stops starting hosts', async () => {
+    const hostsNamed = (names: readonly string[]) => names.map((name) => status.hosts.find((host) => host.name === name)!);
+    const parse = (stdout: string) =>
+      stdout
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line) as Line);
+    const outcomes = (lines: readonly Line[]) =>
+      Object.fromEntries(lines.at(-1)?.result?.results.map((host) => [host.host, host.ok ? host.activation?.outcome : host.error?.code]) ?? []);
+
+    // pi10 (down) is the canary: the other nine hosts are not even logged into, whatever --parallel allows.
+    const others = hostsNamed(['pi1', 'pi2', 'pi3', 'pi4', 'pi5', 'pi6', 'pi7', 'pi8', 'pi9']);
+    let loginsBefore = others.map((host) => sshLoginCount(host));
+    const failedCanary = await pideploy(['deploy', '@fleet', '--canary', 'pi10', '--parallel', '5', '--sudo-password-stdin', '--json'], project, env);
+    expect(failedCanary.code, failedCanary.stderr).toBe(1);
+    const canaryLines = parse(failedCanary.stdout);
+    expect(canaryLines.at(-1)?.result?.results.map((host) => host.host)).toEqual(['pi10', 'pi1', 'pi2', 'pi3', 'pi4', 'pi5', 'pi6', 'pi7', 'pi8', 'pi9']);
+    expect(outcomes(canaryLines)).toEqual({
+      pi10: expect.stringMatching(/^PIDEPLOY_SSH_/u) as unknown as string,
+      ...Object.fromEntries(others.map((host) => [host.name, 'PIDEPLOY_HOST_NOT_STARTED'])),
+    });
+    expect(canaryLines.at(-1)?.result?.results.find((host) => host.host === 'pi1')?.error?.message).toBe('pi1 was not started: the canary pi10 failed');
+    expect(canaryLines.filter((line) => line.event?.type === 'phase-start' && line.event.phase === 'connect').map((line) => line.event?.host)).toEqual(['pi10']);
+    expect(others.map((host) => sshLoginCount(host))).toEqual(loginsBefore);
+    expect(canaryLines.filter((line) => line.event?.type === 'log' && (line.event as { message?: string }).message?.startsWith('not starting')).map((line) => (line.event as { message?: string }).message)).toEqual([
+      'not starting more hosts: the canary pi10 failed',
+    ]);
+
+    // A canary that succeeds: it finishes before any other host starts, then the rest go five at a time.
+    const goodCanary = await pideploy(['deploy', 'pi2', 'pi3', 'pi1', '--canary', '@canary', '--parallel', '5', '--sudo-password-stdin', '--json'], project, env);
+    expect(goodCanary.code, goodCanary.stderr).toBe(0);
+    const goodLines = parse(goodCanary.stdout);
+    expect(outcomes(goodLines)).toEqual({ pi1: 'skipped', pi2: 'skipped', pi3: 'skipped' });
+    const order = goodLines
+      .filter((line) => line.event?.type === 'phase-start' || line.event?.type === 'phase-end')
+      .filter((line) => line.event?.host !== undefined)
+      .map((line) => `${line.event?.host} ${line.event?.type}`);
+    const lastOfCanary = order.lastIndexOf('pi1 phase-end');
+    expect(order.findIndex((entry) => !entry.startsWith('pi1 '))).toBeGreaterThan(lastOfCanary);
+
+    // --max-failures 1, one host at a time (file order): pi4 deploys, pi5 (off, in a copy of
+    // pideploy.json) fails, pi6 and pi7 are not started.
+    const cappedConfig = JSON.parse(readFileSync(path.join(project, 'pideploy.json'), 'utf8')) as { hosts: Record<string, { target: string }> };
+    cappedConfig.hosts['pi5']!.target = `deploy@${hostsNamed(['pi5'])[0]!.address}:2`;
+    await writeFile(path.join(project, 'pi5-off.json'), JSON.stringify(cappedConfig));
+    const watched = hostsNamed(['pi4', 'pi6', 'pi7']);
+    loginsBefore = watched.map((host) => sshLoginCount(host));
+    const capped = await pideploy(['deploy', 'pi4', 'pi5', 'pi6', 'pi7', '--max-failures', '1', '--config', path.join(project, 'pi5-off.json'), '--sudo-password-stdin'], project, env);
+    expect(capped.code, capped.stderr).toBe(1);
+    expect(capped.stdout).toMatch(/^pi4 +skipped/mu);
+    expect(capped.stdout).toMatch(/^pi5 +FAILED/mu);
+    expect(capped.stdout).toMatch(/^pi6 +not run/mu);
+    expect(capped.stdout).toContain('not started: pi6, pi7 (1 host failed (pi5), the most allowed (max failures 1))\n  hint: once the failed hosts are fixed: pideploy deploy pi6 pi7');
+    const loginsAfter = watched.map((host) => sshLoginCount(host));
+    expect(loginsAfter[0]).toBeGreaterThan(loginsBefore[0]!);
+    expect(loginsAfter.slice(1)).toEqual(loginsBefore.slice(1));
   });
 });
