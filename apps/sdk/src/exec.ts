@@ -1,5 +1,6 @@
-import { PideployError, type PideployContext } from '@pideploy/core';
-import { sharePasswordPerRealm, type SudoPasswordProvider } from '@pideploy/ssh';
+import { PassThrough } from 'node:stream';
+import { PideployError, tailLines, type PideployContext } from '@pideploy/core';
+import { SSH_ERROR_CODES, SUDO_WRONG_PASSWORD, sharePasswordPerRealm, type RemoteExit, type SudoPasswordProvider, type SudoRunner } from '@pideploy/ssh';
 import type { ResolvedHost } from './config.js';
 import { mapConcurrently } from './concurrency.js';
 import { withHostSession, type HostConnectionSettings } from './host-connection.js';
@@ -59,6 +60,67 @@ function lineSplitter(emit: (line: string) => void): { push(chunk: Buffer): void
   };
 }
 
+/** The line the root shell prints on stderr just before it becomes the command: what came before it is sudo's. */
+const COMMAND_STARTS = 'pideploy-exec: the command starts';
+
+/**
+ * Runs `command` through sudo so that the command itself proves the password: a shell started by
+ * sudo prints {@link COMMAND_STARTS} on stderr and then becomes the command. Stderr before that
+ * line is sudo's (a refused password, a lecture) and is not shown; a refused password (the
+ * command never started) throws `PIDEPLOY_SUDO_PASSWORD_WRONG`, so `createSudo` asks again.
+ */
+async function runProvingSudo(
+  runner: SudoRunner,
+  command: readonly string[],
+  options: { readonly signal: AbortSignal; readonly onStdout: (chunk: Buffer) => void; readonly onStderr: (chunk: Buffer) => void },
+  display: string,
+  user: string,
+): Promise<RemoteExit> {
+  let started = false;
+  let before = '';
+  // Stdin stays open until the command starts: after a refused password sudo -S waits for another
+  // line instead of trying (and logging) an empty one, and is stopped then; the command gets EOF.
+  const stdin = new PassThrough();
+  const refused = new AbortController();
+  let ran: RemoteExit;
+  try {
+    ran = await runner.exec(['sh', '-c', `printf '%s\\n' '${COMMAND_STARTS}' >&2 && exec "$@"`, 'pideploy-exec', ...command], {
+      stdin,
+      signal: AbortSignal.any([options.signal, refused.signal]),
+      onStdout: options.onStdout,
+      onStderr: (chunk) => {
+        if (started) {
+          options.onStderr(chunk);
+          return;
+        }
+        before += chunk.toString('utf8');
+        const at = before.indexOf(`${COMMAND_STARTS}\n`);
+        if (at === -1) {
+          if (SUDO_WRONG_PASSWORD.test(before)) refused.abort();
+          return;
+        }
+        started = true;
+        stdin.end();
+        const rest = before.slice(at + COMMAND_STARTS.length + 1);
+        before = before.slice(0, at);
+        if (rest !== '') options.onStderr(Buffer.from(rest, 'utf8'));
+      },
+    });
+  } catch (error) {
+    if (refused.signal.aborted && !options.signal.aborted) throw new PideployError({ code: SSH_ERROR_CODES.sudoPasswordWrong, message: `sudo on ${display} refused the password` });
+    throw error;
+  } finally {
+    stdin.end();
+  }
+  if (started) return ran;
+  throw new PideployError({
+    code: SSH_ERROR_CODES.sudoNotAllowed,
+    message: `${user} on ${display} could not run the command through sudo: ${tailLines(before, 1) || `sudo exited with ${String(ran.exitCode ?? ran.signal)}`}`,
+    hint: `allow it in /etc/sudoers.d on the host (e.g. "${user} ALL=(ALL:ALL) ALL"), or connect as root`,
+    commandFailure: { command: [...runner.prefix, 'sh', '-c', '…', ...command], ...(ran.exitCode === null ? {} : { exitCode: ran.exitCode }), stderrTail: tailLines(before) },
+  });
+}
+
 /**
  * Runs one command on many hosts (as colmena's and morph's `exec`): one SSH connection per host,
  * as the login user or, with `asRoot`, through sudo (asked once per login user). Each line the
@@ -78,14 +140,28 @@ export async function runOnHosts(request: RunOnHostsRequest, context: PideployCo
       request,
       context,
       async (session) => {
-        const runner = request.asRoot === true ? await session.sudo({ password: request.sudoPassword, passwordProvider: askOncePer(session.host.user), signal: context.signal }) : session;
         const stdout = lineSplitter((line) => context.reporter.emit({ type: 'remote-output', host: host.name, stream: 'stdout', line }));
         const stderr = lineSplitter((line) => context.reporter.emit({ type: 'remote-output', host: host.name, stream: 'stderr', line }));
         const timeout = request.timeoutSeconds === undefined ? undefined : AbortSignal.timeout(request.timeoutSeconds * 1000);
         const signal = timeout === undefined ? context.signal : AbortSignal.any([context.signal, timeout]);
+        const output = { signal, onStdout: (chunk: Buffer) => stdout.push(chunk) };
         try {
-          const ran = await runner.exec(request.command, { signal, onStdout: (chunk) => stdout.push(chunk), onStderr: (chunk) => stderr.push(chunk) });
-          return { host: host.name, ok: ran.exitCode === 0, exitCode: ran.exitCode, signal: ran.signal, durationMs: elapsed() };
+          let ran: RemoteExit | undefined;
+          if (request.asRoot === true) {
+            // The command itself proves the password (no separate `sudo -v`): the host checks it once.
+            await session.sudo({
+              password: request.sudoPassword,
+              passwordProvider: askOncePer(session.host.user),
+              signal,
+              proveWith: async (runner) => {
+                ran = await runProvingSudo(runner, request.command, { ...output, onStderr: (chunk) => stderr.push(chunk) }, session.display, session.host.user);
+              },
+            });
+          } else {
+            ran = await session.exec(request.command, { ...output, onStderr: (chunk) => stderr.push(chunk) });
+          }
+          const exit = ran as RemoteExit;
+          return { host: host.name, ok: exit.exitCode === 0, exitCode: exit.exitCode, signal: exit.signal, durationMs: elapsed() };
         } catch (error) {
           if (timeout?.aborted === true && !context.signal.aborted) return { host: host.name, ok: false, exitCode: null, signal: 'TERM', timedOut: true, durationMs: elapsed() };
           throw error;

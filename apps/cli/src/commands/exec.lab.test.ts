@@ -55,8 +55,21 @@ describeLab('pideploy exec: one command on many hosts (lab)', () => {
       ['pi1', true, 0],
       ['pi2', true, 0],
     ]);
-    // The password checked (sudo -v), then the command through sudo.
-    expect(checks()).toEqual(['deploy sudo -k -S -p  -v', 'deploy sudo -k -S -p  -- id -u']);
+    // One password check: the command itself proves the password (no separate sudo -v).
+    expect(checks()).toEqual([expect.stringMatching(/^deploy sudo -k -S -p {2}-- sh -c .+ pideploy-exec id -u$/u)]);
+    // As root, stdout and stderr stay apart; the shell's start line is not shown.
+    const mixed = await runBuiltPideploy(['exec', 'pi1', '--sudo', '--sudo-password-stdin', '--', 'sh', '-c', 'echo out; echo err >&2; exit 4'], { cwd: project, env, input: `${LAB_SUDO_PASSWORD}\n` });
+    expect([mixed.code, mixed.stdout, mixed.stderr]).toEqual([1, 'pi1 | out\n', 'pi1 | err\npi1: exit 4\n']);
+    // A wrong password: the host fails with sudo's refusal, not with sudo's words as the command's output.
+    const wrongChecks = sudoPasswordChecksFrom(pi1);
+    const wrong = await runBuiltPideploy(['exec', 'pi1', '--sudo', '--sudo-password-stdin', '--', 'id', '-u'], { cwd: project, env, input: 'not-the-password\n' });
+    expect(wrong.code).toBe(1);
+    expect(wrong.stdout).toBe('');
+    expect(wrong.stderr).toMatch(/^pi1: did not run: sudo on .+ rejected the password for deploy\n {2}hint: /mu);
+    expect(wrong.stderr).not.toMatch(/Sorry|pi1 \|/u);
+    // The refused try, and sudo's second try: the hook logs it as it starts, then sudo waits for
+    // a password line that never comes (stdin is held open) and is stopped.
+    expect(wrongChecks()).toEqual([expect.stringContaining('pideploy-exec id -u'), expect.stringContaining('pideploy-exec id -u')]);
     const refused = await runBuiltPideploy(['exec', 'pi1', '--sudo-password-stdin', '--', 'id'], { cwd: project, env, input: 'x\n' });
     expect([refused.code, refused.stderr]).toEqual([2, 'pideploy: --sudo-password-stdin without --sudo: the command runs as the login user\nhint: add --sudo to run it as root\n']);
   });
