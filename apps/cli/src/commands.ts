@@ -168,7 +168,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     path: ['deploy'],
     takesHosts: true,
-    usage: 'deploy [host…|--on @tag] [--action A] [--parallel N] [--canary N|@TAG] [--max-failures N] [--confirm-timeout S] [--no-rollback] [--health-check-url URL] [--health-check-command CMD] [--reboot|--reboot-if-needed] [--dry-run] [--force] [--cache|--no-cache] [--no-keys]',
+    usage: 'deploy [host…|--on @tag] [--action A] [--parallel N] [--canary N|@TAG] [--max-failures N] [--failed] [--confirm-timeout S] [--no-rollback] [--health-check-url URL] [--health-check-command CMD] [--reboot|--reboot-if-needed] [--dry-run] [--force] [--cache|--no-cache] [--no-keys]',
     summary: 'build, bundle, diff, copy and activate hosts of pideploy.json (one sudo password, magic rollback)',
     example: 'pideploy deploy pi1',
     flags: {
@@ -177,6 +177,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       parallel: { type: 'string', valueName: 'N', description: 'hosts deployed at once (default 1)' },
       canary: { type: 'string', multiple: true, valueName: 'N|@TAG', description: 'deploy these hosts first (the first N, or names/@tags); the rest only if they all succeed' },
       'max-failures': { type: 'string', valueName: 'N', description: 'start no more hosts once N have failed (default: try every host)' },
+      failed: { type: 'boolean', description: 'only the (selected) hosts whose last deployment from this project failed or was not started' },
       'confirm-timeout': { type: 'string', valueName: 'S', description: 'seconds a host waits for the confirmation before rolling back (default 30)' },
       'no-rollback': { type: 'boolean', description: 'no magic rollback' },
       'dry-run': { type: 'boolean', description: 'build, bundle and show the diff; copy and activate nothing' },

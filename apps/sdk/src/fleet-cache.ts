@@ -3,7 +3,7 @@ import { mkdir, readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { PideployError, type PideployContext } from '@pideploy/core';
-import type { StorePathInfo } from '@pideploy/nix';
+import { ensureStateDir, type StorePathInfo } from '@pideploy/nix';
 import { generateCacheKey, pushToBinaryCache, serveBinaryCache, type BinaryCacheServer, type PushToBinaryCacheResult } from '@pideploy/transport';
 import type { FleetCacheSettings } from './config.js';
 
@@ -43,7 +43,7 @@ export async function openFleetCache(
   let secretKeyFile = settings.secretKeyFile;
   if (secretKeyFile === undefined) {
     const name = settings.keyName ?? defaultCacheKeyName();
-    const directory = path.join(stateDir, 'cache-key');
+    const directory = await ensureStateDir(stateDir, 'cache-key');
     const existing = path.join(directory, `${name}.secret`);
     secretKeyFile = existsSync(existing) ? existing : (await generateCacheKey({ name, directory, localNixEnv: env }, context)).secretKeyFile;
   } else {

@@ -1,7 +1,7 @@
-import { mkdir, readlink } from 'node:fs/promises';
+import { readlink } from 'node:fs/promises';
 import path from 'node:path';
 import { PideployError, createBaseContext, tailLines, type PideployContext } from '@pideploy/core';
-import { NO_SEARCH_PATH_ARGUMENTS, gcRootPath, nixBuild, nixInstantiate, pinnedNixEnv } from '@pideploy/nix';
+import { NO_SEARCH_PATH_ARGUMENTS, ensureStateDir, gcRootPath, nixBuild, nixInstantiate, pinnedNixEnv } from '@pideploy/nix';
 import { buildModeArguments, type RemoteBuilder } from './builders.js';
 import {
   checkBinfmt,
@@ -132,7 +132,7 @@ export async function buildToplevel(request: BuildToplevelRequest, context: Pide
     buildPlatform: request.buildPlatform,
   });
   const gcRoot = request.stateDir === undefined ? undefined : gcRootPath(request.stateDir, host, 'toplevel');
-  if (gcRoot !== undefined) await mkdir(path.dirname(gcRoot), { recursive: true });
+  if (request.stateDir !== undefined && gcRoot !== undefined) await ensureStateDir(request.stateDir, path.relative(request.stateDir, path.dirname(gcRoot)));
 
   const instantiateArgs = [
     ...NO_SEARCH_PATH_ARGUMENTS,

@@ -1,8 +1,8 @@
-import { lstat, mkdir, readdir, readFile, readlink, rename, rm, symlink } from 'node:fs/promises';
+import { lstat, readdir, readFile, readlink, rename, rm, symlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { PIDEPLOY_VERSION, PideployError, createBaseContext, tailLines, type PideployContext } from '@pideploy/core';
-import { NO_SEARCH_PATH_ARGUMENTS, gcRootPath, gcRootsDir, nixErrorHeadline, pinnedNixEnv, runProcess, runStreamingCommand } from '@pideploy/nix';
+import { NO_SEARCH_PATH_ARGUMENTS, ensureStateDir, gcRootPath, gcRootsDir, nixErrorHeadline, pinnedNixEnv, runProcess, runStreamingCommand } from '@pideploy/nix';
 import {
   bundlePackageSetKey,
   configurationEntry,
@@ -251,7 +251,7 @@ export async function buildBundles(requests: readonly BuildBundleRequest[], cont
   const gcroots = first.stateDir === undefined ? undefined : gcRootsDir(first.stateDir);
   const batchName = `${new Date().toISOString().replace(/[-:.]/gu, '')}-${randomBytes(3).toString('hex')}`;
   const batchLink = gcroots === undefined ? undefined : path.join(gcroots, BATCH_ROOTS_DIRECTORY, batchName);
-  if (batchLink !== undefined) await mkdir(path.dirname(batchLink), { recursive: true });
+  if (first.stateDir !== undefined && batchLink !== undefined) await ensureStateDir(first.stateDir, path.relative(first.stateDir, path.dirname(batchLink)));
   const args = [
     'nix-build',
     ...NO_SEARCH_PATH_ARGUMENTS,
@@ -304,7 +304,7 @@ export async function buildBundle(request: BuildBundleRequest, context: Pideploy
   const plan = request.plan ?? (await planBundle(request));
   const expression = renderPlannedBundleExpression(plan, `import ${nixPath(request.toplevel.drvPath)}`);
   const gcRoot = request.stateDir === undefined ? undefined : gcRootPath(request.stateDir, request.host, 'bundle');
-  if (gcRoot !== undefined) await mkdir(path.dirname(gcRoot), { recursive: true });
+  if (request.stateDir !== undefined && gcRoot !== undefined) await ensureStateDir(request.stateDir, path.relative(request.stateDir, path.dirname(gcRoot)));
   const args = [
     'nix-build',
     ...NO_SEARCH_PATH_ARGUMENTS,

@@ -52,6 +52,6 @@ export {
 } from './store-path.js';
 export { createClosureQuery, parsePathInfoJson, queryClosurePathInfos, type ClosureQuery, type StoreQueryOptions, type StorePathInfo } from './store-query.js';
 export { runProcess, type ProcessOutput, type RunProcessOptions } from './process.js';
-export { NO_SEARCH_PATH_ARGUMENTS, gcRootPath, gcRootsDir, nixBuild, nixInstantiate, pinnedNixEnv, projectStateDir, runStreamingCommand, type StreamingCommandOptions, type StreamingCommandResult } from './nix-cli.js';
+export { NO_SEARCH_PATH_ARGUMENTS, ensureStateDir, gcRootPath, gcRootsDir, nixBuild, nixInstantiate, pinnedNixEnv, projectStateDir, runStreamingCommand, type StreamingCommandOptions, type StreamingCommandResult } from './nix-cli.js';
 export { NIX_KEYWORDS, nixAttributeName, nixPath, nixString } from './nix-text.js';
 export { nixErrorHeadline, stripAnsi } from './nix-messages.js';

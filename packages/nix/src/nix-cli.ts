@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PideployError, tailLines } from '@pideploy/core';
 
@@ -158,6 +159,22 @@ export function pinnedNixEnv(env: Readonly<Record<string, string | undefined>> =
 /** A project's state directory, beside its pideploy.json: `<projectDir>/.pideploy`. */
 export function projectStateDir(projectDir: string): string {
   return path.join(projectDir, '.pideploy');
+}
+
+/**
+ * Makes a state directory (and `subdirectory` of it) if missing, with a `.gitignore` of `*` in it
+ * (written once, never overwritten): GC roots, the fleet cache and its signing key stay out of a
+ * project's git repository even when nobody listed `.pideploy` in its `.gitignore`.
+ * @returns the path of `subdirectory` (or of the state directory).
+ */
+export async function ensureStateDir(stateDir: string, subdirectory?: string): Promise<string> {
+  await mkdir(stateDir, { recursive: true });
+  await writeFile(path.join(stateDir, '.gitignore'), '# made by pideploy: its state (GC roots, cache, keys) is not for git\n*\n', { flag: 'wx' }).catch((error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EEXIST') throw error;
+  });
+  const target = subdirectory === undefined ? stateDir : path.join(stateDir, subdirectory);
+  if (subdirectory !== undefined) await mkdir(target, { recursive: true });
+  return target;
 }
 
 /**

@@ -48,6 +48,13 @@ describe('describeDeployResult', () => {
     ]);
   });
 
+  it('ends with --failed when a host did not succeed and the outcome was recorded', () => {
+    const result = { version: 1, ok: false, results: [{ host: 'pi1', ok: false, phases, error: { message: 'down' } }] } as unknown as DeployResult;
+    expect(describeDeployResult(result, { recorded: true }).split('\n').at(-1)).toBe('again for the hosts that did not succeed: pideploy deploy --failed');
+    expect(describeDeployResult(result)).not.toContain('--failed');
+    expect(describeDeployResult({ ...result, ok: true, results: [] }, { recorded: true })).not.toContain('--failed');
+  });
+
   it('says nothing of reboots when no host needs one', () => {
     const result = { version: 1, ok: true, results: [{ host: 'pi1', ok: true, phases, activation: { outcome: 'confirmed' } }] } as unknown as DeployResult;
     expect(describeDeployResult(result)).not.toContain('reboot');

@@ -1,5 +1,5 @@
 import { PideployError, type ActivationAction, type DeployPhase } from '@pideploy/core';
-import { deploy, loadConfig, selectHosts, type DeployResult, type ResolvedConfig, type ResolvedHost } from '@pideploy/sdk';
+import { deploy, deployRecordFile, hostsThatFailed, loadConfig, readDeployRecord, recordDeployResult, selectHosts, type DeployResult, type ResolvedConfig, type ResolvedHost } from '@pideploy/sdk';
 import type { CommandInvocation, CommandResult } from '../command.js';
 import { describeHostFailure, formatDuration } from '../render.js';
 import { confirmHosts } from '../confirm.js';
@@ -48,7 +48,7 @@ function hostsHint(hosts: readonly ResolvedHost[]): string[] {
 }
 
 /** The per-host summary table printed at the end of a deploy (pure). */
-export function describeDeployResult(result: DeployResult): string {
+export function describeDeployResult(result: DeployResult, options: { readonly recorded?: boolean } = {}): string {
   // The reboot column only when a host rebooted (or was to).
   const rebooting = result.results.some((host) => host.phases.some((item) => item.phase === 'reboot'));
   // The keys column only when a host had keys to upload.
@@ -88,7 +88,9 @@ export function describeDeployResult(result: DeployResult): string {
     needReboot.length === 0
       ? []
       : [`reboot needed: ${needReboot.join(', ')} (a new kernel, initrd or kernel modules load only at a boot): pideploy deploy ${needReboot.join(' ')} --reboot`];
-  return [header, ...rows, ...failures, ...heldBack, ...reboots].join('\n');
+  // The outcome was recorded: the hosts that did not succeed can be deployed again by themselves.
+  const retry = options.recorded === true && !result.ok ? ['again for the hosts that did not succeed: pideploy deploy --failed'] : [];
+  return [header, ...rows, ...failures, ...heldBack, ...reboots, ...retry].join('\n');
 }
 
 /**
@@ -105,7 +107,17 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
   const reboot = rebootFlags(invocation);
   const config = await loadConfig({ cwd: invocation.io.cwd, configFile: invocation.global.config });
   const canaryFlag = invocation.flags['canary'];
-  const { hosts, canary } = orderCanaries(config, selectHosts(config, hostSelectors(invocation)), Array.isArray(canaryFlag) ? canaryFlag.map(String) : typeof canaryFlag === 'string' ? [canaryFlag] : []);
+  let selected = selectHosts(config, hostSelectors(invocation));
+  // --failed: of those, the hosts whose last deployment from this project did not succeed.
+  if (invocation.flags['failed'] === true) {
+    selected = hostsThatFailed(await readDeployRecord(config), selected);
+    if (selected.length === 0) {
+      invocation.context.reporter.emit({ type: 'log', level: 'info', message: `no selected host failed its last deployment (${deployRecordFile(config)}): nothing to deploy` });
+      const empty: DeployResult = { version: 1, results: [], ok: true };
+      return { value: empty, text: '', exitCode: 0 };
+    }
+  }
+  const { hosts, canary } = orderCanaries(config, selected, Array.isArray(canaryFlag) ? canaryFlag.map(String) : typeof canaryFlag === 'string' ? [canaryFlag] : []);
   if (invocation.flags['cache'] === true && invocation.flags['no-cache'] === true) {
     throw new PideployError({ code: 'PIDEPLOY_USAGE', message: '--cache and --no-cache contradict each other', hint: 'give one of them' });
   }
@@ -142,5 +154,16 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
     },
     invocation.context,
   );
-  return { value: result, text: describeDeployResult(result), exitCode: result.ok ? 0 : 1 };
+  // Each host's outcome, for `--failed` next time (a dry run deployed nothing).
+  let recorded = false;
+  if (!dryRun) {
+    recorded = await recordDeployResult(config, result, action).then(
+      () => true,
+      (error: unknown) => {
+        invocation.context.reporter.emit({ type: 'log', level: 'warn', message: `could not record the outcome in ${deployRecordFile(config)}: ${(error as Error).message}` });
+        return false;
+      },
+    );
+  }
+  return { value: result, text: describeDeployResult(result, { recorded }), exitCode: result.ok ? 0 : 1 };
 }

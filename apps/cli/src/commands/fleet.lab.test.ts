@@ -121,7 +121,7 @@ describeLab('pideploy deploy on a fleet: 10 hosts, --parallel 5, tags, one host 
     expect(run.stdout).toMatch(/^pi10: .+\n {2}hint: /mu);
   });
 
-  it('--canary goes first and, failed, leaves every other host untouched; --max-failures stops starting hosts', async () => {
+  it('--canary goes first and, failed, leaves every other host untouched; --max-failures stops starting hosts; --failed deploys what did not succeed', async () => {
     const hostsNamed = (names: readonly string[]) => names.map((name) => status.hosts.find((host) => host.name === name)!);
     const parse = (stdout: string) =>
       stdout
@@ -177,5 +177,37 @@ describeLab('pideploy deploy on a fleet: 10 hosts, --parallel 5, tags, one host 
     const loginsAfter = watched.map((host) => sshLoginCount(host));
     expect(loginsAfter[0]).toBeGreaterThan(loginsBefore[0]!);
     expect(loginsAfter.slice(1)).toEqual(loginsBefore.slice(1));
+    expect(capped.stdout).toMatch(/\nagain for the hosts that did not succeed: pideploy deploy --failed\n$/u);
+
+    // --failed: the hosts whose last deployment did not succeed (failed or held back), from
+    // .pideploy/deployments.json: pi5 (off in the copy), pi6-pi9 (held back), pi10 (down).
+    const record = JSON.parse(readFileSync(path.join(project, '.pideploy', 'deployments.json'), 'utf8')) as { version: number; hosts: Record<string, { ok: boolean; code?: string }> };
+    expect(record.version).toBe(1);
+    // The state directory keeps itself out of git (GC roots, cache keys, this record).
+    expect(readFileSync(path.join(project, '.pideploy', '.gitignore'), 'utf8')).toMatch(/^\*$/mu);
+    expect(Object.entries(record.hosts).filter(([, host]) => !host.ok).map(([name, host]) => `${name} ${host.code}`).sort()).toEqual([
+      'pi10 PIDEPLOY_SSH_UNREACHABLE',
+      'pi5 PIDEPLOY_SSH_UNREACHABLE',
+      'pi6 PIDEPLOY_HOST_NOT_STARTED',
+      'pi7 PIDEPLOY_HOST_NOT_STARTED',
+      'pi8 PIDEPLOY_HOST_NOT_STARTED',
+      'pi9 PIDEPLOY_HOST_NOT_STARTED',
+    ]);
+    const again = await pideploy(['deploy', '--failed', '--parallel', '5', '--sudo-password-stdin', '--json'], project, env);
+    expect(again.code, again.stderr).toBe(1);
+    expect(outcomes(parse(again.stdout))).toEqual({
+      pi5: 'skipped',
+      pi6: 'skipped',
+      pi7: 'skipped',
+      pi8: 'skipped',
+      pi9: 'skipped',
+      pi10: expect.stringMatching(/^PIDEPLOY_SSH_/u) as unknown as string,
+    });
+    // Among the hosts named, none failed last time: nothing to do, and no login.
+    loginsBefore = hostsNamed(['pi1', 'pi5']).map((host) => sshLoginCount(host));
+    const none = await pideploy(['deploy', 'pi1', 'pi5', '--failed', '--sudo-password-stdin'], project, env);
+    expect([none.code, none.stdout]).toEqual([0, '']);
+    expect(none.stderr).toMatch(/no selected host failed its last deployment .*deployments\.json.*: nothing to deploy/u);
+    expect(hostsNamed(['pi1', 'pi5']).map((host) => sshLoginCount(host))).toEqual(loginsBefore);
   });
 });

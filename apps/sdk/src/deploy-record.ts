@@ -1,0 +1,91 @@
+import { readFile, rename, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { PideployError } from '@pideploy/core';
+import { ensureStateDir, projectStateDir } from '@pideploy/nix';
+import type { ResolvedConfig, ResolvedHost } from './config.js';
+import type { DeployResult } from './deploy.js';
+
+/** One host's last deployment from this project. */
+export interface HostDeployRecord {
+  readonly ok: boolean;
+  /** When it ended (ISO 8601). */
+  readonly at: string;
+  readonly action: string;
+  /** The error code when it failed (`PIDEPLOY_HOST_NOT_STARTED` when it was held back). */
+  readonly code?: string | undefined;
+  /** The bundle it got (when it got that far). */
+  readonly bundle?: string | undefined;
+}
+
+/** `.pideploy/deployments.json` (`version: 1`): each host's last deployment from this project. */
+export interface DeployRecord {
+  readonly version: 1;
+  readonly hosts: Readonly<Record<string, HostDeployRecord>>;
+}
+
+/** Where the record of a project lives. */
+export function deployRecordFile(config: Pick<ResolvedConfig, 'directory'>): string {
+  return path.join(projectStateDir(config.directory), 'deployments.json');
+}
+
+/** The record of a project's deployments; empty when none was made yet. A damaged file is an error (with the fix). */
+export async function readDeployRecord(config: Pick<ResolvedConfig, 'directory'>): Promise<DeployRecord> {
+  const file = deployRecordFile(config);
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { version: 1, hosts: {} };
+    throw error;
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    parsed = undefined;
+  }
+  const record = parsed as Partial<DeployRecord> | undefined;
+  if (record?.version !== 1 || typeof record.hosts !== 'object' || record.hosts === null) {
+    throw new PideployError({
+      code: 'PIDEPLOY_DEPLOY_RECORD_INVALID',
+      message: `${file} is not a record of deployments pideploy can read`,
+      hint: `remove it (the next deployment writes it again): rm ${file}`,
+    });
+  }
+  return record as DeployRecord;
+}
+
+/**
+ * Records each host's outcome of a deployment (other hosts keep theirs): written to a temp file
+ * beside it and renamed over it, so a reader never sees half a file.
+ */
+export async function recordDeployResult(config: Pick<ResolvedConfig, 'directory'>, result: DeployResult, action: string, now: Date = new Date()): Promise<DeployRecord> {
+  const previous = await readDeployRecord(config).catch(() => ({ version: 1 as const, hosts: {} }));
+  const hosts: Record<string, HostDeployRecord> = { ...previous.hosts };
+  for (const host of result.results) {
+    hosts[host.host] = {
+      ok: host.ok,
+      at: now.toISOString(),
+      action,
+      ...(host.error === undefined ? {} : { code: host.error.code }),
+      ...(host.bundle === undefined ? {} : { bundle: host.bundle }),
+    };
+  }
+  const record: DeployRecord = { version: 1, hosts };
+  const file = deployRecordFile(config);
+  await ensureStateDir(projectStateDir(config.directory));
+  const temp = `${file}.${process.pid}.tmp`;
+  try {
+    await writeFile(temp, `${JSON.stringify(record, null, 2)}\n`);
+    await rename(temp, file);
+  } catch (error) {
+    await rm(temp, { force: true });
+    throw error;
+  }
+  return record;
+}
+
+/** Of `hosts`, those whose last recorded deployment did not succeed (failed, or not started), in their order. */
+export function hostsThatFailed(record: DeployRecord, hosts: readonly ResolvedHost[]): readonly ResolvedHost[] {
+  return hosts.filter((host) => record.hosts[host.name]?.ok === false);
+}
