@@ -174,9 +174,10 @@ export const COMMANDS: readonly CommandSpec[] = [
     flags: {
       on: { type: 'string', multiple: true, valueName: '@TAG', description: 'select hosts by tag (or name/glob); repeatable' },
       action: { type: 'string', valueName: 'A', description: 'switch (default), boot, test or dry-activate' },
-      parallel: { type: 'string', valueName: 'N', description: 'hosts deployed at once (default 1)' },
-      canary: { type: 'string', multiple: true, valueName: 'N|@TAG', description: 'deploy these hosts first (the first N, or names/@tags); the rest only if they all succeed' },
-      'max-failures': { type: 'string', valueName: 'N', description: 'start no more hosts once N have failed (default: try every host)' },
+      parallel: { type: 'string', valueName: 'N', description: 'hosts deployed at once (default: pideploy.json deploy.parallel, else 1)' },
+      canary: { type: 'string', multiple: true, valueName: 'N|@TAG', description: 'deploy these hosts first (the first N, or names/@tags; default: pideploy.json deploy.canary); the rest only if they all succeed' },
+      'no-canary': { type: 'boolean', description: "no canary this time (pideploy.json's deploy.canary)" },
+      'max-failures': { type: 'string', valueName: 'N', description: 'start no more hosts once N have failed (default: pideploy.json deploy.maxFailures, else try every host)' },
       failed: { type: 'boolean', description: 'only the (selected) hosts whose last deployment from this project failed or was not started' },
       'confirm-timeout': { type: 'string', valueName: 'S', description: 'seconds a host waits for the confirmation before rolling back (default 30)' },
       'no-rollback': { type: 'boolean', description: 'no magic rollback' },

@@ -133,6 +133,23 @@ describe('parseConfig', () => {
     expect(errorOf(() => parseConfig(JSON.stringify({ ...valid, cache: { url: 'ftp://x' } }), '/p/pideploy.json')).code).toBe('PIDEPLOY_CONFIG_INVALID');
   });
 
+  it("resolves the deploy section (a single canary made a list) and refuses a canary that selects no host", () => {
+    expect(parseConfig(JSON.stringify(valid), '/f/pideploy.json').deploy).toEqual({ parallel: undefined, canary: undefined, maxFailures: undefined });
+    const withDeploy = (deploy: unknown) => JSON.stringify({ ...valid, deploy });
+    expect(parseConfig(withDeploy({ parallel: 10, canary: '@audio', maxFailures: 3 }), '/f/pideploy.json').deploy).toEqual({ parallel: 10, canary: ['@audio'], maxFailures: 3 });
+    expect(parseConfig(withDeploy({ canary: 2 }), '/f/pideploy.json').deploy.canary).toBe(2);
+    expect(parseConfig(withDeploy({ canary: ['kitchen', 'gar*'] }), '/f/pideploy.json').deploy.canary).toEqual(['kitchen', 'gar*']);
+    expect(errorOf(() => parseConfig(withDeploy({ canary: '@audi' }), '/f/pideploy.json'))).toMatchObject({
+      code: 'PIDEPLOY_CONFIG_INVALID',
+      message: '/f/pideploy.json: /deploy/canary: no host has the tag "audi"',
+      hint: 'did you mean "@audio"?',
+    });
+    expect(errorOf(() => parseConfig(withDeploy({ canary: ['kitchen', 'garge'] }), '/f/pideploy.json')).message).toBe('/f/pideploy.json: /deploy/canary/1: no host named "garge"');
+    expect(errorOf(() => parseConfig(withDeploy({ parallel: 0 }), '/f/pideploy.json')).message).toMatch(/\/deploy\/parallel/u);
+    expect(errorOf(() => parseConfig(withDeploy({ canary: 0 }), '/f/pideploy.json')).message).toMatch(/\/deploy\/canary/u);
+    expect(errorOf(() => parseConfig(withDeploy({ maxFailure: 2 }), '/f/pideploy.json')).hint).toMatch(/maxFailures/u);
+  });
+
   it('says where invalid JSON breaks', () => {
     const error = errorOf(() => parseConfig('{\n  "hosts": {,\n}', '/x/pideploy.json'));
     expect(error.message).toMatch(/^\/x\/pideploy\.json at line 2, column \d+: not valid JSON/u);

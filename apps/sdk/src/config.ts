@@ -42,6 +42,16 @@ export interface KeySettings {
   readonly uploadAt?: KeyUploadAt | undefined;
 }
 
+/** pideploy.json `deploy`: how `pideploy deploy` goes through a fleet unless its flags say otherwise. */
+export interface DeploySettings {
+  /** Hosts deployed at once. */
+  readonly parallel?: number | undefined;
+  /** The first N selected hosts, or host names, globs and @tags, deployed first. */
+  readonly canary?: number | string | readonly string[] | undefined;
+  /** Start no more hosts once this many have failed. */
+  readonly maxFailures?: number | undefined;
+}
+
 /** `pideploy.json` as written (after schema validation). */
 export interface ConfigFile {
   readonly pins?: string;
@@ -61,6 +71,7 @@ export interface ConfigFile {
     readonly url?: string;
     readonly compression?: CacheCompression;
   };
+  readonly deploy?: DeploySettings;
   readonly hosts: Readonly<
     Record<
       string,
@@ -130,6 +141,8 @@ export interface ResolvedConfig {
   readonly cache: FleetCacheSettings;
   /** Whether deploys use the fleet cache unless told otherwise (a `cache` section without `enable: false`). */
   readonly cacheEnabled: boolean;
+  /** pideploy.json `deploy` (a single canary selector made a list; every selector matches a host). */
+  readonly deploy: { readonly parallel?: number | undefined; readonly canary?: number | readonly string[] | undefined; readonly maxFailures?: number | undefined };
 }
 
 /** Options of {@link loadConfig}. */
@@ -241,9 +254,67 @@ export function parseConfig(text: string, file: string): ResolvedConfig {
 }
 
 function resolveConfig(config: ConfigFile, file: string): ResolvedConfig {
+  const resolved = resolveHostsAndSettings(config, file);
+  checkCanarySelectors(resolved, file);
+  return resolved;
+}
+
+/** Matches a host name against a glob with `*` and `?` (no other special characters). */
+function globMatches(glob: string, name: string): boolean {
+  const pattern = glob.replace(/[.+^${}()|[\]\\]/gu, '\\$&').replaceAll('*', '.*').replaceAll('?', '.');
+  return new RegExp(`^${pattern}$`, 'u').test(name);
+}
+
+/** Whether a selector (`@tag`, or a host name or glob with `*` and `?`) selects a host. */
+export function selectorMatches(selector: string, host: Pick<ResolvedHost, 'name' | 'tags'>): boolean {
+  return selector.startsWith('@') ? host.tags.includes(selector.slice(1)) : globMatches(selector, host.name);
+}
+
+/**
+ * Why `selector` (a host name, glob or @tag) selects no host of `hosts` (with a "did you mean" or
+ * the names there are), or undefined when it selects one.
+ */
+export function unmatchedSelector(hosts: readonly ResolvedHost[], selector: string): { readonly message: string; readonly hint: string } | undefined {
+  const tag = selector.startsWith('@');
+  if (hosts.some((host) => selectorMatches(selector, host))) return undefined;
+  const candidates = tag ? [...new Set(hosts.flatMap((host) => host.tags.map((item) => `@${item}`)))] : hosts.map((host) => host.name);
+  const suggestion = closest(selector, candidates);
+  return {
+    message: `${tag ? 'no host has the tag' : 'no host named'} "${tag ? selector.slice(1) : selector}"`,
+    hint:
+      suggestion !== undefined
+        ? `did you mean "${suggestion}"?`
+        : candidates.length > 0
+          ? `${tag ? 'tags' : 'hosts'}: ${candidates.join(', ')}`
+          : 'add it under "hosts" in pideploy.json',
+  };
+}
+
+/**
+ * pideploy.json `deploy.canary`'s selectors each match a host (a typo would otherwise silently
+ * deploy without a canary).
+ * @throws PideployError `PIDEPLOY_CONFIG_INVALID` naming the JSON path, with a "did you mean".
+ */
+function checkCanarySelectors(config: ResolvedConfig, file: string): void {
+  const canary = config.deploy.canary;
+  if (canary === undefined || typeof canary === 'number') return;
+  for (const [index, selector] of canary.entries()) {
+    const problem = unmatchedSelector(config.hosts, selector);
+    if (problem === undefined) continue;
+    throw new PideployError({ code: 'PIDEPLOY_CONFIG_INVALID', message: `${file}: /deploy/canary${canary.length > 1 ? `/${index}` : ''}: ${problem.message}`, hint: problem.hint });
+  }
+}
+
+function resolveHostsAndSettings(config: ConfigFile, file: string): ResolvedConfig {
   const directory = path.dirname(file);
   const defaults = config.defaults ?? {};
+  const canary = config.deploy?.canary;
   return {
+    deploy: {
+      parallel: config.deploy?.parallel,
+      canary: typeof canary === 'string' ? [canary] : canary,
+      maxFailures: config.deploy?.maxFailures,
+    },
     file,
     directory,
     pinsFile: path.resolve(directory, config.pins ?? 'pins.json'),
@@ -332,6 +403,7 @@ function knownKeysAt(instancePath: string): readonly string[] {
   if (segments.length === 0) return Object.keys(schema.properties);
   if (segments[0] === 'defaults' && segments.length === 1) return Object.keys(schema.definitions['buildSettings']?.properties ?? {});
   if (segments[0] === 'cache' && segments.length === 1) return Object.keys(schema.definitions['cache']?.properties ?? {});
+  if (segments[0] === 'deploy' && segments.length === 1) return Object.keys(schema.definitions['deploy']?.properties ?? {});
   if (segments[0] === 'hosts' && segments.length === 2) return Object.keys(schema.definitions['host']?.properties ?? {});
   const keysAt = segments[0] === 'defaults' ? 1 : segments[0] === 'hosts' ? 2 : -1;
   if (keysAt >= 0 && segments.length === keysAt + 2 && segments[keysAt] === 'keys') return Object.keys(schema.definitions['key']?.properties ?? {});

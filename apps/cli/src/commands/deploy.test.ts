@@ -98,6 +98,14 @@ describe('orderCanaries', () => {
     expect([named.hosts.map((item) => item.name), named.canary]).toEqual([['pi1', 'pi3', 'pi2', 'pi4'], 2]);
   });
 
+  it("takes pideploy.json's canaries that are among the selected hosts, and none when no canary is", () => {
+    const selected = [config.hosts[0]!, config.hosts[1]!, config.hosts[2]!];
+    const ordered = orderCanaries(config, selected, ['@canary'], { fromConfig: true });
+    expect([ordered.hosts.map((item) => item.name), ordered.canary]).toEqual([['pi2', 'pi1', 'pi3'], 1]);
+    const none = orderCanaries(config, [config.hosts[0]!], ['@canary'], { fromConfig: true });
+    expect([none.hosts.map((item) => item.name), none.canary]).toEqual([['pi1'], 0]);
+  });
+
   it('refuses a canary outside the selection, zero, and a number mixed with names', () => {
     const selected = config.hosts.slice(0, 2);
     expect(() => orderCanaries(config, selected, ['pi3'])).toThrow(expect.objectContaining({ code: 'PIDEPLOY_USAGE', message: 'the canary pi3 is not among the hosts to deploy' }));

@@ -13,9 +13,14 @@ const NOT_STARTED = 'PIDEPLOY_HOST_NOT_STARTED';
 /**
  * The hosts in deployment order and how many of the first are canaries (`--canary`): a number
  * takes the first N selected hosts; names, globs and @tags take those hosts (which must be
- * among the selected ones) and deploy them first.
+ * among the selected ones, unless they come from pideploy.json `deploy.canary`) and deploy them first.
  */
-export function orderCanaries(config: ResolvedConfig, hosts: readonly ResolvedHost[], values: readonly string[]): { hosts: readonly ResolvedHost[]; canary: number } {
+export function orderCanaries(
+  config: ResolvedConfig,
+  hosts: readonly ResolvedHost[],
+  values: readonly string[],
+  options: { readonly fromConfig?: boolean } = {},
+): { hosts: readonly ResolvedHost[]; canary: number } {
   if (values.length === 0) return { hosts, canary: 0 };
   const counts = values.filter((value) => /^[0-9]+$/u.test(value));
   if (counts.length > 0) {
@@ -30,7 +35,8 @@ export function orderCanaries(config: ResolvedConfig, hosts: readonly ResolvedHo
     return { hosts, canary: count };
   }
   const chosen = new Set(selectHosts(config, values).map((host) => host.name));
-  const outside = [...chosen].filter((name) => !hosts.some((host) => host.name === name));
+  // pideploy.json's canaries go first when they are among the hosts of this run (a run of other hosts has none).
+  const outside = options.fromConfig === true ? [] : [...chosen].filter((name) => !hosts.some((host) => host.name === name));
   if (outside.length > 0) {
     throw new PideployError({
       code: 'PIDEPLOY_USAGE',
@@ -117,7 +123,16 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
       return { value: empty, text: '', exitCode: 0 };
     }
   }
-  const { hosts, canary } = orderCanaries(config, selected, Array.isArray(canaryFlag) ? canaryFlag.map(String) : typeof canaryFlag === 'string' ? [canaryFlag] : []);
+  // --canary, else pideploy.json's deploy.canary (unless --no-canary).
+  const canaryValues = Array.isArray(canaryFlag) ? canaryFlag.map(String) : typeof canaryFlag === 'string' ? [canaryFlag] : [];
+  if (canaryValues.length > 0 && invocation.flags['no-canary'] === true) {
+    throw new PideployError({ code: 'PIDEPLOY_USAGE', message: '--canary and --no-canary contradict each other', hint: 'give one of them' });
+  }
+  const configCanary = invocation.flags['no-canary'] === true ? undefined : config.deploy.canary;
+  const { hosts, canary } =
+    canaryValues.length > 0 || configCanary === undefined
+      ? orderCanaries(config, selected, canaryValues)
+      : orderCanaries(config, selected, typeof configCanary === 'number' ? [String(configCanary)] : configCanary, { fromConfig: true });
   if (invocation.flags['cache'] === true && invocation.flags['no-cache'] === true) {
     throw new PideployError({ code: 'PIDEPLOY_USAGE', message: '--cache and --no-cache contradict each other', hint: 'give one of them' });
   }
@@ -135,9 +150,9 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
       action,
       rollback: invocation.flags['no-rollback'] === true ? false : undefined,
       confirmTimeoutSeconds: integerFlag(invocation, 'confirm-timeout', { min: 1, unit: 'seconds' }),
-      parallel: integerFlag(invocation, 'parallel', { min: 1 }),
+      parallel: integerFlag(invocation, 'parallel', { min: 1 }) ?? config.deploy.parallel,
       canary,
-      maxFailures: integerFlag(invocation, 'max-failures', { min: 1 }),
+      maxFailures: integerFlag(invocation, 'max-failures', { min: 1 }) ?? config.deploy.maxFailures,
       force: invocation.flags['force'] === true,
       healthCheck: healthCheckFlags(invocation),
       installBootloader: invocation.flags['install-bootloader'] === true,

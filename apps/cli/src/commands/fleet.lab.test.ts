@@ -179,13 +179,41 @@ describeLab('pideploy deploy on a fleet: 10 hosts, --parallel 5, tags, one host 
     expect(loginsAfter.slice(1)).toEqual(loginsBefore.slice(1));
     expect(capped.stdout).toMatch(/\nagain for the hosts that did not succeed: pideploy deploy --failed\n$/u);
 
+    // pideploy.json's deploy section: canary @canary (pi1, off in this copy) and five at a time;
+    // --no-canary skips it for one run.
+    const canaryConfig = JSON.parse(readFileSync(path.join(project, 'pideploy.json'), 'utf8')) as { hosts: Record<string, { target: string }>; deploy?: unknown };
+    canaryConfig.hosts['pi1']!.target = `deploy@${hostsNamed(['pi1'])[0]!.address}:2`;
+    canaryConfig.deploy = { canary: '@canary', parallel: 5 };
+    await writeFile(path.join(project, 'pi1-off.json'), JSON.stringify(canaryConfig));
+    loginsBefore = hostsNamed(['pi2', 'pi3']).map((host) => sshLoginCount(host));
+    const configured = await pideploy(['deploy', 'pi1', 'pi2', 'pi3', '--config', path.join(project, 'pi1-off.json'), '--sudo-password-stdin', '--json'], project, env);
+    expect(configured.code).toBe(1);
+    expect(outcomes(parse(configured.stdout))).toEqual({ pi1: 'PIDEPLOY_SSH_UNREACHABLE', pi2: 'PIDEPLOY_HOST_NOT_STARTED', pi3: 'PIDEPLOY_HOST_NOT_STARTED' });
+    expect(hostsNamed(['pi2', 'pi3']).map((host) => sshLoginCount(host))).toEqual(loginsBefore);
+    const noCanary = await pideploy(['deploy', 'pi1', 'pi2', 'pi3', '--no-canary', '--config', path.join(project, 'pi1-off.json'), '--sudo-password-stdin', '--json'], project, env);
+    expect(noCanary.code).toBe(1);
+    expect(outcomes(parse(noCanary.stdout))).toEqual({ pi1: 'PIDEPLOY_SSH_UNREACHABLE', pi2: 'skipped', pi3: 'skipped' });
+    // deploy.parallel 5: the three hosts were under way at once.
+    let inFlight = 0;
+    let most = 0;
+    for (const line of parse(noCanary.stdout)) {
+      if (line.event?.type === 'phase-start' && line.event.phase === 'connect') inFlight += 1;
+      most = Math.max(most, inFlight);
+      if (line.event?.type === 'phase-end' && (line.event.phase === 'activate' || line.event.host === 'pi1')) inFlight -= 1;
+    }
+    expect(most).toBe(3);
+    // Hosts that are not canaries get no canary phase: pi2 alone deploys at once.
+    const withoutCanary = await pideploy(['deploy', 'pi2', '--config', path.join(project, 'pi1-off.json'), '--sudo-password-stdin'], project, env);
+    expect(withoutCanary.code, withoutCanary.stderr).toBe(0);
+
     // --failed: the hosts whose last deployment did not succeed (failed or held back), from
-    // .pideploy/deployments.json: pi5 (off in the copy), pi6-pi9 (held back), pi10 (down).
+    // .pideploy/deployments.json: pi1 and pi5 (off in the copies), pi6-pi9 (held back), pi10 (down).
     const record = JSON.parse(readFileSync(path.join(project, '.pideploy', 'deployments.json'), 'utf8')) as { version: number; hosts: Record<string, { ok: boolean; code?: string }> };
     expect(record.version).toBe(1);
     // The state directory keeps itself out of git (GC roots, cache keys, this record).
     expect(readFileSync(path.join(project, '.pideploy', '.gitignore'), 'utf8')).toMatch(/^\*$/mu);
     expect(Object.entries(record.hosts).filter(([, host]) => !host.ok).map(([name, host]) => `${name} ${host.code}`).sort()).toEqual([
+      'pi1 PIDEPLOY_SSH_UNREACHABLE',
       'pi10 PIDEPLOY_SSH_UNREACHABLE',
       'pi5 PIDEPLOY_SSH_UNREACHABLE',
       'pi6 PIDEPLOY_HOST_NOT_STARTED',
@@ -196,6 +224,7 @@ describeLab('pideploy deploy on a fleet: 10 hosts, --parallel 5, tags, one host 
     const again = await pideploy(['deploy', '--failed', '--parallel', '5', '--sudo-password-stdin', '--json'], project, env);
     expect(again.code, again.stderr).toBe(1);
     expect(outcomes(parse(again.stdout))).toEqual({
+      pi1: 'skipped',
       pi5: 'skipped',
       pi6: 'skipped',
       pi7: 'skipped',
