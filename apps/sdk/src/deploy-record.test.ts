@@ -4,7 +4,7 @@ import path from 'node:path';
 import { PideployError } from '@pideploy/core';
 import { describe, expect, it } from 'vitest';
 import type { ResolvedHost } from './config.js';
-import { deployRecordFile, hostsThatFailed, readDeployRecord, recordDeployResult } from './deploy-record.js';
+import { deployRecordFile, hostsThatFailed, readDeployRecord, recordDeployResult, recordInstalledKeys, staleKeyPaths } from './deploy-record.js';
 import type { DeployResult } from './deploy.js';
 
 const project = () => ({ directory: mkdtempSync(path.join(os.tmpdir(), 'pideploy-record-')) });
@@ -44,6 +44,39 @@ describe('the record of deployments', () => {
     expect(hostsThatFailed(record, hosts).map((host) => host.name)).toEqual(['pi3']);
     // Renamed into place: no temp file left beside it.
     expect(readdirSync(path.dirname(deployRecordFile(config))).sort()).toEqual(['.gitignore', 'deployments.json']);
+  });
+
+  it('keeps the key files each host has: installed ones added, removed ones dropped; what pideploy.json no longer names is stale', async () => {
+    const config = project();
+    const installed = (name: string, file: string) => ({ name, path: file, changed: true });
+    await recordDeployResult(config, { version: 1, ok: true, results: [{ host: 'pi1', ok: true, phases: [], keys: [installed('wifi', '/run/keys/wifi'), installed('token', '/srv/token')] }] }, 'switch');
+    expect((await readDeployRecord(config)).hosts['pi1']?.keys).toEqual(['/run/keys/wifi', '/srv/token']);
+    // upload-keys adds to it without touching the outcome; a host it never saw gets one of its own.
+    await recordInstalledKeys(config, new Map([['pi1', ['/run/keys/extra']], ['pi2', ['/run/keys/wifi']]]), new Date('2026-12-07T12:00:00Z'));
+    let record = await readDeployRecord(config);
+    expect(record.hosts['pi1']).toMatchObject({ ok: true, action: 'switch', keys: ['/run/keys/extra', '/run/keys/wifi', '/srv/token'] });
+    expect(record.hosts['pi2']).toEqual({ ok: true, at: '2026-12-07T12:00:00.000Z', action: 'upload-keys', keys: ['/run/keys/wifi'] });
+
+    const withKeys = (name: string, ...keys: { name: string; destDir: string }[]) => ({ name, tags: [], keys }) as unknown as ResolvedHost;
+    const stale = staleKeyPaths(record, [withKeys('pi1', { name: 'wifi', destDir: '/run/keys' }), withKeys('pi2', { name: 'wifi', destDir: '/run/keys' }), withKeys('pi3')]);
+    expect([...stale]).toEqual([['pi1', ['/run/keys/extra', '/srv/token']]]);
+
+    // A deploy that removed them: gone from the record; a failed host keeps what it had.
+    await recordDeployResult(
+      config,
+      {
+        version: 1,
+        ok: false,
+        results: [
+          { host: 'pi1', ok: true, phases: [], keys: [{ name: 'wifi', path: '/run/keys/wifi', changed: false }], keysRemoved: [{ path: '/run/keys/extra', outcome: 'removed' }, { path: '/srv/token', outcome: 'absent' }] },
+          { host: 'pi2', ok: false, phases: [], error: new PideployError({ code: 'PIDEPLOY_SSH_UNREACHABLE', message: 'down' }) },
+        ],
+      },
+      'switch',
+    );
+    record = await readDeployRecord(config);
+    expect(record.hosts['pi1']?.keys).toEqual(['/run/keys/wifi']);
+    expect(record.hosts['pi2']?.keys).toEqual(['/run/keys/wifi']);
   });
 
   it('says how to fix a damaged record', async () => {

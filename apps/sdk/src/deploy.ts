@@ -4,7 +4,7 @@ import path from 'node:path';
 import { PideployError, toPideployError, type ActivationAction, type DeployPhase, type PideployContext } from '@pideploy/core';
 import { createClosureQuery, projectStateDir, type StorePathInfo } from '@pideploy/nix';
 import { activateSystem, asksConfirmation, bootPartsChanged, readLocalBootParts, type BootPart, checkHealthCheckUse, healthChecksGate, checkRebootUse, diffSystem, formatClosureDiff, readHostSystems, rebootSystem, speaksActivationProtocol, type ActivationResult, type HealthChecks, type HostSystems, type RebootResult } from '@pideploy/activate';
-import { uploadKeys, type InstalledKey, type LoadedKey } from '@pideploy/keys';
+import { keyPath, uploadKeys, type InstalledKey, type LoadedKey, type RemovedKey } from '@pideploy/keys';
 import { connectSsh, sharePasswordPerRealm, type SshSession, type SudoPasswordProvider, type SudoRunner } from '@pideploy/ssh';
 import { checkPinsFiles } from '@pideploy/pin';
 import { copyClosure, openServeConnection, storeAccessFor, substituteFromCache, type CopyClosureResult, type ServeConnection, type SubstituteFromCacheResult } from '@pideploy/transport';
@@ -60,6 +60,13 @@ export interface DeployRequest {
    * back. All are read here before any host is touched. `false`: none (`--no-keys`).
    */
   readonly keys?: boolean | undefined;
+  /**
+   * Files of keys each host got from earlier deployments that its pideploy.json keys no longer
+   * name (see `staleKeyPaths`): removed once the host runs its new system (after a switch or a
+   * test, or after the reboot), in the same root command as the post-activation keys. Kept when
+   * the host failed or rolled back, after a boot without a reboot, and with `keys: false`.
+   */
+  readonly staleKeys?: ReadonlyMap<string, readonly string[]> | undefined;
   /** Hosts deployed at once (default 1). */
   readonly parallel?: number | undefined;
   /**
@@ -120,6 +127,8 @@ export interface HostDeployResult {
   readonly activation?: ActivationResult | undefined;
   /** The keys uploaded to the host, in the order they were (a key uploaded again after a reboot is listed again). */
   readonly keys?: readonly InstalledKey[] | undefined;
+  /** The files of keys no longer wanted that the host was asked to remove (see `staleKeys`), and what it did. */
+  readonly keysRemoved?: readonly RemovedKey[] | undefined;
   /** With `reboot`: the host's reboot (or that none was needed). */
   readonly reboot?: RebootResult | undefined;
   /**
@@ -271,8 +280,12 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
       rebootNeededFor?: readonly BootPart[];
       diff?: string;
       keys?: InstalledKey[];
+      keysRemoved?: RemovedKey[];
     } = {};
     const keys = hostKeys.get(host.name) ?? [];
+    // Keys it got before that pideploy.json no longer names (never one it names now).
+    const wanted = new Set(keys.map((key) => keyPath(key.spec)));
+    const stale = request.keys === false ? [] : (request.staleKeys?.get(host.name) ?? []).filter((file) => !wanted.has(file));
     // Sessions opened after the deployment's own (to upload keys after a reboot), closed at the end.
     const laterSessions: SshSession[] = [];
     // The build does not wait for the connection (nor the connection for the build): the SSH
@@ -353,6 +366,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
       });
       if (request.dryRun === true) {
         for (const key of keys) context.reporter.emit({ type: 'log', level: 'info', host: host.name, message: `would upload key ${describeKey(key)}` });
+        for (const file of stale) context.reporter.emit({ type: 'log', level: 'info', host: host.name, message: `would remove key ${file} (no longer in pideploy.json)` });
         return { host: host.name, ok: true, ...result, phases };
       }
       // Not root: the store commands run through this connection's validated sudo runner.
@@ -386,14 +400,16 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
       });
       // Keys the new system's services read at their start are in place before it activates (one
       // root command). A dry activation changes nothing on the host: its keys are only listed.
-      const uploadKeysNow = async (which: readonly LoadedKey[], runner: SudoRunner) => {
-        if (which.length === 0) return;
+      const uploadKeysNow = async (which: readonly LoadedKey[], runner: SudoRunner, remove: readonly string[] = []) => {
+        if (which.length === 0 && remove.length === 0) return;
         if (action === 'dry-activate') {
           for (const key of which) context.reporter.emit({ type: 'log', level: 'info', host: host.name, message: `would upload key ${describeKey(key)} (not with dry-activate)` });
+          for (const file of remove) context.reporter.emit({ type: 'log', level: 'info', host: host.name, message: `would remove key ${file} (not with dry-activate)` });
           return;
         }
-        const installed = await timed('keys', host.name, phases, context, () => uploadKeys({ host: host.name, sudo: runner, keys: which }, context));
+        const { installed, removed } = await timed('keys', host.name, phases, context, () => uploadKeys({ host: host.name, sudo: runner, keys: which, remove }, context));
         result.keys = [...(result.keys ?? []), ...installed];
+        if (removed.length > 0) result.keysRemoved = [...(result.keysRemoved ?? []), ...removed];
       };
       await uploadKeysNow(
         keys.filter((key) => key.spec.uploadAt === 'pre-activation'),
@@ -439,13 +455,19 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
           });
         }
       }
+      // Keys no longer wanted go once the host runs its new system: now after a switch or a test,
+      // after the reboot for a boot (without one, the old system still runs until the next boot).
+      const removeStale = action === 'switch' || action === 'test' || rebootNow ? stale : [];
+      if (stale.length > 0 && removeStale.length === 0 && action === 'boot') {
+        context.reporter.emit({ type: 'log', level: 'info', host: host.name, message: `keys no longer in pideploy.json stay until ${host.name} runs its new system: ${stale.join(', ')}` });
+      }
       // After the activation: keys for what the new system made (a user, a group) and, after a
-      // reboot, again those in /run (memory, emptied at boot). A failure leaves the new system in
-      // place and says how to upload them once fixed.
+      // reboot, again those in /run (memory, emptied at boot); then the keys no longer wanted go.
+      // A failure leaves the new system in place and says how to upload them once fixed.
       const uploadAfterActivation = async (rebooted: boolean, runner: SudoRunner) => {
         const which = keys.filter((key) => key.spec.uploadAt === 'post-activation' || (rebooted && isUnderRun(key.spec.destDir)));
         try {
-          await uploadKeysNow(which, runner);
+          await uploadKeysNow(which, runner, removeStale);
         } catch (error) {
           const failure = toPideployError(error);
           throw new PideployError({
@@ -482,14 +504,14 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
               force: request.force,
               healthChecks: healthChecks.get(host.name),
               rollbackTo,
-              onBack: keys.length === 0 ? undefined : onBack,
+              onBack: keys.length === 0 && removeStale.length === 0 ? undefined : onBack,
             },
             context,
           ),
         );
       }
       // No reboot (or none was needed): over the deployment's connection, or a new login if it ended.
-      if (!uploadedAfter && keys.some((key) => key.spec.uploadAt === 'post-activation')) {
+      if (!uploadedAfter && (keys.some((key) => key.spec.uploadAt === 'post-activation') || removeStale.length > 0)) {
         let runner = sudo;
         if ((session as SshSession).closed) {
           const fresh = await connectSsh(host.target, connect, context);

@@ -106,7 +106,7 @@ export async function uploadKeysToHosts(request: UploadKeysRequest, context: Pid
           password: request.sudoPassword,
           passwordProvider: (question) => ask(question),
           proveWith: async (runner) => {
-            installed = await uploadKeys({ host: host.name, sudo: runner, keys }, context);
+            installed = (await uploadKeys({ host: host.name, sudo: runner, keys }, context)).installed;
           },
         });
         return { host: host.name, ok: true, keys: installed };

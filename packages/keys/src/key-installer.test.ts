@@ -3,7 +3,7 @@ import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSyn
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { KEY_INSTALLER_BOOTSTRAP, KEY_INSTALLER_SCRIPT, keyInstallerArgv, keyInstallerInput, parseKeyInstallerOutput } from './key-installer.js';
+import { KEY_INSTALLER_BOOTSTRAP, KEY_INSTALLER_SCRIPT, keyInstallerArgv, keyInstallerInput, parseKeyInstallerOutput, parseKeyInstallerReport } from './key-installer.js';
 import type { KeySpec } from './key-spec.js';
 
 // Every test's directory is made under one root, removed once this file's tests are done.
@@ -19,8 +19,8 @@ function key(name: string, destDir: string, fields: Partial<KeySpec> = {}): KeyS
 }
 
 /** Runs the installer as the host would (argv after sudo), with a real shell. */
-function install(shell: string, keys: readonly KeySpec[], contents: readonly (string | Buffer)[], input?: Buffer) {
-  const [, ...rest] = keyInstallerArgv(keys);
+function install(shell: string, keys: readonly KeySpec[], contents: readonly (string | Buffer)[], input?: Buffer, remove: readonly string[] = []) {
+  const [, ...rest] = keyInstallerArgv(keys, remove);
   const result = spawnSync(shell, rest, { input: input ?? keyInstallerInput(contents.map((content) => Buffer.from(content))), encoding: 'utf8', env: { PATH: '/usr/bin:/bin', HOME: '/nonexistent' } });
   return { code: result.status, stdout: result.stdout, stderr: result.stderr };
 }
@@ -51,6 +51,21 @@ describe('keyInstallerArgv / keyInstallerInput / parseKeyInstallerOutput', () =>
     ]);
     expect(parseKeyInstallerOutput('installed a\n', keys)).toBeUndefined();
     expect(parseKeyInstallerOutput('installed b\ninstalled a\n', keys)).toBeUndefined();
+  });
+
+  it('puts the files to remove after the keys in argv, and reads what became of each', () => {
+    const keys = [key('a', '/run/keys')];
+    expect(keyInstallerArgv(keys, ['/run/keys/old', '/srv/gone']).slice(4)).toEqual(['1', 'a', '/run/keys', 'root', 'root', '0600', '/run/keys/old', '/srv/gone']);
+    expect(parseKeyInstallerReport('unchanged a\nremoved /run/keys/old\nabsent /srv/gone\n', keys, ['/run/keys/old', '/srv/gone'])).toEqual({
+      installed: [{ name: 'a', path: '/run/keys/a', changed: false }],
+      removed: [
+        { path: '/run/keys/old', outcome: 'removed' },
+        { path: '/srv/gone', outcome: 'absent' },
+      ],
+    });
+    expect(parseKeyInstallerReport('removed /x/not-a-file\n', [], ['/x/not-a-file'])?.removed).toEqual([{ path: '/x/not-a-file', outcome: 'removed' }]);
+    expect(parseKeyInstallerReport('unchanged a\n', keys, ['/run/keys/old'])).toBeUndefined();
+    expect(parseKeyInstallerReport('unchanged a\nremoved /run/keys/other\n', keys, ['/run/keys/old'])).toBeUndefined();
   });
 });
 
@@ -133,6 +148,42 @@ describe.each(['dash', 'bash'])('KEY_INSTALLER_SCRIPT run by a real %s as root',
     expect(existsSync(path.join(root, '.k.pideploy-new'))).toBe(false);
   });
 
+  it.runIf(isRoot)('removes the files of keys no longer wanted after placing the others: a link itself, never its target; not a directory', () => {
+    const root = temporaryDirectory(path.join(os.tmpdir(), 'pideploy-keys-'));
+    const victim = path.join(root, 'victim');
+    writeFileSync(victim, 'precious');
+    writeFileSync(path.join(root, 'old'), 'stale', { mode: 0o600 });
+    symlinkSync(victim, path.join(root, 'linked'));
+    mkdirSync(path.join(root, 'a-dir'));
+    const remove = ['old', 'linked', 'a-dir', 'never-there'].map((name) => path.join(root, name));
+    const run = install(shell, [key('k', root)], ['new'], undefined, remove);
+    expect([run.code, run.stderr]).toEqual([0, '']);
+    expect(run.stdout).toBe(`installed k\nremoved ${remove[0]}\nremoved ${remove[1]}\nnot-a-file ${remove[2]}\nabsent ${remove[3]}\n`);
+    expect(readFileSync(victim, 'utf8')).toBe('precious');
+    expect(readdirSync(root).sort()).toEqual(['a-dir', 'k', 'victim']);
+    // Removing only (no key to install) works too.
+    writeFileSync(path.join(root, 'k2'), 'x');
+    expect(install(shell, [], [], undefined, [path.join(root, 'k2')]).stdout).toBe(`removed ${path.join(root, 'k2')}\n`);
+  });
+
+  it.runIf(isRoot)('removes nothing when a key cannot be installed, or when a path is not absolute or also to install', () => {
+    const root = temporaryDirectory(path.join(os.tmpdir(), 'pideploy-keys-'));
+    writeFileSync(path.join(root, 'old'), 'stale');
+    const old = path.join(root, 'old');
+    const cases: [KeySpec[], string[], RegExp][] = [
+      [[key('k', root, { user: 'no-such-user-pideploy' })], [old], /^keys: key k: there is no user/u],
+      [[key('k', root)], ['relative/old'], /^keys: relative\/old \(to remove\) is not an absolute path$/u],
+      [[key('old', root)], [old], /^keys: .*\/old is both to install and to remove$/u],
+    ];
+    for (const [keys, remove, message] of cases) {
+      const run = install(shell, keys, keys.map(() => 'x'), undefined, remove);
+      expect(run.code).toBe(1);
+      expect(run.stderr.trim()).toMatch(message);
+      expect(readFileSync(old, 'utf8')).toBe('stale');
+    }
+    expect(readdirSync(root)).toEqual(['old']);
+  });
+
   it('refuses to run as another user than root, and nonsense arguments', () => {
     const root = temporaryDirectory(path.join(os.tmpdir(), 'pideploy-keys-'));
     const [, ...rest] = keyInstallerArgv([key('k', root)]);
@@ -146,6 +197,8 @@ describe.each(['dash', 'bash'])('KEY_INSTALLER_SCRIPT run by a real %s as root',
       const wrongCount = spawnSync(shell, ['-c', KEY_INSTALLER_BOOTSTRAP, 'pideploy-keys', '2', 'k', root, 'root', 'root', '0600'], { input: scriptLine, encoding: 'utf8', env: { PATH: '/usr/bin:/bin', HOME: '/nonexistent' } });
       expect(wrongCount.status).toBe(2);
       expect(wrongCount.stderr).toContain('expected 10 arguments after the count, got 5');
+      const notCount = spawnSync(shell, ['-c', KEY_INSTALLER_BOOTSTRAP, 'pideploy-keys', 'x1', 'k'], { input: scriptLine, encoding: 'utf8', env: { PATH: '/usr/bin:/bin', HOME: '/nonexistent' } });
+      expect([notCount.status, notCount.stderr.trim()]).toEqual([2, 'pideploy-keys: the count x1 is not a number']);
     }
   });
 });

@@ -13,21 +13,29 @@ import { keyPath, type KeySpec } from './key-spec.js';
  * with the wrong owner or mode, nor half written. A key whose bytes, owner and mode are those
  * already in place is left alone. It prints `installed NAME` or `unchanged NAME` per key, and on
  * failure one `keys: …` line on stderr (never any content) after removing its new files.
+ *
+ * Absolute paths after the keys' arguments are files of keys no longer wanted: once every key is
+ * in place, each is removed if it is a file or a link (the link itself), reported as `removed
+ * PATH`, `absent PATH` or `not-a-file PATH` (left alone).
  */
 export const KEY_INSTALLER_SCRIPT = `set -u
 umask 077
 PATH=/run/current-system/sw/bin:/usr/bin:/bin:$PATH
 fail() { printf 'keys: %s\\n' "$*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || fail "must run as root"
-[ $# -ge 1 ] || { echo "usage: pideploy-keys N (name dir user group mode)..." >&2; exit 2; }
+[ $# -ge 1 ] || { echo "usage: pideploy-keys N (name dir user group mode)... [path-to-remove]..." >&2; exit 2; }
 count=$1
 shift
-[ $# -eq $((count * 5)) ] || { echo "pideploy-keys: expected $((count * 5)) arguments after the count, got $#" >&2; exit 2; }
+case $count in ''|*[!0-9]*) echo "pideploy-keys: the count $count is not a number" >&2; exit 2 ;; esac
+[ $# -ge $((count * 5)) ] || { echo "pideploy-keys: expected $((count * 5)) arguments after the count, got $#" >&2; exit 2; }
 
 check_all() {
-  while [ $# -gt 0 ]; do
+  n=$count
+  dests=''
+  while [ "$n" -gt 0 ]; do
     name=$1 dir=$2 user=$3 group=$4 mode=$5
     shift 5
+    n=$((n - 1))
     case $name in ''|.*|*/*) fail "key name '$name' is not a plain file name" ;; esac
     case $dir in /*) ;; *) fail "key $name: $dir is not an absolute path" ;; esac
     case $dir in *"
@@ -39,6 +47,15 @@ check_all() {
       [ -d "$dir" ] || fail "key $name: $dir exists and is not a directory"
     fi
     if [ -d "$dir/$name" ] && [ ! -L "$dir/$name" ]; then fail "key $name: $dir/$name is a directory"; fi
+    dests="$dests$dir/$name
+"
+  done
+  # What follows the keys: files of keys no longer wanted, to remove.
+  for old in "$@"; do
+    case $old in /*) ;; *) fail "$old (to remove) is not an absolute path" ;; esac
+    case $old in *"
+"*|*/) fail "a path to remove has a line break or ends with /" ;; esac
+    if printf '%s' "$dests" | grep -qxF -- "$old"; then fail "$old is both to install and to remove"; fi
   done
 }
 
@@ -50,9 +67,11 @@ remove_new() {
 
 write_all() {
   set -C
-  while [ $# -gt 0 ]; do
+  n=$count
+  while [ "$n" -gt 0 ]; do
     name=$1 dir=$2 user=$3 group=$4 mode=$5
     shift 5
+    n=$((n - 1))
     IFS= read -r data || fail "key $name: its content did not arrive (the upload was cut short)"
     if [ ! -d "$dir" ]; then
       (umask 022 && mkdir -p -- "$dir") || fail "key $name: cannot create $dir"
@@ -70,9 +89,11 @@ write_all() {
 }
 
 place_all() {
-  while [ $# -gt 0 ]; do
+  n=$count
+  while [ "$n" -gt 0 ]; do
     name=$1 dir=$2
     shift 5
+    n=$((n - 1))
     new="$dir/.$name.pideploy-new"
     if [ -f "$dir/$name" ] && [ ! -L "$dir/$name" ] && cmp -s -- "$new" "$dir/$name" \\
       && [ "$(stat -c '%u %g %a' -- "$new")" = "$(stat -c '%u %g %a' -- "$dir/$name")" ]; then
@@ -85,11 +106,28 @@ place_all() {
   done
 }
 
+# After every key is in place: the files of keys no longer wanted (a link itself, never its target;
+# anything else than a file is left alone).
+remove_old() {
+  shift $((count * 5))
+  for old in "$@"; do
+    if [ -L "$old" ] || [ -f "$old" ]; then
+      rm -f -- "$old" || fail "cannot remove $old"
+      echo "removed $old"
+    elif [ -e "$old" ]; then
+      echo "not-a-file $old"
+    else
+      echo "absent $old"
+    fi
+  done
+}
+
 check_all "$@"
 trap remove_new EXIT
 write_all "$@"
 place_all "$@"
 trap - EXIT
+remove_old "$@"
 `;
 
 /**
@@ -111,8 +149,18 @@ export interface InstalledKey {
   readonly changed: boolean;
 }
 
-/** The argv (after sudo) that runs {@link KEY_INSTALLER_SCRIPT} for these keys: names and places only, never contents. */
-export function keyInstallerArgv(keys: readonly KeySpec[]): string[] {
+/** What the host did with a file of a key no longer wanted. */
+export interface RemovedKey {
+  readonly path: string;
+  /** `removed`; `absent` (nothing there: a reboot emptied /run, or it was removed by hand); `not-a-file` (left alone). */
+  readonly outcome: 'removed' | 'absent' | 'not-a-file';
+}
+
+/**
+ * The argv (after sudo) that runs {@link KEY_INSTALLER_SCRIPT} for these keys, and then removes
+ * the files `remove` (keys no longer wanted): names and places only, never contents.
+ */
+export function keyInstallerArgv(keys: readonly KeySpec[], remove: readonly string[] = []): string[] {
   return [
     '/bin/sh',
     '-c',
@@ -120,6 +168,7 @@ export function keyInstallerArgv(keys: readonly KeySpec[]): string[] {
     'pideploy-keys',
     String(keys.length),
     ...keys.flatMap((key) => [key.name, key.destDir.replace(/(?<=.)\/+$/u, ''), key.user, key.group, key.permissions]),
+    ...remove,
   ];
 }
 
@@ -133,8 +182,29 @@ export function keyInstallerInput(contents: readonly Uint8Array[]): Buffer {
  * Undefined when it does not account for every key.
  */
 export function parseKeyInstallerOutput(stdout: string, keys: readonly KeySpec[]): InstalledKey[] | undefined {
+  return parseKeyInstallerReport(stdout, keys, [])?.installed;
+}
+
+/**
+ * Reads the installer's whole report: a line per key (`installed NAME` / `unchanged NAME`), then
+ * one per file to remove (`removed PATH` / `absent PATH` / `not-a-file PATH`), in order.
+ * Undefined when it does not account for every key and file.
+ */
+export function parseKeyInstallerReport(stdout: string, keys: readonly KeySpec[], remove: readonly string[]): { installed: InstalledKey[]; removed: RemovedKey[] } | undefined {
   const lines = stdout.split('\n').filter((line) => line !== '');
-  if (lines.length !== keys.length) return undefined;
+  if (lines.length !== keys.length + remove.length) return undefined;
+  const removed: RemovedKey[] = [];
+  for (const [index, file] of remove.entries()) {
+    const line = lines[keys.length + index] ?? '';
+    const outcome = (['removed', 'absent', 'not-a-file'] as const).find((word) => line === `${word} ${file}`);
+    if (outcome === undefined) return undefined;
+    removed.push({ path: file, outcome });
+  }
+  const installed = parseInstalledLines(lines.slice(0, keys.length), keys);
+  return installed === undefined ? undefined : { installed, removed };
+}
+
+function parseInstalledLines(lines: readonly string[], keys: readonly KeySpec[]): InstalledKey[] | undefined {
   const installed: InstalledKey[] = [];
   for (const [index, key] of keys.entries()) {
     const line = lines[index];

@@ -1,7 +1,8 @@
+import path from 'node:path';
 import { PideployError, tailLines, type PideployContext } from '@pideploy/core';
 import { SSH_ERROR_CODES, SUDO_WRONG_PASSWORD, type SudoRunner } from '@pideploy/ssh';
-import { keyInstallerArgv, keyInstallerInput, parseKeyInstallerOutput, type InstalledKey } from './key-installer.js';
-import { KEY_ERROR_CODES, checkKeySpecs } from './key-spec.js';
+import { keyInstallerArgv, keyInstallerInput, parseKeyInstallerReport, type InstalledKey, type RemovedKey } from './key-installer.js';
+import { KEY_ERROR_CODES, KEY_NAME_PATTERN, checkKeySpecs } from './key-spec.js';
 import type { LoadedKey } from './read-keys.js';
 
 /** What {@link uploadKeys} needs. */
@@ -12,6 +13,33 @@ export interface UploadKeysInput {
   readonly sudo: SudoRunner;
   /** The keys with their contents (see `readKeyContents`). */
   readonly keys: readonly LoadedKey[];
+  /**
+   * Files of keys no longer wanted (absolute paths, each named like a key): removed in the same
+   * command, once every key is in place. A file or link is removed (a link itself, not its target);
+   * anything else is left alone.
+   */
+  readonly remove?: readonly string[] | undefined;
+}
+
+/** What one upload did on the host. */
+export interface KeyUploadResult {
+  /** Each key, in order (`changed: false`: it was in place already). */
+  readonly installed: InstalledKey[];
+  /** Each file of {@link UploadKeysInput.remove}, in order. */
+  readonly removed: RemovedKey[];
+}
+
+/** Refuses paths to remove that are not a key's: absolute, with a key's file name. */
+function checkRemovals(host: string, remove: readonly string[]): void {
+  for (const file of remove) {
+    if (!path.isAbsolute(file) || !KEY_NAME_PATTERN.test(path.basename(file)) || path.normalize(file) !== file) {
+      throw new PideployError({
+        code: KEY_ERROR_CODES.invalid,
+        message: `${host}: ${JSON.stringify(file)} is not the path of a key to remove`,
+        hint: 'a key to remove is an absolute path ending in a key name (see .pideploy/deployments.json)',
+      });
+    }
+  }
 }
 
 /** The installer's `keys: …` line, or the last line it printed. */
@@ -26,7 +54,7 @@ function hintFor(complaint: string): string {
     return 'create it on the host first, or, when the new system creates it, upload the key after the activation ("uploadAt": "post-activation")';
   }
   if (/is not a directory|is a directory/u.test(complaint)) return 'move what is in the way on the host, or give the key another destDir';
-  return 'see what the host says above; nothing of this upload was left half written';
+  return 'see what the host says above; nothing of this upload was left half written, nothing was removed';
 }
 
 /**
@@ -39,11 +67,13 @@ function hintFor(complaint: string): string {
  * @throws PideployError `PIDEPLOY_KEY_INVALID` before the host is touched, `PIDEPLOY_KEY_UPLOAD_FAILED`
  *   when the host refused (nothing was written then) or failed.
  */
-export async function uploadKeys(input: UploadKeysInput, context: PideployContext): Promise<InstalledKey[]> {
+export async function uploadKeys(input: UploadKeysInput, context: PideployContext): Promise<KeyUploadResult> {
   const specs = input.keys.map((key) => key.spec);
+  const remove = input.remove ?? [];
   checkKeySpecs(input.host, specs);
-  if (specs.length === 0) return [];
-  const argv = keyInstallerArgv(specs);
+  checkRemovals(input.host, remove);
+  if (specs.length === 0 && remove.length === 0) return { installed: [], removed: [] };
+  const argv = keyInstallerArgv(specs, remove);
   const result = await input.sudo.exec(argv, { stdin: keyInstallerInput(input.keys.map((key) => key.content)), signal: context.signal });
   // The command as logs may show it: the installer script is long and says nothing about this upload.
   const shown = ['/bin/sh', '-c', '<pideploy key installer>', ...argv.slice(3)];
@@ -59,8 +89,8 @@ export async function uploadKeys(input: UploadKeysInput, context: PideployContex
       commandFailure: { command: shown, exitCode: result.exitCode ?? undefined, signal: result.signal ?? undefined, stderrTail: tailLines(result.stderr) },
     });
   }
-  const installed = parseKeyInstallerOutput(result.stdout, specs);
-  if (installed === undefined) {
+  const report = parseKeyInstallerReport(result.stdout, specs, remove);
+  if (report === undefined) {
     throw new PideployError({
       code: KEY_ERROR_CODES.uploadFailed,
       message: `uploading keys to ${input.host}: the host's answer does not account for every key (${tailLines(result.stdout, 1) || 'nothing'})`,
@@ -68,6 +98,7 @@ export async function uploadKeys(input: UploadKeysInput, context: PideployContex
       commandFailure: { command: shown, exitCode: 0, stderrTail: tailLines(result.stderr) },
     });
   }
+  const { installed, removed } = report;
   for (const [index, key] of installed.entries()) {
     const spec = specs[index];
     const owner = spec === undefined ? '' : ` (${spec.permissions} ${spec.user}:${spec.group})`;
@@ -78,5 +109,18 @@ export async function uploadKeys(input: UploadKeysInput, context: PideployContex
       message: key.changed ? `key ${key.name} installed at ${key.path}${owner}` : `key ${key.name} unchanged at ${key.path}`,
     });
   }
-  return installed;
+  for (const file of removed) {
+    context.reporter.emit({
+      type: 'log',
+      level: file.outcome === 'removed' ? 'info' : file.outcome === 'absent' ? 'debug' : 'warn',
+      host: input.host,
+      message:
+        file.outcome === 'removed'
+          ? `key removed: ${file.path} (no longer in pideploy.json)`
+          : file.outcome === 'absent'
+            ? `key ${file.path} was gone already`
+            : `${file.path} is no longer a key pideploy put there, and not a file: left alone`,
+    });
+  }
+  return report;
 }

@@ -1,5 +1,5 @@
 import { PideployError, type ActivationAction, type DeployPhase } from '@pideploy/core';
-import { deploy, deployRecordFile, hostsThatFailed, loadConfig, readDeployRecord, recordDeployResult, selectHosts, type DeployResult, type ResolvedConfig, type ResolvedHost } from '@pideploy/sdk';
+import { deploy, deployRecordFile, hostsThatFailed, loadConfig, readDeployRecord, recordDeployResult, selectHosts, staleKeyPaths, type DeployResult, type ResolvedConfig, type ResolvedHost } from '@pideploy/sdk';
 import type { CommandInvocation, CommandResult } from '../command.js';
 import { describeHostFailure, formatDuration } from '../render.js';
 import { confirmHosts } from '../confirm.js';
@@ -114,9 +114,11 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
   const config = await loadConfig({ cwd: invocation.io.cwd, configFile: invocation.global.config });
   const canaryFlag = invocation.flags['canary'];
   let selected = selectHosts(config, hostSelectors(invocation));
+  // What this project deployed before: each host's outcome (--failed) and the keys it put there.
+  const record = await readDeployRecord(config);
   // --failed: of those, the hosts whose last deployment from this project did not succeed.
   if (invocation.flags['failed'] === true) {
-    selected = hostsThatFailed(await readDeployRecord(config), selected);
+    selected = hostsThatFailed(record, selected);
     if (selected.length === 0) {
       invocation.context.reporter.emit({ type: 'log', level: 'info', message: `no selected host failed its last deployment (${deployRecordFile(config)}): nothing to deploy` });
       const empty: DeployResult = { version: 1, results: [], ok: true };
@@ -160,6 +162,8 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
       rebootTimeoutSeconds: reboot.timeoutSeconds,
       dryRun,
       keys: invocation.flags['no-keys'] === true ? false : undefined,
+      // Keys put there before that pideploy.json no longer names go once the host runs its new system.
+      staleKeys: invocation.flags['no-keys'] === true ? undefined : staleKeyPaths(record, hosts),
       acceptNewHostKey: invocation.flags['accept-new-host-key'] === true,
       compress: invocation.flags['compress'] === true,
       sudoPassword: sudo.password,

@@ -12,6 +12,7 @@ interface HostResult {
   readonly ok: boolean;
   readonly toplevel?: string;
   readonly keys?: readonly { readonly name: string; readonly path: string; readonly changed: boolean }[];
+  readonly keysRemoved?: readonly { readonly path: string; readonly outcome: string }[];
   readonly activation?: { readonly outcome: string };
   readonly reboot?: { readonly outcome: string; readonly healthChecked: boolean };
   readonly error?: { readonly code: string; readonly message: string; readonly hint?: string };
@@ -223,5 +224,52 @@ describeLab('keys: secrets outside the store, uploaded by deploy and upload-keys
     ]);
     expect(await fileOn('pi1', '/run/keys/wifi.psk')).toBe('600 root root\na new psk');
     expect(await fileOn('pi1', '/etc/secrets/token')).toBe(`640 nobody nogroup\n${TOKEN}`);
+  });
+
+  it('a key dropped from pideploy.json is removed by the next deploy once the host runs its new system, not when it rolls back', async () => {
+    const pi1 = status.hosts[0];
+    if (pi1 === undefined) throw new Error('no lab host');
+    await editConfig((config) => {
+      const keys = config.hosts['pi1']?.['keys'] as Record<string, unknown>;
+      delete keys['token'];
+    });
+    // upload-keys leaves it (the running system may still read it) and says a deploy removes it.
+    const upload = await pideploy(['upload-keys', 'pi1'], project, env);
+    expect(upload.code).toBe(0);
+    expect(upload.stderr).toContain('pi1 still has keys pideploy.json no longer names: /etc/secrets/token (the next deploy removes them)');
+    const dry = await pideploy(['deploy', 'pi1', '--dry-run'], project, env);
+    expect(dry.stderr).toContain('[pi1] would remove key /etc/secrets/token (no longer in pideploy.json)');
+
+    // A new system that fails its health check rolls back: the old one may need the key, it stays.
+    await setSalt('fourth');
+    const rolledBack = await pideploy(['deploy', 'pi1', '--health-check-command', 'false', '--json'], project, env);
+    expect(rolledBack.code).toBe(1);
+    expect(deployResultsOf<HostResult>(rolledBack.stdout)[0]?.keysRemoved).toBeUndefined();
+    expect(await fileOn('pi1', '/etc/secrets/token')).toBe(`640 nobody nogroup\n${TOKEN}`);
+
+    // Switched and confirmed: removed in the root command of the post-activation key (no extra password check).
+    const checks = sudoPasswordChecksFrom(pi1);
+    const run = await pideploy(['deploy', 'pi1', '--json'], project, env);
+    expect(run.stderr).not.toContain('pideploy:');
+    expect(run.code).toBe(0);
+    const [host] = deployResultsOf<HostResult>(run.stdout);
+    expect(host?.activation?.outcome).toBe('confirmed');
+    expect(host?.keysRemoved).toEqual([{ path: '/etc/secrets/token', outcome: 'removed' }]);
+    expect(await onConsole('pi1', 'ls -A /etc/secrets; ls -A /run/keys')).toBe('after\nwifi.psk');
+    expect(checks().map((line) => line.replace(/^deploy sudo -k -S -p {2}(-- )?/u, '').split(' ')[0])).toEqual(['nix-store', '/bin/sh', expect.any(String), expect.any(String), '/bin/sh']);
+    expect(checks().at(-1)).toContain('/etc/secrets/token');
+    expect(JSON.parse(readFileSync(path.join(project, '.pideploy', 'deployments.json'), 'utf8')).hosts.pi1.keys).toEqual(['/etc/secrets/after', '/run/keys/wifi.psk']);
+    const again = await pideploy(['deploy', 'pi1', '--json'], project, env);
+    expect(deployResultsOf<HostResult>(again.stdout)[0]?.keysRemoved).toBeUndefined();
+
+    // A host left with no keys at all: a redeploy (its system unchanged) removes its last one, in a root command of its own.
+    await editConfig((config) => {
+      delete config.defaults['keys'];
+    });
+    expect(await fileOn('pi2', '/run/keys/wifi.psk')).toBe(`600 root root\n${WIFI}`);
+    const emptied = await pideploy(['deploy', 'pi2', '--json'], project, env);
+    expect(emptied.code, emptied.stderr).toBe(0);
+    expect(deployResultsOf<HostResult>(emptied.stdout)[0]?.keysRemoved).toEqual([{ path: '/run/keys/wifi.psk', outcome: 'removed' }]);
+    expect(await onConsole('pi2', 'ls -A /run/keys')).toBe('');
   });
 });
