@@ -8,6 +8,17 @@ const pinDirFlag = {
   dir: { type: 'string', valueName: 'DIR', description: 'directory of pins.json and pins.nix (default: that of --config, else the current one)' },
 } as const;
 
+/** Flags of the commands that log in to hosts over SSH. */
+const ACCEPT_NEW_HOST_KEY_FLAG = {
+  'accept-new-host-key': { type: 'boolean', description: 'trust and record the host key of a host seen for the first time (a changed key is always refused)' },
+} as const;
+const COMPRESS_FLAG = { compress: { type: 'boolean', description: 'compress the SSH connection (zlib) for slow links' } } as const;
+/** How a command that needs root on the hosts gets the sudo password without a terminal. */
+const SUDO_PASSWORD_FLAGS = {
+  'sudo-password-file': { type: 'string', valueName: 'F', description: 'read the sudo password from the first line of F' },
+  'sudo-password-stdin': { type: 'boolean', description: 'read the sudo password from stdin' },
+} as const;
+
 /** Gate the confirmation of `deploy` and `activate` (they replace the fields of pideploy.json's healthCheck). */
 const HEALTH_CHECK_FLAGS = {
   'health-check-url': { type: 'string', valueName: 'URL', description: 'confirm only if this URL, fetched from here, answers 2xx ({hostname}: the address SSH went to, {host}: the name), else roll back (with --reboot: also once the host is back)' },
@@ -182,7 +193,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       'confirm-timeout': { type: 'string', valueName: 'S', description: 'seconds a host waits for the confirmation before rolling back (default 30)' },
       'no-rollback': { type: 'boolean', description: 'no magic rollback' },
       'dry-run': { type: 'boolean', description: 'build, bundle and show the diff; copy and activate nothing' },
-      compress: { type: 'boolean', description: 'compress the SSH connection (zlib) for slow links' },
+      ...COMPRESS_FLAG,
       cache: { type: 'boolean', description: "push once to the signed fleet cache (pideploy.json \"cache\", default .pideploy/cache) and let hosts substitute from it" },
       'no-cache': { type: 'boolean', description: 'copy over each host\'s SSH connection even when pideploy.json has a cache' },
       force: { type: 'boolean', description: 'activate even where the host already runs the built system' },
@@ -191,9 +202,8 @@ export const COMMANDS: readonly CommandSpec[] = [
       'install-bootloader': { type: 'boolean', description: 'NIXOS_INSTALL_BOOTLOADER=1 (install, not just update, the boot loader)' },
       ...REBOOT_FLAGS,
       'reboot-if-needed': { type: 'boolean', description: 'after a switch, reboot only the hosts whose new kernel, initrd or kernel modules differ from those they booted with' },
-      'accept-new-host-key': { type: 'boolean', description: 'trust and record the host key of a host seen for the first time (a changed key is always refused)' },
-      'sudo-password-file': { type: 'string', valueName: 'F', description: 'read the sudo password from the first line of F' },
-      'sudo-password-stdin': { type: 'boolean', description: 'read the sudo password from stdin' },
+      ...ACCEPT_NEW_HOST_KEY_FLAG,
+      ...SUDO_PASSWORD_FLAGS,
     },
     load: async () => (await import('./commands/deploy.js')).deployCommand,
   },
@@ -214,9 +224,8 @@ export const COMMANDS: readonly CommandSpec[] = [
       'install-bootloader': { type: 'boolean', description: 'NIXOS_INSTALL_BOOTLOADER=1 (install, not just update, the boot loader)' },
       ...REBOOT_FLAGS,
       'ssh-config': { type: 'string', valueName: 'F', description: 'ssh_config file to use (like ssh -F)' },
-      'accept-new-host-key': { type: 'boolean', description: 'trust and record the host key of a host seen for the first time (a changed key is always refused)' },
-      'sudo-password-file': { type: 'string', valueName: 'F', description: 'read the sudo password from the first line of F' },
-      'sudo-password-stdin': { type: 'boolean', description: 'read the sudo password from stdin' },
+      ...ACCEPT_NEW_HOST_KEY_FLAG,
+      ...SUDO_PASSWORD_FLAGS,
     },
     load: async () => (await import('./commands/activate.js')).activateCommand,
   },
@@ -232,9 +241,8 @@ export const COMMANDS: readonly CommandSpec[] = [
       reboot: { type: 'boolean', description: 'then reboot the host into that generation and wait until it runs it' },
       'reboot-timeout': REBOOT_FLAGS['reboot-timeout'],
       'ssh-config': { type: 'string', valueName: 'F', description: 'ssh_config file to use (like ssh -F)' },
-      'accept-new-host-key': { type: 'boolean', description: 'trust and record the host key of a host seen for the first time (a changed key is always refused)' },
-      'sudo-password-file': { type: 'string', valueName: 'F', description: 'read the sudo password from the first line of F' },
-      'sudo-password-stdin': { type: 'boolean', description: 'read the sudo password from stdin' },
+      ...ACCEPT_NEW_HOST_KEY_FLAG,
+      ...SUDO_PASSWORD_FLAGS,
     },
     load: async () => (await import('./commands/activate.js')).rollbackCommand,
   },
@@ -247,7 +255,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     flags: {
       short: { type: 'boolean', description: 'one line per host: generation, running system, last deployment, what needs a look' },
       'ssh-config': { type: 'string', valueName: 'F', description: 'ssh_config file to use (like ssh -F)' },
-      'accept-new-host-key': { type: 'boolean', description: 'trust and record the host key of a host seen for the first time (a changed key is always refused)' },
+      ...ACCEPT_NEW_HOST_KEY_FLAG,
     },
     load: async () => (await import('./commands/activate.js')).statusCommand,
   },
@@ -261,7 +269,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       toplevel: { type: 'string', valueName: 'P', description: "the new system store path, built here (default: the built bundle's)" },
       bundle: { type: 'string', valueName: 'B', description: 'a bundle built here: diff against its system' },
       'ssh-config': { type: 'string', valueName: 'F', description: 'ssh_config file to use (like ssh -F)' },
-      'accept-new-host-key': { type: 'boolean', description: 'trust and record the host key of a host seen for the first time (a changed key is always refused)' },
+      ...ACCEPT_NEW_HOST_KEY_FLAG,
     },
     load: async () => (await import('./commands/activate.js')).diffCommand,
   },
@@ -273,9 +281,9 @@ export const COMMANDS: readonly CommandSpec[] = [
     example: 'pideploy copy deploy@pi.local --path ./result --sudo-password-file ~/.pi-sudo',
     flags: {
       path: { type: 'string', multiple: true, valueName: 'P', description: 'store path (or ./result symlink) whose closure to copy; repeatable' },
-      compress: { type: 'boolean', description: 'compress the SSH connection (zlib) for slow links' },
+      ...COMPRESS_FLAG,
       'ssh-config': { type: 'string', valueName: 'F', description: 'ssh_config file to use (like ssh -F)' },
-      'accept-new-host-key': { type: 'boolean', description: 'trust and record the host key of a host seen for the first time (a changed key is always refused)' },
+      ...ACCEPT_NEW_HOST_KEY_FLAG,
       'sudo-password-file': { type: 'string', valueName: 'F', description: 'import as root through sudo, password on the first line of F' },
       'sudo-password-stdin': { type: 'boolean', description: 'import as root through sudo, password on the first line of stdin' },
       'substitute-on-destination': { type: 'boolean', description: 'let the target fetch what it can from its own binary caches' },
@@ -293,8 +301,8 @@ export const COMMANDS: readonly CommandSpec[] = [
       sudo: { type: 'boolean', description: 'run it as root through sudo (the password asked once per login user)' },
       parallel: { type: 'string', valueName: 'N', description: 'hosts at once (default 1)' },
       timeout: { type: 'string', valueName: 'S', description: 'stop the command on a host after S seconds' },
-      compress: { type: 'boolean', description: 'compress the SSH connection (zlib) for slow links' },
-      'accept-new-host-key': { type: 'boolean', description: 'trust and record the host key of a host seen for the first time (a changed key is always refused)' },
+      ...COMPRESS_FLAG,
+      ...ACCEPT_NEW_HOST_KEY_FLAG,
       'sudo-password-file': { type: 'string', valueName: 'F', description: 'with --sudo: read the sudo password from the first line of F' },
       'sudo-password-stdin': { type: 'boolean', description: 'with --sudo: read the sudo password from stdin' },
     },
@@ -311,11 +319,27 @@ export const COMMANDS: readonly CommandSpec[] = [
       at: { type: 'string', valueName: 'WHEN', description: 'only the keys uploaded at pre-activation or post-activation (default: all)' },
       parallel: { type: 'string', valueName: 'N', description: 'hosts at once (default 1)' },
       'dry-run': { type: 'boolean', description: 'read the keys and list what would go where; connect to nothing' },
-      compress: { type: 'boolean', description: 'compress the SSH connection (zlib) for slow links' },
-      'accept-new-host-key': { type: 'boolean', description: 'trust and record the host key of a host seen for the first time (a changed key is always refused)' },
-      'sudo-password-file': { type: 'string', valueName: 'F', description: 'read the sudo password from the first line of F' },
-      'sudo-password-stdin': { type: 'boolean', description: 'read the sudo password from stdin' },
+      ...COMPRESS_FLAG,
+      ...ACCEPT_NEW_HOST_KEY_FLAG,
+      ...SUDO_PASSWORD_FLAGS,
     },
     load: async () => (await import('./commands/keys.js')).uploadKeysCommand,
+  },
+  {
+    path: ['gc'],
+    takesHosts: true,
+    usage: 'gc [host…|--on @tag] [--keep N] [--parallel N] [--dry-run]',
+    summary: 'free space on the hosts: delete system generations but the N newest (never the running, booted or next one), rewrite the boot loader, collect the garbage',
+    example: 'pideploy gc --on @pi --keep 3',
+    flags: {
+      on: { type: 'string', multiple: true, valueName: '@TAG', description: 'select hosts by tag (or name/glob); repeatable' },
+      keep: { type: 'string', valueName: 'N', description: 'system generations kept, the newest (default 3); the running, booted and next one are always kept' },
+      parallel: { type: 'string', valueName: 'N', description: 'hosts at once (default 1)' },
+      'dry-run': { type: 'boolean', description: 'say which generations would go; delete nothing' },
+      ...COMPRESS_FLAG,
+      ...ACCEPT_NEW_HOST_KEY_FLAG,
+      ...SUDO_PASSWORD_FLAGS,
+    },
+    load: async () => (await import('./commands/gc.js')).gcCommand,
   },
 ];

@@ -30,10 +30,10 @@ export async function askYesNo(question: string): Promise<boolean | undefined> {
  * touches any host; without a terminal, or with `--yes`, nothing is asked.
  * @throws PideployError `PIDEPLOY_DECLINED`
  */
-export async function confirmHosts(invocation: CommandInvocation, what: string, hosts: readonly string[]): Promise<void> {
+export async function confirmHosts(invocation: CommandInvocation, what: string, hosts: readonly string[], preposition = 'to'): Promise<void> {
   if (invocation.global.yes || hosts.length < 2) return;
   const shown = hosts.length <= 8 ? hosts.join(', ') : `${hosts.slice(0, 8).join(', ')} and ${hosts.length - 8} more`;
-  const yes = await askYesNo(`${what} to ${hosts.length} hosts: ${shown}?`);
+  const yes = await askYesNo(`${what} ${preposition} ${hosts.length} hosts: ${shown}?`);
   if (yes === false) {
     throw new PideployError({ code: 'PIDEPLOY_DECLINED', message: `${what}: not done, nothing was touched`, hint: 'answer y to go on, or pass --yes (-y) to skip the question' });
   }

@@ -57,3 +57,4 @@ export * as keys from '@pideploy/keys';
 export * as pin from '@pideploy/pin';
 export * as ssh from '@pideploy/ssh';
 export * as transport from '@pideploy/transport';
+export { DEFAULT_GENERATIONS_KEPT, collectGarbageOnHosts, type CollectGarbageRequest, type CollectGarbageResult, type HostGarbageResult } from './garbage.js';

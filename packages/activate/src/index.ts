@@ -90,3 +90,11 @@ export {
   type RebootSystemInput,
   type WaitForNewBootInput,
 } from './reboot.js';
+export {
+  SYSTEM_GARBAGE_SCRIPT,
+  collectSystemGarbage,
+  parseSystemGarbageOutput,
+  type CollectSystemGarbageOptions,
+  type KeptBecause,
+  type SystemGarbageResult,
+} from './collect-garbage.js';

@@ -17,4 +17,5 @@ export {
 } from './events.js';
 export { createBaseContext, type BaseContextOptions, type PideployContext } from './context.js';
 export { shellJoin, shellQuote } from './shell-quote.js';
+export { stdinScriptBootstrap, stdinScriptLine } from './stdin-script.js';
 export { PIDEPLOY_VERSION } from './version.js';

@@ -1,3 +1,4 @@
+import { stdinScriptBootstrap, stdinScriptLine } from '@pideploy/core';
 import { keyPath, type KeySpec } from './key-spec.js';
 
 /**
@@ -136,9 +137,7 @@ remove_old "$@"
  * the script from the first line of stdin (`read` takes exactly that line: the contents after it
  * stay for the script) and runs it in this shell, positional arguments and all.
  */
-export const KEY_INSTALLER_BOOTSTRAP =
-  "command -v base64 >/dev/null 2>&1 || { echo 'keys: base64 is not installed on the host' >&2; exit 1; }; " +
-  'IFS= read -r installer || exit 2; eval "$(printf \'%s\' "$installer" | base64 -d)"';
+export const KEY_INSTALLER_BOOTSTRAP = stdinScriptBootstrap('keys');
 
 /** What the host did with each key of an upload. */
 export interface InstalledKey {
@@ -174,7 +173,7 @@ export function keyInstallerArgv(keys: readonly KeySpec[], remove: readonly stri
 
 /** The installer's stdin: the script, then one line per key in the order of the argv (all base64). */
 export function keyInstallerInput(contents: readonly Uint8Array[]): Buffer {
-  return Buffer.from([Buffer.from(KEY_INSTALLER_SCRIPT, 'utf8'), ...contents].map((content) => `${Buffer.from(content).toString('base64')}\n`).join(''), 'ascii');
+  return Buffer.from(stdinScriptLine(KEY_INSTALLER_SCRIPT) + contents.map((content) => `${Buffer.from(content).toString('base64')}\n`).join(''), 'ascii');
 }
 
 /**

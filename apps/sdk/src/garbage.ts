@@ -1,0 +1,89 @@
+import { PideployError, type PideployContext } from '@pideploy/core';
+import { ACTIVATE_ERROR_CODES, collectSystemGarbage, readHostSystems, type SystemGarbageResult } from '@pideploy/activate';
+import { sharePasswordPerRealm, type SudoPasswordProvider } from '@pideploy/ssh';
+import type { ResolvedHost } from './config.js';
+import { mapConcurrently } from './concurrency.js';
+import { withHostSession, type HostConnectionSettings } from './host-connection.js';
+
+/** What {@link collectGarbageOnHosts} needs. */
+export interface CollectGarbageRequest extends HostConnectionSettings {
+  /** The hosts (see `selectHosts`). */
+  readonly hosts: readonly ResolvedHost[];
+  /** How many of the newest system generations each host keeps (default 3); the one it runs, booted or boots next are kept too. */
+  readonly keep?: number | undefined;
+  /** Say what would be deleted; delete nothing. */
+  readonly dryRun?: boolean | undefined;
+  /** Hosts at once (default 1). */
+  readonly parallel?: number | undefined;
+  readonly sudoPasswordProvider?: SudoPasswordProvider | undefined;
+  /** A sudo password known in advance, tried once. */
+  readonly sudoPassword?: string | undefined;
+}
+
+/** The outcome for one host. */
+export interface HostGarbageResult {
+  readonly host: string;
+  readonly ok: boolean;
+  readonly garbage?: SystemGarbageResult | undefined;
+  readonly error?: PideployError | undefined;
+}
+
+/** The outcome of {@link collectGarbageOnHosts} (`version: 1`). */
+export interface CollectGarbageResult {
+  readonly version: 1;
+  readonly results: readonly HostGarbageResult[];
+  readonly ok: boolean;
+}
+
+/** Generations kept when the caller does not say. */
+export const DEFAULT_GENERATIONS_KEPT = 3;
+
+/**
+ * Frees the hosts' stores (SD cards fill up): on each host, over one SSH connection, the system
+ * generations older than the `keep` newest go (never the one it runs, booted or boots next), the
+ * boot loader is rewritten without them, and the garbage is collected, in ONE root command (the
+ * password asked once per login user). A host in the middle of a deployment is left alone (its
+ * rollback may need an old generation). A host that fails does not stop the others.
+ */
+export async function collectGarbageOnHosts(request: CollectGarbageRequest, context: PideployContext): Promise<CollectGarbageResult> {
+  const keep = request.keep ?? DEFAULT_GENERATIONS_KEPT;
+  if (!Number.isSafeInteger(keep) || keep < 1) {
+    throw new PideployError({ code: 'PIDEPLOY_USAGE', message: `keep must be a whole number of at least 1, not ${String(keep)}`, hint: 'keep 1 leaves only the generation the host boots next (and the one it runs)' });
+  }
+  const askOncePer = sharePasswordPerRealm(request.sudoPasswordProvider);
+  const results = await mapConcurrently(request.hosts, request.parallel ?? 1, async (host) =>
+    withHostSession<HostGarbageResult>(
+      host,
+      request,
+      context,
+      async (session) => {
+        // Not while a deployment has the host: its rollback may need a generation this would delete.
+        const systems = await readHostSystems(session, context.signal);
+        if (systems.busyWith !== undefined) {
+          throw new PideployError({
+            code: ACTIVATE_ERROR_CODES.busy,
+            message: `${host.name} is busy, nothing was collected: deployment ${systems.busyWith.id} is ${systems.busyWith.state} there`,
+            hint: `wait until it ends (pideploy status ${host.name} shows it), then run pideploy gc again`,
+          });
+        }
+        let garbage: SystemGarbageResult | undefined;
+        // The collection itself proves the password (one check per host).
+        await session.sudo({
+          password: request.sudoPassword,
+          passwordProvider: askOncePer(session.host.user),
+          signal: context.signal,
+          proveWith: async (runner) => {
+            garbage = await collectSystemGarbage({ host: host.name, sudo: runner, keep, dryRun: request.dryRun }, context);
+          },
+        });
+        const result = garbage as SystemGarbageResult;
+        if (result.deletedGenerations.length > 0 && !result.dryRun && !result.bootLoaderUpdated) {
+          context.reporter.emit({ type: 'log', level: 'warn', host: host.name, message: `${host.name}: the boot loader could not be rewritten; its menu may still list deleted generations (pideploy deploy ${host.name} --force rewrites it)` });
+        }
+        return { host: host.name, ok: true, garbage: result };
+      },
+      (error) => ({ host: host.name, ok: false, error }),
+    ),
+  );
+  return { version: 1, results, ok: results.every((item) => item.ok) };
+}
