@@ -1,5 +1,5 @@
 import { execFile, execFileSync } from 'node:child_process';
-import { closeSync, constants, openSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, constants, openSync, readFileSync, readdirSync, writeFileSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -146,11 +146,22 @@ describe('stateWaitRound', () => {
 describe('the wait for an activation\'s state, run by a real sh', () => {
   const stateFile = () => path.join(temporaryDirectory(path.join(os.tmpdir(), 'pideploy-wait-')), 'd1.state');
   const stateText = (state: string) => `id=d1\nstate=${state}\naction=switch\n`;
-  const run = (argv: readonly string[]) =>
+  const run = (argv: readonly string[], env?: NodeJS.ProcessEnv) =>
     new Promise<{ code: number | null; stdout: string; ms: number }>((resolve) => {
       const started = Date.now();
-      execFile(argv[0] as string, argv.slice(1), (error, stdout) => resolve({ code: error === null ? 0 : (error.code as number), stdout, ms: Date.now() - started }));
+      execFile(argv[0] as string, argv.slice(1), env === undefined ? {} : { env }, (error, stdout) => resolve({ code: error === null ? 0 : (error.code as number), stdout, ms: Date.now() - started }));
     });
+  /** Processes whose environment holds `tag` (what a waiter run with it left behind, its timer's sleep included). */
+  const processesTagged = (tag: string) =>
+    readdirSync('/proc')
+      .filter((entry) => /^\d+$/u.test(entry))
+      .filter((pid) => {
+        try {
+          return readFileSync(`/proc/${pid}/environ`, 'latin1').includes(tag);
+        } catch {
+          return false;
+        }
+      });
 
   it('returns within a look of the state becoming final, and prints the state file', async () => {
     const file = stateFile();
@@ -186,10 +197,15 @@ describe('the wait for an activation\'s state, run by a real sh', () => {
         wake(file);
       }, 300);
       // Looking every 5 s, it would see the change after 5 s.
-      const result = await run(inShell(shell, stateWaitCommand(file, { everySeconds: '5', looks: 2 })));
+      const tag = `PIDEPLOY_WAIT_TEST=${path.basename(path.dirname(file))}`;
+      const result = await run(inShell(shell, stateWaitCommand(file, { everySeconds: '5', looks: 2 })), { ...process.env, PIDEPLOY_WAIT_TEST: path.basename(path.dirname(file)) });
       expect(result).toMatchObject({ code: 0, stdout: stateText('awaiting-confirmation') });
       expect(result.ms).toBeGreaterThanOrEqual(250);
       expect(result.ms).toBeLessThan(1000);
+      // Its timer was still sleeping towards the 10 s deadline: nothing of it is left (an orphaned
+      // sleep would hold the waiter's environment, and with it store paths, for seconds).
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(processesTagged(tag)).toEqual([]);
     });
 
     it(`${shell}: a wake that changes nothing keeps it waiting; the round ends at its deadline, and no timer outlives it`, async () => {

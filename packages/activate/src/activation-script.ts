@@ -320,8 +320,9 @@ await_state() {
     deadline_cs=''
     if [ -n "$now_cs" ]; then deadline_cs=$((now_cs + $3 * 100)); fi
     exec 3<>"$2"
-    # Every message is one byte (a newline): of several waiters, each read gets a whole one.
-    { sleep "$3"; while kill -0 $$ 2>/dev/null; do printf '\\n' 1<>"$2"; sleep 1; done; } </dev/null >/dev/null 2>&1 3>&- &
+    # Every message is one byte (a newline): of several waiters, each read gets a whole one. Killed,
+    # the timer stops its sleep too (an orphaned one would live on, holding this environment).
+    { trap 'kill "$nap" 2>/dev/null; exit 0' TERM; sleep "$3" & nap=$!; wait "$nap"; while kill -0 $$ 2>/dev/null; do printf '\\n' 1<>"$2"; sleep 1 & nap=$!; wait "$nap"; done; } </dev/null >/dev/null 2>&1 3>&- &
     wake_timer=$!
     while :; do
       read_state_name "$1"
