@@ -456,8 +456,9 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
         }
       }
       // Keys no longer wanted go once the host runs its new system: now after a switch or a test,
-      // after the reboot for a boot (without one, the old system still runs until the next boot).
-      const removeStale = action === 'switch' || action === 'test' || rebootNow ? stale : [];
+      // after the reboot for a boot (without one, the old system still runs until the next boot);
+      // a dry activation only lists them.
+      const removeStale = action === 'switch' || action === 'test' || action === 'dry-activate' || rebootNow ? stale : [];
       if (stale.length > 0 && removeStale.length === 0 && action === 'boot') {
         context.reporter.emit({ type: 'log', level: 'info', host: host.name, message: `keys no longer in pideploy.json stay until ${host.name} runs its new system: ${stale.join(', ')}` });
       }

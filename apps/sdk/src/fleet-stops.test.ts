@@ -44,6 +44,14 @@ describe('createFleetStops', () => {
     expect(stops.holdBack('pi3', context)?.message).toBe('pi3 was not started: 2 hosts failed (pi1, pi2), the most allowed (max failures 2)');
   });
 
+  it('names at most five of the failed hosts', () => {
+    const { context } = recordingContext();
+    const many = Array.from({ length: 8 }, (_, index) => ({ name: `pi${index + 1}` }));
+    const stops = createFleetStops({ hosts: many, maxFailures: 6 });
+    for (const host of many.slice(0, 6)) stops.finished({ host: host.name, ok: false });
+    expect(stops.holdBack('pi7', context)?.message).toBe('pi7 was not started: 6 hosts failed (pi1, pi2, pi3, pi4, pi5, …), the most allowed (max failures 6)');
+  });
+
   it('refuses counts that are not whole numbers, and caps canaries at the hosts there are', () => {
     expect(() => createFleetStops({ hosts, maxFailures: 0 })).toThrow(expect.objectContaining({ code: 'PIDEPLOY_USAGE' }));
     expect(() => createFleetStops({ hosts, canary: 1.5 })).toThrow(/canary must be a whole number/u);

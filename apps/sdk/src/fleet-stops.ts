@@ -40,7 +40,7 @@ export function createFleetStops(request: { readonly hosts: readonly { readonly 
         failedCanaries.length > 0
           ? `the canary ${failedCanaries.join(', ')} failed`
           : request.maxFailures !== undefined && failed.length >= request.maxFailures
-            ? `${failed.length} host${failed.length === 1 ? '' : 's'} failed (${failed.join(', ')}), the most allowed (max failures ${request.maxFailures})`
+            ? `${failed.length} host${failed.length === 1 ? '' : 's'} failed (${failed.length > 5 ? `${failed.slice(0, 5).join(', ')}, …` : failed.join(', ')}), the most allowed (max failures ${request.maxFailures})`
             : undefined;
       if (why === undefined) return undefined;
       if (!warned) {

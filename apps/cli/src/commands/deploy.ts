@@ -173,9 +173,9 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
     },
     invocation.context,
   );
-  // Each host's outcome, for `--failed` next time (a dry run deployed nothing).
+  // Each host's outcome, for `--failed` next time (a dry run or a dry activation deployed nothing).
   let recorded = false;
-  if (!dryRun) {
+  if (!dryRun && action !== 'dry-activate') {
     recorded = await recordDeployResult(config, result, action).then(
       () => true,
       (error: unknown) => {

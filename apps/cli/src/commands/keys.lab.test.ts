@@ -239,6 +239,13 @@ describeLab('keys: secrets outside the store, uploaded by deploy and upload-keys
     expect(upload.stderr).toContain('pi1 still has keys pideploy.json no longer names: /etc/secrets/token (the next deploy removes them)');
     const dry = await pideploy(['deploy', 'pi1', '--dry-run'], project, env);
     expect(dry.stderr).toContain('[pi1] would remove key /etc/secrets/token (no longer in pideploy.json)');
+    // A dry activation lists it too, removes nothing, and is no deployment to record.
+    const recordBefore = readFileSync(path.join(project, '.pideploy', 'deployments.json'), 'utf8');
+    const dryActivate = await pideploy(['deploy', 'pi1', '--action', 'dry-activate'], project, env);
+    expect(dryActivate.code, dryActivate.stderr).toBe(0);
+    expect(dryActivate.stderr).toContain('[pi1] would remove key /etc/secrets/token (not with dry-activate)');
+    expect(await fileOn('pi1', '/etc/secrets/token')).toBe(`640 nobody nogroup\n${TOKEN}`);
+    expect(readFileSync(path.join(project, '.pideploy', 'deployments.json'), 'utf8')).toBe(recordBefore);
 
     // A new system that fails its health check rolls back: the old one may need the key, it stays.
     await setSalt('fourth');
