@@ -1,12 +1,12 @@
 import { PassThrough } from 'node:stream';
 import { PideployError, tailLines, type PideployContext } from '@pideploy/core';
-import { SSH_ERROR_CODES, SUDO_WRONG_PASSWORD, sharePasswordPerRealm, type RemoteExit, type SudoPasswordProvider, type SudoRunner } from '@pideploy/ssh';
+import { SSH_ERROR_CODES, SUDO_WRONG_PASSWORD, type RemoteExit, type SudoRunner } from '@pideploy/ssh';
 import type { ResolvedHost } from './config.js';
 import { mapConcurrently } from './concurrency.js';
-import { withHostSession, type HostConnectionSettings } from './host-connection.js';
+import { rootCommandsFor, withHostSession, type HostConnectionSettings, type HostSudoSettings } from './host-connection.js';
 
 /** What {@link runOnHosts} needs. */
-export interface RunOnHostsRequest extends HostConnectionSettings {
+export interface RunOnHostsRequest extends HostConnectionSettings, HostSudoSettings {
   /** The hosts to run on (see `selectHosts`). */
   readonly hosts: readonly ResolvedHost[];
   /** The command, as argv (each argument quoted for the host's shell; for pipes, run `sh -c '…'`). */
@@ -17,9 +17,6 @@ export interface RunOnHostsRequest extends HostConnectionSettings {
   readonly parallel?: number | undefined;
   /** Stop a host's command (SIGTERM) after this many seconds. */
   readonly timeoutSeconds?: number | undefined;
-  readonly sudoPasswordProvider?: SudoPasswordProvider | undefined;
-  /** A sudo password known in advance, tried once. */
-  readonly sudoPassword?: string | undefined;
 }
 
 /** How the command ended on one host. */
@@ -131,7 +128,7 @@ export async function runOnHosts(request: RunOnHostsRequest, context: PideployCo
   if (request.command.length === 0) {
     throw new PideployError({ code: 'PIDEPLOY_USAGE', message: 'no command to run', hint: 'pideploy exec pi1 -- uptime' });
   }
-  const askOncePer = sharePasswordPerRealm(request.sudoPasswordProvider);
+  const asRoot = rootCommandsFor(request);
   const results = await mapConcurrently(request.hosts, request.parallel ?? 1, async (host): Promise<HostRunResult> => {
     const started = performance.now();
     const elapsed = () => performance.now() - started;
@@ -146,21 +143,12 @@ export async function runOnHosts(request: RunOnHostsRequest, context: PideployCo
         const signal = timeout === undefined ? context.signal : AbortSignal.any([context.signal, timeout]);
         const output = { signal, onStdout: (chunk: Buffer) => stdout.push(chunk) };
         try {
-          let ran: RemoteExit | undefined;
-          if (request.asRoot === true) {
-            // The command itself proves the password (no separate `sudo -v`): the host checks it once.
-            await session.sudo({
-              password: request.sudoPassword,
-              passwordProvider: askOncePer(session.host.user),
-              signal,
-              proveWith: async (runner) => {
-                ran = await runProvingSudo(runner, request.command, { ...output, onStderr: (chunk) => stderr.push(chunk) }, session.display, session.host.user);
-              },
-            });
-          } else {
-            ran = await session.exec(request.command, { ...output, onStderr: (chunk) => stderr.push(chunk) });
-          }
-          const exit = ran as RemoteExit;
+          const streams = { ...output, onStderr: (chunk: Buffer) => stderr.push(chunk) };
+          // As root, the command itself proves the password (no separate `sudo -v`): the host checks it once.
+          const exit: RemoteExit =
+            request.asRoot === true
+              ? await asRoot(session, signal, (runner) => runProvingSudo(runner, request.command, streams, session.display, session.host.user))
+              : await session.exec(request.command, streams);
           return { host: host.name, ok: exit.exitCode === 0, exitCode: exit.exitCode, signal: exit.signal, durationMs: elapsed() };
         } catch (error) {
           if (timeout?.aborted === true && !context.signal.aborted) return { host: host.name, ok: false, exitCode: null, signal: 'TERM', timedOut: true, durationMs: elapsed() };

@@ -1,12 +1,11 @@
 import { PideployError, type PideployContext } from '@pideploy/core';
 import { ACTIVATE_ERROR_CODES, collectSystemGarbage, readHostSystems, type SystemGarbageResult } from '@pideploy/activate';
-import { sharePasswordPerRealm, type SudoPasswordProvider } from '@pideploy/ssh';
 import type { ResolvedHost } from './config.js';
 import { mapConcurrently } from './concurrency.js';
-import { withHostSession, type HostConnectionSettings } from './host-connection.js';
+import { rootCommandsFor, withHostSession, type HostConnectionSettings, type HostSudoSettings } from './host-connection.js';
 
 /** What {@link collectGarbageOnHosts} needs. */
-export interface CollectGarbageRequest extends HostConnectionSettings {
+export interface CollectGarbageRequest extends HostConnectionSettings, HostSudoSettings {
   /** The hosts (see `selectHosts`). */
   readonly hosts: readonly ResolvedHost[];
   /** How many of the newest system generations each host keeps (default 3); the one it runs, booted or boots next are kept too. */
@@ -15,9 +14,6 @@ export interface CollectGarbageRequest extends HostConnectionSettings {
   readonly dryRun?: boolean | undefined;
   /** Hosts at once (default 1). */
   readonly parallel?: number | undefined;
-  readonly sudoPasswordProvider?: SudoPasswordProvider | undefined;
-  /** A sudo password known in advance, tried once. */
-  readonly sudoPassword?: string | undefined;
 }
 
 /** The outcome for one host. */
@@ -50,7 +46,7 @@ export async function collectGarbageOnHosts(request: CollectGarbageRequest, cont
   if (!Number.isSafeInteger(keep) || keep < 1) {
     throw new PideployError({ code: 'PIDEPLOY_USAGE', message: `keep must be a whole number of at least 1, not ${String(keep)}`, hint: 'keep 1 leaves only the generation the host boots next (and the one it runs)' });
   }
-  const askOncePer = sharePasswordPerRealm(request.sudoPasswordProvider);
+  const asRoot = rootCommandsFor(request);
   const results = await mapConcurrently(request.hosts, request.parallel ?? 1, async (host) =>
     withHostSession<HostGarbageResult>(
       host,
@@ -66,17 +62,8 @@ export async function collectGarbageOnHosts(request: CollectGarbageRequest, cont
             hint: `wait until it ends (pideploy status ${host.name} shows it), then run pideploy gc again`,
           });
         }
-        let garbage: SystemGarbageResult | undefined;
         // The collection itself proves the password (one check per host).
-        await session.sudo({
-          password: request.sudoPassword,
-          passwordProvider: askOncePer(session.host.user),
-          signal: context.signal,
-          proveWith: async (runner) => {
-            garbage = await collectSystemGarbage({ host: host.name, sudo: runner, keep, dryRun: request.dryRun }, context);
-          },
-        });
-        const result = garbage as SystemGarbageResult;
+        const result = await asRoot(session, context.signal, (runner) => collectSystemGarbage({ host: host.name, sudo: runner, keep, dryRun: request.dryRun }, context));
         if (result.deletedGenerations.length > 0 && !result.dryRun && !result.bootLoaderUpdated) {
           context.reporter.emit({ type: 'log', level: 'warn', host: host.name, message: `${host.name}: the boot loader could not be rewritten; its menu may still list deleted generations (pideploy deploy ${host.name} --force rewrites it)` });
         }

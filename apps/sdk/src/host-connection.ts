@@ -1,5 +1,5 @@
 import { PideployError, toPideployError, type PideployContext } from '@pideploy/core';
-import { connectSsh, type ConnectSshOptions, type SshSession } from '@pideploy/ssh';
+import { connectSsh, sharePasswordPerRealm, type ConnectSshOptions, type SshSession, type SudoPasswordProvider, type SudoRunner } from '@pideploy/ssh';
 import type { ResolvedHost } from './config.js';
 
 /** How a fleet operation reaches its hosts (the request fields every one of them takes). */
@@ -44,4 +44,35 @@ export async function withHostSession<Result>(
   } finally {
     await session?.close();
   }
+}
+
+/** How a fleet operation that runs root commands on its hosts gets the sudo password. */
+export interface HostSudoSettings {
+  /** Asked for the sudo password once per SSH login user. */
+  readonly sudoPasswordProvider?: SudoPasswordProvider | undefined;
+  /** A sudo password known in advance, tried once. */
+  readonly sudoPassword?: string | undefined;
+}
+
+/**
+ * A fleet operation's way to run one root command per host: `run(session, work)` runs `work`
+ * through sudo and lets it prove the password (no separate `sudo -v`: one password check per
+ * host), the password asked once per login user across the operation's hosts.
+ */
+export function rootCommandsFor(settings: HostSudoSettings): <Result>(session: SshSession, signal: AbortSignal, work: (runner: SudoRunner) => Promise<Result>) => Promise<Result> {
+  const askOncePer = sharePasswordPerRealm(settings.sudoPasswordProvider);
+  return async (session, signal, work) => {
+    let result: { value: Awaited<ReturnType<typeof work>> } | undefined;
+    await session.sudo({
+      password: settings.sudoPassword,
+      passwordProvider: askOncePer(session.host.user),
+      signal,
+      proveWith: async (runner) => {
+        result = { value: await work(runner) };
+      },
+    });
+    // createSudo runs proveWith in every mode before it returns.
+    if (result === undefined) throw new TypeError('session.sudo() returned without running the root command');
+    return result.value;
+  };
 }

@@ -1,9 +1,8 @@
 import { PideployError, type PideployContext } from '@pideploy/core';
 import { keyPath, readKeyContents, uploadKeys, type InstalledKey, type LoadedKey } from '@pideploy/keys';
-import { sharePasswordPerRealm, type SudoPasswordProvider } from '@pideploy/ssh';
 import type { ResolvedConfig, ResolvedHost } from './config.js';
 import { mapConcurrently } from './concurrency.js';
-import { withHostSession, type HostConnectionSettings } from './host-connection.js';
+import { rootCommandsFor, withHostSession, type HostConnectionSettings, type HostSudoSettings } from './host-connection.js';
 
 /**
  * Every selected host's keys with their contents, read on this machine before any host is touched
@@ -35,7 +34,7 @@ export function describeKey(key: LoadedKey): string {
 }
 
 /** What {@link uploadKeysToHosts} needs. */
-export interface UploadKeysRequest extends HostConnectionSettings {
+export interface UploadKeysRequest extends HostConnectionSettings, HostSudoSettings {
   readonly config: ResolvedConfig;
   /** The hosts whose keys are uploaded (see `selectHosts`); hosts without keys are not connected to. */
   readonly hosts: readonly ResolvedHost[];
@@ -45,10 +44,6 @@ export interface UploadKeysRequest extends HostConnectionSettings {
   readonly uploadAt?: 'pre-activation' | 'post-activation' | undefined;
   /** Read the keys and say what would be uploaded, without connecting. */
   readonly dryRun?: boolean | undefined;
-  /** Asked for the sudo password once per SSH login user. */
-  readonly sudoPasswordProvider?: SudoPasswordProvider | undefined;
-  /** A sudo password known in advance, tried once. */
-  readonly sudoPassword?: string | undefined;
   /** Environment of key commands (default this process's). */
   readonly env?: Readonly<Record<string, string | undefined>> | undefined;
 }
@@ -86,7 +81,7 @@ export async function uploadKeysToHosts(request: UploadKeysRequest, context: Pid
     });
   }
   const loaded = await loadHostKeys(request.config, request.hosts.map((host) => ({ ...host, keys: chosen(host) })), { env: request.env, signal: context.signal });
-  const askOncePer = sharePasswordPerRealm(request.sudoPasswordProvider);
+  const asRoot = rootCommandsFor(request);
   const results = await mapConcurrently(request.hosts, request.parallel ?? 1, async (host): Promise<HostKeysResult> => {
     const keys = loaded.get(host.name) ?? [];
     if (keys.length === 0) return { host: host.name, ok: true, keys: [] };
@@ -99,16 +94,8 @@ export async function uploadKeysToHosts(request: UploadKeysRequest, context: Pid
       request,
       context,
       async (session) => {
-        const ask = askOncePer(session.host.user);
-        // The upload itself proves the password: no separate `sudo -v` (one password check per host).
-        let installed: InstalledKey[] = [];
-        await session.sudo({
-          password: request.sudoPassword,
-          passwordProvider: (question) => ask(question),
-          proveWith: async (runner) => {
-            installed = (await uploadKeys({ host: host.name, sudo: runner, keys }, context)).installed;
-          },
-        });
+        // The upload itself proves the password (one password check per host).
+        const { installed } = await asRoot(session, context.signal, (runner) => uploadKeys({ host: host.name, sudo: runner, keys }, context));
         return { host: host.name, ok: true, keys: installed };
       },
       (error) => ({ host: host.name, ok: false, keys: [], error }),
