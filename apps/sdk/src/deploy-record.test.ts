@@ -4,7 +4,7 @@ import path from 'node:path';
 import { PideployError } from '@pideploy/core';
 import { describe, expect, it } from 'vitest';
 import type { ResolvedHost } from './config.js';
-import { deployRecordFile, hostsThatFailed, readDeployRecord, recordDeployResult, recordInstalledKeys, staleKeyPaths } from './deploy-record.js';
+import { deployRecordFile, hostsThatFailed, readDeployRecord, readDeployRecordOrEmpty, recordDeployResult, recordInstalledKeys, staleKeyPaths } from './deploy-record.js';
 import type { DeployResult } from './deploy.js';
 
 const project = () => ({ directory: mkdtempSync(path.join(os.tmpdir(), 'pideploy-record-')) });
@@ -84,6 +84,10 @@ describe('the record of deployments', () => {
     mkdirSync(path.join(config.directory, '.pideploy'));
     writeFileSync(deployRecordFile(config), '{ "version": 7 }');
     await expect(readDeployRecord(config)).rejects.toMatchObject({ code: 'PIDEPLOY_DEPLOY_RECORD_INVALID', hint: expect.stringContaining('rm ') });
+    // Where the record only helps, an empty one stands in, and the caller hears why.
+    const heard: unknown[] = [];
+    expect(await readDeployRecordOrEmpty(config, (error) => heard.push(error))).toEqual({ version: 1, hosts: {} });
+    expect(heard).toEqual([expect.objectContaining({ code: 'PIDEPLOY_DEPLOY_RECORD_INVALID' })]);
     // A deployment still records its outcome over it.
     await recordDeployResult(config, { version: 1, ok: true, results: [{ host: 'pi1', ok: true, phases: [] }] }, 'switch');
     expect((await readDeployRecord(config)).hosts['pi1']?.ok).toBe(true);

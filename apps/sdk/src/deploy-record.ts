@@ -62,11 +62,24 @@ export async function readDeployRecord(config: Pick<ResolvedConfig, 'directory'>
 }
 
 /**
+ * The record, or an empty one when it cannot be read (damaged, unreadable): `onUnreadable` hears
+ * why. For what the record only helps with (removing dropped keys); `--failed` reads it strictly.
+ */
+export async function readDeployRecordOrEmpty(config: Pick<ResolvedConfig, 'directory'>, onUnreadable: (error: unknown) => void = () => undefined): Promise<DeployRecord> {
+  try {
+    return await readDeployRecord(config);
+  } catch (error) {
+    onUnreadable(error);
+    return { version: 1, hosts: {} };
+  }
+}
+
+/**
  * Records each host's outcome of a deployment (other hosts keep theirs): written to a temp file
  * beside it and renamed over it, so a reader never sees half a file.
  */
 export async function recordDeployResult(config: Pick<ResolvedConfig, 'directory'>, result: DeployResult, action: string, now: Date = new Date()): Promise<DeployRecord> {
-  const previous: DeployRecord = await readDeployRecord(config).catch(() => ({ version: 1 as const, hosts: {} }));
+  const previous = await readDeployRecordOrEmpty(config);
   const hosts: Record<string, HostDeployRecord> = { ...previous.hosts };
   for (const host of result.results) {
     const keys = keysAfter(previous.hosts[host.host]?.keys, host.keys?.map((key) => key.path) ?? [], host.keysRemoved?.map((file) => file.path) ?? []);
@@ -93,7 +106,7 @@ function keysAfter(had: readonly string[] | undefined, installed: readonly strin
  * a host never deployed from here gets a record of its keys only).
  */
 export async function recordInstalledKeys(config: Pick<ResolvedConfig, 'directory'>, installed: ReadonlyMap<string, readonly string[]>, now: Date = new Date()): Promise<DeployRecord> {
-  const previous: DeployRecord = await readDeployRecord(config).catch(() => ({ version: 1 as const, hosts: {} }));
+  const previous = await readDeployRecordOrEmpty(config);
   const hosts: Record<string, HostDeployRecord> = { ...previous.hosts };
   for (const [host, files] of installed) {
     if (files.length === 0) continue;

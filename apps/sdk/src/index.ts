@@ -21,7 +21,7 @@ export {
   type SudoMode,
 } from './config.js';
 export { selectHosts } from './select.js';
-export { deployRecordFile, hostsThatFailed, readDeployRecord, recordDeployResult, recordInstalledKeys, staleKeyPaths, type DeployRecord, type HostDeployRecord } from './deploy-record.js';
+export { deployRecordFile, hostsThatFailed, readDeployRecord, readDeployRecordOrEmpty, recordDeployResult, recordInstalledKeys, staleKeyPaths, type DeployRecord, type HostDeployRecord } from './deploy-record.js';
 export { healthCheckSettingsFor, healthChecksFor } from './health-check.js';
 export { BUNDLE_ACTIVATE_SCRIPT } from './activate-script.js';
 export { readPinRecord } from './pins.js';

@@ -1,5 +1,5 @@
 import { PideployError, type ActivationAction, type DeployPhase } from '@pideploy/core';
-import { deploy, deployRecordFile, hostsThatFailed, loadConfig, readDeployRecord, recordDeployResult, selectHosts, staleKeyPaths, type DeployResult, type ResolvedConfig, type ResolvedHost } from '@pideploy/sdk';
+import { deploy, deployRecordFile, hostsThatFailed, loadConfig, readDeployRecord, readDeployRecordOrEmpty, recordDeployResult, selectHosts, staleKeyPaths, type DeployResult, type ResolvedConfig, type ResolvedHost } from '@pideploy/sdk';
 import type { CommandInvocation, CommandResult } from '../command.js';
 import { describeHostFailure, formatDuration } from '../render.js';
 import { confirmHosts } from '../confirm.js';
@@ -114,8 +114,14 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
   const config = await loadConfig({ cwd: invocation.io.cwd, configFile: invocation.global.config });
   const canaryFlag = invocation.flags['canary'];
   let selected = selectHosts(config, hostSelectors(invocation));
-  // What this project deployed before: each host's outcome (--failed) and the keys it put there.
-  const record = await readDeployRecord(config);
+  // What this project deployed before: each host's outcome (--failed: read strictly) and the keys
+  // it put there (unreadable: no key is removed this time, and a warning says why).
+  const record =
+    invocation.flags['failed'] === true
+      ? await readDeployRecord(config)
+      : await readDeployRecordOrEmpty(config, (error) =>
+          invocation.context.reporter.emit({ type: 'log', level: 'warn', message: `${(error as Error).message}: keys dropped from pideploy.json are not removed this time` }),
+        );
   // --failed: of those, the hosts whose last deployment from this project did not succeed.
   if (invocation.flags['failed'] === true) {
     selected = hostsThatFailed(record, selected);

@@ -1,5 +1,5 @@
 import { PideployError } from '@pideploy/core';
-import { deployRecordFile, loadConfig, readDeployRecord, recordInstalledKeys, selectHosts, staleKeyPaths, uploadKeysToHosts, type UploadKeysResult } from '@pideploy/sdk';
+import { deployRecordFile, loadConfig, readDeployRecordOrEmpty, recordInstalledKeys, selectHosts, staleKeyPaths, uploadKeysToHosts, type UploadKeysResult } from '@pideploy/sdk';
 import type { CommandInvocation, CommandResult } from '../command.js';
 import { describeHostFailure } from '../render.js';
 import { hostSelectors, integerFlag, stringFlag } from '../flags.js';
@@ -50,15 +50,16 @@ export async function uploadKeysCommand(invocation: CommandInvocation): Promise<
     },
     invocation.context,
   );
-  if (!dryRun) {
-    // What is on each host now, so that a later deploy removes the keys pideploy.json drops.
-    const installed = new Map(result.results.map((host) => [host.host, host.keys.map((key) => key.path)] as const));
-    await recordInstalledKeys(config, installed).catch((error: unknown) =>
-      invocation.context.reporter.emit({ type: 'log', level: 'warn', message: `could not record the keys in ${deployRecordFile(config)}: ${(error as Error).message}` }),
-    );
-  }
+  // What is on each host now, so that a later deploy removes the keys pideploy.json drops.
+  const installed = new Map(result.results.map((host) => [host.host, host.keys.map((key) => key.path)] as const));
+  const record = dryRun
+    ? await readDeployRecordOrEmpty(config)
+    : await recordInstalledKeys(config, installed).catch((error: unknown) => {
+        invocation.context.reporter.emit({ type: 'log', level: 'warn', message: `could not record the keys in ${deployRecordFile(config)}: ${(error as Error).message}` });
+        return readDeployRecordOrEmpty(config);
+      });
   // Keys no longer in pideploy.json are removed by a deploy (once the host runs its new system), not here.
-  for (const [host, files] of staleKeyPaths(await readDeployRecord(config).catch(() => ({ version: 1 as const, hosts: {} })), hosts)) {
+  for (const [host, files] of staleKeyPaths(record, hosts)) {
     invocation.context.reporter.emit({ type: 'log', level: 'warn', host, message: `${host} still has keys pideploy.json no longer names: ${files.join(', ')} (the next deploy removes them)` });
   }
   return { value: result, text: describeUploadKeysResult(result, dryRun), exitCode: result.ok ? 0 : 1 };
