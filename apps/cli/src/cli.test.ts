@@ -185,6 +185,21 @@ describe('runCli', () => {
     });
   });
 
+  it('refuses bad Nix settings flags of build and deploy before reading pideploy.json (exit 2)', async () => {
+    const run = async (...args: string[]) => {
+      const io = createBufferIo({ cwd: '/' });
+      return { code: await runCli(args, io), err: io.err() };
+    };
+    expect(await run('build', 'pi1', '--option', 'sandbox')).toEqual({
+      code: 2,
+      err: 'pideploy: --option takes NAME=VALUE, not "sandbox"\nhint: for example --option sandbox=true (a nix.conf setting and its value)\n',
+    });
+    expect(await run('deploy', 'pi1', '--option=--impure=1')).toMatchObject({ code: 2, err: expect.stringMatching(/^pideploy: "--impure" is not a Nix setting name\n/u) });
+    expect(await run('build', '-j', 'many')).toMatchObject({ code: 2, err: expect.stringMatching(/^pideploy: --max-jobs takes a whole number or auto, not "many"\n/u) });
+    expect(await run('deploy', '--cores', '-2')).toMatchObject({ code: 2 });
+    expect(await run('build', '--option', 'cores=1', '--option', 'cores=2')).toMatchObject({ code: 2, err: expect.stringMatching(/^pideploy: --option cores is given twice, with "1" and "2"\n/u) });
+  });
+
   it('rejects an unknown command with one line, a hint and exit 2', async () => {
     const io = createBufferIo();
     expect(await runCli(['deploi'], io)).toBe(2);

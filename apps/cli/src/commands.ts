@@ -33,6 +33,16 @@ const REBOOT_FLAGS = {
   'reboot-timeout': { type: 'string', valueName: 'S', description: 'seconds a host may take to come back from its reboot (default 300)' },
 } as const;
 
+/** Nix settings of `build` and `deploy`'s builds, as nixos-rebuild passes them through. */
+const NIX_BUILD_FLAGS = {
+  'show-trace': { type: 'boolean', description: 'show the whole evaluation trace of a Nix error (nix --show-trace)' },
+  'keep-going': { type: 'boolean', short: 'k', description: 'build all that can be built when a derivation fails, and name every failed one' },
+  'max-jobs': { type: 'string', short: 'j', valueName: 'N', description: 'derivations built at once here (a number or auto; default: nix.conf)' },
+  cores: { type: 'string', valueName: 'N', description: 'CPU cores each build may use (NIX_BUILD_CORES; 0: all; default: nix.conf)' },
+  'print-build-logs': { type: 'boolean', short: 'L', description: "show the builds' log lines as they come, after the derivation's name (nix-build -L)" },
+  option: { type: 'string', multiple: true, valueName: 'NAME=VALUE', description: 'a Nix setting for the builds (nix --option NAME VALUE); repeatable' },
+} as const;
+
 /** Every command of the CLI. Handlers are imported only when their command runs. */
 export const COMMANDS: readonly CommandSpec[] = [
   {
@@ -150,7 +160,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     path: ['build'],
     takesHosts: true,
-    usage: 'build [host…] [--print-expr] [--system S] [--mode emulated|cross|builders] [--configuration FILE] [--pins FILE]',
+    usage: 'build [host…] [--print-expr] [--system S] [--mode emulated|cross|builders] [--configuration FILE] [--pins FILE] [--show-trace] [-L] [-k] [-j N] [--option NAME=VALUE]',
     summary: 'build each host\'s NixOS system from the pinned nixpkgs and its bundle; prints the bundle store path(s)',
     example: 'pideploy build pi1',
     flags: {
@@ -161,6 +171,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       pins: { type: 'string', valueName: 'FILE', description: 'pins.nix to take nixpkgs from (default: beside pideploy.json)' },
       pin: { type: 'string', valueName: 'NAME', description: 'attribute of pins.nix holding nixpkgs (default nixpkgs)' },
       builders: { type: 'string', valueName: 'SPEC', description: "remote builders for --mode builders, e.g. 'ssh://root@pi1 aarch64-linux'" },
+      ...NIX_BUILD_FLAGS,
     },
     load: async () => (await import('./commands/build.js')).buildCommand,
   },
@@ -179,7 +190,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     path: ['deploy'],
     takesHosts: true,
-    usage: 'deploy [host…|--on @tag] [--action A] [--parallel N] [--canary N|@TAG] [--max-failures N] [--failed] [--confirm-timeout S] [--no-rollback] [--health-check-url URL] [--health-check-command CMD] [--reboot|--reboot-if-needed] [--dry-run] [--force] [--cache|--no-cache] [--no-keys]',
+    usage: 'deploy [host…|--on @tag] [--action A] [--parallel N] [--canary N|@TAG] [--max-failures N] [--failed] [--confirm-timeout S] [--no-rollback] [--health-check-url URL] [--health-check-command CMD] [--reboot|--reboot-if-needed] [--dry-run] [--force] [--cache|--no-cache] [--no-keys] [--show-trace] [-L] [-k] [-j N] [--option NAME=VALUE]',
     summary: 'build, bundle, diff, copy and activate hosts of pideploy.json (one sudo password, magic rollback)',
     example: 'pideploy deploy pi1',
     flags: {
@@ -202,6 +213,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       'install-bootloader': { type: 'boolean', description: 'NIXOS_INSTALL_BOOTLOADER=1 (install, not just update, the boot loader)' },
       ...REBOOT_FLAGS,
       'reboot-if-needed': { type: 'boolean', description: 'after a switch, reboot only the hosts whose new kernel, initrd or kernel modules differ from those they booted with' },
+      ...NIX_BUILD_FLAGS,
       ...ACCEPT_NEW_HOST_KEY_FLAG,
       ...SUDO_PASSWORD_FLAGS,
     },

@@ -1,3 +1,4 @@
+import { parseMaxJobs, parseNixSetting, type NixBuildOptions } from '@pideploy/build';
 import { PideployError } from '@pideploy/core';
 import type { HealthCheckSettings } from '@pideploy/sdk';
 import type { CommandInvocation } from './command.js';
@@ -69,4 +70,32 @@ export function rebootFlags(invocation: CommandInvocation): { readonly reboot: b
     throw new PideployError({ code: 'PIDEPLOY_USAGE', message: '--reboot-timeout without --reboot', hint: 'add --reboot (pideploy deploy pi1 --action boot --reboot --reboot-timeout 600)' });
   }
   return { reboot, ifNeeded, timeoutSeconds };
+}
+
+/**
+ * The Nix settings flags of `build` and `deploy` (`--show-trace`, `-k`, `-j N`, `--cores N`, `-L`,
+ * `--option NAME=VALUE`…): undefined when none is given; a usage error before any work for a value
+ * Nix would refuse or misread.
+ */
+export function nixBuildFlags(invocation: CommandInvocation): NixBuildOptions | undefined {
+  const option = invocation.flags['option'];
+  const settingTexts = Array.isArray(option) ? option.map(String) : typeof option === 'string' ? [option] : [];
+  const settings: Record<string, string> = {};
+  for (const text of settingTexts) {
+    const { name, value } = parseNixSetting(text);
+    if (name in settings && settings[name] !== value) {
+      throw new PideployError({ code: 'PIDEPLOY_USAGE', message: `--option ${name} is given twice, with "${settings[name]}" and "${value}"`, hint: `give ${name} once` });
+    }
+    settings[name] = value;
+  }
+  const maxJobsText = stringFlag(invocation, 'max-jobs');
+  const options: NixBuildOptions = {
+    showTrace: invocation.flags['show-trace'] === true ? true : undefined,
+    keepGoing: invocation.flags['keep-going'] === true ? true : undefined,
+    maxJobs: maxJobsText === undefined ? undefined : parseMaxJobs(maxJobsText),
+    cores: integerFlag(invocation, 'cores', { min: 0, unit: 'cores' }),
+    printBuildLogs: invocation.flags['print-build-logs'] === true ? true : undefined,
+    settings: settingTexts.length === 0 ? undefined : settings,
+  };
+  return Object.values(options).every((value) => value === undefined) ? undefined : options;
 }

@@ -8,6 +8,7 @@ import {
   renderBuildersSpec,
   type BuildMode,
   type BuildToplevelResult,
+  type NixBuildOptions,
   type RemoteBuilder,
 } from '@pideploy/build';
 import { projectStateDir } from '@pideploy/nix';
@@ -39,6 +40,8 @@ export interface HostBuilderOptions {
   readonly stateDir?: string | undefined;
   /** Environment for local nix (merged over this process's). */
   readonly env?: Readonly<Record<string, string | undefined>> | undefined;
+  /** Nix settings of every build (`--show-trace`, `--keep-going`, `--max-jobs`, `--cores`, `-L`, `--option`). */
+  readonly nixOptions?: NixBuildOptions | undefined;
 }
 
 /** A host's built system and bundle. */
@@ -299,6 +302,7 @@ export function createHostBuilder(options: HostBuilderOptions): HostBuilder {
           builders: parsedBuilders(host.builders),
           stateDir,
           env: options.env,
+          nixOptions: options.nixOptions,
         },
         { reporter: context.reporter, signal: stop.signal },
       );

@@ -8,6 +8,7 @@ import { keyPath, uploadKeys, type InstalledKey, type LoadedKey, type RemovedKey
 import { connectSsh, sharePasswordPerRealm, type SshSession, type SudoPasswordProvider, type SudoRunner } from '@pideploy/ssh';
 import { checkPinsFiles } from '@pideploy/pin';
 import { copyClosure, openServeConnection, storeAccessFor, substituteFromCache, type CopyClosureResult, type ServeConnection, type SubstituteFromCacheResult } from '@pideploy/transport';
+import type { NixBuildOptions } from '@pideploy/build';
 import { createHostBuilder, type HostBuilder } from './build-hosts.js';
 import type { FleetCacheSettings, HealthCheckSettings, ResolvedConfig, ResolvedHost } from './config.js';
 import { openFleetCache, type FleetCache } from './fleet-cache.js';
@@ -99,6 +100,8 @@ export interface DeployRequest {
    * canary with the same builder gets the other hosts' systems without building them again.
    */
   readonly builder?: HostBuilder | undefined;
+  /** Nix settings of the builds (`--show-trace`, `--keep-going`, …); ignored when `builder` is given (its own apply). */
+  readonly nixOptions?: NixBuildOptions | undefined;
   /**
    * Fleet cache (see pideploy.json `cache`): each host's closure is pushed once into a signed
    * binary cache and the host substitutes what it lacks from it, instead of a copy per host.
@@ -195,7 +198,7 @@ function pinsNixOf(config: ResolvedConfig): string {
  * `.pideploy/` of its directory. Share one between `deploy()` calls to build each configuration once.
  * @throws PideployError `PIDEPLOY_PINS_NOT_FOUND` when pins.nix does not exist yet.
  */
-export function hostBuilderFor(config: ResolvedConfig, env?: Readonly<Record<string, string | undefined>>): HostBuilder {
+export function hostBuilderFor(config: ResolvedConfig, env?: Readonly<Record<string, string | undefined>>, nixOptions?: NixBuildOptions): HostBuilder {
   const pinsNix = pinsNixOf(config);
   if (!existsSync(pinsNix)) {
     throw new PideployError({
@@ -204,7 +207,7 @@ export function hostBuilderFor(config: ResolvedConfig, env?: Readonly<Record<str
       hint: 'pin nixpkgs first: pideploy pin add nixpkgs --github NixOS/nixpkgs --branch nixos-24.05',
     });
   }
-  return createHostBuilder({ projectDir: config.directory, pinsFile: pinsNix, env });
+  return createHostBuilder({ projectDir: config.directory, pinsFile: pinsNix, env, nixOptions });
 }
 
 /**
@@ -254,7 +257,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
   await timed('pin', undefined, undefined, context, () =>
     checkPinsFiles({ jsonFile: request.config.pinsFile, nixFile: pinsNixOf(request.config) }, ['nixpkgs']),
   );
-  const builder: HostBuilder = request.builder ?? hostBuilderFor(request.config, request.env);
+  const builder: HostBuilder = request.builder ?? hostBuilderFor(request.config, request.env, request.nixOptions);
   // Every host's configuration files are checked before any connection or Nix work.
   for (const host of request.hosts) await builder.plan(host);
   // Every key is read here (files, commands) before any host is touched: a missing one stops the deployment now.

@@ -159,6 +159,49 @@ describeLab('buildToplevel against real nix and the lab', () => {
     expect(noEmulation.hint).toContain('extra-platforms = aarch64-linux');
   });
 
+  it('passes the Nix settings through: cores reach the builder, -L shows its lines, --keep-going names every failure, --show-trace the whole trace', async () => {
+    // A new nonce each run, so the probes really build (the lab's other tests share the store).
+    const nonce = `${path.basename(workDir)}-${Date.now()}`;
+    write('probe.nix', `{ pkgs, ... }: { imports = [ ./configuration.nix ]; environment.etc."cores".source = pkgs.runCommand "cores-probe" { nonce = "${nonce}"; } "echo probe-line cores=$NIX_BUILD_CORES; echo $NIX_BUILD_CORES > $out"; }\n`);
+    const reporter = createCollectingReporter();
+    const probed = await buildToplevel(
+      request('probe.nix', { host: 'pi1-probe', nixOptions: { cores: 3, printBuildLogs: true, settings: { 'max-silent-time': '600' } } }),
+      createBaseContext({ reporter }),
+    );
+    expect(readFileSync(path.join(probed.outPath, 'etc', 'cores'), 'utf8').trim()).toBe('3');
+    expect(reporter.events).toContainEqual({ type: 'log', level: 'info', host: 'pi1-probe', message: 'cores-probe> probe-line cores=3' });
+    // Later builds of this host (its bundle) get the same settings.
+    expect(probed.nixArguments).toEqual(['--cores', '3', '--option', 'max-silent-time', '600']);
+
+    // Two failing derivations and one that builds: --keep-going builds it and names both failures; without -L its lines stay in Nix's log.
+    write('failing.nix', `{ pkgs, ... }: { imports = [ ./configuration.nix ]; environment.systemPackages = [ (pkgs.runCommand "fails-first" { nonce = "${nonce}"; } "exit 3") (pkgs.runCommand "fails-second" { nonce = "${nonce}"; } "exit 4") (pkgs.runCommand "quiet-probe" { nonce = "${nonce}"; } "echo quiet-line; mkdir $out") ]; }\n`);
+    const quiet = createCollectingReporter();
+    const failed = await failure(buildToplevel(request('failing.nix', { host: 'pi1-failing', nixOptions: { keepGoing: true } }), createBaseContext({ reporter: quiet })));
+    expect(failed.code).toBe('PIDEPLOY_BUILD_FAILED');
+    expect(failed.message).toMatch(/^building fails-(first|second) failed \(.*; 1 more failed: fails-(first|second)$/u);
+    expect(failed.message).toContain('fails-first');
+    expect(failed.message).toContain('fails-second');
+    expect(quiet.events.some((event) => event.type === 'log' && event.message.includes('quiet-line'))).toBe(false);
+    expect(quiet.events.some((event) => event.type === 'build-progress' && event.current === 'quiet-probe')).toBe(true);
+
+    // An error deep in a function: Nix's advice without the trace, the whole trace (and the location) with it.
+    write('trace.nix', `{ ... }: let pick = name: throw "no wifi for \${name}"; in { imports = [ ./configuration.nix ]; environment.etc."wifi".text = pick "pi1"; }\n`);
+    const short = createCollectingReporter();
+    const untraced = await failure(buildToplevel(request('trace.nix', { host: 'pi1-trace' }), createBaseContext({ reporter: short })));
+    expect(untraced.code).toBe('PIDEPLOY_BUILD_EVAL_FAILED');
+    expect(untraced.message).toContain('no wifi for pi1');
+    expect(untraced.hint).toBe("Nix's message is above; rerun with --show-trace to see where the error comes from");
+    expect(short.events.some((event) => event.type === 'log' && event.message.includes("while evaluating 'pick'"))).toBe(false);
+    const long = createCollectingReporter();
+    const traced = await failure(buildToplevel(request('trace.nix', { host: 'pi1-trace', nixOptions: { showTrace: true } }), createBaseContext({ reporter: long })));
+    expect(traced.message).toContain('no wifi for pi1');
+    expect(traced.message).toContain('trace.nix:1:');
+    const trace = long.events.find((event) => event.type === 'log' && event.message.includes("while evaluating 'pick'"));
+    expect(trace).toBeDefined();
+    // The whole trace, not the last 25 lines: it goes from the error up to the configuration's modules.
+    expect((trace as { message: string }).message).toMatch(/^error: no wifi for pi1/mu);
+  });
+
   it('doctor reports this machine ready, and pinpoints a missing extra-platforms', async () => {
     const ready = await doctor({ env: nixEnv });
     expect(ready.ok).toBe(true);

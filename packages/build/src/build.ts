@@ -13,6 +13,7 @@ import {
 import { DEFAULT_PIN_NAME, localNixSystem, renderBuildExpression, type BuildMode } from './expression.js';
 import { createBuildLogTracker, derivationName } from './internal-json.js';
 import { DOCTOR_HINT, translateNixFailure } from './nix-errors.js';
+import { nixOptionArguments, type NixBuildOptions } from './nix-options.js';
 
 /** What {@link buildToplevel} builds. */
 export interface BuildToplevelRequest {
@@ -41,6 +42,8 @@ export interface BuildToplevelRequest {
   readonly env?: Readonly<Record<string, string | undefined>> | undefined;
   /** Skip the binfmt / extra-platforms check before an emulated build. */
   readonly skipPreflight?: boolean | undefined;
+  /** Nix settings of this build (`--show-trace`, `--keep-going`, `--max-jobs`, `--cores`, `-L`, `--option`). */
+  readonly nixOptions?: NixBuildOptions | undefined;
 }
 
 /** What {@link buildToplevel} produced: the build stage's artifact (`version: 1`, JSON-safe). */
@@ -57,7 +60,7 @@ export interface BuildToplevelResult {
   readonly outPath: string;
   /** The GC root pointing at outPath, if a state dir was given. */
   readonly gcRoot: string | undefined;
-  /** Extra nix-build arguments of the mode (builders etc.), for later builds of the same host. */
+  /** Extra nix-build arguments (the request's Nix options, then the mode's: builders etc.), for later builds of the same host. */
   readonly nixArguments: readonly string[];
   /** Derivations built in this run, with where (`''` = here, else the builder's URI). */
   readonly built: readonly { readonly drvPath: string; readonly machine: string }[];
@@ -101,6 +104,9 @@ export async function buildToplevel(request: BuildToplevelRequest, context: Pide
   const started = Date.now();
   const host = request.host ?? 'default';
   const env = pinnedNixEnv(request.env);
+  // Checked before any work: a setting Nix could misread stops the build here.
+  const optionArguments = nixOptionArguments(request.nixOptions);
+  const showTrace = request.nixOptions?.showTrace === true;
   const emit = context.reporter.emit.bind(context.reporter);
 
   // The emulation check (binfmt, extra-platforms: a `nix show-config`) runs while Nix evaluates,
@@ -136,6 +142,7 @@ export async function buildToplevel(request: BuildToplevelRequest, context: Pide
 
   const instantiateArgs = [
     ...NO_SEARCH_PATH_ARGUMENTS,
+    ...optionArguments.evaluation,
     ...(gcRoot === undefined ? [] : ['--add-root', `${gcRoot}.drv`, '--indirect']),
     '-E',
     expression,
@@ -153,16 +160,19 @@ export async function buildToplevel(request: BuildToplevelRequest, context: Pide
       system: request.system,
       doing: `evaluating ${host}'s configuration`,
     });
-    emit({ type: 'log', level: 'info', host, message: tailLines(instantiated.stderr.replace(/^warning: you did not specify '--add-root'.*\n/mu, '')) });
+    // With --show-trace the whole trace is what was asked for; otherwise its end says enough.
+    const stderr = instantiated.stderr.replace(/^warning: you did not specify '--add-root'.*\n/mu, '');
+    emit({ type: 'log', level: 'info', host, message: showTrace ? stderr.replace(/\s+$/u, '') : tailLines(stderr) });
     throw error;
   }
   // With --add-root nix-instantiate prints the root's path, which links to the derivation.
   const drvLine = instantiated.stdout.trim().split('\n').pop() ?? '';
   const drvPath = gcRoot === undefined ? drvLine : await readlink(drvLine);
 
-  const nixArguments = buildModeArguments(request.mode, request.builders);
+  // The mode's arguments come last: builders mode keeps its --max-jobs 0 whatever the options say.
+  const nixArguments = [...optionArguments.build, ...buildModeArguments(request.mode, request.builders)];
   const buildArgs = [...nixArguments, ...(gcRoot === undefined ? ['--no-out-link'] : ['--out-link', gcRoot]), drvPath];
-  const tracker = createBuildLogTracker({ host, emit });
+  const tracker = createBuildLogTracker({ host, emit, printBuildLogs: request.nixOptions?.printBuildLogs });
   const built = await nixBuild(buildArgs, { env, signal: context.signal, onStderrLine: (line) => tracker.handleLine(line) });
   tracker.ensureStarted();
   const summary = tracker.summary();
@@ -181,9 +191,12 @@ export async function buildToplevel(request: BuildToplevelRequest, context: Pide
     const logTail = summary.logTail.join('\n');
     if (logTail !== '') emit({ type: 'log', level: 'info', host, message: `last ${summary.logTail.length} log lines of ${derivationName(failed)}:\n${logTail}` });
     const platformError = /Exec format error/u.test(logTail + errorText);
+    // --keep-going: every derivation that failed is named, the first one's log shown.
+    const others = summary.failedDerivations.slice(1);
+    const alsoFailed = others.length === 0 ? '' : `; ${others.length} more failed: ${others.map(derivationName).join(', ')}`;
     throw new PideployError({
       code: platformError ? 'PIDEPLOY_BUILD_NO_EMULATION' : 'PIDEPLOY_BUILD_FAILED',
-      message: `building ${derivationName(failed)} failed (${failed}): ${summary.errors[0]?.replace(/^builder for '[^']+' /u, '') ?? 'see its log'}`,
+      message: `building ${derivationName(failed)} failed (${failed}): ${summary.errors[0]?.replace(/^builder for '[^']+' /u, '') ?? 'see its log'}${alsoFailed}`,
       hint: platformError
         ? DOCTOR_HINT
         : `its last log lines are above; see the whole log with: nix log ${failed}`,

@@ -52,3 +52,11 @@ export {
 } from './build.js';
 // Kept here for callers of the build stage; they live in @pideploy/nix (the bundle stage uses them too).
 export { NO_SEARCH_PATH_ARGUMENTS, pinnedNixEnv } from '@pideploy/nix';
+export {
+  checkNixSetting,
+  nixOptionArguments,
+  parseMaxJobs,
+  parseNixSetting,
+  type NixBuildOptions,
+  type NixOptionArguments,
+} from './nix-options.js';

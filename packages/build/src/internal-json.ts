@@ -84,8 +84,10 @@ export interface BuildLogSummary {
   readonly plannedFetches: readonly string[];
   /** Derivations that started building, with the machine (`''` = this machine, else e.g. `ssh://root@pi1`). */
   readonly builds: readonly { readonly drvPath: string; readonly machine: string }[];
-  /** The derivation whose builder failed, if any. */
+  /** The derivation whose builder failed first, if any. */
   readonly failedDerivation: string | undefined;
+  /** Every derivation whose builder failed, in order (more than one with `--keep-going`). */
+  readonly failedDerivations: readonly string[];
   /** The last lines (at most 25) of the failed derivation's log, or of the last build's log. */
   readonly logTail: readonly string[];
   /** Nix's error messages (`error: …`), without colours. */
@@ -100,6 +102,8 @@ export interface BuildLogTrackerOptions {
   readonly emit: (event: DeployEvent) => void;
   /** Log lines kept per derivation (default 25). */
   readonly tailLength?: number | undefined;
+  /** Emit every build log line as an `info` log event, `<derivation name>> <line>` (`nix-build -L`). */
+  readonly printBuildLogs?: boolean | undefined;
 }
 
 /** Turns internal-json lines into build events, and remembers what a failure report needs. */
@@ -139,7 +143,12 @@ export function createBuildLogTracker(options: BuildLogTrackerOptions): BuildLog
   let current: string | undefined;
   let lastProgress = '';
   let lastLogId: number | undefined;
-  let failedDerivation: string | undefined;
+  const failedDerivations: string[] = [];
+  const printLine = (id: number | undefined, text: string): void => {
+    if (options.printBuildLogs !== true || id === undefined) return;
+    const drvPath = buildIds.get(id);
+    options.emit({ type: 'log', level: 'info', message: `${drvPath === undefined ? 'nix' : derivationName(drvPath)}> ${text}`, ...host });
+  };
 
   const ensureStarted = (): void => {
     if (started) return;
@@ -174,7 +183,7 @@ export function createBuildLogTracker(options: BuildLogTrackerOptions): BuildLog
         if (entry.level === 0) {
           errors.push(entry.msg.replace(/^error: /u, ''));
           const failed = BUILDER_FAILED.exec(entry.msg);
-          if (failed !== null && failedDerivation === undefined) failedDerivation = failed[1];
+          if (failed?.[1] !== undefined && !failedDerivations.includes(failed[1])) failedDerivations.push(failed[1]);
         } else if (entry.level <= 1 && text !== '') {
           options.emit({ type: 'log', level: 'warn', message: text.replace(/^warning: /u, ''), ...host });
         }
@@ -183,6 +192,7 @@ export function createBuildLogTracker(options: BuildLogTrackerOptions): BuildLog
       listing = undefined;
       if (entry.action === 'text') {
         if (lastLogId !== undefined) logs.get(lastLogId)?.push(entry.text);
+        printLine(lastLogId, entry.text);
         return;
       }
       if (entry.action === 'start') {
@@ -212,7 +222,9 @@ export function createBuildLogTracker(options: BuildLogTrackerOptions): BuildLog
       // result
       if ((entry.type === NixResultType.buildLogLine || entry.type === NixResultType.postBuildLogLine) && logs.has(entry.id)) {
         const log = logs.get(entry.id) ?? [];
-        log.push(stripAnsi(String(entry.fields[0] ?? '')));
+        const text = stripAnsi(String(entry.fields[0] ?? ''));
+        log.push(text);
+        printLine(entry.id, text);
         if (log.length > tailLength * 4) log.splice(0, log.length - tailLength);
         lastLogId = entry.id;
       } else if (entry.type === NixResultType.progress && entry.id === buildsActivity) {
@@ -224,6 +236,7 @@ export function createBuildLogTracker(options: BuildLogTrackerOptions): BuildLog
     ensureStarted,
     summary(): BuildLogSummary {
       let logId: number | undefined;
+      const failedDerivation = failedDerivations[0];
       if (failedDerivation !== undefined) {
         for (const [id, drvPath] of buildIds) if (drvPath === failedDerivation) logId = id;
       }
@@ -234,6 +247,7 @@ export function createBuildLogTracker(options: BuildLogTrackerOptions): BuildLog
         plannedFetches: [...plannedFetches],
         builds: builds.map((build) => ({ ...build })),
         failedDerivation,
+        failedDerivations: [...failedDerivations],
         logTail: log.slice(-tailLength),
         errors: [...errors],
       };

@@ -78,7 +78,12 @@ export function translateNixFailure(failure: NixFailureContext): PideployError {
   return new PideployError({
     code: 'PIDEPLOY_BUILD_EVAL_FAILED',
     message: `${failure.doing} failed: ${nixErrorHeadline(text)}${location !== undefined && !nixErrorHeadline(text).includes(location) ? ` (${location})` : ''}`,
-    hint: location === undefined ? 'Nix\'s message is above; rerun with --verbose for its full output' : `fix ${location.replace(/:\d+:\d+$/u, '')}; Nix's full message is above`,
+    hint:
+      location !== undefined
+        ? `fix ${location.replace(/:\d+:\d+$/u, '')}; Nix's full message is above`
+        : /use '--show-trace'/u.test(text)
+          ? "Nix's message is above; rerun with --show-trace to see where the error comes from"
+          : "Nix's message is above; rerun with --verbose for its full output",
     commandFailure,
   });
 }

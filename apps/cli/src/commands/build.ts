@@ -13,7 +13,7 @@ import { renderPlannedBundleExpression, type BundlePlan } from '@pideploy/bundle
 import { PideployError } from '@pideploy/core';
 import { createHostBuilder, loadConfigIfPresent, selectHosts, type HostBuildSpec, type ResolvedConfig } from '@pideploy/sdk';
 import type { CommandInvocation, CommandResult } from '../command.js';
-import { stringFlag } from '../flags.js';
+import { nixBuildFlags, stringFlag } from '../flags.js';
 
 /** One host to build, resolved from pideploy.json and/or flags. */
 export interface BuildTarget {
@@ -81,10 +81,12 @@ export function resolveBuildTargets(
 }
 
 /**
- * `pideploy build [host…] [--print-expr] [--system S] [--mode M] [--configuration FILE] [--pins FILE]`:
- * builds each host's toplevel, then its bundle, and prints the bundle store paths (like nix-build).
+ * `pideploy build [host…] [--print-expr] [--system S] [--mode M] [--configuration FILE] [--pins FILE]`
+ * (and the Nix settings flags, see nixBuildFlags): builds each host's toplevel, then its bundle,
+ * and prints the bundle store paths (like nix-build).
  */
 export async function buildCommand(invocation: CommandInvocation): Promise<CommandResult> {
+  const nixOptions = nixBuildFlags(invocation);
   const config =
     await loadConfigIfPresent({ cwd: invocation.io.cwd, configFile: invocation.global.config });
   const targets = resolveBuildTargets(
@@ -113,7 +115,7 @@ export async function buildCommand(invocation: CommandInvocation): Promise<Comma
     });
   }
   const pinName = stringFlag(invocation, 'pin') ?? DEFAULT_PIN_NAME;
-  const builder = createHostBuilder({ projectDir, pinsFile, pinName, env: invocation.io.env });
+  const builder = createHostBuilder({ projectDir, pinsFile, pinName, env: invocation.io.env, nixOptions });
   const specs = targets.map((target) => ({ name: target.name, configuration: target.configuration, system: target.system, buildMode: target.mode, builders: target.builders }));
   // Missing or outside files of every host fail here, before any Nix work.
   const plans = await Promise.all(specs.map((spec) => builder.plan(spec)));

@@ -4,7 +4,7 @@ import type { CommandInvocation, CommandResult } from '../command.js';
 import { describeHostFailure, formatDuration } from '../render.js';
 import { confirmHosts } from '../confirm.js';
 import { sudoOptions } from '../sudo-password.js';
-import { healthCheckFlags, hostSelectors, integerFlag, rebootFlags, stringFlag } from '../flags.js';
+import { healthCheckFlags, hostSelectors, integerFlag, nixBuildFlags, rebootFlags, stringFlag } from '../flags.js';
 
 const ACTIONS: readonly ActivationAction[] = ['switch', 'boot', 'test', 'dry-activate'];
 /** The code of a host a failed canary or --max-failures held back. */
@@ -101,7 +101,8 @@ export function describeDeployResult(result: DeployResult, options: { readonly r
 
 /**
  * `pideploy deploy [host…|--on @tag] [--action A] [--parallel N] [--confirm-timeout S]
- * [--no-rollback] [--health-check-* …] [--reboot [--reboot-timeout S]] [--dry-run] [--force]`: build, bundle, diff,
+ * [--no-rollback] [--health-check-* …] [--reboot [--reboot-timeout S]] [--dry-run] [--force]` (and
+ * the Nix settings flags of the builds, see nixBuildFlags): build, bundle, diff,
  * copy and activate every selected host (and reboot it into the new system), asking the sudo
  * password once per login user before the slow work.
  */
@@ -111,6 +112,7 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
     throw new PideployError({ code: 'PIDEPLOY_USAGE', message: `--action must be one of ${ACTIONS.join(', ')}, not "${action}"`, hint: 'pideploy deploy pi1 --action test' });
   }
   const reboot = rebootFlags(invocation);
+  const nixOptions = nixBuildFlags(invocation);
   const config = await loadConfig({ cwd: invocation.io.cwd, configFile: invocation.global.config });
   const canaryFlag = invocation.flags['canary'];
   let selected = selectHosts(config, hostSelectors(invocation));
@@ -175,6 +177,7 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
       sudoPassword: sudo.password,
       sudoPasswordProvider: sudo.passwordProvider,
       env: invocation.io.env,
+      nixOptions,
       cache: useCache ? config.cache : undefined,
     },
     invocation.context,

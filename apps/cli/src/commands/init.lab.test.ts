@@ -1,12 +1,12 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdtemp, readdir, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rename, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { LAB_SUDO_PASSWORD, labDown, labExec, labUp, type LabStatus } from '@pideploy/lab';
 import { describeLab, sshLoginCount, sudoCommandsOf, sudoLogFrom, sudoPasswordChecksFrom } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { runBuiltPideploy } from '../testing/built-cli.js';
+import { runBuiltPideploy, runBuiltPideployWithLabSudo } from '../testing/built-cli.js';
 
 
 const pideploy = (args: readonly string[], cwd: string, env: NodeJS.ProcessEnv) => runBuiltPideploy(args, { cwd, env });
@@ -105,6 +105,39 @@ describeLab('pideploy init --lab && pideploy build pi1 (real nix, the lab mini-n
     expect(byHand.status).toBe(0);
     const log = await labExec('pi1', ['tail', '-n', '1', '/etc/lab-activations.log']);
     expect(log.stdout).toContain(`test ${toplevel}`);
+  });
+
+  it('passes the Nix settings of build and deploy through: -L, --option, --cores, --show-trace', async () => {
+    const project = path.join(workDir, 'nix-settings');
+    expect((await pideploy(['init', project, '--lab'], workDir, process.env)).code).toBe(0);
+    await rename(path.join(project, 'configuration.nix'), path.join(project, 'base.nix'));
+    await writeFile(path.join(project, 'configuration.nix'), '{ ... }: { imports = [ ./base.nix ./probe.nix ]; }\n');
+    // A new nonce each time, so the probe really builds.
+    const probe = (nonce: string) =>
+      writeFile(path.join(project, 'probe.nix'), `{ pkgs, ... }: { environment.etc."cores".source = pkgs.runCommand "cores-probe" { nonce = "${nonce}"; } "echo probe-line cores=$NIX_BUILD_CORES; echo $NIX_BUILD_CORES > $out"; }\n`);
+
+    await probe(`build-${Date.now()}`);
+    const build = await pideploy(['build', 'pi1', '-L', '--option', 'cores=2'], project, env);
+    expect(build.stderr).not.toContain('pideploy:');
+    expect(build.code).toBe(0);
+    expect(build.stderr).toContain('[pi1] cores-probe> probe-line cores=2\n');
+    expect(readFileSync(path.join(build.stdout.trim(), 'toplevel', 'etc', 'cores'), 'utf8')).toBe('2\n');
+
+    await probe(`deploy-${Date.now()}`);
+    const deploy = await runBuiltPideployWithLabSudo(['deploy', 'pi1', '--dry-run', '--print-build-logs', '--cores', '1'], { cwd: project, env });
+    expect(deploy.stderr).not.toContain('pideploy:');
+    expect(deploy.code).toBe(0);
+    expect(deploy.stderr).toContain('[pi1] cores-probe> probe-line cores=1\n');
+
+    await writeFile(path.join(project, 'probe.nix'), '{ ... }: let pick = name: throw "no wifi for ${name}"; in { environment.etc."wifi".text = pick "pi1"; }\n');
+    const untraced = await pideploy(['build', 'pi1'], project, env);
+    expect(untraced.code).toBe(1);
+    expect(untraced.stderr).toContain("hint: Nix's message is above; rerun with --show-trace to see where the error comes from\n");
+    expect(untraced.stderr).not.toContain("while evaluating 'pick'");
+    const traced = await runBuiltPideployWithLabSudo(['deploy', 'pi1', '--show-trace'], { cwd: project, env });
+    expect(traced.code).toBe(1);
+    expect(traced.stderr).toContain("while evaluating 'pick'");
+    expect(traced.stderr).toMatch(/probe\.nix:1:\d+/u);
   });
 
   it('refuses to overwrite an existing project and writes nothing', async () => {
