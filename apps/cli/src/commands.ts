@@ -160,10 +160,11 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     path: ['build'],
     takesHosts: true,
-    usage: 'build [host…] [--print-expr] [--system S] [--mode emulated|cross|builders] [--configuration FILE] [--pins FILE] [--show-trace] [-L] [-k] [-j N] [--option NAME=VALUE]',
+    usage: 'build [host…] [--dry-run] [--print-expr] [--system S] [--mode emulated|cross|builders] [--configuration FILE] [--pins FILE] [--show-trace] [-L] [-k] [-j N] [--option NAME=VALUE]',
     summary: 'build each host\'s NixOS system from the pinned nixpkgs and its bundle; prints the bundle store path(s)',
     example: 'pideploy build pi1',
     flags: {
+      'dry-run': { type: 'boolean', description: "evaluate every host and say what a build would build and fetch, building nothing (nixos-rebuild dry-build); exit 1 if a host's configuration fails" },
       'print-expr': { type: 'boolean', description: 'print the Nix expression instead of building (nix-build it for the same path)' },
       system: { type: 'string', valueName: 'S', description: 'target system (default: pideploy.json, else aarch64-linux)' },
       mode: { type: 'string', valueName: 'M', description: 'emulated (qemu binfmt) | cross | builders (Nix remote builders)' },

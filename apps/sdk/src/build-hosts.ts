@@ -3,11 +3,14 @@ import { createBaseContext, PideployError, type PideployContext } from '@pideplo
 import {
   DEFAULT_PIN_NAME,
   buildToplevel,
+  dryBuildToplevel,
   localNixSystem,
   parseRemoteBuilder,
   renderBuildersSpec,
   type BuildMode,
+  type BuildToplevelRequest,
   type BuildToplevelResult,
+  type DryBuildResult,
   type NixBuildOptions,
   type RemoteBuilder,
 } from '@pideploy/build';
@@ -67,6 +70,11 @@ export interface HostBuilder {
   bundle(host: HostBuildSpec, toplevel: BuildToplevelResult, context?: PideployContext): Promise<BuildBundleResult>;
   /** Toplevel (shared) and the host's own bundle around it. */
   build(host: HostBuildSpec, context?: PideployContext): Promise<HostBuild>;
+  /**
+   * What building the host's system would do (`nixos-rebuild dry-build`): evaluated once per
+   * distinct configuration, nothing built or rooted (see `dryBuildToplevel`).
+   */
+  dryBuild(host: HostBuildSpec, context?: PideployContext): Promise<DryBuildResult>;
 }
 
 function parsedBuilders(builders: HostBuildSpec['builders']): readonly RemoteBuilder[] {
@@ -280,6 +288,21 @@ export function createHostBuilder(options: HostBuilderOptions): HostBuilder {
     for (const key of keys) if (!running.has(key)) startBatch(key);
   };
 
+  const toplevelRequest = (host: HostBuildSpec): BuildToplevelRequest => ({
+    host: host.name,
+    pinsFile: options.pinsFile,
+    pinName,
+    configuration: host.configuration,
+    system: host.system,
+    mode: host.buildMode,
+    buildPlatform: localNixSystem(),
+    builders: parsedBuilders(host.builders),
+    env: options.env,
+    nixOptions: options.nixOptions,
+  });
+  // One dry build per distinct configuration; the other hosts of it get its answer under their name.
+  const dryBuilds = new Map<string, Promise<DryBuildResult>>();
+
   const builder: HostBuilder = {
     plan: planFor,
     buildToplevel: async (host, context = createBaseContext()) => {
@@ -290,22 +313,7 @@ export function createHostBuilder(options: HostBuilderOptions): HostBuilder {
         return { toplevel: await waitFor(existing, context.signal, host.name), sharedWith: existing.owner };
       }
       const stop = new AbortController();
-      const result = buildToplevel(
-        {
-          host: host.name,
-          pinsFile: options.pinsFile,
-          pinName,
-          configuration: host.configuration,
-          system: host.system,
-          mode: host.buildMode,
-          buildPlatform: localNixSystem(),
-          builders: parsedBuilders(host.builders),
-          stateDir,
-          env: options.env,
-          nixOptions: options.nixOptions,
-        },
-        { reporter: context.reporter, signal: stop.signal },
-      );
+      const result = buildToplevel({ ...toplevelRequest(host), stateDir }, { reporter: context.reporter, signal: stop.signal });
       const build: SharedBuild = { key, owner: host.name, result, stop, waiting: 0, settled: false };
       toplevels.set(key, build);
       // A failed (or stopped) build is not cached: the next host (or a retry) builds again.
@@ -327,6 +335,16 @@ export function createHostBuilder(options: HostBuilderOptions): HostBuilder {
     build: async (host, context = createBaseContext()) => {
       const { toplevel, sharedWith } = await builder.buildToplevel(host, context);
       return { host: host.name, toplevel, bundle: await builder.bundle(host, toplevel, context), sharedWith };
+    },
+    dryBuild: async (host, context = createBaseContext()) => {
+      const key = toplevelBuildKey(host);
+      let dry = dryBuilds.get(key);
+      if (dry === undefined) {
+        dry = dryBuildToplevel(toplevelRequest(host), context);
+        dryBuilds.set(key, dry);
+        dry.catch(() => dryBuilds.delete(key));
+      }
+      return { ...(await dry), host: host.name };
     },
   };
   return builder;

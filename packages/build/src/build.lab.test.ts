@@ -1,12 +1,12 @@
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { PideployError, createBaseContext, createCollectingReporter } from '@pideploy/core';
 import { labDown, labExec, labLocalNixEnv, labUp, type LabStatus } from '@pideploy/lab';
 import { describeLab } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { buildToplevel, type BuildToplevelRequest } from './build.js';
+import { buildToplevel, dryBuildToplevel, type BuildToplevelRequest } from './build.js';
 import { doctor } from './doctor.js';
 import { renderBuildExpression } from './expression.js';
 
@@ -200,6 +200,28 @@ describeLab('buildToplevel against real nix and the lab', () => {
     expect(trace).toBeDefined();
     // The whole trace, not the last 25 lines: it goes from the error up to the configuration's modules.
     expect((trace as { message: string }).message).toMatch(/^error: no wifi for pi1/mu);
+  });
+
+  it('dry-builds: says what a build would build, building and rooting nothing; after the build, that it is built', async () => {
+    write('dry.nix', `{ pkgs, ... }: { imports = [ ./configuration.nix ]; environment.etc."dry".text = "${path.basename(workDir)}-${Date.now()}"; }\n`);
+    const stateDir = path.join(workDir, 'dry-state');
+    const dry = await dryBuildToplevel(request('dry.nix', { host: 'pi1-dry', stateDir }));
+    expect(dry.built).toBe(false);
+    expect(dry.derivationsToBuild.map((drvPath) => path.basename(drvPath).slice(33))).toContain('etc-dry.drv');
+    expect(dry.derivationsToBuild).toContain(dry.drvPath);
+    expect(spawnSync('nix-store', ['--check-validity', dry.outPath], { env }).status).not.toBe(0);
+    expect(existsSync(stateDir)).toBe(false);
+
+    const built = await buildToplevel(request('dry.nix', { host: 'pi1-dry' }));
+    expect(built.outPath).toBe(dry.outPath);
+    expect(built.drvPath).toBe(dry.drvPath);
+    const again = await dryBuildToplevel(request('dry.nix', { host: 'pi1-dry' }));
+    expect(again).toMatchObject({ built: true, derivationsToBuild: [], pathsToFetch: [], outPath: built.outPath });
+
+    // An evaluation error is the same error a build gives.
+    write('dry-broken.nix', '{ ... }: { x = ; }\n');
+    const broken = await failure(dryBuildToplevel(request('dry-broken.nix')));
+    expect(broken.code).toBe('PIDEPLOY_BUILD_EVAL_FAILED');
   });
 
   it('doctor reports this machine ready, and pinpoints a missing extra-platforms', async () => {

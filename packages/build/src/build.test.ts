@@ -5,6 +5,7 @@ import { localNixSystem, renderBuildExpression } from './expression.js';
 import { createBuildLogTracker, derivationName } from './internal-json.js';
 import { nixPath, nixString } from '@pideploy/nix';
 import { translateNixFailure } from './nix-errors.js';
+import { derivationOutPath } from './build.js';
 import type { DeployEvent } from '@pideploy/core';
 
 describe('renderBuildExpression', () => {
@@ -100,5 +101,14 @@ describe('doctor parsers', () => {
     expect(renderBuildersSpec([builder])).toBe('ssh://root@pi1 aarch64-linux /k 2 1 -');
     expect(buildModeArguments('builders', [builder])).toEqual(expect.arrayContaining(['--max-jobs', '0', 'builders-use-substitutes']));
     expect(buildModeArguments('emulated')).toEqual([]);
+  });
+});
+
+describe('derivationOutPath', () => {
+  it('reads the out path of a derivation file (written by Nix 2.8)', () => {
+    const drv =
+      'Derive([("out","/nix/store/kqws6czlbyvzq4jbzc36wwwvy6dj4mcb-dr-b","","")],[("/nix/store/c8kq6z54ydapmlwdf6wwlgf60k7qvvi0-dr-a-1796672793.drv",["out"])],[],"x86_64-linux","/bin/sh",["-c","cat /nix/store/375h2b9jz5ydpa2581rz6rsb6kii32mh-dr-a-1796672793 > $out"],[("builder","/bin/sh"),("name","dr-b"),("out","/nix/store/kqws6czlbyvzq4jbzc36wwwvy6dj4mcb-dr-b"),("system","x86_64-linux")])';
+    expect(derivationOutPath(drv)).toBe('/nix/store/kqws6czlbyvzq4jbzc36wwwvy6dj4mcb-dr-b');
+    expect(derivationOutPath('not a derivation')).toBeUndefined();
   });
 });

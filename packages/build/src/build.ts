@@ -1,4 +1,4 @@
-import { readlink } from 'node:fs/promises';
+import { readFile, readlink } from 'node:fs/promises';
 import path from 'node:path';
 import { PideployError, createBaseContext, tailLines, type PideployContext } from '@pideploy/core';
 import { NO_SEARCH_PATH_ARGUMENTS, ensureStateDir, gcRootPath, nixBuild, nixInstantiate, pinnedNixEnv } from '@pideploy/nix';
@@ -91,6 +91,62 @@ export async function preflightEmulation(
   return failed;
 }
 
+/** What {@link evaluateExpression} needs besides the request. */
+interface EvaluationSettings {
+  readonly host: string;
+  readonly env: Readonly<Record<string, string | undefined>>;
+  /** Root the derivation at `<gcRoot>.drv` (undefined: no root). */
+  readonly gcRoot: string | undefined;
+  readonly signal: AbortSignal;
+  /** Awaited before the evaluation's outcome counts (the emulation check wins over it). */
+  readonly settled: Promise<void>;
+}
+
+/**
+ * Evaluates the host's generated expression once (`nix-instantiate`, NIX_PATH empty, the
+ * request's evaluation settings) into the toplevel's derivation; an error is translated, and Nix's
+ * output shown (all of it with `--show-trace`, else its end).
+ */
+async function evaluateExpression(request: BuildToplevelRequest, context: PideployContext, settings: EvaluationSettings): Promise<{ expression: string; drvPath: string }> {
+  const expression = renderBuildExpression({
+    pinsFile: request.pinsFile,
+    pinName: request.pinName ?? DEFAULT_PIN_NAME,
+    configuration: request.configuration,
+    system: request.system,
+    mode: request.mode,
+    buildPlatform: request.buildPlatform,
+  });
+  const { gcRoot, host } = settings;
+  const instantiateArgs = [
+    ...NO_SEARCH_PATH_ARGUMENTS,
+    ...nixOptionArguments(request.nixOptions).evaluation,
+    ...(gcRoot === undefined ? [] : ['--add-root', `${gcRoot}.drv`, '--indirect']),
+    '-E',
+    expression,
+  ];
+  const instantiated = await nixInstantiate(instantiateArgs, { env: settings.env, signal: settings.signal }).catch(async (error: unknown) => {
+    await settings.settled;
+    throw error;
+  });
+  await settings.settled;
+  if (instantiated.exitCode !== 0) {
+    const error = translateNixFailure({
+      command: instantiated.command,
+      exitCode: instantiated.exitCode,
+      stderr: instantiated.stderr,
+      system: request.system,
+      doing: `evaluating ${host}'s configuration`,
+    });
+    // With --show-trace the whole trace is what was asked for; otherwise its end says enough.
+    const stderr = instantiated.stderr.replace(/^warning: you did not specify '--add-root'.*\n/mu, '');
+    context.reporter.emit({ type: 'log', level: 'info', host, message: request.nixOptions?.showTrace === true ? stderr.replace(/\s+$/u, '') : tailLines(stderr) });
+    throw error;
+  }
+  // With --add-root nix-instantiate prints the root's path, which links to the derivation.
+  const drvLine = instantiated.stdout.trim().split('\n').pop() ?? '';
+  return { expression, drvPath: gcRoot === undefined ? drvLine : await readlink(drvLine) };
+}
+
 /**
  * Builds the host's `config.system.build.toplevel` from the pinned nixpkgs: evaluates the
  * generated expression once (`nix-instantiate`, NIX_PATH empty), then realises the derivation
@@ -106,7 +162,6 @@ export async function buildToplevel(request: BuildToplevelRequest, context: Pide
   const env = pinnedNixEnv(request.env);
   // Checked before any work: a setting Nix could misread stops the build here.
   const optionArguments = nixOptionArguments(request.nixOptions);
-  const showTrace = request.nixOptions?.showTrace === true;
   const emit = context.reporter.emit.bind(context.reporter);
 
   // The emulation check (binfmt, extra-platforms: a `nix show-config`) runs while Nix evaluates,
@@ -129,45 +184,9 @@ export async function buildToplevel(request: BuildToplevelRequest, context: Pide
       : Promise.resolve();
   preflight.catch(() => undefined);
 
-  const expression = renderBuildExpression({
-    pinsFile: request.pinsFile,
-    pinName: request.pinName ?? DEFAULT_PIN_NAME,
-    configuration: request.configuration,
-    system: request.system,
-    mode: request.mode,
-    buildPlatform: request.buildPlatform,
-  });
   const gcRoot = request.stateDir === undefined ? undefined : gcRootPath(request.stateDir, host, 'toplevel');
   if (request.stateDir !== undefined && gcRoot !== undefined) await ensureStateDir(request.stateDir, path.relative(request.stateDir, path.dirname(gcRoot)));
-
-  const instantiateArgs = [
-    ...NO_SEARCH_PATH_ARGUMENTS,
-    ...optionArguments.evaluation,
-    ...(gcRoot === undefined ? [] : ['--add-root', `${gcRoot}.drv`, '--indirect']),
-    '-E',
-    expression,
-  ];
-  const instantiated = await nixInstantiate(instantiateArgs, { env, signal: evaluationSignal }).catch(async (error: unknown) => {
-    await preflight;
-    throw error;
-  });
-  await preflight;
-  if (instantiated.exitCode !== 0) {
-    const error = translateNixFailure({
-      command: instantiated.command,
-      exitCode: instantiated.exitCode,
-      stderr: instantiated.stderr,
-      system: request.system,
-      doing: `evaluating ${host}'s configuration`,
-    });
-    // With --show-trace the whole trace is what was asked for; otherwise its end says enough.
-    const stderr = instantiated.stderr.replace(/^warning: you did not specify '--add-root'.*\n/mu, '');
-    emit({ type: 'log', level: 'info', host, message: showTrace ? stderr.replace(/\s+$/u, '') : tailLines(stderr) });
-    throw error;
-  }
-  // With --add-root nix-instantiate prints the root's path, which links to the derivation.
-  const drvLine = instantiated.stdout.trim().split('\n').pop() ?? '';
-  const drvPath = gcRoot === undefined ? drvLine : await readlink(drvLine);
+  const { expression, drvPath } = await evaluateExpression(request, context, { host, env, gcRoot, signal: evaluationSignal, settled: preflight });
 
   // The mode's arguments come last: builders mode keeps its --max-jobs 0 whatever the options say.
   const nixArguments = [...optionArguments.build, ...buildModeArguments(request.mode, request.builders)];
@@ -218,5 +237,71 @@ export async function buildToplevel(request: BuildToplevelRequest, context: Pide
     nixArguments,
     built: summary.builds,
     durationMs,
+  };
+}
+
+/** What {@link dryBuildToplevel} found: what building the host's system would do (`version: 1`, JSON-safe). */
+export interface DryBuildResult {
+  readonly version: 1;
+  readonly host: string;
+  readonly system: string;
+  readonly mode: BuildMode;
+  /** The toplevel's derivation (evaluated, not rooted). */
+  readonly drvPath: string;
+  /** The system's store path, as a build would make it. */
+  readonly outPath: string;
+  /** Nothing to build or fetch: the system is in this machine's store already. */
+  readonly built: boolean;
+  /** Derivations a build would build (here, under emulation, or on the builders). */
+  readonly derivationsToBuild: readonly string[];
+  /** Paths a build would fetch from substituters. */
+  readonly pathsToFetch: readonly string[];
+  readonly durationMs: number;
+}
+
+/** The `out` path of a derivation file's text (ATerm: `Derive([("out","/nix/store/…",…`); pure. */
+export function derivationOutPath(drvText: string): string | undefined {
+  return /^Derive\(\[\("out","(\/[^"]+)"/u.exec(drvText)?.[1];
+}
+
+/**
+ * A dry build (`nixos-rebuild dry-build`): evaluates the host's configuration as
+ * {@link buildToplevel} does, then asks Nix what the build would build and fetch
+ * (`nix-build --dry-run`), building nothing and rooting nothing; no emulation check (nothing runs
+ * under qemu). For CI: every host's configuration evaluates, and what a build would cost.
+ * @throws PideployError `PIDEPLOY_BUILD_UNPINNED`, `PIDEPLOY_BUILD_MISSING_FILE`,
+ *   `PIDEPLOY_BUILD_EVAL_FAILED`, `PIDEPLOY_BUILD_FAILED` (Nix could not say).
+ */
+export async function dryBuildToplevel(request: BuildToplevelRequest, context: PideployContext = createBaseContext()): Promise<DryBuildResult> {
+  const started = Date.now();
+  const host = request.host ?? 'default';
+  const env = pinnedNixEnv(request.env);
+  const optionArguments = nixOptionArguments(request.nixOptions);
+  const { drvPath } = await evaluateExpression(request, context, { host, env, gcRoot: undefined, signal: context.signal, settled: Promise.resolve() });
+  const outPath = derivationOutPath(await readFile(drvPath, 'utf8'));
+  // Nix's plan only: its warnings are shown, its build events are not (nothing is built).
+  const tracker = createBuildLogTracker({ host, emit: (event) => (event.type === 'log' ? context.reporter.emit(event) : undefined) });
+  const args = [...optionArguments.build, ...buildModeArguments(request.mode, request.builders), '--dry-run', drvPath];
+  const asked = await nixBuild(args, { env, signal: context.signal, onStderrLine: (line) => tracker.handleLine(line) });
+  const summary = tracker.summary();
+  if (asked.exitCode !== 0 || outPath === undefined) {
+    throw new PideployError({
+      code: 'PIDEPLOY_BUILD_FAILED',
+      message: `Nix could not say what building ${host}'s system would do: ${summary.errors[0] ?? (outPath === undefined ? `${drvPath} names no out path` : 'see its output')}`,
+      hint: 'rerun with --verbose for its full output',
+      commandFailure: { command: asked.command, exitCode: asked.exitCode ?? undefined, stderrTail: tailLines(summary.errors.join('\n') || asked.stderr) },
+    });
+  }
+  return {
+    version: 1,
+    host,
+    system: request.system,
+    mode: request.mode,
+    drvPath,
+    outPath,
+    built: summary.plannedDerivations.length === 0 && summary.plannedFetches.length === 0,
+    derivationsToBuild: summary.plannedDerivations,
+    pathsToFetch: summary.plannedFetches,
+    durationMs: Date.now() - started,
   };
 }

@@ -45,10 +45,13 @@ export {
 } from './doctor.js';
 export {
   buildToplevel,
+  derivationOutPath,
+  dryBuildToplevel,
   gcRootPath,
   preflightEmulation,
   type BuildToplevelRequest,
   type BuildToplevelResult,
+  type DryBuildResult,
 } from './build.js';
 // Kept here for callers of the build stage; they live in @pideploy/nix (the bundle stage uses them too).
 export { NO_SEARCH_PATH_ARGUMENTS, pinnedNixEnv } from '@pideploy/nix';

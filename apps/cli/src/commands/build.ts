@@ -3,6 +3,7 @@ import path from 'node:path';
 import {
   BUILD_MODES,
   DEFAULT_PIN_NAME,
+  derivationName,
   localNixSystem,
   parseRemoteBuilder,
   renderBuildExpression,
@@ -10,10 +11,11 @@ import {
   type RemoteBuilder,
 } from '@pideploy/build';
 import { renderPlannedBundleExpression, type BundlePlan } from '@pideploy/bundle';
-import { PideployError } from '@pideploy/core';
-import { createHostBuilder, loadConfigIfPresent, selectHosts, type HostBuildSpec, type ResolvedConfig } from '@pideploy/sdk';
+import { PideployError, toPideployError } from '@pideploy/core';
+import { createHostBuilder, loadConfigIfPresent, selectHosts, type HostBuilder, type HostBuildSpec, type ResolvedConfig } from '@pideploy/sdk';
 import type { CommandInvocation, CommandResult } from '../command.js';
 import { nixBuildFlags, stringFlag } from '../flags.js';
+import { describeHostFailure } from '../render.js';
 
 /** One host to build, resolved from pideploy.json and/or flags. */
 export interface BuildTarget {
@@ -117,6 +119,10 @@ export async function buildCommand(invocation: CommandInvocation): Promise<Comma
   const pinName = stringFlag(invocation, 'pin') ?? DEFAULT_PIN_NAME;
   const builder = createHostBuilder({ projectDir, pinsFile, pinName, env: invocation.io.env, nixOptions });
   const specs = targets.map((target) => ({ name: target.name, configuration: target.configuration, system: target.system, buildMode: target.mode, builders: target.builders }));
+  if (invocation.flags['dry-run'] === true) {
+    if (invocation.flags['print-expr'] === true) throw new PideployError({ code: 'PIDEPLOY_USAGE', message: '--dry-run and --print-expr contradict each other', hint: 'give one of them' });
+    return await dryBuild(builder, specs, invocation);
+  }
   // Missing or outside files of every host fail here, before any Nix work.
   const plans = await Promise.all(specs.map((spec) => builder.plan(spec)));
   const printExpr = invocation.flags['print-expr'] === true;
@@ -140,4 +146,41 @@ export async function buildCommand(invocation: CommandInvocation): Promise<Comma
   }
   if (printExpr) return { value: { expressions }, text: expressions.join('\n') };
   return { value: { bundles: results }, text: results.map((result) => result.bundle).join('\n') };
+}
+
+/** One host of `pideploy build --dry-run`: what its build would do, or why it cannot be built. */
+export type DryBuildOutcome =
+  | { readonly host: string; readonly ok: true; readonly outPath: string; readonly built: boolean; readonly derivationsToBuild: readonly string[]; readonly pathsToFetch: readonly string[] }
+  | { readonly host: string; readonly ok: false; readonly error: ReturnType<PideployError['toJSON']> };
+
+/**
+ * `pideploy build --dry-run [host…]` (nixos-rebuild dry-build): every host's configuration is
+ * evaluated, even when another one fails, and Nix says what a build would build and fetch;
+ * nothing is built. Exit 1 when a host cannot be evaluated (for CI).
+ */
+async function dryBuild(builder: HostBuilder, specs: readonly HostBuildSpec[], invocation: CommandInvocation): Promise<CommandResult> {
+  const outcomes: DryBuildOutcome[] = [];
+  const lines: string[] = [];
+  for (const spec of specs) {
+    try {
+      await builder.plan(spec);
+      const dry = await builder.dryBuild(spec, invocation.context);
+      outcomes.push({ host: spec.name, ok: true, outPath: dry.outPath, built: dry.built, derivationsToBuild: dry.derivationsToBuild, pathsToFetch: dry.pathsToFetch });
+      lines.push(
+        dry.built
+          ? `${spec.name}: built already: ${dry.outPath}`
+          : `${spec.name}: would build ${dry.derivationsToBuild.length} derivation(s) and fetch ${dry.pathsToFetch.length} path(s) for ${dry.outPath}`,
+        ...dry.derivationsToBuild.map((drvPath) => `  ${derivationName(drvPath)}`),
+      );
+    } catch (error) {
+      // Ctrl-C stops the whole run; anything else is this host's failure, and the next one is evaluated.
+      if (invocation.context.signal.aborted) throw error;
+      const failure = toPideployError(error);
+      outcomes.push({ host: spec.name, ok: false, error: failure.toJSON() });
+      lines.push(describeHostFailure(spec.name, failure, 'FAILED: '));
+    }
+  }
+  const failed = outcomes.filter((outcome) => !outcome.ok).length;
+  if (failed > 0) lines.push(`${failed} of ${outcomes.length} host(s) cannot be built`);
+  return { value: { dryRun: outcomes }, text: lines.join('\n'), exitCode: failed > 0 ? 1 : 0 };
 }

@@ -140,6 +140,37 @@ describeLab('pideploy init --lab && pideploy build pi1 (real nix, the lab mini-n
     expect(traced.stderr).toMatch(/probe\.nix:1:\d+/u);
   });
 
+  it('build --dry-run evaluates every host, says what a build would do, builds nothing, and fails for a broken one (exit 1)', async () => {
+    const project = path.join(workDir, 'dry-run');
+    expect((await pideploy(['init', project, '--lab'], workDir, process.env)).code).toBe(0);
+    await writeFile(path.join(project, 'configuration.nix'), `{ ... }: { imports = [ ./hardware-configuration.nix ]; environment.etc."dry".text = "${Date.now()}"; }\n`);
+    await writeFile(path.join(project, 'broken.nix'), '{ ... }: { environment.etc."dry".text = 1 + "one"; }\n');
+    const configFile = path.join(project, 'pideploy.json');
+    const config = JSON.parse(readFileSync(configFile, 'utf8')) as { hosts: Record<string, { target: string; configuration: string }> };
+    config.hosts['pi2'] = { ...config.hosts['pi1']!, target: 'deploy@pi2' };
+    config.hosts['pi3'] = { ...config.hosts['pi1']!, target: 'deploy@pi3', configuration: './broken.nix' };
+    await writeFile(configFile, JSON.stringify(config));
+
+    const dry = await pideploy(['build', '--dry-run', '--json'], project, env);
+    expect(dry.code).toBe(1);
+    type Outcome = { host: string; ok: boolean; built?: boolean; outPath?: string; derivationsToBuild?: string[]; error?: { code: string; message: string } };
+    const outcomes = (JSON.parse(dry.stdout.trim().split('\n').at(-1) ?? '{}') as { result: { dryRun: Outcome[] } }).result.dryRun;
+    expect(outcomes.map((outcome) => [outcome.host, outcome.ok])).toEqual([['pi1', true], ['pi2', true], ['pi3', false]]);
+    expect(outcomes[0]).toMatchObject({ built: false, derivationsToBuild: expect.arrayContaining([expect.stringMatching(/-etc-dry\.drv$/u)]) });
+    expect(outcomes[1]?.outPath).toBe(outcomes[0]?.outPath);
+    expect(outcomes[2]?.error).toMatchObject({ code: 'PIDEPLOY_BUILD_EVAL_FAILED', message: expect.stringContaining('broken.nix') });
+    expect(spawnSync('nix-store', ['--check-validity', outcomes[0]!.outPath!], { env }).status).not.toBe(0);
+    expect(existsSync(path.join(project, '.pideploy', 'gcroots', 'pi1-toplevel'))).toBe(false);
+
+    const build = await pideploy(['build', 'pi1'], project, env);
+    expect(build.code).toBe(0);
+    // pi2 has pi1's configuration: built with it.
+    const again = await pideploy(['build', '--dry-run', 'pi2'], project, env);
+    expect(again.stderr).toBe('');
+    expect(again.code).toBe(0);
+    expect(again.stdout).toBe(`pi2: built already: ${outcomes[0]!.outPath!}\n`);
+  });
+
   it('refuses to overwrite an existing project and writes nothing', async () => {
     const project = path.join(workDir, 'existing');
     await pideploy(['init', project, '--lab'], workDir, process.env);
