@@ -1,4 +1,5 @@
-import { mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { PideployError } from '@pideploy/core';
@@ -77,6 +78,40 @@ describe('the record of deployments', () => {
     record = await readDeployRecord(config);
     expect(record.hosts['pi1']?.keys).toEqual(['/run/keys/wifi']);
     expect(record.hosts['pi2']?.keys).toEqual(['/run/keys/wifi']);
+  });
+
+  it('takes the record lock, so writers finishing at the same moment each add their hosts', async () => {
+    const config = project();
+    const names = Array.from({ length: 8 }, (_, index) => `pi${index + 1}`);
+    // Each reads the record, merges its host and writes it back: without the lock they all read the empty record.
+    await Promise.all([
+      ...names.slice(0, 6).map((host) => recordDeployResult(config, { version: 1, ok: true, results: [{ host, ok: true, phases: [] }] }, 'switch')),
+      recordInstalledKeys(config, new Map([['pi7', ['/run/keys/wifi']], ['pi8', ['/run/keys/token']]])),
+    ]);
+    const record = await readDeployRecord(config);
+    expect(Object.keys(record.hosts).sort()).toEqual(names);
+    expect(record.hosts['pi8']?.keys).toEqual(['/run/keys/token']);
+    expect(readdirSync(path.dirname(deployRecordFile(config))).filter((name) => name.startsWith('deployments'))).toEqual(['deployments.json']);
+  });
+
+  it("takes over a lock whose writer is gone, and waits for a live writer's", async () => {
+    const config = project();
+    const lock = `${deployRecordFile(config)}.lock`;
+    mkdirSync(path.dirname(lock), { recursive: true });
+    const gone = spawnSync('true').pid;
+    writeFileSync(lock, `${gone}\n`);
+    await recordDeployResult(config, { version: 1, ok: true, results: [{ host: 'pi1', ok: true, phases: [] }] }, 'switch');
+    expect(existsSync(lock)).toBe(false);
+
+    writeFileSync(lock, `${process.pid}\n`);
+    let written = false;
+    const waiting = recordDeployResult(config, { version: 1, ok: true, results: [{ host: 'pi2', ok: true, phases: [] }] }, 'switch').then(() => (written = true));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(written).toBe(false);
+    expect(Object.keys((await readDeployRecord(config)).hosts)).toEqual(['pi1']);
+    rmSync(lock);
+    await waiting;
+    expect(Object.keys((await readDeployRecord(config)).hosts).sort()).toEqual(['pi1', 'pi2']);
   });
 
   it('says how to fix a damaged record', async () => {

@@ -1,4 +1,4 @@
-import { readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PideployError } from '@pideploy/core';
 import { keyPath } from '@pideploy/keys';
@@ -76,23 +76,27 @@ export async function readDeployRecordOrEmpty(config: Pick<ResolvedConfig, 'dire
 
 /**
  * Records each host's outcome of a deployment (other hosts keep theirs): written to a temp file
- * beside it and renamed over it, so a reader never sees half a file.
+ * beside it and renamed over it, so a reader never sees half a file, under the record's lock, so
+ * a pideploy of the same project finishing at the same moment does not lose this one's hosts.
+ * @throws PideployError `PIDEPLOY_DEPLOY_RECORD_BUSY` when another writer holds the lock for 10 s.
  */
 export async function recordDeployResult(config: Pick<ResolvedConfig, 'directory'>, result: DeployResult, action: string, now: Date = new Date()): Promise<DeployRecord> {
-  const previous = await readDeployRecordOrEmpty(config);
-  const hosts: Record<string, HostDeployRecord> = { ...previous.hosts };
-  for (const host of result.results) {
-    const keys = keysAfter(previous.hosts[host.host]?.keys, host.keys?.map((key) => key.path) ?? [], host.keysRemoved?.map((file) => file.path) ?? []);
-    hosts[host.host] = {
-      ok: host.ok,
-      at: now.toISOString(),
-      action,
-      ...(host.error === undefined ? {} : { code: host.error.code }),
-      ...(host.bundle === undefined ? {} : { bundle: host.bundle }),
-      ...(keys.length === 0 ? {} : { keys }),
-    };
-  }
-  return writeDeployRecord(config, { version: 1, hosts });
+  return await withRecordLock(config, async () => {
+    const previous = await readDeployRecordOrEmpty(config);
+    const hosts: Record<string, HostDeployRecord> = { ...previous.hosts };
+    for (const host of result.results) {
+      const keys = keysAfter(previous.hosts[host.host]?.keys, host.keys?.map((key) => key.path) ?? [], host.keysRemoved?.map((file) => file.path) ?? []);
+      hosts[host.host] = {
+        ok: host.ok,
+        at: now.toISOString(),
+        action,
+        ...(host.error === undefined ? {} : { code: host.error.code }),
+        ...(host.bundle === undefined ? {} : { bundle: host.bundle }),
+        ...(keys.length === 0 ? {} : { keys }),
+      };
+    }
+    return writeDeployRecord(config, { version: 1, hosts });
+  });
 }
 
 /** The key files a host has after an upload: those it had and those installed, less those removed (sorted). */
@@ -106,14 +110,16 @@ function keysAfter(had: readonly string[] | undefined, installed: readonly strin
  * a host never deployed from here gets a record of its keys only).
  */
 export async function recordInstalledKeys(config: Pick<ResolvedConfig, 'directory'>, installed: ReadonlyMap<string, readonly string[]>, now: Date = new Date()): Promise<DeployRecord> {
-  const previous = await readDeployRecordOrEmpty(config);
-  const hosts: Record<string, HostDeployRecord> = { ...previous.hosts };
-  for (const [host, files] of installed) {
-    if (files.length === 0) continue;
-    const before = previous.hosts[host];
-    hosts[host] = { ...(before ?? { ok: true, at: now.toISOString(), action: 'upload-keys' }), keys: keysAfter(before?.keys, files, []) };
-  }
-  return writeDeployRecord(config, { version: 1, hosts });
+  return await withRecordLock(config, async () => {
+    const previous = await readDeployRecordOrEmpty(config);
+    const hosts: Record<string, HostDeployRecord> = { ...previous.hosts };
+    for (const [host, files] of installed) {
+      if (files.length === 0) continue;
+      const before = previous.hosts[host];
+      hosts[host] = { ...(before ?? { ok: true, at: now.toISOString(), action: 'upload-keys' }), keys: keysAfter(before?.keys, files, []) };
+    }
+    return writeDeployRecord(config, { version: 1, hosts });
+  });
 }
 
 /**
@@ -128,6 +134,77 @@ export function staleKeyPaths(record: DeployRecord, hosts: readonly ResolvedHost
     if (files.length > 0) stale.set(host.name, files);
   }
   return stale;
+}
+
+/** How long a writer waits for another one's lock before it gives up (a lock is held for milliseconds). */
+const RECORD_LOCK_WAIT_MS = 10_000;
+/** A lock older than this is left over by a writer that died (it is held for milliseconds). */
+const RECORD_LOCK_STALE_MS = 30_000;
+
+/**
+ * Runs `update` (read, merge, write the record) holding `deployments.json.lock` (made with
+ * O_EXCL, holding the writer's pid), so that two pideploy runs of one project finishing at the same
+ * moment each add their hosts instead of one losing the other's. A lock whose writer is gone (no
+ * such process, or older than {@link RECORD_LOCK_STALE_MS}) is taken over.
+ * @throws PideployError `PIDEPLOY_DEPLOY_RECORD_BUSY` when another writer holds it for too long.
+ */
+async function withRecordLock<T>(config: Pick<ResolvedConfig, 'directory'>, update: () => Promise<T>): Promise<T> {
+  const lock = `${deployRecordFile(config)}.lock`;
+  await ensureStateDir(projectStateDir(config.directory));
+  const deadline = Date.now() + RECORD_LOCK_WAIT_MS;
+  for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {
+    try {
+      const handle = await open(lock, 'wx');
+      try {
+        await handle.writeFile(`${process.pid}\n`);
+      } finally {
+        await handle.close();
+      }
+      break;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    }
+    if (await lockIsStale(lock)) {
+      // Whoever removes it first takes it over; the others find the new lock and wait.
+      await rm(lock, { force: true });
+      continue;
+    }
+    if (Date.now() > deadline) {
+      throw new PideployError({
+        code: 'PIDEPLOY_DEPLOY_RECORD_BUSY',
+        message: `another pideploy has held ${lock} for more than ${RECORD_LOCK_WAIT_MS / 1000} s`,
+        hint: `if no pideploy runs in this project, remove it: rm ${lock}`,
+      });
+    }
+    await new Promise((resolve) => setTimeout(resolve, delay));
+  }
+  try {
+    return await update();
+  } finally {
+    await rm(lock, { force: true });
+  }
+}
+
+/** Whether a record lock was left by a writer that is gone. */
+async function lockIsStale(lock: string): Promise<boolean> {
+  let text: string;
+  let age: number;
+  try {
+    text = await readFile(lock, 'utf8');
+    age = Date.now() - (await stat(lock)).mtimeMs;
+  } catch {
+    return false; // gone meanwhile: the next try takes it
+  }
+  if (age > RECORD_LOCK_STALE_MS) return true;
+  const pid = Number(text.trim());
+  // Written but not yet filled in: its writer is alive (it fills it right after making it).
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'ESRCH';
+  }
 }
 
 async function writeDeployRecord(config: Pick<ResolvedConfig, 'directory'>, record: DeployRecord): Promise<DeployRecord> {
