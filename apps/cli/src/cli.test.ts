@@ -92,6 +92,22 @@ describe('runCli', () => {
     });
   });
 
+  it('refuses a fleet rollback that cannot be done, before connecting (exit 2)', async () => {
+    const project = mkdtempSync(path.join(os.tmpdir(), 'pideploy-cli-rollback-'));
+    writeFileSync(path.join(project, 'pideploy.json'), JSON.stringify({ hosts: { pi1: { target: 'deploy@pi1.invalid', configuration: './c.nix', tags: ['fleet'] }, pi2: { target: 'deploy@pi2.invalid', configuration: './c.nix', tags: ['fleet'] } } }));
+    const rollback = async (...args: string[]) => {
+      const io = createBufferIo({ cwd: project });
+      return { code: await runCli(['rollback', ...args], io), err: io.err() };
+    };
+    expect(await rollback()).toEqual({ code: 2, err: 'pideploy: expected the host(s) to roll back\nhint: pideploy rollback <host…|--on @tag> [--to N] [--action switch|boot] [--reboot] [--parallel N]\n' });
+    expect(await rollback('--on', '@fleet', '--to', '4')).toEqual({
+      code: 2,
+      err: "pideploy: --to 4 is one host's generation, but 2 hosts are selected (pi1, pi2)\nhint: without --to each host goes back to its previous generation; or name one host\n",
+    });
+    expect(await rollback('pi1', 'pi2', '--ssh-config', '/dev/null')).toMatchObject({ code: 2, err: expect.stringMatching(/^pideploy: --ssh-config is for one host given by its SSH target\n/u) });
+    expect(await rollback('@nope')).toMatchObject({ code: 1, err: expect.stringMatching(/^pideploy: no host has the tag "nope" in .*\nhint: tags: @fleet\n$/u) });
+  });
+
   describe('health checks of deploy', () => {
     // A project whose pi1 has a health check in pideploy.json (and no pins yet: nothing gets far).
     const project = mkdtempSync(path.join(os.tmpdir(), 'pideploy-cli-health-'));

@@ -245,10 +245,12 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     path: ['rollback'],
     takesHosts: true,
-    usage: 'rollback <host> [--to N] [--action switch|boot] [--reboot]',
-    summary: 'switch a host back to an earlier system profile generation (default: the previous one)',
+    usage: 'rollback <host…|--on @tag> [--to N] [--action switch|boot] [--reboot] [--parallel N]',
+    summary: 'switch hosts back to an earlier system profile generation (default: each one\'s previous one)',
     example: 'pideploy rollback pi1 --to 41 --action boot --reboot',
     flags: {
+      on: { type: 'string', multiple: true, valueName: '@TAG', description: 'select hosts by tag (or name/glob); repeatable' },
+      parallel: { type: 'string', valueName: 'N', description: 'hosts rolled back at once (default 1)' },
       to: { type: 'string', valueName: 'N', description: 'the generation to go back to' },
       action: { type: 'string', valueName: 'A', description: 'switch (default: run it now) | boot (make it the boot default only, as nixos-rebuild boot --rollback)' },
       reboot: { type: 'boolean', description: 'then reboot the host into that generation and wait until it runs it' },

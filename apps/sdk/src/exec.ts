@@ -3,7 +3,7 @@ import { PideployError, tailLines, type PideployContext } from '@pideploy/core';
 import { SSH_ERROR_CODES, SUDO_WRONG_PASSWORD, type RemoteExit, type SudoRunner } from '@pideploy/ssh';
 import type { ResolvedHost } from './config.js';
 import { mapConcurrently } from './concurrency.js';
-import { rootCommandsFor, withHostSession, type HostConnectionSettings, type HostSudoSettings } from './host-connection.js';
+import { rootCommandsFor, withHostSession, type FleetHostResult, type FleetResult, type HostConnectionSettings, type HostSudoSettings } from './host-connection.js';
 
 /** What {@link runOnHosts} needs. */
 export interface RunOnHostsRequest extends HostConnectionSettings, HostSudoSettings {
@@ -20,8 +20,7 @@ export interface RunOnHostsRequest extends HostConnectionSettings, HostSudoSetti
 }
 
 /** How the command ended on one host. */
-export interface HostRunResult {
-  readonly host: string;
+export interface HostRunResult extends FleetHostResult {
   /** The command ran and exited 0. */
   readonly ok: boolean;
   /** Its exit code (null when a signal ended it); absent when it did not run (see `error`). */
@@ -30,16 +29,10 @@ export interface HostRunResult {
   /** It ran longer than `timeoutSeconds` and was stopped. */
   readonly timedOut?: boolean | undefined;
   readonly durationMs: number;
-  /** Why it did not run (the connection, sudo). */
-  readonly error?: PideployError | undefined;
 }
 
 /** The outcome of {@link runOnHosts} (`version: 1`). */
-export interface RunOnHostsResult {
-  readonly version: 1;
-  readonly results: readonly HostRunResult[];
-  readonly ok: boolean;
-}
+export type RunOnHostsResult = FleetResult<HostRunResult>;
 
 /** Cuts a stream's chunks into lines, each emitted once whole (the last one at the end, if it has no newline). */
 function lineSplitter(emit: (line: string) => void): { push(chunk: Buffer): void; end(): void } {

@@ -2,7 +2,7 @@ import { PideployError, type PideployContext } from '@pideploy/core';
 import { ACTIVATE_ERROR_CODES, collectSystemGarbage, readHostSystems, type SystemGarbageResult } from '@pideploy/activate';
 import type { ResolvedHost } from './config.js';
 import { mapConcurrently } from './concurrency.js';
-import { rootCommandsFor, withHostSession, type HostConnectionSettings, type HostSudoSettings } from './host-connection.js';
+import { rootCommandsFor, withHostSession, type FleetHostResult, type FleetResult, type HostConnectionSettings, type HostSudoSettings } from './host-connection.js';
 
 /** What {@link collectGarbageOnHosts} needs. */
 export interface CollectGarbageRequest extends HostConnectionSettings, HostSudoSettings {
@@ -17,19 +17,12 @@ export interface CollectGarbageRequest extends HostConnectionSettings, HostSudoS
 }
 
 /** The outcome for one host. */
-export interface HostGarbageResult {
-  readonly host: string;
-  readonly ok: boolean;
+export interface HostGarbageResult extends FleetHostResult {
   readonly garbage?: SystemGarbageResult | undefined;
-  readonly error?: PideployError | undefined;
 }
 
 /** The outcome of {@link collectGarbageOnHosts} (`version: 1`). */
-export interface CollectGarbageResult {
-  readonly version: 1;
-  readonly results: readonly HostGarbageResult[];
-  readonly ok: boolean;
-}
+export type CollectGarbageResult = FleetResult<HostGarbageResult>;
 
 /** Generations kept when the caller does not say. */
 export const DEFAULT_GENERATIONS_KEPT = 3;

@@ -2,6 +2,21 @@ import { PideployError, toPideployError, type PideployContext } from '@pideploy/
 import { connectSsh, sharePasswordPerRealm, type ConnectSshOptions, type SshSession, type SudoPasswordProvider, type SudoRunner } from '@pideploy/ssh';
 import type { ResolvedHost } from './config.js';
 
+/** One host's outcome of a fleet operation: whether it succeeded, and why not. */
+export interface FleetHostResult {
+  readonly host: string;
+  readonly ok: boolean;
+  /** Why it failed (the connection, sudo, the work). */
+  readonly error?: PideployError | undefined;
+}
+
+/** The outcome of a fleet operation (`version: 1`): one result per host, in the order given; `ok` when every host's is. */
+export interface FleetResult<HostResult extends FleetHostResult> {
+  readonly version: 1;
+  readonly results: readonly HostResult[];
+  readonly ok: boolean;
+}
+
 /** How a fleet operation reaches its hosts (the request fields every one of them takes). */
 export interface HostConnectionSettings {
   /** Trust and record host keys seen for the first time (a changed key is always refused). */

@@ -58,3 +58,5 @@ export * as pin from '@pideploy/pin';
 export * as ssh from '@pideploy/ssh';
 export * as transport from '@pideploy/transport';
 export { DEFAULT_GENERATIONS_KEPT, collectGarbageOnHosts, type CollectGarbageRequest, type CollectGarbageResult, type HostGarbageResult } from './garbage.js';
+export { rollBackHosts, type HostRollbackResult, type RollBackHostsRequest, type RollBackHostsResult } from './rollback.js';
+export type { FleetHostResult, FleetResult } from './host-connection.js';

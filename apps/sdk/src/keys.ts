@@ -2,7 +2,7 @@ import { PideployError, type PideployContext } from '@pideploy/core';
 import { keyPath, readKeyContents, uploadKeys, type InstalledKey, type LoadedKey } from '@pideploy/keys';
 import type { ResolvedConfig, ResolvedHost } from './config.js';
 import { mapConcurrently } from './concurrency.js';
-import { rootCommandsFor, withHostSession, type HostConnectionSettings, type HostSudoSettings } from './host-connection.js';
+import { rootCommandsFor, withHostSession, type FleetHostResult, type FleetResult, type HostConnectionSettings, type HostSudoSettings } from './host-connection.js';
 
 /**
  * Every selected host's keys with their contents, read on this machine before any host is touched
@@ -49,20 +49,13 @@ export interface UploadKeysRequest extends HostConnectionSettings, HostSudoSetti
 }
 
 /** The outcome for one host. */
-export interface HostKeysResult {
-  readonly host: string;
-  readonly ok: boolean;
+export interface HostKeysResult extends FleetHostResult {
   /** What the host did with each key (empty for a host without keys). */
   readonly keys: readonly InstalledKey[];
-  readonly error?: PideployError | undefined;
 }
 
 /** The outcome of {@link uploadKeysToHosts} (`version: 1`). */
-export interface UploadKeysResult {
-  readonly version: 1;
-  readonly results: readonly HostKeysResult[];
-  readonly ok: boolean;
-}
+export type UploadKeysResult = FleetResult<HostKeysResult>;
 
 /**
  * Uploads the hosts' keys without deploying (as colmena's `upload-keys`): for each host with keys,

@@ -1,14 +1,15 @@
 import { realpathSync } from 'node:fs';
 import path from 'node:path';
-import { REBOOT_ERROR_CODES, activateSystem, asksConfirmation, checkHealthCheckUse, checkRebootUse, diffSystem, formatClosureDiff, rebootSystem, rollbackSystem, systemStatus, type ActivationTarget, type RebootResult, type SystemStatus } from '@pideploy/activate';
+import { REBOOT_ERROR_CODES, activateSystem, asksConfirmation, checkHealthCheckUse, checkRebootUse, diffSystem, formatClosureDiff, rebootSystem, rollbackSystem, systemStatus, type ActivationTarget, type RebootResult, type RollbackResult, type SystemStatus } from '@pideploy/activate';
 import { storePathName } from '@pideploy/build';
 import { PideployError, toPideployError, type ActivationAction } from '@pideploy/core';
-import { healthCheckSettingsFor, healthChecksFor, loadConfig, loadConfigIfPresent, mapConcurrently, readBundleToplevel, type ResolvedConfig } from '@pideploy/sdk';
+import { healthCheckSettingsFor, healthChecksFor, loadConfig, loadConfigIfPresent, mapConcurrently, readBundleToplevel, rollBackHosts, selectHosts, type ResolvedConfig } from '@pideploy/sdk';
 import type { CreateSudoOptions } from '@pideploy/ssh';
 import type { CommandInvocation, CommandResult } from '../command.js';
 import { requireBuiltBundle } from '../built-bundle.js';
 import { sudoOptions } from '../sudo-password.js';
-import { healthCheckFlags, integerFlag, rebootFlags, stringFlag } from '../flags.js';
+import { healthCheckFlags, hostSelectors, integerFlag, rebootFlags, stringFlag } from '../flags.js';
+import { confirmHosts } from '../confirm.js';
 import { describeHostFailure } from '../render.js';
 
 const ACTIONS: readonly ActivationAction[] = ['switch', 'boot', 'test', 'dry-activate'];
@@ -131,29 +132,86 @@ function rebootLine(host: string, toplevel: string, rebooted: RebootResult): str
   return `${host}: rebooted into ${toplevel} in ${(rebooted.durationMs / 1000).toFixed(1)} s (boot ${rebooted.bootId})${rebooted.healthChecked ? ', healthy' : ''}`;
 }
 
-/** `pideploy rollback <host> [--to N] [--action switch|boot] [--reboot [--reboot-timeout S]]`. */
+/** What a host's rollback left, in one line (pure). */
+function rollbackLine(host: string, action: 'switch' | 'boot', result: RollbackResult): string {
+  return action === 'boot'
+    ? `${host}: generation ${result.generation ?? '?'} (${result.profileSystem ?? 'no system'}) boots next; running ${result.runningSystem ?? 'no system'} until then`
+    : `${host}: now on generation ${result.generation ?? '?'} (${result.runningSystem ?? 'no running system'})`;
+}
+
+/** Whether the rollback's selectors name exactly one host by name (or SSH target): the one-host form. */
+function namesOneHost(invocation: CommandInvocation, selectors: readonly string[]): boolean {
+  const [only] = selectors;
+  return selectors.length === 1 && invocation.flags['on'] === undefined && only !== undefined && !only.startsWith('@') && !/[*?[]/u.test(only);
+}
+
+/**
+ * `pideploy rollback <host> [--to N] [--action switch|boot] [--reboot [--reboot-timeout S]]`, or for
+ * a fleet `pideploy rollback [host…|--on @tag] [--parallel N] …`: each host back to its previous
+ * generation (one password per login user), a failed host not stopping the others.
+ */
 export async function rollbackCommand(invocation: CommandInvocation): Promise<CommandResult> {
-  const usage = 'pideploy rollback <host> [--to N] [--action switch|boot] [--reboot]';
-  const host = oneHost(invocation, usage);
+  const usage = 'pideploy rollback <host…|--on @tag> [--to N] [--action switch|boot] [--reboot] [--parallel N]';
+  const selectors = hostSelectors(invocation);
+  if (selectors.length === 0) throw new PideployError({ code: 'PIDEPLOY_USAGE', message: 'expected the host(s) to roll back', hint: usage });
   const to = integerFlag(invocation, 'to', { min: 1 });
   const action = stringFlag(invocation, 'action') ?? 'switch';
   if (action !== 'switch' && action !== 'boot') {
     throw new PideployError({ code: 'PIDEPLOY_USAGE', message: `rollback --action ${action}: a rollback switches to the generation or makes it the boot default`, hint: 'use --action switch (default) or boot' });
   }
   const reboot = rebootFlags(invocation);
+  const parallel = integerFlag(invocation, 'parallel', { min: 1 });
+  if (!namesOneHost(invocation, selectors)) return await rollBackFleet(invocation, selectors, { to, action, reboot: reboot.reboot, rebootTimeoutSeconds: reboot.timeoutSeconds, parallel });
+  const host = selectors[0] as string;
   const target = resolveTarget(invocation, await projectConfig(invocation), host, await sudoOptions(invocation));
   const result = await rollbackSystem(target, { to, action }, invocation.context);
-  const profile = result.profileSystem ?? 'no system';
-  const text =
-    action === 'boot'
-      ? `${host}: generation ${result.generation ?? '?'} (${profile}) boots next; running ${result.runningSystem ?? 'no system'} until then`
-      : `${host}: now on generation ${result.generation ?? '?'} (${result.runningSystem ?? 'no running system'})`;
+  const text = rollbackLine(host, action, result);
   if (!reboot.reboot) return { value: result, text };
   if (result.profileSystem === undefined) {
     throw new PideployError({ code: REBOOT_ERROR_CODES.refused, message: `${host} was rolled back, but did not say which system it boots now: not rebooted`, hint: `see \`pideploy status ${host}\`, then reboot it yourself` });
   }
   const rebooted = await rebootSystem({ ...target, toplevel: result.profileSystem, timeoutSeconds: reboot.timeoutSeconds }, invocation.context);
   return { value: { ...result, reboot: rebooted }, text: `${text}\n${rebootLine(host, result.profileSystem, rebooted)}` };
+}
+
+/** `pideploy rollback` of several hosts (or a tag or glob) of pideploy.json: see {@link rollBackHosts}. */
+async function rollBackFleet(
+  invocation: CommandInvocation,
+  selectors: readonly string[],
+  options: { readonly to: number | undefined; readonly action: 'switch' | 'boot'; readonly reboot: boolean; readonly rebootTimeoutSeconds: number | undefined; readonly parallel: number | undefined },
+): Promise<CommandResult> {
+  if (stringFlag(invocation, 'ssh-config') !== undefined) {
+    throw new PideployError({ code: 'PIDEPLOY_USAGE', message: '--ssh-config is for one host given by its SSH target', hint: "several hosts of pideploy.json use each host's sshConfig there" });
+  }
+  const config = await loadConfig({ cwd: invocation.io.cwd, configFile: invocation.global.config });
+  const hosts = selectHosts(config, selectors);
+  if (options.to !== undefined && hosts.length > 1) {
+    throw new PideployError({
+      code: 'PIDEPLOY_USAGE',
+      message: `--to ${options.to} is one host's generation, but ${hosts.length} hosts are selected (${hosts.map((host) => host.name).join(', ')})`,
+      hint: 'without --to each host goes back to its previous generation; or name one host',
+    });
+  }
+  await confirmHosts(invocation, `roll back (${options.action})`, hosts.map((host) => host.name), 'on');
+  const sudo = await sudoOptions(invocation);
+  const result = await rollBackHosts(
+    {
+      hosts,
+      ...options,
+      acceptNewHostKey: invocation.flags['accept-new-host-key'] === true,
+      sudoPassword: sudo.password,
+      sudoPasswordProvider: sudo.passwordProvider,
+    },
+    invocation.context,
+  );
+  const text = result.results
+    .flatMap((host) => [
+      ...(host.rollback === undefined ? [] : [rollbackLine(host.host, options.action, host.rollback)]),
+      ...(host.reboot === undefined || host.rollback?.profileSystem === undefined ? [] : [rebootLine(host.host, host.rollback.profileSystem, host.reboot)]),
+      ...(host.ok ? [] : [describeHostFailure(host.host, host.error, 'FAILED: ')]),
+    ])
+    .join('\n');
+  return { value: result, text, exitCode: result.ok ? 0 : 1 };
 }
 
 function formatStatus(status: SystemStatus): string {

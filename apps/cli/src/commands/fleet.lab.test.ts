@@ -239,4 +239,41 @@ describeLab('pideploy deploy on a fleet: 10 hosts, --parallel 5, tags, one host 
     expect(none.stderr).toMatch(/no selected host failed its last deployment .*deployments\.json.*: nothing to deploy/u);
     expect(hostsNamed(['pi1', 'pi5']).map((host) => sshLoginCount(host))).toEqual(loginsBefore);
   });
+
+  it('rolls the fleet back: each host to its previous generation, five at a time, a host that is down reported; --to with several hosts is refused untouched', async () => {
+    const fleet = status.hosts.filter((host) => host.name !== 'pi10');
+    const loginsBefore = fleet.map((host) => sshLoginCount(host));
+    const refused = await pideploy(['rollback', '--on', '@fleet', '--to', '3', '--sudo-password-stdin'], project, env);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/^pideploy: --to 3 is one host's generation, but 10 hosts are selected \(pi1, pi2, /u);
+    expect(fleet.map((host) => sshLoginCount(host))).toEqual(loginsBefore);
+
+    // A second release, so that each host has a generation to go back to.
+    await writeFile(path.join(project, 'configuration.nix'), '{ ... }: { imports = [ ./common.nix ]; environment.etc."release".text = "2"; }\n');
+    await writeFile(path.join(project, 'kiosk.nix'), '{ ... }: { imports = [ ./common.nix ]; environment.etc."kiosk".text = "on"; environment.etc."release".text = "2"; }\n');
+    const released = await pideploy(['deploy', '@fleet', '--parallel', '5', '--sudo-password-stdin'], project, env);
+    expect(released.code).toBe(1);
+    expect(released.stdout.match(/^pi\d+ +confirmed/gmu)).toHaveLength(9);
+    const systemOf = async (name: string, link: string) => (await labExec(name, ['readlink', '-f', link])).stdout.trim();
+    const before = await Promise.all(fleet.map((host) => systemOf(host.name, '/run/current-system')));
+    const run = await pideploy(['rollback', '--on', '@fleet', '--parallel', '5', '--sudo-password-stdin', '--json'], project, env);
+    expect(run.code, run.stderr).toBe(1);
+    const result = (JSON.parse(run.stdout.trim().split('\n').at(-1) ?? '{}') as { result: { results: { host: string; ok: boolean; rollback?: { generation: number; runningSystem: string }; error?: { code: string } }[] } }).result;
+    expect(result.results.map((host) => [host.host, host.ok])).toEqual([...fleet.map((host) => [host.name, true]), ['pi10', false]]);
+    expect(result.results.at(-1)?.error?.code).toMatch(/^PIDEPLOY_SSH_/u);
+    for (const [index, host] of fleet.entries()) {
+      const rolled = result.results[index]?.rollback;
+      const running = await systemOf(host.name, '/run/current-system');
+      // Running an earlier system: the profile's generation it reported, not the deployed one.
+      expect(running).not.toBe(before[index]);
+      expect(rolled?.runningSystem).toBe(running);
+      expect(await systemOf(host.name, `/nix/var/nix/profiles/system-${rolled?.generation}-link`)).toBe(running);
+    }
+    // Human output: a line per host, the failed one with its hint (pi1 deployed again, so it has a generation to go back from).
+    const redeployed = await pideploy(['deploy', 'pi1', '--sudo-password-stdin'], project, env);
+    expect(redeployed.code, redeployed.stderr).toBe(0);
+    const again = await pideploy(['rollback', 'pi1', 'pi10', '--sudo-password-stdin'], project, env);
+    expect(again.code).toBe(1);
+    expect(again.stdout).toMatch(/^pi1: now on generation \d+ \(\/nix\/store\/\S+\)\npi10: FAILED: .+\n {2}hint: /u);
+  });
 });
