@@ -262,6 +262,17 @@ export const COMMANDS: readonly CommandSpec[] = [
     load: async () => (await import('./commands/activate.js')).rollbackCommand,
   },
   {
+    path: ['hosts'],
+    takesHosts: true,
+    usage: 'hosts [host…|--on @tag]',
+    summary: 'list the hosts of pideploy.json a selection names: target, system, tags, configuration, last deployment from here (connects to nothing)',
+    example: 'pideploy hosts --on @canary',
+    flags: {
+      on: { type: 'string', multiple: true, valueName: '@TAG', description: 'select hosts by tag (or name/glob); repeatable' },
+    },
+    load: async () => (await import('./commands/hosts.js')).hostsCommand,
+  },
+  {
     path: ['status'],
     takesHosts: true,
     usage: 'status [host…] [--short]',
