@@ -191,7 +191,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     path: ['deploy'],
     takesHosts: true,
-    usage: 'deploy [host…|--on @tag] [--action A] [--parallel N] [--canary N|@TAG] [--max-failures N] [--failed] [--confirm-timeout S] [--no-rollback] [--health-check-url URL] [--health-check-command CMD] [--reboot|--reboot-if-needed] [--dry-run] [--force] [--cache|--no-cache] [--no-keys] [--show-trace] [-L] [-k] [-j N] [--option NAME=VALUE]',
+    usage: 'deploy [host…|--on @tag] [--action A] [--parallel N] [--canary N|@TAG] [--max-failures N] [--failed] [--target USER@HOST] [--confirm-timeout S] [--no-rollback] [--health-check-url URL] [--health-check-command CMD] [--reboot|--reboot-if-needed] [--dry-run] [--force] [--cache|--no-cache] [--no-keys] [--show-trace] [-L] [-k] [-j N] [--option NAME=VALUE]',
     summary: 'build, bundle, diff, copy and activate hosts of pideploy.json (one sudo password, magic rollback)',
     example: 'pideploy deploy pi1',
     flags: {
@@ -202,6 +202,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       'no-canary': { type: 'boolean', description: "no canary this time (pideploy.json's deploy.canary)" },
       'max-failures': { type: 'string', valueName: 'N', description: 'start no more hosts once N have failed (default: pideploy.json deploy.maxFailures, else try every host)' },
       failed: { type: 'boolean', description: 'only the (selected) hosts whose last deployment from this project failed or was not started' },
+      target: { type: 'string', valueName: 'USER@HOST', description: "reach the one selected host at this SSH target this time (pideploy.json's target unchanged)" },
       'confirm-timeout': { type: 'string', valueName: 'S', description: 'seconds a host waits for the confirmation before rolling back (default 30)' },
       'no-rollback': { type: 'boolean', description: 'no magic rollback' },
       'dry-run': { type: 'boolean', description: 'build, bundle and show the diff; copy and activate nothing' },

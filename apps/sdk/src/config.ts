@@ -11,6 +11,14 @@ import generatedValidator from './generated/validate-config.js';
 /** The file name pideploy looks for, walking up from the working directory. */
 export const CONFIG_FILE_NAME = 'pideploy.json';
 
+/** What pideploy.json's `target` may be (its schema's pattern): no spaces or shell characters. */
+const SSH_TARGET = /^[^\s'"`$;&|<>]+$/u;
+
+/** Whether a text may be a host's SSH target (`user@host[:port]` or an ssh_config alias), as pideploy.json's schema says; pure. */
+export function isSshTarget(text: string): boolean {
+  return SSH_TARGET.test(text);
+}
+
 /** Names people plausibly give the config file that pideploy does not read (reported, not loaded). */
 const NEAR_MISS_FILE_NAMES = ['pideploy.yaml', 'pideploy.yml', 'pideploy.config.json', 'pideploy.jsonc', '.pideploy.json', 'pideploy.toml', 'pideploy.js'];
 

@@ -3,6 +3,7 @@ export {
   closest,
   findConfigFile,
   findConfigFileIfAny,
+  isSshTarget,
   loadConfigIfPresent,
   loadConfig,
   parseConfig,

@@ -1,6 +1,6 @@
 import type { DeployResult, ResolvedConfig, ResolvedHost } from '@pideploy/sdk';
 import { describe, expect, it } from 'vitest';
-import { describeDeployResult, orderCanaries } from './deploy.js';
+import { describeDeployResult, orderCanaries, withTarget } from './deploy.js';
 
 const phases = [
   { phase: 'connect', durationMs: 700 },
@@ -112,5 +112,20 @@ describe('orderCanaries', () => {
     expect(() => orderCanaries(config, config.hosts, ['0'])).toThrow(expect.objectContaining({ code: 'PIDEPLOY_USAGE' }));
     expect(() => orderCanaries(config, config.hosts, ['1', 'pi2'])).toThrow(/--canary takes one number/u);
     expect(() => orderCanaries(config, config.hosts, ['pi9'])).toThrow(expect.objectContaining({ code: 'PIDEPLOY_UNKNOWN_HOST' }));
+  });
+});
+
+describe('withTarget (--target)', () => {
+  const host = (name: string) => ({ name, target: `deploy@${name}.local` }) as unknown as ResolvedHost;
+
+  it("reaches the one selected host at the given target, keeping its other settings", () => {
+    expect(withTarget([host('pi1')], 'deploy@192.168.1.50:2222')).toEqual([{ name: 'pi1', target: 'deploy@192.168.1.50:2222' }]);
+    expect(withTarget([host('pi1'), host('pi2')], undefined)).toEqual([host('pi1'), host('pi2')]);
+  });
+
+  it('refuses several hosts and a target with shell characters', () => {
+    expect(() => withTarget([host('pi1'), host('pi2')], 'deploy@10.0.0.5')).toThrow("--target replaces one host's SSH target, but 2 hosts are selected (pi1, pi2)");
+    expect(() => withTarget([host('pi1')], 'deploy@pi1;reboot')).toThrow('--target "deploy@pi1;reboot" is not an SSH target');
+    expect(() => withTarget([host('pi1')], 'deploy@pi1 -oProxyCommand=x')).toThrow('is not an SSH target');
   });
 });

@@ -1,5 +1,5 @@
 import { PideployError, type ActivationAction, type DeployPhase } from '@pideploy/core';
-import { deploy, deployRecordFile, hostsThatFailed, loadConfig, readDeployRecord, readDeployRecordOrEmpty, recordDeployResult, selectHosts, staleKeyPaths, type DeployResult, type ResolvedConfig, type ResolvedHost } from '@pideploy/sdk';
+import { deploy, deployRecordFile, hostsThatFailed, isSshTarget, loadConfig, readDeployRecord, readDeployRecordOrEmpty, recordDeployResult, selectHosts, staleKeyPaths, type DeployResult, type ResolvedConfig, type ResolvedHost } from '@pideploy/sdk';
 import type { CommandInvocation, CommandResult } from '../command.js';
 import { describeHostFailure, formatDuration } from '../render.js';
 import { confirmHosts } from '../confirm.js';
@@ -100,6 +100,27 @@ export function describeDeployResult(result: DeployResult, options: { readonly r
 }
 
 /**
+ * `--target USER@HOST`: the one selected host is reached there this time (its pideploy.json
+ * target unchanged: a Pi that got another address, a cable straight to it), as deploy-rs's
+ * `--hostname`. Refused for a selection of several hosts, and for a target with shell characters.
+ */
+export function withTarget(hosts: readonly ResolvedHost[], target: string | undefined): readonly ResolvedHost[] {
+  if (target === undefined) return hosts;
+  if (!isSshTarget(target)) {
+    throw new PideployError({ code: 'PIDEPLOY_USAGE', message: `--target "${target}" is not an SSH target`, hint: 'use user@host, user@host:port or an ssh_config Host alias (no spaces or shell characters)' });
+  }
+  const [only, ...others] = hosts;
+  if (only === undefined || others.length > 0) {
+    throw new PideployError({
+      code: 'PIDEPLOY_USAGE',
+      message: `--target replaces one host's SSH target, but ${hosts.length} hosts are selected${hosts.length === 0 ? '' : ` (${hosts.map((host) => host.name).join(', ')})`}`,
+      hint: 'name the one host: pideploy deploy pi1 --target deploy@192.168.1.50',
+    });
+  }
+  return [{ ...only, target }];
+}
+
+/**
  * `pideploy deploy [host…|--on @tag] [--action A] [--parallel N] [--confirm-timeout S]
  * [--no-rollback] [--health-check-* …] [--reboot [--reboot-timeout S]] [--dry-run] [--force]` (and
  * the Nix settings flags of the builds, see nixBuildFlags): build, bundle, diff,
@@ -139,10 +160,11 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
     throw new PideployError({ code: 'PIDEPLOY_USAGE', message: '--canary and --no-canary contradict each other', hint: 'give one of them' });
   }
   const configCanary = invocation.flags['no-canary'] === true ? undefined : config.deploy.canary;
-  const { hosts, canary } =
+  const { hosts: ordered, canary } =
     canaryValues.length > 0 || configCanary === undefined
       ? orderCanaries(config, selected, canaryValues)
       : orderCanaries(config, selected, typeof configCanary === 'number' ? [String(configCanary)] : configCanary, { fromConfig: true });
+  const hosts = withTarget(ordered, stringFlag(invocation, 'target'));
   if (invocation.flags['cache'] === true && invocation.flags['no-cache'] === true) {
     throw new PideployError({ code: 'PIDEPLOY_USAGE', message: '--cache and --no-cache contradict each other', hint: 'give one of them' });
   }

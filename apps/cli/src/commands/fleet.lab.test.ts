@@ -240,6 +240,19 @@ describeLab('pideploy deploy on a fleet: 10 hosts, --parallel 5, tags, one host 
     expect(hostsNamed(['pi1', 'pi5']).map((host) => sshLoginCount(host))).toEqual(loginsBefore);
   });
 
+  it('--target reaches a host at another address this time, pideploy.json unchanged', async () => {
+    const pi10 = status.hosts.find((host) => host.name === 'pi10')!;
+    const configText = readFileSync(path.join(project, 'pideploy.json'), 'utf8');
+    const reached = await pideploy(['deploy', 'pi10', '--target', `deploy@${pi10.address}`, '--sudo-password-stdin'], project, env);
+    expect(reached.code, reached.stderr).toBe(0);
+    expect(reached.stdout).toMatch(/^pi10 +confirmed/mu);
+    expect(readFileSync(path.join(project, 'pideploy.json'), 'utf8')).toBe(configText);
+    // Without it, pi10 is still reached where pideploy.json says (nothing listens there).
+    const unreached = await pideploy(['deploy', 'pi10', '--sudo-password-stdin'], project, env);
+    expect(unreached.code).toBe(1);
+    expect(unreached.stdout).toMatch(/^pi10 +FAILED/mu);
+  });
+
   it('rolls the fleet back: each host to its previous generation, five at a time, a host that is down reported; --to with several hosts is refused untouched', async () => {
     const fleet = status.hosts.filter((host) => host.name !== 'pi10');
     const loginsBefore = fleet.map((host) => sshLoginCount(host));
