@@ -263,6 +263,23 @@ export const COMMANDS: readonly CommandSpec[] = [
     load: async () => (await import('./commands/activate.js')).rollbackCommand,
   },
   {
+    path: ['add-host'],
+    usage: 'add-host <name> --target USER@HOST [--tag T]… [--configuration FILE] [--system S] [--sudo password|nopasswd|root] [--ssh-config F] [--no-probe]',
+    summary: 'log in to a machine once (host key checked) to learn its system and how to get root, and add it to pideploy.json',
+    example: 'pideploy add-host kitchen --target deploy@kitchen.local --tag fleet',
+    flags: {
+      target: { type: 'string', valueName: 'USER@HOST', description: 'its SSH destination (user@host[:port] or an ssh_config alias)' },
+      tag: { type: 'string', multiple: true, valueName: 'T', description: 'a tag to select it with (--on @T); repeatable' },
+      configuration: { type: 'string', valueName: 'FILE', description: "its configuration.nix (default: the project's configuration.nix)" },
+      system: { type: 'string', valueName: 'S', description: 'its Nix system (default: what the machine says, e.g. aarch64 → aarch64-linux)' },
+      sudo: { type: 'string', valueName: 'MODE', description: 'password | nopasswd | root (default: what the login can do: root, sudo -n, else password)' },
+      'ssh-config': { type: 'string', valueName: 'F', description: 'an ssh_config file for this host (written to pideploy.json)' },
+      'no-probe': { type: 'boolean', description: 'do not log in: add it as the flags say' },
+      ...ACCEPT_NEW_HOST_KEY_FLAG,
+    },
+    load: async () => (await import('./commands/add-host.js')).addHostCommand,
+  },
+  {
     path: ['hosts'],
     takesHosts: true,
     usage: 'hosts [host…|--on @tag]',

@@ -1,10 +1,11 @@
-import { open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { open, readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { PideployError } from '@pideploy/core';
 import { keyPath } from '@pideploy/keys';
 import { ensureStateDir, projectStateDir } from '@pideploy/nix';
 import type { ResolvedConfig, ResolvedHost } from './config.js';
 import type { DeployResult } from './deploy.js';
+import { replaceFile } from './replace-file.js';
 
 /** One host's last deployment from this project. */
 export interface HostDeployRecord {
@@ -210,14 +211,7 @@ async function lockIsStale(lock: string): Promise<boolean> {
 async function writeDeployRecord(config: Pick<ResolvedConfig, 'directory'>, record: DeployRecord): Promise<DeployRecord> {
   const file = deployRecordFile(config);
   await ensureStateDir(projectStateDir(config.directory));
-  const temp = `${file}.${process.pid}.tmp`;
-  try {
-    await writeFile(temp, `${JSON.stringify(record, null, 2)}\n`);
-    await rename(temp, file);
-  } catch (error) {
-    await rm(temp, { force: true });
-    throw error;
-  }
+  await replaceFile(file, `${JSON.stringify(record, null, 2)}\n`);
   return record;
 }
 

@@ -59,5 +59,8 @@ export * as pin from '@pideploy/pin';
 export * as ssh from '@pideploy/ssh';
 export * as transport from '@pideploy/transport';
 export { DEFAULT_GENERATIONS_KEPT, collectGarbageOnHosts, type CollectGarbageRequest, type CollectGarbageResult, type HostGarbageResult } from './garbage.js';
+export { checkNewHostName, withHostAdded, type HostEntry } from './edit-config.js';
+export { replaceFile } from './replace-file.js';
+export { HOST_PROBE_SCRIPT, nixSystemOfMachine, parseHostProbe, probeHost, type HostProbe } from './probe-host.js';
 export { rollBackHosts, type HostRollbackResult, type RollBackHostsRequest, type RollBackHostsResult } from './rollback.js';
 export type { FleetHostResult, FleetResult } from './host-connection.js';

@@ -171,6 +171,39 @@ describeLab('pideploy init --lab && pideploy build pi1 (real nix, the lab mini-n
     expect(again.stdout).toBe(`pi2: built already: ${outcomes[0]!.outPath!}\n`);
   });
 
+  it('add-host logs in once to learn the system and how to get root, then adds the host; a host it cannot reach changes nothing', async () => {
+    const project = path.join(workDir, 'add-host');
+    expect((await pideploy(['init', project, '--lab'], workDir, process.env)).code).toBe(0);
+    const configFile = path.join(project, 'pideploy.json');
+    const loginsBefore = sshLoginCount(status.hosts[0]!);
+    const added = await pideploy(['add-host', 'kitchen', '--target', 'deploy@pi1', '--tag', 'fleet', '--ssh-config', status.sshConfig], project, env);
+    expect(added.stderr).toBe('');
+    expect(added.code).toBe(0);
+    expect(sshLoginCount(status.hosts[0]!) - loginsBefore).toBe(1);
+    // The lab host is this machine's kind (an x86_64 stand-in), and its deploy login needs sudo's password.
+    const machine = spawnSync('uname', ['-m'], { encoding: 'utf8' }).stdout.trim();
+    expect(added.stdout.startsWith(`added kitchen to ${configFile}: deploy@pi1, ${machine}-linux, sudo with a password, tags @fleet (probed deploy@${status.hosts[0]!.address}: ${machine}`)).toBe(true);
+    expect(added.stdout.endsWith(')\nnext: pideploy deploy kitchen\n')).toBe(true);
+    const written = JSON.parse(readFileSync(configFile, 'utf8')) as { hosts: Record<string, unknown> };
+    expect(written.hosts['kitchen']).toEqual({ target: 'deploy@pi1', configuration: './configuration.nix', system: `${machine}-linux`, tags: ['fleet'], sshConfig: status.sshConfig });
+    const listed = await pideploy(['hosts', '@fleet'], project, env);
+    expect(listed.stdout).toMatch(/^kitchen +deploy@pi1 /mu);
+
+    // Root's login: no sudo at all.
+    const root = await pideploy(['add-host', 'pi1-root', '--target', 'root@pi1', '--ssh-config', status.sshConfig], project, env);
+    expect(root.code, root.stderr).toBe(0);
+    expect((JSON.parse(readFileSync(configFile, 'utf8')) as { hosts: Record<string, { sudo?: string }> }).hosts['pi1-root']?.sudo).toBe('root');
+
+    const before = readFileSync(configFile, 'utf8');
+    const off = await pideploy(['add-host', 'off', '--target', 'deploy@pi1:2', '--ssh-config', status.sshConfig], project, env);
+    expect(off.code).toBe(1);
+    expect(off.stderr).toMatch(/^pideploy: cannot reach .+:2: /u);
+    const taken = await pideploy(['add-host', 'kitchen', '--target', 'deploy@pi1'], project, env);
+    expect(taken.code).toBe(1);
+    expect(taken.stderr).toMatch(/already has a host named kitchen\n/u);
+    expect(readFileSync(configFile, 'utf8')).toBe(before);
+  });
+
   it('refuses to overwrite an existing project and writes nothing', async () => {
     const project = path.join(workDir, 'existing');
     await pideploy(['init', project, '--lab'], workDir, process.env);
