@@ -43,6 +43,11 @@ const NIX_BUILD_FLAGS = {
   option: { type: 'string', multiple: true, valueName: 'NAME=VALUE', description: 'a Nix setting for the builds (nix --option NAME VALUE); repeatable' },
 } as const;
 
+/** `copy` and `deploy`: the target fetches what it can from its own binary caches first (nix-copy-closure --use-substitutes). */
+const SUBSTITUTE_ON_DESTINATION_FLAG = {
+  'substitute-on-destination': { type: 'boolean', description: 'let the target fetch what it can from its own binary caches (its substituters) first; only the rest goes over SSH' },
+} as const;
+
 /** Every command of the CLI. Handlers are imported only when their command runs. */
 export const COMMANDS: readonly CommandSpec[] = [
   {
@@ -191,7 +196,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     path: ['deploy'],
     takesHosts: true,
-    usage: 'deploy [host…|--on @tag] [--action A] [--parallel N] [--canary N|@TAG] [--max-failures N] [--failed] [--target USER@HOST] [--confirm-timeout S] [--no-rollback] [--health-check-url URL] [--health-check-command CMD] [--reboot|--reboot-if-needed] [--dry-run] [--force] [--cache|--no-cache] [--no-keys] [--show-trace] [-L] [-k] [-j N] [--option NAME=VALUE]',
+    usage: 'deploy [host…|--on @tag] [--action A] [--parallel N] [--canary N|@TAG] [--max-failures N] [--failed] [--target USER@HOST] [--confirm-timeout S] [--no-rollback] [--health-check-url URL] [--health-check-command CMD] [--reboot|--reboot-if-needed] [--dry-run] [--force] [--cache|--no-cache] [--substitute-on-destination] [--no-keys] [--show-trace] [-L] [-k] [-j N] [--option NAME=VALUE]',
     summary: 'build, bundle, diff, copy and activate hosts of pideploy.json (one sudo password, magic rollback)',
     example: 'pideploy deploy pi1',
     flags: {
@@ -209,6 +214,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       ...COMPRESS_FLAG,
       cache: { type: 'boolean', description: "push once to the signed fleet cache (pideploy.json \"cache\", default .pideploy/cache) and let hosts substitute from it" },
       'no-cache': { type: 'boolean', description: 'copy over each host\'s SSH connection even when pideploy.json has a cache' },
+      ...SUBSTITUTE_ON_DESTINATION_FLAG,
       force: { type: 'boolean', description: 'activate even where the host already runs the built system' },
       'no-keys': { type: 'boolean', description: "do not upload pideploy.json's keys this time" },
       ...HEALTH_CHECK_FLAGS,
@@ -330,7 +336,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       ...ACCEPT_NEW_HOST_KEY_FLAG,
       'sudo-password-file': { type: 'string', valueName: 'F', description: 'import as root through sudo, password on the first line of F' },
       'sudo-password-stdin': { type: 'boolean', description: 'import as root through sudo, password on the first line of stdin' },
-      'substitute-on-destination': { type: 'boolean', description: 'let the target fetch what it can from its own binary caches' },
+      ...SUBSTITUTE_ON_DESTINATION_FLAG,
     },
     load: async () => (await import('./commands/copy.js')).copyCommand,
   },

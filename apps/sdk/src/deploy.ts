@@ -103,6 +103,13 @@ export interface DeployRequest {
   /** Nix settings of the builds (`--show-trace`, `--keep-going`, …); ignored when `builder` is given (its own apply). */
   readonly nixOptions?: NixBuildOptions | undefined;
   /**
+   * Each host first fetches what it can of the closure from its own binary caches (its
+   * `substituters`, e.g. cache.nixos.org), and only the rest goes over SSH (`nix-copy-closure
+   * --use-substitutes`, deploy-rs's default): for hosts with a faster way to the cache than to this
+   * machine. Not with `cache` (the fleet cache is then the hosts' substituter).
+   */
+  readonly substituteOnDestination?: boolean | undefined;
+  /**
    * Fleet cache (see pideploy.json `cache`): each host's closure is pushed once into a signed
    * binary cache and the host substitutes what it lacks from it, instead of a copy per host.
    * Undefined: copy over each host's SSH connection.
@@ -245,6 +252,13 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
   if (request.hosts.length === 0) {
     throw new PideployError({ code: 'PIDEPLOY_USAGE', message: 'no hosts to deploy', hint: 'name hosts, or add them to pideploy.json' });
   }
+  if (request.substituteOnDestination === true && request.cache !== undefined) {
+    throw new PideployError({
+      code: 'PIDEPLOY_USAGE',
+      message: 'substituting on the hosts from their own caches and the fleet cache do not go together: with the fleet cache, it is the hosts\' only substituter',
+      hint: 'give one of them (--substitute-on-destination, or --cache)',
+    });
+  }
   // Canaries and the failures allowed (checked before any work).
   const stops = createFleetStops(request);
   // Each host's health check, checked before any work: one that could gate nothing is refused
@@ -381,7 +395,10 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
           const connection = serve?.isOpen === true ? serve : undefined;
           if (connection === undefined) serve?.close();
           serve = undefined;
-          result.copy = await copyClosure({ host: host.name, session: session as SshSession, paths: [bundle.outPath], closure, access, connection, localNixEnv }, context);
+          result.copy = await copyClosure(
+            { host: host.name, session: session as SshSession, paths: [bundle.outPath], closure, access, connection, localNixEnv, substituteOnDestination: request.substituteOnDestination },
+            context,
+          );
           return;
         }
         const pushed = await fleetCache.push([bundle.outPath], closure, context);

@@ -1,11 +1,12 @@
-import { readFileSync } from 'node:fs';
-import { appendFile, mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, realpathSync } from 'node:fs';
+import { appendFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { LAB_SUDO_PASSWORD, labDown, labExec, labUp, type LabHostStatus, type LabStatus } from '@pideploy/lab';
 import { describeLab, isProcessRunning, sshLoginCount, sudoCommandsOf, sudoLogFrom, sudoPasswordChecksFrom } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { runBuiltPideploy, runBuiltPideployOnTerminal } from '../testing/built-cli.js';
+import { deployResultsOf, runBuiltPideploy, runBuiltPideployOnTerminal } from '../testing/built-cli.js';
 
 const pideploy = (args: readonly string[], cwd: string, env: NodeJS.ProcessEnv) => runBuiltPideploy(args, { cwd, env });
 
@@ -218,5 +219,46 @@ describeLab('pideploy deploy end to end (lab: trusted, untrusted and NOPASSWD ho
     expect(all.code, all.stderr).toBe(0);
     const running = (JSON.parse(named.stdout.trim().split('\n').at(-1) ?? '{}') as { result: { host: string; runningSystem: string }[] }).result;
     expect(running[0]?.runningSystem).toBe((await labExec('pi1', ['readlink', '-e', '/run/current-system'])).stdout.trim());
+  });
+
+  it('--substitute-on-destination: the host fetches what its own binary cache has; only the rest goes over SSH', async () => {
+    // A 2 MiB probe that only this run builds, in a signed binary cache that pi1 trusts (under /var, which the lab hosts share).
+    const cacheDir = await mkdtemp('/var/tmp/pideploy-substitute-');
+    const keyDir = await mkdtemp(path.join(os.tmpdir(), 'pideploy-substitute-key-'));
+    const [secretKey, publicKey] = [path.join(keyDir, 'secret'), path.join(keyDir, 'public')];
+    expect(spawnSync('nix-store', ['--generate-binary-cache-key', 'pideploy-substitute-1', secretKey, publicKey], { env }).status).toBe(0);
+    // pi1's configuration (a copy: the bundle holds one configuration.nix, the host's) and the probe.
+    await writeFile(path.join(project, 'substitute-base.nix'), readFileSync(path.join(project, 'configuration.nix'), 'utf8'));
+    await writeFile(path.join(project, 'substitute.nix'), `{ pkgs, ... }: { imports = [ ./substitute-base.nix ]; environment.etc."probe".source = pkgs.runCommand "substitute-probe" { nonce = "${Date.now()}"; } "head -c 2097152 /dev/urandom > $out"; }\n`);
+    const config = JSON.parse(readFileSync(path.join(project, 'pideploy.json'), 'utf8')) as { hosts: Record<string, { configuration: string }> };
+    config.hosts['pi1']!.configuration = './substitute.nix';
+    const configFile = path.join(project, 'substitute.json');
+    await writeFile(configFile, JSON.stringify(config));
+
+    const build = await pideploy(['build', 'pi1', '--config', configFile], project, env);
+    expect(build.code, build.stderr).toBe(0);
+    const probe = realpathSync(path.join(build.stdout.trim(), 'toplevel', 'etc', 'probe'));
+    const pushed = spawnSync('nix', ['copy', '--to', `file://${cacheDir}?secret-key=${secretKey}&compression=none`, probe], { env, encoding: 'utf8' });
+    expect(pushed.status, pushed.stderr).toBe(0);
+    const nixConf = (await labExec('pi1', ['cat', '/etc/nix/nix.conf'])).stdout;
+    try {
+      await labExec('pi1', ['sh', '-c', `printf '%s\\n' 'extra-substituters = file://${cacheDir}' 'extra-trusted-public-keys = ${readFileSync(publicKey, 'utf8').trim()}' >> /etc/nix/nix.conf`]);
+      const run = await pideploy(['deploy', 'pi1', '--config', configFile, '--substitute-on-destination', '--sudo-password-file', passwordFile, '--json'], project, env);
+      expect(run.code, run.stderr).toBe(0);
+      const [host] = deployResultsOf<{ ok: boolean; toplevel: string; copy: { pathsSent: string[]; pathsPresent: string[] } }>(run.stdout);
+      // The probe came from the host's cache: valid there, not sent; the new system itself was sent.
+      expect(host?.copy.pathsSent).not.toContain(probe);
+      expect(host?.copy.pathsPresent).toContain(probe);
+      expect(host?.copy.pathsSent).toContain(host?.toplevel);
+      expect((await labExec('pi1', ['nix-store', '--check-validity', probe])).exitCode).toBe(0);
+      // Not together with the fleet cache, whose cache is then the hosts' only substituter.
+      const both = await pideploy(['deploy', 'pi1', '--config', configFile, '--substitute-on-destination', '--cache', '--sudo-password-file', passwordFile], project, env);
+      expect(both.code).toBe(2);
+      expect(both.stderr).toMatch(/^pideploy: substituting on the hosts from their own caches and the fleet cache do not go together/u);
+    } finally {
+      await labExec('pi1', ['sh', '-c', `cat > /etc/nix/nix.conf <<'EOF'\n${nixConf}EOF`]);
+      await rm(cacheDir, { recursive: true, force: true });
+      await rm(keyDir, { recursive: true, force: true });
+    }
   });
 });

@@ -200,6 +200,7 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
       sudoPasswordProvider: sudo.passwordProvider,
       env: invocation.io.env,
       nixOptions,
+      substituteOnDestination: invocation.flags['substitute-on-destination'] === true,
       cache: useCache ? config.cache : undefined,
     },
     invocation.context,
