@@ -68,6 +68,7 @@ export interface ConfigFile {
     readonly buildMode?: BuildMode;
     readonly builders?: string;
     readonly sudo?: SudoMode;
+    readonly substituteOnDestination?: boolean;
     readonly healthCheck?: HealthCheckSettings;
     readonly keys?: Readonly<Record<string, KeySettings>>;
   };
@@ -92,6 +93,7 @@ export interface ConfigFile {
         readonly sudo?: SudoMode;
         readonly tags?: readonly string[];
         readonly sshConfig?: string;
+        readonly substituteOnDestination?: boolean;
         readonly healthCheck?: HealthCheckSettings;
         readonly keys?: Readonly<Record<string, KeySettings>>;
       }
@@ -113,6 +115,8 @@ export interface ResolvedHost {
   readonly tags: readonly string[];
   /** Absolute path of an ssh_config to use, when set. */
   readonly sshConfig: string | undefined;
+  /** Fetch what its own binary caches have before copying the rest over SSH (see pideploy.json `substituteOnDestination`). */
+  readonly substituteOnDestination: boolean;
   /** The host's health check (its own, else the defaults'), when it has one. */
   readonly healthCheck: HealthCheckSettings | undefined;
   /** The keys the host gets (the defaults' and its own; its own replace those of the same name), sources made absolute. */
@@ -345,6 +349,7 @@ function resolveHostsAndSettings(config: ConfigFile, file: string): ResolvedConf
       sudo: host.sudo ?? defaults.sudo ?? 'password',
       tags: host.tags ?? [],
       sshConfig: host.sshConfig === undefined ? undefined : path.resolve(directory, host.sshConfig),
+      substituteOnDestination: host.substituteOnDestination ?? defaults.substituteOnDestination ?? false,
       healthCheck: host.healthCheck ?? defaults.healthCheck,
     })),
   };

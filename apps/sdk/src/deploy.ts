@@ -106,7 +106,8 @@ export interface DeployRequest {
    * Each host first fetches what it can of the closure from its own binary caches (its
    * `substituters`, e.g. cache.nixos.org), and only the rest goes over SSH (`nix-copy-closure
    * --use-substitutes`, deploy-rs's default): for hosts with a faster way to the cache than to this
-   * machine. Not with `cache` (the fleet cache is then the hosts' substituter).
+   * machine. Undefined: each host's pideploy.json `substituteOnDestination`. `true` is refused with
+   * `cache` (the fleet cache is then the hosts' only substituter; pideploy.json's setting is not used then).
    */
   readonly substituteOnDestination?: boolean | undefined;
   /**
@@ -396,7 +397,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
           if (connection === undefined) serve?.close();
           serve = undefined;
           result.copy = await copyClosure(
-            { host: host.name, session: session as SshSession, paths: [bundle.outPath], closure, access, connection, localNixEnv, substituteOnDestination: request.substituteOnDestination },
+            { host: host.name, session: session as SshSession, paths: [bundle.outPath], closure, access, connection, localNixEnv, substituteOnDestination: request.substituteOnDestination ?? host.substituteOnDestination },
             context,
           );
           return;

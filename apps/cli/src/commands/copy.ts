@@ -74,7 +74,7 @@ export async function copyCommand(invocation: CommandInvocation): Promise<Comman
         paths: paths.map((item) => (item.startsWith('/') ? item : path.resolve(invocation.io.cwd, item))),
         access,
         connection,
-        substituteOnDestination: invocation.flags['substitute-on-destination'] === true,
+        substituteOnDestination: invocation.flags['substitute-on-destination'] === true || configured?.substituteOnDestination === true,
       },
       invocation.context,
     );

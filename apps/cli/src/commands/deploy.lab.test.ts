@@ -221,38 +221,43 @@ describeLab('pideploy deploy end to end (lab: trusted, untrusted and NOPASSWD ho
     expect(running[0]?.runningSystem).toBe((await labExec('pi1', ['readlink', '-e', '/run/current-system'])).stdout.trim());
   });
 
-  it('--substitute-on-destination: the host fetches what its own binary cache has; only the rest goes over SSH', async () => {
-    // A 2 MiB probe that only this run builds, in a signed binary cache that pi1 trusts (under /var, which the lab hosts share).
+  it("--substitute-on-destination (or the host's pideploy.json setting): the host fetches what its own binary cache has; only the rest goes over SSH", async () => {
+    // 2 MiB probes that only this run builds, in a signed binary cache that pi1 trusts (under /var, which the lab hosts share).
     const cacheDir = await mkdtemp('/var/tmp/pideploy-substitute-');
     const keyDir = await mkdtemp(path.join(os.tmpdir(), 'pideploy-substitute-key-'));
     const [secretKey, publicKey] = [path.join(keyDir, 'secret'), path.join(keyDir, 'public')];
     expect(spawnSync('nix-store', ['--generate-binary-cache-key', 'pideploy-substitute-1', secretKey, publicKey], { env }).status).toBe(0);
     // pi1's configuration (a copy: the bundle holds one configuration.nix, the host's) and the probe.
     await writeFile(path.join(project, 'substitute-base.nix'), readFileSync(path.join(project, 'configuration.nix'), 'utf8'));
-    await writeFile(path.join(project, 'substitute.nix'), `{ pkgs, ... }: { imports = [ ./substitute-base.nix ]; environment.etc."probe".source = pkgs.runCommand "substitute-probe" { nonce = "${Date.now()}"; } "head -c 2097152 /dev/urandom > $out"; }\n`);
-    const config = JSON.parse(readFileSync(path.join(project, 'pideploy.json'), 'utf8')) as { hosts: Record<string, { configuration: string }> };
+    const config = JSON.parse(readFileSync(path.join(project, 'pideploy.json'), 'utf8')) as { hosts: Record<string, { configuration: string; substituteOnDestination?: boolean }> };
     config.hosts['pi1']!.configuration = './substitute.nix';
-    const configFile = path.join(project, 'substitute.json');
-    await writeFile(configFile, JSON.stringify(config));
+    const viaFlag = path.join(project, 'substitute-flag.json');
+    await writeFile(viaFlag, JSON.stringify(config));
+    config.hosts['pi1']!.substituteOnDestination = true;
+    const viaSetting = path.join(project, 'substitute-setting.json');
+    await writeFile(viaSetting, JSON.stringify(config));
 
-    const build = await pideploy(['build', 'pi1', '--config', configFile], project, env);
-    expect(build.code, build.stderr).toBe(0);
-    const probe = realpathSync(path.join(build.stdout.trim(), 'toplevel', 'etc', 'probe'));
-    const pushed = spawnSync('nix', ['copy', '--to', `file://${cacheDir}?secret-key=${secretKey}&compression=none`, probe], { env, encoding: 'utf8' });
-    expect(pushed.status, pushed.stderr).toBe(0);
     const nixConf = (await labExec('pi1', ['cat', '/etc/nix/nix.conf'])).stdout;
     try {
       await labExec('pi1', ['sh', '-c', `printf '%s\\n' 'extra-substituters = file://${cacheDir}' 'extra-trusted-public-keys = ${readFileSync(publicKey, 'utf8').trim()}' >> /etc/nix/nix.conf`]);
-      const run = await pideploy(['deploy', 'pi1', '--config', configFile, '--substitute-on-destination', '--sudo-password-file', passwordFile, '--json'], project, env);
-      expect(run.code, run.stderr).toBe(0);
-      const [host] = deployResultsOf<{ ok: boolean; toplevel: string; copy: { pathsSent: string[]; pathsPresent: string[] } }>(run.stdout);
-      // The probe came from the host's cache: valid there, not sent; the new system itself was sent.
-      expect(host?.copy.pathsSent).not.toContain(probe);
-      expect(host?.copy.pathsPresent).toContain(probe);
-      expect(host?.copy.pathsSent).toContain(host?.toplevel);
-      expect((await labExec('pi1', ['nix-store', '--check-validity', probe])).exitCode).toBe(0);
-      // Not together with the fleet cache, whose cache is then the hosts' only substituter.
-      const both = await pideploy(['deploy', 'pi1', '--config', configFile, '--substitute-on-destination', '--cache', '--sudo-password-file', passwordFile], project, env);
+      for (const [configFile, extra] of [[viaSetting, []], [viaFlag, ['--substitute-on-destination']]] as const) {
+        await writeFile(path.join(project, 'substitute.nix'), `{ pkgs, ... }: { imports = [ ./substitute-base.nix ]; environment.etc."probe".source = pkgs.runCommand "substitute-probe" { nonce = "${Date.now()}"; } "head -c 2097152 /dev/urandom > $out"; }\n`);
+        const build = await pideploy(['build', 'pi1', '--config', configFile], project, env);
+        expect(build.code, build.stderr).toBe(0);
+        const probe = realpathSync(path.join(build.stdout.trim(), 'toplevel', 'etc', 'probe'));
+        const pushed = spawnSync('nix', ['copy', '--to', `file://${cacheDir}?secret-key=${secretKey}&compression=none`, probe], { env, encoding: 'utf8' });
+        expect(pushed.status, pushed.stderr).toBe(0);
+        const run = await pideploy(['deploy', 'pi1', '--config', configFile, ...extra, '--sudo-password-file', passwordFile, '--json'], project, env);
+        expect(run.code, run.stderr).toBe(0);
+        const [host] = deployResultsOf<{ ok: boolean; toplevel: string; copy: { pathsSent: string[]; pathsPresent: string[] } }>(run.stdout);
+        // The probe came from the host's cache: valid there, not sent; the new system itself was sent.
+        expect(host?.copy.pathsSent).not.toContain(probe);
+        expect(host?.copy.pathsPresent).toContain(probe);
+        expect(host?.copy.pathsSent).toContain(host?.toplevel);
+        expect((await labExec('pi1', ['nix-store', '--check-validity', probe])).exitCode).toBe(0);
+      }
+      // The flag does not go with the fleet cache, whose cache is then the hosts' only substituter.
+      const both = await pideploy(['deploy', 'pi1', '--config', viaFlag, '--substitute-on-destination', '--cache', '--sudo-password-file', passwordFile], project, env);
       expect(both.code).toBe(2);
       expect(both.stderr).toMatch(/^pideploy: substituting on the hosts from their own caches and the fleet cache do not go together/u);
     } finally {

@@ -200,7 +200,8 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
       sudoPasswordProvider: sudo.passwordProvider,
       env: invocation.io.env,
       nixOptions,
-      substituteOnDestination: invocation.flags['substitute-on-destination'] === true,
+      // The flag for every host, else each host's pideploy.json setting.
+      substituteOnDestination: invocation.flags['substitute-on-destination'] === true ? true : undefined,
       cache: useCache ? config.cache : undefined,
     },
     invocation.context,
