@@ -901,6 +901,11 @@ export interface SystemStatus {
   readonly generations: readonly ProfileGeneration[];
   /** Where `/etc/nixos/current-configuration` points (the deployed bundle), if set. */
   readonly currentConfiguration: string | undefined;
+  /**
+   * The system of that bundle (its `toplevel`), if the host has it: what pideploy last deployed.
+   * Neither running nor next to boot: the host was rolled back or switched by hand since.
+   */
+  readonly deployedSystem?: string | undefined;
   /** The deployed bundle's `manifest.json`, if it has one. */
   readonly manifest: unknown;
   /** The newest deployment recorded in /run/pideploy (until the host reboots). */
@@ -918,7 +923,7 @@ const STATUS_SECTION = '@@pideploy-status';
 /**
  * Everything `status` shows, read in ONE round trip (no sudo): the system profile's generations
  * (`nix-env --list-generations` where the login user may lock the profile, else the same listing
- * read from the links themselves: name + link mtime), the four links, the deployed bundle's
+ * read from the links themselves: name + link mtime), the four links and the deployed bundle's system, the deployed bundle's
  * manifest and the newest deployment state, each after a `@@pideploy-status NAME` line.
  */
 const STATUS_SCRIPT = `profile=$1; gc_root=$2; state_dir=$3
@@ -937,7 +942,7 @@ if ! nix-env -p "$profile" --list-generations 2>/dev/null; then
   )
 fi
 section links
-for link in "$gc_root" /run/current-system /run/booted-system "$profile"; do printf '%s\\n' "$(readlink -e "$link")"; done
+for link in "$gc_root" /run/current-system /run/booted-system "$profile" "$gc_root/toplevel"; do printf '%s\\n' "$(readlink -e "$link")"; done
 section manifest
 cat "$gc_root/manifest.json" 2>/dev/null
 section booted-parts
@@ -981,7 +986,7 @@ export async function systemStatus(target: ActivationTarget, context: PideployCo
     const result = await session.exec(argv, { signal: context.signal });
     const sections = statusSections(result.stdout);
     if (result.exitCode !== 0 || !sections.has('last-deployment')) throw remoteFailure('reading the status', argv.slice(0, 2), result, session.display);
-    const [currentConfiguration, runningSystem, bootedSystem, profileSystem] = (sections.get('links') ?? '').split('\n').map((line) => (line === '' ? undefined : line));
+    const [currentConfiguration, runningSystem, bootedSystem, profileSystem, deployedSystem] = (sections.get('links') ?? '').split('\n').map((line) => (line === '' ? undefined : line));
     let manifest: unknown;
     try {
       manifest = sections.get('manifest') ? (JSON.parse(sections.get('manifest') as string) as unknown) : undefined;
@@ -996,6 +1001,7 @@ export async function systemStatus(target: ActivationTarget, context: PideployCo
       profileSystem,
       generations: parseGenerationList(sections.get('generations') ?? ''),
       currentConfiguration,
+      deployedSystem,
       manifest,
       lastDeployment: state === '' ? undefined : parseActivationState(`${state}\n`),
       rebootNeededFor: rebootNeededFor(sections.get('booted-parts'), sections.get('profile-parts')),

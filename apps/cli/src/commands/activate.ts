@@ -214,6 +214,17 @@ async function rollBackFleet(
   return { value: result, text, exitCode: result.ok ? 0 : 1 };
 }
 
+/**
+ * Whether a host neither runs nor boots next the system of the bundle pideploy last deployed to it
+ * (pure): it was rolled back, or switched by hand, since; `/etc/nixos/current-configuration`
+ * then names a system the host has left.
+ */
+export function leftDeployedSystem(status: SystemStatus): boolean {
+  return status.deployedSystem !== undefined && status.runningSystem !== status.deployedSystem && status.profileSystem !== status.deployedSystem;
+}
+
+const LEFT_DEPLOYED_NOTE = 'not on its deployed bundle\'s system (rolled back or switched by hand since)';
+
 function formatStatus(status: SystemStatus): string {
   const lines = [
     `${status.host}:`,
@@ -223,6 +234,7 @@ function formatStatus(status: SystemStatus): string {
     `  deployed:  ${status.currentConfiguration ?? '-'}`,
   ];
   if (status.rebootNeededFor.length > 0) lines.push(`  reboot:    needed: the profile's ${status.rebootNeededFor.join(', ')} are not the ones it booted with`);
+  if (leftDeployedSystem(status)) lines.push(`  note:      ${LEFT_DEPLOYED_NOTE}: the bundle's system is ${status.deployedSystem ?? '-'}`);
   if (status.lastDeployment !== undefined) {
     const last = status.lastDeployment;
     lines.push(`  last deployment ${last.id}: ${last.action} ${last.toplevel} → ${last.state} (${last.message})`);
@@ -247,6 +259,7 @@ export function formatStatusLines(results: readonly (SystemStatus | HostStatusFa
     const notes = [
       ...(result.runningSystem !== result.profileSystem ? [`boots ${storeName(result.profileSystem)} next`] : []),
       ...(result.rebootNeededFor.length > 0 ? [`reboot needed (${result.rebootNeededFor.join(', ')})`] : []),
+      ...(leftDeployedSystem(result) ? [LEFT_DEPLOYED_NOTE] : []),
     ];
     return [result.host, current === undefined ? '-' : String(current.number), storeName(result.runningSystem), last, notes.join('; ') || 'ok'];
   });

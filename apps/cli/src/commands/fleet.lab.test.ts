@@ -269,6 +269,8 @@ describeLab('pideploy deploy on a fleet: 10 hosts, --parallel 5, tags, one host 
     expect(released.stdout.match(/^pi\d+ +confirmed/gmu)).toHaveLength(9);
     const systemOf = async (name: string, link: string) => (await labExec(name, ['readlink', '-f', link])).stdout.trim();
     const before = await Promise.all(fleet.map((host) => systemOf(host.name, '/run/current-system')));
+    const deployed = await pideploy(['status', 'pi2', '--short'], project, env);
+    expect(deployed.stdout).toMatch(/^pi2 .* ok$/mu);
     const run = await pideploy(['rollback', '--on', '@fleet', '--parallel', '5', '--sudo-password-stdin', '--json'], project, env);
     expect(run.code, run.stderr).toBe(1);
     const result = (JSON.parse(run.stdout.trim().split('\n').at(-1) ?? '{}') as { result: { results: { host: string; ok: boolean; rollback?: { generation: number; runningSystem: string }; error?: { code: string } }[] } }).result;
@@ -282,6 +284,10 @@ describeLab('pideploy deploy on a fleet: 10 hosts, --parallel 5, tags, one host 
       expect(rolled?.runningSystem).toBe(running);
       expect(await systemOf(host.name, `/nix/var/nix/profiles/system-${rolled?.generation}-link`)).toBe(running);
     }
+    // Their GC root still names the bundle of release 2, which they left: status says so.
+    const left = await pideploy(['status', 'pi2', '--short'], project, env);
+    expect(left.code, left.stderr).toBe(0);
+    expect(left.stdout).toMatch(/^pi2 .* not on its deployed bundle's system \(rolled back or switched by hand since\)$/mu);
     // Human output: a line per host, the failed one with its hint (pi1 deployed again, so it has a generation to go back from).
     const redeployed = await pideploy(['deploy', 'pi1', '--sudo-password-stdin'], project, env);
     expect(redeployed.code, redeployed.stderr).toBe(0);

@@ -33,12 +33,18 @@ describe('formatStatusLines (pideploy status --short)', () => {
       }),
       host({ host: 'kitchen-pi', runningSystem: a, profileSystem: b, generations: [{ number: 7, date: '2026-12-07 10:00:00', current: true }], rebootNeededFor: ['kernel', 'initrd'] }),
       { host: 'pi3', error: { code: 'PIDEPLOY_SSH_UNREACHABLE', message: 'cannot reach pi3', hint: undefined } },
+      // Rolled back since its last deployment: it runs and boots a, its deployed bundle holds b.
+      host({ host: 'pi4', runningSystem: a, profileSystem: a, deployedSystem: b, generations: [{ number: 3, date: '2026-12-07 10:00:00', current: true }] }),
+      // Deployed with boot, not rebooted yet: it boots the deployed system next, nothing has left it.
+      host({ host: 'pi5', runningSystem: a, profileSystem: b, deployedSystem: b, generations: [{ number: 4, date: '2026-12-07 10:00:00', current: true }] }),
     ];
     expect(formatStatusLines(results).split('\n')).toEqual([
       'host        gen  running                 last deployment     notes',
       'pi1          42  nixos-system-pi1-24.05  switch → confirmed  ok',
       'kitchen-pi    7  nixos-system-pi1-24.05  -                   boots nixos-system-pi2-24.11 next; reboot needed (kernel, initrd)',
       'pi3           -  -                       -                   error: cannot reach pi3',
+      "pi4           3  nixos-system-pi1-24.05  -                   not on its deployed bundle's system (rolled back or switched by hand since)",
+      'pi5           4  nixos-system-pi1-24.05  -                   boots nixos-system-pi2-24.11 next',
     ]);
   });
 });
