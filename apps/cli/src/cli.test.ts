@@ -92,6 +92,14 @@ describe('runCli', () => {
     });
   });
 
+  it('refuses a --target with spaces or shell characters for deploy and add-host, before reading pideploy.json (exit 2)', async () => {
+    for (const [command, target] of [['deploy', 'deploy@pi1;reboot'], ['add-host', 'deploy@pi1 -oProxyCommand=x']] as const) {
+      const io = createBufferIo({ cwd: '/' });
+      expect(await runCli([command, 'pi1', '--target', target], io)).toBe(2);
+      expect(io.err()).toBe(`pideploy: --target "${target}" is not an SSH target\nhint: use user@host, user@host:port or an ssh_config Host alias (no spaces or shell characters)\n`);
+    }
+  });
+
   it('refuses a fleet rollback that cannot be done, before connecting (exit 2)', async () => {
     const project = mkdtempSync(path.join(os.tmpdir(), 'pideploy-cli-rollback-'));
     writeFileSync(path.join(project, 'pideploy.json'), JSON.stringify({ hosts: { pi1: { target: 'deploy@pi1.invalid', configuration: './c.nix', tags: ['fleet'] }, pi2: { target: 'deploy@pi2.invalid', configuration: './c.nix', tags: ['fleet'] } } }));

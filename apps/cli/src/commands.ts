@@ -8,6 +8,11 @@ const pinDirFlag = {
   dir: { type: 'string', valueName: 'DIR', description: 'directory of pins.json and pins.nix (default: that of --config, else the current one)' },
 } as const;
 
+/** How fleet commands select hosts besides their positionals. */
+const ON_FLAG = {
+  on: { type: 'string', multiple: true, valueName: '@TAG', description: 'select hosts by tag (or name/glob); repeatable' },
+} as const;
+
 /** Flags of the commands that log in to hosts over SSH. */
 const ACCEPT_NEW_HOST_KEY_FLAG = {
   'accept-new-host-key': { type: 'boolean', description: 'trust and record the host key of a host seen for the first time (a changed key is always refused)' },
@@ -200,7 +205,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     summary: 'build, bundle, diff, copy and activate hosts of pideploy.json (one sudo password, magic rollback)',
     example: 'pideploy deploy pi1',
     flags: {
-      on: { type: 'string', multiple: true, valueName: '@TAG', description: 'select hosts by tag (or name/glob); repeatable' },
+      ...ON_FLAG,
       action: { type: 'string', valueName: 'A', description: 'switch (default), boot, test or dry-activate' },
       parallel: { type: 'string', valueName: 'N', description: 'hosts deployed at once (default: pideploy.json deploy.parallel, else 1)' },
       canary: { type: 'string', multiple: true, valueName: 'N|@TAG', description: 'deploy these hosts first (the first N, or names/@tags; default: pideploy.json deploy.canary); the rest only if they all succeed' },
@@ -256,7 +261,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     summary: 'switch hosts back to an earlier system profile generation (default: each one\'s previous one)',
     example: 'pideploy rollback pi1 --to 41 --action boot --reboot',
     flags: {
-      on: { type: 'string', multiple: true, valueName: '@TAG', description: 'select hosts by tag (or name/glob); repeatable' },
+      ...ON_FLAG,
       parallel: { type: 'string', valueName: 'N', description: 'hosts rolled back at once (default 1)' },
       to: { type: 'string', valueName: 'N', description: 'the generation to go back to' },
       action: { type: 'string', valueName: 'A', description: 'switch (default: run it now) | boot (make it the boot default only, as nixos-rebuild boot --rollback)' },
@@ -292,7 +297,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     summary: 'list the hosts of pideploy.json a selection names: target, system, tags, configuration, last deployment from here (connects to nothing)',
     example: 'pideploy hosts --on @canary',
     flags: {
-      on: { type: 'string', multiple: true, valueName: '@TAG', description: 'select hosts by tag (or name/glob); repeatable' },
+      ...ON_FLAG,
     },
     load: async () => (await import('./commands/hosts.js')).hostsCommand,
   },
@@ -347,7 +352,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     summary: 'run a command on hosts of pideploy.json (one SSH connection each), its output after each host\'s name',
     example: "pideploy exec --on @pi --parallel 10 -- systemctl is-active nginx",
     flags: {
-      on: { type: 'string', multiple: true, valueName: '@TAG', description: 'select hosts by tag (or name/glob); repeatable' },
+      ...ON_FLAG,
       sudo: { type: 'boolean', description: 'run it as root through sudo (the password asked once per login user)' },
       parallel: { type: 'string', valueName: 'N', description: 'hosts at once (default 1)' },
       timeout: { type: 'string', valueName: 'S', description: 'stop the command on a host after S seconds' },
@@ -365,7 +370,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     summary: "put the hosts' pideploy.json keys (secrets, outside the Nix store) in place without deploying: one root command per host",
     example: 'pideploy upload-keys --on @pi --sudo-password-file ~/.pi-sudo',
     flags: {
-      on: { type: 'string', multiple: true, valueName: '@TAG', description: 'select hosts by tag (or name/glob); repeatable' },
+      ...ON_FLAG,
       at: { type: 'string', valueName: 'WHEN', description: 'only the keys uploaded at pre-activation or post-activation (default: all)' },
       parallel: { type: 'string', valueName: 'N', description: 'hosts at once (default 1)' },
       'dry-run': { type: 'boolean', description: 'read the keys and list what would go where; connect to nothing' },
@@ -382,7 +387,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     summary: 'free space on the hosts: delete system generations but the N newest (never the running, booted or next one), rewrite the boot loader, collect the garbage',
     example: 'pideploy gc --on @pi --keep 3',
     flags: {
-      on: { type: 'string', multiple: true, valueName: '@TAG', description: 'select hosts by tag (or name/glob); repeatable' },
+      ...ON_FLAG,
       keep: { type: 'string', valueName: 'N', description: 'system generations kept, the newest (default 3); the running, booted and next one are always kept' },
       parallel: { type: 'string', valueName: 'N', description: 'hosts at once (default 1)' },
       'dry-run': { type: 'boolean', description: 'say which generations would go; delete nothing' },

@@ -1,6 +1,6 @@
 import { parseMaxJobs, parseNixSetting, type NixBuildOptions } from '@pideploy/build';
 import { PideployError } from '@pideploy/core';
-import type { HealthCheckSettings } from '@pideploy/sdk';
+import { isSshTarget, type HealthCheckSettings } from '@pideploy/sdk';
 import type { CommandInvocation } from './command.js';
 
 /** A string flag's value (undefined when absent or given as a boolean). */
@@ -9,10 +9,28 @@ export function stringFlag(invocation: CommandInvocation, name: string): string 
   return typeof value === 'string' ? value : undefined;
 }
 
+/** A repeatable string flag's values (`--on @a --on @b`), in order; empty when absent. */
+export function stringFlags(invocation: CommandInvocation, name: string): string[] {
+  const value = invocation.flags[name];
+  if (value === undefined) return [];
+  return (Array.isArray(value) ? value : [value]).filter((item): item is string => typeof item === 'string');
+}
+
 /** The host selectors of a fleet command: its positionals (names, globs, `@tag`s), then every `--on`. */
 export function hostSelectors(invocation: CommandInvocation, positionals: readonly string[] = invocation.positionals): string[] {
-  const on = invocation.flags['on'];
-  return [...positionals, ...(Array.isArray(on) ? on.map(String) : typeof on === 'string' ? [on] : [])];
+  return [...positionals, ...stringFlags(invocation, 'on')];
+}
+
+/**
+ * A `--target USER@HOST` flag (undefined when absent), checked with pideploy.json's rule for
+ * targets: no spaces or shell characters.
+ */
+export function sshTargetFlag(invocation: CommandInvocation): string | undefined {
+  const target = stringFlag(invocation, 'target');
+  if (target !== undefined && !isSshTarget(target)) {
+    throw new PideployError({ code: 'PIDEPLOY_USAGE', message: `--target "${target}" is not an SSH target`, hint: 'use user@host, user@host:port or an ssh_config Host alias (no spaces or shell characters)' });
+  }
+  return target;
 }
 
 /**
@@ -78,8 +96,7 @@ export function rebootFlags(invocation: CommandInvocation): { readonly reboot: b
  * Nix would refuse or misread.
  */
 export function nixBuildFlags(invocation: CommandInvocation): NixBuildOptions | undefined {
-  const option = invocation.flags['option'];
-  const settingTexts = Array.isArray(option) ? option.map(String) : typeof option === 'string' ? [option] : [];
+  const settingTexts = stringFlags(invocation, 'option');
   const settings: Record<string, string> = {};
   for (const text of settingTexts) {
     const { name, value } = parseNixSetting(text);

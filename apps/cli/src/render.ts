@@ -205,6 +205,19 @@ export function describeHostFailure(host: string, error: { readonly message: str
   return `${host}: ${label}${error?.message ?? 'failed'}${error?.hint === undefined ? '' : `\n  hint: ${error.hint}`}`;
 }
 
+/**
+ * Rows under a header, each column as wide as its widest cell, two spaces apart; the last column
+ * is not padded, and the columns in `rightAligned` are padded on the left (pure).
+ */
+export function formatColumns(header: readonly string[], rows: readonly (readonly string[])[], rightAligned: readonly number[] = []): string {
+  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)));
+  const line = (cells: readonly string[]) =>
+    cells
+      .map((cell, column) => (column === cells.length - 1 ? cell : rightAligned.includes(column) ? cell.padStart(widths[column] ?? 0) : cell.padEnd(widths[column] ?? 0)))
+      .join('  ');
+  return [line(header), ...rows.map(line)].join('\n');
+}
+
 /** `1.5 MiB`, `512 B`. */
 export function formatBytes(bytes: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB'];

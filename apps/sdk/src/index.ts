@@ -62,5 +62,5 @@ export { DEFAULT_GENERATIONS_KEPT, collectGarbageOnHosts, type CollectGarbageReq
 export { checkNewHostName, withHostAdded, type HostEntry } from './edit-config.js';
 export { replaceFile } from './replace-file.js';
 export { HOST_PROBE_SCRIPT, nixSystemOfMachine, parseHostProbe, probeHost, type HostProbe } from './probe-host.js';
-export { rollBackHosts, type HostRollbackResult, type RollBackHostsRequest, type RollBackHostsResult } from './rollback.js';
+export { checkRollBackRequest, rollBackHosts, type HostRollbackResult, type RollBackHostsRequest, type RollBackHostsResult } from './rollback.js';
 export type { FleetHostResult, FleetResult } from './host-connection.js';

@@ -32,6 +32,21 @@ export interface HostRollbackResult extends FleetHostResult {
 export type RollBackHostsResult = FleetResult<HostRollbackResult>;
 
 /**
+ * Refuses a rollback that cannot be done, before any host is contacted (pure): a generation
+ * number (`to`) is one host's own.
+ * @throws PideployError `PIDEPLOY_USAGE`.
+ */
+export function checkRollBackRequest(request: Pick<RollBackHostsRequest, 'hosts' | 'to'>): void {
+  if (request.to !== undefined && request.hosts.length > 1) {
+    throw new PideployError({
+      code: 'PIDEPLOY_USAGE',
+      message: `--to ${request.to} is one host's generation, but ${request.hosts.length} hosts are selected (${request.hosts.map((host) => host.name).join(', ')})`,
+      hint: 'without --to each host goes back to its previous generation; or name one host',
+    });
+  }
+}
+
+/**
  * Rolls hosts back to their previous system generation (`nixos-rebuild switch --rollback`, or
  * `boot --rollback`), each over one SSH connection, with the sudo password asked once per login
  * user; with `reboot`, each host is then rebooted into it and must come back running it. A host in
@@ -40,13 +55,7 @@ export type RollBackHostsResult = FleetResult<HostRollbackResult>;
  * @throws PideployError `PIDEPLOY_USAGE` for `to` with several hosts (nothing is contacted).
  */
 export async function rollBackHosts(request: RollBackHostsRequest, context: PideployContext): Promise<RollBackHostsResult> {
-  if (request.to !== undefined && request.hosts.length > 1) {
-    throw new PideployError({
-      code: 'PIDEPLOY_USAGE',
-      message: `a generation number (${request.to}) is one host's own: it cannot roll back ${request.hosts.length} hosts`,
-      hint: 'without it each host goes back to its previous generation; or name one host',
-    });
-  }
+  checkRollBackRequest(request);
   const askOncePer = sharePasswordPerRealm(request.sudoPasswordProvider);
   const results = await mapConcurrently(request.hosts, request.parallel ?? 1, async (host) =>
     withHostSession<HostRollbackResult>(

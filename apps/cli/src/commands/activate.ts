@@ -3,14 +3,14 @@ import path from 'node:path';
 import { REBOOT_ERROR_CODES, activateSystem, asksConfirmation, checkHealthCheckUse, checkRebootUse, diffSystem, formatClosureDiff, rebootSystem, rollbackSystem, systemStatus, type ActivationTarget, type RebootResult, type RollbackResult, type SystemStatus } from '@pideploy/activate';
 import { storePathName } from '@pideploy/build';
 import { PideployError, toPideployError, type ActivationAction } from '@pideploy/core';
-import { healthCheckSettingsFor, healthChecksFor, loadConfig, loadConfigIfPresent, mapConcurrently, readBundleToplevel, rollBackHosts, selectHosts, type ResolvedConfig } from '@pideploy/sdk';
+import { healthCheckSettingsFor, healthChecksFor, loadConfig, loadConfigIfPresent, mapConcurrently, checkRollBackRequest, readBundleToplevel, rollBackHosts, selectHosts, type ResolvedConfig } from '@pideploy/sdk';
 import type { CreateSudoOptions } from '@pideploy/ssh';
 import type { CommandInvocation, CommandResult } from '../command.js';
 import { requireBuiltBundle } from '../built-bundle.js';
 import { sudoOptions } from '../sudo-password.js';
 import { healthCheckFlags, hostSelectors, integerFlag, rebootFlags, stringFlag } from '../flags.js';
 import { confirmHosts } from '../confirm.js';
-import { describeHostFailure } from '../render.js';
+import { describeHostFailure, formatColumns } from '../render.js';
 
 const ACTIONS: readonly ActivationAction[] = ['switch', 'boot', 'test', 'dry-activate'];
 
@@ -185,13 +185,8 @@ async function rollBackFleet(
   }
   const config = await loadConfig({ cwd: invocation.io.cwd, configFile: invocation.global.config });
   const hosts = selectHosts(config, selectors);
-  if (options.to !== undefined && hosts.length > 1) {
-    throw new PideployError({
-      code: 'PIDEPLOY_USAGE',
-      message: `--to ${options.to} is one host's generation, but ${hosts.length} hosts are selected (${hosts.map((host) => host.name).join(', ')})`,
-      hint: 'without --to each host goes back to its previous generation; or name one host',
-    });
-  }
+  // Before the question and the password: a rollback that cannot be done.
+  checkRollBackRequest({ hosts, to: options.to });
   await confirmHosts(invocation, `roll back (${options.action})`, hosts.map((host) => host.name), 'on');
   const sudo = await sudoOptions(invocation);
   const result = await rollBackHosts(
@@ -263,13 +258,7 @@ export function formatStatusLines(results: readonly (SystemStatus | HostStatusFa
     ];
     return [result.host, current === undefined ? '-' : String(current.number), storeName(result.runningSystem), last, notes.join('; ') || 'ok'];
   });
-  const header = ['host', 'gen', 'running', 'last deployment', 'notes'];
-  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)));
-  const line = (cells: readonly string[]) =>
-    cells
-      .map((cell, column) => (column === cells.length - 1 ? cell : column === 1 ? cell.padStart(widths[column] ?? 0) : cell.padEnd(widths[column] ?? 0)))
-      .join('  ');
-  return [line(header), ...rows.map(line)].join('\n');
+  return formatColumns(['host', 'gen', 'running', 'last deployment', 'notes'], rows, [1]);
 }
 
 /** How many hosts `pideploy status` asks at once. */

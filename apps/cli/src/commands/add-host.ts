@@ -2,18 +2,12 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PideployError } from '@pideploy/core';
-import { checkNewHostName, isSshTarget, loadConfig, probeHost, replaceFile, withHostAdded, type HostEntry, type HostProbe, type ResolvedConfig, type SudoMode } from '@pideploy/sdk';
+import { checkNewHostName, loadConfig, probeHost, replaceFile, withHostAdded, type HostEntry, type HostProbe, type ResolvedConfig, type SudoMode } from '@pideploy/sdk';
 import type { CommandInvocation, CommandResult } from '../command.js';
-import { stringFlag } from '../flags.js';
+import { sshTargetFlag, stringFlag, stringFlags } from '../flags.js';
 
 const SUDO_MODES: readonly SudoMode[] = ['password', 'nopasswd', 'root'];
 const SUDO_WORDS: Readonly<Record<SudoMode, string>> = { password: 'sudo with a password', nopasswd: 'sudo without a password', root: 'logged in as root' };
-
-/** A flag given once or several times, as a list. */
-function listFlag(invocation: CommandInvocation, name: string): string[] {
-  const value = invocation.flags[name];
-  return Array.isArray(value) ? value.map(String) : typeof value === 'string' ? [value] : [];
-}
 
 /** The configuration of a new host: `--configuration`, else the project's `configuration.nix`; relative to pideploy.json. */
 function configurationFor(invocation: CommandInvocation, config: ResolvedConfig): string {
@@ -62,12 +56,9 @@ function machineSettings(invocation: CommandInvocation, config: ResolvedConfig, 
  */
 export async function addHostCommand(invocation: CommandInvocation): Promise<CommandResult> {
   const [name, ...extra] = invocation.positionals;
-  const target = stringFlag(invocation, 'target');
+  const target = sshTargetFlag(invocation);
   if (name === undefined || extra.length > 0 || target === undefined) {
     throw new PideployError({ code: 'PIDEPLOY_USAGE', message: 'add-host takes one host name and its --target', hint: 'pideploy add-host kitchen --target deploy@kitchen.local --tag fleet' });
-  }
-  if (!isSshTarget(target)) {
-    throw new PideployError({ code: 'PIDEPLOY_USAGE', message: `--target "${target}" is not an SSH target`, hint: 'use user@host, user@host:port or an ssh_config Host alias (no spaces or shell characters)' });
   }
   const config = await loadConfig({ cwd: invocation.io.cwd, configFile: invocation.global.config });
   // Before any connection: a name the file cannot take, or one it has.
@@ -83,7 +74,7 @@ export async function addHostCommand(invocation: CommandInvocation): Promise<Com
     invocation.context.reporter.emit({ type: 'log', level: 'warn', message: `${probe.display} has no nix-store on the login's PATH: pideploy deploys NixOS (install it first, or check the login's PATH)` });
   }
   const { system, sudo } = machineSettings(invocation, config, probe);
-  const tags = listFlag(invocation, 'tag').map((tag) => tag.replace(/^@/u, ''));
+  const tags = stringFlags(invocation, 'tag').map((tag) => tag.replace(/^@/u, ''));
   const text = await readFile(config.file, 'utf8');
   const defaults = (JSON.parse(text) as { defaults?: { system?: string; sudo?: SudoMode } }).defaults;
   const entry: HostEntry = {

@@ -5,15 +5,9 @@ import { connectSsh, sharePasswordPerRealm } from '@pideploy/ssh';
 import { copyClosure, describeCopyPlan, formatBytes, openServeConnection, storeAccessFor, type CopyClosureResult, type ServeConnection, type StoreAccess } from '@pideploy/transport';
 import type { CommandInvocation, CommandResult } from '../command.js';
 import { requireBuiltBundle } from '../built-bundle.js';
-import { stringFlag } from '../flags.js';
+import { stringFlag, stringFlags } from '../flags.js';
 import { askOnTerminal, givenSudoPassword } from '../sudo-password.js';
 
-
-function stringFlags(invocation: CommandInvocation, name: string): string[] {
-  const value = invocation.flags[name];
-  if (value === undefined) return [];
-  return (Array.isArray(value) ? value : [value]).filter((item): item is string => typeof item === 'string');
-}
 
 /**
  * `pideploy copy <host…> [--path P] [--ssh-config FILE] [--sudo-password-file F | --sudo-password-stdin]`:

@@ -1,10 +1,10 @@
 import { PideployError, type ActivationAction, type DeployPhase } from '@pideploy/core';
-import { deploy, deployRecordFile, hostsThatFailed, isSshTarget, loadConfig, readDeployRecord, readDeployRecordOrEmpty, recordDeployResult, selectHosts, staleKeyPaths, type DeployResult, type ResolvedConfig, type ResolvedHost } from '@pideploy/sdk';
+import { deploy, deployRecordFile, hostsThatFailed, loadConfig, readDeployRecord, readDeployRecordOrEmpty, recordDeployResult, selectHosts, staleKeyPaths, type DeployResult, type ResolvedConfig, type ResolvedHost } from '@pideploy/sdk';
 import type { CommandInvocation, CommandResult } from '../command.js';
 import { describeHostFailure, formatDuration } from '../render.js';
 import { confirmHosts } from '../confirm.js';
 import { sudoOptions } from '../sudo-password.js';
-import { healthCheckFlags, hostSelectors, integerFlag, nixBuildFlags, rebootFlags, stringFlag } from '../flags.js';
+import { healthCheckFlags, hostSelectors, integerFlag, nixBuildFlags, rebootFlags, sshTargetFlag, stringFlag, stringFlags } from '../flags.js';
 
 const ACTIONS: readonly ActivationAction[] = ['switch', 'boot', 'test', 'dry-activate'];
 /** The code of a host a failed canary or --max-failures held back. */
@@ -102,13 +102,10 @@ export function describeDeployResult(result: DeployResult, options: { readonly r
 /**
  * `--target USER@HOST`: the one selected host is reached there this time (its pideploy.json
  * target unchanged: a Pi that got another address, a cable straight to it), as deploy-rs's
- * `--hostname`. Refused for a selection of several hosts, and for a target with shell characters.
+ * `--hostname`. Refused for a selection of several hosts (the target itself is checked by sshTargetFlag).
  */
 export function withTarget(hosts: readonly ResolvedHost[], target: string | undefined): readonly ResolvedHost[] {
   if (target === undefined) return hosts;
-  if (!isSshTarget(target)) {
-    throw new PideployError({ code: 'PIDEPLOY_USAGE', message: `--target "${target}" is not an SSH target`, hint: 'use user@host, user@host:port or an ssh_config Host alias (no spaces or shell characters)' });
-  }
   const [only, ...others] = hosts;
   if (only === undefined || others.length > 0) {
     throw new PideployError({
@@ -134,8 +131,8 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
   }
   const reboot = rebootFlags(invocation);
   const nixOptions = nixBuildFlags(invocation);
+  const target = sshTargetFlag(invocation);
   const config = await loadConfig({ cwd: invocation.io.cwd, configFile: invocation.global.config });
-  const canaryFlag = invocation.flags['canary'];
   let selected = selectHosts(config, hostSelectors(invocation));
   // What this project deployed before: each host's outcome (--failed: read strictly) and the keys
   // it put there (unreadable: no key is removed this time, and a warning says why).
@@ -155,7 +152,7 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
     }
   }
   // --canary, else pideploy.json's deploy.canary (unless --no-canary).
-  const canaryValues = Array.isArray(canaryFlag) ? canaryFlag.map(String) : typeof canaryFlag === 'string' ? [canaryFlag] : [];
+  const canaryValues = stringFlags(invocation, 'canary');
   if (canaryValues.length > 0 && invocation.flags['no-canary'] === true) {
     throw new PideployError({ code: 'PIDEPLOY_USAGE', message: '--canary and --no-canary contradict each other', hint: 'give one of them' });
   }
@@ -164,7 +161,7 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
     canaryValues.length > 0 || configCanary === undefined
       ? orderCanaries(config, selected, canaryValues)
       : orderCanaries(config, selected, typeof configCanary === 'number' ? [String(configCanary)] : configCanary, { fromConfig: true });
-  const hosts = withTarget(ordered, stringFlag(invocation, 'target'));
+  const hosts = withTarget(ordered, target);
   if (invocation.flags['cache'] === true && invocation.flags['no-cache'] === true) {
     throw new PideployError({ code: 'PIDEPLOY_USAGE', message: '--cache and --no-cache contradict each other', hint: 'give one of them' });
   }

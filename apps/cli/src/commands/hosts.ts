@@ -2,6 +2,7 @@ import path from 'node:path';
 import { loadConfig, readDeployRecordOrEmpty, selectHosts, type HostDeployRecord, type ResolvedConfig, type ResolvedHost } from '@pideploy/sdk';
 import type { CommandInvocation, CommandResult } from '../command.js';
 import { hostSelectors } from '../flags.js';
+import { formatColumns } from '../render.js';
 
 /** One host as `pideploy hosts` lists it: its settings from pideploy.json and its last deployment from here. */
 export interface HostListing {
@@ -47,9 +48,7 @@ function describeLast(last: HostDeployRecord | undefined): string {
 export function formatHostTable(hosts: readonly HostListing[]): string {
   const header = ['host', 'target', 'system', 'tags', 'configuration', 'last deployment (UTC)'];
   const rows = hosts.map((host) => [host.name, host.target, host.buildMode === 'emulated' ? host.system : `${host.system} (${host.buildMode})`, host.tags.join(',') || '-', host.configuration, describeLast(host.lastDeployment)]);
-  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)));
-  const line = (cells: readonly string[]) => cells.map((cell, column) => (column === cells.length - 1 ? cell : cell.padEnd(widths[column] ?? 0))).join('  ');
-  return [line(header), ...rows.map(line)].join('\n');
+  return formatColumns(header, rows);
 }
 
 /**
