@@ -353,8 +353,29 @@ describeLab('activation on lab hosts: profile, switch-to-configuration, magic ro
     expect(await running('pi1')).toBe(await profile('pi1'));
     // Recorded like a deployment (it held the host while it switched): status shows it.
     const after = await systemStatus(labTarget('deploy@pi1'), context);
-    expect(after.lastDeployment).toMatchObject({ state: 'succeeded', action: 'switch', newGeneration: target.number, message: `rolled back by hand to generation ${target.number}` });
+    // That generation (base) was activated without a bundle: the GC root names its system now, not the bundle it left.
+    expect(await profile('pi1')).toBe(systems['base']);
+    expect(rolled.bundle).toBeUndefined();
+    expect(after.currentConfiguration).toBe(systems['base']);
+    expect(after.lastDeployment).toMatchObject({
+      state: 'succeeded',
+      action: 'switch',
+      newGeneration: target.number,
+      message: `rolled back by hand to generation ${target.number}; /etc/nixos/current-configuration -> ${systems['base']} (no bundle of it on this host)`,
+    });
     expect(after.lastDeployment?.id).toMatch(/-rollback-\d+$/u);
+    // Back to a generation of the system the bundle deployed (next): the root names that bundle again,
+    // though a later activation (slow) rooted it for another system, whose note is not believed.
+    const nextGeneration = (await onConsole('pi1', `for link in /nix/var/nix/profiles/system-*-link; do [ "$(readlink -f "$link")" = ${systems['next']} ] && echo "$link"; done | tail -n 1`)).replace(/^.*system-(\d+)-link$/u, '$1');
+    const forward = await rollbackSystem(labTarget('deploy@pi1'), { to: Number(nextGeneration) }, context);
+    expect([forward.runningSystem, forward.bundle]).toEqual([systems['next'], bundle]);
+    expect(await gcRoot('pi1')).toBe(bundle);
+    expect(await onConsole('pi1', `cat /nix/var/pideploy/bundles/${path.basename(systems['next']!)}`)).toBe(bundle);
+    expect((await systemStatus(labTarget('deploy@pi1'), context)).deployedSystem).toBe(systems['next']);
+    const slowGeneration = (await onConsole('pi1', `for link in /nix/var/nix/profiles/system-*-link; do [ "$(readlink -f "$link")" = ${systems['slow']} ] && echo "$link"; done | tail -n 1`)).replace(/^.*system-(\d+)-link$/u, '$1');
+    const mismatched = await rollbackSystem(labTarget('deploy@pi1'), { to: Number(slowGeneration) }, context);
+    expect([mismatched.runningSystem, mismatched.bundle]).toEqual([systems['slow'], undefined]);
+    expect(await gcRoot('pi1')).toBe(systems['slow']);
     const diff = await diffSystem(labTarget('deploy@pi1'), systems['next']!, context, { env });
     expect(diff.pathsAdded.length + diff.pathsRemoved.length).toBeGreaterThanOrEqual(0);
   }, 120_000);

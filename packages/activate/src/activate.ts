@@ -826,7 +826,10 @@ export interface RollbackSystemOptions {
   readonly action?: 'switch' | 'boot' | undefined;
   /** A rejected generation to delete once the profile is off it (e.g. the one a failed deployment made). */
   readonly deleteGeneration?: number | undefined;
-  /** Where to point the GC root `/etc/nixos/current-configuration` (e.g. the bundle deployed before). */
+  /**
+   * Where to point the GC root `/etc/nixos/current-configuration` (e.g. the bundle deployed before);
+   * default: the bundle that deployed the generation's system, if the host still has it, else the system.
+   */
   readonly gcRoot?: string | undefined;
 }
 
@@ -839,6 +842,11 @@ export interface RollbackResult {
   readonly runningSystem: string | undefined;
   /** The system profile's system now (what boots next). */
   readonly profileSystem: string | undefined;
+  /**
+   * The bundle `/etc/nixos/current-configuration` names now: the one that deployed that system
+   * (or the `gcRoot` asked for); undefined when the host has no bundle of it (the root names the system).
+   */
+  readonly bundle?: string | undefined;
 }
 
 async function withSession<T>(target: ActivationTarget, context: PideployContext, body: (session: SshSession) => Promise<T>): Promise<T> {
@@ -884,7 +892,7 @@ export async function rollbackSystem(target: ActivationTarget, options: Rollback
     // The script ends with its state file: the generation it switched to, and the system running before.
     const state = stateFromDecisionOutput(result.stdout);
     const runningSystem = options.action === 'boot' ? state?.previousSystem || undefined : state?.toplevel;
-    return { host: hostName(target), generation: state?.newGeneration, runningSystem, profileSystem: state?.toplevel };
+    return { host: hostName(target), generation: state?.newGeneration, runningSystem, profileSystem: state?.toplevel, bundle: state?.bundle || undefined };
   });
 }
 

@@ -286,9 +286,12 @@ second line'; save_state >/dev/null`);
       execFileSync('ln', ['-s', 'system-2-link', path.join(profiles, 'system')]);
       // nix-env -p PROFILE --switch-generation N: fails for a generation that does not exist, as the real one does.
       writeFileSync(path.join(tools, 'nix-env'), '#!/bin/sh\n[ -e "${2%/*}/system-$4-link" ] || { echo "error: generation $4 does not exist" >&2; exit 1; }\nln -sfn "system-$4-link" "$2"\n');
-      chmodSync(path.join(tools, 'nix-env'), 0o755);
+      // nix-store --add-root ROOT --indirect -r TARGET, as the real one does to the link.
+      writeFileSync(path.join(tools, 'nix-store'), '#!/bin/sh\nln -sfn "$5" "$2"\n');
+      for (const tool of ['nix-env', 'nix-store']) chmodSync(path.join(tools, tool), 0o755);
+      const gcRoot = path.join(root, 'etc-nixos', 'current-configuration');
       const rollBack = (to: number) =>
-        spawnSync(shell, ['-c', `${definitions}\nstate_dir=${stateDir}; proc_dir=${proc}; profile=${profiles}/system; profiles_dir=${profiles}; PATH=${tools}:/usr/bin:/bin\ncmd_rollback --to ${to}`], {
+        spawnSync(shell, ['-c', `${definitions}\nstate_dir=${stateDir}; proc_dir=${proc}; profile=${profiles}/system; profiles_dir=${profiles}; gc_root=${gcRoot}; bundles_dir=${root}/bundles; PATH=${tools}:/usr/bin:/bin\ncmd_rollback --to ${to}`], {
           encoding: 'utf8',
           env: { PATH: '/usr/bin:/bin' },
         });
@@ -299,7 +302,9 @@ second line'; save_state >/dev/null`);
       const [state] = states();
       // It ends with its state file, which the deployer reads instead of asking the host again.
       expect(stateFromDecisionOutput(rolled.stdout)).toEqual(state);
-      expect(state).toMatchObject({ state: 'succeeded', action: 'switch', toplevel: `${root}/system-1`, previousGeneration: 2, newGeneration: 1, exitCode: 0, message: 'rolled back by hand to generation 1' });
+      expect(state).toMatchObject({ state: 'succeeded', action: 'switch', toplevel: `${root}/system-1`, previousGeneration: 2, newGeneration: 1, exitCode: 0, message: `rolled back by hand to generation 1; ${gcRoot} -> ${root}/system-1 (no bundle of it on this host)` });
+      // No bundle deployed that system here: the GC root names the system itself, not a bundle it left.
+      expect(readlinkSync(gcRoot)).toBe(`${root}/system-1`);
       expect(state?.id).toMatch(/^\d{8}T\d{6}Z-rollback-\d+$/u);
       expect(state?.id).toMatch(DEPLOY_ID_PATTERN);
       expect(readFileSync(path.join(stateDir, 'active.1'), 'utf8')).toBe(`${state?.id}\n`);
@@ -363,7 +368,7 @@ second line'; save_state >/dev/null`);
       const rollBack = (args: string) =>
         spawnSync(
           shell,
-          ['-c', `${definitions}\nstate_dir=${stateDir}; proc_dir=${proc}; profile=${profiles}/system; profiles_dir=${profiles}; gc_root=${run}/current-configuration; PATH=${tools}:/usr/bin:/bin\ncmd_rollback ${args}`],
+          ['-c', `${definitions}\nstate_dir=${stateDir}; proc_dir=${proc}; profile=${profiles}/system; profiles_dir=${profiles}; gc_root=${run}/current-configuration; bundles_dir=${root}/bundles; PATH=${tools}:/usr/bin:/bin\ncmd_rollback ${args}`],
           // (stdin not a socket: bash would read ~/.bashrc then)
           { encoding: 'utf8', env: { PATH: '/usr/bin:/bin' }, stdio: ['ignore', 'pipe', 'pipe'] },
         );
@@ -388,7 +393,7 @@ second line'; save_state >/dev/null`);
       expect(readdirSync(profiles).sort()).toEqual(['system', 'system-1-link', 'system-2-link']);
       expect(readlinkSync(path.join(run, 'current-configuration'))).toBe(`${root}/bundle-old`);
       expect(stateFromDecisionOutput(rolled.stdout)).toMatchObject({ state: 'succeeded', action: 'boot', toplevel: `${root}/system-2`, bundle: `${root}/bundle-old`, previousGeneration: 3, newGeneration: 2 });
-      expect(stateFromDecisionOutput(rolled.stdout)?.message).toMatch(/^rolled back by hand to generation 2 \(boot default; running .* until a reboot\)$/u);
+      expect(stateFromDecisionOutput(rolled.stdout)?.message).toMatch(new RegExp(`^rolled back by hand to generation 2 \\(boot default; running .* until a reboot\\); ${run}/current-configuration -> ${root}/bundle-old$`, 'u'));
 
       // The generation now current is never deleted, and a failed delete is said but not fatal.
       const again = rollBack('--to 2 --action boot --delete-generation 2');
@@ -397,6 +402,38 @@ second line'; save_state >/dev/null`);
       const missing = rollBack('--to 1 --action boot --delete-generation 7');
       expect([missing.status, missing.stderr]).toEqual([0, 'rm: cannot remove \'' + `${profiles}/system-7-link': No such file or directory\nactivate: could not delete generation 7\n`]);
       expect(readlinkSync(path.join(profiles, 'system'))).toBe('system-1-link');
+
+      // Each deployment notes which bundle deployed its system (notes whose bundle was collected are dropped) …
+      const bundles = path.join(root, 'bundles');
+      for (const generation of [1, 2]) {
+        mkdirSync(path.join(root, `bundle-${generation}`));
+        execFileSync('ln', ['-s', path.join(root, `system-${generation}`), path.join(root, `bundle-${generation}`, 'toplevel')]);
+      }
+      mkdirSync(bundles, { recursive: true });
+      writeFileSync(path.join(bundles, 'system-9'), `${root}/collected-bundle\n`);
+      const deployed = spawnSync(
+        shell,
+        ['-c', `${definitions}\ngc_root=${run}/current-configuration; bundles_dir=${bundles}; PATH=${tools}:/usr/bin:/bin\nfor g in 1 2; do st_toplevel=${root}/system-$g; st_bundle=${root}/bundle-$g; move_gc_root || exit 1; done`],
+        { encoding: 'utf8', env: { PATH: '/usr/bin:/bin' }, stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      expect([deployed.status, deployed.stderr]).toEqual([0, '']);
+      expect(readdirSync(bundles).sort()).toEqual(['system-1', 'system-2']);
+      expect(readFileSync(path.join(bundles, 'system-1'), 'utf8')).toBe(`${root}/bundle-1\n`);
+      expect(readlinkSync(path.join(run, 'current-configuration'))).toBe(`${root}/bundle-2`);
+      // … and a rollback to that system points the GC root back at that bundle.
+      const toBundle = rollBack('--to 1');
+      expect([toBundle.status, toBundle.stderr]).toEqual([0, '']);
+      expect(readlinkSync(path.join(run, 'current-configuration'))).toBe(`${root}/bundle-1`);
+      expect(stateFromDecisionOutput(toBundle.stdout)).toMatchObject({
+        bundle: `${root}/bundle-1`,
+        message: `rolled back by hand to generation 1; ${run}/current-configuration -> ${root}/bundle-1`,
+      });
+      // A note naming a bundle of another system is not believed: the root names the system itself.
+      writeFileSync(path.join(bundles, 'system-2'), `${root}/bundle-1\n`);
+      const toSystem = rollBack('--to 2');
+      expect([toSystem.status, toSystem.stderr]).toEqual([0, '']);
+      expect(readlinkSync(path.join(run, 'current-configuration'))).toBe(`${root}/system-2`);
+      expect(stateFromDecisionOutput(toSystem.stdout)).toMatchObject({ bundle: '', message: `rolled back by hand to generation 2; ${run}/current-configuration -> ${root}/system-2 (no bundle of it on this host)` });
     }
   });
 

@@ -16,6 +16,13 @@ export const SYSTEM_PROFILE = '/nix/var/nix/profiles/system';
 /** The GC root that keeps the deployed bundle (or toplevel) alive on the target. */
 export const CURRENT_CONFIGURATION_ROOT = '/etc/nixos/current-configuration';
 /**
+ * Where each host notes which bundle deployed each system (a file named after the system's store
+ * path, holding the bundle's): a rollback points {@link CURRENT_CONFIGURATION_ROOT} back at the
+ * bundle of the system it goes back to, while the host still has it. Not GC roots: a note whose
+ * bundle was collected is dropped. On the Nix state's disk, so that it outlives a reboot.
+ */
+export const BUNDLE_NOTES_DIR = '/nix/var/pideploy/bundles';
+/**
  * A line the script carries, so a bundle's `bin/activate` can be recognised as speaking this
  * protocol. 2: the start takes `--wait-state` and keeps the wake FIFO; a bundle of an older
  * protocol gets the current script uploaded instead.
@@ -361,7 +368,9 @@ await_state() {
  *                          switch the system profile to generation N (default: the previous one) and
  *                          activate it (`switch`, or `boot`: the boot default only, for a reboot),
  *                          holding the host like a deployment (recorded as `<time>-rollback-<pid>`);
- *                          then delete a rejected generation and point the GC root at P if given
+ *                          then delete a rejected generation and point the GC root at P if given,
+ *                          else at the bundle that deployed that system if the host still has it
+ *                          (see {@link BUNDLE_NOTES_DIR}), else at the system itself
  * activate launcher        print how the worker would be started: systemd-run | setsid | nohup
  * ```
  *
@@ -392,6 +401,7 @@ profile=${SYSTEM_PROFILE}
 profiles_dir=\${profile%/*}
 state_dir=${ACTIVATION_STATE_DIR}
 gc_root=${CURRENT_CONFIGURATION_ROOT}
+bundles_dir=${BUNDLE_NOTES_DIR}
 systemd_runtime_dir=${systemdRuntimeDirectory}
 # The kernel's view of this host (Linux procfs): the clock and the effective uid without a process.
 proc_dir=/proc
@@ -686,7 +696,41 @@ highest_generation() {
 move_gc_root() {
   root_target=\${st_bundle:-$st_toplevel}
   [ -d "\${gc_root%/*}" ] || mkdir -p "\${gc_root%/*}" || return 1
-  nix-store --add-root "$gc_root" --indirect -r "$root_target" >/dev/null
+  nix-store --add-root "$gc_root" --indirect -r "$root_target" >/dev/null || return 1
+  note_bundle
+}
+
+# Notes that $st_bundle deployed $st_toplevel (for a rollback to it later: bundle_of), by the
+# shell itself, and drops the notes whose bundle is gone (one rm, only when there are some).
+# A note that cannot be written costs the later rollback its bundle, nothing else.
+note_bundle() {
+  [ -n "$st_bundle" ] && [ -n "$st_toplevel" ] && [ "$st_bundle" != "$st_toplevel" ] || return 0
+  [ -d "$bundles_dir" ] || mkdir -p "$bundles_dir" 2>/dev/null || return 0
+  { printf '%s\n' "$st_bundle" >"$bundles_dir/\${st_toplevel##*/}"; } 2>/dev/null || return 0
+  set --
+  for note in "$bundles_dir"/*; do
+    [ -f "$note" ] || continue
+    noted=''
+    read -r noted <"$note" || true
+    [ -n "$noted" ] && [ -e "$noted" ] || set -- "$@" "$note"
+  done
+  [ $# -eq 0 ] || rm -f -- "$@" 2>/dev/null || true
+}
+
+# Sets found_bundle to the bundle noted for system $1 if the host still has it and its toplevel
+# is $1 ("" otherwise), by the shell itself.
+bundle_of() {
+  found_bundle=''
+  note="$bundles_dir/\${1##*/}"
+  [ -f "$note" ] || return 0
+  noted=''
+  read -r noted <"$note" || true
+  [ -n "$noted" ] || return 0
+  if cd -P "$noted/toplevel" 2>/dev/null; then
+    [ "$PWD" = "$1" ] && found_bundle=$noted
+    cd / || return 1
+  fi
+  return 0
 }
 
 # Runs $1/bin/switch-to-configuration $2 (an earlier system, during a rollback).
@@ -1075,11 +1119,20 @@ cmd_rollback() {
   if [ -n "$rejected" ] && [ "$rejected" != "$generation" ]; then
     nix-env -p "$profile" --delete-generations "$rejected" >/dev/null || echo "activate: could not delete generation $rejected" >&2
   fi
-  if [ -n "$root_to" ]; then
-    move_gc_root || echo "activate: could not point $gc_root at $root_to" >&2
+  # The GC root follows: to P if given, else to the bundle that deployed this system while the host
+  # has it, else to the system itself (what runs is never described by the bundle it left).
+  if [ -z "$root_to" ]; then
+    bundle_of "$st_toplevel"
+    st_bundle=$found_bundle
+  fi
+  root_note="$gc_root -> \${st_bundle:-$st_toplevel}"
+  if [ -z "$st_bundle" ]; then root_note="$root_note (no bundle of it on this host)"; fi
+  if ! move_gc_root; then
+    echo "activate: could not point $gc_root at \${st_bundle:-$st_toplevel}" >&2
+    root_note="$gc_root could not be moved"
   fi
   st_state=succeeded
-  if [ "$rollback_action" = boot ]; then st_message="rolled back by hand to generation $generation (boot default; running $st_previous_system until a reboot)"; else st_message="rolled back by hand to generation $generation"; fi
+  if [ "$rollback_action" = boot ]; then st_message="rolled back by hand to generation $generation (boot default; running $st_previous_system until a reboot); $root_note"; else st_message="rolled back by hand to generation $generation; $root_note"; fi
   save_state >/dev/null
   echo "activate: now on generation $generation ($st_toplevel)"
   print_state "$id"

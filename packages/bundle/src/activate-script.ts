@@ -1,6 +1,9 @@
 /** Where the script moves the GC root of the configuration that is now active. */
 export const CURRENT_CONFIGURATION_ROOT = '/etc/nixos/current-configuration';
 
+/** Where the script notes which bundle deployed the system (a file named after the system), as `@pideploy/activate` does. */
+export const BUNDLE_NOTES_DIR = '/nix/var/pideploy/bundles';
+
 /** The NixOS system profile the script sets for `switch` and `boot`. */
 export const SYSTEM_PROFILE = '/nix/var/nix/profiles/system';
 
@@ -53,6 +56,8 @@ if [ "$action" != dry-activate ]; then
     echo "activate: could not root $bundle at ${CURRENT_CONFIGURATION_ROOT}" >&2
     exit 1
   }
+  # Which bundle deployed this system, for a rollback to it later (@pideploy/activate's BUNDLE_NOTES_DIR).
+  { mkdir -p ${BUNDLE_NOTES_DIR} && printf '%s\\n' "$bundle" >"${BUNDLE_NOTES_DIR}/\${toplevel##*/}"; } 2>/dev/null || true
 fi
 echo "activate: $action done: $toplevel"
 `;

@@ -168,6 +168,8 @@ describeLab('bundles against real nix and a lab host', () => {
     expect(activated.exitCode).toBe(0);
     expect((await labExec('pi1', ['readlink', '-f', '/nix/var/nix/profiles/system'])).stdout.trim()).toBe(toplevel);
     expect((await labExec('pi1', ['readlink', '/etc/nixos/current-configuration'])).stdout.trim()).toBe(bundle.outPath);
+    // It notes which bundle deployed that system, as pideploy's activation does, for a rollback to it later.
+    expect((await labExec('pi1', ['cat', `/nix/var/pideploy/bundles/${path.basename(toplevel)}`])).stdout).toBe(`${bundle.outPath}\n`);
     const usage = await labExec('pi1', [`${bundle.outPath}/bin/activate`, 'explode']);
     expect(usage.exitCode).toBe(2);
   });

@@ -269,11 +269,12 @@ describeLab('pideploy deploy on a fleet: 10 hosts, --parallel 5, tags, one host 
     expect(released.stdout.match(/^pi\d+ +confirmed/gmu)).toHaveLength(9);
     const systemOf = async (name: string, link: string) => (await labExec(name, ['readlink', '-f', link])).stdout.trim();
     const before = await Promise.all(fleet.map((host) => systemOf(host.name, '/run/current-system')));
+    const releaseTwoLink = (await labExec('pi2', ['readlink', '/nix/var/nix/profiles/system'])).stdout.trim();
     const deployed = await pideploy(['status', 'pi2', '--short'], project, env);
     expect(deployed.stdout).toMatch(/^pi2 .* ok$/mu);
     const run = await pideploy(['rollback', '--on', '@fleet', '--parallel', '5', '--sudo-password-stdin', '--json'], project, env);
     expect(run.code, run.stderr).toBe(1);
-    const result = (JSON.parse(run.stdout.trim().split('\n').at(-1) ?? '{}') as { result: { results: { host: string; ok: boolean; rollback?: { generation: number; runningSystem: string }; error?: { code: string } }[] } }).result;
+    const result = (JSON.parse(run.stdout.trim().split('\n').at(-1) ?? '{}') as { result: { results: { host: string; ok: boolean; rollback?: { generation: number; runningSystem: string; bundle?: string }; error?: { code: string } }[] } }).result;
     expect(result.results.map((host) => [host.host, host.ok])).toEqual([...fleet.map((host) => [host.name, true]), ['pi10', false]]);
     expect(result.results.at(-1)?.error?.code).toMatch(/^PIDEPLOY_SSH_/u);
     for (const [index, host] of fleet.entries()) {
@@ -283,8 +284,15 @@ describeLab('pideploy deploy on a fleet: 10 hosts, --parallel 5, tags, one host 
       expect(running).not.toBe(before[index]);
       expect(rolled?.runningSystem).toBe(running);
       expect(await systemOf(host.name, `/nix/var/nix/profiles/system-${rolled?.generation}-link`)).toBe(running);
+      // The GC root followed: it names the bundle that deployed the system the host went back to (release 1's), not the one it left.
+      expect(rolled?.bundle).toMatch(/^\/nix\/store\/[0-9a-z]{32}-/u);
+      expect(await systemOf(host.name, '/etc/nixos/current-configuration')).toBe(rolled?.bundle);
+      expect(await systemOf(host.name, `${rolled?.bundle}/toplevel`)).toBe(running);
     }
-    // Their GC root still names the bundle of release 2, which they left: status says so.
+    expect((await pideploy(['status', 'pi2', '--short'], project, env)).stdout).toMatch(/^pi2 .* ok$/mu);
+    // Switched back to release 2 by hand (not by pideploy), its GC root names release 1's bundle: status says so.
+    const byHand = await labExec('pi2', ['sh', '-c', `nix-env -p /nix/var/nix/profiles/system --switch-generation "$1" && /nix/var/nix/profiles/system/bin/switch-to-configuration switch`, 'by-hand', /^system-(\d+)-link$/u.exec(releaseTwoLink)?.[1] ?? '?']);
+    expect(byHand.exitCode, byHand.stderr).toBe(0);
     const left = await pideploy(['status', 'pi2', '--short'], project, env);
     expect(left.code, left.stderr).toBe(0);
     expect(left.stdout).toMatch(/^pi2 .* not on its deployed bundle's system \(rolled back or switched by hand since\)$/mu);
