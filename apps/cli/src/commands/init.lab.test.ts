@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, readdir, rename, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -175,6 +175,11 @@ describeLab('pideploy init --lab && pideploy build pi1 (real nix, the lab mini-n
     const project = path.join(workDir, 'add-host');
     expect((await pideploy(['init', project, '--lab'], workDir, process.env)).code).toBe(0);
     const configFile = path.join(project, 'pideploy.json');
+    // Laid out by hand (tabs, a line per host): add-host keeps that layout.
+    const handWritten = `${JSON.stringify(JSON.parse(readFileSync(configFile, 'utf8')), null, '\t').replace(/^\t\t"[^"]+": \{[^}]*\}/gmu, (host) => host.replace(/\s*\n\s*/gu, ' '))}\n`;
+    const lastHostEnd = [...handWritten.matchAll(/^\t\t"[^"]+": \{[^\n]*\}/gmu)].map((match) => match.index + match[0].length).at(-1) ?? 0;
+    expect(lastHostEnd).toBeGreaterThan(0);
+    writeFileSync(configFile, handWritten);
     const loginsBefore = sshLoginCount(status.hosts[0]!);
     const added = await pideploy(['add-host', 'kitchen', '--target', 'deploy@pi1', '--tag', 'fleet', '--ssh-config', status.sshConfig], project, env);
     expect(added.stderr).toBe('');
@@ -186,6 +191,9 @@ describeLab('pideploy init --lab && pideploy build pi1 (real nix, the lab mini-n
     expect(added.stdout.endsWith(')\nnext: pideploy deploy kitchen\n')).toBe(true);
     const written = JSON.parse(readFileSync(configFile, 'utf8')) as { hosts: Record<string, unknown> };
     expect(written.hosts['kitchen']).toEqual({ target: 'deploy@pi1', configuration: './configuration.nix', system: `${machine}-linux`, tags: ['fleet'], sshConfig: status.sshConfig });
+    const edited = readFileSync(configFile, 'utf8');
+    expect(edited.startsWith(`${handWritten.slice(0, lastHostEnd)},\n\t\t"kitchen": {\n\t\t\t"target": "deploy@pi1",\n`)).toBe(true);
+    expect(edited.endsWith(`\n\t\t}${handWritten.slice(lastHostEnd)}`)).toBe(true);
     const listed = await pideploy(['hosts', '@fleet'], project, env);
     expect(listed.stdout).toMatch(/^kitchen +deploy@pi1 /mu);
 
