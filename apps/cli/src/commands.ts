@@ -18,6 +18,14 @@ const ACCEPT_NEW_HOST_KEY_FLAG = {
   'accept-new-host-key': { type: 'boolean', description: 'trust and record the host key of a host seen for the first time (a changed key is always refused)' },
 } as const;
 const COMPRESS_FLAG = { compress: { type: 'boolean', description: 'compress the SSH connection (zlib) for slow links' } } as const;
+/** How long switch-to-configuration may run on a host (deploy, activate). */
+const ACTIVATION_TIMEOUT_FLAG = {
+  'activation-timeout': {
+    type: 'string',
+    valueName: 'S',
+    description: "seconds switch-to-configuration may run on a host before it is stopped and the host rolls back (default: pideploy.json deploy.activationTimeout, else 600; 0: no limit)",
+  },
+} as const;
 /** How a command that needs root on the hosts gets the sudo password without a terminal. */
 const SUDO_PASSWORD_FLAGS = {
   'sudo-password-file': { type: 'string', valueName: 'F', description: 'read the sudo password from the first line of F' },
@@ -201,7 +209,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     path: ['deploy'],
     takesHosts: true,
-    usage: 'deploy [host…|--on @tag] [--action A] [--parallel N] [--canary N|@TAG] [--max-failures N] [--failed] [--target USER@HOST] [--confirm-timeout S] [--no-rollback] [--health-check-url URL] [--health-check-command CMD] [--reboot|--reboot-if-needed] [--dry-run] [--force] [--cache|--no-cache] [--substitute-on-destination] [--no-keys] [--show-trace] [-L] [-k] [-j N] [--option NAME=VALUE]',
+    usage: 'deploy [host…|--on @tag] [--action A] [--parallel N] [--canary N|@TAG] [--max-failures N] [--failed] [--target USER@HOST] [--confirm-timeout S] [--activation-timeout S] [--no-rollback] [--health-check-url URL] [--health-check-command CMD] [--reboot|--reboot-if-needed] [--dry-run] [--force] [--cache|--no-cache] [--substitute-on-destination] [--no-keys] [--show-trace] [-L] [-k] [-j N] [--option NAME=VALUE]',
     summary: 'build, bundle, diff, copy and activate hosts of pideploy.json (one sudo password, magic rollback)',
     example: 'pideploy deploy pi1',
     flags: {
@@ -214,6 +222,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       failed: { type: 'boolean', description: 'only the (selected) hosts whose last deployment from this project failed or was not started' },
       target: { type: 'string', valueName: 'USER@HOST', description: "reach the one selected host at this SSH target this time (pideploy.json's target unchanged)" },
       'confirm-timeout': { type: 'string', valueName: 'S', description: 'seconds a host waits for the confirmation before rolling back (default 30)' },
+      ...ACTIVATION_TIMEOUT_FLAG,
       'no-rollback': { type: 'boolean', description: 'no magic rollback' },
       'dry-run': { type: 'boolean', description: 'build, bundle and show the diff; copy and activate nothing' },
       ...COMPRESS_FLAG,
@@ -235,7 +244,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     path: ['activate'],
     takesHosts: true,
-    usage: 'activate <host> [--toplevel P] [--bundle B] [--action switch|boot|test|dry-activate] [--confirm-timeout S] [--no-rollback] [--force] [--health-check-url URL] [--health-check-command CMD] [--reboot]',
+    usage: 'activate <host> [--toplevel P] [--bundle B] [--action switch|boot|test|dry-activate] [--confirm-timeout S] [--activation-timeout S] [--no-rollback] [--force] [--health-check-url URL] [--health-check-command CMD] [--reboot]',
     summary: 'switch a host to a system already in its store (default: the bundle of pideploy build, after pideploy copy): profile, switch-to-configuration, magic rollback, GC root',
     example: 'pideploy build pi1 && pideploy copy pi1 --sudo-password-stdin && pideploy activate pi1',
     flags: {
@@ -243,6 +252,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       bundle: { type: 'string', valueName: 'B', description: 'the bundle to GC-root at /etc/nixos/current-configuration once confirmed (default without --toplevel: the one pideploy build made)' },
       action: { type: 'string', valueName: 'A', description: 'switch (default) | boot | test | dry-activate, as switch-to-configuration' },
       'confirm-timeout': { type: 'string', valueName: 'S', description: 'seconds the host waits for the confirmation before rolling back (default 30)' },
+      ...ACTIVATION_TIMEOUT_FLAG,
       'no-rollback': { type: 'boolean', description: 'do not ask for a confirmation (no magic rollback)' },
       force: { type: 'boolean', description: 'activate even if the host already runs this system' },
       ...HEALTH_CHECK_FLAGS,

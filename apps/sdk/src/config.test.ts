@@ -134,9 +134,11 @@ describe('parseConfig', () => {
   });
 
   it("resolves the deploy section (a single canary made a list) and refuses a canary that selects no host", () => {
-    expect(parseConfig(JSON.stringify(valid), '/f/pideploy.json').deploy).toEqual({ parallel: undefined, canary: undefined, maxFailures: undefined });
+    expect(parseConfig(JSON.stringify(valid), '/f/pideploy.json').deploy).toEqual({ parallel: undefined, canary: undefined, maxFailures: undefined, activationTimeout: undefined });
     const withDeploy = (deploy: unknown) => JSON.stringify({ ...valid, deploy });
-    expect(parseConfig(withDeploy({ parallel: 10, canary: '@audio', maxFailures: 3 }), '/f/pideploy.json').deploy).toEqual({ parallel: 10, canary: ['@audio'], maxFailures: 3 });
+    expect(parseConfig(withDeploy({ parallel: 10, canary: '@audio', maxFailures: 3, activationTimeout: 0 }), '/f/pideploy.json').deploy).toEqual({ parallel: 10, canary: ['@audio'], maxFailures: 3, activationTimeout: 0 });
+    expect(errorOf(() => parseConfig(withDeploy({ activationTimeout: -1 }), '/f/pideploy.json')).message).toMatch(/\/deploy\/activationTimeout/u);
+    expect(errorOf(() => parseConfig(withDeploy({ activationTimeout: '5m' }), '/f/pideploy.json')).message).toMatch(/\/deploy\/activationTimeout/u);
     expect(parseConfig(withDeploy({ canary: 2 }), '/f/pideploy.json').deploy.canary).toBe(2);
     expect(parseConfig(withDeploy({ canary: ['kitchen', 'gar*'] }), '/f/pideploy.json').deploy.canary).toEqual(['kitchen', 'gar*']);
     expect(errorOf(() => parseConfig(withDeploy({ canary: '@audi' }), '/f/pideploy.json'))).toMatchObject({

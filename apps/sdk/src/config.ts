@@ -58,6 +58,8 @@ export interface DeploySettings {
   readonly canary?: number | string | readonly string[] | undefined;
   /** Start no more hosts once this many have failed. */
   readonly maxFailures?: number | undefined;
+  /** Seconds switch-to-configuration may run on a host (0: no limit). */
+  readonly activationTimeout?: number | undefined;
 }
 
 /** `pideploy.json` as written (after schema validation). */
@@ -154,7 +156,12 @@ export interface ResolvedConfig {
   /** Whether deploys use the fleet cache unless told otherwise (a `cache` section without `enable: false`). */
   readonly cacheEnabled: boolean;
   /** pideploy.json `deploy` (a single canary selector made a list; every selector matches a host). */
-  readonly deploy: { readonly parallel?: number | undefined; readonly canary?: number | readonly string[] | undefined; readonly maxFailures?: number | undefined };
+  readonly deploy: {
+    readonly parallel?: number | undefined;
+    readonly canary?: number | readonly string[] | undefined;
+    readonly maxFailures?: number | undefined;
+    readonly activationTimeout?: number | undefined;
+  };
 }
 
 /** Options of {@link loadConfig}. */
@@ -326,6 +333,7 @@ function resolveHostsAndSettings(config: ConfigFile, file: string): ResolvedConf
       parallel: config.deploy?.parallel,
       canary: typeof canary === 'string' ? [canary] : canary,
       maxFailures: config.deploy?.maxFailures,
+      activationTimeout: config.deploy?.activationTimeout,
     },
     file,
     directory,

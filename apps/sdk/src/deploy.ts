@@ -29,6 +29,11 @@ export interface DeployRequest {
   readonly rollback?: boolean | undefined;
   /** Seconds a host waits for the confirmation before rolling back (default 30). */
   readonly confirmTimeoutSeconds?: number | undefined;
+  /**
+   * Seconds `switch-to-configuration` may run on a host before the host stops it and rolls back
+   * (default: pideploy.json `deploy.activationTimeout`, else 600; 0: no limit).
+   */
+  readonly activationTimeoutSeconds?: number | undefined;
   /** Activate even where the host already runs the built system. */
   readonly force?: boolean | undefined;
   /**
@@ -451,6 +456,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
             // They gate the confirmation, when there is one (else only the reboot's return).
             healthChecks: asksConfirmation(action, { enabled: request.rollback }) ? healthChecks.get(host.name) : undefined,
             installBootloader: request.installBootloader,
+            activationTimeoutSeconds: request.activationTimeoutSeconds,
             hostSystems: systemsRead,
             bundleSpeaksProtocol: await bundleSpeaksProtocol(bundle.outPath),
           },

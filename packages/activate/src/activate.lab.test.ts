@@ -195,6 +195,25 @@ describeLab('activation on lab hosts: profile, switch-to-configuration, magic ro
     expect(await gcRoot('pi1')).toBe(bundle);
   }, 120_000);
 
+  it('a switch-to-configuration that outlives the activation timeout is stopped, and the host rolls back at once', async () => {
+    const generationBefore = await onConsole('pi1', 'readlink /nix/var/nix/profiles/system');
+    const started = performance.now();
+    // "slower" takes 12 s to activate.
+    const error = await activateSystem({ ...labTarget('deploy@pi1'), toplevel: systems['slower']!, bundle, activationTimeoutSeconds: 2 }, createBaseContext()).catch((caught: unknown) => caught);
+    const seconds = (performance.now() - started) / 1000;
+    expect(error).toBeInstanceOf(PideployError);
+    expect((error as PideployError).code).toBe('PIDEPLOY_ACTIVATION_FAILED');
+    expect((error as PideployError).message).toContain('switch-to-configuration switch did not finish within 2 s (--activation-timeout): stopped');
+    expect((error as PideployError).message).toContain(`the host rolled back to generation ${/system-(\d+)-link/u.exec(generationBefore)?.[1]}`);
+    expect(seconds).toBeLessThan(10);
+    expect(await running('pi1')).toBe(systems['next']);
+    expect(await profile('pi1')).toBe(systems['next']);
+    expect(await gcRoot('pi1')).toBe(bundle);
+    // Stopped with what it started (its process group), not left running beside the rollback.
+    // ([/]: the pattern does not match grep's own command line.)
+    expect(await onConsole('pi1', `ps -eo args | grep -c '[/]${systems['slower']!.slice(1)}/bin/switch-to-configuration' || true`)).toBe('0');
+  }, 120_000);
+
   it('a configuration that breaks SSH: non-zero with a clear message, the host is back on the previous generation within timeout + 10 s', async () => {
     const timeout = 8;
     const started = Date.now();

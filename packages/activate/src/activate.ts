@@ -14,6 +14,7 @@ import {
   ACTIVATION_STATE_DIR,
   READ_LOCK_FUNCTION,
   CURRENT_CONFIGURATION_ROOT,
+  DEFAULT_ACTIVATION_TIMEOUT_SECONDS,
   DEFAULT_CONFIRM_TIMEOUT_SECONDS,
   SYSTEM_PROFILE,
   activateArguments,
@@ -176,6 +177,11 @@ export interface ActivateSystemInput extends ActivationTarget {
   readonly force?: boolean | undefined;
   /** `NIXOS_INSTALL_BOOTLOADER=1` (install, not just update, the boot loader). */
   readonly installBootloader?: boolean | undefined;
+  /**
+   * Seconds `switch-to-configuration` may run on the host before it is stopped and the host rolls
+   * back, as for a failed activation (default {@link DEFAULT_ACTIVATION_TIMEOUT_SECONDS}; 0: no limit).
+   */
+  readonly activationTimeoutSeconds?: number | undefined;
   /**
    * What the host runs, read by the caller earlier in the same deployment with
    * {@link readHostSystems} (a deployment does it while the system builds): the activation then
@@ -651,6 +657,7 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
         rollback,
         confirmTimeoutSeconds,
         installBootloader: input.installBootloader,
+        activationTimeoutSeconds: input.activationTimeoutSeconds ?? DEFAULT_ACTIVATION_TIMEOUT_SECONDS,
         waitStateSeconds: START_WAIT_SECONDS,
       }),
     ]);
@@ -734,7 +741,9 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
     if (state.state !== 'awaiting-confirmation') {
       context.reporter.emit({ type: 'activate-end', host, action, ok: false, durationMs: performance.now() - started });
       if (state.state === 'failed' && state.exitCode !== undefined && !stateCanRollBack(state)) {
-        throw rollbackImpossible(host, input.toplevel, action, `activating ${input.toplevel} (${action}) on ${host} failed`, deployId);
+        // The state says why, then that no rollback was possible (which the error says its own way).
+        const why = state.message.split('; rollback impossible')[0];
+        throw rollbackImpossible(host, input.toplevel, action, `activating ${input.toplevel} (${action}) on ${host} failed${why ? `: ${why}` : ''}`, deployId);
       }
       throw new PideployError({
         code: ERROR_CODES.failed,

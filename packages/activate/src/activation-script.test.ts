@@ -10,7 +10,7 @@ import { temporaryDirectory } from './test-support/temporary-directory.js';
 describe('renderActivationScript', () => {
   it('is valid POSIX sh (dash -n) and carries the protocol marker', () => {
     const script = renderActivationScript();
-    expect(script.split('\n')[1]).toBe('# pideploy-activate-protocol: 2');
+    expect(script.split('\n')[1]).toBe('# pideploy-activate-protocol: 3');
     expect(() => execFileSync('sh', ['-n'], { input: script })).not.toThrow();
   });
 
@@ -437,6 +437,35 @@ second line'; save_state >/dev/null`);
     }
   });
 
+  it('run_switch stops a switch-to-configuration that outlives --activation-timeout (TERM) and says so; a quicker one keeps its exit status; 0 is no limit', () => {
+    for (const shell of ['dash', 'bash']) {
+      const root = temporaryDirectory(path.join(os.tmpdir(), 'pideploy-run-switch-'));
+      mkdirSync(path.join(root, 'system', 'bin'), { recursive: true });
+      // Sleeps $SECONDS_TO_TAKE, then exits 3; logs its action and that it ended.
+      writeFileSync(path.join(root, 'system', 'bin', 'switch-to-configuration'), `#!/bin/sh\necho "$1" >>${root}/stc.log\nsleep "$SECONDS_TO_TAKE"\necho ended >>${root}/stc.log\nexit 3\n`);
+      chmodSync(path.join(root, 'system', 'bin', 'switch-to-configuration'), 0o755);
+      const runSwitch = (activationTimeout: number, secondsToTake: number) => {
+        const started = performance.now();
+        const run = spawnSync(
+          shell,
+          ['-c', `${definitions}\nstate_dir=${root}; st_id=d${activationTimeout}-${secondsToTake}; st_toplevel=${root}/system; st_action=switch; install_bootloader=''; activation_timeout=${activationTimeout}\nrun_switch; echo "status=$? timed_out=$switch_timed_out"`],
+          { encoding: 'utf8', env: { PATH: '/usr/bin:/bin', SECONDS_TO_TAKE: String(secondsToTake) }, stdio: ['ignore', 'pipe', 'pipe'] },
+        );
+        return { stdout: run.stdout, seconds: (performance.now() - started) / 1000 };
+      };
+      const stopped = runSwitch(1, 30);
+      expect(stopped.stdout).toBe('status=143 timed_out=1\n');
+      expect(stopped.seconds).toBeLessThan(5);
+      expect(readFileSync(path.join(root, 'stc.log'), 'utf8')).toBe('switch\n');
+      const quick = runSwitch(20, 0);
+      expect(quick.stdout).toBe('status=3 timed_out=0\n');
+      // The timer went with it: the run did not wait for its 20 s.
+      expect(quick.seconds).toBeLessThan(5);
+      expect(runSwitch(0, 1).stdout).toBe('status=3 timed_out=0\n');
+      expect(readFileSync(path.join(root, 'stc.log'), 'utf8')).toBe('switch\nswitch\nended\nswitch\nended\n');
+    }
+  });
+
   it('read_generation sets the system profile\'s generation number with one readlink ("" without a profile)', () => {
     const profiles = temporaryDirectory(path.join(os.tmpdir(), 'pideploy-profiles-'));
     const profile = path.join(profiles, 'system');
@@ -502,9 +531,12 @@ describe('activateArguments', () => {
     expect(activateArguments({ action: 'switch', toplevel: '/nix/store/x-sys', bundle: '/nix/store/y-b', deployId: 'a1', rollback: true, confirmTimeoutSeconds: 12, noWait: true })).toEqual([
       'switch', '--toplevel', '/nix/store/x-sys', '--deploy-id', 'a1', '--bundle', '/nix/store/y-b', '--confirm-timeout', '12', '--no-wait',
     ]);
-    expect(activateArguments({ action: 'boot', toplevel: '/nix/store/x-sys', deployId: 'a1', rollback: false, installBootloader: true })).toEqual([
-      'boot', '--toplevel', '/nix/store/x-sys', '--deploy-id', 'a1', '--no-rollback', '--install-bootloader',
+    expect(activateArguments({ action: 'boot', toplevel: '/nix/store/x-sys', deployId: 'a1', rollback: false, installBootloader: true, activationTimeoutSeconds: 600 })).toEqual([
+      'boot', '--toplevel', '/nix/store/x-sys', '--deploy-id', 'a1', '--no-rollback', '--install-bootloader', '--activation-timeout', '600',
     ]);
+    // 0: no limit, which is what the script does without the flag.
+    expect(activateArguments({ action: 'boot', toplevel: '/nix/store/x-sys', deployId: 'a1', rollback: false, activationTimeoutSeconds: 0 })).toEqual(['boot', '--toplevel', '/nix/store/x-sys', '--deploy-id', 'a1', '--no-rollback']);
+    expect(() => activateArguments({ action: 'boot', toplevel: '/nix/store/x-sys', deployId: 'a1', rollback: false, activationTimeoutSeconds: 1.5 })).toThrow(TypeError);
     expect(activateArguments({ action: 'test', toplevel: '/nix/store/x-sys', deployId: 'a1', rollback: true, waitStateSeconds: 10 })).toEqual([
       'test', '--toplevel', '/nix/store/x-sys', '--deploy-id', 'a1', '--confirm-timeout', '30', '--wait-state', '10',
     ]);

@@ -24,14 +24,20 @@ export const CURRENT_CONFIGURATION_ROOT = '/etc/nixos/current-configuration';
 export const BUNDLE_NOTES_DIR = '/nix/var/pideploy/bundles';
 /**
  * A line the script carries, so a bundle's `bin/activate` can be recognised as speaking this
- * protocol. 2: the start takes `--wait-state` and keeps the wake FIFO; a bundle of an older
- * protocol gets the current script uploaded instead.
+ * protocol. 2: the start takes `--wait-state` and keeps the wake FIFO; 3: and
+ * `--activation-timeout`. A bundle of an older protocol gets the current script uploaded instead.
  */
-export const ACTIVATION_PROTOCOL_MARKER = '# pideploy-activate-protocol: 2';
+export const ACTIVATION_PROTOCOL_MARKER = '# pideploy-activate-protocol: 3';
 /** The line after which `activate confirm|abort` print the deployment's state file. */
 export const STATE_OUTPUT_MARKER = '@@pideploy-state';
 /** Default seconds the target waits for `confirm` before it rolls back by itself. */
 export const DEFAULT_CONFIRM_TIMEOUT_SECONDS = 30;
+/**
+ * Seconds a deployer lets `switch-to-configuration` run before the host stops it and rolls back
+ * (deploy-rs waits 240 s; a Pi starting many services on an SD card may take minutes). The script
+ * run by hand has no limit unless given `--activation-timeout`.
+ */
+export const DEFAULT_ACTIVATION_TIMEOUT_SECONDS = 600;
 /**
  * The shell pideploy runs the activation script with (`sudo /bin/sh SCRIPT start …`): the one its
  * detached worker runs under too. Every NixOS has it (`environment.binsh`).
@@ -198,6 +204,11 @@ export interface ActivateArguments {
   readonly deployId: string;
   /** Magic rollback: wait this long for `confirm` (ignored with `rollback: false`). */
   readonly confirmTimeoutSeconds?: number | undefined;
+  /**
+   * Stop `switch-to-configuration` (TERM) if it runs longer than this, and roll back (a failed
+   * activation). 0 or absent: no limit.
+   */
+  readonly activationTimeoutSeconds?: number | undefined;
   /** Ask for confirmation and roll back without it (only switch/test ask). */
   readonly rollback: boolean;
   readonly installBootloader?: boolean | undefined;
@@ -219,6 +230,10 @@ export function activateArguments(input: ActivateArguments): string[] {
   if (input.rollback) argv.push('--confirm-timeout', String(input.confirmTimeoutSeconds ?? DEFAULT_CONFIRM_TIMEOUT_SECONDS));
   else argv.push('--no-rollback');
   if (input.installBootloader === true) argv.push('--install-bootloader');
+  if (input.activationTimeoutSeconds !== undefined && input.activationTimeoutSeconds !== 0) {
+    if (!Number.isInteger(input.activationTimeoutSeconds) || input.activationTimeoutSeconds < 0) throw new TypeError(`not a number of seconds: ${input.activationTimeoutSeconds}`);
+    argv.push('--activation-timeout', String(input.activationTimeoutSeconds));
+  }
   if (input.noWait === true) argv.push('--no-wait');
   if (input.waitStateSeconds !== undefined) {
     if (!Number.isInteger(input.waitStateSeconds) || input.waitStateSeconds < 0) throw new TypeError(`not a number of seconds: ${input.waitStateSeconds}`);
@@ -360,7 +375,8 @@ await_state() {
  *
  * ```
  * activate <switch|boot|test|dry-activate> --toplevel P [--bundle B] [--deploy-id ID]
- *          [--confirm-timeout S] [--no-rollback] [--install-bootloader] [--no-wait | --wait-state S]
+ *          [--confirm-timeout S] [--no-rollback] [--install-bootloader] [--activation-timeout S]
+ *          [--no-wait | --wait-state S]
  * activate confirm ID      keep the deployment (magic rollback) and GC-root its bundle
  * activate abort ID        give up waiting: roll back now
  * activate status [ID]     print the state file (the newest deployment without ID)
@@ -415,7 +431,8 @@ esac
 usage() {
   cat >&2 <<'EOF'
 usage: activate <switch|boot|test|dry-activate> --toplevel P [--bundle B] [--deploy-id ID]
-                [--confirm-timeout S] [--no-rollback] [--install-bootloader] [--no-wait | --wait-state S]
+                [--confirm-timeout S] [--no-rollback] [--install-bootloader] [--activation-timeout S]
+                [--no-wait | --wait-state S]
        activate confirm ID | abort ID | status [ID] | launcher
        activate rollback [--to N] [--action switch|boot] [--delete-generation N] [--gc-root P]
 EOF
@@ -619,7 +636,7 @@ prune_deployments() {
     valid_id "$pruned_id" || continue
     read_state_name "$pruned_file"
     case "$awaited_state" in
-      ${FINAL_STATES_PATTERN}) set -- "$@" "$pruned_file" "$state_dir/$pruned_id.log" "$state_dir/$pruned_id.wake" "$state_dir/$pruned_id.decision" "$state_dir/activate-$pruned_id.sh" ;;
+      ${FINAL_STATES_PATTERN}) set -- "$@" "$pruned_file" "$state_dir/$pruned_id.log" "$state_dir/$pruned_id.wake" "$state_dir/$pruned_id.decision" "$state_dir/$pruned_id.timed-out" "$state_dir/activate-$pruned_id.sh" ;;
     esac
   done
   for pruned_file in "$state_dir"/active.*; do
@@ -812,8 +829,49 @@ roll_back() {
 }
 
 # --- the detached worker ---------------------------------------------------------------------------
+# Runs $st_toplevel/bin/switch-to-configuration $st_action; with an activation timeout (not 0), a
+# timer stops it (TERM) once that many seconds passed, with what it started (its own process
+# group, where setsid is there to make one), and switch_timed_out says so (1).
+run_switch() {
+  switch_timed_out=0
+  if [ "$activation_timeout" = 0 ]; then
+    NIXOS_INSTALL_BOOTLOADER=$install_bootloader "$st_toplevel/bin/switch-to-configuration" "$st_action"
+    return
+  fi
+  timed_out_flag="$state_dir/$st_id.timed-out"
+  # Started in the background by a shell without job control, setsid is no group leader: it makes
+  # the new session in place, so $! is the group's id.
+  switch_group=''
+  if command -v setsid >/dev/null 2>&1; then
+    NIXOS_INSTALL_BOOTLOADER=$install_bootloader setsid "$st_toplevel/bin/switch-to-configuration" "$st_action" &
+    switch_group=1
+  else
+    NIXOS_INSTALL_BOOTLOADER=$install_bootloader "$st_toplevel/bin/switch-to-configuration" "$st_action" &
+  fi
+  switch_pid=$!
+  (
+    sleeper=''
+    trap '[ -z "$sleeper" ] || kill "$sleeper" 2>/dev/null; exit 0' TERM
+    sleep "$activation_timeout" &
+    sleeper=$!
+    wait "$sleeper" || exit 0
+    if [ -n "$switch_group" ] && kill -s TERM -- "-$switch_pid" 2>/dev/null; then
+      : >"$timed_out_flag"
+    elif kill -s TERM "$switch_pid" 2>/dev/null; then
+      : >"$timed_out_flag"
+    fi
+  ) &
+  timer_pid=$!
+  wait "$switch_pid"
+  switch_status=$?
+  kill -TERM "$timer_pid" 2>/dev/null
+  wait "$timer_pid" 2>/dev/null
+  if [ -e "$timed_out_flag" ]; then switch_timed_out=1; fi
+  return "$switch_status"
+}
+
 worker() {
-  st_action=$1; st_toplevel=$2; st_bundle=$3; st_id=$4; timeout=$5; rollback=$6; install_bootloader=$7
+  st_action=$1; st_toplevel=$2; st_bundle=$3; st_id=$4; timeout=$5; rollback=$6; install_bootloader=$7; activation_timeout=$8
   load_state "$st_id"
   cd / || return 1
   read_generation
@@ -842,16 +900,18 @@ worker() {
     save_state
   fi
 
-  NIXOS_INSTALL_BOOTLOADER=$install_bootloader "$st_toplevel/bin/switch-to-configuration" "$st_action"
+  run_switch
   st_exit_code=$?
   if [ "$st_exit_code" != 0 ]; then
+    why="switch-to-configuration $st_action exited $st_exit_code"
+    if [ "$switch_timed_out" = 1 ]; then why="switch-to-configuration $st_action did not finish within $activation_timeout s (--activation-timeout): stopped"; fi
     if [ "$st_action" = dry-activate ]; then
       st_state=failed
-      st_message="switch-to-configuration dry-activate exited $st_exit_code"
+      st_message=$why
       save_state
       return 1
     fi
-    roll_back failed-rolled-back "switch-to-configuration $st_action exited $st_exit_code"
+    roll_back failed-rolled-back "$why"
     return 1
   fi
 
@@ -915,7 +975,7 @@ pick_launcher() {
 cmd_start() {
   action=$1
   shift
-  toplevel=${defaultToplevel}; bundle=${defaultBundle}; id=''; timeout=${DEFAULT_CONFIRM_TIMEOUT_SECONDS}; timeout_given=0; rollback=''; install_bootloader=''; wait_for_it=1; wait_state=
+  toplevel=${defaultToplevel}; bundle=${defaultBundle}; id=''; timeout=${DEFAULT_CONFIRM_TIMEOUT_SECONDS}; timeout_given=0; rollback=''; install_bootloader=''; activation_timeout=0; wait_for_it=1; wait_state=
   while [ $# -gt 0 ]; do
     case "$1" in
       --toplevel) [ $# -ge 2 ] || usage; toplevel=$2; shift 2 ;;
@@ -924,6 +984,7 @@ cmd_start() {
       --confirm-timeout) [ $# -ge 2 ] || usage; timeout=$2; timeout_given=1; shift 2 ;;
       --no-rollback) rollback=0; shift ;;
       --install-bootloader) install_bootloader=1; shift ;;
+      --activation-timeout) [ $# -ge 2 ] || usage; activation_timeout=$2; shift 2 ;;
       --no-wait) wait_for_it=0; shift ;;
       --wait-state) [ $# -ge 2 ] || usage; wait_state=$2; wait_for_it=0; shift 2 ;;
       *) usage ;;
@@ -932,6 +993,7 @@ cmd_start() {
   [ -n "$toplevel" ] || usage
   case "$timeout" in ''|*[!0-9]*) die "--confirm-timeout takes whole seconds, not $timeout" ;; esac
   case "$wait_state" in *[!0-9]*) die "--wait-state takes whole seconds, not $wait_state" ;; esac
+  case "$activation_timeout" in ''|*[!0-9]*) die "--activation-timeout takes whole seconds, not $activation_timeout" ;; esac
   if [ -z "$rollback" ]; then
     case "$action" in switch|test) rollback=1 ;; *) rollback=0 ;; esac
     # Run by hand (waiting, no --confirm-timeout) nobody can confirm from a new connection:
@@ -969,15 +1031,15 @@ cmd_start() {
     systemd-run)
       systemd-run --collect --quiet --no-ask-password --unit "pideploy-activate-$id" --service-type=exec \\
         -p StandardOutput="append:$log" -p StandardError="append:$log" \\
-        /bin/sh "$self" __worker "$action" "$toplevel" "$bundle" "$id" "$timeout" "$rollback" "$install_bootloader" \\
+        /bin/sh "$self" __worker "$action" "$toplevel" "$bundle" "$id" "$timeout" "$rollback" "$install_bootloader" "$activation_timeout" \\
         || { st_state=failed; st_message="systemd-run could not start the activation"; save_state >/dev/null; die "$st_message"; }
       ;;
     setsid)
-      setsid /bin/sh "$self" __worker "$action" "$toplevel" "$bundle" "$id" "$timeout" "$rollback" "$install_bootloader" \\
+      setsid /bin/sh "$self" __worker "$action" "$toplevel" "$bundle" "$id" "$timeout" "$rollback" "$install_bootloader" "$activation_timeout" \\
         </dev/null >>"$log" 2>&1 &
       ;;
     *)
-      nohup /bin/sh "$self" __worker "$action" "$toplevel" "$bundle" "$id" "$timeout" "$rollback" "$install_bootloader" \\
+      nohup /bin/sh "$self" __worker "$action" "$toplevel" "$bundle" "$id" "$timeout" "$rollback" "$install_bootloader" "$activation_timeout" \\
         </dev/null >>"$log" 2>&1 &
       ;;
   esac
@@ -1148,7 +1210,7 @@ case "$command" in
   status) cmd_status "$@" ;;
   rollback) cmd_rollback "$@" ;;
   launcher) [ $# -eq 0 ] || usage; pick_launcher; echo "$launcher" ;;
-  __worker) [ $# -eq 7 ] || usage; worker "$@" ;;
+  __worker) [ $# -eq 8 ] || usage; worker "$@" ;;
   -h|--help|help) usage ;;
   *) usage ;;
 esac

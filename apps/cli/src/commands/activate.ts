@@ -96,6 +96,7 @@ export async function activateCommand(invocation: CommandInvocation): Promise<Co
   const configured = config?.hosts.find((entry) => entry.name === host);
   const { toplevel, bundle } = systemToActivate(invocation, config, host, 'activate');
   const rollback = { enabled: invocation.flags['no-rollback'] !== true, confirmTimeoutSeconds: integerFlag(invocation, 'confirm-timeout', { min: 1, unit: 'seconds' }) };
+  const activationTimeoutSeconds = integerFlag(invocation, 'activation-timeout', { min: 0, unit: 'seconds' }) ?? config?.deploy.activationTimeout;
   // A host of pideploy.json keeps its health check (the flags replace the fields they name); it
   // gates the confirmation, and with --reboot the host's return.
   const healthChecks = healthChecksFor(healthCheckSettingsFor(configured?.healthCheck, healthCheckFlags(invocation)));
@@ -109,6 +110,7 @@ export async function activateCommand(invocation: CommandInvocation): Promise<Co
       action,
       force: invocation.flags['force'] === true,
       installBootloader: invocation.flags['install-bootloader'] === true,
+      activationTimeoutSeconds,
       healthChecks: asksConfirmation(action, rollback) ? healthChecks : undefined,
       rollback,
     },

@@ -100,6 +100,38 @@ describeLab('pideploy deploy end to end (lab: trusted, untrusted and NOPASSWD ho
     expect(run.stdout).toContain('hostNmae');
   });
 
+  it('stops an activation that outlives the activation timeout (pideploy.json deploy.activationTimeout, or --activation-timeout) and the host rolls back', async () => {
+    const configFile = path.join(project, 'pideploy.json');
+    const original = readFileSync(configFile, 'utf8');
+    const config = JSON.parse(original) as { hosts: Record<string, unknown>; deploy?: Record<string, unknown> };
+    // Its switch-to-configuration takes 60 s. (A copy of configuration.nix: a bundle has one file of that name, its entry.)
+    await writeFile(path.join(project, 'slow-common.nix'), readFileSync(path.join(project, 'configuration.nix')));
+    await writeFile(path.join(project, 'slow.nix'), '{ ... }: { imports = [ ./slow-common.nix ]; lab.activationSeconds = 60; }\n');
+    config.hosts['slow'] = { ...(config.hosts['pi3'] as object), configuration: './slow.nix', tags: ['slow'] };
+    config.deploy = { ...config.deploy, activationTimeout: 3 };
+    await writeFile(configFile, `${JSON.stringify(config, null, 2)}\n`);
+    try {
+      const runningBefore = (await labExec('pi3', ['readlink', '/run/current-system'])).stdout.trim();
+      const fromConfig = await pideploy(['deploy', 'slow', '--sudo-password-file', passwordFile], project, env);
+      expect(fromConfig.code).toBe(1);
+      expect(fromConfig.stdout, fromConfig.stderr).toMatch(/^slow +FAILED/mu);
+      expect(`${fromConfig.stdout}${fromConfig.stderr}`).toContain('did not finish within 3 s (--activation-timeout): stopped');
+      expect((await labExec('pi3', ['readlink', '/run/current-system'])).stdout.trim()).toBe(runningBefore);
+      const started = performance.now();
+      const fromFlag = await pideploy(['deploy', 'slow', '--activation-timeout', '1', '--sudo-password-file', passwordFile, '--json'], project, env);
+      expect(fromFlag.code).toBe(1);
+      const [slow] = deployResultsOf<{ host: string; ok: boolean; error?: { code: string; message: string } }>(fromFlag.stdout);
+      expect(slow?.error?.code).toBe('PIDEPLOY_ACTIVATION_FAILED');
+      expect(slow?.error?.message).toContain('did not finish within 1 s (--activation-timeout): stopped');
+      expect((performance.now() - started) / 1000).toBeLessThan(30);
+      expect((await labExec('pi3', ['readlink', '/run/current-system'])).stdout.trim()).toBe(runningBefore);
+      const nonsense = await pideploy(['deploy', 'slow', '--activation-timeout', 'soon'], project, env);
+      expect([nonsense.code, nonsense.stderr]).toEqual([2, 'pideploy: --activation-timeout takes a whole number of seconds of at least 0, not "soon"\nhint: for example --activation-timeout 5\n']);
+    } finally {
+      await writeFile(configFile, original);
+    }
+  });
+
   it('says a wrong password from --sudo-password-file was rejected (not that none was given), and changes nothing', async () => {
     const wrongFile = path.join(path.dirname(passwordFile), 'wrong-password');
     await writeFile(wrongFile, 'not-the-password\n', { mode: 0o600 });

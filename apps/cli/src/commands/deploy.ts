@@ -179,6 +179,7 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
       action,
       rollback: invocation.flags['no-rollback'] === true ? false : undefined,
       confirmTimeoutSeconds: integerFlag(invocation, 'confirm-timeout', { min: 1, unit: 'seconds' }),
+      activationTimeoutSeconds: integerFlag(invocation, 'activation-timeout', { min: 0, unit: 'seconds' }) ?? config.deploy.activationTimeout,
       parallel: integerFlag(invocation, 'parallel', { min: 1 }) ?? config.deploy.parallel,
       canary,
       maxFailures: integerFlag(invocation, 'max-failures', { min: 1 }) ?? config.deploy.maxFailures,
