@@ -374,6 +374,18 @@ export const COMMANDS: readonly CommandSpec[] = [
     load: async () => (await import('./commands/exec.js')).execCommand,
   },
   {
+    path: ['ssh'],
+    takesHosts: true,
+    usage: 'ssh <host> [--ssh-config F] [-- command…]',
+    summary: "log in to a host of pideploy.json by its name (OpenSSH, with the host's target, ssh_config and pideploy's host-key check); exits with ssh's code",
+    example: 'pideploy ssh kitchen -- journalctl -u nginx -n 20',
+    flags: {
+      'ssh-config': { type: 'string', valueName: 'F', description: "ssh_config file to use (like ssh -F; default: the host's pideploy.json sshConfig)" },
+      ...ACCEPT_NEW_HOST_KEY_FLAG,
+    },
+    load: async () => (await import('./commands/ssh.js')).sshCommand,
+  },
+  {
     path: ['upload-keys'],
     takesHosts: true,
     usage: 'upload-keys [host…|--on @tag] [--at pre-activation|post-activation] [--parallel N] [--dry-run]',

@@ -40,6 +40,29 @@ describeLab('pideploy exec: one command on many hosts (lab)', () => {
     expect(failing.stderr).toBe('pi1 | err\npi1: exit 3\n');
   });
 
+  it('pideploy ssh logs in to a host by its name through OpenSSH (its ssh_config, host key checked) and exits with the command\'s code', async () => {
+    const pi1 = status.hosts[0];
+    if (pi1 === undefined) throw new Error('no lab host');
+    const logins = sshLoginCount(pi1);
+    const run = await runBuiltPideploy(['ssh', 'pi1', '--', 'sh', '-c', 'uname -n; printf "%s\\n" "$1"; exit 7', 'sh', 'a b;$HOME'], { cwd: project, env });
+    expect([run.code, run.stdout, run.stderr]).toEqual([7, 'pi1\na b;$HOME\n', '']);
+    expect(sshLoginCount(pi1) - logins).toBe(1);
+    // A host key it does not know is refused (the lab's ssh_config with an empty known_hosts), not accepted.
+    const sshConfig = readFileSync(status.sshConfig, 'utf8');
+    const emptyKnownHosts = path.join(project, 'empty_known_hosts');
+    await writeFile(emptyKnownHosts, '');
+    const strangerConfig = path.join(project, 'stranger_ssh_config');
+    await writeFile(strangerConfig, sshConfig.replace(/^( *UserKnownHostsFile ).*$/mu, `$1${emptyKnownHosts}`));
+    const refused = await runBuiltPideploy(['ssh', 'pi1', '--ssh-config', strangerConfig, '--', 'true'], { cwd: project, env });
+    expect(refused.code).toBe(255);
+    expect(refused.stderr).toMatch(/Host key verification failed/u);
+    expect(readFileSync(emptyKnownHosts, 'utf8')).toBe('');
+    // A misspelt host name is not sent to ssh as a host to look up.
+    const typo = await runBuiltPideploy(['ssh', 'pi3'], { cwd: project, env });
+    expect(typo.code).toBe(1);
+    expect(typo.stderr).toMatch(/^pideploy: .*pi3/u);
+  });
+
   it('--sudo runs it as root with the password asked once per login user; --json gives each line and the exits', async () => {
     const pi1 = status.hosts[0];
     if (pi1 === undefined) throw new Error('no lab host');
