@@ -4,7 +4,7 @@ import path from 'node:path';
 import { PideployError, toPideployError, type ActivationAction, type DeployPhase, type PideployContext } from '@pideploy/core';
 import { createClosureQuery, projectStateDir, type StorePathInfo } from '@pideploy/nix';
 import { activateSystem, asksConfirmation, bootPartsChanged, readLocalBootParts, type BootPart, checkHealthCheckUse, healthChecksGate, checkRebootUse, diffSystem, formatClosureDiff, readHostSystems, rebootSystem, speaksActivationProtocol, type ActivationResult, type HealthChecks, type HostSystems, type RebootResult } from '@pideploy/activate';
-import { keyPath, uploadKeys, type InstalledKey, type LoadedKey, type RemovedKey } from '@pideploy/keys';
+import { KEY_RECORD_FILE, keyPath, uploadKeys, type InstalledKey, type LoadedKey, type RemovedKey } from '@pideploy/keys';
 import { connectSsh, sharePasswordPerRealm, type SshSession, type SudoPasswordProvider, type SudoRunner } from '@pideploy/ssh';
 import { checkPinsFiles } from '@pideploy/pin';
 import { copyClosure, openServeConnection, storeAccessFor, substituteFromCache, type CopyClosureResult, type ServeConnection, type SubstituteFromCacheResult } from '@pideploy/transport';
@@ -16,7 +16,7 @@ import { healthCheckSettingsFor, healthChecksFor } from './health-check.js';
 import { mapConcurrently } from './concurrency.js';
 import { createFleetStops } from './fleet-stops.js';
 import { connectOptionsFor, hostFailure } from './host-connection.js';
-import { describeKey, loadHostKeys } from './keys.js';
+import { describeKey, loadHostKeys, staleKeysOnHost } from './keys.js';
 
 /** What {@link deploy} needs. */
 export interface DeployRequest {
@@ -338,7 +338,8 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
         // What the host runs and boots (a read as the login user) goes on a channel of its own
         // beside the sudo detection: one round trip less before the copy can start.
         if (request.dryRun !== true) {
-          hostSystems = readHostSystems(opened, hostSignal);
+          // With the host's own record of key files, to remove those put there from another clone too.
+          hostSystems = readHostSystems(opened, hostSignal, request.keys === false ? {} : { alsoRead: KEY_RECORD_FILE });
           hostSystems.catch(() => undefined);
         }
         // The sudo realm is the login user: hosts logged into as the same user share one prompt.
@@ -485,9 +486,11 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
       // Keys no longer wanted go once the host runs its new system: now after a switch or a test,
       // after the reboot for a boot (without one, the old system still runs until the next boot);
       // a dry activation only lists them.
-      const removeStale = action === 'switch' || action === 'test' || action === 'dry-activate' || rebootNow ? stale : [];
-      if (stale.length > 0 && removeStale.length === 0 && action === 'boot') {
-        context.reporter.emit({ type: 'log', level: 'info', host: host.name, message: `keys no longer in pideploy.json stay until ${host.name} runs its new system: ${stale.join(', ')}` });
+      // Those this clone put there (its record), and those the host's record lists (put there from any clone).
+      const everyStale = [...new Set([...stale, ...(request.keys === false ? [] : staleKeysOnHost(systemsRead?.alsoRead, wanted))])];
+      const removeStale = action === 'switch' || action === 'test' || action === 'dry-activate' || rebootNow ? everyStale : [];
+      if (everyStale.length > 0 && removeStale.length === 0 && action === 'boot') {
+        context.reporter.emit({ type: 'log', level: 'info', host: host.name, message: `keys no longer in pideploy.json stay until ${host.name} runs its new system: ${everyStale.join(', ')}` });
       }
       // After the activation: keys for what the new system made (a user, a group) and, after a
       // reboot, again those in /run (memory, emptied at boot); then the keys no longer wanted go.

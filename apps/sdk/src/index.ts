@@ -36,7 +36,7 @@ export {
 } from './build-hosts.js';
 export { mapConcurrently } from './concurrency.js';
 export { runOnHosts, type HostRunResult, type RunOnHostsRequest, type RunOnHostsResult } from './exec.js';
-export { describeKey, loadHostKeys, uploadKeysToHosts, type HostKeysResult, type UploadKeysRequest, type UploadKeysResult } from './keys.js';
+export { describeKey, loadHostKeys, staleKeysOnHost, uploadKeysToHosts, type HostKeysResult, type UploadKeysRequest, type UploadKeysResult } from './keys.js';
 export { builtBundleOf, readBundleToplevel, type BuiltBundle } from './built-bundle.js';
 /** `<projectDir>/.pideploy`, where builds root their results (`@pideploy/nix`'s `gcRootPath`) and the fleet cache lives by default. */
 export { projectStateDir } from '@pideploy/nix';

@@ -1,5 +1,6 @@
 import { PideployError, type PideployContext } from '@pideploy/core';
-import { keyPath, readKeyContents, uploadKeys, type InstalledKey, type LoadedKey } from '@pideploy/keys';
+import path from 'node:path';
+import { KEY_NAME_PATTERN, keyPath, readKeyContents, uploadKeys, type InstalledKey, type LoadedKey } from '@pideploy/keys';
 import type { ResolvedConfig, ResolvedHost } from './config.js';
 import { mapConcurrently } from './concurrency.js';
 import { rootCommandsFor, withHostSession, type FleetHostResult, type FleetResult, type HostConnectionSettings, type HostSudoSettings } from './host-connection.js';
@@ -25,6 +26,16 @@ export async function loadHostKeys(
     next += keysOf(host).length;
   }
   return byHost;
+}
+
+/**
+ * The key files a host's own record lists (`KEY_RECORD_FILE`, as `readHostSystems` reads it) that
+ * are not `wanted` (pure): keys put there from any clone of the project that pideploy.json no
+ * longer names. A line that is not a key's path (absolute, normal, ending in a key name) is no key
+ * pideploy put there: left out, never removed.
+ */
+export function staleKeysOnHost(recorded: readonly string[] | undefined, wanted: ReadonlySet<string>): string[] {
+  return (recorded ?? []).filter((file) => path.posix.isAbsolute(file) && !file.endsWith('/') && path.posix.normalize(file) === file && KEY_NAME_PATTERN.test(path.posix.basename(file)) && !wanted.has(file));
 }
 
 /** One line per key, for a dry run and for messages: where it goes, owned by whom, when. */

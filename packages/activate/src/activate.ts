@@ -232,6 +232,17 @@ export interface HostSystems {
    * not count as running anything for good, and a new activation is refused until that one ends.
    */
   readonly busyWith?: { readonly id: string; readonly state: string } | undefined;
+  /** The lines of the file {@link ReadHostSystemsOptions.alsoRead} names, when one was (empty: no such file, or an empty one). */
+  readonly alsoRead?: readonly string[] | undefined;
+}
+
+/** Options of {@link readHostSystems}. */
+export interface ReadHostSystemsOptions {
+  /**
+   * A file the login user may read whose lines come back too, in the same round trip (read by the
+   * shell: no process), e.g. the host's record of key files (`KEY_RECORD_FILE` of @pideploy/keys).
+   */
+  readonly alsoRead?: string | undefined;
 }
 
 /** What {@link activateSystem} did. */
@@ -437,7 +448,7 @@ export function activationIsDone(
  * link): the running system, the system profile's system, and the bundle's `bin/activate` if it
  * speaks this protocol (its marker line).
  */
-async function probeHost(session: SshSession, bundle: string | undefined, signal: AbortSignal): Promise<HostSystems & { bundledScript: string | undefined }> {
+async function probeHost(session: SshSession, bundle: string | undefined, signal: AbortSignal, alsoRead = ''): Promise<HostSystems & { bundledScript: string | undefined }> {
   const bundled = bundle === undefined ? '' : `${bundle}/bin/activate`;
   // Also who has the host (the activation script's own read_lock, see take_host): its deployment id and state, read by the shell.
   const script = [
@@ -451,9 +462,10 @@ async function probeHost(session: SshSession, bundle: string | undefined, signal
     'if [ -n "$2" ] && grep -qxF "$3" "$2" 2>/dev/null; then echo speaks-protocol; fi',
     // What it booted with that a switch cannot change (kernel, initrd, modules): one find.
     printBootPartsScript('/run/booted-system'),
+    'if [ -n "$6" ] && [ -r "$6" ]; then while IFS= read -r l || [ -n "$l" ]; do printf \'also-read %s\\n\' "$l"; done <"$6"; fi',
   ].join('\n');
   const readAtMs = Date.now();
-  const result = await session.exec(['sh', '-c', script, 'probe-host', SYSTEM_PROFILE, bundled, ACTIVATION_PROTOCOL_MARKER, ACTIVATION_STATE_DIR, CURRENT_CONFIGURATION_ROOT], { signal });
+  const result = await session.exec(['sh', '-c', script, 'probe-host', SYSTEM_PROFILE, bundled, ACTIVATION_PROTOCOL_MARKER, ACTIVATION_STATE_DIR, CURRENT_CONFIGURATION_ROOT, alsoRead], { signal });
   if (result.exitCode !== 0) throw remoteFailure('reading the running system and profile', ['sh', '-c', script], result, session.display);
   const [running = '', profile = '', currentConfiguration = '', holder = '', holderState = '', ...tagged] = result.stdout.split('\n');
   const busy = holderState !== '' && !isFinalActivationState(holderState) ? { busyWith: { id: holder, state: holderState } } : {};
@@ -463,6 +475,7 @@ async function probeHost(session: SshSession, bundle: string | undefined, signal
     currentConfiguration: currentConfiguration === '' ? undefined : currentConfiguration,
     bootedParts: parseBootParts(tagged),
     readAtMs,
+    ...(alsoRead === '' ? {} : { alsoRead: tagged.filter((line) => line.startsWith('also-read ')).map((line) => line.slice('also-read '.length)) }),
     ...busy,
     bundledScript: tagged.includes('speaks-protocol') ? bundled : undefined,
   };
@@ -473,8 +486,8 @@ async function probeHost(session: SshSession, bundle: string | undefined, signal
  * deployed (`/etc/nixos/current-configuration`), and who has it, in one command and without
  * sudo, for {@link ActivateSystemInput.hostSystems}.
  */
-export async function readHostSystems(session: SshSession, signal?: AbortSignal): Promise<HostSystems> {
-  const { bundledScript: _, ...systems } = await probeHost(session, undefined, signal ?? new AbortController().signal);
+export async function readHostSystems(session: SshSession, signal?: AbortSignal, options: ReadHostSystemsOptions = {}): Promise<HostSystems> {
+  const { bundledScript: _, ...systems } = await probeHost(session, undefined, signal ?? new AbortController().signal, options.alsoRead);
   return systems;
 }
 

@@ -69,6 +69,7 @@ export {
   type DiffSystemOptions,
   type HealthChecks,
   type HostSystems,
+  type ReadHostSystemsOptions,
   type RollbackOptions,
   type RollbackResult,
   type RollbackSystemOptions,

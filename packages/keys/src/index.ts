@@ -11,6 +11,6 @@ export {
   type KeySpec,
   type KeyUploadAt,
 } from './key-spec.js';
-export { KEY_INSTALLER_BOOTSTRAP, KEY_INSTALLER_SCRIPT, keyInstallerArgv, keyInstallerInput, parseKeyInstallerOutput, parseKeyInstallerReport, type InstalledKey, type RemovedKey } from './key-installer.js';
+export { KEY_INSTALLER_BOOTSTRAP, KEY_INSTALLER_SCRIPT, KEY_RECORD_FILE, keyInstallerArgv, keyInstallerInput, parseKeyInstallerOutput, parseKeyInstallerReport, type InstalledKey, type RemovedKey } from './key-installer.js';
 export { readKeyContents, type LoadedKey, type ReadKeyContentsOptions } from './read-keys.js';
 export { uploadKeys, type KeyUploadResult, type UploadKeysInput } from './upload-keys.js';

@@ -3,7 +3,7 @@ import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSyn
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { KEY_INSTALLER_BOOTSTRAP, KEY_INSTALLER_SCRIPT, keyInstallerArgv, keyInstallerInput, parseKeyInstallerOutput, parseKeyInstallerReport } from './key-installer.js';
+import { KEY_INSTALLER_BOOTSTRAP, KEY_INSTALLER_SCRIPT, KEY_RECORD_FILE, keyInstallerArgv, keyInstallerInput, parseKeyInstallerOutput, parseKeyInstallerReport } from './key-installer.js';
 import type { KeySpec } from './key-spec.js';
 
 // Every test's directory is made under one root, removed once this file's tests are done.
@@ -19,8 +19,8 @@ function key(name: string, destDir: string, fields: Partial<KeySpec> = {}): KeyS
 }
 
 /** Runs the installer as the host would (argv after sudo), with a real shell. */
-function install(shell: string, keys: readonly KeySpec[], contents: readonly (string | Buffer)[], input?: Buffer, remove: readonly string[] = []) {
-  const [, ...rest] = keyInstallerArgv(keys, remove);
+function install(shell: string, keys: readonly KeySpec[], contents: readonly (string | Buffer)[], input?: Buffer, remove: readonly string[] = [], record = '') {
+  const [, ...rest] = keyInstallerArgv(keys, remove, record);
   const result = spawnSync(shell, rest, { input: input ?? keyInstallerInput(contents.map((content) => Buffer.from(content))), encoding: 'utf8', env: { PATH: '/usr/bin:/bin', HOME: '/nonexistent' } });
   return { code: result.status, stdout: result.stdout, stderr: result.stderr };
 }
@@ -37,7 +37,7 @@ describe('keyInstallerArgv / keyInstallerInput / parseKeyInstallerOutput', () =>
     expect(argv.slice(0, 3)).toEqual(['/bin/sh', '-c', KEY_INSTALLER_BOOTSTRAP]);
     // One short line: what sudo logs of an upload is the keys' names and places.
     expect(KEY_INSTALLER_BOOTSTRAP).not.toContain('\n');
-    expect(argv.slice(3)).toEqual(['pideploy-keys', '2', 'wifi.psk', '/run/keys', 'root', 'root', '0600', 'token', '/var/lib/secrets', 'nobody', 'nogroup', '0640']);
+    expect(argv.slice(3)).toEqual(['pideploy-keys', KEY_RECORD_FILE, '2', 'wifi.psk', '/run/keys', 'root', 'root', '0600', 'token', '/var/lib/secrets', 'nobody', 'nogroup', '0640']);
     const input = keyInstallerInput([Buffer.from('s3cret\n'), Buffer.from([0, 255, 10])]).toString('ascii');
     expect(input).toBe(`${scriptLine}${Buffer.from('s3cret\n').toString('base64')}\n${Buffer.from([0, 255, 10]).toString('base64')}\n`);
     expect(argv.join(' ')).not.toContain('s3cret');
@@ -55,7 +55,7 @@ describe('keyInstallerArgv / keyInstallerInput / parseKeyInstallerOutput', () =>
 
   it('puts the files to remove after the keys in argv, and reads what became of each', () => {
     const keys = [key('a', '/run/keys')];
-    expect(keyInstallerArgv(keys, ['/run/keys/old', '/srv/gone']).slice(4)).toEqual(['1', 'a', '/run/keys', 'root', 'root', '0600', '/run/keys/old', '/srv/gone']);
+    expect(keyInstallerArgv(keys, ['/run/keys/old', '/srv/gone']).slice(5)).toEqual(['1', 'a', '/run/keys', 'root', 'root', '0600', '/run/keys/old', '/srv/gone']);
     expect(parseKeyInstallerReport('unchanged a\nremoved /run/keys/old\nabsent /srv/gone\n', keys, ['/run/keys/old', '/srv/gone'])).toEqual({
       installed: [{ name: 'a', path: '/run/keys/a', changed: false }],
       removed: [
@@ -166,6 +166,29 @@ describe.each(['dash', 'bash'])('KEY_INSTALLER_SCRIPT run by a real %s as root',
     expect(install(shell, [], [], undefined, [path.join(root, 'k2')]).stdout).toBe(`removed ${path.join(root, 'k2')}\n`);
   });
 
+  it.runIf(isRoot)('records the key files on the host (those still there, then this upload\'s, each once), readable by all, for a deploy from another clone', () => {
+    const root = temporaryDirectory(path.join(os.tmpdir(), 'pideploy-keys-'));
+    const record = path.join(root, 'var', 'pideploy', 'keys');
+    expect(install(shell, [key('a', root), key('b', root)], ['1', '2'], undefined, [], record).code).toBe(0);
+    expect(readFileSync(record, 'utf8')).toBe(`${root}/a\n${root}/b\n`);
+    expect([modeOf(record), modeOf(path.dirname(record))]).toEqual(['0644', '0755']);
+    // Another upload (another stage, or another clone): what is still there stays listed, once.
+    expect(install(shell, [key('c', root), key('a', root)], ['3', '1'], undefined, [], record).code).toBe(0);
+    expect(readFileSync(record, 'utf8')).toBe(`${root}/a\n${root}/b\n${root}/c\n`);
+    // Removed ones, and ones gone meanwhile (a reboot empties /run), drop out; a directory is no key file.
+    rmSync(path.join(root, 'c'));
+    const removed = install(shell, [], [], undefined, [path.join(root, 'b')], record);
+    expect([removed.code, removed.stdout]).toEqual([0, `removed ${root}/b\n`]);
+    expect(readFileSync(record, 'utf8')).toBe(`${root}/a\n`);
+    // A record it cannot write is said, and the upload stands.
+    const blocked = path.join(root, 'file-not-dir');
+    writeFileSync(blocked, '');
+    const unrecorded = install(shell, [key('d', root)], ['4'], undefined, [], path.join(blocked, 'keys'));
+    expect([unrecorded.code, unrecorded.stdout]).toEqual([0, 'installed d\n']);
+    expect(unrecorded.stderr).toContain(`keys: warning: could not record the key files in ${blocked}/keys`);
+    expect(readFileSync(path.join(root, 'd'), 'utf8')).toBe('4');
+  });
+
   it.runIf(isRoot)('removes nothing when a key cannot be installed, or when a path is not absolute or also to install', () => {
     const root = temporaryDirectory(path.join(os.tmpdir(), 'pideploy-keys-'));
     writeFileSync(path.join(root, 'old'), 'stale');
@@ -194,10 +217,10 @@ describe.each(['dash', 'bash'])('KEY_INSTALLER_SCRIPT run by a real %s as root',
     expect(asNobody.stderr.trim()).toBe('keys: must run as root');
     expect(existsSync(path.join(root, 'k'))).toBe(false);
     if (isRoot) {
-      const wrongCount = spawnSync(shell, ['-c', KEY_INSTALLER_BOOTSTRAP, 'pideploy-keys', '2', 'k', root, 'root', 'root', '0600'], { input: scriptLine, encoding: 'utf8', env: { PATH: '/usr/bin:/bin', HOME: '/nonexistent' } });
+      const wrongCount = spawnSync(shell, ['-c', KEY_INSTALLER_BOOTSTRAP, 'pideploy-keys', '', '2', 'k', root, 'root', 'root', '0600'], { input: scriptLine, encoding: 'utf8', env: { PATH: '/usr/bin:/bin', HOME: '/nonexistent' } });
       expect(wrongCount.status).toBe(2);
       expect(wrongCount.stderr).toContain('expected 10 arguments after the count, got 5');
-      const notCount = spawnSync(shell, ['-c', KEY_INSTALLER_BOOTSTRAP, 'pideploy-keys', 'x1', 'k'], { input: scriptLine, encoding: 'utf8', env: { PATH: '/usr/bin:/bin', HOME: '/nonexistent' } });
+      const notCount = spawnSync(shell, ['-c', KEY_INSTALLER_BOOTSTRAP, 'pideploy-keys', '', 'x1', 'k'], { input: scriptLine, encoding: 'utf8', env: { PATH: '/usr/bin:/bin', HOME: '/nonexistent' } });
       expect([notCount.status, notCount.stderr.trim()]).toEqual([2, 'pideploy-keys: the count x1 is not a number']);
     }
   });

@@ -2,10 +2,17 @@ import { stdinScriptBootstrap, stdinScriptLine } from '@pideploy/core';
 import { keyPath, type KeySpec } from './key-spec.js';
 
 /**
+ * Where each host records the key files pideploy put on it (one absolute path a line, readable by
+ * the login user: places, never contents), so that a deployment from any clone of the project
+ * removes those pideploy.json no longer names, not only the ones its own clone put there.
+ */
+export const KEY_RECORD_FILE = '/nix/var/pideploy/keys';
+
+/**
  * The host side of a key upload: a POSIX sh script run as root, once per upload. It arrives as
  * the first line of stdin (base64) and runs in the shell of {@link KEY_INSTALLER_BOOTSTRAP}, with
- * the arguments `pideploy-keys N  name dir user group mode …` (five per key: what goes where,
- * nothing secret); the contents follow on stdin, one base64 line per key in that order.
+ * the arguments `pideploy-keys RECORD N  name dir user group mode …` (five per key: what goes
+ * where, nothing secret); the contents follow on stdin, one base64 line per key in that order.
  *
  * It checks every key first (the user and group exist, the directory is one, nothing to write
  * over is a directory) and writes nothing unless all pass. Each key is written to a new file
@@ -18,15 +25,21 @@ import { keyPath, type KeySpec } from './key-spec.js';
  * Absolute paths after the keys' arguments are files of keys no longer wanted: once every key is
  * in place, each is removed if it is a file or a link (the link itself), reported as `removed
  * PATH`, `absent PATH` or `not-a-file PATH` (left alone).
+ *
+ * Last, the record RECORD (see {@link KEY_RECORD_FILE}; "" for none) is rewritten: the files it
+ * listed that are still files there, and this upload's keys. A record it cannot write is said on
+ * stderr (`keys: warning: …`), and the upload still succeeds.
  */
 export const KEY_INSTALLER_SCRIPT = `set -u
 umask 077
 PATH=/run/current-system/sw/bin:/usr/bin:/bin:$PATH
 fail() { printf 'keys: %s\\n' "$*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || fail "must run as root"
-[ $# -ge 1 ] || { echo "usage: pideploy-keys N (name dir user group mode)... [path-to-remove]..." >&2; exit 2; }
-count=$1
-shift
+[ $# -ge 2 ] || { echo "usage: pideploy-keys RECORD N (name dir user group mode)... [path-to-remove]..." >&2; exit 2; }
+record=$1
+count=$2
+shift 2
+case $record in ''|/*) ;; *) echo "pideploy-keys: the record $record is not an absolute path" >&2; exit 2 ;; esac
 case $count in ''|*[!0-9]*) echo "pideploy-keys: the count $count is not a number" >&2; exit 2 ;; esac
 [ $# -ge $((count * 5)) ] || { echo "pideploy-keys: expected $((count * 5)) arguments after the count, got $#" >&2; exit 2; }
 
@@ -123,12 +136,40 @@ remove_old() {
   done
 }
 
+# The record: what it listed that is still a file (or link) there, then this upload's keys, each once.
+nl='
+'
+record_keys() {
+  [ -n "$record" ] || return 0
+  listed=$nl
+  if [ -f "$record" ]; then
+    while IFS= read -r old; do
+      case $old in /*) ;; *) continue ;; esac
+      { [ -f "$old" ] || [ -L "$old" ]; } || continue
+      case $listed in *"$nl$old$nl"*) continue ;; esac
+      listed="$listed$old$nl"
+    done < "$record"
+  fi
+  n=$count
+  while [ "$n" -gt 0 ]; do
+    path="$2/$1"
+    shift 5
+    n=$((n - 1))
+    case $listed in *"$nl$path$nl"*) continue ;; esac
+    listed="$listed$path$nl"
+  done
+  if ! (umask 022 && mkdir -p -- "\${record%/*}" && printf '%s' "\${listed#"$nl"}" > "$record.new" && mv -f -- "$record.new" "$record"); then
+    printf 'keys: warning: could not record the key files in %s\n' "$record" >&2
+  fi
+}
+
 check_all "$@"
 trap remove_new EXIT
 write_all "$@"
 place_all "$@"
 trap - EXIT
 remove_old "$@"
+record_keys "$@"
 `;
 
 /**
@@ -157,14 +198,16 @@ export interface RemovedKey {
 
 /**
  * The argv (after sudo) that runs {@link KEY_INSTALLER_SCRIPT} for these keys, and then removes
- * the files `remove` (keys no longer wanted): names and places only, never contents.
+ * the files `remove` (keys no longer wanted) and updates the host's `record` of key files
+ * (default {@link KEY_RECORD_FILE}; "" for none): names and places only, never contents.
  */
-export function keyInstallerArgv(keys: readonly KeySpec[], remove: readonly string[] = []): string[] {
+export function keyInstallerArgv(keys: readonly KeySpec[], remove: readonly string[] = [], record: string = KEY_RECORD_FILE): string[] {
   return [
     '/bin/sh',
     '-c',
     KEY_INSTALLER_BOOTSTRAP,
     'pideploy-keys',
+    record,
     String(keys.length),
     ...keys.flatMap((key) => [key.name, key.destDir.replace(/(?<=.)\/+$/u, ''), key.user, key.group, key.permissions]),
     ...remove,

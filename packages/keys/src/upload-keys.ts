@@ -99,6 +99,10 @@ export async function uploadKeys(input: UploadKeysInput, context: PideployContex
     });
   }
   const { installed, removed } = report;
+  // Said, not failed: the keys are in place (e.g. the host's record of key files could not be written).
+  for (const line of result.stderr.split('\n').filter((each) => each.startsWith('keys: warning: '))) {
+    context.reporter.emit({ type: 'log', level: 'warn', host: input.host, message: line.slice('keys: warning: '.length) });
+  }
   for (const [index, key] of installed.entries()) {
     const spec = specs[index];
     const owner = spec === undefined ? '' : ` (${spec.permissions} ${spec.user}:${spec.group})`;

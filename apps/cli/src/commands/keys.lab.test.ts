@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, rename, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, rename, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { labDown, labExec, labUp, type LabStatus } from '@pideploy/lab';
@@ -105,10 +105,10 @@ describeLab('keys: secrets outside the store, uploaded by deploy and upload-keys
     const checks = passwordChecks().map((line) => line.replace(/\/nix\/store\/\S+\/bin\/activate/u, 'activate').replace(/ -c command -v base64 .*? pideploy-keys /u, ' -c <installer> pideploy-keys ').replace(/ (switch|confirm) .*$/u, ' $1'));
     expect(checks).toEqual([
       'deploy sudo -k -S -p  -- nix-store --serve --write',
-      'deploy sudo -k -S -p  -- /bin/sh -c <installer> pideploy-keys 2 wifi.psk /run/keys root root 0600 token /etc/secrets nobody nogroup 0640',
+      'deploy sudo -k -S -p  -- /bin/sh -c <installer> pideploy-keys /nix/var/pideploy/keys 2 wifi.psk /run/keys root root 0600 token /etc/secrets nobody nogroup 0640',
       'deploy sudo -k -S -p  -- /bin/sh activate switch',
       'deploy sudo -k -S -p  -- /bin/sh activate confirm',
-      'deploy sudo -k -S -p  -- /bin/sh -c <installer> pideploy-keys 1 after /etc/secrets root root 0600',
+      'deploy sudo -k -S -p  -- /bin/sh -c <installer> pideploy-keys /nix/var/pideploy/keys 1 after /etc/secrets root root 0600',
     ]);
 
     // Again, nothing changed: every key is left alone, the activation skipped.
@@ -278,5 +278,28 @@ describeLab('keys: secrets outside the store, uploaded by deploy and upload-keys
     expect(emptied.code, emptied.stderr).toBe(0);
     expect(deployResultsOf<HostResult>(emptied.stdout)[0]?.keysRemoved).toEqual([{ path: '/run/keys/wifi.psk', outcome: 'removed' }]);
     expect(await onConsole('pi2', 'ls -A /run/keys')).toBe('');
+  });
+
+  it('a key put on a host from another clone of the project is removed by the next deploy from this one: the host keeps its own record of key files', async () => {
+    // Another clone: the same files, without this one's .pideploy (its record); it gives pi2 a key.
+    const other = await mkdtemp(path.join(os.tmpdir(), 'pideploy-keys-clone-'));
+    await cp(project, other, { recursive: true, filter: (source) => path.basename(source) !== '.pideploy' });
+    const otherConfig = JSON.parse(readFileSync(path.join(other, 'pideploy.json'), 'utf8')) as { hosts: Record<string, Record<string, unknown>> };
+    otherConfig.hosts['pi2'] = { ...otherConfig.hosts['pi2'], keys: { 'clone.key': { file: 'secrets/after', destDir: '/etc/secrets' } } };
+    await writeFile(path.join(other, 'pideploy.json'), `${JSON.stringify(otherConfig, null, 2)}\n`);
+    const fromOther = await pideploy(['deploy', 'pi2'], other, env);
+    expect(fromOther.code, fromOther.stderr).toBe(0);
+    expect(await fileOn('pi2', '/etc/secrets/clone.key')).toBe(`600 root root\n${AFTER}`);
+    // The host's record (places only, readable by the login user) lists it; this clone's record does not.
+    expect((await labExec('pi2', ['su', '-s', '/bin/sh', 'deploy', '-c', 'cat /nix/var/pideploy/keys'])).stdout).toBe('/etc/secrets/clone.key\n');
+    expect(JSON.parse(readFileSync(path.join(project, '.pideploy', 'deployments.json'), 'utf8')).hosts.pi2.keys ?? []).not.toContain('/etc/secrets/clone.key');
+
+    // This clone's pideploy.json names no key for pi2: its next deploy removes it, once pi2 runs its system.
+    const run = await pideploy(['deploy', 'pi2', '--json'], project, env);
+    expect(run.code, run.stderr).toBe(0);
+    expect(deployResultsOf<HostResult>(run.stdout)[0]?.keysRemoved).toEqual([{ path: '/etc/secrets/clone.key', outcome: 'removed' }]);
+    expect(await onConsole('pi2', 'ls -A /etc/secrets; cat /nix/var/pideploy/keys')).toBe('');
+    const again = await pideploy(['deploy', 'pi2', '--json'], project, env);
+    expect(deployResultsOf<HostResult>(again.stdout)[0]?.keysRemoved).toBeUndefined();
   });
 });
