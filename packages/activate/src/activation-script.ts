@@ -994,6 +994,8 @@ cmd_start() {
   case "$timeout" in ''|*[!0-9]*) die "--confirm-timeout takes whole seconds, not $timeout" ;; esac
   case "$wait_state" in *[!0-9]*) die "--wait-state takes whole seconds, not $wait_state" ;; esac
   case "$activation_timeout" in ''|*[!0-9]*) die "--activation-timeout takes whole seconds, not $activation_timeout" ;; esac
+  # (Without leading zeros: 0 is no limit, and 010 is ten seconds, not an octal eight.)
+  while :; do case "$activation_timeout" in 0?*) activation_timeout=\${activation_timeout#0} ;; *) break ;; esac; done
   if [ -z "$rollback" ]; then
     case "$action" in switch|test) rollback=1 ;; *) rollback=0 ;; esac
     # Run by hand (waiting, no --confirm-timeout) nobody can confirm from a new connection:
