@@ -3,7 +3,10 @@
  * by the stage until the bundle embeds it) and the pure helpers that build its command lines and
  * read the state it leaves in `/run/pideploy/<id>.state`.
  */
-import { PideployError, shellQuote, type ActivationAction } from '@pideploy/core';
+import { BUNDLE_NOTES_DIR, CURRENT_CONFIGURATION_ROOT, PideployError, SYSTEM_PROFILE, shellQuote, type ActivationAction } from '@pideploy/core';
+
+// (Re-exported as this package's own: where the script works on the host, shared with @pideploy/bundle.)
+export { BUNDLE_NOTES_DIR, CURRENT_CONFIGURATION_ROOT, SYSTEM_PROFILE };
 
 /** Where the script keeps logs, state and (when uploaded) itself. */
 export const ACTIVATION_STATE_DIR = '/run/pideploy';
@@ -11,17 +14,6 @@ export const ACTIVATION_STATE_DIR = '/run/pideploy';
 export const ACTIVATION_BUSY_EXIT_CODE = 3;
 /** Starts the stderr line in which a refused start names the deployment that has the host (`id= state= deadline= bundle= log= lock=`; `log=` is empty where it keeps none, and older scripts leave it out). */
 export const BUSY_OUTPUT_MARKER = '@@pideploy-busy';
-/** The system profile nixos-rebuild sets. */
-export const SYSTEM_PROFILE = '/nix/var/nix/profiles/system';
-/** The GC root that keeps the deployed bundle (or toplevel) alive on the target. */
-export const CURRENT_CONFIGURATION_ROOT = '/etc/nixos/current-configuration';
-/**
- * Where each host notes which bundle deployed each system (a file named after the system's store
- * path, holding the bundle's): a rollback points {@link CURRENT_CONFIGURATION_ROOT} back at the
- * bundle of the system it goes back to, while the host still has it. Not GC roots: a note whose
- * bundle was collected is dropped. On the Nix state's disk, so that it outlives a reboot.
- */
-export const BUNDLE_NOTES_DIR = '/nix/var/pideploy/bundles';
 /**
  * A line the script carries, so a bundle's `bin/activate` can be recognised as speaking this
  * protocol. 2: the start takes `--wait-state` and keeps the wake FIFO; 3: and

@@ -1,11 +1,7 @@
-/** Where the script moves the GC root of the configuration that is now active. */
-export const CURRENT_CONFIGURATION_ROOT = '/etc/nixos/current-configuration';
+import { BUNDLE_NOTES_DIR, CURRENT_CONFIGURATION_ROOT, SYSTEM_PROFILE } from '@pideploy/core';
 
-/** Where the script notes which bundle deployed the system (a file named after the system), as `@pideploy/activate` does. */
-export const BUNDLE_NOTES_DIR = '/nix/var/pideploy/bundles';
-
-/** The NixOS system profile the script sets for `switch` and `boot`. */
-export const SYSTEM_PROFILE = '/nix/var/nix/profiles/system';
+// (Re-exported as this package's own: where the script works on the host, shared with @pideploy/activate.)
+export { BUNDLE_NOTES_DIR, CURRENT_CONFIGURATION_ROOT, SYSTEM_PROFILE };
 
 /**
  * The text of `$bundle/bin/activate`, with `@shell@`, `@toplevel@` and `@bundle@` left for the
