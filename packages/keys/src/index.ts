@@ -5,6 +5,7 @@ export {
   KEY_OWNER_PATTERN,
   KEY_PERMISSIONS_PATTERN,
   checkKeySpecs,
+  isKeyFilePath,
   keyPath,
   keySpecProblem,
   type KeySource,

@@ -54,6 +54,14 @@ export function keyPath(key: Pick<KeySpec, 'destDir' | 'name'>): string {
 }
 
 /**
+ * Whether `file` can be where a key was put (pure): an absolute, normal path (no `.`/`..`, no
+ * trailing `/`) ending in a key name. What a key file to remove must be, whoever lists it.
+ */
+export function isKeyFilePath(file: string): boolean {
+  return path.posix.isAbsolute(file) && !file.endsWith('/') && path.posix.normalize(file) === file && KEY_NAME_PATTERN.test(path.posix.basename(file));
+}
+
+/**
  * Why a key cannot be installed as given, or undefined when it can. Pure: what the host then
  * still checks is that the user and group exist.
  */

@@ -1,8 +1,7 @@
-import path from 'node:path';
 import { PideployError, tailLines, type PideployContext } from '@pideploy/core';
 import { SSH_ERROR_CODES, SUDO_WRONG_PASSWORD, type SudoRunner } from '@pideploy/ssh';
 import { keyInstallerArgv, keyInstallerInput, parseKeyInstallerReport, type InstalledKey, type RemovedKey } from './key-installer.js';
-import { KEY_ERROR_CODES, KEY_NAME_PATTERN, checkKeySpecs } from './key-spec.js';
+import { KEY_ERROR_CODES, checkKeySpecs, isKeyFilePath } from './key-spec.js';
 import type { LoadedKey } from './read-keys.js';
 
 /** What {@link uploadKeys} needs. */
@@ -32,7 +31,7 @@ export interface KeyUploadResult {
 /** Refuses paths to remove that are not a key's: absolute, with a key's file name. */
 function checkRemovals(host: string, remove: readonly string[]): void {
   for (const file of remove) {
-    if (!path.isAbsolute(file) || !KEY_NAME_PATTERN.test(path.basename(file)) || path.normalize(file) !== file) {
+    if (!isKeyFilePath(file)) {
       throw new PideployError({
         code: KEY_ERROR_CODES.invalid,
         message: `${host}: ${JSON.stringify(file)} is not the path of a key to remove`,
