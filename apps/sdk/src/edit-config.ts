@@ -32,10 +32,10 @@ export function checkNewHostName(config: Pick<ResolvedConfig, 'file' | 'hosts'>,
 export function withHostAdded(text: string, file: string, name: string, entry: HostEntry): { readonly text: string; readonly config: ResolvedConfig } {
   checkNewHostName(parseConfig(text, file), name);
   const raw = JSON.parse(text) as { hosts: Record<string, unknown> } & Record<string, unknown>;
-  const wanted = JSON.stringify({ ...raw, hosts: { ...raw.hosts, [name]: entry } });
+  const wanted = { ...raw, hosts: { ...raw.hosts, [name]: entry } };
   const edited = insertHostEntry(text, name, entry);
   // The edit must mean exactly what a rewrite would (same keys in the same order): else the rewrite.
-  const after = edited !== undefined && sameJson(edited, wanted) ? edited : rewritten(text, { ...raw, hosts: { ...raw.hosts, [name]: entry } });
+  const after = edited !== undefined && sameJson(edited, JSON.stringify(wanted)) ? edited : rewritten(text, wanted);
   return { text: after, config: parseConfig(after, file) };
 }
 

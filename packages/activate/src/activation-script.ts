@@ -214,6 +214,12 @@ export interface ActivateArguments {
   readonly waitStateSeconds?: number | undefined;
 }
 
+/** A whole number of seconds as the script's argument. @throws TypeError for another number. */
+function wholeSeconds(seconds: number): string {
+  if (!Number.isInteger(seconds) || seconds < 0) throw new TypeError(`not a number of seconds: ${seconds}`);
+  return String(seconds);
+}
+
 /** The argument vector after the script path for starting an activation. */
 export function activateArguments(input: ActivateArguments): string[] {
   if (!DEPLOY_ID_PATTERN.test(input.deployId)) throw new TypeError(`not a deployment id: ${JSON.stringify(input.deployId)}`);
@@ -222,15 +228,9 @@ export function activateArguments(input: ActivateArguments): string[] {
   if (input.rollback) argv.push('--confirm-timeout', String(input.confirmTimeoutSeconds ?? DEFAULT_CONFIRM_TIMEOUT_SECONDS));
   else argv.push('--no-rollback');
   if (input.installBootloader === true) argv.push('--install-bootloader');
-  if (input.activationTimeoutSeconds !== undefined && input.activationTimeoutSeconds !== 0) {
-    if (!Number.isInteger(input.activationTimeoutSeconds) || input.activationTimeoutSeconds < 0) throw new TypeError(`not a number of seconds: ${input.activationTimeoutSeconds}`);
-    argv.push('--activation-timeout', String(input.activationTimeoutSeconds));
-  }
+  if (input.activationTimeoutSeconds !== undefined && input.activationTimeoutSeconds !== 0) argv.push('--activation-timeout', wholeSeconds(input.activationTimeoutSeconds));
   if (input.noWait === true) argv.push('--no-wait');
-  if (input.waitStateSeconds !== undefined) {
-    if (!Number.isInteger(input.waitStateSeconds) || input.waitStateSeconds < 0) throw new TypeError(`not a number of seconds: ${input.waitStateSeconds}`);
-    argv.push('--wait-state', String(input.waitStateSeconds));
-  }
+  if (input.waitStateSeconds !== undefined) argv.push('--wait-state', wholeSeconds(input.waitStateSeconds));
   return argv;
 }
 
@@ -832,14 +832,10 @@ run_switch() {
   fi
   timed_out_flag="$state_dir/$st_id.timed-out"
   # Started in the background by a shell without job control, setsid is no group leader: it makes
-  # the new session in place, so $! is the group's id.
-  switch_group=''
-  if command -v setsid >/dev/null 2>&1; then
-    NIXOS_INSTALL_BOOTLOADER=$install_bootloader setsid "$st_toplevel/bin/switch-to-configuration" "$st_action" &
-    switch_group=1
-  else
-    NIXOS_INSTALL_BOOTLOADER=$install_bootloader "$st_toplevel/bin/switch-to-configuration" "$st_action" &
-  fi
+  # the new session in place, so $! is the group's id (without setsid: the switch alone is stopped).
+  switch_setsid=''
+  if command -v setsid >/dev/null 2>&1; then switch_setsid=setsid; fi
+  NIXOS_INSTALL_BOOTLOADER=$install_bootloader $switch_setsid "$st_toplevel/bin/switch-to-configuration" "$st_action" &
   switch_pid=$!
   (
     sleeper=''
@@ -847,11 +843,7 @@ run_switch() {
     sleep "$activation_timeout" &
     sleeper=$!
     wait "$sleeper" || exit 0
-    if [ -n "$switch_group" ] && kill -s TERM -- "-$switch_pid" 2>/dev/null; then
-      : >"$timed_out_flag"
-    elif kill -s TERM "$switch_pid" 2>/dev/null; then
-      : >"$timed_out_flag"
-    fi
+    if kill -s TERM -- "-$switch_pid" 2>/dev/null || kill -s TERM "$switch_pid" 2>/dev/null; then : >"$timed_out_flag"; fi
   ) &
   timer_pid=$!
   wait "$switch_pid"

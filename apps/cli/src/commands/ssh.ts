@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { constants } from 'node:os';
 import path from 'node:path';
 import { PideployError, shellJoin } from '@pideploy/core';
 import { loadConfigIfPresent, selectHosts } from '@pideploy/sdk';
@@ -51,11 +52,9 @@ function runOpenSsh(args: readonly string[]): Promise<number> {
           : error,
       );
     });
-    child.once('exit', (code, signal) => resolve(code ?? 128 + (signal === null ? 0 : (SIGNAL_NUMBERS[signal] ?? 0))));
+    child.once('exit', (code, signal) => resolve(code ?? 128 + (signal === null ? 0 : constants.signals[signal])));
   });
 }
-
-const SIGNAL_NUMBERS: Partial<Record<NodeJS.Signals, number>> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 };
 
 /**
  * `pideploy ssh <host> [-- command…]`: a login shell (or the command) on a host of pideploy.json
