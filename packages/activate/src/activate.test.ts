@@ -100,6 +100,18 @@ describe('activationIsDone', () => {
     expect(activationIsDone(runsOnlyNext, { action: 'boot', toplevel: next, bundle })).toBe(false);
   });
 
+  it('with a specialisation: done when the host boots the system and runs that specialisation of it', () => {
+    const runsKiosk = { running: old, profile: next, runningSpecialisation: 'kiosk', currentConfiguration: bundle };
+    expect(activationIsDone(runsKiosk, { action: 'switch', toplevel: next, specialisation: 'kiosk', bundle })).toBe(true);
+    expect(activationIsDone(runsKiosk, { action: 'test', toplevel: next, specialisation: 'kiosk', bundle })).toBe(true);
+    expect(activationIsDone(runsKiosk, { action: 'switch', toplevel: next, specialisation: 'maintenance', bundle })).toBe(false);
+    // The system itself is not its specialisation, nor the other way round.
+    expect(activationIsDone(runsKiosk, { action: 'switch', toplevel: next, bundle })).toBe(false);
+    expect(activationIsDone(runsNext, { action: 'switch', toplevel: next, specialisation: 'kiosk', bundle })).toBe(false);
+    // A specialisation of another system than the boot default is not known to run.
+    expect(activationIsDone({ ...runsKiosk, profile: old }, { action: 'test', toplevel: next, specialisation: 'kiosk', bundle })).toBe(false);
+  });
+
   it('is never done while another deployment has the host, nor for dry-activate', () => {
     expect(activationIsDone({ ...runsNext, busyWith: { id: '20261207T033802Z-a4e039', state: 'awaiting-confirmation' } }, { action: 'switch', toplevel: next, bundle })).toBe(false);
     expect(activationIsDone(runsNext, { action: 'dry-activate', toplevel: next, bundle })).toBe(false);

@@ -33,6 +33,7 @@ import {
 import { bootPartsChanged, parseBootParts, printBootPartsScript, type BootPart, type BootParts } from './boot-parts.js';
 import { diffClosures, type ClosureDiff } from './closure-diff.js';
 import { parseGenerationList, type ProfileGeneration } from './generations.js';
+import { checkSpecialisationUse, parseRunningSpecialisation, printRunningSpecialisationScript } from './specialisation.js';
 
 /** How to reach one target and become root there. */
 export interface ActivationTarget {
@@ -171,6 +172,13 @@ export interface ActivateSystemInput extends ActivationTarget {
   readonly bundle?: string | undefined;
   /** What `switch-to-configuration` does (default switch). */
   readonly action?: ActivationAction | undefined;
+  /**
+   * Activate this specialisation of the system (`toplevel/specialisation/NAME`, NixOS's
+   * `specialisation.NAME`), as `nixos-rebuild --specialisation` does: the profile still gets
+   * `toplevel` (the boot default), and a rollback goes back to what ran before. switch, test and
+   * dry-activate only.
+   */
+  readonly specialisation?: string | undefined;
   readonly rollback?: RollbackOptions | undefined;
   readonly healthChecks?: HealthChecks | undefined;
   /** Activate even if the target already runs this toplevel. */
@@ -214,6 +222,8 @@ export interface HostSystems {
   readonly running: string | undefined;
   /** The system profile's system (what boots next), resolved. */
   readonly profile: string | undefined;
+  /** The specialisation of the profile's system that runs (`running` is `profile/specialisation/NAME`), if one does. */
+  readonly runningSpecialisation?: string | undefined;
   /**
    * Where the GC root `/etc/nixos/current-configuration` points (the deployed bundle, or a
    * system activated without one), resolved; undefined if unset or not read.
@@ -250,6 +260,8 @@ export interface ActivationResult {
   readonly host: string;
   readonly action: ActivationAction;
   readonly toplevel: string;
+  /** The specialisation of `toplevel` that was activated, if one was. */
+  readonly specialisation?: string | undefined;
   /** `skipped`: the target already ran it; `succeeded`: activated (no confirmation asked); `confirmed`: activated and confirmed. */
   readonly outcome: 'skipped' | 'succeeded' | 'confirmed';
   /** The deployment id on the target (not for skipped). */
@@ -430,15 +442,20 @@ export function stateFromDecisionOutput(stdout: string): ActivationState | undef
  * (`switch`, `test`) and boots (`switch`, `boot`) `toplevel`, and, when a bundle is given, its GC
  * root `/etc/nixos/current-configuration` is that bundle. A new bundle of the same system (a
  * comment changed in configuration.nix) is not done: activating it moves the GC root to it, so
- * that the host keeps it and `status` shows it. Never true for `dry-activate`.
+ * that the host keeps it and `status` shows it. Never true for `dry-activate`. With a
+ * specialisation, "runs" means it runs that specialisation of `toplevel`, which it boots (the one
+ * case the host tells: see {@link HostSystems.runningSpecialisation}).
  */
 export function activationIsDone(
   systems: HostSystems,
-  wanted: { readonly action: ActivationAction; readonly toplevel: string; readonly bundle?: string | undefined },
+  wanted: { readonly action: ActivationAction; readonly toplevel: string; readonly specialisation?: string | undefined; readonly bundle?: string | undefined },
 ): boolean {
-  const { action, toplevel, bundle } = wanted;
+  const { action, toplevel, specialisation, bundle } = wanted;
   if (action === 'dry-activate' || systems.busyWith !== undefined) return false;
-  const runs = action === 'boot' || systems.running === toplevel;
+  const runs =
+    specialisation === undefined
+      ? action === 'boot' || systems.running === toplevel
+      : systems.profile === toplevel && systems.runningSpecialisation === specialisation;
   const boots = action === 'test' || systems.profile === toplevel;
   return runs && boots && (bundle === undefined || systems.currentConfiguration === bundle);
 }
@@ -458,7 +475,10 @@ async function probeHost(session: SshSession, bundle: string | undefined, signal
     // (Stricter than the script: a holder it would take over, overdue or cut off while starting, still
     // counts here; then nothing is skipped as "already running", and the start itself decides.)
     'if [ -n "$lock" ]; then s=starting; if [ -n "$holder" ] && [ -f "$4/$holder.state" ]; then while IFS= read -r l; do case $l in state=*) s=${l#state=}; break ;; esac; done <"$4/$holder.state"; fi; fi',
-    'printf \'%s\\n\' "$(readlink -e /run/current-system)" "$(readlink -e "$1")" "$(readlink -e "$5")" "$holder" "$s"',
+    'r=$(readlink -e /run/current-system); p=$(readlink -e "$1")',
+    'printf \'%s\\n\' "$r" "$p" "$(readlink -e "$5")" "$holder" "$s"',
+    // Which specialisation of the profile's system runs, if one does (no process; none when it runs the system itself).
+    printRunningSpecialisationScript('r', 'p'),
     'if [ -n "$2" ] && grep -qxF "$3" "$2" 2>/dev/null; then echo speaks-protocol; fi',
     // What it booted with that a switch cannot change (kernel, initrd, modules): one find.
     printBootPartsScript('/run/booted-system'),
@@ -472,6 +492,7 @@ async function probeHost(session: SshSession, bundle: string | undefined, signal
   return {
     running: running === '' ? undefined : running,
     profile: profile === '' ? undefined : profile,
+    runningSpecialisation: parseRunningSpecialisation(tagged),
     currentConfiguration: currentConfiguration === '' ? undefined : currentConfiguration,
     bootedParts: parseBootParts(tagged),
     readAtMs,
@@ -616,6 +637,10 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
   const confirmTimeoutSeconds = input.rollback?.confirmTimeoutSeconds ?? DEFAULT_CONFIRM_TIMEOUT_SECONDS;
   // Checks that could gate nothing are refused before the host is touched (here they gate the confirmation).
   checkHealthCheckUse({ host, action, rollback: input.rollback, healthChecks: input.healthChecks });
+  const specialisation = input.specialisation;
+  checkSpecialisationUse({ action, specialisation });
+  // What the messages call the system activated: the toplevel, and its specialisation if one.
+  const activated = specialisation === undefined ? input.toplevel : `${input.toplevel} (specialisation ${specialisation})`;
   const sudoOptions = sudoOptionsOf(input);
   const connect = { ...input.connect, signal };
 
@@ -641,7 +666,7 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
           message: `${host} runs no system (no /run/current-system)${action === 'test' ? '' : ' and has no system profile generation'}: if this activation fails or is not confirmed, there is nothing to roll back to`,
         });
       }
-      const wanted = { action, toplevel: input.toplevel, bundle: input.bundle };
+      const wanted = { action, toplevel: input.toplevel, specialisation, bundle: input.bundle };
       let already = input.force !== true && activationIsDone(systems, wanted);
       // A skip is decided on a recent read: an older one may predate another deployment.
       const readRecently = systems.readAtMs !== undefined && Date.now() - systems.readAtMs <= HOST_SYSTEMS_TRUSTED_MS;
@@ -650,12 +675,12 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
         already = activationIsDone(systems, wanted);
       }
       if (already) {
-        context.reporter.emit({ type: 'log', level: 'info', host, message: `${host} already runs ${input.toplevel}; nothing to do (--force to activate again)` });
-        return { host, action, toplevel: input.toplevel, outcome: 'skipped', deployId: undefined, state: undefined };
+        context.reporter.emit({ type: 'log', level: 'info', host, message: `${host} already runs ${activated}; nothing to do (--force to activate again)` });
+        return { host, action, toplevel: input.toplevel, specialisation, outcome: 'skipped', deployId: undefined, state: undefined };
       }
       if (input.force !== true && activationIsDone(systems, { ...wanted, bundle: undefined })) {
         const deployed = systems.currentConfiguration ?? 'nothing';
-        context.reporter.emit({ type: 'log', level: 'info', host, message: `${host} already runs ${input.toplevel}, but its ${CURRENT_CONFIGURATION_ROOT} is ${deployed}: activating again to deploy ${input.bundle ?? input.toplevel}` });
+        context.reporter.emit({ type: 'log', level: 'info', host, message: `${host} already runs ${activated}, but its ${CURRENT_CONFIGURATION_ROOT} is ${deployed}: activating again to deploy ${input.bundle ?? input.toplevel}` });
       }
     }
 
@@ -665,6 +690,7 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
       ...activateArguments({
         action,
         toplevel: input.toplevel,
+        specialisation,
         bundle: input.bundle,
         deployId,
         rollback,
@@ -690,7 +716,7 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
     // Emitted once the activation runs detached on the target (from here on, a dropped link cannot stop it).
     let announced = false;
     const announce = () => {
-      if (!announced) context.reporter.emit({ type: 'activate-start', host, action, toplevel: input.toplevel });
+      if (!announced) context.reporter.emit({ type: 'activate-start', host, action, toplevel: input.toplevel, ...(specialisation === undefined ? {} : { specialisation }) });
       announced = true;
     };
     if (!startUnanswered) announce();
@@ -749,18 +775,18 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
 
     if (state.state === 'succeeded') {
       context.reporter.emit({ type: 'activate-end', host, action, ok: true, durationMs: performance.now() - started });
-      return { host, action, toplevel: input.toplevel, outcome: 'succeeded', deployId, state };
+      return { host, action, toplevel: input.toplevel, specialisation, outcome: 'succeeded', deployId, state };
     }
     if (state.state !== 'awaiting-confirmation') {
       context.reporter.emit({ type: 'activate-end', host, action, ok: false, durationMs: performance.now() - started });
       if (state.state === 'failed' && state.exitCode !== undefined && !stateCanRollBack(state)) {
         // The state says why, then that no rollback was possible (which the error says its own way).
         const why = state.message.split('; rollback impossible')[0];
-        throw rollbackImpossible(host, input.toplevel, action, `activating ${input.toplevel} (${action}) on ${host} failed${why ? `: ${why}` : ''}`, deployId);
+        throw rollbackImpossible(host, input.toplevel, action, `activating ${activated} (${action}) on ${host} failed${why ? `: ${why}` : ''}`, deployId);
       }
       throw new PideployError({
         code: ERROR_CODES.failed,
-        message: `activating ${input.toplevel} (${action}) on ${host} failed: ${state.message}; ${describeRollback(state)}`,
+        message: `activating ${activated} (${action}) on ${host} failed: ${state.message}; ${describeRollback(state)}`,
         hint: activationFailureHint(state, deployId),
       });
     }
@@ -804,7 +830,7 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
       const confirmed = confirmedState ?? (await readState(confirmSession, deployId, signal));
       context.reporter.emit({ type: 'phase-end', phase: 'confirm', host, ok: true, durationMs: performance.now() - confirmStarted });
       context.reporter.emit({ type: 'activate-end', host, action, ok: true, durationMs: performance.now() - started });
-      return { host, action, toplevel: input.toplevel, outcome: 'confirmed', deployId, state: confirmed ?? state };
+      return { host, action, toplevel: input.toplevel, specialisation, outcome: 'confirmed', deployId, state: confirmed ?? state };
     }
 
     // Not confirmed: ask the host to roll back now over the old connection if it still works,
@@ -820,14 +846,14 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
     } catch {
       final = undefined;
     }
-    if (!stateCanRollBack(state)) throw rollbackImpossible(host, input.toplevel, action, `activated ${input.toplevel} on ${host} but could not confirm it: ${problem}`, deployId);
+    if (!stateCanRollBack(state)) throw rollbackImpossible(host, input.toplevel, action, `activated ${activated} on ${host} but could not confirm it: ${problem}`, deployId);
     const outcome =
       final !== undefined && isFinalActivationState(final.state)
         ? describeRollback(final)
         : `the host rolls back by itself within ${confirmTimeoutSeconds} s of the activation`;
     throw new PideployError({
       code: ERROR_CODES.unconfirmed,
-      message: `activated ${input.toplevel} on ${host} but could not confirm it: ${problem}; ${outcome}`,
+      message: `activated ${activated} on ${host} but could not confirm it: ${problem}; ${outcome}`,
       hint: healthCheckFailed
         ? 'the new system failed its health check: fix the service (or the check) and deploy again'
         : 'fix the configuration (does it keep sshd and your key working?) and deploy again',
@@ -927,6 +953,8 @@ export interface SystemStatus {
   readonly bootedSystem: string | undefined;
   /** The system profile's current target (what boots next). */
   readonly profileSystem: string | undefined;
+  /** The specialisation of the profile's system that runs (`runningSystem` is `profileSystem/specialisation/NAME`), if one does. */
+  readonly runningSpecialisation?: string | undefined;
   /** The system profile's generations. */
   readonly generations: readonly ProfileGeneration[];
   /** Where `/etc/nixos/current-configuration` points (the deployed bundle), if set. */
@@ -953,8 +981,8 @@ const STATUS_SECTION = '@@pideploy-status';
 /**
  * Everything `status` shows, read in ONE round trip (no sudo): the system profile's generations
  * (`nix-env --list-generations` where the login user may lock the profile, else the same listing
- * read from the links themselves: name + link mtime), the four links and the deployed bundle's system, the deployed bundle's
- * manifest and the newest deployment state, each after a `@@pideploy-status NAME` line.
+ * read from the links themselves: name + link mtime), the four links and the deployed bundle's system, which
+ * specialisation of the profile's system runs (if one does), the deployed bundle's manifest and the newest deployment state, each after a `@@pideploy-status NAME` line.
  */
 const STATUS_SCRIPT = `profile=$1; gc_root=$2; state_dir=$3
 section() { printf '\\n%s %s\\n' '${STATUS_SECTION}' "$1"; }
@@ -973,6 +1001,9 @@ if ! nix-env -p "$profile" --list-generations 2>/dev/null; then
 fi
 section links
 for link in "$gc_root" /run/current-system /run/booted-system "$profile" "$gc_root/toplevel"; do printf '%s\\n' "$(readlink -e "$link")"; done
+section running-specialisation
+running=$(readlink -e /run/current-system); profile_system=$(readlink -e "$profile")
+${printRunningSpecialisationScript('running', 'profile_system')}
 section manifest
 cat "$gc_root/manifest.json" 2>/dev/null
 section booted-parts
@@ -1029,6 +1060,7 @@ export async function systemStatus(target: ActivationTarget, context: PideployCo
       runningSystem,
       bootedSystem,
       profileSystem,
+      runningSpecialisation: parseRunningSpecialisation((sections.get('running-specialisation') ?? '').split('\n')),
       generations: parseGenerationList(sections.get('generations') ?? ''),
       currentConfiguration,
       deployedSystem,

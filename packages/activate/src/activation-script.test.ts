@@ -10,7 +10,7 @@ import { temporaryDirectory } from './test-support/temporary-directory.js';
 describe('renderActivationScript', () => {
   it('is valid POSIX sh (dash -n) and carries the protocol marker', () => {
     const script = renderActivationScript();
-    expect(script.split('\n')[1]).toBe('# pideploy-activate-protocol: 3');
+    expect(script.split('\n')[1]).toBe('# pideploy-activate-protocol: 4');
     expect(() => execFileSync('sh', ['-n'], { input: script })).not.toThrow();
   });
 
@@ -40,11 +40,11 @@ describe('the script\'s helpers (run by a real sh: everything before the command
 
   it('save_state writes one key=value line per field, a message with line breaks on one line, mode 644 whatever the caller\'s umask', () => {
     const stateDir = temporaryDirectory(path.join(os.tmpdir(), 'pideploy-state-'));
-    probe(`state_dir=${stateDir}; st_id=d1; st_state=failed; st_action=switch; st_message='first line
+    probe(`state_dir=${stateDir}; st_id=d1; st_state=failed; st_action=switch; st_specialisation='kiosk mode'; st_message='first line
 second line'; save_state >/dev/null`);
     const text = execFileSync('cat', [path.join(stateDir, 'd1.state')], { encoding: 'utf8' });
-    expect(parseActivationState(text)).toMatchObject({ id: 'd1', state: 'failed', action: 'switch', message: 'first line second line' });
-    expect(text.split('\n').filter(Boolean)).toHaveLength(13);
+    expect(parseActivationState(text)).toMatchObject({ id: 'd1', state: 'failed', action: 'switch', specialisation: 'kiosk mode', message: 'first line second line' });
+    expect(text.split('\n').filter(Boolean)).toHaveLength(14);
     expect((statSync(path.join(stateDir, 'd1.state')).mode & 0o777).toString(8)).toBe('644');
     expect(readdirSync(stateDir)).toEqual(['d1.state']);
   });
@@ -448,7 +448,7 @@ second line'; save_state >/dev/null`);
         const started = performance.now();
         const run = spawnSync(
           shell,
-          ['-c', `${definitions}\nstate_dir=${root}; st_id=d${activationTimeout}-${secondsToTake}; st_toplevel=${root}/system; st_action=switch; install_bootloader=''; activation_timeout=${activationTimeout}\nrun_switch; echo "status=$? timed_out=$switch_timed_out"`],
+          ['-c', `${definitions}\nstate_dir=${root}; st_id=d${activationTimeout}-${secondsToTake}; switch_system=${root}/system; st_action=switch; install_bootloader=''; activation_timeout=${activationTimeout}\nrun_switch; echo "status=$? timed_out=$switch_timed_out"`],
           { encoding: 'utf8', env: { PATH: '/usr/bin:/bin', SECONDS_TO_TAKE: String(secondsToTake) }, stdio: ['ignore', 'pipe', 'pipe'] },
         );
         return { stdout: run.stdout, seconds: (performance.now() - started) / 1000 };
@@ -543,6 +543,15 @@ describe('activateArguments', () => {
     expect(() => activateArguments({ action: 'test', toplevel: '/nix/store/x-sys', deployId: 'a1', rollback: true, waitStateSeconds: 1.5 })).toThrow(/not a number of seconds/u);
   });
 
+  it('passes a specialisation as one argument; refuses a name that is no directory name', () => {
+    expect(activateArguments({ action: 'test', toplevel: '/nix/store/x-sys', specialisation: 'kiosk mode', deployId: 'a1', rollback: false })).toEqual([
+      'test', '--toplevel', '/nix/store/x-sys', '--deploy-id', 'a1', '--specialisation', 'kiosk mode', '--no-rollback',
+    ]);
+    for (const name of ['', '.', '..', 'a/b', 'a\nb']) {
+      expect(() => activateArguments({ action: 'switch', toplevel: '/nix/store/x', specialisation: name, deployId: 'a1', rollback: true })).toThrow(TypeError);
+    }
+  });
+
   it('rejects ids that could escape the state directory or a unit name', () => {
     for (const id of ['', '../x', '-x', 'a b', 'a;b', 'x'.repeat(65)]) {
       expect(() => activateArguments({ action: 'test', toplevel: '/nix/store/x', deployId: id, rollback: true })).toThrow(TypeError);
@@ -563,6 +572,9 @@ describe('newDeployId / parseActivationState', () => {
     );
     expect(state).toMatchObject({ state: 'failed-rolled-back', previousGeneration: 4, newGeneration: 5, rolledBackTo: 4, exitCode: 2, message: 'a=b; rolled back', deadline: undefined });
     expect(isFinalActivationState(state.state)).toBe(true);
+    // A file without the field (an older script's) is the system itself.
+    expect(state.specialisation).toBe('');
+    expect(parseActivationState('id=y\nstate=confirmed\naction=test\ntoplevel=/nix/store/a\nspecialisation=kiosk mode\n').specialisation).toBe('kiosk mode');
     expect(() => parseActivationState('state=weird\naction=switch\n')).toThrow();
   });
 });

@@ -4,6 +4,7 @@
  * read the state it leaves in `/run/pideploy/<id>.state`.
  */
 import { BUNDLE_NOTES_DIR, CURRENT_CONFIGURATION_ROOT, PideployError, SYSTEM_PROFILE, shellQuote, type ActivationAction } from '@pideploy/core';
+import { isSpecialisationName } from './specialisation.js';
 
 // (Re-exported as this package's own: where the script works on the host, shared with @pideploy/bundle.)
 export { BUNDLE_NOTES_DIR, CURRENT_CONFIGURATION_ROOT, SYSTEM_PROFILE };
@@ -17,9 +18,10 @@ export const BUSY_OUTPUT_MARKER = '@@pideploy-busy';
 /**
  * A line the script carries, so a bundle's `bin/activate` can be recognised as speaking this
  * protocol. 2: the start takes `--wait-state` and keeps the wake FIFO; 3: and
- * `--activation-timeout`. A bundle of an older protocol gets the current script uploaded instead.
+ * `--activation-timeout`; 4: and `--specialisation`. A bundle of an older protocol gets the
+ * current script uploaded instead.
  */
-export const ACTIVATION_PROTOCOL_MARKER = '# pideploy-activate-protocol: 3';
+export const ACTIVATION_PROTOCOL_MARKER = '# pideploy-activate-protocol: 4';
 /** The line after which `activate confirm|abort` print the deployment's state file. */
 export const STATE_OUTPUT_MARKER = '@@pideploy-state';
 /** Default seconds the target waits for `confirm` before it rolls back by itself. */
@@ -58,6 +60,8 @@ export interface ActivationState {
   readonly state: ActivationStateName;
   readonly action: ActivationAction;
   readonly toplevel: string;
+  /** The specialisation of `toplevel` that was activated ("" = the system itself). */
+  readonly specialisation: string;
   /** The bundle that is GC-rooted on confirmation ("" = the toplevel is rooted). */
   readonly bundle: string;
   /** Profile generation before the deployment (undefined: there was none). */
@@ -176,6 +180,7 @@ export function parseActivationState(text: string): ActivationState {
     state: state as ActivationStateName,
     action: action as ActivationAction,
     toplevel: fields.get('toplevel') ?? '',
+    specialisation: fields.get('specialisation') ?? '',
     bundle: fields.get('bundle') ?? '',
     previousGeneration: optionalNumber(fields.get('previous_generation')),
     previousSystem: fields.get('previous_system') ?? '',
@@ -192,6 +197,12 @@ export function parseActivationState(text: string): ActivationState {
 export interface ActivateArguments {
   readonly action: ActivationAction;
   readonly toplevel: string;
+  /**
+   * Activate this specialisation of `toplevel` (`toplevel/specialisation/NAME`, NixOS's
+   * `specialisation.NAME`) instead of the system itself: the profile still gets `toplevel` (what
+   * boots by default). switch, test and dry-activate only.
+   */
+  readonly specialisation?: string | undefined;
   readonly bundle?: string | undefined;
   readonly deployId: string;
   /** Magic rollback: wait this long for `confirm` (ignored with `rollback: false`). */
@@ -220,11 +231,21 @@ function wholeSeconds(seconds: number): string {
   return String(seconds);
 }
 
+/**
+ * A specialisation name as the script takes it: a directory name under `toplevel/specialisation/`.
+ * @throws TypeError for another string.
+ */
+function checkedSpecialisationName(name: string): string {
+  if (!isSpecialisationName(name)) throw new TypeError(`not a specialisation name: ${JSON.stringify(name)}`);
+  return name;
+}
+
 /** The argument vector after the script path for starting an activation. */
 export function activateArguments(input: ActivateArguments): string[] {
   if (!DEPLOY_ID_PATTERN.test(input.deployId)) throw new TypeError(`not a deployment id: ${JSON.stringify(input.deployId)}`);
   const argv = [input.action, '--toplevel', input.toplevel, '--deploy-id', input.deployId];
   if (input.bundle !== undefined) argv.push('--bundle', input.bundle);
+  if (input.specialisation !== undefined) argv.push('--specialisation', checkedSpecialisationName(input.specialisation));
   if (input.rollback) argv.push('--confirm-timeout', String(input.confirmTimeoutSeconds ?? DEFAULT_CONFIRM_TIMEOUT_SECONDS));
   else argv.push('--no-rollback');
   if (input.installBootloader === true) argv.push('--install-bootloader');
@@ -423,8 +444,8 @@ esac
 usage() {
   cat >&2 <<'EOF'
 usage: activate <switch|boot|test|dry-activate> --toplevel P [--bundle B] [--deploy-id ID]
-                [--confirm-timeout S] [--no-rollback] [--install-bootloader] [--activation-timeout S]
-                [--no-wait | --wait-state S]
+                [--specialisation NAME] [--confirm-timeout S] [--no-rollback] [--install-bootloader]
+                [--activation-timeout S] [--no-wait | --wait-state S]
        activate confirm ID | abort ID | status [ID] | launcher
        activate rollback [--to N] [--action switch|boot] [--delete-generation N] [--gc-root P]
 EOF
@@ -486,7 +507,7 @@ valid_id() {
 # The deployment's fields, empty to begin with (and again after take_host looked at another one's).
 # A caller that has just read the clock sets st_updated, and save_state uses it instead of reading it again.
 reset_state() {
-  st_id=''; st_state=''; st_action=''; st_toplevel=''; st_bundle=''; st_previous_generation=''
+  st_id=''; st_state=''; st_action=''; st_toplevel=''; st_specialisation=''; st_bundle=''; st_previous_generation=''
   st_previous_system=''; st_new_generation=''; st_rolled_back_to=''; st_exit_code=''; st_message=''
   st_deadline=''; st_updated=''; st_saved_at=''
 }
@@ -522,6 +543,7 @@ save_state() {
     printf 'message=%s\\n' "$message"
     printf 'updated=%s\\n' "$updated"
     printf 'deadline=%s\\n' "$st_deadline"
+    printf 'specialisation=%s\\n' "$st_specialisation"
   } >"$tmp" && mv -f "$tmp" "$state_dir/$st_id.state"
   # Wakes whoever waits for this deployment (await_state). Opened read-write, the FIFO never
   # blocks: without a reader the line is dropped, which costs nothing (a reader reads the state
@@ -544,6 +566,7 @@ load_state() {
       state=*) st_state=$value ;;
       action=*) st_action=$value ;;
       toplevel=*) st_toplevel=$value ;;
+      specialisation=*) st_specialisation=$value ;;
       bundle=*) st_bundle=$value ;;
       previous_generation=*) st_previous_generation=$value ;;
       previous_system=*) st_previous_system=$value ;;
@@ -821,13 +844,14 @@ roll_back() {
 }
 
 # --- the detached worker ---------------------------------------------------------------------------
-# Runs $st_toplevel/bin/switch-to-configuration $st_action; with an activation timeout (not 0), a
+# Runs $switch_system/bin/switch-to-configuration $st_action ($st_toplevel, or its specialisation
+# $st_specialisation); with an activation timeout (not 0), a
 # timer stops it (TERM) once that many seconds passed, with what it started (its own process
 # group, where setsid is there to make one), and switch_timed_out says so (1).
 run_switch() {
   switch_timed_out=0
   if [ "$activation_timeout" = 0 ]; then
-    NIXOS_INSTALL_BOOTLOADER=$install_bootloader "$st_toplevel/bin/switch-to-configuration" "$st_action"
+    NIXOS_INSTALL_BOOTLOADER=$install_bootloader "$switch_system/bin/switch-to-configuration" "$st_action"
     return
   fi
   timed_out_flag="$state_dir/$st_id.timed-out"
@@ -835,7 +859,7 @@ run_switch() {
   # the new session in place, so $! is the group's id (without setsid: the switch alone is stopped).
   switch_setsid=''
   if command -v setsid >/dev/null 2>&1; then switch_setsid=setsid; fi
-  NIXOS_INSTALL_BOOTLOADER=$install_bootloader $switch_setsid "$st_toplevel/bin/switch-to-configuration" "$st_action" &
+  NIXOS_INSTALL_BOOTLOADER=$install_bootloader $switch_setsid "$switch_system/bin/switch-to-configuration" "$st_action" &
   switch_pid=$!
   (
     sleeper=''
@@ -856,7 +880,9 @@ run_switch() {
 
 worker() {
   st_action=$1; st_toplevel=$2; st_bundle=$3; st_id=$4; timeout=$5; rollback=$6; install_bootloader=$7; activation_timeout=$8
+  # (The specialisation, if any, comes with the state the start saved.)
   load_state "$st_id"
+  switch_system=$st_toplevel\${st_specialisation:+/specialisation/$st_specialisation}
   cd / || return 1
   read_generation
   st_previous_generation=$generation
@@ -869,7 +895,7 @@ worker() {
   highest_generation
   highest_before=$highest
   st_state=activating
-  st_message="activating $st_toplevel ($st_action)"
+  st_message="activating $st_toplevel\${st_specialisation:+ (specialisation $st_specialisation)} ($st_action)"
   save_state
 
   if [ "$st_action" = switch ] || [ "$st_action" = boot ]; then
@@ -956,14 +982,30 @@ pick_launcher() {
   fi
 }
 
+# Refuses a --specialisation the system does not have, or one with boot (the boot loader starts the
+# system itself; its menu lists the specialisations), naming those it has.
+check_specialisation() {
+  case "$specialisation" in
+    .|..|*/*|*"$nl"*) die "--specialisation takes a name under $toplevel/specialisation/, not $specialisation" ;;
+  esac
+  [ "$action" != boot ] || die "--specialisation is for switch, test and dry-activate: a boot starts the system itself (pick the specialisation in the boot menu)"
+  [ ! -x "$toplevel/specialisation/$specialisation/bin/switch-to-configuration" ] || return 0
+  names=''
+  for path in "$toplevel"/specialisation/*; do
+    [ -e "$path" ] && names="$names\${names:+, }\${path##*/}"
+  done
+  die "$toplevel has no specialisation $specialisation (it has \${names:-none})"
+}
+
 cmd_start() {
   action=$1
   shift
-  toplevel=${defaultToplevel}; bundle=${defaultBundle}; id=''; timeout=${DEFAULT_CONFIRM_TIMEOUT_SECONDS}; timeout_given=0; rollback=''; install_bootloader=''; activation_timeout=0; wait_for_it=1; wait_state=
+  toplevel=${defaultToplevel}; bundle=${defaultBundle}; specialisation=''; id=''; timeout=${DEFAULT_CONFIRM_TIMEOUT_SECONDS}; timeout_given=0; rollback=''; install_bootloader=''; activation_timeout=0; wait_for_it=1; wait_state=
   while [ $# -gt 0 ]; do
     case "$1" in
       --toplevel) [ $# -ge 2 ] || usage; toplevel=$2; shift 2 ;;
       --bundle) [ $# -ge 2 ] || usage; bundle=$2; shift 2 ;;
+      --specialisation) [ $# -ge 2 ] || usage; specialisation=$2; shift 2 ;;
       --deploy-id) [ $# -ge 2 ] || usage; id=$2; shift 2 ;;
       --confirm-timeout) [ $# -ge 2 ] || usage; timeout=$2; timeout_given=1; shift 2 ;;
       --no-rollback) rollback=0; shift ;;
@@ -989,6 +1031,7 @@ cmd_start() {
   is_root || die "must run as root (sudo)"
   case "$toplevel" in /nix/store/*) ;; *) die "--toplevel must be a store path, not $toplevel" ;; esac
   [ -x "$toplevel/bin/switch-to-configuration" ] || die "$toplevel/bin/switch-to-configuration is missing: copy the system's closure first"
+  [ -z "$specialisation" ] || check_specialisation
   if [ -n "$bundle" ] && [ ! -e "$bundle" ]; then die "the bundle $bundle is not in this host's store"; fi
   [ -n "$id" ] || id=$(date -u +%Y%m%dT%H%M%SZ)-$$
   valid_id "$id" || die "not a deployment id: $id"
@@ -1001,7 +1044,7 @@ cmd_start() {
   # A dry run changes nothing: it waits for no one's turn, and holds none (it still does not run
   # while another deployment is under way).
   if [ "$action" = dry-activate ]; then refuse_if_busy; else take_host; fi
-  st_id=$id; st_action=$action; st_toplevel=$toplevel; st_bundle=$bundle
+  st_id=$id; st_action=$action; st_toplevel=$toplevel; st_specialisation=$specialisation; st_bundle=$bundle
   # The FIFO that wakes waiters at every state change (await_state): the deploying user's (sudo's
   # caller), so that its own SSH logins can wait on it too. Without it they look every so often.
   wake="$state_dir/$id.wake"

@@ -9,6 +9,15 @@ export {
   type ClosurePath,
 } from './closure-diff.js';
 export { BOOT_PARTS, bootPartsChanged, parseBootParts, printBootPartsScript, readLocalBootParts, type BootPart, type BootParts } from './boot-parts.js';
+export {
+  SPECIALISATION_UNKNOWN,
+  checkSpecialisationExists,
+  checkSpecialisationUse,
+  isSpecialisationName,
+  parseRunningSpecialisation,
+  printRunningSpecialisationScript,
+  specialisationsOf,
+} from './specialisation.js';
 export { parseGenerationList, previousGeneration, type ProfileGeneration } from './generations.js';
 export {
   ACTIVATION_BUSY_EXIT_CODE,

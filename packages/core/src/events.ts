@@ -26,7 +26,8 @@ export type DeployEvent =
       readonly fileBytesPushed: number;
       readonly durationMs: number;
     }
-  | { readonly type: 'activate-start'; readonly host: string; readonly action: ActivationAction; readonly toplevel: string }
+  /** `specialisation`: the specialisation of `toplevel` activated (NixOS's `specialisation.<name>`), if one is. */
+  | { readonly type: 'activate-start'; readonly host: string; readonly action: ActivationAction; readonly toplevel: string; readonly specialisation?: string | undefined }
   | { readonly type: 'activate-end'; readonly host: string; readonly action: ActivationAction; readonly ok: boolean; readonly durationMs: number }
   /** A line a command printed on a host (`pideploy exec`), without its newline. */
   | { readonly type: 'remote-output'; readonly host: string; readonly stream: 'stdout' | 'stderr'; readonly line: string }

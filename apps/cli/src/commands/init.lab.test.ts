@@ -46,7 +46,7 @@ describeLab('pideploy init --lab && pideploy build pi1 (real nix, the lab mini-n
     expect(readFileSync(path.join(bundle, 'toplevel', 'build-machine'), 'utf8').trim()).toBe('aarch64');
     // bin/activate is the activation stage's script, bound to this bundle.
     const activate = readFileSync(path.join(bundle, 'bin', 'activate'), 'utf8');
-    expect(activate).toContain('# pideploy-activate-protocol: 3');
+    expect(activate).toContain('# pideploy-activate-protocol: 4');
     expect(activate).toContain(`bundle=${bundle}`);
     // What --print-expr prints builds the same bundle with plain nix-build (its builder runs here, not under qemu).
     const printed = await pideploy(['build', 'pi1', '--print-expr'], project, env);
