@@ -26,6 +26,14 @@ const ACTIVATION_TIMEOUT_FLAG = {
     description: "seconds switch-to-configuration may run on a host before it is stopped and the host rolls back (default: pideploy.json deploy.activationTimeout, else 600; 0: no limit)",
   },
 } as const;
+/** Which specialisation of the system to activate (deploy, activate). */
+const SPECIALISATION_FLAG = {
+  specialisation: {
+    type: 'string',
+    valueName: 'NAME',
+    description: "activate the system's specialisation NAME (its specialisation.NAME) instead of the system itself, which stays the boot default (switch, test, dry-activate; as nixos-rebuild --specialisation)",
+  },
+} as const;
 /** How a command that needs root on the hosts gets the sudo password without a terminal. */
 const SUDO_PASSWORD_FLAGS = {
   'sudo-password-file': { type: 'string', valueName: 'F', description: 'read the sudo password from the first line of F' },
@@ -209,12 +217,13 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     path: ['deploy'],
     takesHosts: true,
-    usage: 'deploy [host…|--on @tag] [--action A] [--parallel N] [--canary N|@TAG] [--max-failures N] [--failed] [--target USER@HOST] [--confirm-timeout S] [--activation-timeout S] [--no-rollback] [--health-check-url URL] [--health-check-command CMD] [--reboot|--reboot-if-needed] [--dry-run] [--force] [--cache|--no-cache] [--substitute-on-destination] [--no-keys] [--show-trace] [-L] [-k] [-j N] [--option NAME=VALUE]',
+    usage: 'deploy [host…|--on @tag] [--action A] [--parallel N] [--canary N|@TAG] [--max-failures N] [--failed] [--target USER@HOST] [--specialisation NAME] [--confirm-timeout S] [--activation-timeout S] [--no-rollback] [--health-check-url URL] [--health-check-command CMD] [--reboot|--reboot-if-needed] [--dry-run] [--force] [--cache|--no-cache] [--substitute-on-destination] [--no-keys] [--show-trace] [-L] [-k] [-j N] [--option NAME=VALUE]',
     summary: 'build, bundle, diff, copy and activate hosts of pideploy.json (one sudo password, magic rollback)',
     example: 'pideploy deploy pi1',
     flags: {
       ...ON_FLAG,
       action: { type: 'string', valueName: 'A', description: 'switch (default), boot, test or dry-activate' },
+      ...SPECIALISATION_FLAG,
       parallel: { type: 'string', valueName: 'N', description: 'hosts deployed at once (default: pideploy.json deploy.parallel, else 1)' },
       canary: { type: 'string', multiple: true, valueName: 'N|@TAG', description: 'deploy these hosts first (the first N, or names/@tags; default: pideploy.json deploy.canary); the rest only if they all succeed' },
       'no-canary': { type: 'boolean', description: "no canary this time (pideploy.json's deploy.canary)" },
@@ -244,13 +253,14 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     path: ['activate'],
     takesHosts: true,
-    usage: 'activate <host> [--toplevel P] [--bundle B] [--action switch|boot|test|dry-activate] [--confirm-timeout S] [--activation-timeout S] [--no-rollback] [--force] [--health-check-url URL] [--health-check-command CMD] [--reboot]',
+    usage: 'activate <host> [--toplevel P] [--bundle B] [--action switch|boot|test|dry-activate] [--specialisation NAME] [--confirm-timeout S] [--activation-timeout S] [--no-rollback] [--force] [--health-check-url URL] [--health-check-command CMD] [--reboot]',
     summary: 'switch a host to a system already in its store (default: the bundle of pideploy build, after pideploy copy): profile, switch-to-configuration, magic rollback, GC root',
     example: 'pideploy build pi1 && pideploy copy pi1 --sudo-password-stdin && pideploy activate pi1',
     flags: {
       toplevel: { type: 'string', valueName: 'P', description: "the system store path (config.system.build.toplevel), already copied to the host (default: the built bundle's)" },
       bundle: { type: 'string', valueName: 'B', description: 'the bundle to GC-root at /etc/nixos/current-configuration once confirmed (default without --toplevel: the one pideploy build made)' },
       action: { type: 'string', valueName: 'A', description: 'switch (default) | boot | test | dry-activate, as switch-to-configuration' },
+      ...SPECIALISATION_FLAG,
       'confirm-timeout': { type: 'string', valueName: 'S', description: 'seconds the host waits for the confirmation before rolling back (default 30)' },
       ...ACTIVATION_TIMEOUT_FLAG,
       'no-rollback': { type: 'boolean', description: 'do not ask for a confirmation (no magic rollback)' },

@@ -150,7 +150,7 @@ export function describeEvent(event: DeployEvent, verbose: boolean): string | un
     case 'cache-push':
       return `pushed ${event.pathsPushed} path(s) to the binary cache ${event.cache} (${formatBytes(event.narBytesPushed)} NAR, ${formatBytes(event.fileBytesPushed)} compressed), ${event.pathsPresent} already there, in ${formatDuration(event.durationMs)}`;
     case 'activate-start':
-      return `${prefix}${event.action} ${event.toplevel}`;
+      return `${prefix}${event.action} ${event.toplevel}${event.specialisation === undefined ? '' : ` (specialisation ${event.specialisation})`}`;
     case 'activate-end':
       return `${prefix}${event.action} ${event.ok ? 'done' : 'FAILED'} in ${formatDuration(event.durationMs)}`;
   }

@@ -113,6 +113,17 @@ describe('parseConfig', () => {
     expect(errorOf(() => parseConfig(empty, '/x/pideploy.json')).hint).toBe('give it a "command", a "url" or both, or remove it');
   });
 
+  it("takes a host's specialisation as it is, and refuses one that is no file name", () => {
+    const text = (specialisation: string) => JSON.stringify({ hosts: { pi: { target: 'pi', configuration: 'c.nix', specialisation }, other: { target: 'pi2', configuration: 'c.nix' } } });
+    expect(parseConfig(text('kiosk mode'), '/x/pideploy.json').hosts.map((host) => host.specialisation)).toEqual(['kiosk mode', undefined]);
+    for (const bad of ['', '..', 'a/b']) {
+      const error = errorOf(() => parseConfig(text(bad), '/x/pideploy.json'));
+      expect(error.code).toBe('PIDEPLOY_CONFIG_INVALID');
+      expect(error.message).toBe('/x/pideploy.json: /hosts/pi/specialisation: is not a specialisation name');
+      expect(error.hint).toContain("one of the configuration's specialisation.<name>");
+    }
+  });
+
   it('refuses SSH targets with shell characters', () => {
     const text = JSON.stringify({ hosts: { pi: { target: 'pi; rm -rf /', configuration: 'c.nix' } } });
     const error = errorOf(() => parseConfig(text, '/x/pideploy.json'));

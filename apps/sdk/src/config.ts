@@ -95,6 +95,7 @@ export interface ConfigFile {
         readonly sudo?: SudoMode;
         readonly tags?: readonly string[];
         readonly sshConfig?: string;
+        readonly specialisation?: string;
         readonly substituteOnDestination?: boolean;
         readonly healthCheck?: HealthCheckSettings;
         readonly keys?: Readonly<Record<string, KeySettings>>;
@@ -117,6 +118,8 @@ export interface ResolvedHost {
   readonly tags: readonly string[];
   /** Absolute path of an ssh_config to use, when set. */
   readonly sshConfig: string | undefined;
+  /** The specialisation of its system the host runs (pideploy.json `specialisation`), when set. */
+  readonly specialisation: string | undefined;
   /** Fetch what its own binary caches have before copying the rest over SSH (see pideploy.json `substituteOnDestination`). */
   readonly substituteOnDestination: boolean;
   /** The host's health check (its own, else the defaults'), when it has one. */
@@ -357,6 +360,7 @@ function resolveHostsAndSettings(config: ConfigFile, file: string): ResolvedConf
       sudo: host.sudo ?? defaults.sudo ?? 'password',
       tags: host.tags ?? [],
       sshConfig: host.sshConfig === undefined ? undefined : path.resolve(directory, host.sshConfig),
+      specialisation: host.specialisation,
       substituteOnDestination: host.substituteOnDestination ?? defaults.substituteOnDestination ?? false,
       healthCheck: host.healthCheck ?? defaults.healthCheck,
     })),
@@ -448,6 +452,7 @@ function describeSchemaError(error: ErrorObject | undefined): string {
     case 'pattern':
       if (where.endsWith('/target')) return `${where}: is not a valid SSH target`;
       if (where.endsWith('/url')) return `${where}: is not an http:// or https:// URL`;
+      if (where.endsWith('/specialisation')) return `${where}: is not a specialisation name`;
       return `${where}: has characters that are not allowed`;
     default:
       return `${where}: ${error.message ?? 'is invalid'}`;
@@ -468,6 +473,7 @@ function hintForSchemaError(error: ErrorObject | undefined): string {
   }
   if (error.keyword === 'required') return `add "${String(error.params['missingProperty'])}" to ${jsonPath(error)}`;
   if (error.keyword === 'pattern' && error.instancePath.endsWith('/target')) return 'use user@host, user@host:port or an ssh_config Host alias (no spaces or shell characters)';
+  if (error.keyword === 'pattern' && error.instancePath.endsWith('/specialisation')) return 'give the name of one of the configuration\'s specialisation.<name> (a file name: not empty, no "/", not "." or "..")';
   if (error.keyword === 'pattern' && error.instancePath.endsWith('/healthCheck/url')) return 'e.g. "http://{hostname}:8080/health" ({hostname}: the address the host was reached at over SSH)';
   if (error.keyword === 'minProperties' && error.instancePath.endsWith('/healthCheck')) return 'give it a "command", a "url" or both, or remove it';
   return 'fix the value at the JSON path above (the schema is apps/sdk/pideploy.schema.json)';

@@ -1,9 +1,9 @@
-import { existsSync } from 'node:fs';
+import { existsSync, realpathSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PideployError, toPideployError, type ActivationAction, type DeployPhase, type PideployContext } from '@pideploy/core';
 import { createClosureQuery, projectStateDir, type StorePathInfo } from '@pideploy/nix';
-import { activateSystem, asksConfirmation, bootPartsChanged, readLocalBootParts, type BootPart, checkHealthCheckUse, healthChecksGate, checkRebootUse, diffSystem, formatClosureDiff, readHostSystems, rebootSystem, speaksActivationProtocol, type ActivationResult, type HealthChecks, type HostSystems, type RebootResult } from '@pideploy/activate';
+import { activateSystem, asksConfirmation, bootPartsChanged, checkSpecialisationExists, checkSpecialisationUse, readLocalBootParts, type BootPart, checkHealthCheckUse, healthChecksGate, checkRebootUse, diffSystem, formatClosureDiff, readHostSystems, rebootSystem, speaksActivationProtocol, type ActivationResult, type HealthChecks, type HostSystems, type RebootResult } from '@pideploy/activate';
 import { KEY_RECORD_FILE, keyPath, uploadKeys, type InstalledKey, type LoadedKey, type RemovedKey } from '@pideploy/keys';
 import { connectSsh, sharePasswordPerRealm, type SshSession, type SudoPasswordProvider, type SudoRunner } from '@pideploy/ssh';
 import { checkPinsFiles } from '@pideploy/pin';
@@ -25,6 +25,13 @@ export interface DeployRequest {
   readonly hosts: readonly ResolvedHost[];
   /** What `switch-to-configuration` does (default switch). */
   readonly action?: ActivationAction | undefined;
+  /**
+   * Activate this specialisation of each host's system (NixOS's `specialisation.<name>`) instead of
+   * the system itself, which stays the boot default, as `nixos-rebuild --specialisation` does
+   * (switch, test, dry-activate; not with `reboot`). Default: each host's pideploy.json
+   * `specialisation`. Checked against each built system before anything is copied.
+   */
+  readonly specialisation?: string | undefined;
   /** Magic rollback (default on for switch/test). */
   readonly rollback?: boolean | undefined;
   /** Seconds a host waits for the confirmation before rolling back (default 30). */
@@ -272,6 +279,9 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
   // confirmation), and so is a URL with an unknown placeholder.
   const action = request.action ?? 'switch';
   checkRebootUse(action, request.reboot);
+  // Each host's specialisation (the request's, else pideploy.json's), refused now where it cannot be activated as asked.
+  const specialisationOf = (host: ResolvedHost) => request.specialisation ?? host.specialisation;
+  for (const host of request.hosts) checkSpecialisationUse({ action, specialisation: specialisationOf(host), reboot: request.reboot });
   const healthChecks = new Map(request.hosts.map((host) => [host.name, plannedHealthChecks(host, request, action, context)] as const));
   // The pin check: pins.nix is what pins.json records, and nixpkgs is pinned (before any other work).
   await timed('pin', undefined, undefined, context, () =>
@@ -372,6 +382,11 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
       const { toplevel, sharedWith } = await timed('build', host.name, phases, context, () => building);
       result.toplevel = toplevel.outPath;
       if (sharedWith !== undefined) result.sharedBuildWith = sharedWith;
+      // A specialisation the built system lacks is said before anything is copied to the host.
+      const specialisation = specialisationOf(host);
+      if (specialisation !== undefined) checkSpecialisationExists(toplevel.outPath, specialisation, host.name);
+      // What the host will run: the system, or that specialisation of it (the diff and the kernel check are against it).
+      const activatedSystem = specialisation === undefined ? toplevel.outPath : realpathSync(path.join(toplevel.outPath, 'specialisation', specialisation));
       const bundle = await timed('bundle', host.name, phases, context, () => bundling);
       result.bundle = bundle.outPath;
       const target = { target: host.target, session, connect, sudo: { password }, name: host.name };
@@ -383,7 +398,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
         // while idle), the diff asks the host itself.
         const running = await runningClosure?.catch(() => undefined);
         const diff = formatClosureDiff(
-          await diffSystem(target, toplevel.outPath, context, { env: localNixEnv, closureQuery: closureOf, runningClosure: running === undefined ? undefined : async () => running }),
+          await diffSystem(target, activatedSystem, context, { env: localNixEnv, closureQuery: closureOf, runningClosure: running === undefined ? undefined : async () => running }),
         );
         for (const line of diff.split('\n').filter(Boolean)) context.reporter.emit({ type: 'log', level: 'info', message: `diff: ${line}`, host: host.name });
         return diff;
@@ -452,6 +467,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
             toplevel: toplevel.outPath,
             bundle: bundle.outPath,
             action,
+            specialisation,
             rollback: { enabled: request.rollback, confirmTimeoutSeconds: request.confirmTimeoutSeconds },
             force: request.force,
             // They gate the confirmation, when there is one (else only the reboot's return).
@@ -469,7 +485,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
         // A switch cannot load a new kernel (initrd, modules): the host runs the new system on
         // the one it booted until it reboots. Said, not failed: the user picks the reboot's time
         // (or let it be now, with 'if-needed').
-        const changed = bootPartsChanged(systemsRead?.bootedParts, readLocalBootParts(toplevel.outPath));
+        const changed = bootPartsChanged(systemsRead?.bootedParts, readLocalBootParts(activatedSystem));
         if (changed.length > 0 && request.reboot === 'if-needed') {
           rebootNow = true;
           context.reporter.emit({ type: 'log', level: 'info', host: host.name, message: `${host.name}'s new system has another ${changed.join(', ')} than it booted with: rebooting it` });

@@ -1,6 +1,6 @@
-import { realpathSync } from 'node:fs';
+import { existsSync, realpathSync } from 'node:fs';
 import path from 'node:path';
-import { REBOOT_ERROR_CODES, activateSystem, asksConfirmation, checkHealthCheckUse, checkRebootUse, diffSystem, formatClosureDiff, rebootSystem, rollbackSystem, systemStatus, type ActivationTarget, type RebootResult, type RollbackResult, type SystemStatus } from '@pideploy/activate';
+import { REBOOT_ERROR_CODES, activateSystem, asksConfirmation, checkHealthCheckUse, checkRebootUse, checkSpecialisationExists, checkSpecialisationUse, diffSystem, formatClosureDiff, rebootSystem, rollbackSystem, systemStatus, type ActivationTarget, type RebootResult, type RollbackResult, type SystemStatus } from '@pideploy/activate';
 import { storePathName } from '@pideploy/build';
 import { PideployError, toPideployError, type ActivationAction } from '@pideploy/core';
 import { healthCheckSettingsFor, healthChecksFor, loadConfig, loadConfigIfPresent, mapConcurrently, checkRollBackRequest, readBundleToplevel, rollBackHosts, selectHosts, type ResolvedConfig } from '@pideploy/sdk';
@@ -94,7 +94,11 @@ export async function activateCommand(invocation: CommandInvocation): Promise<Co
   checkRebootUse(action, reboot.reboot);
   const config = await projectConfig(invocation);
   const configured = config?.hosts.find((entry) => entry.name === host);
+  const specialisation = stringFlag(invocation, 'specialisation') ?? configured?.specialisation;
+  checkSpecialisationUse({ action, specialisation, reboot: reboot.reboot });
   const { toplevel, bundle } = systemToActivate(invocation, config, host, 'activate');
+  // A system built here is checked here; one only on the host is checked there, by the activation.
+  if (specialisation !== undefined && existsSync(toplevel)) checkSpecialisationExists(toplevel, specialisation, host);
   const rollback = { enabled: invocation.flags['no-rollback'] !== true, confirmTimeoutSeconds: integerFlag(invocation, 'confirm-timeout', { min: 1, unit: 'seconds' }) };
   const activationTimeoutSeconds = integerFlag(invocation, 'activation-timeout', { min: 0, unit: 'seconds' }) ?? config?.deploy.activationTimeout;
   // A host of pideploy.json keeps its health check (the flags replace the fields they name); it
@@ -108,6 +112,7 @@ export async function activateCommand(invocation: CommandInvocation): Promise<Co
       toplevel,
       bundle,
       action,
+      specialisation,
       force: invocation.flags['force'] === true,
       installBootloader: invocation.flags['install-bootloader'] === true,
       activationTimeoutSeconds,
@@ -116,10 +121,11 @@ export async function activateCommand(invocation: CommandInvocation): Promise<Co
     },
     invocation.context,
   );
+  const activated = specialisation === undefined ? toplevel : `${toplevel} (specialisation ${specialisation})`;
   const text =
     result.outcome === 'skipped'
-      ? `${host} already runs ${toplevel}; nothing to do (--force to activate again)`
-      : `${host}: ${action} of ${toplevel} ${result.outcome}${result.deployId === undefined ? '' : ` (deployment ${result.deployId})`}`;
+      ? `${host} already runs ${activated}; nothing to do (--force to activate again)`
+      : `${host}: ${action} of ${activated} ${result.outcome}${result.deployId === undefined ? '' : ` (deployment ${result.deployId})`}`;
   if (!reboot.reboot) return { value: result, text };
   // Back unhealthy, the host goes back to the generation it had (this activation's is deleted).
   const previous = result.state?.previousGeneration;
@@ -225,7 +231,7 @@ const LEFT_DEPLOYED_NOTE = 'not on its deployed bundle\'s system (rolled back or
 function formatStatus(status: SystemStatus): string {
   const lines = [
     `${status.host}:`,
-    `  running:   ${status.runningSystem ?? '-'}`,
+    `  running:   ${status.runningSystem ?? '-'}${status.runningSpecialisation === undefined ? '' : ` (the profile's specialisation ${status.runningSpecialisation})`}`,
     `  booted:    ${status.bootedSystem ?? '-'}`,
     `  profile:   ${status.profileSystem ?? '-'}`,
     `  deployed:  ${status.currentConfiguration ?? '-'}`,
@@ -234,7 +240,7 @@ function formatStatus(status: SystemStatus): string {
   if (leftDeployedSystem(status)) lines.push(`  note:      ${LEFT_DEPLOYED_NOTE}: the bundle's system is ${status.deployedSystem ?? '-'}`);
   if (status.lastDeployment !== undefined) {
     const last = status.lastDeployment;
-    lines.push(`  last deployment ${last.id}: ${last.action} ${last.toplevel} → ${last.state} (${last.message})`);
+    lines.push(`  last deployment ${last.id}: ${last.action} ${last.toplevel}${last.specialisation === '' ? '' : ` (specialisation ${last.specialisation})`} → ${last.state} (${last.message})`);
   }
   lines.push('  generations:');
   for (const generation of status.generations) lines.push(`    ${String(generation.number).padStart(4)}   ${generation.date}${generation.current ? '   (current)' : ''}`);
@@ -254,7 +260,7 @@ export function formatStatusLines(results: readonly (SystemStatus | HostStatusFa
     const current = result.generations.find((generation) => generation.current);
     const last = result.lastDeployment === undefined ? '-' : `${result.lastDeployment.action} → ${result.lastDeployment.state}`;
     const notes = [
-      ...(result.runningSystem !== result.profileSystem ? [`boots ${storeName(result.profileSystem)} next`] : []),
+      ...(result.runningSpecialisation !== undefined ? [`specialisation ${result.runningSpecialisation}`] : result.runningSystem !== result.profileSystem ? [`boots ${storeName(result.profileSystem)} next`] : []),
       ...(result.rebootNeededFor.length > 0 ? [`reboot needed (${result.rebootNeededFor.join(', ')})`] : []),
       ...(leftDeployedSystem(result) ? [LEFT_DEPLOYED_NOTE] : []),
     ];

@@ -298,4 +298,46 @@ describeLab('pideploy deploy end to end (lab: trusted, untrusted and NOPASSWD ho
       await rm(keyDir, { recursive: true, force: true });
     }
   });
+
+  it('--specialisation (or the host\'s pideploy.json specialisation): the host runs that specialisation of its new system, which it boots by default; status says so; an unknown one is named before anything is copied', async () => {
+    const configFile = path.join(project, 'pideploy.json');
+    const original = readFileSync(configFile, 'utf8');
+    const config = JSON.parse(original) as { hosts: Record<string, unknown> };
+    // pi3's configuration (a copy: a bundle holds one configuration.nix) with a specialisation.
+    await writeFile(path.join(project, 'kiosk-common.nix'), readFileSync(path.join(project, 'configuration.nix')));
+    await writeFile(path.join(project, 'kiosk.nix'), '{ ... }: { imports = [ ./kiosk-common.nix ]; specialisation.kiosk.configuration = { environment.etc."mode".text = "kiosk\\n"; }; }\n');
+    config.hosts['kiosk'] = { ...(config.hosts['pi3'] as object), configuration: './kiosk.nix', specialisation: 'kiosk', tags: ['kiosk'] };
+    await writeFile(configFile, `${JSON.stringify(config, null, 2)}\n`);
+    const onPi3 = async (script: string) => (await labExec('pi3', ['sh', '-c', script])).stdout.trim();
+    try {
+      const run = await pideploy(['deploy', 'kiosk', '--sudo-password-file', passwordFile, '--json'], project, env);
+      expect(run.code, run.stderr).toBe(0);
+      const [host] = deployResultsOf<{ ok: boolean; toplevel: string; activation: { outcome: string; specialisation?: string } }>(run.stdout);
+      expect(host?.activation).toMatchObject({ outcome: 'confirmed', specialisation: 'kiosk' });
+      const kiosk = realpathSync(path.join(host!.toplevel, 'specialisation', 'kiosk'));
+      expect(await onPi3('readlink /run/current-system')).toBe(kiosk);
+      expect(await onPi3('readlink -f /nix/var/nix/profiles/system')).toBe(host?.toplevel);
+      expect(await onPi3('cat /etc/mode')).toBe('kiosk');
+
+      const short = await pideploy(['status', 'kiosk', '--short'], project, env);
+      expect(short.stdout).toMatch(/^kiosk .* specialisation kiosk$/mu);
+      const long = await pideploy(['status', 'kiosk'], project, env);
+      expect(long.stdout).toContain(`running:   ${kiosk} (the profile's specialisation kiosk)`);
+
+      // Again: nothing to do. The system itself (--specialisation of another name is checked first).
+      const again = await pideploy(['deploy', 'kiosk', '--sudo-password-file', passwordFile, '--json'], project, env);
+      expect(deployResultsOf<{ activation: { outcome: string } }>(again.stdout)[0]?.activation.outcome).toBe('skipped');
+      const activations = await onPi3('wc -l < /etc/lab-activations.log');
+      const unknown = await pideploy(['deploy', 'kiosk', '--specialisation', 'kisok', '--sudo-password-file', passwordFile], project, env);
+      expect(unknown.code).toBe(1);
+      expect(`${unknown.stdout}${unknown.stderr}`).toContain(`kiosk's system ${host?.toplevel} has no specialisation "kisok"`);
+      expect(`${unknown.stdout}${unknown.stderr}`).toContain('it has "kiosk"');
+      expect(await onPi3('wc -l < /etc/lab-activations.log')).toBe(activations);
+      const boot = await pideploy(['deploy', 'kiosk', '--action', 'boot', '--sudo-password-file', passwordFile], project, env);
+      expect([boot.code, boot.stderr.split('\n')[0]]).toEqual([2, 'pideploy: --specialisation with --action boot: a boot starts the system itself, not one of its specialisations']);
+      expect(await onPi3('readlink /run/current-system')).toBe(kiosk);
+    } finally {
+      await writeFile(configFile, original);
+    }
+  });
 });

@@ -1,3 +1,4 @@
+import { checkSpecialisationUse } from '@pideploy/activate';
 import { PideployError, type ActivationAction, type DeployPhase } from '@pideploy/core';
 import { deploy, deployRecordFile, hostsThatFailed, loadConfig, readDeployRecord, readDeployRecordOrEmpty, recordDeployResult, selectHosts, staleKeyPaths, type DeployResult, type ResolvedConfig, type ResolvedHost } from '@pideploy/sdk';
 import type { CommandInvocation, CommandResult } from '../command.js';
@@ -167,6 +168,9 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
   }
   // pideploy.json's cache section turns the fleet cache on; --cache without one uses the defaults.
   const useCache = invocation.flags['no-cache'] !== true && (invocation.flags['cache'] === true || config.cacheEnabled);
+  // A specialisation that cannot be activated as asked is refused before the question and the password.
+  const specialisation = stringFlag(invocation, 'specialisation');
+  for (const host of hosts) checkSpecialisationUse({ action, specialisation: specialisation ?? host.specialisation, reboot: reboot.ifNeeded ? 'if-needed' : reboot.reboot });
   const dryRun = invocation.flags['dry-run'] === true;
   // A person at a terminal confirms a deployment to several hosts at once (--yes skips it), before the password.
   if (!dryRun) await confirmHosts(invocation, `deploy (${action})`, hosts.map((host) => host.name));
@@ -177,6 +181,7 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
       config,
       hosts,
       action,
+      specialisation,
       rollback: invocation.flags['no-rollback'] === true ? false : undefined,
       confirmTimeoutSeconds: integerFlag(invocation, 'confirm-timeout', { min: 1, unit: 'seconds' }),
       activationTimeoutSeconds: integerFlag(invocation, 'activation-timeout', { min: 0, unit: 'seconds' }) ?? config.deploy.activationTimeout,

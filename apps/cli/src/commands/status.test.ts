@@ -47,4 +47,16 @@ describe('formatStatusLines (pideploy status --short)', () => {
       'pi5           4  nixos-system-pi1-24.05  -                   boots nixos-system-pi2-24.11 next',
     ]);
   });
+
+  it('says which specialisation of its system a host runs, instead of "boots … next"', () => {
+    const b = system('b', 'nixos-system-pi2-24.11');
+    const kiosk = system('c', 'nixos-system-pi2-24.11');
+    const lines = formatStatusLines([
+      host({ host: 'pi6', runningSystem: kiosk, profileSystem: b, runningSpecialisation: 'kiosk', deployedSystem: b, generations: [{ number: 9, date: '2026-12-08 10:00:00', current: true }] }),
+    ]);
+    expect(lines.split('\n')).toEqual([
+      'host  gen  running                 last deployment  notes',
+      'pi6     9  nixos-system-pi2-24.11  -                specialisation kiosk',
+    ]);
+  });
 });
