@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PideployError, toPideployError, type ActivationAction, type DeployPhase, type PideployContext } from '@pideploy/core';
 import { createClosureQuery, projectStateDir, type StorePathInfo } from '@pideploy/nix';
-import { activateSystem, asksConfirmation, bootPartsChanged, checkSpecialisationExists, checkSpecialisationUse, readLocalBootParts, type BootPart, checkHealthCheckUse, healthChecksGate, checkRebootUse, diffSystem, formatClosureDiff, readHostSystems, rebootSystem, speaksActivationProtocol, type ActivationResult, type HealthChecks, type HostSystems, type RebootResult } from '@pideploy/activate';
+import { activateSystem, asksConfirmation, bootPartsChanged, checkSpecialisationExists, checkSpecialisationUse, hostBusyError, readLocalBootParts, type BootPart, checkHealthCheckUse, healthChecksGate, checkRebootUse, diffSystem, formatClosureDiff, readHostSystems, rebootSystem, speaksActivationProtocol, type ActivationResult, type HealthChecks, type HostSystems, type RebootResult } from '@pideploy/activate';
 import { KEY_RECORD_FILE, keyPath, uploadKeys, type InstalledKey, type LoadedKey, type RemovedKey } from '@pideploy/keys';
 import { connectSsh, sharePasswordPerRealm, type SshSession, type SudoPasswordProvider, type SudoRunner } from '@pideploy/ssh';
 import { checkPinsFiles } from '@pideploy/pin';
@@ -376,6 +376,11 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
       });
       // What the host runs is read while the system builds, its closure over the serve connection
       // (no nix process on the host): the diff and the activation's start then wait for nothing on the host.
+      // Another deployment has the host, so its activation would be refused: said now, before
+      // anything is copied or a key is put there (keys its system reads would change under it). One
+      // left behind (that the activation takes over from) does not stop this one.
+      const holder = (await hostSystems?.catch(() => undefined))?.busyWith;
+      if (holder !== undefined && holder.leftBehind !== true) throw hostBusyError(host.name, holder, 'nothing was copied or changed', `pideploy deploy ${host.name}`);
       const runningClosure = serve === undefined || hostSystems === undefined ? undefined : runningClosureOverServe(hostSystems, serve);
       runningClosure?.catch(() => undefined);
       // The build and bundle phases are the time this host still waited for them after connecting.

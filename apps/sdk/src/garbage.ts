@@ -1,5 +1,5 @@
 import { PideployError, type PideployContext } from '@pideploy/core';
-import { ACTIVATE_ERROR_CODES, collectSystemGarbage, readHostSystems, type SystemGarbageResult } from '@pideploy/activate';
+import { collectSystemGarbage, hostBusyError, readHostSystems, type SystemGarbageResult } from '@pideploy/activate';
 import type { ResolvedHost } from './config.js';
 import { mapConcurrently } from './concurrency.js';
 import { rootCommandsFor, withHostSession, type FleetHostResult, type FleetResult, type HostConnectionSettings, type HostSudoSettings } from './host-connection.js';
@@ -48,13 +48,7 @@ export async function collectGarbageOnHosts(request: CollectGarbageRequest, cont
       async (session) => {
         // Not while a deployment has the host: its rollback may need a generation this would delete.
         const systems = await readHostSystems(session, context.signal);
-        if (systems.busyWith !== undefined) {
-          throw new PideployError({
-            code: ACTIVATE_ERROR_CODES.busy,
-            message: `${host.name} is busy, nothing was collected: deployment ${systems.busyWith.id} is ${systems.busyWith.state} there`,
-            hint: `wait until it ends (pideploy status ${host.name} shows it), then run pideploy gc again`,
-          });
-        }
+        if (systems.busyWith !== undefined) throw hostBusyError(host.name, systems.busyWith, 'nothing was collected', 'run pideploy gc again');
         // The collection itself proves the password (one check per host).
         const result = await asRoot(session, context.signal, (runner) => collectSystemGarbage({ host: host.name, sudo: runner, keep, dryRun: request.dryRun }, context));
         if (result.deletedGenerations.length > 0 && !result.dryRun && !result.bootLoaderUpdated) {

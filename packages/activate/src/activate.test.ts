@@ -1,12 +1,12 @@
 import { execFile, execFileSync } from 'node:child_process';
-import { closeSync, constants, openSync, readFileSync, readdirSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, constants, openSync, readFileSync, readdirSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createBaseContext } from '@pideploy/core';
 import type { SshSession } from '@pideploy/ssh';
-import { activationFailureHint, activationIsDone, busyErrorOf, checkHealthCheckUse, healthCheckUrlFor, healthChecksGate, rollbackArguments, speaksActivationProtocol, stateFromDecisionOutput, stateWaitCommand, stateWaitRound, systemStatus } from './activate.js';
-import { parseActivationState, renderActivationScript } from './activation-script.js';
+import { activationFailureHint, activationIsDone, busyErrorOf, checkHealthCheckUse, healthCheckUrlFor, healthChecksGate, hostBusyError, readHostSystems, rollbackArguments, speaksActivationProtocol, stateFromDecisionOutput, stateWaitCommand, stateWaitRound, systemStatus } from './activate.js';
+import { ACTIVATION_STATE_DIR, parseActivationState, renderActivationScript } from './activation-script.js';
 import { temporaryDirectory } from './test-support/temporary-directory.js';
 
 describe('checkHealthCheckUse', () => {
@@ -255,6 +255,57 @@ describe('the wait for an activation\'s state, run by a real sh', () => {
     expect(round.stdout).toBe(stateText('activating'));
     expect(round.ms).toBeLessThan(2000);
     expect((await run(stateWaitCommand(`${file}.missing`, { everySeconds: '0.1', looks: 5 }))).code).not.toBe(0);
+  });
+});
+
+describe('readHostSystems: who has the host (its probe run by a real sh, here)', () => {
+  const stateDir = temporaryDirectory(path.join(os.tmpdir(), 'pideploy-probe-'));
+  // A stand-in session (unit test) that runs the probe on this machine, with its state directory here.
+  const local = {
+    display: 'local',
+    host: { alias: 'local' },
+    exec: async (argv: readonly string[]) => {
+      const [file, ...args] = argv.map((word) => (word === ACTIVATION_STATE_DIR ? stateDir : word)) as [string, ...string[]];
+      return await new Promise((resolve) => {
+        execFile(file, args, { encoding: 'utf8' }, (error, stdout, stderr) => resolve({ exitCode: error === null ? 0 : (error.code as number), stdout, stderr, signal: null }));
+      });
+    },
+  } as unknown as SshSession;
+  const now = Math.floor(Date.now() / 1000);
+  const holding = (lines: string | undefined) => {
+    for (const name of readdirSync(stateDir)) rmSync(path.join(stateDir, name));
+    writeFileSync(path.join(stateDir, 'active.1'), 'd1\n');
+    if (lines !== undefined) writeFileSync(path.join(stateDir, 'd1.state'), `id=d1\n${lines}\n`);
+  };
+
+  it('says a deployment awaiting its confirmation has the host, and that it was left behind a minute past its deadline', async () => {
+    holding(`state=awaiting-confirmation\naction=switch\ntoplevel=/nix/store/a\nupdated=${now - 10}\ndeadline=${now + 100}`);
+    expect((await readHostSystems(local)).busyWith).toEqual({ id: 'd1', state: 'awaiting-confirmation' });
+    holding(`state=awaiting-confirmation\naction=switch\ntoplevel=/nix/store/a\nupdated=${now - 200}\ndeadline=${now - 61}`);
+    expect((await readHostSystems(local)).busyWith).toEqual({ id: 'd1', state: 'awaiting-confirmation', leftBehind: true });
+  });
+
+  it('a start cut off over a minute ago was left behind; one a moment ago, or without its state yet, was not; a finished one has no host', async () => {
+    holding(`state=starting\naction=switch\ntoplevel=/nix/store/a\nupdated=${now - 120}`);
+    expect((await readHostSystems(local)).busyWith).toEqual({ id: 'd1', state: 'starting', leftBehind: true });
+    holding(`state=starting\naction=switch\ntoplevel=/nix/store/a\nupdated=${now - 5}`);
+    expect((await readHostSystems(local)).busyWith).toEqual({ id: 'd1', state: 'starting' });
+    holding(undefined);
+    expect((await readHostSystems(local)).busyWith).toEqual({ id: 'd1', state: 'starting' });
+    holding(`state=activating\naction=switch\ntoplevel=/nix/store/a\nupdated=${now - 900}`);
+    expect((await readHostSystems(local)).busyWith).toEqual({ id: 'd1', state: 'activating' });
+    holding(`state=confirmed\naction=switch\ntoplevel=/nix/store/a\nupdated=${now - 900}`);
+    expect((await readHostSystems(local)).busyWith).toBeUndefined();
+  });
+
+  it('hostBusyError says what was not done and what to run once it ended', () => {
+    const error = hostBusyError('pi1', { id: 'd1', state: 'awaiting-confirmation' }, 'nothing was copied or changed', 'pideploy deploy pi1');
+    expect([error.code, error.message, error.hint]).toEqual([
+      'PIDEPLOY_ACTIVATION_BUSY',
+      'pi1 is busy, nothing was copied or changed: deployment d1 is awaiting-confirmation there',
+      'wait until it ends (pideploy status pi1 shows it), then pideploy deploy pi1',
+    ]);
+    expect(hostBusyError('pi1', { id: '', state: 'starting' }, 'nothing was collected', 'run pideploy gc again').message).toBe('pi1 is busy, nothing was collected: another deployment is starting there');
   });
 });
 

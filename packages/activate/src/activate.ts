@@ -241,9 +241,35 @@ export interface HostSystems {
    * awaiting its confirmation; `id` is "" while the lock names none yet), if any: then the host does
    * not count as running anything for good, and a new activation is refused until that one ends.
    */
-  readonly busyWith?: { readonly id: string; readonly state: string } | undefined;
+  readonly busyWith?: HostHolder | undefined;
   /** The lines of the file {@link ReadHostSystemsOptions.alsoRead} names, when one was (empty: no such file, or an empty one). */
   readonly alsoRead?: readonly string[] | undefined;
+}
+
+/** The deployment that has a host (see {@link HostSystems.busyWith}). */
+export interface HostHolder {
+  readonly id: string;
+  readonly state: string;
+  /**
+   * It was left behind: awaiting its confirmation a minute past its deadline (its watchdog is
+   * gone), or starting for over a minute (its start was cut off). The next activation takes the
+   * host over from it; until then it still counts as having the host.
+   */
+  readonly leftBehind?: boolean | undefined;
+}
+
+/**
+ * The error for a host another deployment has (as {@link readHostSystems} found it), raised
+ * before anything is done: `unchanged` says what was not (`nothing was collected`), `retry` what
+ * to run once that deployment ended.
+ */
+export function hostBusyError(host: string, holder: HostHolder, unchanged: string, retry: string): PideployError {
+  const who = holder.id === '' ? 'another deployment' : `deployment ${holder.id}`;
+  return new PideployError({
+    code: ERROR_CODES.busy,
+    message: `${host} is busy, ${unchanged}: ${who} is ${holder.state} there`,
+    hint: `wait until it ends (pideploy status ${host} shows it), then ${retry}`,
+  });
 }
 
 /** Options of {@link readHostSystems}. */
@@ -473,10 +499,13 @@ async function probeHost(session: SshSession, bundle: string | undefined, signal
     // A holder whose first state is not written yet is starting (as the script's refuse_if_busy says).
     'state_dir=$4; read_lock; s=',
     // (Stricter than the script: a holder it would take over, overdue or cut off while starting, still
-    // counts here; then nothing is skipped as "already running", and the start itself decides.)
-    'if [ -n "$lock" ]; then s=starting; if [ -n "$holder" ] && [ -f "$4/$holder.state" ]; then while IFS= read -r l; do case $l in state=*) s=${l#state=}; break ;; esac; done <"$4/$holder.state"; fi; fi',
+    // counts here; then nothing is skipped as "already running", and the start itself decides. Such
+    // a holder is said with a \`holder-left-behind\` line: the script's refuse_if_busy test, one date.)
+    'd=; u=; if [ -n "$lock" ]; then s=starting; if [ -n "$holder" ] && [ -f "$4/$holder.state" ]; then while IFS= read -r l; do case $l in state=*) s=${l#state=} ;; deadline=*) d=${l#deadline=} ;; updated=*) u=${l#updated=} ;; esac; done <"$4/$holder.state"; fi; fi',
     'r=$(readlink -e /run/current-system); p=$(readlink -e "$1")',
     'printf \'%s\\n\' "$r" "$p" "$(readlink -e "$5")" "$holder" "$s"',
+    'case $d in *[!0-9]*) d= ;; esac; case $u in *[!0-9]*) u= ;; esac',
+    'if { [ "$s" = awaiting-confirmation ] && [ -n "$d" ]; } || { [ "$s" = starting ] && [ -n "$u" ]; }; then now=$(date +%s); if { [ "$s" = awaiting-confirmation ] && [ "$now" -gt $((d + 60)) ]; } || { [ "$s" = starting ] && [ "$now" -gt $((u + 60)) ]; }; then echo holder-left-behind; fi; fi',
     // Which specialisation of the profile's system runs, if one does (no process; none when it runs the system itself).
     printRunningSpecialisationScript('r', 'p'),
     'if [ -n "$2" ] && grep -qxF "$3" "$2" 2>/dev/null; then echo speaks-protocol; fi',
@@ -488,7 +517,8 @@ async function probeHost(session: SshSession, bundle: string | undefined, signal
   const result = await session.exec(['sh', '-c', script, 'probe-host', SYSTEM_PROFILE, bundled, ACTIVATION_PROTOCOL_MARKER, ACTIVATION_STATE_DIR, CURRENT_CONFIGURATION_ROOT, alsoRead], { signal });
   if (result.exitCode !== 0) throw remoteFailure('reading the running system and profile', ['sh', '-c', script], result, session.display);
   const [running = '', profile = '', currentConfiguration = '', holder = '', holderState = '', ...tagged] = result.stdout.split('\n');
-  const busy = holderState !== '' && !isFinalActivationState(holderState) ? { busyWith: { id: holder, state: holderState } } : {};
+  const leftBehind = tagged.includes('holder-left-behind') ? { leftBehind: true } : {};
+  const busy = holderState !== '' && !isFinalActivationState(holderState) ? { busyWith: { id: holder, state: holderState, ...leftBehind } } : {};
   return {
     running: running === '' ? undefined : running,
     profile: profile === '' ? undefined : profile,

@@ -340,4 +340,40 @@ describeLab('pideploy deploy end to end (lab: trusted, untrusted and NOPASSWD ho
       await writeFile(configFile, original);
     }
   });
+
+  it('refuses a host another deployment has (awaiting its confirmation) before anything is copied or a key is put there', async () => {
+    const configFile = path.join(project, 'pideploy.json');
+    const original = readFileSync(configFile, 'utf8');
+    const config = JSON.parse(original) as { hosts: Record<string, { keys?: unknown }> };
+    config.hosts['pi1']!.keys = { 'busy-probe': { command: ['echo', 'not while another deployment has the host'] } };
+    await writeFile(configFile, `${JSON.stringify(config, null, 2)}\n`);
+    const onPi1 = async (script: string) => (await labExec('pi1', ['sh', '-c', script])).stdout.trim();
+    // Another deployment (as another deployer's would), activated and awaiting its confirmation for 2 minutes.
+    const script = '/etc/nixos/current-configuration/bin/activate';
+    const id = `busy-${Date.now()}`;
+    const started = await labExec('pi1', ['sh', '-c', `sh ${script} switch --toplevel "$(readlink -e /run/current-system)" --deploy-id ${id} --confirm-timeout 120 --no-wait`]);
+    expect(started.exitCode, started.stderr).toBe(0);
+    try {
+      const since = Date.now();
+      while (!(await onPi1(`cat /run/pideploy/${id}.state`)).includes('state=awaiting-confirmation')) {
+        expect(Date.now() - since).toBeLessThan(30_000);
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+      const run = await pideploy(['deploy', 'pi1', '--sudo-password-file', passwordFile, '--json'], project, env);
+      expect(run.code).toBe(1);
+      const [host] = deployResultsOf<{ ok: boolean; copy?: unknown; keys?: unknown; phases: { phase: string }[]; error?: { code: string; message: string; hint: string } }>(run.stdout);
+      expect(host?.error).toMatchObject({
+        code: 'PIDEPLOY_ACTIVATION_BUSY',
+        message: `pi1 is busy, nothing was copied or changed: deployment ${id} is awaiting-confirmation there`,
+        hint: 'wait until it ends (pideploy status pi1 shows it), then pideploy deploy pi1',
+      });
+      expect(host?.copy).toBeUndefined();
+      expect(host?.phases.map((phase) => phase.phase)).not.toContain('copy');
+      expect(await onPi1('test -e /run/keys/busy-probe && echo there || echo absent')).toBe('absent');
+      expect(await onPi1(`cat /run/pideploy/${id}.state`)).toContain('state=awaiting-confirmation');
+    } finally {
+      await labExec('pi1', ['sh', script, 'abort', id]);
+      await writeFile(configFile, original);
+    }
+  });
 });
