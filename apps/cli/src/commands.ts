@@ -31,8 +31,9 @@ const SPECIALISATION_FLAG = {
   specialisation: {
     type: 'string',
     valueName: 'NAME',
-    description: "activate the system's specialisation NAME (its specialisation.NAME) instead of the system itself, which stays the boot default (switch, test, dry-activate; as nixos-rebuild --specialisation)",
+    description: "activate the system's specialisation NAME (its specialisation.NAME) instead of the system itself, which stays the boot default (switch, test, dry-activate; as nixos-rebuild --specialisation; default: the host's pideploy.json specialisation)",
   },
+  'no-specialisation': { type: 'boolean', description: "activate the system itself this time, not the host's pideploy.json specialisation" },
 } as const;
 /** How a command that needs root on the hosts gets the sudo password without a terminal. */
 const SUDO_PASSWORD_FLAGS = {
@@ -217,7 +218,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     path: ['deploy'],
     takesHosts: true,
-    usage: 'deploy [host…|--on @tag] [--action A] [--parallel N] [--canary N|@TAG] [--max-failures N] [--failed] [--target USER@HOST] [--specialisation NAME] [--confirm-timeout S] [--activation-timeout S] [--no-rollback] [--health-check-url URL] [--health-check-command CMD] [--reboot|--reboot-if-needed] [--dry-run] [--force] [--cache|--no-cache] [--substitute-on-destination] [--no-keys] [--show-trace] [-L] [-k] [-j N] [--option NAME=VALUE]',
+    usage: 'deploy [host…|--on @tag] [--action A] [--parallel N] [--canary N|@TAG] [--max-failures N] [--failed] [--target USER@HOST] [--specialisation NAME|--no-specialisation] [--confirm-timeout S] [--activation-timeout S] [--no-rollback] [--health-check-url URL] [--health-check-command CMD] [--reboot|--reboot-if-needed] [--dry-run] [--force] [--cache|--no-cache] [--substitute-on-destination] [--no-keys] [--show-trace] [-L] [-k] [-j N] [--option NAME=VALUE]',
     summary: 'build, bundle, diff, copy and activate hosts of pideploy.json (one sudo password, magic rollback)',
     example: 'pideploy deploy pi1',
     flags: {
@@ -253,7 +254,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     path: ['activate'],
     takesHosts: true,
-    usage: 'activate <host> [--toplevel P] [--bundle B] [--action switch|boot|test|dry-activate] [--specialisation NAME] [--confirm-timeout S] [--activation-timeout S] [--no-rollback] [--force] [--health-check-url URL] [--health-check-command CMD] [--reboot]',
+    usage: 'activate <host> [--toplevel P] [--bundle B] [--action switch|boot|test|dry-activate] [--specialisation NAME|--no-specialisation] [--confirm-timeout S] [--activation-timeout S] [--no-rollback] [--force] [--health-check-url URL] [--health-check-command CMD] [--reboot]',
     summary: 'switch a host to a system already in its store (default: the bundle of pideploy build, after pideploy copy): profile, switch-to-configuration, magic rollback, GC root',
     example: 'pideploy build pi1 && pideploy copy pi1 --sudo-password-stdin && pideploy activate pi1',
     flags: {
@@ -337,12 +338,14 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     path: ['diff'],
     takesHosts: true,
-    usage: 'diff <host> [--toplevel P | --bundle B]',
+    usage: 'diff <host> [--toplevel P | --bundle B] [--specialisation NAME|--no-specialisation]',
     summary: 'closure diff between the system a host runs and P (default: the bundle pideploy build made): added, removed, versions, sizes',
     example: 'pideploy build pi1 && pideploy diff pi1',
     flags: {
       toplevel: { type: 'string', valueName: 'P', description: "the new system store path, built here (default: the built bundle's)" },
       bundle: { type: 'string', valueName: 'B', description: 'a bundle built here: diff against its system' },
+      specialisation: { type: 'string', valueName: 'NAME', description: "diff against that specialisation of the system, which the host would run (default: the host's pideploy.json specialisation)" },
+      'no-specialisation': { type: 'boolean', description: "diff against the system itself, not the host's pideploy.json specialisation" },
       'ssh-config': { type: 'string', valueName: 'F', description: 'ssh_config file to use (like ssh -F)' },
       ...ACCEPT_NEW_HOST_KEY_FLAG,
     },

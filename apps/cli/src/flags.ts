@@ -9,6 +9,18 @@ export function stringFlag(invocation: CommandInvocation, name: string): string 
   return typeof value === 'string' ? value : undefined;
 }
 
+/**
+ * `--specialisation NAME` (that name) or `--no-specialisation` (false: the system itself); undefined
+ * without either, when the host's pideploy.json `specialisation` decides.
+ * @throws PideployError `PIDEPLOY_USAGE` for both at once
+ */
+export function specialisationFlag(invocation: CommandInvocation): string | false | undefined {
+  const name = stringFlag(invocation, 'specialisation');
+  if (invocation.flags['no-specialisation'] !== true) return name;
+  if (name !== undefined) throw new PideployError({ code: 'PIDEPLOY_USAGE', message: '--specialisation and --no-specialisation contradict each other', hint: 'give one of them' });
+  return false;
+}
+
 /** A repeatable string flag's values (`--on @a --on @b`), in order; empty when absent. */
 export function stringFlags(invocation: CommandInvocation, name: string): string[] {
   const value = invocation.flags[name];

@@ -29,9 +29,10 @@ export interface DeployRequest {
    * Activate this specialisation of each host's system (NixOS's `specialisation.<name>`) instead of
    * the system itself, which stays the boot default, as `nixos-rebuild --specialisation` does
    * (switch, test, dry-activate; not with `reboot`). Default: each host's pideploy.json
-   * `specialisation`. Checked against each built system before anything is copied.
+   * `specialisation`; `false`: the system itself, whatever pideploy.json says. Checked against
+   * each built system before anything is copied.
    */
-  readonly specialisation?: string | undefined;
+  readonly specialisation?: string | false | undefined;
   /** Magic rollback (default on for switch/test). */
   readonly rollback?: boolean | undefined;
   /** Seconds a host waits for the confirmation before rolling back (default 30). */
@@ -280,7 +281,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
   const action = request.action ?? 'switch';
   checkRebootUse(action, request.reboot);
   // Each host's specialisation (the request's, else pideploy.json's), refused now where it cannot be activated as asked.
-  const specialisationOf = (host: ResolvedHost) => request.specialisation ?? host.specialisation;
+  const specialisationOf = (host: ResolvedHost) => (request.specialisation === false ? undefined : (request.specialisation ?? host.specialisation));
   for (const host of request.hosts) checkSpecialisationUse({ action, specialisation: specialisationOf(host), reboot: request.reboot });
   const healthChecks = new Map(request.hosts.map((host) => [host.name, plannedHealthChecks(host, request, action, context)] as const));
   // The pin check: pins.nix is what pins.json records, and nixpkgs is pinned (before any other work).

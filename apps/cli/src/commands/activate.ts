@@ -8,7 +8,7 @@ import type { CreateSudoOptions } from '@pideploy/ssh';
 import type { CommandInvocation, CommandResult } from '../command.js';
 import { requireBuiltBundle } from '../built-bundle.js';
 import { sudoOptions } from '../sudo-password.js';
-import { healthCheckFlags, hostSelectors, integerFlag, rebootFlags, stringFlag } from '../flags.js';
+import { healthCheckFlags, hostSelectors, integerFlag, rebootFlags, specialisationFlag, stringFlag } from '../flags.js';
 import { confirmHosts } from '../confirm.js';
 import { describeHostFailure, formatColumns } from '../render.js';
 
@@ -94,7 +94,8 @@ export async function activateCommand(invocation: CommandInvocation): Promise<Co
   checkRebootUse(action, reboot.reboot);
   const config = await projectConfig(invocation);
   const configured = config?.hosts.find((entry) => entry.name === host);
-  const specialisation = stringFlag(invocation, 'specialisation') ?? configured?.specialisation;
+  const specialisationGiven = specialisationFlag(invocation);
+  const specialisation = specialisationGiven === false ? undefined : (specialisationGiven ?? configured?.specialisation);
   checkSpecialisationUse({ action, specialisation, reboot: reboot.reboot });
   const { toplevel, bundle } = systemToActivate(invocation, config, host, 'activate');
   // A system built here is checked here; one only on the host is checked there, by the activation.
@@ -309,15 +310,24 @@ export async function statusCommand(invocation: CommandInvocation): Promise<Comm
 }
 
 /**
- * `pideploy diff <host> [--toplevel P | --bundle B]`: what switching to P (default: the system of
- * the bundle `pideploy build` made for the host) changes, against what the host runs.
+ * `pideploy diff <host> [--toplevel P | --bundle B] [--specialisation NAME]`: what switching to P
+ * (default: the system of the bundle `pideploy build` made for the host), or to its specialisation
+ * NAME, changes, against what the host runs.
  */
 export async function diffCommand(invocation: CommandInvocation): Promise<CommandResult> {
-  const usage = 'pideploy diff <host> [--toplevel P | --bundle B]';
+  const usage = 'pideploy diff <host> [--toplevel P | --bundle B] [--specialisation NAME]';
   const host = oneHost(invocation, usage);
   const config = await projectConfig(invocation);
   const { toplevel } = systemToActivate(invocation, config, host, 'diff');
-  const diff = await diffSystem(resolveTarget(invocation, config, host, {}), toplevel, invocation.context, { env: invocation.io.env });
+  // What the host would run: the system, or that specialisation of it (built here).
+  const specialisationGiven = specialisationFlag(invocation);
+  const specialisation = specialisationGiven === false ? undefined : (specialisationGiven ?? config?.hosts.find((entry) => entry.name === host)?.specialisation);
+  if (specialisation !== undefined) {
+    checkSpecialisationUse({ action: 'switch', specialisation });
+    checkSpecialisationExists(toplevel, specialisation, host);
+  }
+  const activated = specialisation === undefined ? toplevel : realpathSync(path.join(toplevel, 'specialisation', specialisation));
+  const diff = await diffSystem(resolveTarget(invocation, config, host, {}), activated, invocation.context, { env: invocation.io.env });
   const text = formatClosureDiff(diff);
   return { value: diff, text: text === '' ? `${host}: no changes` : text.trimEnd() };
 }

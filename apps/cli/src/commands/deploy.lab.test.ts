@@ -336,6 +336,22 @@ describeLab('pideploy deploy end to end (lab: trusted, untrusted and NOPASSWD ho
       const boot = await pideploy(['deploy', 'kiosk', '--action', 'boot', '--sudo-password-file', passwordFile], project, env);
       expect([boot.code, boot.stderr.split('\n')[0]]).toEqual([2, 'pideploy: --specialisation with --action boot: a boot starts the system itself, not one of its specialisations']);
       expect(await onPi3('readlink /run/current-system')).toBe(kiosk);
+      const both = await pideploy(['deploy', 'kiosk', '--specialisation', 'kiosk', '--no-specialisation'], project, env);
+      expect([both.code, both.stderr.split('\n')[0]]).toEqual([2, 'pideploy: --specialisation and --no-specialisation contradict each other']);
+
+      // diff compares what the host runs with what it would run: the specialisation (nothing), or the system itself.
+      const toplevelArgs = ['--toplevel', host!.toplevel];
+      expect((await pideploy(['diff', 'kiosk', ...toplevelArgs], project, env)).stdout.trim()).toBe('kiosk: no changes');
+      const toSystem = await pideploy(['diff', 'kiosk', ...toplevelArgs, '--no-specialisation'], project, env);
+      expect(toSystem.code, toSystem.stderr).toBe(0);
+      // (The system holds its specialisation: the same name, bigger.)
+      expect(toSystem.stdout.trim()).toMatch(/^nixos-system-pi: \+[\d.]+ KiB$/u);
+
+      // --no-specialisation: the system itself this time.
+      const plain = await pideploy(['deploy', 'kiosk', '--no-specialisation', '--sudo-password-file', passwordFile, '--json'], project, env);
+      expect(plain.code, plain.stderr).toBe(0);
+      expect(await onPi3('readlink /run/current-system')).toBe(host?.toplevel);
+      expect(await onPi3('cat /etc/mode 2>/dev/null || echo none')).toBe('none');
     } finally {
       await writeFile(configFile, original);
     }

@@ -5,7 +5,7 @@ import type { CommandInvocation, CommandResult } from '../command.js';
 import { describeHostFailure, formatDuration } from '../render.js';
 import { confirmHosts } from '../confirm.js';
 import { sudoOptions } from '../sudo-password.js';
-import { healthCheckFlags, hostSelectors, integerFlag, nixBuildFlags, rebootFlags, sshTargetFlag, stringFlag, stringFlags } from '../flags.js';
+import { healthCheckFlags, hostSelectors, integerFlag, nixBuildFlags, rebootFlags, specialisationFlag, sshTargetFlag, stringFlag, stringFlags } from '../flags.js';
 
 const ACTIONS: readonly ActivationAction[] = ['switch', 'boot', 'test', 'dry-activate'];
 /** The code of a host a failed canary or --max-failures held back. */
@@ -169,8 +169,10 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
   // pideploy.json's cache section turns the fleet cache on; --cache without one uses the defaults.
   const useCache = invocation.flags['no-cache'] !== true && (invocation.flags['cache'] === true || config.cacheEnabled);
   // A specialisation that cannot be activated as asked is refused before the question and the password.
-  const specialisation = stringFlag(invocation, 'specialisation');
-  for (const host of hosts) checkSpecialisationUse({ action, specialisation: specialisation ?? host.specialisation, reboot: reboot.ifNeeded ? 'if-needed' : reboot.reboot });
+  const specialisation = specialisationFlag(invocation);
+  for (const host of hosts) {
+    checkSpecialisationUse({ action, specialisation: specialisation === false ? undefined : (specialisation ?? host.specialisation), reboot: reboot.ifNeeded ? 'if-needed' : reboot.reboot });
+  }
   const dryRun = invocation.flags['dry-run'] === true;
   // A person at a terminal confirms a deployment to several hosts at once (--yes skips it), before the password.
   if (!dryRun) await confirmHosts(invocation, `deploy (${action})`, hosts.map((host) => host.name));
