@@ -998,6 +998,8 @@ export interface SystemStatus {
   readonly manifest: unknown;
   /** The newest deployment recorded in /run/pideploy (until the host reboots). */
   readonly lastDeployment: ActivationState | undefined;
+  /** The lines of the file `alsoRead` named (see {@link ReadHostSystemsOptions}), when one was: e.g. the host's record of key files. */
+  readonly alsoRead?: readonly string[] | undefined;
   /**
    * What the boot default (the profile's system) has otherwise than the host booted with, of its
    * kernel, initrd and kernel modules: a reboot is needed to run them (empty: none, or unknown).
@@ -1014,7 +1016,7 @@ const STATUS_SECTION = '@@pideploy-status';
  * read from the links themselves: name + link mtime), the four links and the deployed bundle's system, which
  * specialisation of the profile's system runs (if one does), the deployed bundle's manifest and the newest deployment state, each after a `@@pideploy-status NAME` line.
  */
-const STATUS_SCRIPT = `profile=$1; gc_root=$2; state_dir=$3
+const STATUS_SCRIPT = `profile=$1; gc_root=$2; state_dir=$3; also_read=$4
 section() { printf '\\n%s %s\\n' '${STATUS_SECTION}' "$1"; }
 section generations
 if ! nix-env -p "$profile" --list-generations 2>/dev/null; then
@@ -1040,6 +1042,8 @@ section booted-parts
 ${printBootPartsScript('/run/booted-system')}
 section profile-parts
 ${printBootPartsScript('"$profile"')}
+section also-read
+if [ -n "$also_read" ] && [ -r "$also_read" ]; then while IFS= read -r l || [ -n "$l" ]; do printf '%s\\n' "$l"; done <"$also_read"; fi
 section last-deployment
 newest=$(ls -t "$state_dir" 2>/dev/null | grep '\\.state$' | head -n 1)
 if [ -n "$newest" ]; then cat "$state_dir/$newest"; fi
@@ -1070,10 +1074,13 @@ function statusSections(stdout: string): Map<string, string> {
   return sections;
 }
 
-/** Reads a target's running, booted and profile systems, generations, deployed bundle and last deployment (no sudo, one round trip). */
-export async function systemStatus(target: ActivationTarget, context: PideployContext): Promise<SystemStatus> {
+/**
+ * Reads a target's running, booted and profile systems, generations, deployed bundle and last
+ * deployment (no sudo, one round trip), and the lines of `options.alsoRead` if given.
+ */
+export async function systemStatus(target: ActivationTarget, context: PideployContext, options: ReadHostSystemsOptions = {}): Promise<SystemStatus> {
   return withSession(target, context, async (session) => {
-    const argv = ['sh', '-c', STATUS_SCRIPT, 'pideploy-status', SYSTEM_PROFILE, CURRENT_CONFIGURATION_ROOT, ACTIVATION_STATE_DIR];
+    const argv = ['sh', '-c', STATUS_SCRIPT, 'pideploy-status', SYSTEM_PROFILE, CURRENT_CONFIGURATION_ROOT, ACTIVATION_STATE_DIR, options.alsoRead ?? ''];
     const result = await session.exec(argv, { signal: context.signal });
     const sections = statusSections(result.stdout);
     if (result.exitCode !== 0 || !sections.has('last-deployment')) throw remoteFailure('reading the status', argv.slice(0, 2), result, session.display);
@@ -1097,6 +1104,7 @@ export async function systemStatus(target: ActivationTarget, context: PideployCo
       manifest,
       lastDeployment: state === '' ? undefined : parseActivationState(`${state}\n`),
       rebootNeededFor: rebootNeededFor(sections.get('booted-parts'), sections.get('profile-parts')),
+      ...(options.alsoRead === undefined ? {} : { alsoRead: (sections.get('also-read') ?? '').split('\n').filter((line) => line !== '') }),
     };
   });
 }

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { REBOOT_ERROR_CODES, activateSystem, asksConfirmation, checkHealthCheckUse, checkRebootUse, checkSpecialisationExists, checkSpecialisationUse, diffSystem, formatClosureDiff, rebootSystem, rollbackSystem, systemStatus, type ActivationTarget, type RebootResult, type RollbackResult, type SystemStatus } from '@pideploy/activate';
 import { storePathName } from '@pideploy/build';
 import { PideployError, toPideployError, type ActivationAction } from '@pideploy/core';
-import { healthCheckSettingsFor, healthChecksFor, loadConfig, loadConfigIfPresent, mapConcurrently, checkRollBackRequest, readBundleToplevel, rollBackHosts, selectHosts, type ResolvedConfig } from '@pideploy/sdk';
+import { healthCheckSettingsFor, healthChecksFor, keys, loadConfig, loadConfigIfPresent, mapConcurrently, checkRollBackRequest, readBundleToplevel, rollBackHosts, selectHosts, staleKeysOnHost, type ResolvedConfig } from '@pideploy/sdk';
 import type { CreateSudoOptions } from '@pideploy/ssh';
 import type { CommandInvocation, CommandResult } from '../command.js';
 import { requireBuiltBundle } from '../built-bundle.js';
@@ -229,7 +229,18 @@ export function leftDeployedSystem(status: SystemStatus): boolean {
 
 const LEFT_DEPLOYED_NOTE = 'not on its deployed bundle\'s system (rolled back or switched by hand since)';
 
-function formatStatus(status: SystemStatus): string {
+/**
+ * The key files pideploy put on a host (its record, read by `status`), and of those the ones the
+ * host's pideploy.json keys no longer name (`wanted`: their files; undefined: not a host of
+ * pideploy.json, so none is called old), which the next deployment removes (pure).
+ */
+export function statusKeyFiles(status: SystemStatus, wanted: ReadonlySet<string> | undefined): { readonly current: string[]; readonly old: string[] } {
+  const recorded = staleKeysOnHost(status.alsoRead, new Set());
+  const old = wanted === undefined ? [] : staleKeysOnHost(recorded, wanted);
+  return { current: recorded.filter((file) => !old.includes(file)), old };
+}
+
+function formatStatus(status: SystemStatus, wanted: ReadonlySet<string> | undefined): string {
   const lines = [
     `${status.host}:`,
     `  running:   ${status.runningSystem ?? '-'}${status.runningSpecialisation === undefined ? '' : ` (the profile's specialisation ${status.runningSpecialisation})`}`,
@@ -239,6 +250,9 @@ function formatStatus(status: SystemStatus): string {
   ];
   if (status.rebootNeededFor.length > 0) lines.push(`  reboot:    needed: the profile's ${status.rebootNeededFor.join(', ')} are not the ones it booted with`);
   if (leftDeployedSystem(status)) lines.push(`  note:      ${LEFT_DEPLOYED_NOTE}: the bundle's system is ${status.deployedSystem ?? '-'}`);
+  const keyFiles = statusKeyFiles(status, wanted);
+  if (keyFiles.current.length > 0) lines.push(`  keys:      ${keyFiles.current.join(', ')}`);
+  if (keyFiles.old.length > 0) lines.push(`  old keys:  ${keyFiles.old.join(', ')} (no longer in pideploy.json: the next deploy removes them)`);
   if (status.lastDeployment !== undefined) {
     const last = status.lastDeployment;
     lines.push(`  last deployment ${last.id}: ${last.action} ${last.toplevel}${last.specialisation === '' ? '' : ` (specialisation ${last.specialisation})`} → ${last.state} (${last.message})`);
@@ -270,6 +284,12 @@ export function formatStatusLines(results: readonly (SystemStatus | HostStatusFa
   return formatColumns(['host', 'gen', 'running', 'last deployment', 'notes'], rows, [1]);
 }
 
+/** The files of a pideploy.json host's keys on the host (undefined: not a host of pideploy.json). */
+function wantedKeyFiles(config: ResolvedConfig | undefined, host: string): Set<string> | undefined {
+  const configured = config?.hosts.find((entry) => entry.name === host);
+  return configured === undefined ? undefined : new Set(configured.keys.map((spec) => keys.keyPath(spec)));
+}
+
 /** How many hosts `pideploy status` asks at once. */
 export const STATUS_CONCURRENCY = 8;
 
@@ -291,7 +311,8 @@ export async function statusCommand(invocation: CommandInvocation): Promise<Comm
   const hosts = invocation.positionals.length === 0 ? (config?.hosts.map((host) => host.name) ?? []) : [...invocation.positionals];
   const results = await mapConcurrently(hosts, STATUS_CONCURRENCY, async (host): Promise<SystemStatus | HostStatusFailure> => {
     try {
-      return await systemStatus(resolveTarget(invocation, config, host, {}), invocation.context);
+      // With the host's record of the key files pideploy put there (read in the same round trip).
+      return await systemStatus(resolveTarget(invocation, config, host, {}), invocation.context, { alsoRead: keys.KEY_RECORD_FILE });
     } catch (caught) {
       if (invocation.context.signal.aborted) throw caught;
       const error = toPideployError(caught);
@@ -304,7 +325,7 @@ export async function statusCommand(invocation: CommandInvocation): Promise<Comm
     invocation.flags['short'] === true
       ? formatStatusLines(results)
       : results
-          .map((result) => ('error' in result ? describeHostFailure(result.host, result.error, 'error: ') : formatStatus(result)))
+          .map((result) => ('error' in result ? describeHostFailure(result.host, result.error, 'error: ') : formatStatus(result, wantedKeyFiles(config, result.host))))
           .join('\n');
   return { value: results, text, exitCode: results.some((result) => 'error' in result) ? 1 : 0 };
 }

@@ -19,6 +19,8 @@ interface HostResult {
 }
 
 const pideploy = (args: readonly string[], cwd: string, env: NodeJS.ProcessEnv) => runBuiltPideployWithLabSudo(args, { cwd, env });
+/** `pideploy status HOST` (no sudo, so no password). */
+const statusOf = async (host: string, cwd: string, env: NodeJS.ProcessEnv) => (await runBuiltPideploy(['status', host], { cwd, env })).stdout;
 const onConsole = async (host: string, command: string) => (await labExec(host, ['sh', '-c', command])).stdout.trim();
 /** Mode, owner, group and content of a file on a lab host (as root, on its console). */
 const fileOn = (host: string, file: string) => onConsole(host, `stat -c '%a %U %G' ${file} && cat ${file}`);
@@ -293,12 +295,18 @@ describeLab('keys: secrets outside the store, uploaded by deploy and upload-keys
     // The host's record (places only, readable by the login user) lists it; this clone's record does not.
     expect((await labExec('pi2', ['su', '-s', '/bin/sh', 'deploy', '-c', 'cat /nix/var/pideploy/keys'])).stdout).toBe('/etc/secrets/clone.key\n');
     expect(JSON.parse(readFileSync(path.join(project, '.pideploy', 'deployments.json'), 'utf8')).hosts.pi2.keys ?? []).not.toContain('/etc/secrets/clone.key');
+    // status reads the host's record: a key of that clone's pideploy.json there, an old one here.
+    expect(await statusOf('pi2', other, env)).toContain('\n  keys:      /etc/secrets/clone.key\n');
+    const statusHere = await statusOf('pi2', project, env);
+    expect(statusHere).toContain('\n  old keys:  /etc/secrets/clone.key (no longer in pideploy.json: the next deploy removes them)\n');
+    expect(statusHere).not.toContain('  keys:  ');
 
     // This clone's pideploy.json names no key for pi2: its next deploy removes it, once pi2 runs its system.
     const run = await pideploy(['deploy', 'pi2', '--json'], project, env);
     expect(run.code, run.stderr).toBe(0);
     expect(deployResultsOf<HostResult>(run.stdout)[0]?.keysRemoved).toEqual([{ path: '/etc/secrets/clone.key', outcome: 'removed' }]);
     expect(await onConsole('pi2', 'ls -A /etc/secrets; cat /nix/var/pideploy/keys')).toBe('');
+    expect(await statusOf('pi2', project, env)).not.toContain('keys:');
     const again = await pideploy(['deploy', 'pi2', '--json'], project, env);
     expect(deployResultsOf<HostResult>(again.stdout)[0]?.keysRemoved).toBeUndefined();
   });

@@ -1,6 +1,6 @@
 import type { SystemStatus } from '@pideploy/activate';
 import { describe, expect, it } from 'vitest';
-import { formatStatusLines, type HostStatusFailure } from './activate.js';
+import { formatStatusLines, statusKeyFiles, type HostStatusFailure } from './activate.js';
 
 const system = (hash: string, name: string) => `/nix/store/${hash.repeat(32)}-${name}`;
 
@@ -58,5 +58,15 @@ describe('formatStatusLines (pideploy status --short)', () => {
       'host  gen  running                 last deployment  notes',
       'pi6     9  nixos-system-pi2-24.11  -                specialisation kiosk',
     ]);
+  });
+});
+
+describe('statusKeyFiles (the host\'s record of key files, in pideploy status)', () => {
+  it('splits the files into those pideploy.json still names and old ones; lines that are no key file are left out', () => {
+    const status = host({ host: 'pi1', alsoRead: ['/run/keys/wifi.psk', '/etc/secrets/old.key', 'garbage', '/etc/secrets/'] });
+    expect(statusKeyFiles(status, new Set(['/run/keys/wifi.psk', '/run/keys/new.key']))).toEqual({ current: ['/run/keys/wifi.psk'], old: ['/etc/secrets/old.key'] });
+    // Not a host of pideploy.json (an SSH target): none is called old.
+    expect(statusKeyFiles(status, undefined)).toEqual({ current: ['/run/keys/wifi.psk', '/etc/secrets/old.key'], old: [] });
+    expect(statusKeyFiles(host({ host: 'pi2' }), new Set())).toEqual({ current: [], old: [] });
   });
 });
