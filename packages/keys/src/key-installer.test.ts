@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -187,6 +187,36 @@ describe.each(['dash', 'bash'])('KEY_INSTALLER_SCRIPT run by a real %s as root',
     expect([unrecorded.code, unrecorded.stdout]).toEqual([0, 'installed d\n']);
     expect(unrecorded.stderr).toContain(`keys: warning: could not record the key files in ${blocked}/keys`);
     expect(readFileSync(path.join(root, 'd'), 'utf8')).toBe('4');
+  });
+
+  it.runIf(isRoot)('rewrites the record one upload at a time: it waits while another upload holds its lock, and takes over a lock held for 10 s', { timeout: 30_000 }, async () => {
+    const root = temporaryDirectory(path.join(os.tmpdir(), 'pideploy-keys-'));
+    const record = path.join(root, 'var', 'keys');
+    mkdirSync(path.dirname(record));
+    const lock = `${record}.lock`;
+    writeFileSync(lock, '');
+    // Another upload holds the lock: this one waits for it (its key is in place already).
+    const [, ...rest] = keyInstallerArgv([key('a', root)], [], record);
+    const child = spawn(shell, rest, { env: { PATH: '/usr/bin:/bin', HOME: '/nonexistent' }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    child.stdin.end(keyInstallerInput([Buffer.from('1')]));
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    expect([existsSync(record), readFileSync(path.join(root, 'a'), 'utf8')]).toEqual([false, '1']);
+    const released = performance.now();
+    rmSync(lock);
+    expect(await exited).toBe(0);
+    expect((performance.now() - released) / 1000).toBeLessThan(2);
+    expect([readFileSync(record, 'utf8'), existsSync(lock), stderr]).toEqual([`${root}/a\n`, false, '']);
+    // A lock nobody gives back (its upload died) is taken over after 10 s, with a warning.
+    writeFileSync(lock, '');
+    const started = performance.now();
+    const late = install(shell, [key('b', root)], ['2'], undefined, [], record);
+    expect((performance.now() - started) / 1000).toBeGreaterThanOrEqual(10);
+    expect(late.code).toBe(0);
+    expect(late.stderr).toBe(`keys: warning: ${lock} was held for 10 s (left by an upload that died?): taken over\n`);
+    expect([readFileSync(record, 'utf8'), existsSync(lock)]).toEqual([`${root}/a\n${root}/b\n`, false]);
   });
 
   it.runIf(isRoot)('removes nothing when a key cannot be installed, or when a path is not absolute or also to install', () => {

@@ -137,10 +137,25 @@ remove_old() {
 }
 
 # The record: what it listed that is still a file (or link) there, then this upload's keys, each once.
+# One upload at a time rewrites it (another deployer may upload to this host now): under a lock file
+# the shell makes exclusively (noclobber: no process) holding its pid, waited for up to 10 s; one left longer (its
+# upload died) is taken over, with a warning.
 nl='
 '
 record_keys() {
   [ -n "$record" ] || return 0
+  [ -d "\${record%/*}" ] || (umask 022 && mkdir -p -- "\${record%/*}") 2>/dev/null
+  record_lock="$record.lock"
+  waited=0
+  set -C
+  # (printf, not the special builtin \`:\`, whose failed redirection would end dash.)
+  until { printf '%s\\n' "$$" > "$record_lock"; } 2>/dev/null; do
+    if [ ! -d "\${record%/*}" ] || [ "$waited" -ge 100 ]; then break; fi
+    waited=$((waited + 1))
+    sleep 0.1
+  done
+  set +C
+  if [ "$waited" -ge 100 ]; then printf 'keys: warning: %s was held for 10 s (left by an upload that died?): taken over\n' "$record_lock" >&2; fi
   listed=$nl
   if [ -f "$record" ]; then
     while IFS= read -r old; do
@@ -158,9 +173,10 @@ record_keys() {
     case $listed in *"$nl$path$nl"*) continue ;; esac
     listed="$listed$path$nl"
   done
-  if ! (umask 022 && mkdir -p -- "\${record%/*}" && printf '%s' "\${listed#"$nl"}" > "$record.new" && mv -f -- "$record.new" "$record"); then
+  if ! (umask 022 && printf '%s' "\${listed#"$nl"}" > "$record.new" && mv -f -- "$record.new" "$record") 2>/dev/null; then
     printf 'keys: warning: could not record the key files in %s\n' "$record" >&2
   fi
+  rm -f -- "$record_lock" 2>/dev/null
 }
 
 check_all "$@"
