@@ -13,6 +13,8 @@ export interface HostListing {
   readonly tags: readonly string[];
   /** Relative to pideploy.json. */
   readonly configuration: string;
+  /** The specialisation of its system it runs (pideploy.json `specialisation`), if set. */
+  readonly specialisation: string | undefined;
   readonly sudo: string;
   /** The names of its keys. */
   readonly keys: readonly string[];
@@ -30,6 +32,7 @@ export function hostListing(config: Pick<ResolvedConfig, 'directory'>, host: Res
     buildMode: host.buildMode,
     tags: host.tags,
     configuration: path.relative(config.directory, host.configuration),
+    specialisation: host.specialisation,
     sudo: host.sudo,
     keys: host.keys.map((key) => key.name),
     healthCheck: host.healthCheck !== undefined,
@@ -47,7 +50,7 @@ function describeLast(last: HostDeployRecord | undefined): string {
 /** The table of `pideploy hosts` (pure): a row per host, columns as wide as their longest cell. */
 export function formatHostTable(hosts: readonly HostListing[]): string {
   const header = ['host', 'target', 'system', 'tags', 'configuration', 'last deployment (UTC)'];
-  const rows = hosts.map((host) => [host.name, host.target, host.buildMode === 'emulated' ? host.system : `${host.system} (${host.buildMode})`, host.tags.join(',') || '-', host.configuration, describeLast(host.lastDeployment)]);
+  const rows = hosts.map((host) => [host.name, host.target, host.buildMode === 'emulated' ? host.system : `${host.system} (${host.buildMode})`, host.tags.join(',') || '-', host.specialisation === undefined ? host.configuration : `${host.configuration} (specialisation ${host.specialisation})`, describeLast(host.lastDeployment)]);
   return formatColumns(header, rows);
 }
 
