@@ -197,7 +197,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       mode: { type: 'string', valueName: 'M', description: 'emulated (qemu binfmt) | cross | builders (Nix remote builders)' },
       configuration: { type: 'string', valueName: 'FILE', description: 'configuration.nix to build (instead of pideploy.json\'s hosts)' },
       pins: { type: 'string', valueName: 'FILE', description: 'pins.nix to take nixpkgs from (default: beside pideploy.json)' },
-      pin: { type: 'string', valueName: 'NAME', description: 'attribute of pins.nix holding nixpkgs (default nixpkgs)' },
+      pin: { type: 'string', valueName: 'NAME', description: "the pin of pins.nix that is nixpkgs, for every host (default: each host's pideploy.json nixpkgs, else nixpkgs)" },
       builders: { type: 'string', valueName: 'SPEC', description: "remote builders for --mode builders, e.g. 'ssh://root@pi1 aarch64-linux'" },
       ...NIX_BUILD_FLAGS,
     },

@@ -16,15 +16,18 @@ describe('toplevelBuildKey', () => {
     expect(toplevelBuildKey({ ...pi1, buildMode: 'builders', builders: `${spec};` })).toBe(fromString);
   });
 
-  it('differs when the configuration, system, mode or builders differ', () => {
+  it('differs when the configuration, nixpkgs pin, system, mode or builders differ', () => {
     const keys = new Set([
       toplevelBuildKey(pi1),
+      toplevelBuildKey({ ...pi1, nixpkgs: 'nixpkgs-next' }),
       toplevelBuildKey({ ...pi1, configuration: '/p/kiosk.nix' }),
       toplevelBuildKey({ ...pi1, system: 'x86_64-linux' }),
       toplevelBuildKey({ ...pi1, buildMode: 'cross' }),
       toplevelBuildKey({ ...pi1, buildMode: 'builders', builders: 'ssh://root@a aarch64-linux' }),
       toplevelBuildKey({ ...pi1, buildMode: 'builders', builders: 'ssh://root@b aarch64-linux' }),
     ]);
-    expect(keys.size).toBe(6);
+    expect(keys.size).toBe(7);
+    // No pin named is the default one, nixpkgs.
+    expect(toplevelBuildKey({ ...pi1, nixpkgs: 'nixpkgs' })).toBe(toplevelBuildKey(pi1));
   });
 });

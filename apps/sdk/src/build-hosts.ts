@@ -29,6 +29,8 @@ export interface HostBuildSpec {
   readonly buildMode: BuildMode;
   /** Remote builders (`builders` mode), parsed or as Nix's `builders` string (`;`-separated). */
   readonly builders?: readonly RemoteBuilder[] | string | undefined;
+  /** The pin of pins.nix that is the host's nixpkgs (pideploy.json `nixpkgs`; default `nixpkgs`). */
+  readonly nixpkgs?: string | undefined;
 }
 
 /** Options of {@link createHostBuilder}. */
@@ -37,7 +39,10 @@ export interface HostBuilderOptions {
   readonly projectDir: string;
   /** Absolute path of pins.nix (pins.json beside it gives the manifest's pin record). */
   readonly pinsFile: string;
-  /** Attribute of pins.nix holding nixpkgs (default `nixpkgs`). */
+  /**
+   * Attribute of pins.nix holding nixpkgs, for every host (`pideploy build --pin`); default: each
+   * host's own ({@link HostBuildSpec.nixpkgs}), else `nixpkgs`.
+   */
   readonly pinName?: string | undefined;
   /** GC roots go to `<stateDir>/gcroots/` (default `<projectDir>/.pideploy`). */
   readonly stateDir?: string | undefined;
@@ -87,11 +92,11 @@ function parsedBuilders(builders: HostBuildSpec['builders']): readonly RemoteBui
 }
 
 /**
- * The identity of a toplevel build: hosts with the same configuration file, system, build mode
- * and builders get the same system, so it is evaluated and built once (pure).
+ * The identity of a toplevel build: hosts with the same configuration file, nixpkgs pin, system,
+ * build mode and builders get the same system, so it is evaluated and built once (pure).
  */
-export function toplevelBuildKey(host: HostBuildSpec): string {
-  return JSON.stringify([host.configuration, host.system, host.buildMode, renderBuildersSpec(parsedBuilders(host.builders))]);
+export function toplevelBuildKey(host: HostBuildSpec, pinName: string = host.nixpkgs ?? DEFAULT_PIN_NAME): string {
+  return JSON.stringify([host.configuration, pinName, host.system, host.buildMode, renderBuildersSpec(parsedBuilders(host.builders))]);
 }
 
 /**
@@ -101,7 +106,9 @@ export function toplevelBuildKey(host: HostBuildSpec): string {
  * stage's `bin/activate`, the pin record from pins.json and GC roots under the state directory.
  */
 export function createHostBuilder(options: HostBuilderOptions): HostBuilder {
-  const pinName = options.pinName ?? DEFAULT_PIN_NAME;
+  // The host's nixpkgs pin: the builder's (--pin), else its own, else nixpkgs.
+  const pinOf = (host: HostBuildSpec): string => options.pinName ?? host.nixpkgs ?? DEFAULT_PIN_NAME;
+  const buildKey = (host: HostBuildSpec): string => toplevelBuildKey(host, pinOf(host));
   const stateDir = options.stateDir ?? projectStateDir(options.projectDir);
   /** A build in progress or done: who started it, and how many callers still wait for it. */
   interface SharedBuild {
@@ -142,10 +149,16 @@ export function createHostBuilder(options: HostBuilderOptions): HostBuilder {
     }
   };
 
-  let pinRecord: ReturnType<typeof readPinRecord> | undefined;
+  // Each pin's record, read from pins.json once.
+  const pinRecords = new Map<string, ReturnType<typeof readPinRecord>>();
 
   const bundleRequest = async (host: HostBuildSpec): Promise<BundleRequest> => {
-    pinRecord ??= readPinRecord(path.join(path.dirname(options.pinsFile), 'pins.json'), pinName);
+    const pinName = pinOf(host);
+    let pinRecord = pinRecords.get(pinName);
+    if (pinRecord === undefined) {
+      pinRecord = readPinRecord(path.join(path.dirname(options.pinsFile), 'pins.json'), pinName);
+      pinRecords.set(pinName, pinRecord);
+    }
     return {
       host: host.name,
       system: host.system,
@@ -165,7 +178,7 @@ export function createHostBuilder(options: HostBuilderOptions): HostBuilder {
   // hosts of that configuration get it with their own name.
   const plans = new Map<string, Promise<BundlePlan>>();
   const planFor = async (host: HostBuildSpec): Promise<BundlePlan> => {
-    const key = toplevelBuildKey(host);
+    const key = buildKey(host);
     let plan = plans.get(key);
     if (plan === undefined) {
       plan = bundleRequest(host).then(planBundle);
@@ -291,7 +304,7 @@ export function createHostBuilder(options: HostBuilderOptions): HostBuilder {
   const toplevelRequest = (host: HostBuildSpec): BuildToplevelRequest => ({
     host: host.name,
     pinsFile: options.pinsFile,
-    pinName,
+    pinName: pinOf(host),
     configuration: host.configuration,
     system: host.system,
     mode: host.buildMode,
@@ -306,7 +319,7 @@ export function createHostBuilder(options: HostBuilderOptions): HostBuilder {
   const builder: HostBuilder = {
     plan: planFor,
     buildToplevel: async (host, context = createBaseContext()) => {
-      const key = toplevelBuildKey(host);
+      const key = buildKey(host);
       const existing = toplevels.get(key);
       if (existing !== undefined) {
         context.reporter.emit({ type: 'log', level: 'info', host: host.name, message: `same configuration as ${existing.owner}: its build is reused` });
@@ -337,7 +350,7 @@ export function createHostBuilder(options: HostBuilderOptions): HostBuilder {
       return { host: host.name, toplevel, bundle: await builder.bundle(host, toplevel, context), sharedWith };
     },
     dryBuild: async (host, context = createBaseContext()) => {
-      const key = toplevelBuildKey(host);
+      const key = buildKey(host);
       let dry = dryBuilds.get(key);
       if (dry === undefined) {
         dry = dryBuildToplevel(toplevelRequest(host), context);

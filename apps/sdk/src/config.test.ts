@@ -124,6 +124,16 @@ describe('parseConfig', () => {
     }
   });
 
+  it("gives each host its nixpkgs pin (its own, else the defaults', else nixpkgs), and refuses one that is no pin name", () => {
+    const text = (nixpkgs: unknown, defaults: unknown = {}) =>
+      JSON.stringify({ defaults, hosts: { canary: { target: 'pi', configuration: 'c.nix', nixpkgs }, other: { target: 'pi2', configuration: 'c.nix' } } });
+    expect(parseConfig(text('nixpkgs-next'), '/x/pideploy.json').hosts.map((host) => host.nixpkgs)).toEqual(['nixpkgs-next', 'nixpkgs']);
+    expect(parseConfig(text('nixpkgs-next', { nixpkgs: 'nixpkgs-old' }), '/x/pideploy.json').hosts.map((host) => host.nixpkgs)).toEqual(['nixpkgs-next', 'nixpkgs-old']);
+    const error = errorOf(() => parseConfig(text('nixpkgs 24.11'), '/x/pideploy.json'));
+    expect([error.code, error.message]).toEqual(['PIDEPLOY_CONFIG_INVALID', '/x/pideploy.json: /hosts/canary/nixpkgs: is not a pin name']);
+    expect(error.hint).toContain('name a pin of pins.json');
+  });
+
   it('refuses SSH targets with shell characters', () => {
     const text = JSON.stringify({ hosts: { pi: { target: 'pi; rm -rf /', configuration: 'c.nix' } } });
     const error = errorOf(() => parseConfig(text, '/x/pideploy.json'));

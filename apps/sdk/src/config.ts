@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { PideployError } from '@pideploy/core';
+import { DEFAULT_PIN_NAME } from '@pideploy/build';
 import { KEY_DEFAULTS, checkKeySpecs, type KeySpec, type KeyUploadAt } from '@pideploy/keys';
 import { projectStateDir } from '@pideploy/nix';
 import type { ErrorObject } from 'ajv';
@@ -67,6 +68,7 @@ export interface ConfigFile {
   readonly pins?: string;
   readonly defaults?: {
     readonly system?: string;
+    readonly nixpkgs?: string;
     readonly buildMode?: BuildMode;
     readonly builders?: string;
     readonly sudo?: SudoMode;
@@ -90,6 +92,7 @@ export interface ConfigFile {
         readonly target: string;
         readonly configuration: string;
         readonly system?: string;
+        readonly nixpkgs?: string;
         readonly buildMode?: BuildMode;
         readonly builders?: string;
         readonly sudo?: SudoMode;
@@ -112,6 +115,8 @@ export interface ResolvedHost {
   /** Absolute path of the host's configuration.nix. */
   readonly configuration: string;
   readonly system: string;
+  /** The pin of pins.json that is its nixpkgs (its own `nixpkgs`, else the defaults', else `nixpkgs`). */
+  readonly nixpkgs: string;
   readonly buildMode: BuildMode;
   readonly builders: string | undefined;
   readonly sudo: SudoMode;
@@ -355,6 +360,7 @@ function resolveHostsAndSettings(config: ConfigFile, file: string): ResolvedConf
       target: host.target,
       configuration: path.resolve(directory, host.configuration),
       system: host.system ?? defaults.system ?? 'aarch64-linux',
+      nixpkgs: host.nixpkgs ?? defaults.nixpkgs ?? DEFAULT_PIN_NAME,
       buildMode: host.buildMode ?? defaults.buildMode ?? 'emulated',
       builders: host.builders ?? defaults.builders,
       sudo: host.sudo ?? defaults.sudo ?? 'password',
@@ -453,6 +459,7 @@ function describeSchemaError(error: ErrorObject | undefined): string {
       if (where.endsWith('/target')) return `${where}: is not a valid SSH target`;
       if (where.endsWith('/url')) return `${where}: is not an http:// or https:// URL`;
       if (where.endsWith('/specialisation')) return `${where}: is not a specialisation name`;
+      if (where.endsWith('/nixpkgs')) return `${where}: is not a pin name`;
       return `${where}: has characters that are not allowed`;
     default:
       return `${where}: ${error.message ?? 'is invalid'}`;
@@ -473,6 +480,7 @@ function hintForSchemaError(error: ErrorObject | undefined): string {
   }
   if (error.keyword === 'required') return `add "${String(error.params['missingProperty'])}" to ${jsonPath(error)}`;
   if (error.keyword === 'pattern' && error.instancePath.endsWith('/target')) return 'use user@host, user@host:port or an ssh_config Host alias (no spaces or shell characters)';
+  if (error.keyword === 'pattern' && error.instancePath.endsWith('/nixpkgs')) return 'name a pin of pins.json (letters, digits, "_" and "-", starting with a letter or "_"), e.g. "nixpkgs-next"';
   if (error.keyword === 'pattern' && error.instancePath.endsWith('/specialisation')) return 'give the name of one of the configuration\'s specialisation.<name> (a file name: not empty, no "/", not "." or "..")';
   if (error.keyword === 'pattern' && error.instancePath.endsWith('/healthCheck/url')) return 'e.g. "http://{hostname}:8080/health" ({hostname}: the address the host was reached at over SSH)';
   if (error.keyword === 'minProperties' && error.instancePath.endsWith('/healthCheck')) return 'give it a "command", a "url" or both, or remove it';

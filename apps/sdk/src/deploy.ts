@@ -284,9 +284,9 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
   const specialisationOf = (host: ResolvedHost) => (request.specialisation === false ? undefined : (request.specialisation ?? host.specialisation));
   for (const host of request.hosts) checkSpecialisationUse({ action, specialisation: specialisationOf(host), reboot: request.reboot });
   const healthChecks = new Map(request.hosts.map((host) => [host.name, plannedHealthChecks(host, request, action, context)] as const));
-  // The pin check: pins.nix is what pins.json records, and nixpkgs is pinned (before any other work).
+  // The pin check: pins.nix is what pins.json records, and each host's nixpkgs is pinned (before any other work).
   await timed('pin', undefined, undefined, context, () =>
-    checkPinsFiles({ jsonFile: request.config.pinsFile, nixFile: pinsNixOf(request.config) }, ['nixpkgs']),
+    checkPinsFiles({ jsonFile: request.config.pinsFile, nixFile: pinsNixOf(request.config) }, [...new Set(request.hosts.map((host) => host.nixpkgs))]),
   );
   const builder: HostBuilder = request.builder ?? hostBuilderFor(request.config, request.env, request.nixOptions);
   // Every host's configuration files are checked before any connection or Nix work.

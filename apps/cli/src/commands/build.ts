@@ -24,6 +24,8 @@ export interface BuildTarget {
   readonly system: string;
   readonly mode: BuildMode;
   readonly builders: readonly RemoteBuilder[];
+  /** The pin that is its nixpkgs (pideploy.json `nixpkgs`; undefined: `nixpkgs`). */
+  readonly nixpkgs?: string | undefined;
 }
 
 
@@ -63,6 +65,7 @@ export function resolveBuildTargets(
         system: flags.system ?? host?.system ?? 'aarch64-linux',
         mode: flagMode ?? host?.buildMode ?? 'emulated',
         builders: parseBuilders(flags.builders ?? host?.builders),
+        nixpkgs: host?.nixpkgs,
       },
     ];
   }
@@ -79,6 +82,7 @@ export function resolveBuildTargets(
     system: flags.system ?? host.system,
     mode: flagMode ?? host.buildMode,
     builders: parseBuilders(flags.builders ?? host.builders),
+    nixpkgs: host.nixpkgs,
   }));
 }
 
@@ -116,9 +120,10 @@ export async function buildCommand(invocation: CommandInvocation): Promise<Comma
       hint: 'pin nixpkgs first (pideploy pin add nixpkgs --github NixOS/nixpkgs --branch nixos-24.05), or pass --pins FILE',
     });
   }
-  const pinName = stringFlag(invocation, 'pin') ?? DEFAULT_PIN_NAME;
-  const builder = createHostBuilder({ projectDir, pinsFile, pinName, env: invocation.io.env, nixOptions });
-  const specs = targets.map((target) => ({ name: target.name, configuration: target.configuration, system: target.system, buildMode: target.mode, builders: target.builders }));
+  // --pin for every host, else each host's pideploy.json nixpkgs, else nixpkgs.
+  const pinFlag = stringFlag(invocation, 'pin');
+  const builder = createHostBuilder({ projectDir, pinsFile, pinName: pinFlag, env: invocation.io.env, nixOptions });
+  const specs = targets.map((target) => ({ name: target.name, configuration: target.configuration, system: target.system, buildMode: target.mode, builders: target.builders, nixpkgs: target.nixpkgs }));
   if (invocation.flags['dry-run'] === true) {
     if (invocation.flags['print-expr'] === true) throw new PideployError({ code: 'PIDEPLOY_USAGE', message: '--dry-run and --print-expr contradict each other', hint: 'give one of them' });
     return await dryBuild(builder, specs, invocation);
@@ -132,7 +137,7 @@ export async function buildCommand(invocation: CommandInvocation): Promise<Comma
     if (printExpr) {
       const toplevelExpression = renderBuildExpression({
         pinsFile,
-        pinName,
+        pinName: pinFlag ?? target.nixpkgs ?? DEFAULT_PIN_NAME,
         configuration: target.configuration,
         system: target.system,
         mode: target.mode,

@@ -392,4 +392,39 @@ describeLab('pideploy deploy end to end (lab: trusted, untrusted and NOPASSWD ho
       await writeFile(configFile, original);
     }
   });
+
+  it('a host on another nixpkgs pin (pideploy.json "nixpkgs"): built from that pin, the others from theirs; a pin that pins.json lacks is refused before any build', async () => {
+    const configFile = path.join(project, 'pideploy.json');
+    const original = readFileSync(configFile, 'utf8');
+    const added = await pideploy(['pin', 'add', 'nixpkgs-next', '--github', 'NixOS/nixpkgs', '--branch', 'nixos-24.11'], project, env);
+    expect(added.code, added.stderr).toBe(0);
+    const nextRev = status.nixpkgs?.revisions[1]?.rev;
+    expect(nextRev).toBeDefined();
+    const config = JSON.parse(original) as { hosts: Record<string, Record<string, unknown>> };
+    config.hosts['pi2'] = { ...config.hosts['pi2'], nixpkgs: 'nixpkgs-next' };
+    await writeFile(configFile, `${JSON.stringify(config, null, 2)}\n`);
+    try {
+      const run = await pideploy(['deploy', 'pi1', 'pi2', '--parallel', '2', '--sudo-password-file', passwordFile, '--json'], project, env);
+      expect(run.code, run.stderr).toBe(0);
+      const results = deployResultsOf<{ host: string; toplevel: string; bundle: string; sharedBuildWith?: string }>(run.stdout);
+      const [pi1, pi2] = [results.find((host) => host.host === 'pi1'), results.find((host) => host.host === 'pi2')];
+      // The same configuration, two package sets: two systems (the NixOS label is the nixpkgs version).
+      expect(pi1?.toplevel).toMatch(/-24\.05-lab$/u);
+      expect(pi2?.toplevel).toMatch(/-24\.11-lab$/u);
+      expect([pi1?.sharedBuildWith, pi2?.sharedBuildWith]).toEqual([undefined, undefined]);
+      expect((await labExec('pi2', ['readlink', '/run/current-system'])).stdout.trim()).toBe(pi2?.toplevel);
+      const manifest = JSON.parse(readFileSync(path.join(pi2!.bundle, 'manifest.json'), 'utf8')) as { pin: { name: string; rev: string } };
+      expect(manifest.pin).toMatchObject({ name: 'nixpkgs-next', rev: nextRev });
+
+      config.hosts['pi2'] = { ...config.hosts['pi2'], nixpkgs: 'nixpkgs-nope' };
+      await writeFile(configFile, `${JSON.stringify(config, null, 2)}\n`);
+      const unknown = await pideploy(['deploy', 'pi2', '--sudo-password-file', passwordFile], project, env);
+      expect(unknown.code).toBe(1);
+      expect(unknown.stderr).toMatch(/^pideploy: \S+pins\.json has no pin "nixpkgs-nope"$/mu);
+      expect(unknown.stderr).toContain('hint: pin it: pideploy pin add nixpkgs-nope');
+      expect((await labExec('pi2', ['readlink', '/run/current-system'])).stdout.trim()).toBe(pi2?.toplevel);
+    } finally {
+      await writeFile(configFile, original);
+    }
+  });
 });

@@ -17,7 +17,7 @@ describe('pideploy hosts', () => {
       hosts: {
         pi1: { target: 'deploy@pi1.local', configuration: './configuration.nix', tags: ['fleet', 'canary'], keys: { wifi: { file: 'psk' } } },
         pi2: { target: 'deploy@pi2.local', configuration: './kiosk/configuration.nix', tags: ['fleet'], buildMode: 'cross', specialisation: 'kiosk' },
-        spare: { target: 'root@192.0.2.1', configuration: './configuration.nix', sudo: 'root' },
+        spare: { target: 'root@192.0.2.1', configuration: './configuration.nix', sudo: 'root', nixpkgs: 'nixpkgs-next' },
       },
     }),
   );
@@ -45,10 +45,10 @@ describe('pideploy hosts', () => {
     expect(all.code).toBe(0);
     expect(all.out).toBe(
       [
-        'host   target            system                 tags          configuration                                   last deployment (UTC)',
-        'pi1    deploy@pi1.local  aarch64-linux          fleet,canary  configuration.nix                               switch ok 2026-12-07 10:00',
-        'pi2    deploy@pi2.local  aarch64-linux (cross)  fleet         kiosk/configuration.nix (specialisation kiosk)  switch FAILED PIDEPLOY_SSH_UNREACHABLE 2026-12-07 10:00',
-        'spare  root@192.0.2.1    aarch64-linux          -             configuration.nix                               -',
+        'host   target            system                      tags          configuration                                   last deployment (UTC)',
+        'pi1    deploy@pi1.local  aarch64-linux               fleet,canary  configuration.nix                               switch ok 2026-12-07 10:00',
+        'pi2    deploy@pi2.local  aarch64-linux (cross)       fleet         kiosk/configuration.nix (specialisation kiosk)  switch FAILED PIDEPLOY_SSH_UNREACHABLE 2026-12-07 10:00',
+        'spare  root@192.0.2.1    aarch64-linux nixpkgs-next  -             configuration.nix                               -',
         '',
       ].join('\n'),
     );

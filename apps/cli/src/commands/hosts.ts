@@ -9,6 +9,8 @@ export interface HostListing {
   readonly name: string;
   readonly target: string;
   readonly system: string;
+  /** The pin that is its nixpkgs. */
+  readonly nixpkgs: string;
   readonly buildMode: string;
   readonly tags: readonly string[];
   /** Relative to pideploy.json. */
@@ -29,6 +31,7 @@ export function hostListing(config: Pick<ResolvedConfig, 'directory'>, host: Res
     name: host.name,
     target: host.target,
     system: host.system,
+    nixpkgs: host.nixpkgs,
     buildMode: host.buildMode,
     tags: host.tags,
     configuration: path.relative(config.directory, host.configuration),
@@ -50,7 +53,15 @@ function describeLast(last: HostDeployRecord | undefined): string {
 /** The table of `pideploy hosts` (pure): a row per host, columns as wide as their longest cell. */
 export function formatHostTable(hosts: readonly HostListing[]): string {
   const header = ['host', 'target', 'system', 'tags', 'configuration', 'last deployment (UTC)'];
-  const rows = hosts.map((host) => [host.name, host.target, host.buildMode === 'emulated' ? host.system : `${host.system} (${host.buildMode})`, host.tags.join(',') || '-', host.specialisation === undefined ? host.configuration : `${host.configuration} (specialisation ${host.specialisation})`, describeLast(host.lastDeployment)]);
+  const rows = hosts.map((host) => [
+    host.name,
+    host.target,
+    // The mode and the nixpkgs pin where they are not the defaults.
+    [host.system, ...(host.buildMode === 'emulated' ? [] : [`(${host.buildMode})`]), ...(host.nixpkgs === 'nixpkgs' ? [] : [host.nixpkgs])].join(' '),
+    host.tags.join(',') || '-',
+    host.specialisation === undefined ? host.configuration : `${host.configuration} (specialisation ${host.specialisation})`,
+    describeLast(host.lastDeployment),
+  ]);
   return formatColumns(header, rows);
 }
 
