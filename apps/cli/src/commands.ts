@@ -169,6 +169,14 @@ export const COMMANDS: readonly CommandSpec[] = [
     load: async () => (await import('./commands/pin.js')).pinVerifyCommand,
   },
   {
+    path: ['pin', 'remove'],
+    usage: 'pin remove <name…>',
+    summary: "remove pins from pins.json and pins.nix (refused for a pin a host of pideploy.json is built from)",
+    example: 'pideploy pin remove nixpkgs-next',
+    flags: { ...pinDirFlag },
+    load: async () => (await import('./commands/pin.js')).pinRemoveCommand,
+  },
+  {
     path: ['pin', 'show'],
     usage: 'pin show',
     summary: 'list the pins of pins.json',

@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { checkPinsFiles, pinsLocation, readPinsFile, writePinsFiles } from './files.js';
 import { nixString } from '@pideploy/nix';
 import { parsePinsJson, renderPinsJson, renderPinsNix, validatePinName, type PinsFile } from './lockfile.js';
-import { lockedFields } from './pins.js';
+import { lockedFields, removePins } from './pins.js';
 
 // Vector from nix-formats.md §3.2/§4.2 (x.tar.gz, checked against real Nix 2.8).
 const X_NIX32 = '07hkigvhdr4jj1q6x0gpkpqcrjhpxlcsplb0ri672v1nb6jzpmk6';
@@ -153,5 +153,21 @@ describe('writing pins files', () => {
     await expect(checkPinsFiles(location)).rejects.toThrow(expect.objectContaining({ code: 'PIDEPLOY_PIN_NIX_STALE', message: expect.stringContaining('does not match') as unknown }));
     await rm(location.nixFile);
     await expect(checkPinsFiles(location)).rejects.toThrow(expect.objectContaining({ code: 'PIDEPLOY_PIN_NIX_STALE', message: expect.stringContaining('is missing') as unknown }));
+  });
+
+  it('removes pins from both files (all named, or none when one is not there)', async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'pideploy-pin-unit-'));
+    const location = pinsLocation(dir);
+    await writePinsFiles(location, sample);
+    const before = await readFile(location.jsonFile, 'utf8');
+    await expect(removePins({ dir, names: ['zeta', 'absent'] })).rejects.toThrow(expect.objectContaining({ code: 'PIDEPLOY_PIN_UNKNOWN', message: `there is no pin 'absent' in ${location.jsonFile}` }));
+    expect(await readFile(location.jsonFile, 'utf8')).toBe(before);
+    await expect(removePins({ dir, names: [] })).rejects.toThrow(expect.objectContaining({ code: 'PIDEPLOY_USAGE' }));
+    const result = await removePins({ dir, names: ['zeta'] });
+    expect(result.removed).toEqual([{ name: 'zeta', pin: sample.pins['zeta'] }]);
+    const left: PinsFile = { version: 1, pins: { nixpkgs: sample.pins['nixpkgs'] as PinsFile['pins'][string] } };
+    expect(await readFile(location.jsonFile, 'utf8')).toBe(renderPinsJson(left));
+    expect(await readFile(location.nixFile, 'utf8')).toBe(renderPinsNix(left));
+    expect(await checkPinsFiles(location, ['nixpkgs'])).toEqual(parsePinsJson(renderPinsJson(left)));
   });
 });

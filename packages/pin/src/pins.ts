@@ -341,6 +341,38 @@ export async function updatePins(input: UpdatePinsInput, context: PideployContex
   return { updates, written };
 }
 
+/** Input of {@link removePins}. */
+export interface RemovePinsInput {
+  /** The directory of pins.json / pins.nix. */
+  readonly dir: string;
+  /** The pins to remove (at least one). */
+  readonly names: readonly string[];
+}
+
+/** What {@link removePins} did. */
+export interface RemovePinsResult {
+  readonly jsonFile: string;
+  readonly nixFile: string;
+  /** The pins removed, sorted, as the lock had them. */
+  readonly removed: readonly { readonly name: string; readonly pin: Pin }[];
+}
+
+/**
+ * Removes pins from pins.json and pins.nix (both rewritten atomically, no network): all of them,
+ * or, when one is not there, none.
+ * @throws PideployError `PIDEPLOY_USAGE` (no name), `PIDEPLOY_PIN_LOCK_MISSING`, `PIDEPLOY_PIN_UNKNOWN`, `PIDEPLOY_PIN_WRITE_FAILED`.
+ */
+export async function removePins(input: RemovePinsInput, _context?: PideployContext): Promise<RemovePinsResult> {
+  if (input.names.length === 0) throw usageError('name the pins to remove', 'pideploy pin remove nixpkgs-next');
+  const location = pinsLocation(input.dir);
+  const file = await readExistingPinsFile(location);
+  const names = selectNames(file, input.names, location.jsonFile);
+  const pins: Record<string, Pin> = { ...file.pins };
+  for (const name of names) delete pins[name];
+  await writePinsFiles(location, { ...file, pins });
+  return { jsonFile: location.jsonFile, nixFile: location.nixFile, removed: names.map((name) => ({ name, pin: file.pins[name] as Pin })) };
+}
+
 /** Input of {@link verifyPins}. */
 export interface VerifyPinsInput extends PinNetworkOptions {
   /** The directory of pins.json / pins.nix. */

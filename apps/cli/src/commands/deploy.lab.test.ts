@@ -423,6 +423,24 @@ describeLab('pideploy deploy end to end (lab: trusted, untrusted and NOPASSWD ho
       expect(unknown.stderr).toMatch(/^pideploy: \S+pins\.json has no pin "nixpkgs-nope"$/mu);
       expect(unknown.stderr).toContain('hint: pin it: pideploy pin add nixpkgs-nope');
       expect((await labExec('pi2', ['readlink', '/run/current-system'])).stdout.trim()).toBe(pi2?.toplevel);
+
+      // A pin a host is built from is not removed; once no host names it, it is (pins.json and pins.nix).
+      config.hosts['pi2'] = { ...config.hosts['pi2'], nixpkgs: 'nixpkgs-next' };
+      await writeFile(configFile, `${JSON.stringify(config, null, 2)}\n`);
+      const pinsBefore = readFileSync(path.join(project, 'pins.json'), 'utf8');
+      const inUse = await pideploy(['pin', 'remove', 'nixpkgs-next'], project, env);
+      expect([inUse.code, inUse.stderr.split('\n')[0]]).toEqual([2, `pideploy: pin nixpkgs-next is the nixpkgs of pi2 (${configFile})`]);
+      expect(readFileSync(path.join(project, 'pins.json'), 'utf8')).toBe(pinsBefore);
+      await writeFile(configFile, original);
+      const removed = await pideploy(['pin', 'remove', 'nixpkgs-next'], project, env);
+      expect([removed.code, removed.stdout]).toEqual([0, 'removed nixpkgs-next\nwrote pins.json and pins.nix\n']);
+      expect(readFileSync(path.join(project, 'pins.json'), 'utf8')).not.toContain('nixpkgs-next');
+      expect(readFileSync(path.join(project, 'pins.nix'), 'utf8')).not.toContain('nixpkgs-next');
+      const again = await pideploy(['pin', 'remove', 'nixpkgs-next'], project, env);
+      expect([again.code, again.stderr.split('\n')[0]]).toEqual([1, `pideploy: there is no pin 'nixpkgs-next' in ${path.join(project, 'pins.json')}`]);
+      // What is left still builds and deploys: nothing to do for pi1.
+      const after = await pideploy(['deploy', 'pi1', '--sudo-password-file', passwordFile, '--json'], project, env);
+      expect(deployResultsOf<{ activation: { outcome: string } }>(after.stdout)[0]?.activation.outcome).toBe('skipped');
     } finally {
       await writeFile(configFile, original);
     }

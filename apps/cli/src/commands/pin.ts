@@ -5,6 +5,7 @@ import {
   describePinSource,
   hashSource,
   parsePinSourceArguments,
+  removePins,
   showPins,
   sortedPinNames,
   updatePins,
@@ -13,6 +14,7 @@ import {
   type PinNetworkOptions,
   type PinUpdate,
 } from '@pideploy/pin';
+import { loadConfigIfPresent } from '@pideploy/sdk';
 import type { CommandInvocation, CommandResult } from '../command.js';
 import { stringFlag } from '../flags.js';
 
@@ -102,6 +104,29 @@ export async function pinUpdateCommand(invocation: CommandInvocation): Promise<C
   const lines = result.updates.map(describePinUpdate);
   lines.push(result.written ? 'wrote pins.json and pins.nix' : 'nothing changed');
   return { value: result, text: lines.join('\n') };
+}
+
+/**
+ * `pideploy pin remove <name…>`: refused while a host of the pideploy.json whose pins these are
+ * (the one found from here, or --config) is built from one of them (its `nixpkgs`).
+ */
+export async function pinRemoveCommand(invocation: CommandInvocation): Promise<CommandResult> {
+  const dir = pinsDirectory({ dir: stringFlag(invocation, 'dir'), config: invocation.global.config }, invocation.io.cwd);
+  const config = await loadConfigIfPresent({ cwd: invocation.io.cwd, configFile: invocation.global.config });
+  if (config !== undefined && path.dirname(config.pinsFile) === dir) {
+    for (const name of invocation.positionals) {
+      const users = config.hosts.filter((host) => host.nixpkgs === name).map((host) => host.name);
+      if (users.length > 0) {
+        throw new PideployError({
+          code: 'PIDEPLOY_USAGE',
+          message: `pin ${name} is the nixpkgs of ${users.join(', ')} (${config.file})`,
+          hint: `point ${users.length === 1 ? 'that host' : 'those hosts'} at another pin first ("nixpkgs": "…" in pideploy.json), then remove it`,
+        });
+      }
+    }
+  }
+  const result = await removePins({ dir, names: invocation.positionals });
+  return { value: result, text: [...result.removed.map((entry) => `removed ${entry.name}`), 'wrote pins.json and pins.nix'].join('\n') };
 }
 
 /** `pideploy pin verify [name…]`: a mismatch fails (exit 1) with Nix's "specified: … got: …". */
