@@ -1000,6 +1000,8 @@ export interface SystemStatus {
   readonly lastDeployment: ActivationState | undefined;
   /** The lines of the file `alsoRead` named (see {@link ReadHostSystemsOptions}), when one was: e.g. the host's record of key files. */
   readonly alsoRead?: readonly string[] | undefined;
+  /** The host's boot id now (`/proc/sys/kernel/random/boot_id`), if it could be read: another one than a file recorded means the host booted since. */
+  readonly bootId?: string | undefined;
   /**
    * What the boot default (the profile's system) has otherwise than the host booted with, of its
    * kernel, initrd and kernel modules: a reboot is needed to run them (empty: none, or unknown).
@@ -1042,6 +1044,8 @@ section booted-parts
 ${printBootPartsScript('/run/booted-system')}
 section profile-parts
 ${printBootPartsScript('"$profile"')}
+section boot-id
+if [ -r /proc/sys/kernel/random/boot_id ]; then read -r boot_id </proc/sys/kernel/random/boot_id && printf '%s\\n' "$boot_id"; fi
 section also-read
 if [ -n "$also_read" ] && [ -r "$also_read" ]; then while IFS= read -r l || [ -n "$l" ]; do printf '%s\\n' "$l"; done <"$also_read"; fi
 section last-deployment
@@ -1105,6 +1109,7 @@ export async function systemStatus(target: ActivationTarget, context: PideployCo
       lastDeployment: state === '' ? undefined : parseActivationState(`${state}\n`),
       rebootNeededFor: rebootNeededFor(sections.get('booted-parts'), sections.get('profile-parts')),
       ...(options.alsoRead === undefined ? {} : { alsoRead: (sections.get('also-read') ?? '').split('\n').filter((line) => line !== '') }),
+      bootId: sections.get('boot-id') || undefined,
     };
   });
 }

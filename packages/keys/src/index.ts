@@ -12,6 +12,7 @@ export {
   type KeySpec,
   type KeyUploadAt,
 } from './key-spec.js';
-export { KEY_INSTALLER_BOOTSTRAP, KEY_INSTALLER_SCRIPT, KEY_RECORD_FILE, keyInstallerArgv, keyInstallerInput, parseKeyInstallerOutput, parseKeyInstallerReport, type InstalledKey, type RemovedKey } from './key-installer.js';
+export { KEY_INSTALLER_BOOTSTRAP, KEY_INSTALLER_SCRIPT, KEY_RECORD_BOOT_PREFIX, KEY_RECORD_FILE, keyInstallerArgv, keyInstallerInput, parseKeyInstallerOutput, parseKeyInstallerReport, type InstalledKey, type RemovedKey } from './key-installer.js';
 export { readKeyContents, type LoadedKey, type ReadKeyContentsOptions } from './read-keys.js';
 export { uploadKeys, type KeyUploadResult, type UploadKeysInput } from './upload-keys.js';
+export { keyFilesGoneSinceBoot, parseKeyRecord, type KeyRecord } from './key-record.js';

@@ -3,7 +3,7 @@ import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSyn
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { KEY_INSTALLER_BOOTSTRAP, KEY_INSTALLER_SCRIPT, KEY_RECORD_FILE, keyInstallerArgv, keyInstallerInput, parseKeyInstallerOutput, parseKeyInstallerReport } from './key-installer.js';
+import { KEY_INSTALLER_BOOTSTRAP, KEY_INSTALLER_SCRIPT, KEY_RECORD_BOOT_PREFIX, KEY_RECORD_FILE, keyInstallerArgv, keyInstallerInput, parseKeyInstallerOutput, parseKeyInstallerReport } from './key-installer.js';
 import type { KeySpec } from './key-spec.js';
 
 // Every test's directory is made under one root, removed once this file's tests are done.
@@ -24,6 +24,9 @@ function install(shell: string, keys: readonly KeySpec[], contents: readonly (st
   const result = spawnSync(shell, rest, { input: input ?? keyInstallerInput(contents.map((content) => Buffer.from(content))), encoding: 'utf8', env: { PATH: '/usr/bin:/bin', HOME: '/nonexistent' } });
   return { code: result.status, stdout: result.stdout, stderr: result.stderr };
 }
+
+/** The record's first line on this machine: the boot it is written in, as the kernel says. */
+const bootLine = `${KEY_RECORD_BOOT_PREFIX}${readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim()}\n`;
 
 /** The installer's own first stdin line (what {@link keyInstallerInput} starts with). */
 const scriptLine = `${Buffer.from(KEY_INSTALLER_SCRIPT).toString('base64')}\n`;
@@ -166,20 +169,20 @@ describe.each(['dash', 'bash'])('KEY_INSTALLER_SCRIPT run by a real %s as root',
     expect(install(shell, [], [], undefined, [path.join(root, 'k2')]).stdout).toBe(`removed ${path.join(root, 'k2')}\n`);
   });
 
-  it.runIf(isRoot)('records the key files on the host (those still there, then this upload\'s, each once), readable by all, for a deploy from another clone', () => {
+  it.runIf(isRoot)('records the key files on the host (the boot, those still there, then this upload\'s, each once), readable by all, for a deploy from another clone', () => {
     const root = temporaryDirectory(path.join(os.tmpdir(), 'pideploy-keys-'));
     const record = path.join(root, 'var', 'pideploy', 'keys');
     expect(install(shell, [key('a', root), key('b', root)], ['1', '2'], undefined, [], record).code).toBe(0);
-    expect(readFileSync(record, 'utf8')).toBe(`${root}/a\n${root}/b\n`);
+    expect(readFileSync(record, 'utf8')).toBe(`${bootLine}${root}/a\n${root}/b\n`);
     expect([modeOf(record), modeOf(path.dirname(record))]).toEqual(['0644', '0755']);
     // Another upload (another stage, or another clone): what is still there stays listed, once.
     expect(install(shell, [key('c', root), key('a', root)], ['3', '1'], undefined, [], record).code).toBe(0);
-    expect(readFileSync(record, 'utf8')).toBe(`${root}/a\n${root}/b\n${root}/c\n`);
+    expect(readFileSync(record, 'utf8')).toBe(`${bootLine}${root}/a\n${root}/b\n${root}/c\n`);
     // Removed ones, and ones gone meanwhile (a reboot empties /run), drop out; a directory is no key file.
     rmSync(path.join(root, 'c'));
     const removed = install(shell, [], [], undefined, [path.join(root, 'b')], record);
     expect([removed.code, removed.stdout]).toEqual([0, `removed ${root}/b\n`]);
-    expect(readFileSync(record, 'utf8')).toBe(`${root}/a\n`);
+    expect(readFileSync(record, 'utf8')).toBe(`${bootLine}${root}/a\n`);
     // A record it cannot write is said, and the upload stands.
     const blocked = path.join(root, 'file-not-dir');
     writeFileSync(blocked, '');
@@ -208,7 +211,7 @@ describe.each(['dash', 'bash'])('KEY_INSTALLER_SCRIPT run by a real %s as root',
     rmSync(lock);
     expect(await exited).toBe(0);
     expect((performance.now() - released) / 1000).toBeLessThan(2);
-    expect([readFileSync(record, 'utf8'), existsSync(lock), stderr]).toEqual([`${root}/a\n`, false, '']);
+    expect([readFileSync(record, 'utf8'), existsSync(lock), stderr]).toEqual([`${bootLine}${root}/a\n`, false, '']);
     // A lock nobody gives back (its upload died) is taken over after 10 s, with a warning.
     writeFileSync(lock, '');
     const started = performance.now();
@@ -216,7 +219,7 @@ describe.each(['dash', 'bash'])('KEY_INSTALLER_SCRIPT run by a real %s as root',
     expect((performance.now() - started) / 1000).toBeGreaterThanOrEqual(10);
     expect(late.code).toBe(0);
     expect(late.stderr).toBe(`keys: warning: ${lock} was held for 10 s (left by an upload that died?): taken over\n`);
-    expect([readFileSync(record, 'utf8'), existsSync(lock)]).toEqual([`${root}/a\n${root}/b\n`, false]);
+    expect([readFileSync(record, 'utf8'), existsSync(lock)]).toEqual([`${bootLine}${root}/a\n${root}/b\n`, false]);
   });
 
   it.runIf(isRoot)('removes nothing when a key cannot be installed, or when a path is not absolute or also to install', () => {

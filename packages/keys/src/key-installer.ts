@@ -4,9 +4,14 @@ import { keyPath, type KeySpec } from './key-spec.js';
 /**
  * Where each host records the key files pideploy put on it (one absolute path a line, readable by
  * the login user: places, never contents), so that a deployment from any clone of the project
- * removes those pideploy.json no longer names, not only the ones its own clone put there.
+ * removes those pideploy.json no longer names, not only the ones its own clone put there. Its
+ * first line, `{@link KEY_RECORD_BOOT_PREFIX}<boot id>`, says during which boot it was written:
+ * files under `/run` it lists are gone once the host booted again.
  */
 export const KEY_RECORD_FILE = '/nix/var/pideploy/keys';
+
+/** Starts the line of the key record that names the boot it was written in (`/proc/sys/kernel/random/boot_id`). */
+export const KEY_RECORD_BOOT_PREFIX = '# boot ';
 
 /**
  * The host side of a key upload: a POSIX sh script run as root, once per upload. It arrives as
@@ -26,8 +31,8 @@ export const KEY_RECORD_FILE = '/nix/var/pideploy/keys';
  * in place, each is removed if it is a file or a link (the link itself), reported as `removed
  * PATH`, `absent PATH` or `not-a-file PATH` (left alone).
  *
- * Last, the record RECORD (see {@link KEY_RECORD_FILE}; "" for none) is rewritten: the files it
- * listed that are still files there, and this upload's keys. A record it cannot write is said on
+ * Last, the record RECORD (see {@link KEY_RECORD_FILE}; "" for none) is rewritten: the boot it is
+ * written in, the files it listed that are still files there, and this upload's keys. A record it cannot write is said on
  * stderr (`keys: warning: …`), and the upload still succeeds.
  */
 export const KEY_INSTALLER_SCRIPT = `set -u
@@ -173,7 +178,14 @@ record_keys() {
     case $listed in *"$nl$path$nl"*) continue ;; esac
     listed="$listed$path$nl"
   done
-  if ! (umask 022 && printf '%s' "\${listed#"$nl"}" > "$record.new" && mv -f -- "$record.new" "$record") 2>/dev/null; then
+  # The boot it is written in (read by the shell: no process), so that a reader knows whether files under /run are still there.
+  boot_line=''
+  if [ -r /proc/sys/kernel/random/boot_id ]; then
+    boot_id=''
+    read -r boot_id < /proc/sys/kernel/random/boot_id || true
+    [ -z "$boot_id" ] || boot_line="${KEY_RECORD_BOOT_PREFIX}$boot_id$nl"
+  fi
+  if ! (umask 022 && printf '%s%s' "$boot_line" "\${listed#"$nl"}" > "$record.new" && mv -f -- "$record.new" "$record") 2>/dev/null; then
     printf 'keys: warning: could not record the key files in %s\n' "$record" >&2
   fi
   rm -f -- "$record_lock" 2>/dev/null

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { REBOOT_ERROR_CODES, activateSystem, asksConfirmation, checkHealthCheckUse, checkRebootUse, checkSpecialisationExists, checkSpecialisationUse, diffSystem, formatClosureDiff, rebootSystem, rollbackSystem, systemStatus, type ActivationTarget, type RebootResult, type RollbackResult, type SystemStatus } from '@pideploy/activate';
 import { storePathName } from '@pideploy/build';
 import { PideployError, toPideployError, type ActivationAction } from '@pideploy/core';
-import { healthCheckSettingsFor, healthChecksFor, keys, loadConfig, loadConfigIfPresent, mapConcurrently, checkRollBackRequest, readBundleToplevel, rollBackHosts, selectHosts, staleKeysOnHost, type ResolvedConfig } from '@pideploy/sdk';
+import { healthCheckSettingsFor, healthChecksFor, keys, loadConfig, loadConfigIfPresent, mapConcurrently, checkRollBackRequest, readBundleToplevel, rollBackHosts, selectHosts, type ResolvedConfig } from '@pideploy/sdk';
 import type { CreateSudoOptions } from '@pideploy/ssh';
 import type { CommandInvocation, CommandResult } from '../command.js';
 import { requireBuiltBundle } from '../built-bundle.js';
@@ -230,14 +230,18 @@ export function leftDeployedSystem(status: SystemStatus): boolean {
 const LEFT_DEPLOYED_NOTE = 'not on its deployed bundle\'s system (rolled back or switched by hand since)';
 
 /**
- * The key files pideploy put on a host (its record, read by `status`), and of those the ones the
- * host's pideploy.json keys no longer name (`wanted`: their files; undefined: not a host of
- * pideploy.json, so none is called old), which the next deployment removes (pure).
+ * What a host's record of key files (read by `status`) says, against the host's pideploy.json
+ * keys (`wanted`: their files; undefined: not a host of pideploy.json): the files there, the old
+ * ones pideploy.json no longer names (the next deploy removes them), and the missing ones it names
+ * that are not there (never uploaded, or under /run and lost to a reboot since) (pure).
  */
-export function statusKeyFiles(status: SystemStatus, wanted: ReadonlySet<string> | undefined): { readonly current: string[]; readonly old: string[] } {
-  const recorded = staleKeysOnHost(status.alsoRead, new Set());
-  const old = wanted === undefined ? [] : staleKeysOnHost(recorded, wanted);
-  return { current: recorded.filter((file) => !old.includes(file)), old };
+export function statusKeyFiles(status: SystemStatus, wanted: ReadonlySet<string> | undefined): { readonly current: string[]; readonly old: string[]; readonly missing: string[] } {
+  const record = keys.parseKeyRecord(status.alsoRead);
+  const gone = new Set(keys.keyFilesGoneSinceBoot(record, status.bootId));
+  const present = record.files.filter((file) => !gone.has(file));
+  const old = wanted === undefined ? [] : present.filter((file) => !wanted.has(file));
+  const missing = wanted === undefined ? [] : [...wanted].filter((file) => !present.includes(file)).sort();
+  return { current: present.filter((file) => !old.includes(file)), old, missing };
 }
 
 function formatStatus(status: SystemStatus, wanted: ReadonlySet<string> | undefined): string {
@@ -253,6 +257,7 @@ function formatStatus(status: SystemStatus, wanted: ReadonlySet<string> | undefi
   const keyFiles = statusKeyFiles(status, wanted);
   if (keyFiles.current.length > 0) lines.push(`  keys:      ${keyFiles.current.join(', ')}`);
   if (keyFiles.old.length > 0) lines.push(`  old keys:  ${keyFiles.old.join(', ')} (no longer in pideploy.json: the next deploy removes them)`);
+  if (keyFiles.missing.length > 0) lines.push(`  missing:   ${keyFiles.missing.join(', ')} (in pideploy.json, not on the host: never uploaded, or under /run and gone since a reboot; pideploy upload-keys ${status.host})`);
   if (status.lastDeployment !== undefined) {
     const last = status.lastDeployment;
     lines.push(`  last deployment ${last.id}: ${last.action} ${last.toplevel}${last.specialisation === '' ? '' : ` (specialisation ${last.specialisation})`} → ${last.state} (${last.message})`);
@@ -269,7 +274,7 @@ const storeName = (storePath: string | undefined) => (storePath === undefined ? 
  * `pideploy status --short`: one line per host, for a fleet: the profile's generation, the system
  * it runs, its last deployment (until it reboots) and what needs a look (pure).
  */
-export function formatStatusLines(results: readonly (SystemStatus | HostStatusFailure)[]): string {
+export function formatStatusLines(results: readonly (SystemStatus | HostStatusFailure)[], wantedKeys: (host: string) => ReadonlySet<string> | undefined = () => undefined): string {
   const rows = results.map((result) => {
     if ('error' in result) return [result.host, '-', '-', '-', `error: ${result.error.message}`];
     const current = result.generations.find((generation) => generation.current);
@@ -278,6 +283,7 @@ export function formatStatusLines(results: readonly (SystemStatus | HostStatusFa
       ...(result.runningSpecialisation !== undefined ? [`specialisation ${result.runningSpecialisation}`] : result.runningSystem !== result.profileSystem ? [`boots ${storeName(result.profileSystem)} next`] : []),
       ...(result.rebootNeededFor.length > 0 ? [`reboot needed (${result.rebootNeededFor.join(', ')})`] : []),
       ...(leftDeployedSystem(result) ? [LEFT_DEPLOYED_NOTE] : []),
+      ...missingKeysNote(statusKeyFiles(result, wantedKeys(result.host)).missing.length),
     ];
     return [result.host, current === undefined ? '-' : String(current.number), storeName(result.runningSystem), last, notes.join('; ') || 'ok'];
   });
@@ -288,6 +294,11 @@ export function formatStatusLines(results: readonly (SystemStatus | HostStatusFa
 function wantedKeyFiles(config: ResolvedConfig | undefined, host: string): Set<string> | undefined {
   const configured = config?.hosts.find((entry) => entry.name === host);
   return configured === undefined ? undefined : new Set(configured.keys.map((spec) => keys.keyPath(spec)));
+}
+
+/** `2 keys missing` for the notes of `status --short` (none for 0). */
+function missingKeysNote(count: number): string[] {
+  return count === 0 ? [] : [`${count} ${count === 1 ? 'key' : 'keys'} missing`];
 }
 
 /** How many hosts `pideploy status` asks at once. */
@@ -323,7 +334,7 @@ export async function statusCommand(invocation: CommandInvocation): Promise<Comm
   });
   const text =
     invocation.flags['short'] === true
-      ? formatStatusLines(results)
+      ? formatStatusLines(results, (host) => wantedKeyFiles(config, host))
       : results
           .map((result) => ('error' in result ? describeHostFailure(result.host, result.error, 'error: ') : formatStatus(result, wantedKeyFiles(config, result.host))))
           .join('\n');

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { cp, mkdir, mkdtemp, rename, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { labDown, labExec, labUp, type LabStatus } from '@pideploy/lab';
+import { labDown, labExec, labRebootHost, labUp, type LabStatus } from '@pideploy/lab';
 import { describeLab, sshLoginCount, sudoLogFrom, sudoPasswordChecksFrom } from '@pideploy/lab/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { deployResultsOf, runBuiltPideploy, runBuiltPideployWithLabSudo } from '../testing/built-cli.js';
@@ -228,6 +228,19 @@ describeLab('keys: secrets outside the store, uploaded by deploy and upload-keys
     expect(await fileOn('pi1', '/etc/secrets/token')).toBe(`640 nobody nogroup\n${TOKEN}`);
   });
 
+  it('after a reboot pideploy did not make, status says which keys under /run are missing, until upload-keys puts them back', async () => {
+    expect(await statusOf('pi1', project, env)).not.toContain('missing:');
+    await labRebootHost('pi1');
+    const rebooted = await statusOf('pi1', project, env);
+    expect(rebooted).toContain('\n  missing:   /run/keys/wifi.psk (in pideploy.json, not on the host: never uploaded, or under /run and gone since a reboot; pideploy upload-keys pi1)\n');
+    expect(rebooted).toMatch(/\n {2}keys: {6}\/etc\/secrets\/\S+, \/etc\/secrets\/\S+\n/u);
+    expect((await runBuiltPideploy(['status', 'pi1', '--short'], { cwd: project, env })).stdout).toMatch(/^pi1 .* 1 key missing$/mu);
+    const upload = await pideploy(['upload-keys', 'pi1'], project, env);
+    expect(upload.code, upload.stderr).toBe(0);
+    expect(await fileOn('pi1', '/run/keys/wifi.psk')).toBe('600 root root\na new psk');
+    expect(await statusOf('pi1', project, env)).not.toContain('missing:');
+  });
+
   it('a key dropped from pideploy.json is removed by the next deploy once the host runs its new system, not when it rolls back', async () => {
     const pi1 = status.hosts[0];
     if (pi1 === undefined) throw new Error('no lab host');
@@ -293,7 +306,9 @@ describeLab('keys: secrets outside the store, uploaded by deploy and upload-keys
     expect(fromOther.code, fromOther.stderr).toBe(0);
     expect(await fileOn('pi2', '/etc/secrets/clone.key')).toBe(`600 root root\n${AFTER}`);
     // The host's record (places only, readable by the login user) lists it; this clone's record does not.
-    expect((await labExec('pi2', ['su', '-s', '/bin/sh', 'deploy', '-c', 'cat /nix/var/pideploy/keys'])).stdout).toBe('/etc/secrets/clone.key\n');
+    // (After the boot it was written in: the host's boot id.)
+    const bootId = (await onConsole('pi2', 'cat /proc/sys/kernel/random/boot_id')).trim();
+    expect((await labExec('pi2', ['su', '-s', '/bin/sh', 'deploy', '-c', 'cat /nix/var/pideploy/keys'])).stdout).toBe(`# boot ${bootId}\n/etc/secrets/clone.key\n`);
     expect(JSON.parse(readFileSync(path.join(project, '.pideploy', 'deployments.json'), 'utf8')).hosts.pi2.keys ?? []).not.toContain('/etc/secrets/clone.key');
     // status reads the host's record: a key of that clone's pideploy.json there, an old one here.
     expect(await statusOf('pi2', other, env)).toContain('\n  keys:      /etc/secrets/clone.key\n');
@@ -305,7 +320,7 @@ describeLab('keys: secrets outside the store, uploaded by deploy and upload-keys
     const run = await pideploy(['deploy', 'pi2', '--json'], project, env);
     expect(run.code, run.stderr).toBe(0);
     expect(deployResultsOf<HostResult>(run.stdout)[0]?.keysRemoved).toEqual([{ path: '/etc/secrets/clone.key', outcome: 'removed' }]);
-    expect(await onConsole('pi2', 'ls -A /etc/secrets; cat /nix/var/pideploy/keys')).toBe('');
+    expect(await onConsole('pi2', 'ls -A /etc/secrets; cat /nix/var/pideploy/keys')).toBe(`# boot ${bootId}`);
     expect(await statusOf('pi2', project, env)).not.toContain('keys:');
     const again = await pideploy(['deploy', 'pi2', '--json'], project, env);
     expect(deployResultsOf<HostResult>(again.stdout)[0]?.keysRemoved).toBeUndefined();

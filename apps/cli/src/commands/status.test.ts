@@ -62,11 +62,20 @@ describe('formatStatusLines (pideploy status --short)', () => {
 });
 
 describe('statusKeyFiles (the host\'s record of key files, in pideploy status)', () => {
-  it('splits the files into those pideploy.json still names and old ones; lines that are no key file are left out', () => {
-    const status = host({ host: 'pi1', alsoRead: ['/run/keys/wifi.psk', '/etc/secrets/old.key', 'garbage', '/etc/secrets/'] });
-    expect(statusKeyFiles(status, new Set(['/run/keys/wifi.psk', '/run/keys/new.key']))).toEqual({ current: ['/run/keys/wifi.psk'], old: ['/etc/secrets/old.key'] });
-    // Not a host of pideploy.json (an SSH target): none is called old.
-    expect(statusKeyFiles(status, undefined)).toEqual({ current: ['/run/keys/wifi.psk', '/etc/secrets/old.key'], old: [] });
-    expect(statusKeyFiles(host({ host: 'pi2' }), new Set())).toEqual({ current: [], old: [] });
+  const boot = '# boot 8a1c4e0e-0f7c-4b7b-9a53-0d6f3f1e2a11';
+
+  it('splits the files into those pideploy.json still names, old ones and missing ones; lines that are no key file are left out', () => {
+    const status = host({ host: 'pi1', bootId: '8a1c4e0e-0f7c-4b7b-9a53-0d6f3f1e2a11', alsoRead: [boot, '/run/keys/wifi.psk', '/etc/secrets/old.key', 'garbage', '/etc/secrets/'] });
+    expect(statusKeyFiles(status, new Set(['/run/keys/wifi.psk', '/run/keys/new.key']))).toEqual({ current: ['/run/keys/wifi.psk'], old: ['/etc/secrets/old.key'], missing: ['/run/keys/new.key'] });
+    // Not a host of pideploy.json (an SSH target): none is called old or missing.
+    expect(statusKeyFiles(status, undefined)).toEqual({ current: ['/run/keys/wifi.psk', '/etc/secrets/old.key'], old: [], missing: [] });
+    expect(statusKeyFiles(host({ host: 'pi2' }), new Set())).toEqual({ current: [], old: [], missing: [] });
+  });
+
+  it('calls the keys under /run missing once the host booted since the record was written', () => {
+    const rebooted = host({ host: 'pi1', bootId: 'another-boot', alsoRead: [boot, '/run/keys/wifi.psk', '/var/lib/secrets/token'] });
+    const wanted = new Set(['/run/keys/wifi.psk', '/var/lib/secrets/token']);
+    expect(statusKeyFiles(rebooted, wanted)).toEqual({ current: ['/var/lib/secrets/token'], old: [], missing: ['/run/keys/wifi.psk'] });
+    expect(formatStatusLines([rebooted], () => wanted).split('\n')[1]).toMatch(/ 1 key missing$/u);
   });
 });
