@@ -1,4 +1,4 @@
-import type { DeployEvent, PideployError, Reporter } from '@pideploy/core';
+import { describeActivated, type DeployEvent, type PideployError, type Reporter } from '@pideploy/core';
 import type { CliIo } from './io.js';
 import { setProgressLineEraser, writeWhenTerminalFree } from './terminal.js';
 
@@ -150,7 +150,7 @@ export function describeEvent(event: DeployEvent, verbose: boolean): string | un
     case 'cache-push':
       return `pushed ${event.pathsPushed} path(s) to the binary cache ${event.cache} (${formatBytes(event.narBytesPushed)} NAR, ${formatBytes(event.fileBytesPushed)} compressed), ${event.pathsPresent} already there, in ${formatDuration(event.durationMs)}`;
     case 'activate-start':
-      return `${prefix}${event.action} ${event.toplevel}${event.specialisation === undefined ? '' : ` (specialisation ${event.specialisation})`}`;
+      return `${prefix}${event.action} ${describeActivated(event.toplevel, event.specialisation)}`;
     case 'activate-end':
       return `${prefix}${event.action} ${event.ok ? 'done' : 'FAILED'} in ${formatDuration(event.durationMs)}`;
   }

@@ -1,9 +1,9 @@
-import { existsSync, realpathSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PideployError, toPideployError, type ActivationAction, type DeployPhase, type PideployContext } from '@pideploy/core';
 import { createClosureQuery, projectStateDir, type StorePathInfo } from '@pideploy/nix';
-import { activateSystem, asksConfirmation, bootPartsChanged, checkSpecialisationExists, checkSpecialisationUse, hostBusyError, readLocalBootParts, type BootPart, checkHealthCheckUse, healthChecksGate, checkRebootUse, diffSystem, formatClosureDiff, readHostSystems, rebootSystem, speaksActivationProtocol, type ActivationResult, type HealthChecks, type HostSystems, type RebootResult } from '@pideploy/activate';
+import { activateSystem, asksConfirmation, bootPartsChanged, checkSpecialisationUse, hostBusyError, specialisationSystem, readLocalBootParts, type BootPart, checkHealthCheckUse, healthChecksGate, checkRebootUse, diffSystem, formatClosureDiff, readHostSystems, rebootSystem, speaksActivationProtocol, type ActivationResult, type HealthChecks, type HostSystems, type RebootResult } from '@pideploy/activate';
 import { KEY_RECORD_FILE, keyPath, uploadKeys, type InstalledKey, type LoadedKey, type RemovedKey } from '@pideploy/keys';
 import { connectSsh, sharePasswordPerRealm, type SshSession, type SudoPasswordProvider, type SudoRunner } from '@pideploy/ssh';
 import { checkPinsFiles } from '@pideploy/pin';
@@ -253,6 +253,26 @@ function plannedHealthChecks(host: ResolvedHost, request: DeployRequest, action:
 }
 
 /**
+ * The specialisation a host is to run (pure): the one given for this run, `false` for the system
+ * itself, else its pideploy.json `specialisation`.
+ */
+export function specialisationFor(host: Pick<ResolvedHost, 'specialisation'> | undefined, given: string | false | undefined): string | undefined {
+  return given === false ? undefined : (given ?? host?.specialisation);
+}
+
+/**
+ * Refuses a deployment that cannot be done as asked, before any work (and, in the CLI, before
+ * its question and the password): a reboot with an action that boots nothing new, a
+ * specialisation that is no name, or with boot or a reboot (pure).
+ * @throws PideployError `PIDEPLOY_USAGE`
+ */
+export function checkDeployRequest(request: Pick<DeployRequest, 'action' | 'reboot' | 'specialisation'> & { readonly hosts: readonly Pick<ResolvedHost, 'specialisation'>[] }): void {
+  const action = request.action ?? 'switch';
+  checkRebootUse(action, request.reboot);
+  for (const host of request.hosts) checkSpecialisationUse({ action, specialisation: specialisationFor(host, request.specialisation), reboot: request.reboot });
+}
+
+/**
  * Deploys hosts end to end: for each host it opens ONE SSH connection and checks sudo (asking
  * the password once, at the start, validated before anything is copied or changed) while it
  * builds the toplevel here (once per distinct configuration, shared by the hosts that have it),
@@ -279,10 +299,7 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
   // (pideploy.json's is skipped, with a warning, for an action or rollback setting that has no
   // confirmation), and so is a URL with an unknown placeholder.
   const action = request.action ?? 'switch';
-  checkRebootUse(action, request.reboot);
-  // Each host's specialisation (the request's, else pideploy.json's), refused now where it cannot be activated as asked.
-  const specialisationOf = (host: ResolvedHost) => (request.specialisation === false ? undefined : (request.specialisation ?? host.specialisation));
-  for (const host of request.hosts) checkSpecialisationUse({ action, specialisation: specialisationOf(host), reboot: request.reboot });
+  checkDeployRequest(request);
   const healthChecks = new Map(request.hosts.map((host) => [host.name, plannedHealthChecks(host, request, action, context)] as const));
   // The pin check: pins.nix is what pins.json records, and each host's nixpkgs is pinned (before any other work).
   await timed('pin', undefined, undefined, context, () =>
@@ -388,11 +405,10 @@ export async function deploy(request: DeployRequest, context: PideployContext): 
       const { toplevel, sharedWith } = await timed('build', host.name, phases, context, () => building);
       result.toplevel = toplevel.outPath;
       if (sharedWith !== undefined) result.sharedBuildWith = sharedWith;
-      // A specialisation the built system lacks is said before anything is copied to the host.
-      const specialisation = specialisationOf(host);
-      if (specialisation !== undefined) checkSpecialisationExists(toplevel.outPath, specialisation, host.name);
-      // What the host will run: the system, or that specialisation of it (the diff and the kernel check are against it).
-      const activatedSystem = specialisation === undefined ? toplevel.outPath : realpathSync(path.join(toplevel.outPath, 'specialisation', specialisation));
+      // What the host will run: the system, or that specialisation of it (the diff and the kernel
+      // check are against it); a specialisation the built system lacks is said before anything is copied.
+      const specialisation = specialisationFor(host, request.specialisation);
+      const activatedSystem = specialisation === undefined ? toplevel.outPath : specialisationSystem(toplevel.outPath, specialisation, host.name);
       const bundle = await timed('bundle', host.name, phases, context, () => bundling);
       result.bundle = bundle.outPath;
       const target = { target: host.target, session, connect, sudo: { password }, name: host.name };

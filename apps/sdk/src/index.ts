@@ -42,8 +42,10 @@ export { builtBundleOf, readBundleToplevel, type BuiltBundle } from './built-bun
 export { projectStateDir } from '@pideploy/nix';
 export { defaultCacheKeyName, openFleetCache, type FleetCache } from './fleet-cache.js';
 export {
+  checkDeployRequest,
   deploy,
   hostBuilderFor,
+  specialisationFor,
   type DeployRequest,
   type DeployResult,
   type HostDeployResult,

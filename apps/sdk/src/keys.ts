@@ -1,5 +1,5 @@
 import { PideployError, type PideployContext } from '@pideploy/core';
-import { isKeyFilePath, keyPath, readKeyContents, uploadKeys, type InstalledKey, type LoadedKey } from '@pideploy/keys';
+import { keyPath, parseKeyRecord, readKeyContents, uploadKeys, type InstalledKey, type LoadedKey } from '@pideploy/keys';
 import type { ResolvedConfig, ResolvedHost } from './config.js';
 import { mapConcurrently } from './concurrency.js';
 import { rootCommandsFor, withHostSession, type FleetHostResult, type FleetResult, type HostConnectionSettings, type HostSudoSettings } from './host-connection.js';
@@ -34,7 +34,7 @@ export async function loadHostKeys(
  * pideploy put there: left out, never removed.
  */
 export function staleKeysOnHost(recorded: readonly string[] | undefined, wanted: ReadonlySet<string>): string[] {
-  return (recorded ?? []).filter((file) => isKeyFilePath(file) && !wanted.has(file));
+  return parseKeyRecord(recorded).files.filter((file) => !wanted.has(file));
 }
 
 /** One line per key, for a dry run and for messages: where it goes, owned by whom, when. */

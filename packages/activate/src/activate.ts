@@ -2,7 +2,7 @@
  * The deployer side of activation: thin I/O shells around the target-side script
  * ({@link renderActivationScript}) over `@pideploy/ssh`.
  */
-import { PideployError, shellJoin, tailLines, type ActivationAction, type PideployContext } from '@pideploy/core';
+import { PideployError, describeActivated, shellJoin, tailLines, type ActivationAction, type PideployContext } from '@pideploy/core';
 import { parsePathInfoJson, queryClosurePathInfos, type ClosureQuery, type StorePathInfo } from '@pideploy/nix';
 import { connectSsh, type ConnectSshOptions, type CreateSudoOptions, type SshSession, type SudoPasswordProvider, type SudoRunner } from '@pideploy/ssh';
 import {
@@ -12,6 +12,7 @@ import {
   ACTIVATION_PROTOCOL_MARKER,
   ACTIVATION_UNREADABLE,
   ACTIVATION_STATE_DIR,
+  LEFT_BEHIND_SECONDS,
   READ_LOCK_FUNCTION,
   CURRENT_CONFIGURATION_ROOT,
   DEFAULT_ACTIVATION_TIMEOUT_SECONDS,
@@ -505,7 +506,7 @@ async function probeHost(session: SshSession, bundle: string | undefined, signal
     'r=$(readlink -e /run/current-system); p=$(readlink -e "$1")',
     'printf \'%s\\n\' "$r" "$p" "$(readlink -e "$5")" "$holder" "$s"',
     'case $d in *[!0-9]*) d= ;; esac; case $u in *[!0-9]*) u= ;; esac',
-    'if { [ "$s" = awaiting-confirmation ] && [ -n "$d" ]; } || { [ "$s" = starting ] && [ -n "$u" ]; }; then now=$(date +%s); if { [ "$s" = awaiting-confirmation ] && [ "$now" -gt $((d + 60)) ]; } || { [ "$s" = starting ] && [ "$now" -gt $((u + 60)) ]; }; then echo holder-left-behind; fi; fi',
+    `if { [ "$s" = awaiting-confirmation ] && [ -n "$d" ]; } || { [ "$s" = starting ] && [ -n "$u" ]; }; then now=$(date +%s); if { [ "$s" = awaiting-confirmation ] && [ "$now" -gt $((d + ${LEFT_BEHIND_SECONDS})) ]; } || { [ "$s" = starting ] && [ "$now" -gt $((u + ${LEFT_BEHIND_SECONDS})) ]; }; then echo holder-left-behind; fi; fi`,
     // Which specialisation of the profile's system runs, if one does (no process; none when it runs the system itself).
     printRunningSpecialisationScript('r', 'p'),
     'if [ -n "$2" ] && grep -qxF "$3" "$2" 2>/dev/null; then echo speaks-protocol; fi',
@@ -670,7 +671,7 @@ export async function activateSystem(input: ActivateSystemInput, context: Pidepl
   const specialisation = input.specialisation;
   checkSpecialisationUse({ action, specialisation });
   // What the messages call the system activated: the toplevel, and its specialisation if one.
-  const activated = specialisation === undefined ? input.toplevel : `${input.toplevel} (specialisation ${specialisation})`;
+  const activated = describeActivated(input.toplevel, specialisation);
   const sudoOptions = sudoOptionsOf(input);
   const connect = { ...input.connect, signal };
 

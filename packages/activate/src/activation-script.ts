@@ -24,6 +24,13 @@ export const BUSY_OUTPUT_MARKER = '@@pideploy-busy';
 export const ACTIVATION_PROTOCOL_MARKER = '# pideploy-activate-protocol: 4';
 /** The line after which `activate confirm|abort` print the deployment's state file. */
 export const STATE_OUTPUT_MARKER = '@@pideploy-state';
+/**
+ * Seconds after which a deployment that holds a host counts as left behind, and the next start
+ * takes the host over from it: awaiting its confirmation this long past its deadline (its
+ * watchdog, which looks every second, is gone), or still starting this long after it said so.
+ * The script and `readHostSystems` apply the same rule.
+ */
+export const LEFT_BEHIND_SECONDS = 60;
 /** Default seconds the target waits for `confirm` before it rolls back by itself. */
 export const DEFAULT_CONFIRM_TIMEOUT_SECONDS = 30;
 /**
@@ -689,8 +696,8 @@ refuse_if_busy() {
   load_state "$holder"
   if ! is_final "$st_state"; then
     read_clock
-    case "$st_deadline" in ''|*[!0-9]*) overdue=0 ;; *) overdue=$(( clock > st_deadline + 60 )) ;; esac
-    case "$st_saved_at" in ''|*[!0-9]*) stale=0 ;; *) stale=$(( clock > st_saved_at + 60 )) ;; esac
+    case "$st_deadline" in ''|*[!0-9]*) overdue=0 ;; *) overdue=$(( clock > st_deadline + ${LEFT_BEHIND_SECONDS} )) ;; esac
+    case "$st_saved_at" in ''|*[!0-9]*) stale=0 ;; *) stale=$(( clock > st_saved_at + ${LEFT_BEHIND_SECONDS} )) ;; esac
     if [ "$st_state" = awaiting-confirmation ] && [ "$overdue" = 1 ]; then
       echo "activate: deployment $holder was left awaiting confirmation past its deadline (its watchdog is gone); going ahead" >&2
       taken_over=$holder

@@ -11,11 +11,11 @@ export {
 export { BOOT_PARTS, bootPartsChanged, parseBootParts, printBootPartsScript, readLocalBootParts, type BootPart, type BootParts } from './boot-parts.js';
 export {
   SPECIALISATION_UNKNOWN,
-  checkSpecialisationExists,
   checkSpecialisationUse,
   isSpecialisationName,
   parseRunningSpecialisation,
   printRunningSpecialisationScript,
+  specialisationSystem,
   specialisationsOf,
 } from './specialisation.js';
 export { parseGenerationList, previousGeneration, type ProfileGeneration } from './generations.js';
@@ -30,6 +30,7 @@ export {
   DEFAULT_ACTIVATION_TIMEOUT_SECONDS,
   DEFAULT_CONFIRM_TIMEOUT_SECONDS,
   DEPLOYMENTS_KEPT,
+  LEFT_BEHIND_SECONDS,
   DEPLOY_ID_PATTERN,
   SYSTEMD_RUNTIME_DIRECTORY,
   STATE_OUTPUT_MARKER,

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { PideployError } from '@pideploy/core';
 import { describe, expect, it } from 'vitest';
-import { checkSpecialisationExists, checkSpecialisationUse, isSpecialisationName, parseRunningSpecialisation, printRunningSpecialisationScript, specialisationsOf } from './specialisation.js';
+import { checkSpecialisationUse, isSpecialisationName, parseRunningSpecialisation, printRunningSpecialisationScript, specialisationSystem, specialisationsOf } from './specialisation.js';
 import { temporaryDirectory } from './test-support/temporary-directory.js';
 
 /** A system directory as NixOS builds one: bin/switch-to-configuration and specialisation/<name> links to other such systems. */
@@ -51,15 +51,16 @@ describe('checkSpecialisationUse', () => {
   });
 });
 
-describe('checkSpecialisationExists / specialisationsOf', () => {
+describe('specialisationSystem / specialisationsOf', () => {
   it('passes a specialisation the system has; names those it has otherwise', () => {
     const directory = temporaryDirectory(path.join(os.tmpdir(), 'pideploy-specialisation-'));
     const kiosk = makeSystem(directory, 'kiosk');
     const maintenance = makeSystem(directory, 'maintenance');
     const system = makeSystem(directory, 'system', { maintenance, kiosk });
     expect(specialisationsOf(system)).toEqual(['kiosk', 'maintenance']);
-    expect(() => checkSpecialisationExists(system, 'kiosk', 'pi1')).not.toThrow();
-    const unknown = thrown(() => checkSpecialisationExists(system, 'kisok', 'pi1'));
+    // The specialisation's own system, resolved (what the host will run).
+    expect(specialisationSystem(system, 'kiosk', 'pi1')).toBe(kiosk);
+    const unknown = thrown(() => specialisationSystem(system, 'kisok', 'pi1'));
     expect(unknown.code).toBe('PIDEPLOY_SPECIALISATION_UNKNOWN');
     expect(unknown.message).toBe(`pi1's system ${system} has no specialisation "kisok"`);
     expect(unknown.hint).toBe('it has "kiosk", "maintenance": pick one of them, or add `specialisation."kisok".configuration` to the configuration');
@@ -69,7 +70,7 @@ describe('checkSpecialisationExists / specialisationsOf', () => {
     const directory = temporaryDirectory(path.join(os.tmpdir(), 'pideploy-specialisation-'));
     const plain = makeSystem(directory, 'plain');
     expect(specialisationsOf(plain)).toEqual([]);
-    expect(thrown(() => checkSpecialisationExists(plain, 'kiosk')).hint).toContain('defines no `specialisation.<name>`');
+    expect(thrown(() => specialisationSystem(plain, 'kiosk')).hint).toContain('defines no `specialisation.<name>`');
     expect(specialisationsOf(path.join(directory, 'absent'))).toEqual([]);
   });
 });

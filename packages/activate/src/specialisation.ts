@@ -4,7 +4,7 @@
  * NAME` does, keeps `toplevel` as the boot default (the system profile) and runs
  * `toplevel/specialisation/NAME/bin/switch-to-configuration` instead of the system's own.
  */
-import { readdirSync, statSync } from 'node:fs';
+import { readdirSync, realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { PideployError, type ActivationAction } from '@pideploy/core';
 
@@ -61,14 +61,15 @@ export function specialisationsOf(toplevel: string): string[] {
 }
 
 /**
- * Checks that the system `toplevel`, in this machine's store, has the specialisation `name`
- * (before anything is copied): the error names those it has.
+ * The system of the specialisation `name` of the system `toplevel`, in this machine's store
+ * (`toplevel/specialisation/NAME`, resolved): what the host will run. Checked before anything is
+ * copied; the error names the specialisations the system has.
  * @throws PideployError {@link SPECIALISATION_UNKNOWN}
  */
-export function checkSpecialisationExists(toplevel: string, name: string, host?: string): void {
-  const switcher = path.join(toplevel, 'specialisation', name, 'bin', 'switch-to-configuration');
+export function specialisationSystem(toplevel: string, name: string, host?: string): string {
+  const system = path.join(toplevel, 'specialisation', name);
   try {
-    if (statSync(switcher).isFile()) return;
+    if (statSync(path.join(system, 'bin', 'switch-to-configuration')).isFile()) return realpathSync(system);
   } catch {
     // not there: said below
   }

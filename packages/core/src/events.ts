@@ -54,3 +54,11 @@ export function createCollectingReporter(): Reporter & { readonly events: Deploy
   const events: DeployEvent[] = [];
   return { events, emit: (event) => void events.push(event) };
 }
+
+/**
+ * How messages name what is activated: the system, and its specialisation if one
+ * (`/nix/store/…-nixos-system-pi1 (specialisation kiosk)`), as `activate-start` carries them.
+ */
+export function describeActivated(toplevel: string, specialisation: string | undefined): string {
+  return specialisation === undefined ? toplevel : `${toplevel} (specialisation ${specialisation})`;
+}

@@ -9,6 +9,7 @@ export {
 } from './errors.js';
 export {
   createCollectingReporter,
+  describeActivated,
   silentReporter,
   type ActivationAction,
   type DeployEvent,

@@ -1,9 +1,9 @@
 import { existsSync, realpathSync } from 'node:fs';
 import path from 'node:path';
-import { REBOOT_ERROR_CODES, activateSystem, asksConfirmation, checkHealthCheckUse, checkRebootUse, checkSpecialisationExists, checkSpecialisationUse, diffSystem, formatClosureDiff, rebootSystem, rollbackSystem, systemStatus, type ActivationTarget, type RebootResult, type RollbackResult, type SystemStatus } from '@pideploy/activate';
+import { REBOOT_ERROR_CODES, activateSystem, asksConfirmation, checkHealthCheckUse, checkRebootUse, checkSpecialisationUse, diffSystem, formatClosureDiff, rebootSystem, rollbackSystem, specialisationSystem, systemStatus, type ActivationTarget, type RebootResult, type RollbackResult, type SystemStatus } from '@pideploy/activate';
 import { storePathName } from '@pideploy/build';
-import { PideployError, toPideployError, type ActivationAction } from '@pideploy/core';
-import { healthCheckSettingsFor, healthChecksFor, keys, loadConfig, loadConfigIfPresent, mapConcurrently, checkRollBackRequest, readBundleToplevel, rollBackHosts, selectHosts, type ResolvedConfig } from '@pideploy/sdk';
+import { PideployError, describeActivated, toPideployError, type ActivationAction } from '@pideploy/core';
+import { healthCheckSettingsFor, healthChecksFor, keys, loadConfig, loadConfigIfPresent, mapConcurrently, checkRollBackRequest, readBundleToplevel, rollBackHosts, selectHosts, specialisationFor, type ResolvedConfig } from '@pideploy/sdk';
 import type { CreateSudoOptions } from '@pideploy/ssh';
 import type { CommandInvocation, CommandResult } from '../command.js';
 import { requireBuiltBundle } from '../built-bundle.js';
@@ -94,12 +94,11 @@ export async function activateCommand(invocation: CommandInvocation): Promise<Co
   checkRebootUse(action, reboot.reboot);
   const config = await projectConfig(invocation);
   const configured = config?.hosts.find((entry) => entry.name === host);
-  const specialisationGiven = specialisationFlag(invocation);
-  const specialisation = specialisationGiven === false ? undefined : (specialisationGiven ?? configured?.specialisation);
+  const specialisation = specialisationFor(configured, specialisationFlag(invocation));
   checkSpecialisationUse({ action, specialisation, reboot: reboot.reboot });
   const { toplevel, bundle } = systemToActivate(invocation, config, host, 'activate');
   // A system built here is checked here; one only on the host is checked there, by the activation.
-  if (specialisation !== undefined && existsSync(toplevel)) checkSpecialisationExists(toplevel, specialisation, host);
+  if (specialisation !== undefined && existsSync(toplevel)) specialisationSystem(toplevel, specialisation, host);
   const rollback = { enabled: invocation.flags['no-rollback'] !== true, confirmTimeoutSeconds: integerFlag(invocation, 'confirm-timeout', { min: 1, unit: 'seconds' }) };
   const activationTimeoutSeconds = integerFlag(invocation, 'activation-timeout', { min: 0, unit: 'seconds' }) ?? config?.deploy.activationTimeout;
   // A host of pideploy.json keeps its health check (the flags replace the fields they name); it
@@ -122,7 +121,7 @@ export async function activateCommand(invocation: CommandInvocation): Promise<Co
     },
     invocation.context,
   );
-  const activated = specialisation === undefined ? toplevel : `${toplevel} (specialisation ${specialisation})`;
+  const activated = describeActivated(toplevel, specialisation);
   const text =
     result.outcome === 'skipped'
       ? `${host} already runs ${activated}; nothing to do (--force to activate again)`
@@ -352,13 +351,9 @@ export async function diffCommand(invocation: CommandInvocation): Promise<Comman
   const config = await projectConfig(invocation);
   const { toplevel } = systemToActivate(invocation, config, host, 'diff');
   // What the host would run: the system, or that specialisation of it (built here).
-  const specialisationGiven = specialisationFlag(invocation);
-  const specialisation = specialisationGiven === false ? undefined : (specialisationGiven ?? config?.hosts.find((entry) => entry.name === host)?.specialisation);
-  if (specialisation !== undefined) {
-    checkSpecialisationUse({ action: 'switch', specialisation });
-    checkSpecialisationExists(toplevel, specialisation, host);
-  }
-  const activated = specialisation === undefined ? toplevel : realpathSync(path.join(toplevel, 'specialisation', specialisation));
+  const specialisation = specialisationFor(config?.hosts.find((entry) => entry.name === host), specialisationFlag(invocation));
+  checkSpecialisationUse({ action: 'switch', specialisation });
+  const activated = specialisation === undefined ? toplevel : specialisationSystem(toplevel, specialisation, host);
   const diff = await diffSystem(resolveTarget(invocation, config, host, {}), activated, invocation.context, { env: invocation.io.env });
   const text = formatClosureDiff(diff);
   return { value: diff, text: text === '' ? `${host}: no changes` : text.trimEnd() };

@@ -1,6 +1,5 @@
-import { checkSpecialisationUse } from '@pideploy/activate';
 import { PideployError, type ActivationAction, type DeployPhase } from '@pideploy/core';
-import { deploy, deployRecordFile, hostsThatFailed, loadConfig, readDeployRecord, readDeployRecordOrEmpty, recordDeployResult, selectHosts, staleKeyPaths, type DeployResult, type ResolvedConfig, type ResolvedHost } from '@pideploy/sdk';
+import { checkDeployRequest, deploy, deployRecordFile, hostsThatFailed, loadConfig, readDeployRecord, readDeployRecordOrEmpty, recordDeployResult, selectHosts, staleKeyPaths, type DeployResult, type ResolvedConfig, type ResolvedHost } from '@pideploy/sdk';
 import type { CommandInvocation, CommandResult } from '../command.js';
 import { describeHostFailure, formatDuration } from '../render.js';
 import { confirmHosts } from '../confirm.js';
@@ -168,11 +167,11 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
   }
   // pideploy.json's cache section turns the fleet cache on; --cache without one uses the defaults.
   const useCache = invocation.flags['no-cache'] !== true && (invocation.flags['cache'] === true || config.cacheEnabled);
-  // A specialisation that cannot be activated as asked is refused before the question and the password.
+  // A deployment that cannot be done as asked (a reboot or specialisation that does not go with the
+  // action) is refused before the question and the password.
   const specialisation = specialisationFlag(invocation);
-  for (const host of hosts) {
-    checkSpecialisationUse({ action, specialisation: specialisation === false ? undefined : (specialisation ?? host.specialisation), reboot: reboot.ifNeeded ? 'if-needed' : reboot.reboot });
-  }
+  const rebootRequest = reboot.ifNeeded ? 'if-needed' : reboot.reboot;
+  checkDeployRequest({ hosts, action, reboot: rebootRequest, specialisation });
   const dryRun = invocation.flags['dry-run'] === true;
   // A person at a terminal confirms a deployment to several hosts at once (--yes skips it), before the password.
   if (!dryRun) await confirmHosts(invocation, `deploy (${action})`, hosts.map((host) => host.name));
@@ -193,7 +192,7 @@ export async function deployCommand(invocation: CommandInvocation): Promise<Comm
       force: invocation.flags['force'] === true,
       healthCheck: healthCheckFlags(invocation),
       installBootloader: invocation.flags['install-bootloader'] === true,
-      reboot: reboot.ifNeeded ? 'if-needed' : reboot.reboot,
+      reboot: rebootRequest,
       rebootTimeoutSeconds: reboot.timeoutSeconds,
       dryRun,
       keys: invocation.flags['no-keys'] === true ? false : undefined,
