@@ -125,7 +125,7 @@ describeLab('specialisations on a lab host: switch and test to one, skip, back t
     expect(await onConsole('ls /nix/var/nix/profiles')).toBe(generations);
   });
 
-  it('boot and a reboot with a specialisation are refused before the host is touched', async () => {
+  it('boot with a specialisation is refused before the host is touched (a reboot is refused by checkSpecialisationUse: unit tests)', async () => {
     const context = createBaseContext({ reporter: createCollectingReporter() });
     await expect(activateSystem({ ...target(), toplevel: system, specialisation: 'maintenance', action: 'boot' }, context)).rejects.toMatchObject({ code: 'PIDEPLOY_USAGE' });
     expect(await running()).toBe(maintenance);
